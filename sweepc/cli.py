@@ -1,0 +1,130 @@
+"""The command line: the only place that reads argv or prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+from .errors import SweepcError, SweepfileError, UsageError
+from .graph import BuildGraph
+from .project import find_sweepfile, load_graph
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits with 2 too; keep its usage line and our wording
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"sweepc: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sweepc", description="A compiler for parameter sweeps.")
+    p.add_argument("--version", action="version", version=f"sweepc {__version__}")
+    p.add_argument("-f", "--file", metavar="FILE", help="the sweepfile (default: ./sweepfile)")
+    p.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    c = sub.add_parser("check", help="parse and compile the sweepfile, report every error")
+    c.set_defaults(func=cmd_check)
+
+    c = sub.add_parser("psets", help="the expanded psets with their hashes")
+    c.add_argument("sweep", nargs="?", help="one sweep (default: every sweep)")
+    c.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    c.set_defaults(func=cmd_psets)
+
+    c = sub.add_parser("graph", help="the rule graph (or the job graph) as dot or mermaid")
+    c.add_argument("--jobs", action="store_true", help="one node per job instead of one per rule")
+    c.add_argument("--format", choices=("dot", "mermaid"), default="dot")
+    c.set_defaults(func=cmd_graph)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return p
+
+
+# later stages register their verbs here (build, status, clean, results, ...)
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[_Parser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except SweepfileError as e:
+        print(e.render(), file=sys.stderr)
+        n = len(e.diagnostics)
+        if n > 1:
+            print(f"{n} errors", file=sys.stderr)
+        return EXIT_USAGE
+    except SweepcError as e:
+        print(f"sweepc: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sweepc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def sweepfile_of(args: argparse.Namespace) -> Path:
+    return find_sweepfile(args.file, args.directory)
+
+
+def graph_of(args: argparse.Namespace) -> BuildGraph:
+    return load_graph(sweepfile_of(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    g = graph_of(args)
+    print(
+        f"{g.sweepfile.name}: ok: {_n(len(g.params), 'parameter')}, {_n(len(g.sweeps), 'sweep')}, "
+        f"{_n(len(g.rules), 'rule')}, {_n(len(g.jobs), 'job')}"
+    )
+    return EXIT_OK
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+def cmd_psets(args: argparse.Namespace) -> int:
+    from .api import Study
+
+    df = Study(graph_of(args)).psets(args.sweep)
+    write_frame(df, args.format, sys.stdout)
+    return EXIT_OK
+
+
+def write_frame(df: "object", fmt: str, out: TextIO) -> None:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    if fmt == "csv":
+        df.to_csv(out, index=False)
+    elif fmt == "json":
+        out.write(df.to_json(orient="records", force_ascii=False) + "\n")
+    else:
+        if df.empty:
+            out.write("(no rows)\n")
+        else:
+            out.write(df.to_string(index=False) + "\n")
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .render_graph import render_graph
+
+    sys.stdout.write(render_graph(graph_of(args), jobs=args.jobs, fmt=args.format))
+    return EXIT_OK
+
+
+_ = (json, UsageError)

@@ -1,0 +1,99 @@
+"""Errors are data: a Diagnostic names a place in a file, a message and a hint.
+
+They are rendered once, at the boundary (the CLI, or ``str()`` of the
+exception the API raises), as::
+
+    sweepfile:3:18: unknown parameter 'bb'
+      sweep grid = a * bb
+                       ^^
+      hint: did you mean 'b'?
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of the sweepfile; lines and columns count from 1."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    message: str
+    span: Span | None
+    hint: str
+    filename: str
+
+
+class SweepcError(Exception):
+    """Base of every error sweepc raises on purpose (exit code 2 in the CLI)."""
+
+
+class SweepfileError(SweepcError):
+    """One or more mistakes in a sweepfile, each with its place and a hint."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], source: str) -> None:
+        self.diagnostics = tuple(diagnostics)
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = self.source.splitlines()
+        return "\n".join(render(d, lines) for d in self.diagnostics)
+
+
+class UsageError(SweepcError):
+    """A command-line or API mistake that is not located in the sweepfile."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message + (f"\n  hint: {hint}" if hint else ""))
+
+
+class StateError(SweepcError):
+    """The state store cannot be used as it is (corrupt, locked, other version)."""
+
+
+def render(diag: Diagnostic, source_lines: Sequence[str]) -> str:
+    if diag.span is None:
+        head = f"{diag.filename}: {diag.message}"
+        return head + (f"\n  hint: {diag.hint}" if diag.hint else "")
+    span = diag.span
+    out = [f"{diag.filename}:{span.line}:{span.column}: {diag.message}"]
+    if 1 <= span.line <= len(source_lines):
+        text = source_lines[span.line - 1]
+        out.append("  " + text)
+        # keep tabs so the caret lines up under tab-indented text
+        prefix = "".join(c if c == "\t" else " " for c in text[: span.column - 1])
+        if span.end_line == span.line and span.end_column > span.column:
+            width = span.end_column - span.column
+        else:
+            width = max(1, len(text) - span.column + 1) if span.end_line > span.line else 1
+        out.append("  " + prefix + "^" * max(1, width))
+    if diag.hint:
+        out.append(f"  hint: {diag.hint}")
+    return "\n".join(out)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """A hint naming the closest candidate, or '' when nothing is close."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else ""
+
+
+def listing(candidates: Iterable[str], limit: int = 8) -> str:
+    names = sorted(candidates)
+    if not names:
+        return "(none)"
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

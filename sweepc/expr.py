@@ -1,0 +1,85 @@
+"""The small expression language of ``where`` conditions.
+
+A condition is compiled once into a Python function of one pset, so that
+filtering 100k psets costs one call each. Only the operators below exist;
+names are parameters, so nothing a sweepfile writes can reach Python itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from . import syntax as s
+from .errors import Span, did_you_mean
+from .values import Scalar
+
+Condition = Callable[[Mapping[str, Scalar]], object]
+
+_BINOPS = {
+    "+": "+", "-": "-", "*": "*", "/": "/", "//": "//", "%": "%", "**": "**",
+    "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
+    "and": "and", "or": "or", "in": "in", "notin": "not in",
+}
+FUNCTIONS: dict[str, Callable[..., object]] = {"abs": abs, "min": min, "max": max, "round": round}
+
+
+@dataclass(frozen=True, slots=True)
+class ExprError(Exception):
+    message: str
+    span: Span
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    func: Condition
+    names: frozenset[str]
+    text: str
+
+
+def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
+    """Compile a condition over parameters in ``known``; raise ExprError."""
+    names: set[str] = set()
+    code = _gen(expr, known, names)
+    env: dict[str, object] = {"__builtins__": {}, **{f"_f_{k}": v for k, v in FUNCTIONS.items()}}
+    func = eval(f"lambda p: ({code})", env)  # noqa: S307 - code is generated from our own AST
+    return Compiled(func, frozenset(names), code)
+
+
+def _gen(e: s.Expr, known: Collection[str], names: set[str]) -> str:
+    if isinstance(e, s.Num):
+        return repr(e.value)
+    if isinstance(e, s.Str):
+        return repr(e.value)
+    if isinstance(e, s.Bool):
+        return "True" if e.value else "False"
+    if isinstance(e, s.Name):
+        if e.id not in known:
+            hint = did_you_mean(e.id, known) or (
+                "a condition can use the parameters of the sweep it filters: " + ", ".join(sorted(known))
+            )
+            raise ExprError(f"unknown parameter '{e.id}'", e.span, hint)
+        names.add(e.id)
+        return f"p[{e.id!r}]"
+    if isinstance(e, s.ListExpr):
+        return "(" + "".join(_gen(i, known, names) + "," for i in e.items) + ")"
+    if isinstance(e, s.UnaryOp):
+        op = "not " if e.op == "not" else e.op
+        return f"({op}{_gen(e.operand, known, names)})"
+    if isinstance(e, s.BinOp):
+        if e.op == "where":
+            raise ExprError("'where' cannot be used inside a condition", e.op_span, "filter once: SWEEP where COND")
+        return f"({_gen(e.left, known, names)} {_BINOPS[e.op]} {_gen(e.right, known, names)})"
+    if isinstance(e, s.Call):
+        if e.func not in FUNCTIONS:
+            raise ExprError(
+                f"unknown function '{e.func}' in a condition",
+                e.func_span,
+                did_you_mean(e.func, FUNCTIONS) or "conditions can call " + ", ".join(sorted(FUNCTIONS)),
+            )
+        for a in e.args:
+            if a.name is not None and a.name_span is not None:
+                raise ExprError(f"'{e.func}' takes no keyword arguments", a.name_span, f"write {e.func}(x, y)")
+        return f"_f_{e.func}(" + ", ".join(_gen(a.value, known, names) for a in e.args) + ")"
+    raise AssertionError(e)

@@ -1,0 +1,161 @@
+"""The BuildGraph: what the compiler hands to every later stage.
+
+Per-job records are NamedTuples (300k of them at 100k psets: a frozen
+dataclass would cost a third of the planning budget); the containers are
+frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import Span
+from .values import Scalar
+
+# Files sweepc itself writes into a job directory.
+LOG_NAME = "sweepc.log"
+INPUT_LIST_NAME = "sweepc-inputs.txt"
+RECORD_NAME = "sweepc-record.json"
+RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME})
+
+
+class Resources(NamedTuple):
+    cpus: int = 1
+    mem_mb: int | None = None
+    time_s: int | None = None
+    nodes: int = 1
+    tasks: int = 1
+    gpus: int = 0
+
+
+class Job(NamedTuple):
+    id: int
+    rule: str
+    hash: str
+    seq: int  # instance number within its rule (psweep's _pset_seq)
+    params: Mapping[str, Scalar]
+    deps: tuple[int, ...]  # upstream job ids, in input order
+    sources: tuple[str, ...]  # project-relative source input paths
+    command: str
+    restart: str | None
+    resources: Resources
+
+    @property
+    def reldir(self) -> str:
+        """The job directory relative to the workdir: <rule>/<hh>/<hash>."""
+        return f"{self.rule}/{self.hash[:2]}/{self.hash}"
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.rule
+        inner = ",".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return f"{self.rule}[{inner}]"
+
+
+def _short(v: Scalar) -> str:
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    name: str | None  # the name for {input.NAME}; a rule input is named after its rule by default
+    rule: str | None  # upstream rule, or None for a source path
+    path: str | None  # source path template (project relative)
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    name: str | None
+    path: str  # relative to the job directory
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: str
+    span: Span
+    over: str | None  # text of the over expression (a sweep name when it is one)
+    by: tuple[str, ...]
+    keys: tuple[str, ...]  # parameter names of its instances
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    results: tuple[str, ...]
+    shell: str
+    restart: str | None
+    retries: int
+    local: bool
+    first_job: int
+    n_jobs: int
+
+    @property
+    def job_ids(self) -> range:
+        return range(self.first_job, self.first_job + self.n_jobs)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.rule for i in self.inputs if i.rule is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    name: str
+    psets: tuple[Mapping[str, Scalar], ...]
+    hashes: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildGraph:
+    root: Path  # the project folder (holds the sweepfile)
+    sweepfile: Path
+    source: str  # sweepfile text, for rendering errors found later
+    workdir: str  # as written; relative to root unless absolute
+    params: Mapping[str, tuple[Scalar, ...]]
+    sweeps: Mapping[str, Sweep]
+    rules: tuple[RuleSpec, ...]  # in topological order
+    jobs: tuple[Job, ...]  # rule by rule in that order
+    backends: Mapping[str, Mapping[str, Scalar | tuple[Scalar, ...]]]
+    rule_index: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def workdir_path(self) -> Path:
+        return self.root / self.workdir
+
+    def rule(self, name: str) -> RuleSpec:
+        return self.rules[self.rule_index[name]]
+
+    def job_dir(self, job: Job) -> Path:
+        return self.workdir_path / job.reldir
+
+    def output_paths(self, job: Job) -> tuple[Path, ...]:
+        d = self.job_dir(job)
+        return tuple(d / o.path for o in self.rule(job.rule).outputs)
+
+    def downstream(self) -> tuple[tuple[int, ...], ...]:
+        """For each job, the jobs that take it as input."""
+        out: list[list[int]] = [[] for _ in self.jobs]
+        for j in self.jobs:
+            for d in j.deps:
+                out[d].append(j.id)
+        return tuple(tuple(x) for x in out)
+
+    def ancestors(self, roots: set[int]) -> set[int]:
+        """The jobs in roots and every job they need, transitively."""
+        seen = set(roots)
+        stack = list(roots)
+        jobs = self.jobs
+        while stack:
+            for d in jobs[stack.pop()].deps:
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return seen

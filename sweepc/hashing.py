@@ -1,0 +1,84 @@
+"""The ONE place where parameter sets are hashed.
+
+The rule (version 1), pinned by golden values in tests/test_hashing.py:
+
+* a pset is a mapping of parameter names to scalars; key order never matters;
+* numbers are compared by value: ``1``, ``1.0`` and a CSV cell ``1`` are one
+  value (an integral float is hashed as the integer); other floats are hashed
+  by their shortest round-trip text (``repr``), which is the same on every
+  machine and every Python 3;
+* bools are not numbers: ``true`` and ``1`` are different values;
+* strings are hashed in Unicode NFC; a string ``"1"`` is not the number 1;
+* the hash is the first 16 hex digits of SHA-256 over a canonical JSON text
+  prefixed with the version, so changing the rule means changing the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import unicodedata
+from collections.abc import Mapping
+
+from .values import Scalar
+
+HASH_VERSION = 1
+HASH_LEN = 16
+_PREFIX = f"sweepc-pset-v{HASH_VERSION}\n".encode()
+
+
+def canonical_value(v: Scalar) -> list[str]:
+    if v is True or v is False:
+        return ["b", "true" if v else "false"]
+    if isinstance(v, int):
+        return ["n", str(v)]
+    if isinstance(v, float):
+        if math.isfinite(v) and v.is_integer():
+            return ["n", str(int(v))]
+        return ["n", repr(v)]
+    if isinstance(v, str):
+        return ["s", unicodedata.normalize("NFC", v)]
+    raise TypeError(f"not a parameter value: {v!r}")
+
+
+def canonical_text(pset: Mapping[str, Scalar]) -> str:
+    items = sorted((unicodedata.normalize("NFC", k), canonical_value(v)) for k, v in pset.items())
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+
+def pset_hash(pset: Mapping[str, Scalar]) -> str:
+    # Same text as canonical_text(), built from memoised "[key,[tag,text]]"
+    # fragments: sweeps repeat values, and this is the hot path of planning.
+    # Sorting fragments sorts by key because keys are identifiers and '"' sorts
+    # before every identifier character (tests check both agree).
+    frags = []
+    for k, v in pset.items():
+        key = (k, type(v), v)
+        f = _frags.get(key)
+        if f is None:
+            f = json.dumps([unicodedata.normalize("NFC", k), canonical_value(v)], ensure_ascii=False, separators=(",", ":"))
+            if len(_frags) < 2_000_000:
+                _frags[key] = f
+        frags.append(f)
+    frags.sort()
+    text = "[" + ",".join(frags) + "]"
+    return hashlib.sha256(_PREFIX + text.encode("utf-8")).hexdigest()[:HASH_LEN]
+
+
+def pset_hash_reference(pset: Mapping[str, Scalar]) -> str:
+    """The definition pset_hash() must agree with (kept for the tests)."""
+    digest = hashlib.sha256(_PREFIX + canonical_text(pset).encode("utf-8")).hexdigest()
+    return digest[:HASH_LEN]
+
+
+_frags: dict[tuple[str, type, Scalar], str] = {}
+
+
+def text_hash(*parts: str) -> str:
+    """A digest of some texts, used for fingerprints (not for pset identity)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:32]

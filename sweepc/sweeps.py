@@ -1,0 +1,208 @@
+"""The sweep algebra: pure functions over tuples of psets.
+
+A pset is a dict of parameter name -> scalar; it is never mutated after it is
+made. Every function returns a new tuple. Mistakes raise SweepMathError with a
+message and a hint; the compiler attaches the place in the sweepfile.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hashing import pset_hash
+from .values import Scalar, clean_str, display
+
+Pset = dict[str, Scalar]
+Psets = tuple[Pset, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepMathError(Exception):
+    message: str
+    hint: str
+
+
+def keys_of(psets: Psets) -> tuple[str, ...]:
+    """Parameter names in first-seen order."""
+    seen: dict[str, None] = {}
+    for p in psets:
+        if len(p) != len(seen) or any(k not in seen for k in p):
+            for k in p:
+                seen.setdefault(k, None)
+    return tuple(seen)
+
+
+def from_values(name: str, values: Sequence[Scalar]) -> Psets:
+    return tuple({name: v} for v in values)
+
+
+def _overlap(a: Psets, b: Psets) -> list[str]:
+    kb = set(keys_of(b))
+    return [k for k in keys_of(a) if k in kb]
+
+
+def product(a: Psets, b: Psets) -> Psets:
+    """Every pset of a with every pset of b; a is the outer loop (psweep's pgrid)."""
+    both = _overlap(a, b)
+    if both:
+        raise SweepMathError(
+            f"parameter '{both[0]}' appears on both sides of '*'",
+            "a parameter can appear once per pset; use '+' to concatenate sweeps instead",
+        )
+    return tuple({**x, **y} for x in a for y in b)
+
+
+def zip_(parts: Sequence[tuple[str, Psets]]) -> Psets:
+    """Psets side by side; unequal lengths are an error (psweep truncates silently)."""
+    n0 = len(parts[0][1])
+    for name, ps in parts[1:]:
+        if len(ps) != n0:
+            raise SweepMathError(
+                f"zip of unequal lengths: {parts[0][0]} has {n0} psets, {name} has {len(ps)}",
+                "zip pairs the i-th values of each argument; give them the same length, or use '*' for every combination",
+            )
+    for i in range(len(parts)):
+        for j in range(i + 1, len(parts)):
+            both = _overlap(parts[i][1], parts[j][1])
+            if both:
+                raise SweepMathError(
+                    f"parameter '{both[0]}' appears in more than one argument of zip",
+                    "a parameter can appear once per pset",
+                )
+    out: list[Pset] = []
+    for row in zip(*(ps for _, ps in parts)):
+        merged: Pset = {}
+        for p in row:
+            merged.update(p)
+        out.append(merged)
+    return tuple(out)
+
+
+def unique(psets: Psets) -> Psets:
+    """Keep the first of psets that are equal under the hashing rule."""
+    seen: set[str] = set()
+    out: list[Pset] = []
+    for p in psets:
+        h = pset_hash(p)
+        if h not in seen:
+            seen.add(h)
+            out.append(p)
+    return tuple(out)
+
+
+def concat(a: Psets, b: Psets) -> Psets:
+    return unique(a + b)
+
+
+def star(centre: Mapping[str, Scalar], vary: Sequence[tuple[str, Sequence[Scalar]]]) -> Psets:
+    """One parameter at a time around a centre (psweep's stargrid); the centre once."""
+    out: list[Pset] = []
+    for name, values in vary:
+        for v in values:
+            p = dict(centre)
+            p[name] = v
+            out.append(p)
+    return unique(tuple(out))
+
+
+def where(psets: Psets, test: Callable[[Pset], object]) -> Psets:
+    return tuple(p for p in psets if test(p))
+
+
+# ---- csv ---------------------------------------------------------------------
+
+
+def _infer(column: str, cells: list[str], rows: list[int], path: str) -> list[Scalar]:
+    """Per-column types: all int -> int, else all float -> float, else all
+    true/false -> bool, else str. So a numeric cell '1' is the number 1."""
+    for i, c in enumerate(cells):
+        if c.strip() == "":
+            raise SweepMathError(
+                f"empty cell in column '{column}' ({path}:{rows[i]})",
+                "every row needs a value for every column",
+            )
+    stripped = [c.strip() for c in cells]
+    try:
+        return [int(c) for c in stripped]
+    except ValueError:
+        pass
+    try:
+        return [float(c) for c in stripped]
+    except ValueError:
+        pass
+    lowered = [c.lower() for c in stripped]
+    if all(c in ("true", "false") for c in lowered):
+        return [c == "true" for c in lowered]
+    return [clean_str(c) for c in cells]
+
+
+def read_csv(
+    path: Path,
+    shown_path: str,
+    index: str | None,
+    start: int,
+    rows: int | None,
+    columns: Sequence[str] | None,
+) -> Psets:
+    """Rows [start, start+rows) of a CSV with a header line, as psets (Maestro's pgen batches)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise SweepMathError(f"{shown_path} is empty", "the first line names the columns") from None
+            body = list(reader)
+    except FileNotFoundError:
+        raise SweepMathError(
+            f"CSV file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile"
+        ) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SweepMathError(f"cannot read {shown_path}: {e}", "is it a UTF-8 CSV file?") from None
+    from .errors import did_you_mean, listing
+
+    for name in [index] if index else []:
+        if name not in header:
+            raise SweepMathError(
+                f"index column '{name}' is not in {shown_path}",
+                did_you_mean(name, header) or f"its columns are: {listing(header)}",
+            )
+    wanted = list(columns) if columns else [h for h in header if h != index]
+    for name in wanted:
+        if name not in header:
+            raise SweepMathError(
+                f"column '{name}' is not in {shown_path}",
+                did_you_mean(name, header) or f"its columns are: {listing(header)}",
+            )
+    data_rows: list[tuple[int, list[str]]] = []
+    line_no = 1
+    for r in body:
+        line_no += 1
+        if not r or all(not c.strip() for c in r):
+            continue
+        if len(r) != len(header):
+            raise SweepMathError(
+                f"row {line_no} of {shown_path} has {len(r)} cells, the header has {len(header)}",
+                "every row needs one cell per column (quote cells that contain commas)",
+            )
+        data_rows.append((line_no, r))
+    stop = len(data_rows) if rows is None else start + rows
+    if not data_rows[start:stop]:
+        raise SweepMathError(
+            f"no rows selected from {shown_path} (it has {len(data_rows)} rows, start={start})",
+            "start counts data rows from 0",
+        )
+    # types come from the whole file, so a batch reads its cells as every other batch does
+    cols: list[list[Scalar]] = []
+    for name in wanted:
+        j = header.index(name)
+        cols.append(_infer(name, [r[j] for _, r in data_rows], [n for n, _ in data_rows], shown_path)[start:stop])
+    return unique(tuple(dict(zip(wanted, vals)) for vals in zip(*cols)))
+
+
+def describe(p: Mapping[str, Scalar]) -> str:
+    return ",".join(f"{k}={display(v)}" for k, v in p.items())
+

@@ -1,0 +1,69 @@
+"""Parameter values: the scalar types, their normalisation and shell text.
+
+A parameter value is an int, float, str or bool. Normalisation (for identity,
+see hashing.py) and rendering for the shell both live here so the two never
+disagree about what a value is.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import unicodedata
+from typing import Union
+
+Scalar = Union[int, float, str, bool]
+
+
+def clean_float(x: float) -> float:
+    """Round away binary noise from computed floats (linspace, logspace).
+
+    12 significant digits keep every value a person would type while turning
+    0.30000000000000004 into 0.3.
+    """
+    if not math.isfinite(x):
+        return x
+    return float(f"{x:.12g}")
+
+
+def clean_str(s: str) -> str:
+    """Strings are compared in Unicode NFC, so 'é' typed two ways is one value."""
+    return unicodedata.normalize("NFC", s)
+
+
+def type_name(v: object) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+
+
+def shell_str(v: Scalar) -> str:
+    """The text of a value as the command sees it (before quoting)."""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+_quoted: dict[tuple[type, Scalar], str] = {}
+
+
+def shell_quote(v: Scalar) -> str:
+    """shell_str(v), quoted for bash. Memoised: sweeps repeat values a lot."""
+    key = (type(v), v)
+    q = _quoted.get(key)
+    if q is None:
+        q = shlex.quote(shell_str(v))
+        if len(_quoted) < 1_000_000:
+            _quoted[key] = q
+    return q
+
+
+def join_key(v: Scalar) -> tuple[bool, Scalar]:
+    """A key under which 1 and 1.0 match but True and 1 do not."""
+    return (type(v) is bool, v)
+
+
+def display(v: Scalar) -> str:
+    return repr(v) if isinstance(v, str) else shell_str(v)

@@ -46,13 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     c.set_defaults(func=cmd_graph)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    from . import cli_build
+
+    cli_build.register(sub)
     return p
-
-
-# later stages register their verbs here (build, status, clean, results, ...)
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[_Parser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,7 +60,7 @@ def parse_template(text: str) -> Template:
             inner = text[i + 1 : end]
             m = _INNER.fullmatch(inner)
             if not m:
-                if ":" in inner or "!" in inner:
+                if re.match(r"\s*[A-Za-z_][A-Za-z0-9_.]*\s*[:!]", inner):
                     hint = "format specifications are not supported; format the value in your script"
                 else:
                     hint = "a placeholder is {name} or {name.attr}; " + _BRACES_HINT

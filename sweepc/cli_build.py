@@ -1,0 +1,425 @@
+"""CLI verbs that build and inspect state: build, status, clean, runs.
+
+Part of the CLI layer (with cli.py): it prints; nothing below it does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from .api import Study
+from .errors import UsageError
+from .graph import LOG_NAME, BuildGraph, Job
+from .local import Interrupted, Summary
+from .planner import Plan
+from .state import Outcome, Store, state_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("build", help="run what is out of date")
+    c.add_argument("targets", nargs="*", metavar="TARGET", help="RULE, RULE[a=1,b=2] or an output path (default: everything)")
+    c.add_argument("-j", "--jobs", type=_positive, metavar="N", help="run at most N cpus' worth of jobs at once (default: all cores)")
+    c.add_argument("-n", "--dry-run", action="store_true", help="say what would run, and why, without running it")
+    c.add_argument("--explain", action="store_true", help="give every reason each job runs")
+    c.add_argument("--backend", choices=("local", "slurm"), default="local")
+    c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
+    c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
+    c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")
+    c.add_argument("--wait", action="store_true", help="slurm: wait until the submitted jobs finish")
+    c.add_argument("--render-only", action="store_true", help="slurm: write job scripts and submit.sh, submit nothing")
+    c.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("status", help="done / stale / failed / never built per rule")
+    c.add_argument("--rule", action="append", default=[], metavar="R")
+    c.add_argument("--where", metavar="EXPR")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("clean", help="remove outputs, batch files or orphans")
+    c.add_argument("what", nargs="?", choices=("outputs", "batch", "orphans", "all"), default="outputs")
+    c.add_argument("--rule", action="append", default=[], metavar="R")
+    c.add_argument("--where", metavar="EXPR")
+    c.add_argument("-n", "--dry-run", action="store_true", help="list what would be removed")
+    c.add_argument("-y", "--yes", action="store_true", help="do not ask before 'clean all'")
+    c.set_defaults(func=cmd_clean)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _study(args: argparse.Namespace) -> Study:
+    from .cli import graph_of
+
+    return Study(graph_of(args))
+
+
+def _rel(g: BuildGraph, p: Path) -> str:
+    try:
+        return os.path.relpath(p)
+    except ValueError:
+        return str(p)
+
+
+# ---- build --------------------------------------------------------------------
+
+
+def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
+    g = p.graph
+    for i in p.run:
+        reasons = p.reasons[i]
+        shown = reasons if explain else reasons[:1]
+        out.write(f"run {g.jobs[i].label}: {'; '.join(r.text for r in shown)}\n")
+    for i, jid in p.queued.items():
+        out.write(f"skip {g.jobs[i].label}: queued as job {jid}\n")
+    counts = p.counts_by_rule()
+    parts = [f"{rule} {counts[rule]}" for rule in (r.name for r in g.rules) if rule in counts]
+    out.write(f"{len(p.run)} of {len(p.selected)} jobs to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
+
+
+class Progress:
+    """Counts jobs and shows them: one rewritten line on a terminal, a plain
+    line every few seconds otherwise, and failures as they happen."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.out = total, out
+        self.tty = out.isatty()
+        self.done = self.failed = self.running = 0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def job_started(self, job: Job, attempt: int) -> None:
+        self.running += 1
+        self.show()
+
+    def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
+        self.running -= 1
+        if outcome.status == "done":
+            self.done += 1
+        elif will_retry:
+            self.line(f"{job.label} failed (exit {outcome.exit_code}), retrying (attempt {outcome.attempts + 1})")
+        elif outcome.status == "failed":
+            self.failed += 1
+            self.line(f"FAILED {job.label} (exit {outcome.exit_code})")
+        self.show()
+
+    def text(self) -> str:
+        el = time.monotonic() - self.t0
+        finished = self.done + self.failed
+        eta = ""
+        if 0 < finished < self.total:
+            eta = f", ETA {_dur(el / finished * (self.total - finished))}"
+        return f"[{finished}/{self.total}] {self.done} done, {self.running} running, {self.failed} failed, {_dur(el)} elapsed{eta}"
+
+    def show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if force or now - self.last > 0.1:
+                self.out.write("\r\033[K" + self.text())
+                self.out.flush()
+                self.last = now
+        elif force or now - self.last > 5.0:
+            self.out.write(self.text() + "\n")
+            self.out.flush()
+            self.last = now
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\033[K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+def _dur(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def print_summary(g: BuildGraph, s: Summary, out: TextIO) -> None:
+    for f in s.failed:
+        out.write(f"FAILED {f.label}: {f.message}\n  log: {_rel(g, f.log)}\n")
+        for line in f.tail:
+            out.write(f"  | {line}\n")
+    bits = [f"{s.done} done"]
+    if s.failed:
+        bits.append(f"{len(s.failed)} failed")
+    if s.skipped:
+        bits.append(f"{s.skipped} not run because an input failed")
+    if s.not_started:
+        bits.append(f"{s.not_started} not started (use -k to keep going after a failure)")
+    if s.interrupted:
+        bits.append(f"{len(s.interrupted)} interrupted")
+    bits.append(f"{s.uptodate} up to date")
+    out.write(f"sweepc: {', '.join(bits)} in {_dur(s.elapsed)}\n")
+
+
+class _TermAsInterrupt:
+    """SIGTERM stops a build the way Ctrl-C does."""
+
+    def __enter__(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        self.old = signal.signal(signal.SIGTERM, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self.old)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.backend == "slurm":
+        from .cli_slurm import cmd_build_slurm
+
+        return cmd_build_slurm(args)
+    if args.wait or args.render_only:
+        raise UsageError("--wait and --render-only go with --backend slurm")
+    study = _study(args)
+    out = sys.stdout
+    if args.dry_run:
+        p = study.plan(args.targets, where=args.where, psets=args.psets, force=args.force, explain=args.explain)
+        if not p.run and not p.queued:
+            out.write(f"sweepc: nothing to do ({p.uptodate} jobs up to date)\n")
+            return EXIT_OK
+        print_plan(p, args.explain, out)
+        return EXIT_OK
+    progress: Progress | None = None
+
+    def on_plan(p: Plan) -> None:
+        nonlocal progress
+        if args.explain and p.run:
+            print_plan(p, True, out)
+        progress = Progress(len(p.run), out)
+
+    class _Forward:
+        def job_started(self, job: Job, attempt: int) -> None:
+            if progress:
+                progress.job_started(job, attempt)
+
+        def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
+            if progress:
+                progress.job_ended(job, outcome, will_retry)
+
+    argv = ["sweepc", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("sweepc") else ["sweepc", "build", *args.targets]
+    try:
+        with _TermAsInterrupt():
+            result = study.build(
+                args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
+                psets=args.psets, reporter=_Forward(), argv=argv, on_plan=on_plan,
+            )
+    except Interrupted as e:
+        if progress:
+            progress.close()
+        print_summary(study.graph, e.summary, out)
+        out.write("sweepc: interrupted; the jobs that were running are recorded as interrupted and will rerun\n")
+        return EXIT_INTERRUPTED
+    if progress:
+        progress.close()
+    if result.summary is None:
+        out.write(f"sweepc: nothing to do ({result.plan.uptodate} jobs up to date)\n")
+        return EXIT_OK
+    print_summary(study.graph, result.summary, out)
+    return EXIT_OK if result.summary.ok else EXIT_FAILED
+
+
+# ---- status ---------------------------------------------------------------------
+
+STATES = ("done", "stale", "failed", "interrupted", "queued", "never built")
+
+
+def status_rows(study: Study, rules: Sequence[str], where: str | None) -> list[dict[str, Any]]:
+    from .planner import CANCELLED, FAILED, INTERRUPTED, NEVER_BUILT, UNFINISHED
+
+    g = study.graph
+    p = study.plan(where=where, targets=rules)
+    rows: dict[str, dict[str, Any]] = {}
+    wanted = set(rules)
+    for r in g.rules:
+        if not wanted or r.name in wanted:
+            rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}}
+    selected_rules = set(rows)
+    for i in p.selected:
+        rule = g.jobs[i].rule
+        if rule not in selected_rules:
+            continue
+        row = rows[rule]
+        row["jobs"] += 1
+        if i in p.queued:
+            row["queued"] += 1
+            continue
+        reasons = p.reasons.get(i)
+        if not reasons:
+            row["done"] += 1
+            continue
+        codes = {r.code for r in reasons}
+        if NEVER_BUILT in codes:
+            row["never built"] += 1
+        elif FAILED in codes:
+            row["failed"] += 1
+        elif INTERRUPTED in codes or CANCELLED in codes:
+            row["interrupted"] += 1
+        elif UNFINISHED in codes and p.records.get((rule, g.jobs[i].hash)) is not None and p.records[(rule, g.jobs[i].hash)].status == "queued":
+            row["queued"] += 1
+        else:
+            row["stale"] += 1
+    return list(rows.values())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    study = _study(args)
+    rows = status_rows(study, args.rule, args.where)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
+    headers = ["rule", "jobs", *STATES]
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) if rows else len(h) for h in headers]
+    sys.stdout.write("  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")
+    for r in rows:
+        sys.stdout.write("  ".join(str(r[h]).ljust(w) if k == 0 else str(r[h]).rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")
+    return EXIT_OK
+
+
+# ---- clean ----------------------------------------------------------------------
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _job_dirs(wd: Path) -> Iterator[tuple[str, str, Path]]:
+    """(rule, hash, dir) for every job folder under the workdir."""
+    if not wd.is_dir():
+        return
+    for rule_dir in sorted(wd.iterdir()):
+        if not rule_dir.is_dir():
+            continue
+        for shard in sorted(rule_dir.iterdir()):
+            if not shard.is_dir() or len(shard.name) != 2:
+                continue
+            for d in sorted(shard.iterdir()):
+                if d.is_dir() and d.name.startswith(shard.name):
+                    yield rule_dir.name, d.name, d
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    study = _study(args)
+    g = study.graph
+    root, wd, sd = g.root, g.workdir_path, state_dir(g.root)
+    out = sys.stdout
+    verb = "would remove" if args.dry_run else "removed"
+    if args.what == "all":
+        targets = [p for p in (wd, sd) if p.exists()]
+        if not targets:
+            out.write("sweepc: nothing to clean\n")
+            return EXIT_OK
+        if args.dry_run:
+            for p in targets:
+                out.write(f"would remove {_rel(g, p)}/\n")
+            return EXIT_OK
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError("'clean all' removes every output and the state store", "add -y to confirm")
+            answer = input(f"remove {', '.join(_rel(g, p) + '/' for p in targets)} with every output and record? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                out.write("sweepc: nothing removed\n")
+                return EXIT_OK
+        _assert_lock_free(root)
+        for p in targets:
+            shutil.rmtree(p)
+            out.write(f"removed {_rel(g, p)}/\n")
+        return EXIT_OK
+    if args.what == "batch":
+        batch = sd / "slurm"
+        if not batch.exists():
+            out.write("sweepc: nothing to clean\n")
+            return EXIT_OK
+        n = sum(1 for _ in batch.rglob("*") if _.is_file())
+        if not args.dry_run:
+            shutil.rmtree(batch)
+        out.write(f"{verb} {_rel(g, batch)}/ ({n} files: job scripts, submit scripts, scheduler logs)\n")
+        return EXIT_OK
+    store = Store.open(root, create=False)
+    try:
+        if args.what == "orphans":
+            known = {(j.rule, j.hash) for j in g.jobs}
+            dirs = [(r, h, d) for r, h, d in _job_dirs(wd) if (r, h) not in known]
+            stale_records = [k for k in store.records() if k not in known]
+        else:
+            from .selection import select
+
+            if not args.rule and not args.where:
+                ids = list(range(len(g.jobs)))
+            else:
+                ids = select(g, args.rule, where=args.where, with_ancestors=False)
+            dirs = [(g.jobs[i].rule, g.jobs[i].hash, g.job_dir(g.jobs[i])) for i in ids]
+            dirs = [x for x in dirs if x[2].exists()]
+            recs = store.records()
+            stale_records = [(g.jobs[i].rule, g.jobs[i].hash) for i in ids if (g.jobs[i].rule, g.jobs[i].hash) in recs]
+        if not dirs and not stale_records:
+            out.write("sweepc: nothing to clean\n")
+            return EXIT_OK
+        for _, _, d in dirs:
+            if not _inside(d, wd):
+                raise UsageError(f"refusing to remove {d}: it is not inside the workdir")
+            out.write(f"{verb} {_rel(g, d)}/\n")
+        if not args.dry_run:
+            _assert_lock_free(root)
+            for _, _, d in dirs:
+                shutil.rmtree(d)
+                _prune_empty(d.parent, wd)
+            store.delete(stale_records)
+        out.write(f"sweepc: {verb} {len(dirs)} job folders and {len(stale_records)} records\n")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _assert_lock_free(root: Path) -> None:
+    from .state import BuildLock
+
+    lock = BuildLock(root)
+    lock.acquire(["sweepc", "clean"])
+    lock.release()
+
+
+def _prune_empty(d: Path, stop: Path) -> None:
+    while d != stop and _inside(d, stop):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
+
+
+_ = LOG_NAME

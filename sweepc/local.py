@@ -1,0 +1,341 @@
+"""The local backend: run a Plan on this machine. Entry point: execute().
+
+Jobs start as soon as their inputs are done and their cpus/mem fit in what is
+left of -j and of the machine's memory. The runner never prints: it tells a
+Reporter. Outcomes are written to the store in batches; before anything runs
+every job of the plan is marked `planned`, so a build killed at any moment
+leaves no job looking up to date unless its end was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from .errors import UsageError
+from .graph import INPUT_LIST_NAME, LOG_NAME, BuildGraph, Job
+from .planner import Plan
+from .procs import Exit, ProcessPool, Spawn
+from .state import Outcome, Store
+
+_USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
+FLUSH_SECONDS = 0.5
+FLUSH_COUNT = 500
+
+
+class Reporter(Protocol):
+    def job_started(self, job: Job, attempt: int) -> None: ...
+
+    def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    job: int
+    label: str
+    exit_code: int | None
+    log: Path
+    tail: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    total: int  # jobs in the plan
+    done: int
+    failed: tuple[Failure, ...]
+    skipped: int  # not run because something they need failed
+    not_started: int  # not run because the build stopped (failure without -k)
+    interrupted: tuple[int, ...]
+    uptodate: int
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted and self.skipped == 0 and self.not_started == 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the build; the store is consistent."""
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def params_json(job: Job) -> str:
+    return json.dumps(dict(job.params), separators=(",", ":"), ensure_ascii=False)
+
+
+def check_fit(g: BuildGraph, run: Sequence[int], cpus: int, mem_mb: int) -> None:
+    """A job that can never fit is an error before anything starts."""
+    for i in run:
+        job = g.jobs[i]
+        res = job.resources
+        if res.cpus > cpus:
+            raise UsageError(
+                f"{job.label} needs {res.cpus} cpus, but this build may use {cpus}",
+                f"run with -j {res.cpus} or more, or lower its resources: cpus",
+            )
+        if res.mem_mb is not None and res.mem_mb > mem_mb:
+            raise UsageError(
+                f"{job.label} needs {res.mem_mb} MB of memory, but this machine has {mem_mb} MB",
+                "lower its resources: mem, or run it with --backend slurm",
+            )
+
+
+def execute(
+    plan: Plan,
+    store: Store,
+    run_id: str,
+    reporter: Reporter,
+    jobs: int | None = None,
+    keep_going: bool = False,
+    mem_mb: int | None = None,
+) -> Summary:
+    return _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb).run()
+
+
+class _Runner:
+    def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None) -> None:
+        self.plan, self.g, self.store, self.run_id, self.reporter = plan, plan.graph, store, run_id, reporter
+        self.cpus = cpus
+        self.mem_mb = mem_mb if mem_mb is not None else psutil.virtual_memory().total // (1024 * 1024)
+        self.keep_going = keep_going
+        self.host = socket.gethostname()
+        self.pool = ProcessPool()
+        self.base_env = dict(os.environ)
+        self.base_env["SWEEPC_ROOT"] = str(self.g.root)
+        self.base_env["SWEEPC_RUN_ID"] = run_id
+        self.wd = self.g.workdir_path
+        self.uses_list = {r.name: bool(_USES_INPUT_LIST.search(r.shell) or (r.restart and _USES_INPUT_LIST.search(r.restart))) for r in self.g.rules}
+        self.outputs = {r.name: tuple(o.path for o in r.outputs) for r in self.g.rules}
+        self.pending: list[Outcome] = []
+        self.last_flush = time.monotonic()
+
+    # -- bookkeeping
+    def flush(self, force: bool = False) -> None:
+        if self.pending and (force or len(self.pending) >= FLUSH_COUNT or time.monotonic() - self.last_flush >= FLUSH_SECONDS):
+            self.store.record(self.pending)
+            self.pending = []
+            self.last_flush = time.monotonic()
+
+    def run(self) -> Summary:
+        g, plan = self.g, self.plan
+        run = plan.run
+        check_fit(g, run, self.cpus, self.mem_mb)
+        t0 = time.monotonic()
+        self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
+        in_plan = set(run)
+        waiting = {i: sum(1 for d in set(g.jobs[i].deps) if d in in_plan) for i in run}
+        dependents: dict[int, list[int]] = {}
+        for i in run:
+            for d in set(g.jobs[i].deps):
+                if d in in_plan:
+                    dependents.setdefault(d, []).append(i)
+        ready = deque(i for i in run if waiting[i] == 0)
+        attempts: dict[int, int] = {}
+        started_at: dict[int, float] = {}
+        used_cpus = 0
+        used_mem = 0
+        done = 0
+        failures: list[Failure] = []
+        blocked: set[int] = set()  # downstream of a failure
+        stopping = False
+        running: dict[int, int] = {}  # job id -> attempt
+        try:
+            while True:
+                while ready and not stopping:
+                    i = ready[0]
+                    res = g.jobs[i].resources
+                    mem = res.mem_mb or 0
+                    if running and (used_cpus + res.cpus > self.cpus or used_mem + mem > self.mem_mb):
+                        break
+                    ready.popleft()
+                    attempt = attempts.get(i, 0) + 1
+                    attempts[i] = attempt
+                    err = self.start(i, attempt)
+                    if err is not None:
+                        # could not even start (e.g. the job folder cannot be made)
+                        now = time.time()
+                        failures.append(self.fail(i, None, now, now, 0, err, attempt))
+                        if not self.keep_going:
+                            stopping = True
+                        blocked |= self.downstream(i, dependents)
+                        continue
+                    running[i] = attempt
+                    started_at[i] = time.time()
+                    used_cpus += res.cpus
+                    used_mem += mem
+                if not running:
+                    break
+                for ex in self.pool.wait(timeout=FLUSH_SECONDS):
+                    i = ex.key
+                    attempt = running.pop(i)
+                    res = g.jobs[i].resources
+                    used_cpus -= res.cpus
+                    used_mem -= res.mem_mb or 0
+                    ok, message = self.check(i, ex)
+                    job = g.jobs[i]
+                    if ok:
+                        done += 1
+                        outcome = self.outcome(i, "done", ex, attempt)
+                        self.pending.append(outcome)
+                        self.reporter.job_ended(job, outcome, False)
+                        for k in dependents.get(i, ()):
+                            waiting[k] -= 1
+                            if waiting[k] == 0 and k not in blocked:
+                                ready.append(k)
+                        continue
+                    retries = g.rule(job.rule).retries
+                    if attempt <= retries and not stopping:
+                        self.reporter.job_ended(job, self.outcome(i, "failed", ex, attempt), True)
+                        ready.appendleft(i)
+                        continue
+                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
+                    if not self.keep_going:
+                        stopping = True
+                    blocked |= self.downstream(i, dependents)
+                self.flush()
+        except KeyboardInterrupt:
+            killed = self.pool.kill_all()
+            interrupted = []
+            for ex in killed:
+                i = ex.key
+                attempt = running.pop(i, attempts.get(i, 1))
+                outcome = self.outcome(i, "interrupted", ex, attempt)
+                self.pending.append(outcome)
+                self.reporter.job_ended(g.jobs[i], outcome, False)
+                interrupted.append(i)
+            self.flush(force=True)
+            raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
+        self.flush(force=True)
+        return self.summary(run, done, failures, blocked, (), t0)
+
+    def summary(self, run: Sequence[int], done: int, failures: list[Failure], blocked: set[int], interrupted: tuple[int, ...], t0: float) -> Summary:
+        skipped = len(blocked)
+        not_started = len(run) - done - len(failures) - skipped - len(interrupted)
+        return Summary(
+            total=len(run), done=done, failed=tuple(failures), skipped=skipped, not_started=max(0, not_started),
+            interrupted=interrupted, uptodate=self.plan.uptodate, elapsed=time.monotonic() - t0,
+        )
+
+    def downstream(self, i: int, dependents: Mapping[int, list[int]]) -> set[int]:
+        out: set[int] = set()
+        stack = list(dependents.get(i, ()))
+        while stack:
+            k = stack.pop()
+            if k not in out:
+                out.add(k)
+                stack.extend(dependents.get(k, ()))
+        return out
+
+    # -- one job
+    def start(self, i: int, attempt: int) -> str | None:
+        job = self.g.jobs[i]
+        d = self.wd / job.reldir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            # leftovers of an earlier run must not survive a run that fails to write them
+            for name in self.outputs[job.rule]:
+                _remove(d / name)
+            if self.uses_list[job.rule]:
+                self.write_input_list(job, d)
+        except OSError as e:
+            return f"cannot prepare {d}: {e}"
+        command = job.command
+        if attempt > 1 and job.restart is not None:
+            command = job.restart
+        env = dict(self.base_env)
+        env["SWEEPC_JOB_DIR"] = str(d)
+        env["SWEEPC_RULE"] = job.rule
+        env["SWEEPC_PSET_HASH"] = job.hash
+        env["SWEEPC_ATTEMPT"] = str(attempt)
+        try:
+            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(d / LOG_NAME), env=env))
+        except OSError as e:
+            return f"cannot start: {e}"
+        self.reporter.job_started(job, attempt)
+        return None
+
+    def write_input_list(self, job: Job, d: Path) -> None:
+        lines = []
+        for dep in job.deps:
+            dj = self.g.jobs[dep]
+            for name in self.outputs[dj.rule]:
+                lines.append(f"../../../{dj.reldir}/{name}\n")
+        root_rel = os.path.relpath(self.g.root, d)
+        lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
+        tmp = d / (INPUT_LIST_NAME + ".tmp")
+        tmp.write_text("".join(lines))
+        os.replace(tmp, d / INPUT_LIST_NAME)
+
+    def check(self, i: int, ex: Exit) -> tuple[bool, str]:
+        if ex.exit_code != 0:
+            if ex.signal is not None:
+                return False, f"killed by signal {ex.signal}"
+            return False, f"exit {ex.exit_code}"
+        job = self.g.jobs[i]
+        d = self.wd / job.reldir
+        missing = [n for n in self.outputs[job.rule] if not os.path.exists(d / n)]
+        if missing:
+            return False, "exited 0 but did not write " + ", ".join(missing)
+        return True, ""
+
+    def outcome(self, i: int, status: str, ex: Exit, attempt: int) -> Outcome:
+        job = self.g.jobs[i]
+        ok = status == "done"
+        return Outcome(
+            rule=job.rule, hash=job.hash, status=status,
+            fingerprint=self.plan.fingerprints[i] if ok else None,
+            cmd_hash=self.plan.cmd_hashes[i] if ok else None,
+            inputs_hash=self.plan.inputs_hashes[i] if ok else None,
+            exit_code=ex.exit_code, start=ex.start, end=ex.end, host=self.host,
+            max_rss_mb=round(ex.max_rss_kb / 1024, 1), attempts=attempt, backend="local",
+            backend_job_id=None, run_id=self.run_id,
+        )
+
+    def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int) -> Failure:
+        job = self.g.jobs[i]
+        log = self.wd / job.reldir / LOG_NAME
+        outcome = Outcome(
+            rule=job.rule, hash=job.hash, status="failed", fingerprint=None, cmd_hash=None, inputs_hash=None,
+            exit_code=exit_code if exit_code is not None else -1, start=start, end=end, host=self.host,
+            max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt, backend="local", backend_job_id=None, run_id=self.run_id,
+        )
+        self.pending.append(outcome)
+        self.reporter.job_ended(job, outcome, False)
+        return Failure(i, job.label, exit_code, log, tail_lines(log), message)
+
+
+def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ()
+    return tuple(data.splitlines()[-n:])
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

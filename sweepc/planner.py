@@ -1,0 +1,250 @@
+"""What is stale, and why. Entry point: plan().
+
+A job's fingerprint is a Merkle hash: its rendered command, its pset hash and
+the fingerprints of its inputs (upstream jobs' fingerprints, source files'
+content digests). It is known before anything runs, so "up to date" is one
+comparison with the store: the store says `done` with this fingerprint and
+every output exists.
+
+The no-op path costs one read of the store, one stat per output path and one
+stat per source file (content is hashed only when size or mtime moved, so a
+`touch` alone reruns nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .errors import Diagnostic, SweepfileError
+from .graph import BuildGraph, Job
+from .hashing import text_hash
+from .state import Record, Store
+
+# Reason codes, in the order they are told
+FORCED = "forced"
+NEVER_BUILT = "never-built"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+UNFINISHED = "unfinished"
+CANCELLED = "cancelled"
+OUTPUT_MISSING = "output-missing"
+COMMAND_CHANGED = "command-changed"
+INPUT_CHANGED = "input-changed"
+UPSTREAM = "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    graph: BuildGraph
+    selected: tuple[int, ...]  # the jobs considered, topological
+    run: tuple[int, ...]  # the jobs to run, topological
+    reasons: Mapping[int, tuple[Reason, ...]]  # for each job in run
+    queued: Mapping[int, str]  # selected jobs already queued in a scheduler: job id -> scheduler id
+    cmd_hashes: Mapping[int, str]
+    inputs_hashes: Mapping[int, str]
+    fingerprints: Mapping[int, str]
+    records: Mapping[tuple[str, str], Record] = field(repr=False)
+    source_updates: tuple[tuple[str, int, int, str], ...] = ()
+
+    @property
+    def uptodate(self) -> int:
+        return len(self.selected) - len(self.run) - len(self.queued)
+
+    def counts_by_rule(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in self.run:
+            r = self.graph.jobs[i].rule
+            out[r] = out.get(r, 0) + 1
+        return out
+
+
+def plan(
+    g: BuildGraph,
+    store: Store,
+    selected: Sequence[int],
+    forced_rules: Collection[str] = (),
+    explain: bool = False,
+    live: Mapping[tuple[str, str], str] | None = None,
+) -> Plan:
+    """Decide what runs. `live` maps (rule, hash) of jobs a scheduler still has
+    queued or running to their scheduler id: they are not run again."""
+    records = store.records()
+    digests, updates = _source_digests(g, store, selected)
+    live = live or {}
+    jobs = g.jobs
+    wd = str(g.workdir_path)
+    outputs = {r.name: tuple(o.path for o in r.outputs) for r in g.rules}
+    forced = _forced(g, selected, forced_rules)
+
+    fps: dict[int, str] = {}
+    cmds: dict[int, str] = {}
+    ins: dict[int, str] = {}
+    will_run: dict[int, tuple[Reason, ...]] = {}
+    queued: dict[int, str] = {}
+    for i in selected:
+        job = jobs[i]
+        cmd_hash = text_hash(job.command, job.restart or "")
+        inputs_hash = text_hash(*(fps[d] for d in job.deps), *(digests[p] for p in job.sources))
+        fp = text_hash(cmd_hash, job.hash, inputs_hash)
+        fps[i], cmds[i], ins[i] = fp, cmd_hash, inputs_hash
+        key = (job.rule, job.hash)
+        if key in live:
+            queued[i] = live[key]
+            continue
+        rec = records.get(key)
+        reasons: list[Reason] = []
+        if i in forced:
+            reasons.append(Reason(FORCED, "forced"))
+        if rec is None:
+            reasons.append(Reason(NEVER_BUILT, "never built"))
+        else:
+            status_reason = _status_reason(rec)
+            if status_reason is not None:
+                reasons.append(status_reason)
+        if rec is not None and (explain or not reasons):
+            if rec.fingerprint is not None:
+                if rec.cmd_hash != cmd_hash:
+                    reasons.append(Reason(COMMAND_CHANGED, "command changed"))
+                if rec.inputs_hash != inputs_hash:
+                    reasons.append(Reason(INPUT_CHANGED, "input changed" + _which_input(g, job, records, rec)))
+                elif rec.cmd_hash == cmd_hash and rec.fingerprint != fp:
+                    reasons.append(Reason(INPUT_CHANGED, "input changed"))
+            if explain or not reasons:
+                base = f"{wd}/{job.reldir}/"
+                for name in outputs[job.rule]:
+                    try:
+                        os.stat(base + name)
+                    except OSError:
+                        reasons.append(Reason(OUTPUT_MISSING, f"output missing: {name}"))
+                        if not explain:
+                            break
+        if explain or not reasons:
+            for d in job.deps:
+                if d in will_run or d in queued:
+                    dj = jobs[d]
+                    how = "will run" if d in will_run else f"is queued as job {queued[d]}"
+                    reasons.append(Reason(UPSTREAM, f"upstream {dj.label} {how}"))
+                    break
+        if reasons:
+            will_run[i] = tuple(reasons)
+    run = tuple(i for i in selected if i in will_run)
+    return Plan(
+        graph=g,
+        selected=tuple(selected),
+        run=run,
+        reasons=will_run,
+        queued=queued,
+        cmd_hashes=cmds,
+        inputs_hashes=ins,
+        fingerprints=fps,
+        records=records,
+        source_updates=tuple(updates),
+    )
+
+
+def _status_reason(rec: Record) -> Reason | None:
+    st = rec.status
+    if st == "done":
+        return None
+    if st == "failed":
+        return Reason(FAILED, f"last run failed (exit {rec.exit_code})")
+    if st == "interrupted":
+        return Reason(INTERRUPTED, "last run was interrupted")
+    if st == "cancelled":
+        return Reason(CANCELLED, "last run was cancelled")
+    if st == "planned" and rec.fingerprint is None:
+        return Reason(NEVER_BUILT, "never built")
+    if st == "queued":
+        return Reason(UNFINISHED, f"was queued as job {rec.backend_job_id} and never reported back")
+    return Reason(UNFINISHED, "the last build stopped before this job finished")
+
+
+def _which_input(g: BuildGraph, job: Job, records: Mapping[tuple[str, str], Record], rec: Record) -> str:
+    """Name an input that is newer than the job's last run, when one is."""
+    if rec.end is None:
+        return ""
+    for d in job.deps:
+        dj = g.jobs[d]
+        drec = records.get((dj.rule, dj.hash))
+        if drec is not None and drec.end is not None and drec.end > rec.end:
+            return f": {dj.label} was rebuilt"
+    for p in job.sources:
+        try:
+            if os.stat(g.root / p).st_mtime > rec.end:
+                return f": {p}"
+        except OSError:
+            pass
+    return ""
+
+
+def _forced(g: BuildGraph, selected: Sequence[int], rules: Collection[str]) -> set[int]:
+    if not rules:
+        return set()
+    sel = set(selected)
+    forced = {i for r in rules for i in g.rule(r).job_ids if i in sel}
+    # and everything downstream of them
+    for i in selected:
+        if i not in forced and any(d in forced for d in g.jobs[i].deps):
+            forced.add(i)
+    return forced
+
+
+def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tuple[dict[str, str], list[tuple[str, int, int, str]]]:
+    """Content digests of source inputs; size+mtime fast path, hash to confirm."""
+    paths: dict[str, int] = {}
+    for i in selected:
+        for p in g.jobs[i].sources:
+            paths.setdefault(p, i)
+    if not paths:
+        return {}, []
+    known = store.sources()
+    digests: dict[str, str] = {}
+    updates: list[tuple[str, int, int, str]] = []
+    missing: list[Diagnostic] = []
+    for p, first in paths.items():
+        full = g.root / p
+        try:
+            st = os.stat(full)
+        except OSError:
+            missing.append(_missing(g, g.jobs[first], p))
+            continue
+        old = known.get(p)
+        if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+            digests[p] = old[2]
+            continue
+        digest = _file_digest(full)
+        digests[p] = digest
+        updates.append((p, st.st_size, st.st_mtime_ns, digest))
+    if missing:
+        raise SweepfileError(missing, g.source)
+    return digests, updates
+
+
+def _file_digest(path: os.PathLike[str] | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+def _missing(g: BuildGraph, job: Job, path: str) -> Diagnostic:
+    rule = g.rule(job.rule)
+    source_inputs = [inp for inp in rule.inputs if inp.path is not None]
+    k = job.sources.index(path)
+    span = source_inputs[k].span if k < len(source_inputs) else None
+    return Diagnostic(
+        f"source input '{path}' does not exist",
+        span,
+        f"needed by {job.label}; create it, or fix the path (paths are relative to the project folder)",
+        g.sweepfile.name,
+    )

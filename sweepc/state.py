@@ -1,0 +1,373 @@
+"""The state store: SQLite in WAL mode under <project>/.sweepc/.
+
+One row per job (rule, pset hash). Only the sweepc process writes it; batch
+jobs write small completion records that sweepc ingests. The schema carries a
+version: a store from another version or a corrupt file gives a clear
+message and a safe way on, never a traceback.
+
+Job statuses:
+  done         finished with exit 0 and its outputs were there; the row holds
+               the fingerprint it was built with
+  planned      a build decided to run it and has not recorded an end yet; its
+               outputs are not to be trusted (a build killed with SIGKILL
+               leaves this behind, and the next build reruns the job)
+  failed       ended with a non-zero exit code (after its retries)
+  interrupted  stopped by Ctrl-C / SIGTERM
+  queued       submitted to a batch scheduler and not ingested yet
+  cancelled    cancelled in the scheduler (sweepc cancel)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import StateError
+
+SCHEMA_VERSION = 1
+STATE_DIR = ".sweepc"
+DB_NAME = "state.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    rule TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT,
+    cmd_hash TEXT,
+    inputs_hash TEXT,
+    exit_code INTEGER,
+    start REAL,
+    end REAL,
+    host TEXT,
+    max_rss_mb REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    backend TEXT,
+    backend_job_id TEXT,
+    run_id TEXT,
+    params TEXT,
+    PRIMARY KEY (rule, hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    argv TEXT,
+    backend TEXT,
+    git_commit TEXT,
+    git_dirty INTEGER,
+    ran INTEGER,
+    failed INTEGER,
+    uptodate INTEGER,
+    status TEXT
+);
+CREATE TABLE IF NOT EXISTS sources (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class Record(NamedTuple):
+    rule: str
+    hash: str
+    status: str
+    fingerprint: str | None
+    cmd_hash: str | None
+    inputs_hash: str | None
+    exit_code: int | None
+    start: float | None
+    end: float | None
+    host: str | None
+    max_rss_mb: float | None
+    attempts: int
+    backend: str | None
+    backend_job_id: str | None
+    run_id: str | None
+    params: str | None
+
+
+_COLUMNS = Record._fields
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM jobs"
+
+
+class Outcome(NamedTuple):
+    """The end of one job, as a backend reports it."""
+
+    rule: str
+    hash: str
+    status: str  # done | failed | interrupted | cancelled
+    fingerprint: str | None
+    cmd_hash: str | None
+    inputs_hash: str | None
+    exit_code: int | None
+    start: float | None
+    end: float | None
+    host: str | None
+    max_rss_mb: float | None
+    attempts: int
+    backend: str
+    backend_job_id: str | None
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    seq: int
+    started: float
+    ended: float | None
+    argv: str
+    backend: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+    ran: int | None
+    failed: int | None
+    uptodate: int | None
+    status: str | None
+
+
+def state_dir(root: Path) -> Path:
+    return root / STATE_DIR
+
+
+class Store:
+    """A connection to a project's state store."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path, create: bool = True) -> Store:
+        d = state_dir(root)
+        path = d / DB_NAME
+        if not path.exists():
+            if not create:
+                return cls(sqlite3.connect(":memory:"), path)._init()
+            d.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(conn, path)
+            return store._init()
+        except sqlite3.OperationalError as e:
+            if "not a database" not in str(e):
+                raise StateError(f"the state store {_rel(path, root)} cannot be used: {e}") from None
+            raise StateError(
+                f"the state store {_rel(path, root)} is corrupt ({e}).\n"
+                f"  hint: move it away to start over (every job will then rebuild): mv {_rel(path, root)} {_rel(path, root)}.bad"
+            ) from None
+        except sqlite3.DatabaseError as e:
+            raise StateError(
+                f"the state store {_rel(path, root)} is corrupt ({e}).\n"
+                f"  hint: move it away to start over (every job will then rebuild): mv {_rel(path, root)} {_rel(path, root)}.bad"
+            ) from None
+
+    def _init(self) -> Store:
+        c = self.conn
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version != SCHEMA_VERSION:
+                who = "a newer" if version > SCHEMA_VERSION else "an older"
+                raise StateError(
+                    f"the state store {self.path} was written by {who} sweepc (schema {version}; this sweepc reads schema {SCHEMA_VERSION}).\n"
+                    + (
+                        "  hint: upgrade sweepc, or move the store away to start over (every job will then rebuild)"
+                        if version > SCHEMA_VERSION
+                        else "  hint: move the store away to start over (every job will then rebuild)"
+                    )
+                    + f": mv {self.path} {self.path}.v{version}"
+                )
+        elif tables:
+            raise StateError(f"{self.path} is not a sweepc state store.\n  hint: move it away: mv {self.path} {self.path}.bad")
+        else:
+            # executescript commits on its own, so the script carries its own transaction
+            c.executescript(
+                "BEGIN IMMEDIATE;" + _SCHEMA
+                + f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            )
+        return self
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------
+    def records(self, rule: str | None = None) -> dict[tuple[str, str], Record]:
+        """Every job row in one read (the no-op build path reads the store once)."""
+        q, args = (_SELECT, ()) if rule is None else (_SELECT + " WHERE rule=?", (rule,))
+        try:
+            return {(r[0], r[1]): Record(*r) for r in self.conn.execute(q, args)}
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"the state store {self.path} cannot be read ({e}).\n  hint: move it away to start over: mv {self.path} {self.path}.bad") from None
+
+    def sources(self) -> dict[str, tuple[int, int, str]]:
+        return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime_ns, digest FROM sources")}
+
+    def runs(self) -> list[Run]:
+        rows = self.conn.execute(
+            "SELECT run_id, seq, started, ended, argv, backend, git_commit, git_dirty, ran, failed, uptodate, status FROM runs ORDER BY seq"
+        )
+        return [Run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None if r[7] is None else bool(r[7]), r[8], r[9], r[10], r[11]) for r in rows]
+
+    # -- writing -----------------------------------------------------------
+    def put_sources(self, rows: Iterable[tuple[str, int, int, str]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self.transaction() as c:
+                c.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)", rows)
+
+    def mark_planned(self, jobs: Iterable[tuple[str, str, str]], run_id: str) -> None:
+        """Before anything runs: the jobs of this build are no longer trusted.
+
+        (rule, hash, params_json). Keeps the old fingerprints for --explain; a
+        build killed before it records an end leaves 'planned' behind."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO jobs (rule, hash, status, params, run_id) VALUES (?, ?, 'planned', ?, ?) "
+                "ON CONFLICT (rule, hash) DO UPDATE SET status='planned', params=excluded.params",
+                ((r, h, p, run_id) for r, h, p in jobs),
+            )
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        with self.transaction() as c:
+            c.executemany(
+                "UPDATE jobs SET status=?, fingerprint=COALESCE(?, fingerprint), cmd_hash=COALESCE(?, cmd_hash), "
+                "inputs_hash=COALESCE(?, inputs_hash), exit_code=?, start=?, end=?, host=?, max_rss_mb=?, "
+                "attempts=?, backend=?, backend_job_id=?, run_id=? WHERE rule=? AND hash=?",
+                (
+                    (
+                        o.status, o.fingerprint if o.status == "done" else None, o.cmd_hash if o.status == "done" else None,
+                        o.inputs_hash if o.status == "done" else None, o.exit_code, o.start, o.end, o.host, o.max_rss_mb,
+                        o.attempts, o.backend, o.backend_job_id, o.run_id, o.rule, o.hash,
+                    )
+                    for o in outcomes
+                ),
+            )
+
+    def set_queued(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """(rule, hash, backend job id) of jobs handed to a scheduler."""
+        with self.transaction() as c:
+            c.executemany(
+                "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=? WHERE rule=? AND hash=?",
+                ((j, r, h) for r, h, j in rows),
+            )
+
+    def set_status(self, rows: Iterable[tuple[str, str]], status: str) -> None:
+        with self.transaction() as c:
+            c.executemany("UPDATE jobs SET status=? WHERE rule=? AND hash=?", ((status, r, h) for r, h in rows))
+
+    def delete(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM jobs WHERE rule=? AND hash=?", keys)
+
+    def begin_run(self, argv: Sequence[str], backend: str, git_commit: str | None, git_dirty: bool | None) -> tuple[str, int]:
+        run_id = str(uuid.uuid4())
+        with self.transaction() as c:
+            seq = c.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM runs").fetchone()[0]
+            c.execute(
+                "INSERT INTO runs (run_id, seq, started, argv, backend, git_commit, git_dirty, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'running')",
+                (run_id, seq, time.time(), json.dumps(list(argv)), backend, git_commit, None if git_dirty is None else int(git_dirty)),
+            )
+        return run_id, int(seq)
+
+    def end_run(self, run_id: str, ran: int, failed: int, uptodate: int, status: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE runs SET ended=?, ran=?, failed=?, uptodate=?, status=? WHERE run_id=?",
+                (time.time(), ran, failed, uptodate, status, run_id),
+            )
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# -- the build lock ---------------------------------------------------------
+
+
+class BuildLock:
+    """One build per project at a time. flock is released by the kernel when a
+    process dies, so a lock left by a dead build is simply taken over."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = state_dir(root) / "build.lock"
+        self.fd: int | None = None
+
+    def acquire(self, argv: Sequence[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise StateError(
+                f"another sweepc build is running in this project ({holder}).\n"
+                "  hint: wait for it to finish, or stop it with Ctrl-C / kill"
+            ) from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> BuildLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return "holder unknown"
+    if not info:
+        return "holder unknown"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    cmd = " ".join(info.get("argv", [])) or "sweepc"
+    return f"pid {info.get('pid')} on {info.get('host')}, started {started}: {cmd}"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .planner import Plan
 from .planner import plan as make_plan
 from .project import find_sweepfile, load_graph
 from .selection import select
-from .state import BuildLock, Outcome, Store
+from .state import BuildLock, Outcome, Store, new_run_id
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,8 +111,11 @@ class Study:
     def build(self, targets: Sequence[str] = (), jobs: int | None = None, keep_going: bool = False,
               force: Sequence[str] = (), where: str | None = None, psets: str | None = None,
               explain: bool = False, reporter: Reporter | None = None, argv: Sequence[str] | None = None,
-              on_plan: Callable[[Plan], None] | None = None) -> BuildResult:
+              on_plan: Callable[[Plan], None] | None = None, git_commit: bool = False) -> BuildResult:
         """Build the selected jobs (everything by default) on this machine.
+
+        git_commit=True commits the sweepfile and the files it names first,
+        with the run id in the message (psweep's git=True).
 
         Raises local.Interrupted on Ctrl-C / SIGTERM, after recording what was
         running; StateError when another build holds the project."""
@@ -126,8 +130,11 @@ class Study:
                 store.put_sources(p.source_updates)
                 if not p.run:
                     return BuildResult(p, None, None, None)
+                run_id = new_run_id()
+                if git_commit:
+                    commit_project_files(self.root, self.named_files(), run_id)
                 commit, dirty = git_state(self.root)
-                run_id, seq = store.begin_run(argv, "local", commit, dirty)
+                run_id, seq = store.begin_run(argv, "local", commit, dirty, run_id=run_id)
                 summary: Summary | None = None
                 try:
                     summary = execute(p, store, run_id, reporter or _Quiet(), jobs=jobs, keep_going=keep_going)
@@ -138,6 +145,85 @@ class Study:
                 return BuildResult(p, summary, run_id, seq)
             finally:
                 store.close()
+
+
+    # -- results and provenance ------------------------------------------------
+    def results(self, rule: str | None = None, where: str | None = None,
+                columns: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per job of `rule` (default: the last per-pset rule) with its
+        parameters, bookkeeping columns and the values of its results files."""
+        from . import results as res
+
+        spec = res.pick_rule(self.graph, rule)
+        store = Store.open(self.root, create=False)
+        try:
+            p = make_plan(self.graph, store, select(self.graph, [spec.name], where=where))
+            runs = store.runs()
+        finally:
+            store.close()
+        return res.select_columns(res.table(p, spec, runs), columns)
+
+    def runs(self) -> pd.DataFrame:
+        """Every build that ran something: when, what command, how it went."""
+        import pandas as pd
+
+        store = Store.open(self.root, create=False)
+        try:
+            runs = store.runs()
+        finally:
+            store.close()
+        cols = ["_run_seq", "_run_id", "started_utc", "duration_s", "command", "backend", "ran", "failed", "uptodate", "status", "git_commit", "git_dirty"]
+        rows = [
+            {
+                "_run_seq": r.seq, "_run_id": r.run_id,
+                "started_utc": pd.Timestamp(r.started, unit="s", tz="UTC").floor("s"),
+                "duration_s": round(r.ended - r.started, 1) if r.ended else None,
+                "command": " ".join(json.loads(r.argv)) if r.argv else "", "backend": r.backend,
+                "ran": r.ran, "failed": r.failed, "uptodate": r.uptodate, "status": r.status,
+                "git_commit": r.git_commit, "git_dirty": r.git_dirty,
+            }
+            for r in runs
+        ]
+        return pd.DataFrame.from_records(rows, columns=cols)
+
+    def named_files(self) -> list[Path]:
+        """The sweepfile and every file it names (source inputs, CSV files)."""
+        from . import syntax as s
+        from .parser import parse
+
+        g = self.graph
+        files: dict[Path, None] = {g.sweepfile.resolve(): None}
+        for j in g.jobs:
+            for src in j.sources:
+                files[(g.root / src).resolve()] = None
+        module = parse(g.source, g.sweepfile.name)
+        stack: list[object] = list(module.statements)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, s.Call) and node.func == "csv" and node.args and isinstance(node.args[0].value, s.Str):
+                files[(g.root / node.args[0].value.value).resolve()] = None
+            if hasattr(node, "__dataclass_fields__"):
+                for f in node.__dataclass_fields__:
+                    v = getattr(node, f)
+                    stack.extend(v if isinstance(v, tuple) else [v])
+        return [f for f in files if f.exists()]
+
+
+def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None:
+    """git add + commit the given files, with the run id in the message."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True)
+    if top.returncode != 0:
+        raise UsageError("--git-commit needs the project to be in a git repository", "run: git init")
+    paths = [str(f) for f in files]
+    add = subprocess.run(["git", "add", "--", *paths], cwd=root, capture_output=True, text=True)
+    if add.returncode != 0:
+        raise UsageError(f"git add failed: {add.stderr.strip()}")
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], cwd=root)
+    if staged.returncode == 0:
+        return  # nothing changed since the last commit
+    done = subprocess.run(["git", "commit", "-q", "-m", f"sweepc run {run_id}", "--", *paths], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(f"git commit failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
 def git_state(root: Path) -> tuple[str | None, bool | None]:

@@ -39,7 +39,20 @@ def register(sub: Any) -> None:
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")
     c.add_argument("--wait", action="store_true", help="slurm: wait until the submitted jobs finish")
     c.add_argument("--render-only", action="store_true", help="slurm: write job scripts and submit.sh, submit nothing")
+    c.add_argument("--git-commit", action="store_true", help="commit the sweepfile and the files it names first, with the run id in the message")
     c.set_defaults(func=cmd_build)
+
+    c = sub.add_parser("results", help="one table of parameters, statuses and results")
+    c.add_argument("--rule", metavar="R", help="the rule (default: the last per-pset rule)")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order")
+    c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
+    c.set_defaults(func=cmd_results)
+
+    c = sub.add_parser("runs", help="every build that ran something, with its git commit")
+    c.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    c.set_defaults(func=cmd_runs)
 
     c = sub.add_parser("status", help="done / stale / failed / never built per rule")
     c.add_argument("--rule", action="append", default=[], metavar="R")
@@ -232,7 +245,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         with _TermAsInterrupt():
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
-                psets=args.psets, reporter=_Forward(), argv=argv, on_plan=on_plan,
+                psets=args.psets, reporter=_Forward(), argv=argv, on_plan=on_plan, git_commit=args.git_commit,
             )
     except Interrupted as e:
         if progress:
@@ -423,3 +436,27 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 _ = LOG_NAME
+
+
+# ---- results and runs -------------------------------------------------------------
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import write
+
+    df = _study(args).results(args.rule, where=args.where, columns=args.columns)
+    text = write(df, args.format, args.output)
+    if text is not None:
+        sys.stdout.write(text)
+    elif args.output:
+        sys.stderr.write(f"sweepc: wrote {len(df)} rows to {args.output}\n")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .results import write
+
+    df = _study(args).runs()
+    text = write(df, args.format, None)
+    sys.stdout.write(text or "")
+    return EXIT_OK

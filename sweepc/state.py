@@ -293,8 +293,9 @@ class Store:
         with self.transaction() as c:
             c.executemany("DELETE FROM jobs WHERE rule=? AND hash=?", keys)
 
-    def begin_run(self, argv: Sequence[str], backend: str, git_commit: str | None, git_dirty: bool | None) -> tuple[str, int]:
-        run_id = str(uuid.uuid4())
+    def begin_run(self, argv: Sequence[str], backend: str, git_commit: str | None, git_dirty: bool | None,
+                  run_id: str | None = None) -> tuple[str, int]:
+        run_id = run_id or new_run_id()
         with self.transaction() as c:
             seq = c.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM runs").fetchone()[0]
             c.execute(
@@ -309,6 +310,10 @@ class Store:
                 "UPDATE runs SET ended=?, ran=?, failed=?, uptodate=?, status=? WHERE run_id=?",
                 (time.time(), ran, failed, uptodate, status, run_id),
             )
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -24,7 +24,7 @@ from .planner import Plan
 from .planner import plan as make_plan
 from .project import find_sweepfile, load_graph
 from .selection import select
-from .state import BuildLock, Outcome, Store, new_run_id
+from .state import BuildLock, Outcome, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,21 +68,25 @@ class Study:
         import pandas as pd
 
         g = self.graph
-        if sweep is not None and sweep not in g.sweeps:
+        if sweep is not None and sweep not in g.sweeps and sweep not in g.params:
             names = list(g.sweeps) + list(g.params)
-            if sweep in g.params:
-                names = [sweep]
-            else:
-                raise UsageError(f"unknown sweep '{sweep}'", did_you_mean(sweep, names) or f"sweeps: {listing(g.sweeps)}")
+            raise UsageError(f"unknown sweep '{sweep}'", did_you_mean(sweep, names) or f"sweeps: {listing(g.sweeps)}")
         if sweep is None and not g.sweeps:
             return pd.DataFrame(columns=["_pset_hash", "_pset_seq"])
         chosen = [sweep] if sweep is not None else list(g.sweeps)
         frames = []
         for name in chosen:
-            sw = g.sweeps[name]
-            df = pd.DataFrame.from_records(list(sw.psets), columns=list(sw.keys))
-            df["_pset_hash"] = sw.hashes
-            df["_pset_seq"] = range(len(sw.psets))
+            if name in g.sweeps:
+                sw = g.sweeps[name]
+                records, keys, hashes = list(sw.psets), list(sw.keys), list(sw.hashes)
+            else:  # a parameter on its own is a sweep over that parameter
+                from .hashing import pset_hash
+
+                records = [{name: v} for v in g.params[name]]
+                keys, hashes = [name], [pset_hash(p) for p in records]
+            df = pd.DataFrame.from_records(records, columns=keys)
+            df["_pset_hash"] = hashes
+            df["_pset_seq"] = range(len(records))
             if sweep is None:
                 df.insert(0, "_sweep", name)
             frames.append(df)
@@ -133,7 +137,8 @@ class Study:
                 run_id = new_run_id()
                 if git_commit:
                     commit_project_files(self.root, self.named_files(), run_id)
-                commit, dirty = git_state(self.root)
+                # sweepc's own state folder and the outputs are not the code that ran
+                commit, dirty = git_state(self.root, exclude=(state_dir(self.root), self.graph.workdir_path))
                 run_id, seq = store.begin_run(argv, "local", commit, dirty, run_id=run_id)
                 summary: Summary | None = None
                 try:
@@ -226,13 +231,25 @@ def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None
         raise UsageError(f"git commit failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
-def git_state(root: Path) -> tuple[str | None, bool | None]:
-    """The commit and whether the tree is dirty, when root is in a git repository."""
+def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, bool | None]:
+    """The commit and whether the tree is dirty, when root is in a git repository.
+
+    Paths in `exclude` (inside root) do not make the tree dirty: without that,
+    the untracked .sweepc/ the build itself creates made every run "dirty",
+    even one straight after --git-commit."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None, None
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=30)
+        spec = [":/"]  # the whole repository, not only the project folder
+        for p in exclude:
+            try:
+                rel = p.resolve().relative_to(root.resolve())
+            except ValueError:
+                continue  # outside the project: git would refuse the pathspec
+            if rel.parts:
+                spec.append(f":(exclude){rel.as_posix()}")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *spec], cwd=root, capture_output=True, text=True, timeout=30)
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None

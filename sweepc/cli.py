@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_build
 
     cli_build.register(sub)
+    from . import cli_slurm
+
+    cli_slurm.register(sub)
     return p
 
 
@@ -109,12 +112,31 @@ def write_frame(df: "object", fmt: str, out: TextIO) -> None:
     if fmt == "csv":
         df.to_csv(out, index=False)
     elif fmt == "json":
-        out.write(df.to_json(orient="records", force_ascii=False) + "\n")
+        # not df.to_json: it keeps 10 digits (1e-12 came out as 0.0), and a
+        # pset's values must read back as exactly the values that were hashed
+        rows = [{str(k): _json_value(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+        out.write(json.dumps(rows, ensure_ascii=False, separators=(",", ":")) + "\n")
     else:
         if df.empty:
             out.write("(no rows)\n")
         else:
             out.write(df.to_string(index=False) + "\n")
+
+
+def _json_value(v: object) -> object:
+    """A cell as a JSON value: numpy scalars as Python ones, gaps as null."""
+    import math
+
+    import pandas as pd
+
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item):
+        v = item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ class _Compiler:
         self.sweeps: dict[str, Psets | None] = {}
         self.resolving: list[str] = []
         self.rule_defs: dict[str, s.RuleDef] = {}
+        self.input_specs: dict[str, tuple[InputSpec, ...]] = {}
         self.backends: dict[str, dict[str, Scalar | tuple[Scalar, ...]]] = {}
         self.workdir = "calc"
         self.hashes: dict[int, str] = {}
@@ -268,12 +269,16 @@ class _Compiler:
         if not values:
             self.bail(f"parameter '{st.name}' has no values", st.value.span, "give at least one value")
         seen: dict[str, Scalar] = {}
-        for x in values:
+        # point at the repeated item when the values are written out as a list
+        items = st.value.items if isinstance(st.value, s.ListExpr) and len(st.value.items) == len(values) else None
+        for i, x in enumerate(values):
             h = pset_hash({"": x})
             if h in seen:
+                first = seen[h]
+                same = "" if display(first) == display(x) else f" (the same value as {display(first)})"
                 self.bail(
-                    f"value {display(x)} appears twice in parameter '{st.name}'",
-                    st.value.span,
+                    f"value {display(x)} appears twice in parameter '{st.name}'{same}",
+                    items[i].span if items is not None else st.value.span,
                     "each value makes its own psets; 1 and 1.0 are the same value",
                 )
             seen[h] = x
@@ -356,7 +361,12 @@ class _Compiler:
             except KeyError as ex:
                 self.bail(f"parameter {ex.args[0]!r} is missing from some psets of this sweep", e.right.span, "a condition can only use parameters every pset has")
             except (TypeError, ZeroDivisionError, ValueError, OverflowError) as ex:
-                self.bail(f"condition fails for pset {alg.describe(p)}: {ex}", e.right.span, "compare numbers with numbers and strings with strings")
+                hint = (
+                    "a condition must work for every pset; 'and' stops at the first false part, e.g. x != 0 and 1 / x > 2"
+                    if isinstance(ex, (ZeroDivisionError, OverflowError, ValueError))
+                    else "compare numbers with numbers and strings with strings"
+                )
+                self.bail(f"condition fails for pset {alg.describe(p)}: {_plain_error(ex)}", e.right.span, hint)
         return tuple(out)
 
     def sweep_call(self, e: s.Call) -> Psets:
@@ -465,14 +475,14 @@ class _Compiler:
             if isinstance(r, _Rule):
                 checked[name] = r
         # rule references need every rule's name, so they are checked after
-        for r in list(checked.values()):
-            for inp in r.inputs:
+        for name, inputs in self.input_specs.items():
+            for inp in inputs:
                 if inp.rule is not None and inp.rule not in self.rule_defs:
                     hint = did_you_mean(inp.rule, self.rule_defs)
                     if not hint and (inp.rule in self.param_defs or inp.rule in self.sweep_defs):
                         hint = "inputs name rules or files; parameters are used as {" + inp.rule + "} in the command"
                     self.error(f"unknown rule '{inp.rule}'", inp.span, hint or "an input is a rule name or a quoted file path")
-                    checked.pop(r.name, None)
+                    checked.pop(name, None)
         order = self.rule_order(checked)
         if self.diags:
             raise _Bail
@@ -516,6 +526,11 @@ class _Compiler:
                 ok = False
             else:
                 fields[f.name] = f
+        # inputs do not depend on the psets: check them (and, later, the rule
+        # names they use) even when the rest of the rule cannot be checked
+        inputs = self.guard(lambda: self.rule_inputs(fields.get("input")))
+        if isinstance(inputs, tuple):
+            self.input_specs[rd.name] = inputs
         if "shell" not in fields:
             self.bail(f"rule '{rd.name}' has no shell: command", rd.name_span, 'add a line such as: shell: "echo {a} > {output}"')
         psets, over_text = self.rule_psets(rd)
@@ -535,13 +550,12 @@ class _Compiler:
         else:
             instances = psets
         inst_keys = by if by else keys
-        inputs = self.guard(lambda: self.rule_inputs(fields.get("input")))
         outputs = self.guard(lambda: self.rule_outputs(rd, fields.get("output"), fields.get("results")))
         scalars = {n: self.guard(lambda n=n: self.field_scalar(fields.get(n), n)) for n in ("shell", "restart", "retries", "local")}
         resources = self.guard(lambda: self.rule_resources(fields.get("resources"), inst_keys))
-        if inputs is None or outputs is None or None in (scalars["shell"],) or resources is None or not ok:
+        if inputs is None or outputs is None or scalars["shell"] is None:
             raise _Bail
-        assert isinstance(inputs, tuple) and isinstance(outputs, tuple) and isinstance(resources, dict)
+        assert isinstance(inputs, tuple) and isinstance(outputs, tuple)
         out_specs, results = outputs
         templates: dict[str, tuple[Template, s.Str]] = {}
         for tname in ("shell", "restart"):
@@ -568,7 +582,8 @@ class _Compiler:
                 self.error("local: needs true or false", lv.span, "for example: local: true")  # type: ignore[union-attr]
             else:
                 local = lv.value
-        if "shell" not in templates:
+        # a bad resource or field does not hide mistakes in the command above
+        if "shell" not in templates or not isinstance(resources, dict) or not ok:
             raise _Bail
         return _Rule(
             name=rd.name,
@@ -679,33 +694,42 @@ class _Compiler:
 
     def rule_resources(self, f: s.Field | None, keys: Sequence[str]) -> dict[str, tuple[s.Expr, Template | str | None]]:
         out: dict[str, tuple[s.Expr, Template | str | None]] = {}
-        for it in f.items if f else ():
-            if it.name is None:
-                self.bail("resources are written name = value", it.span, 'for example: resources: cpus = 2, mem = "4G", time = "01:00:00"')
-            if it.name not in RESOURCE_NAMES:
-                self.bail(f"unknown resource '{it.name}'", it.name_span, did_you_mean(it.name, RESOURCE_NAMES) or "resources are: " + ", ".join(RESOURCE_NAMES))
-            if it.name in out:
-                self.bail(f"resource '{it.name}' is given twice", it.name_span, "give each resource once")
-            v = it.value
-            if isinstance(v, s.Name):
-                if v.id not in keys:
-                    self.bail(f"unknown parameter '{v.id}'", v.span, did_you_mean(v.id, keys) or "a resource can name a parameter of the rule's psets")
-                out[it.name] = (v, v.id)
-            elif isinstance(v, s.Str):
-                try:
-                    t = parse_template(v.value)
-                except TemplateError as ex:
-                    self.bail(ex.message.replace("command", "resource"), v.span, ex.hint)
-                for ph in t.placeholders:
-                    if ph.attr is not None or ph.root not in keys:
-                        self.bail(f"unknown parameter '{ph.text}' in a resource", v.span, did_you_mean(ph.root, keys) or "a resource can use the rule's parameters")
-                out[it.name] = (v, t)
-            elif isinstance(v, s.Num) and not isinstance(v.value, bool):
-                out[it.name] = (v, None)
-                self.resource_value(it.name, v.value, v.span, None)  # check constants once, early
-            else:
-                self.bail(f"bad value for resource '{it.name}'", v.span, 'a number, a string such as "4G" or "01:00:00", or a parameter name')
+        # each resource on its own: a bad 'mem' does not hide a bad 'time'
+        ok = [self.guard(lambda it=it: self.rule_resource(it, keys, out)) for it in (f.items if f else ())]
+        if None in ok:
+            raise _Bail
         return out
+
+    def rule_resource(self, it: s.Item, keys: Sequence[str], out: dict[str, tuple[s.Expr, Template | str | None]]) -> bool:
+        """Check one resource into out; True, or _Bail with its diagnostic."""
+        if it.name is None:
+            self.bail("resources are written name = value", it.span, 'for example: resources: cpus = 2, mem = "4G", time = "01:00:00"')
+        if it.name not in RESOURCE_NAMES:
+            self.bail(f"unknown resource '{it.name}'", it.name_span, did_you_mean(it.name, RESOURCE_NAMES) or "resources are: " + ", ".join(RESOURCE_NAMES))
+        if it.name in out:
+            self.bail(f"resource '{it.name}' is given twice", it.name_span, "give each resource once")
+        v = it.value
+        if isinstance(v, s.Name):
+            if v.id not in keys:
+                self.bail(f"unknown parameter '{v.id}'", v.span, did_you_mean(v.id, keys) or "a resource can name a parameter of the rule's psets")
+            out[it.name] = (v, v.id)
+        elif isinstance(v, s.Str):
+            try:
+                t = parse_template(v.value)
+            except TemplateError as ex:
+                self.bail(ex.message.replace("command", "resource"), v.span, ex.hint)
+            for ph in t.placeholders:
+                if ph.attr is not None or ph.root not in keys:
+                    self.bail(f"unknown parameter '{ph.text}' in a resource", v.span, did_you_mean(ph.root, keys) or "a resource can use the rule's parameters")
+            if not t.placeholders:
+                self.resource_value(it.name, v.value, v.span, None)  # a constant: check it once, early
+            out[it.name] = (v, t if t.placeholders else None)
+        elif isinstance(v, s.Num) and not isinstance(v.value, bool):
+            out[it.name] = (v, None)
+            self.resource_value(it.name, v.value, v.span, None)  # check constants once, early
+        else:
+            self.bail(f"bad value for resource '{it.name}'", v.span, 'a number, a string such as "4G" or "01:00:00", or a parameter name')
+        return True
 
     def resource_value(self, name: str, v: Scalar, span: Span, pset: Mapping[str, Scalar] | None) -> int | None:
         where = f" (pset {alg.describe(pset)})" if pset else ""
@@ -742,7 +766,13 @@ class _Compiler:
                 if not inputs:
                     self.error(f"rule '{rule}' has no inputs", span, "add an input: field, or remove " + ph.text)
                 elif attr is not None and attr not in input_names:
-                    self.error(f"unknown input '{attr}' in {ph.text}", span, did_you_mean(attr, input_names) or "inputs here: " + listing(input_names))
+                    named = input_names[:-1]  # without "list"
+                    self.error(
+                        f"unknown input '{attr}' in {ph.text}",
+                        span,
+                        did_you_mean(attr, input_names)
+                        or ("named inputs here: " + listing(named) if named else 'name an input to use it alone: input: NAME = "file"'),
+                    )
             elif root == "output":
                 if not outputs:
                     self.error(f"rule '{rule}' has no outputs", span, "add an output: field, or remove " + ph.text)
@@ -762,10 +792,13 @@ class _Compiler:
                     self.error(f"a parameter has no attributes: {ph.text}", span, "write {" + root + "}")
             elif root in self.param_defs:
                 self.error(
-                    f"parameter '{root}' is not part of rule '{rule}'s psets",
+                    f"parameter '{root}' is not in the psets of rule '{rule}'",
                     span,
                     f"the rule's psets have: {listing(keys)}" if keys else f"rule '{rule}' runs once, over no parameters",
                 )
+            elif ph.offset > 0 and node.value[ph.offset - 1] == "$":
+                # the shell's own ${VAR}: the user wanted literal braces
+                self.error(f"unknown placeholder {ph.text}", span, f"for the shell's own ${ph.text} write ${{{ph.text}}}")
             else:
                 cands = [*keys, "input", "output", "pset", "resources", "root"]
                 self.error(f"unknown placeholder {ph.text}", span, did_you_mean(root, cands) or "placeholders are parameters, {input}, {output}, {pset.hash}, {pset.dir}, {resources.cpus}, {root}")
@@ -863,9 +896,10 @@ class _Renderer:
         self.all_outputs = " ".join(shell_path(o.path) for o in r.outputs)
         self.upstream_outputs = {inp.rule: [o.path for o in rules[inp.rule].outputs] for inp in r.inputs if inp.rule}
         self.static_resources: dict[str, int | None] = {}
+        self.bad_resources: set[str] = set()  # reported once, not once per pset
         for name, (expr, how) in r.resources.items():
             if how is None:
-                assert isinstance(expr, s.Num)
+                assert isinstance(expr, (s.Num, s.Str))
                 self.static_resources[name] = c.resource_value(name, expr.value, expr.span, None)
         self.constant_resources: Resources | None = None
         if all(how is None for _, how in r.resources.values()):
@@ -884,13 +918,14 @@ class _Renderer:
             return self.constant_resources
         vals = dict(self.static_resources)
         for name, (expr, how) in self.r.resources.items():
-            if how is None:
+            if how is None or name in self.bad_resources:
                 continue
             raw: Scalar = inst[how] if isinstance(how, str) else _fill(how, inst)
             try:
                 vals[name] = self.c.resource_value(name, raw, expr.span, inst)
             except _Bail:
                 self.failed = True
+                self.bad_resources.add(name)
         return Resources(
             cpus=vals.get("cpus") or 1, mem_mb=vals.get("mem"), time_s=vals.get("time"),
             nodes=vals.get("nodes") or 1, tasks=vals.get("tasks") or 1, gpus=vals.get("gpus") or 0,
@@ -942,11 +977,17 @@ class _Renderer:
         command = ctx.render(r.shell)
         restart = ctx.render(r.restart) if r.restart is not None else None
         if len(command.encode()) > MAX_COMMAND:
+            # point at what makes it long: the first {input} (or {input.NAME})
+            big = next((ph for ph in r.shell.placeholders if ph.root == "input" and ph.attr != "list"), None)
+            node = self.r.shell_node
             self.fail_once(
                 "long",
-                f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long for pset {alg.describe(inst) or '(none)'}; the limit is 127 KiB",
-                self.r.shell_node.span,
-                "use {input.list}, the path of a file that names one input per line, instead of {input}",
+                f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long"
+                + (f" for pset {alg.describe(inst)}" if inst else "")
+                + "; the limit is 127 KiB",
+                self.c.span_in(node, big.text, big.offset) if big is not None else node.span,
+                "use {input.list}, the path of a file that names one input per line, instead of "
+                + (big.text if big is not None else "{input}"),
             )
         return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res)
 
@@ -1038,6 +1079,26 @@ class _Join:
         if len(self.groups) > 1:
             out.sort()
         return out
+
+
+_TYPE_WORDS = {"str": "a string", "int": "a number", "float": "a number", "bool": "a bool", "tuple": "a list"}
+
+
+def _plain_error(ex: Exception) -> str:
+    """Python's words for a failed operation, in the sweepfile's words."""
+    text = str(ex)
+    m = re.fullmatch(r"'(.+)' not supported between instances of '(\w+)' and '(\w+)'", text)
+    if m:
+        return f"'{m.group(1)}' cannot compare {_TYPE_WORDS.get(m.group(2), m.group(2))} with {_TYPE_WORDS.get(m.group(3), m.group(3))}"
+    m = re.fullmatch(r"unsupported operand type\(s\) for (.+): '(\w+)' and '(\w+)'", text)
+    if m:
+        return f"'{m.group(1)}' cannot combine {_TYPE_WORDS.get(m.group(2), m.group(2))} with {_TYPE_WORDS.get(m.group(3), m.group(3))}"
+    m = re.fullmatch(r'can only concatenate (\w+) \(not "(\w+)"\) to \w+', text)
+    if m:
+        return f"'+' cannot combine {_TYPE_WORDS.get(m.group(1), m.group(1))} with {_TYPE_WORDS.get(m.group(2), m.group(2))}"
+    if isinstance(ex, ZeroDivisionError):
+        return "division by zero"
+    return text
 
 
 def shell_path(p: str) -> str:

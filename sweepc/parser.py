@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast as pyast
 import functools
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -139,6 +139,10 @@ def _expected_words(expected: set[str]) -> str:
         if close in names:
             return f"',' or {_terminal_words(close)}"
     words: list[str] = []
+    # where a value can start, '-', '+' and 'not' start it: they are not operators there
+    if len(names & _EXPR_START) >= 4:
+        words.append("a value")
+        names -= _EXPR_START
     ops = {n for n in names if n == "COMP_OP" or _terminal_words(n).strip("'") in _OPERATORS}
     if ops and len(names) > 3:
         names -= ops
@@ -146,9 +150,6 @@ def _expected_words(expected: set[str]) -> str:
     if "COLON" in names:
         names.discard("COLON")
         words.insert(0, "':'")
-    if len(names & _EXPR_START) >= 4:
-        words.append("an expression")
-        names -= _EXPR_START
     for name in sorted(names, key=lambda n: (n not in _WORDS, n)):
         w = _terminal_words(name)
         if w not in words:
@@ -175,30 +176,58 @@ def _token_words(tok: Token) -> str:
     return f"'{value}'"
 
 
+def _accepted(e: UnexpectedInput, fallback: Iterable[str]) -> set[str]:
+    """The tokens the parser could really take at the error.
+
+    lark's own expected/allowed sets come from the LALR state, which merges the
+    lookaheads of many contexts (after `[1, 2]` it would offer ']' and ':'),
+    so ask the parser instead by trying each token on a copy of it."""
+    ip = getattr(e, "interactive_parser", None)
+    if ip is not None:
+        accepted = set(ip.accepts())
+        if accepted:
+            return accepted
+    return set(fallback)
+
+
 def _describe(e: UnexpectedInput, source: str) -> tuple[str, Span, str]:
     lines = source.splitlines()
     if isinstance(e, UnexpectedCharacters):
         line, col = e.line, e.column
         ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
         if ch in "\"'":
+            pos = e.pos_in_stream or 0
+            if col > 2 and source[pos - 2 : pos + 1] == ch * 3:
+                # the lexer took the first two quotes of an open """ for an empty string
+                return ("unterminated string", Span(line, col - 2, line, col + 1), f"close it with {ch * 3}")
             return ("unterminated string", Span(line, col, line, col + 1),
                     "close the string with the same quote on the same line, or use \"\"\"...\"\"\" for text over several lines")
         if ch == "\t" or ch == " ":
             return ("unexpected indentation", Span(line, col, line, col + 1), "only rule and backend blocks are indented")
         return (f"unexpected character '{ch}'", Span(line, col, line, col + 1),
-                f"expected {_expected_words(set(e.allowed or ()))}")
+                f"expected {_expected_words(_accepted(e, e.allowed or ()))}")
     if isinstance(e, UnexpectedEOF):
         last = len(lines)
         return ("unexpected end of file", Span(last, 1, last, 1), "is a bracket or a string left open?")
     assert isinstance(e, UnexpectedToken)
     tok = e.token
-    expected = set(e.expected)
+    expected = _accepted(e, e.expected)
     line = tok.line if tok.line is not None else (e.line if e.line > 0 else len(lines))
     col = tok.column if tok.column is not None else 1
     bracket = _unclosed_bracket(source, tok.start_pos if tok.start_pos is not None else len(source))
-    if bracket is not None and bracket[0] < line and ("RSQB" in expected or "RPAR" in expected):
+    if bracket is not None and (bracket[0] < line or tok.type == "$END") and ("RSQB" in expected or "RPAR" in expected):
         bl, bc, ch = bracket
         return (f"'{ch}' was never closed", Span(bl, bc, bl, bc + 1), "close it with '" + {"[": "]", "(": ")"}[ch] + "' before the end of the statement")
+    if tok.type == "_INDENT":
+        # the token stands at the end of the line before; point at the indented text
+        line = tok.end_line or line
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        col = len(text) - len(text.lstrip()) + 1
+        if "_DEDENT" in expected:
+            hint = "indent every field of a block by the same amount"
+        else:
+            hint = "only the body of a rule or backend block is indented"
+        return "unexpected indentation", Span(line, col, line, col), hint
     prev = _previous_code_line(lines, line)
     if tok.column == 1 and tok.type not in ("_DEDENT", "$END") and 0 < prev < line and lines[prev - 1].rstrip().endswith(":"):
         return (
@@ -278,6 +307,8 @@ def _hint(tok: Token, expected: set[str]) -> str:
         return "indent the body of a rule or backend block"
     if tok.type == "_INDENT":
         return "only the body of a rule or backend block is indented"
+    if expected == {"COLON"}:
+        return "rule fields are written 'name: value'"
     if tok.type == "EQUAL" and "COLON" in expected:
         return "rule fields are written 'name: value', settings 'name = value'"
     if tok.type == "COLON" and "EQUAL" in expected:
@@ -310,6 +341,14 @@ def _mspan(meta: Any) -> Span:
     return Span(meta.line, meta.column, meta.end_line, meta.end_column)
 
 
+def _upto(meta: Any, last: Any) -> Span:
+    """A statement's span, from its start to the end of its last part.
+
+    (lark's meta would run on over the newlines and blank lines after it.)"""
+    end = last.span if hasattr(last, "span") else _tspan(last)
+    return Span(meta.line, meta.column, end.end_line, end.end_column)
+
+
 def _espan(a: s.Expr, b: s.Expr) -> Span:
     return Span(a.span.line, a.span.column, b.span.end_line, b.span.end_column)
 
@@ -339,15 +378,15 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def setting(self, meta: Any, c: list[Any]) -> s.Setting:
-        return s.Setting(str(c[0]), _tspan(c[0]), c[1], _mspan(meta))
+        return s.Setting(str(c[0]), _tspan(c[0]), c[1], _upto(meta, c[1]))
 
     @v_args(meta=True)
     def param_def(self, meta: Any, c: list[Any]) -> s.ParamDef:
-        return s.ParamDef(str(c[0]), _tspan(c[0]), c[1], _mspan(meta))
+        return s.ParamDef(str(c[0]), _tspan(c[0]), c[1], _upto(meta, c[1]))
 
     @v_args(meta=True)
     def sweep_def(self, meta: Any, c: list[Any]) -> s.SweepDef:
-        return s.SweepDef(str(c[0]), _tspan(c[0]), c[1], _mspan(meta))
+        return s.SweepDef(str(c[0]), _tspan(c[0]), c[1], _upto(meta, c[1]))
 
     @v_args(meta=True)
     def rule_def(self, meta: Any, c: list[Any]) -> s.RuleDef:
@@ -362,7 +401,7 @@ class _ToAst(Transformer[Token, Any]):
                 by = child[1]
             elif isinstance(child, s.Field):
                 fields.append(child)
-        return s.RuleDef(str(name), _tspan(name), over, by, tuple(fields), _mspan(meta))
+        return s.RuleDef(str(name), _tspan(name), over, by, tuple(fields), _upto(meta, fields[-1]) if fields else _mspan(meta))
 
     def over_clause(self, c: list[Any]) -> tuple[str, s.Expr]:
         return ("over", c[0])
@@ -372,7 +411,8 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def field(self, meta: Any, c: list[Any]) -> s.Field:
-        return s.Field(str(c[0]), _tspan(c[0]), tuple(x for x in c[1:] if isinstance(x, s.Item)), _mspan(meta))
+        items = tuple(x for x in c[1:] if isinstance(x, s.Item))
+        return s.Field(str(c[0]), _tspan(c[0]), items, _upto(meta, items[-1] if items else c[0]))
 
     @v_args(meta=True)
     def item(self, meta: Any, c: list[Any]) -> s.Item:
@@ -382,7 +422,8 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(meta=True)
     def backend_def(self, meta: Any, c: list[Any]) -> s.BackendDef:
-        return s.BackendDef(str(c[0]), _tspan(c[0]), tuple(x for x in c[1:] if isinstance(x, s.Setting)), _mspan(meta))
+        settings = tuple(x for x in c[1:] if isinstance(x, s.Setting))
+        return s.BackendDef(str(c[0]), _tspan(c[0]), settings, _upto(meta, settings[-1]) if settings else _mspan(meta))
 
     # -- expressions
     def name(self, c: list[Token]) -> s.Name:

@@ -8,6 +8,7 @@ message and a hint; the compiler attaches the place in the sweepfile.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,16 @@ def read_csv(
                 f"column '{name}' is not in {shown_path}",
                 did_you_mean(name, header) or f"its columns are: {listing(header)}",
             )
+    for name in wanted:
+        # a column becomes a parameter: {name} in commands, a name in conditions,
+        # and the hashing rule relies on parameter names being identifiers
+        if header.count(name) > 1:
+            raise SweepMathError(f"{shown_path} has {header.count(name)} columns named '{name}'", "give every column its own name")
+        if not _IDENTIFIER.fullmatch(name):
+            raise SweepMathError(
+                f"column name '{name}' in {shown_path} is not a parameter name",
+                "parameter names are letters, digits and '_', not starting with a digit; rename the column, or leave it out with columns=[...]",
+            )
     data_rows: list[tuple[int, list[str]]] = []
     line_no = 1
     for r in body:
@@ -201,6 +212,9 @@ def read_csv(
         j = header.index(name)
         cols.append(_infer(name, [r[j] for _, r in data_rows], [n for n, _ in data_rows], shown_path)[start:stop])
     return unique(tuple(dict(zip(wanted, vals)) for vals in zip(*cols)))
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def describe(p: Mapping[str, Scalar]) -> str:

@@ -1,0 +1,282 @@
+"""The language verbs of the command line: check, psets, graph; -f, -C, --version, --help."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweepc import __version__
+from sweepc.cli import build_parser, main
+from sweepc.hashing import pset_hash
+
+DESIGN = (Path(__file__).parent / "cases" / "parse" / "design_example.sweep").read_text(encoding="utf-8")
+PARAMS_CSV = "param_combo,x,y\n0,1,a\n1,2,b\n2,3,c\n3,4,d\n"
+
+DOT = """\
+digraph sweepc {
+  rankdir=LR;
+  "gen" [label="gen (9 jobs)"];
+  "square" [label="square (9 jobs)"];
+  "mean" [label="mean (3 jobs)"];
+  "total" [label="total (1 job)"];
+  "gen" -> "square" [label="same pset"];
+  "square" -> "mean" [label="gather by a"];
+  "mean" -> "total" [label="all"];
+}
+"""
+
+MERMAID = """\
+flowchart LR
+  gen["gen (9 jobs)"]
+  square["square (9 jobs)"]
+  mean["mean (3 jobs)"]
+  total["total (1 job)"]
+  gen -->|"same pset"| square
+  square -->|"gather by a"| mean
+  mean -->|"all"| total
+"""
+
+MISSING_HINT = "  hint: run sweepc in the folder that holds the sweepfile, or name it with -f FILE or -C DIR\n"
+
+
+@pytest.fixture
+def design(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example of DESIGN.md as a project, and the current folder."""
+    (tmp_path / "sweepfile").write_text(DESIGN, encoding="utf-8")
+    (tmp_path / "params.csv").write_text(PARAMS_CSV, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_ok(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "check") == (0, "sweepfile: ok: 5 parameters, 6 sweeps, 4 rules, 22 jobs\n", "")
+
+
+def test_check_counts_in_the_singular(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text('param a = [1]\nsweep s = a\nrule r over s:\n    shell: "echo {a}"\n')
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "check") == (0, "sweepfile: ok: 1 parameter, 1 sweep, 1 rule, 1 job\n", "")
+
+
+def test_check_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text("param a = [1, 2]\nsweep g = a * bb\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "check")
+    assert (code, out) == (2, "")
+    assert err == (
+        "sweepfile:2:15: unknown parameter or sweep 'bb'\n"
+        "  sweep g = a * bb\n"
+        "                ^^\n"
+        "  hint: define it first: param bb = [...]\n"
+    )
+
+
+def test_missing_sweepfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for verb in ("check", "psets", "graph"):
+        assert run(capsys, verb) == (2, "", f"sweepc: no sweepfile at {tmp_path / 'sweepfile'}\n" + MISSING_HINT)
+    assert run(capsys, "-f", "other.sweep", "check") == (2, "", f"sweepc: no sweepfile at {tmp_path / 'other.sweep'}\n" + MISSING_HINT)
+    assert run(capsys, "-C", str(tmp_path / "nowhere"), "check") == (2, "", f"sweepc: no such folder: {tmp_path / 'nowhere'}\n")
+
+
+def test_file_and_directory_options(design: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)
+    ok = "sweepfile: ok: 5 parameters, 6 sweeps, 4 rules, 22 jobs\n"
+    assert run(capsys, "-C", str(design), "check") == (0, ok, "")
+    assert run(capsys, "-f", str(design / "sweepfile"), "check") == (0, ok, "")
+    assert run(capsys, "-f", str(design), "check") == (0, ok, "")  # a folder holding a sweepfile
+    # -f relative to -C
+    (design / "small.sweep").write_text("param a = [1, 2]\n")
+    assert run(capsys, "-C", str(design), "-f", "small.sweep", "check") == (0, "small.sweep: ok: 1 parameter, 0 sweeps, 0 rules, 0 jobs\n", "")
+    # a sweepfile elsewhere is named by its path in errors
+    (elsewhere / "sub").mkdir()
+    bad = elsewhere / "sub" / "bad.sweep"
+    bad.write_text("param a = [1,\n")
+    code, out, err = run(capsys, "-f", str(bad), "check")
+    assert code == 2 and out == ""
+    assert err.startswith(f"{bad}:1:11: '[' was never closed\n")
+    # in the current folder it is named by its name
+    monkeypatch.chdir(elsewhere / "sub")
+    code, out, err = run(capsys, "-f", "bad.sweep", "check")
+    assert code == 2 and err.startswith("bad.sweep:1:11: '[' was never closed\n")
+    # and -C takes the psets of the other project
+    code, out, _ = run(capsys, "-C", str(design), "psets", "grid", "--format", "csv")
+    assert code == 0 and out.splitlines()[0] == "a,b,_pset_hash,_pset_seq"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"sweepc {__version__}\n"
+
+
+def _verbs() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sorted(sub.choices)  # type: ignore[attr-defined]
+
+
+def test_help_of_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    verbs = _verbs()
+    assert {"check", "psets", "graph"} <= set(verbs)
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    top = capsys.readouterr().out
+    assert top.startswith("usage: sweepc")
+    for verb in verbs:
+        assert verb in top
+        with pytest.raises(SystemExit) as info:
+            main([verb, "--help"])
+        assert info.value.code == 0, verb
+        assert capsys.readouterr().out.startswith(f"usage: sweepc {verb}"), verb
+
+
+def test_usage_errors_exit_2(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["no-such-verb"])
+    assert info.value.code == 2
+    assert "invalid choice: 'no-such-verb'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["psets", "--format", "xml"])
+    assert info.value.code == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err
+    assert run(capsys, "psets", "gird") == (2, "", "sweepc: unknown sweep 'gird'\n  hint: did you mean 'grid'?\n")
+
+
+# ---- psets ----------------------------------------------------------------------
+
+
+def test_psets_csv(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "psets", "grid", "--format", "csv")
+    assert (code, err) == (0, "")
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns) == ["a", "b", "_pset_hash", "_pset_seq"]
+    expected = [{"a": a, "b": b} for a in (1, 2, 3) for b in (10, 20, 30)]
+    assert df[["a", "b"]].to_dict(orient="records") == expected
+    assert list(df["_pset_hash"]) == [pset_hash(p) for p in expected]
+    assert list(df["_pset_seq"]) == list(range(9))
+
+
+def test_psets_json(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "psets", "rows", "--format", "json")
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    assert rows == [
+        {"x": 1, "y": "a", "_pset_hash": pset_hash({"x": 1, "y": "a"}), "_pset_seq": 0},
+        {"x": 2, "y": "b", "_pset_hash": pset_hash({"x": 2, "y": "b"}), "_pset_seq": 1},
+        {"x": 3, "y": "c", "_pset_hash": pset_hash({"x": 3, "y": "c"}), "_pset_seq": 2},
+    ]
+
+
+def test_psets_json_values_are_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Values read back from JSON hash to the printed hash (no rounding)."""
+    (tmp_path / "sweepfile").write_text(
+        'param lr = logspace(-12, -1, 3)\nparam t = linspace(0, 1, 4)\nparam w = [0.30000000000000004, 1e-300]\nparam s = ["é", "it\'s"]\n'
+        "sweep g = lr * t * w * s\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "psets", "g", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 3 * 4 * 2 * 2
+    assert rows[0]["lr"] == 1e-12 and rows[0]["w"] == 0.30000000000000004
+    for row in rows:
+        pset = {k: v for k, v in row.items() if not k.startswith("_")}
+        assert pset_hash(pset) == row["_pset_hash"]
+    # csv too
+    code, out, _ = run(capsys, "psets", "g", "--format", "csv")
+    df = pd.read_csv(io.StringIO(out))
+    for rec in df.to_dict(orient="records"):
+        pset = {k: v for k, v in rec.items() if not k.startswith("_")}
+        assert pset_hash(pset) == rec["_pset_hash"]
+
+
+def test_psets_table(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "psets", "scan")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["a", "b", "_pset_hash", "_pset_seq"]
+    assert [ln.split() for ln in lines[1:]] == [
+        [str(a), str(b), pset_hash({"a": a, "b": b}), str(i)]
+        for i, (a, b) in enumerate([(1, 20), (2, 20), (3, 20), (2, 10), (2, 30)])
+    ]
+
+
+def test_psets_of_every_sweep(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "psets", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["_sweep"]] = counts.get(r["_sweep"], 0) + 1
+    assert counts == {"grid": 9, "pairs": 3, "scan": 5, "rows": 3, "both": 9, "small": 6}
+    pairs = [r for r in rows if r["_sweep"] == "pairs"]
+    assert [(r["a"], r["c"], r["_pset_seq"]) for r in pairs] == [(1, "x", 0), (2, "y", 1), (3, "z", 2)]
+    assert all(r["x"] is None for r in pairs)
+
+
+def test_psets_of_a_parameter(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "psets", "lr", "--format", "json")
+    assert code == 0
+    assert json.loads(out) == [
+        {"lr": v, "_pset_hash": pset_hash({"lr": v}), "_pset_seq": i} for i, v in enumerate([0.0001, 0.001, 0.01, 0.1])
+    ]
+
+
+# ---- graph ----------------------------------------------------------------------
+
+
+def test_graph_dot(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "graph") == (0, DOT, "")
+    assert run(capsys, "graph", "--format", "dot") == (0, DOT, "")
+
+
+def test_graph_mermaid(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "graph", "--format", "mermaid") == (0, MERMAID, "")
+
+
+def test_graph_broadcast_edge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text(
+        'param a = [1, 2]\nparam b = [3, 4]\nsweep g = a * b\n'
+        'rule per_b over b:\n    output: "o"\n    shell: "echo {b} > {output}"\n'
+        'rule all over g:\n    input: per_b\n    shell: "cat {input}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "graph")
+    assert code == 0
+    assert '  "per_b" -> "all" [label="broadcast"];' in out.splitlines()
+
+
+def test_graph_jobs(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "graph", "--jobs")
+    assert code == 0
+    lines = out.splitlines()
+    nodes = [ln for ln in lines if "[label=" in ln and "->" not in ln]
+    edges = [ln for ln in lines if "->" in ln]
+    assert len(nodes) == 22
+    assert len(edges) == 9 + 9 + 3  # gen->square, square->mean (3 each), mean->total
+    total = pset_hash({})
+    assert f'  "total_{total}" [label="total"];' in lines
+    h = pset_hash({"a": 1, "b": 10})
+    assert f'  "gen_{h}" [label="gen[a=1,b=10]"];' in lines
+    assert f'  "gen_{h}" -> "square_{h}";' in lines
+
+
+def test_module_entry_point(design: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "sweepc", "check"], check=False, capture_output=True, text=True, cwd=design)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "sweepfile: ok: 5 parameters, 6 sweeps, 4 rules, 22 jobs\n", "")

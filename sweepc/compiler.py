@@ -364,6 +364,7 @@ class _Compiler:
                 hint = (
                     "a condition must work for every pset; 'and' stops at the first false part, e.g. x != 0 and 1 / x > 2"
                     if isinstance(ex, (ZeroDivisionError, OverflowError, ValueError))
+                    else "arithmetic works on numbers only" if "needs numbers" in str(ex)
                     else "compare numbers with numbers and strings with strings"
                 )
                 self.bail(f"condition fails for pset {alg.describe(p)}: {_plain_error(ex)}", e.right.span, hint)

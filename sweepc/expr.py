@@ -24,6 +24,24 @@ _BINOPS = {
 FUNCTIONS: dict[str, Callable[..., object]] = {"abs": abs, "min": min, "max": max, "round": round}
 
 
+def _numbers(op: str, a: object, b: object) -> None:
+    if isinstance(a, str) or isinstance(b, str):
+        raise TypeError(f"'{op}' needs numbers, not a string")
+
+
+def _mod(a: object, b: object) -> object:
+    _numbers("%", a, b)
+    return a % b  # type: ignore[operator]
+
+
+def _mul(a: object, b: object) -> object:
+    _numbers("*", a, b)
+    return a * b  # type: ignore[operator]
+
+
+_NUMERIC_ONLY = {"%": "_n_mod", "*": "_n_mul"}
+
+
 @dataclass(frozen=True, slots=True)
 class ExprError(Exception):
     message: str
@@ -42,7 +60,7 @@ def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
     """Compile a condition over parameters in ``known``; raise ExprError."""
     names: set[str] = set()
     code = _gen(expr, known, names)
-    env: dict[str, object] = {"__builtins__": {}, **{f"_f_{k}": v for k, v in FUNCTIONS.items()}}
+    env: dict[str, object] = {"__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, **{f"_f_{k}": v for k, v in FUNCTIONS.items()}}
     func = eval(f"lambda p: ({code})", env)  # noqa: S307 - code is generated from our own AST
     return Compiled(func, frozenset(names), code)
 
@@ -70,7 +88,11 @@ def _gen(e: s.Expr, known: Collection[str], names: set[str]) -> str:
     if isinstance(e, s.BinOp):
         if e.op == "where":
             raise ExprError("'where' cannot be used inside a condition", e.op_span, "filter once: SWEEP where COND")
-        return f"({_gen(e.left, known, names)} {_BINOPS[e.op]} {_gen(e.right, known, names)})"
+        left, right = _gen(e.left, known, names), _gen(e.right, known, names)
+        if e.op in _NUMERIC_ONLY:
+            # Python would format (str % x) or repeat (str * n); here they are mistakes
+            return f"{_NUMERIC_ONLY[e.op]}({left}, {right})"
+        return f"({left} {_BINOPS[e.op]} {right})"
     if isinstance(e, s.Call):
         if e.func not in FUNCTIONS:
             raise ExprError(

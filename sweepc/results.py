@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -117,9 +118,14 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
         )
         if status in (DONE, STALE) and rule.results:
             values, problem = _read_results(d, rule.results)
-            if problem is not None and status == DONE:
+            # A results file that is also an output makes the job "stale" when it
+            # is deleted; "results missing" / "results malformed" says better why
+            # the result columns of this row are empty, so it wins over "stale" too.
+            if problem is not None:
                 row["_status"] = problem
-            row.update(values)
+            # Fix: a results key named like a parameter or a bookkeeping column
+            # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
+            row.update({k: v for k, v in values.items() if k not in row})
         rows.append(row)
     columns = list(rule.keys) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
@@ -155,7 +161,10 @@ def select_columns(df: pd.DataFrame, columns: str | Sequence[str] | None) -> pd.
     if not columns:
         return df
     names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
-    for c in names:
+    for k, c in enumerate(names):
+        # Fix: a name given twice made parquet fail with a traceback and json drop columns
+        if c in names[:k]:
+            raise UsageError(f"column '{c}' is named twice", "name each column once")
         if c not in df.columns:
             raise UsageError(f"no column '{c}'", did_you_mean(c, [str(x) for x in df.columns]) or f"columns: {listing(str(x) for x in df.columns)}")
     return df[names]
@@ -167,21 +176,54 @@ def write(df: pd.DataFrame, fmt: str, path: str | None) -> str | None:
         if path is None:
             raise UsageError("parquet is a binary format", "write it to a file: -o results.parquet")
         try:
-            import pyarrow  # noqa: F401
+            import pyarrow
         except ImportError:
             raise UsageError("parquet output needs pyarrow", "install it with: pip install 'sweepc[parquet]'") from None
-        df.to_parquet(path, index=False)
+        # Fix: these were tracebacks. A results key whose values differ in type
+        # from row to row (1 in one file, "n/a" in another) cannot be a parquet column.
+        try:
+            df.to_parquet(path, index=False)
+        except pyarrow.ArrowException as e:
+            why = "; ".join(str(a) for a in e.args) or str(e)
+            raise UsageError(
+                f"cannot write {path} as parquet: {why}",
+                "a column holds values of different types; write --format csv or json, or leave it out with --columns",
+            ) from None
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
         return None
     if fmt == "csv":
         text = df.to_csv(index=False)
     elif fmt == "json":
-        text = df.to_json(orient="records", date_format="iso", force_ascii=False) + "\n"
+        # Not df.to_json: it keeps 10 significant digits (a result of 1e-12 came
+        # out as 0.0, 1.2345678901234567 as 1.2345678901) and times to the ms.
+        # json.dumps writes floats that read back exactly.
+        rows = [{str(k): _json_value(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+        text = json.dumps(rows, ensure_ascii=False, separators=(",", ":")) + "\n"
     else:
         text = "(no rows)\n" if df.empty else df.to_string(index=False) + "\n"
     if path is None:
         return text
-    Path(path).write_text(text, encoding="utf-8")
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:  # Fix: was a traceback (no such folder, no permission, a folder)
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
     return None
 
 
-_ = json
+def _json_value(v: Any) -> Any:
+    """A cell as a JSON value: gaps as null, times as ISO 8601 UTC, numpy scalars as Python ones."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat() if v.tzinfo is None else v.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item) and not isinstance(v, (list, dict, str)):
+        v = item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    return v

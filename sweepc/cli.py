@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the command line as typed, for the runs table (also under python -m sweepc)
+    args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]
     try:
         code: int = args.func(args)
         return code

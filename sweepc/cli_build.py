@@ -5,6 +5,7 @@ Part of the CLI layer (with cli.py): it prints; nothing below it does."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -187,7 +188,9 @@ def print_summary(g: BuildGraph, s: Summary, out: TextIO) -> None:
     if s.skipped:
         bits.append(f"{s.skipped} not run because an input failed")
     if s.not_started:
-        bits.append(f"{s.not_started} not started (use -k to keep going after a failure)")
+        # Fix: the -k hint was also given after Ctrl-C, where no job had failed
+        hint = " (use -k to keep going after a failure)" if s.failed and not s.interrupted else ""
+        bits.append(f"{s.not_started} not started{hint}")
     if s.interrupted:
         bits.append(f"{len(s.interrupted)} interrupted")
     bits.append(f"{s.uptodate} up to date")
@@ -240,12 +243,13 @@ def cmd_build(args: argparse.Namespace) -> int:
             if progress:
                 progress.job_ended(job, outcome, will_retry)
 
-    argv = ["sweepc", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("sweepc") else ["sweepc", "build", *args.targets]
+    argv = getattr(args, "command_line", None) or ["sweepc", "build", *args.targets]
     try:
         with _TermAsInterrupt():
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
                 psets=args.psets, reporter=_Forward(), argv=argv, on_plan=on_plan, git_commit=args.git_commit,
+                explain=args.explain,  # fix: without it `build --explain` printed only each job's first reason
             )
     except Interrupted as e:
         if progress:
@@ -269,8 +273,10 @@ STATES = ("done", "stale", "failed", "interrupted", "queued", "never built")
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None) -> list[dict[str, Any]]:
     from .planner import CANCELLED, FAILED, INTERRUPTED, NEVER_BUILT, UNFINISHED
+    from .slurm.records import refresh
 
     g = study.graph
+    refresh(g)  # take in the completion records of SLURM jobs first
     p = study.plan(where=where, targets=rules)
     rows: dict[str, dict[str, Any]] = {}
     wanted = set(rules)
@@ -367,10 +373,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 out.write("sweepc: nothing removed\n")
                 return EXIT_OK
-        _assert_lock_free(root)
-        for p in targets:
-            shutil.rmtree(p)
-            out.write(f"removed {_rel(g, p)}/\n")
+        # Fix: hold the build lock while removing (it was taken and released at once,
+        # leaving a window for a build to start on a store about to vanish)
+        with _holding_lock(root) if sd.exists() else contextlib.nullcontext():
+            for p in targets:
+                shutil.rmtree(p)
+                out.write(f"removed {_rel(g, p)}/\n")
         return EXIT_OK
     if args.what == "batch":
         batch = sd / "slurm"
@@ -382,6 +390,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
             shutil.rmtree(batch)
         out.write(f"{verb} {_rel(g, batch)}/ ({n} files: job scripts, submit scripts, scheduler logs)\n")
         return EXIT_OK
+    # Fix: take the build lock BEFORE listing. It used to be checked after every folder
+    # had been printed as "removed", so a clean refused because a build was running
+    # still claimed to have removed them; it is now also held until the removal is done.
+    # (no .sweepc/ yet: no build has ever held the lock, and taking it would create one)
+    with _holding_lock(root) if not args.dry_run and sd.exists() else contextlib.nullcontext():
+        return _clean_jobs(args, g, out, verb)
+
+
+def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str) -> int:
+    root, wd = g.root, g.workdir_path
     store = Store.open(root, create=False)
     try:
         if args.what == "orphans":
@@ -405,12 +423,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for _, _, d in dirs:
             if not _inside(d, wd):
                 raise UsageError(f"refusing to remove {d}: it is not inside the workdir")
-            out.write(f"{verb} {_rel(g, d)}/\n")
-        if not args.dry_run:
-            _assert_lock_free(root)
-            for _, _, d in dirs:
+        for _, _, d in dirs:
+            if not args.dry_run:
                 shutil.rmtree(d)
                 _prune_empty(d.parent, wd)
+            out.write(f"{verb} {_rel(g, d)}/\n")
+        if not args.dry_run:
             store.delete(stale_records)
         out.write(f"sweepc: {verb} {len(dirs)} job folders and {len(stale_records)} records\n")
     finally:
@@ -418,12 +436,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _assert_lock_free(root: Path) -> None:
+@contextlib.contextmanager
+def _holding_lock(root: Path) -> Iterator[None]:
     from .state import BuildLock
 
-    lock = BuildLock(root)
-    lock.acquire(["sweepc", "clean"])
-    lock.release()
+    with BuildLock(root) as lock:
+        lock.acquire(["sweepc", "clean"])
+        yield
 
 
 def _prune_empty(d: Path, stop: Path) -> None:
@@ -443,8 +462,11 @@ _ = LOG_NAME
 
 def cmd_results(args: argparse.Namespace) -> int:
     from .results import write
+    from .slurm.records import refresh
 
-    df = _study(args).results(args.rule, where=args.where, columns=args.columns)
+    study = _study(args)
+    refresh(study.graph)  # take in the completion records of SLURM jobs first
+    df = study.results(args.rule, where=args.where, columns=args.columns)
     text = write(df, args.format, args.output)
     if text is not None:
         sys.stdout.write(text)

@@ -42,7 +42,7 @@ class Reason:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Plan:
     graph: BuildGraph
     selected: tuple[int, ...]  # the jobs considered, topological
@@ -54,6 +54,9 @@ class Plan:
     fingerprints: Mapping[int, str]
     records: Mapping[tuple[str, str], Record] = field(repr=False)
     source_updates: tuple[tuple[str, int, int, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
 
     @property
     def uptodate(self) -> int:
@@ -115,7 +118,12 @@ def plan(
                 if rec.cmd_hash != cmd_hash:
                     reasons.append(Reason(COMMAND_CHANGED, "command changed"))
                 if rec.inputs_hash != inputs_hash:
-                    reasons.append(Reason(INPUT_CHANGED, "input changed" + _which_input(g, job, records, rec)))
+                    which = _which_input(g, job, records, rec)
+                    # Fix: when no input can be named and an upstream job will run (a changed
+                    # source or command further up), a bare "input changed" hid the cause; the
+                    # upstream check below names that job instead ("upstream X will run").
+                    if which or not any(d in will_run or d in queued for d in job.deps):
+                        reasons.append(Reason(INPUT_CHANGED, "input changed" + which))
                 elif rec.cmd_hash == cmd_hash and rec.fingerprint != fp:
                     reasons.append(Reason(INPUT_CHANGED, "input changed"))
             if explain or not reasons:
@@ -156,6 +164,12 @@ def _status_reason(rec: Record) -> Reason | None:
     if st == "done":
         return None
     if st == "failed":
+        # Fix: "(exit 0)" read as a contradiction; exit 0 is recorded for a job that did not
+        # write its outputs, -1 for one that could not be started (local.py).
+        if rec.exit_code == 0:
+            return Reason(FAILED, "last run failed (exited 0 but did not write its outputs)")
+        if rec.exit_code == -1 and rec.backend == "local":
+            return Reason(FAILED, "last run failed (could not start)")
         return Reason(FAILED, f"last run failed (exit {rec.exit_code})")
     if st == "interrupted":
         return Reason(INTERRUPTED, "last run was interrupted")

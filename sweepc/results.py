@@ -129,6 +129,10 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
         rows.append(row)
     columns = list(rule.keys) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
+    # never-built rows have no exit code or run: keep these columns integers next to the gaps
+    for col in ("_run_seq", "_exit_code", "_pset_seq"):
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
     extra = [c for c in df.columns if c not in columns]
     df = df[[c for c in columns if c in df.columns] + extra]
     return df

@@ -139,7 +139,7 @@ def test_runs_lists_every_build_that_ran_something(tmp_path: Path, monkeypatch: 
     assert [r["_run_seq"] for r in runs] == [0, 1]
     assert runs[1]["_run_id"] != runs[0]["_run_id"]
     assert {k: runs[1][k] for k in ("ran", "failed", "uptodate", "status")} == {"ran": 1, "failed": 1, "uptodate": 2, "status": "failed"}
-    assert runs[1]["command"] == "sweepc build"  # in-process: no console-script argv to record
+    assert runs[1]["command"] == "sweepc build -k -j 1"  # in-process main(): the argv it was given
 
     # through the API, with its own command line
     r = sweepc.load(root).build(targets=["fromcsv"], force=["fromcsv"], argv=["myscript.py", "--x"])
@@ -148,7 +148,7 @@ def test_runs_lists_every_build_that_ran_something(tmp_path: Path, monkeypatch: 
     assert list(df.columns) == RUNS_COLUMNS
     assert df[["_run_seq", "command", "ran", "failed", "uptodate", "status"]].values.tolist() == [
         [0, "sweepc build -j 2", 4, 0, 0, "ok"],
-        [1, "sweepc build", 1, 1, 2, "failed"],
+        [1, "sweepc build -k -j 1", 1, 1, 2, "failed"],
         [2, "myscript.py --x", 2, 0, 0, "ok"],
     ]
     assert df["_run_id"].tolist() == [x["_run_id"] for x in runs] + [r.run_id]

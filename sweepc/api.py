@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import UsageError, did_you_mean, listing
 from .graph import BuildGraph, Job
-from .local import Reporter, Summary, execute
+from .local import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb
 from .planner import Plan
 from .planner import plan as make_plan
 from .project import find_sweepfile, load_graph
@@ -134,6 +135,8 @@ class Study:
                 store.put_sources(p.source_updates)
                 if not p.run:
                     return BuildResult(p, None, None, None)
+                # a build refused for its resources never starts, so it is no run
+                check_fit(self.graph, p.run, jobs or os.cpu_count() or 1, machine_mem_mb())
                 run_id = new_run_id()
                 if git_commit:
                     commit_project_files(self.root, self.named_files(), run_id)
@@ -141,11 +144,15 @@ class Study:
                 commit, dirty = git_state(self.root, exclude=(state_dir(self.root), self.graph.workdir_path))
                 run_id, seq = store.begin_run(argv, "local", commit, dirty, run_id=run_id)
                 summary: Summary | None = None
+                status = "interrupted"
                 try:
                     summary = execute(p, store, run_id, reporter or _Quiet(), jobs=jobs, keep_going=keep_going)
+                    status = "ok" if summary.ok else "failed"
+                except Interrupted as e:
+                    summary = e.summary  # what ran before Ctrl-C counts in the runs table
+                    raise
                 finally:
                     s = summary
-                    status = "interrupted" if s is None else ("ok" if s.ok else "failed")
                     store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
                 return BuildResult(p, summary, run_id, seq)
             finally:

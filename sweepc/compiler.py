@@ -547,7 +547,7 @@ class _Compiler:
                         b.span,
                         did_you_mean(b.id, keys) or f"{over_text} has: {listing(keys)}",
                     )
-            instances = alg.unique(tuple({k: p[k] for k in by if k in p} for p in psets))
+            instances = alg.project(psets, by)
         else:
             instances = psets
         inst_keys = by if by else keys
@@ -1047,6 +1047,11 @@ class _Join:
         for i, p in enumerate(up.instances):
             groups.setdefault(tuple(p), []).append(first + i)
         self.groups = groups
+        # Rules over one sweep share its pset objects: then the match is the
+        # upstream job made from the very same object (the common case, and
+        # the hot loop of planning at 100k psets).
+        self.same_keys = len(groups) == 1 and set(next(iter(groups))) == set(my_keys)
+        self.by_id = {id(p): first + i for i, p in enumerate(up.instances)} if self.same_keys else {}
 
     def shared_for(self, inst: Mapping[str, Scalar]) -> tuple[str, ...]:
         mine = set(inst)
@@ -1058,6 +1063,9 @@ class _Join:
         return tuple(names)
 
     def match(self, inst: Mapping[str, Scalar]) -> list[int]:
+        hit = self.by_id.get(id(inst))
+        if hit is not None:
+            return [hit]
         mykeys = tuple(inst)
         out: list[int] = []
         for ks, ids in self.groups.items():

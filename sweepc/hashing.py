@@ -77,8 +77,4 @@ _frags: dict[tuple[str, type, Scalar], str] = {}
 
 def text_hash(*parts: str) -> str:
     """A digest of some texts, used for fingerprints (not for pset identity)."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()[:32]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]

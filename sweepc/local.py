@@ -78,6 +78,10 @@ def params_json(job: Job) -> str:
     return json.dumps(dict(job.params), separators=(",", ":"), ensure_ascii=False)
 
 
+def machine_mem_mb() -> int:
+    return int(psutil.virtual_memory().total // (1024 * 1024))
+
+
 def check_fit(g: BuildGraph, run: Sequence[int], cpus: int, mem_mb: int) -> None:
     """A job that can never fit is an error before anything starts."""
     for i in run:
@@ -111,7 +115,7 @@ class _Runner:
     def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None) -> None:
         self.plan, self.g, self.store, self.run_id, self.reporter = plan, plan.graph, store, run_id, reporter
         self.cpus = cpus
-        self.mem_mb = mem_mb if mem_mb is not None else psutil.virtual_memory().total // (1024 * 1024)
+        self.mem_mb = mem_mb if mem_mb is not None else machine_mem_mb()
         self.keep_going = keep_going
         self.host = socket.gethostname()
         self.pool = ProcessPool()
@@ -214,6 +218,19 @@ class _Runner:
             for ex in killed:
                 i = ex.key
                 attempt = running.pop(i, attempts.get(i, 1))
+                if not ex.interrupted:
+                    # Fix: kill_all also returns jobs that had ended on their own just before
+                    # it (Exit.interrupted False). Recording those "interrupted" reran a job
+                    # that had finished fine; judge them like any other ended job.
+                    ok, message = self.check(i, ex)
+                    if ok:
+                        done += 1
+                        outcome = self.outcome(i, "done", ex, attempt)
+                        self.pending.append(outcome)
+                        self.reporter.job_ended(g.jobs[i], outcome, False)
+                    else:
+                        failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
+                    continue
                 outcome = self.outcome(i, "interrupted", ex, attempt)
                 self.pending.append(outcome)
                 self.reporter.job_ended(g.jobs[i], outcome, False)

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from .errors import Diagnostic, SweepfileError
 from .graph import BuildGraph, Job
 from .hashing import text_hash
-from .state import Record, Store
+from .state import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, Record, Store
+
+# Part of every command hash: changing how fingerprints are made means changing this.
+FINGERPRINT_VERSION = "sweepc-fp-1"
 
 # Reason codes, in the order they are told
 FORCED = "forced"
@@ -95,7 +98,7 @@ def plan(
     queued: dict[int, str] = {}
     for i in selected:
         job = jobs[i]
-        cmd_hash = text_hash(job.command, job.restart or "")
+        cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
         inputs_hash = text_hash(*(fps[d] for d in job.deps), *(digests[p] for p in job.sources))
         fp = text_hash(cmd_hash, job.hash, inputs_hash)
         fps[i], cmds[i], ins[i] = fp, cmd_hash, inputs_hash
@@ -103,28 +106,28 @@ def plan(
         if key in live:
             queued[i] = live[key]
             continue
-        rec = records.get(key)
+        rec = records.raw(key)
         reasons: list[Reason] = []
         if i in forced:
             reasons.append(Reason(FORCED, "forced"))
         if rec is None:
             reasons.append(Reason(NEVER_BUILT, "never built"))
-        else:
-            status_reason = _status_reason(rec)
+        elif rec[I_STATUS] != "done":
+            status_reason = _status_reason(Record(*rec))
             if status_reason is not None:
                 reasons.append(status_reason)
         if rec is not None and (explain or not reasons):
-            if rec.fingerprint is not None:
-                if rec.cmd_hash != cmd_hash:
+            if rec[I_FINGERPRINT] is not None:
+                if rec[I_CMD_HASH] != cmd_hash:
                     reasons.append(Reason(COMMAND_CHANGED, "command changed"))
-                if rec.inputs_hash != inputs_hash:
-                    which = _which_input(g, job, records, rec)
+                if rec[I_INPUTS_HASH] != inputs_hash:
+                    which = _which_input(g, job, records, Record(*rec))
                     # Fix: when no input can be named and an upstream job will run (a changed
                     # source or command further up), a bare "input changed" hid the cause; the
                     # upstream check below names that job instead ("upstream X will run").
                     if which or not any(d in will_run or d in queued for d in job.deps):
                         reasons.append(Reason(INPUT_CHANGED, "input changed" + which))
-                elif rec.cmd_hash == cmd_hash and rec.fingerprint != fp:
+                elif rec[I_CMD_HASH] == cmd_hash and rec[I_FINGERPRINT] != fp:
                     reasons.append(Reason(INPUT_CHANGED, "input changed"))
             if explain or not reasons:
                 base = f"{wd}/{job.reldir}/"

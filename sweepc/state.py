@@ -27,10 +27,10 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import StateError
 
@@ -103,6 +103,33 @@ class Record(NamedTuple):
 
 _COLUMNS = Record._fields
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM jobs"
+# positions in a raw row, for the planner's hot loop
+I_STATUS, I_FINGERPRINT, I_CMD_HASH, I_INPUTS_HASH = (_COLUMNS.index(c) for c in ("status", "fingerprint", "cmd_hash", "inputs_hash"))
+
+
+class RecordMap(Mapping[tuple[str, str], Record]):
+    """(rule, hash) -> Record over the raw rows of one read.
+
+    Rows become Records only when asked for: making 200k NamedTuples costs a
+    fifth of a no-op build at 100k psets, and the planner needs four fields."""
+
+    def __init__(self, rows: dict[tuple[str, str], tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def raw(self, key: tuple[str, str]) -> tuple[Any, ...] | None:
+        return self._rows.get(key)
+
+    def __getitem__(self, key: tuple[str, str]) -> Record:
+        return Record(*self._rows[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 class Outcome(NamedTuple):
@@ -161,12 +188,17 @@ class Store:
             if not create:
                 return cls(sqlite3.connect(":memory:"), path)._init()
             d.mkdir(parents=True, exist_ok=True)
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            store = cls(conn, path)
-            return store._init()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                store = cls(conn, path)
+                return store._init()
+            except BaseException:
+                conn.close()  # fix: a refused store (wrong schema, corrupt) left its connection open
+                raise
         except sqlite3.OperationalError as e:
             if "not a database" not in str(e):
                 raise StateError(f"the state store {_rel(path, root)} cannot be used: {e}") from None
@@ -183,22 +215,26 @@ class Store:
     def _init(self) -> Store:
         c = self.conn
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        shown = _rel(self.path)
         if "meta" in tables:
             row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
+            try:
+                version = int(row[0]) if row else 0
+            except (TypeError, ValueError):  # fix: a non-number here was a traceback
+                version = 0
             if version != SCHEMA_VERSION:
                 who = "a newer" if version > SCHEMA_VERSION else "an older"
                 raise StateError(
-                    f"the state store {self.path} was written by {who} sweepc (schema {version}; this sweepc reads schema {SCHEMA_VERSION}).\n"
+                    f"the state store {shown} was written by {who} sweepc (schema {version}; this sweepc reads schema {SCHEMA_VERSION}).\n"
                     + (
                         "  hint: upgrade sweepc, or move the store away to start over (every job will then rebuild)"
                         if version > SCHEMA_VERSION
                         else "  hint: move the store away to start over (every job will then rebuild)"
                     )
-                    + f": mv {self.path} {self.path}.v{version}"
+                    + f": mv {shown} {shown}.v{version}"
                 )
         elif tables:
-            raise StateError(f"{self.path} is not a sweepc state store.\n  hint: move it away: mv {self.path} {self.path}.bad")
+            raise StateError(f"{shown} is not a sweepc state store.\n  hint: move it away: mv {shown} {shown}.bad")
         else:
             # executescript commits on its own, so the script carries its own transaction
             c.executescript(
@@ -223,13 +259,17 @@ class Store:
             self.conn.execute("COMMIT")
 
     # -- reading -----------------------------------------------------------
-    def records(self, rule: str | None = None) -> dict[tuple[str, str], Record]:
-        """Every job row in one read (the no-op build path reads the store once)."""
+    def records(self, rule: str | None = None, status: str | None = None) -> RecordMap:
+        """Every job row in one read (the no-op build path reads the store once);
+        or those of one rule, or with one status."""
         q, args = (_SELECT, ()) if rule is None else (_SELECT + " WHERE rule=?", (rule,))
+        if status is not None:
+            q, args = q + (" AND" if rule is not None else " WHERE") + " status=?", (*args, status)
         try:
-            return {(r[0], r[1]): Record(*r) for r in self.conn.execute(q, args)}
+            return RecordMap({(r[0], r[1]): r for r in self.conn.execute(q, args)})
         except sqlite3.DatabaseError as e:
-            raise StateError(f"the state store {self.path} cannot be read ({e}).\n  hint: move it away to start over: mv {self.path} {self.path}.bad") from None
+            shown = _rel(self.path)
+            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
 
     def sources(self) -> dict[str, tuple[int, int, str]]:
         return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime_ns, digest FROM sources")}
@@ -277,12 +317,13 @@ class Store:
                 ),
             )
 
-    def set_queued(self, rows: Iterable[tuple[str, str, str]]) -> None:
-        """(rule, hash, backend job id) of jobs handed to a scheduler."""
+    def set_queued(self, rows: Iterable[tuple[str, str, str]], run_id: str | None = None) -> None:
+        """(rule, hash, backend job id) of jobs handed to a scheduler, by the
+        build run_id (the submission whose completion records count)."""
         with self.transaction() as c:
             c.executemany(
-                "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=? WHERE rule=? AND hash=?",
-                ((j, r, h) for r, h, j in rows),
+                "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=?, run_id=COALESCE(?, run_id) WHERE rule=? AND hash=?",
+                ((j, run_id, r, h) for r, h, j in rows),
             )
 
     def set_status(self, rows: Iterable[tuple[str, str]], status: str) -> None:
@@ -316,10 +357,16 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
-def _rel(path: Path, root: Path) -> str:
+def _rel(path: Path, root: Path | None = None) -> str:
+    """`path` as the user can type it from where they are.
+
+    Fix: this was relative to the project root, so the "mv ..." hints were wrong when
+    sweepc ran from elsewhere (-C DIR, -f FILE), and the schema message used the
+    absolute path instead: both now use a path relative to the current folder when
+    the store is under it, else the absolute path."""
     try:
-        return str(path.relative_to(root))
-    except ValueError:
+        return str(path.relative_to(Path.cwd()))
+    except (ValueError, OSError):
         return str(path)
 
 

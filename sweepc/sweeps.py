@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hashing import pset_hash
-from .values import Scalar, clean_str, display
+from .values import Scalar, clean_str, display, join_key
 
 Pset = dict[str, Scalar]
 Psets = tuple[Pset, ...]
@@ -26,8 +26,21 @@ class SweepMathError(Exception):
     hint: str
 
 
+_keys_cache: dict[int, tuple[Psets, tuple[str, ...]]] = {}
+
+
 def keys_of(psets: Psets) -> tuple[str, ...]:
-    """Parameter names in first-seen order."""
+    """Parameter names in first-seen order (memoised per tuple: rules ask often)."""
+    hit = _keys_cache.get(id(psets))
+    if hit is not None and hit[0] is psets:
+        return hit[1]
+    keys = _keys_of(psets)
+    if len(psets) > 1000:
+        _keys_cache[id(psets)] = (psets, keys)  # holds psets, so the id stays unique
+    return keys
+
+
+def _keys_of(psets: Psets) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for p in psets:
         if len(p) != len(seen) or any(k not in seen for k in p):
@@ -92,6 +105,18 @@ def unique(psets: Psets) -> Psets:
             seen.add(h)
             out.append(p)
     return tuple(out)
+
+
+def project(psets: Psets, names: Sequence[str]) -> Psets:
+    """The distinct sub-psets over `names`, in first-seen order (for `by`)."""
+    seen: set[tuple[object, ...]] = set()
+    out: list[Pset] = []
+    for p in psets:
+        key = tuple((k, join_key(p[k])) for k in names if k in p)
+        if key not in seen:
+            seen.add(key)
+            out.append({k: p[k] for k in names if k in p})
+    return unique(tuple(out))
 
 
 def concat(a: Psets, b: Psets) -> Psets:

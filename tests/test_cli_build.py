@@ -1,0 +1,256 @@
+"""`sweepc status`, `sweepc clean ...` and the build command's own output
+(progress, usage errors), end to end on a tmp project."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+
+import pytest
+
+MIXED = '''
+param a = [1, 2, 3, 4, 5]
+sweep s = a
+
+rule gen over s:
+    output: "out.txt"
+    shell: """
+        if [ {a} = 3 ]; then echo "bad input" >&2; exit 7; fi
+        if [ {a} = 4 ]; then kill -INT $PPID; sleep 20; fi
+        echo {a} > {output}
+    """
+
+rule post over s:
+    input: gen
+    output: "post.txt"
+    shell: "cat {input} > {output}"
+'''
+
+STATUS_HEADER = "rule  jobs  done  stale  failed  interrupted  queued  never built"
+
+
+def mixed(p):
+    """gen: 1 2 5 done, 3 failed, 4 interrupted.
+    post: 2 5 done, 1 stale (output missing), 3 never built (planned, its
+    input failed), 4 never built (no record)."""
+    p.write(MIXED)
+    r = p.sweepc("build", "-k", "-j", "1", "--where", "a != 4")
+    assert r.code == 1, r
+    r = p.run("build", "-j", "1", "gen[a=4]")  # a real process: the job Ctrl-C's its sweepc
+    assert r.code == 130, r
+    p.out("post[a=1]").unlink()
+    return p
+
+
+def test_status_table_and_json_after_a_mixed_build(local_project):
+    p = mixed(local_project)
+    r = p.sweepc("status")
+    assert (r.code, r.err) == (0, "")
+    assert r.out == (
+        f"{STATUS_HEADER}\n"
+        "gen      5     3      0       1            1       0            0\n"
+        "post     5     2      1       0            0       0            2\n"
+    )
+    r = p.sweepc("status", "--format", "json")
+    assert json.loads(r.out) == [
+        {"rule": "gen", "jobs": 5, "done": 3, "stale": 0, "failed": 1, "interrupted": 1, "queued": 0, "never built": 0},
+        {"rule": "post", "jobs": 5, "done": 2, "stale": 1, "failed": 0, "interrupted": 0, "queued": 0, "never built": 2},
+    ]
+    # --rule and --where narrow the rows and the counts
+    r = p.sweepc("status", "--rule", "post", "--where", "a >= 3", "--format", "json")
+    assert json.loads(r.out) == [
+        {"rule": "post", "jobs": 3, "done": 1, "stale": 0, "failed": 0, "interrupted": 0, "queued": 0, "never built": 2},
+    ]
+    # status only reads
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "5 of 10 jobs to run (gen 2, post 3), 5 up to date"
+
+
+def test_status_of_a_fresh_project_and_of_a_finished_one(local_project):
+    p = local_project.write('''
+        param a = [1, 2]
+        sweep s = a
+
+        rule gen over s:
+            output: "out.txt"
+            shell: "echo {a} > {output}"
+    ''')
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     0      0       0            0       0            2\n"
+    assert p.sweepc("build").code == 0
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     2      0       0            0       0            0\n"
+    r = p.sweepc("status", "--rule", "gne")
+    assert (r.code, r.err) == (2, "sweepc: unknown target 'gne'\n  hint: did you mean 'gen'?\n")
+
+
+# ---------------------------------------------------------------- clean
+
+TWO_RULES = '''
+param a = [1, 2, 3]
+param b = [10, 20]
+sweep grid = a * b
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "echo {a} {b} > {output}"
+
+rule post over grid:
+    input: gen
+    output: "post.txt"
+    shell: "cat {input} > {output}"
+'''
+
+
+@pytest.fixture
+def two(local_project):
+    p = local_project.write(TWO_RULES)
+    assert p.sweepc("build", "-j", "2").code == 0
+    return p
+
+
+def _labels(rule: str, cond) -> list[str]:
+    return [f"{rule}[a={a},b={b}]" for a in (1, 2, 3) for b in (10, 20) if cond(a, b)]
+
+
+def test_clean_outputs_by_rule_and_where_lists_then_removes_only_those(two):
+    p = two
+    chosen = _labels("post", lambda a, b: a > 1)
+    dirs = {k: p.dir(k) for k in _labels("gen", lambda a, b: True) + _labels("post", lambda a, b: True)}
+    before = p.rows()
+    listing = "".join(f"would remove {os.path.relpath(dirs[k], p.root)}/\n" for k in chosen)
+    r = p.sweepc("clean", "outputs", "--rule", "post", "--where", "a > 1", "-n")
+    assert (r.code, r.out) == (0, listing + "sweepc: would remove 4 job folders and 4 records\n")
+    assert all(d.is_dir() for d in dirs.values()) and p.rows() == before
+
+    r = p.sweepc("clean", "outputs", "--rule", "post", "--where", "a > 1")
+    assert r.code == 0
+    assert r.out == listing.replace("would remove", "removed") + "sweepc: removed 4 job folders and 4 records\n"
+    for k, d in dirs.items():
+        assert d.is_dir() == (k not in chosen), k
+    rows = p.rows()
+    assert set(rows) == set(before) - set(chosen)
+    assert all(rows[k] == before[k] for k in rows)
+    # the next build redoes exactly those
+    assert p.sweepc("build", "-n").out == "".join(f"run {k}: never built\n" for k in chosen) + (
+        "4 of 12 jobs to run (post 4), 8 up to date\n"
+    )
+    assert p.sweepc("clean", "outputs", "--rule", "post", "--where", "a > 1").out == "sweepc: nothing to clean\n"
+
+
+def test_clean_outputs_of_a_whole_rule_makes_its_downstream_stale(two):
+    p = two
+    r = p.sweepc("clean", "outputs", "--rule", "gen")
+    assert r.out.endswith("sweepc: removed 6 job folders and 6 records\n")
+    assert not (p.root / "calc" / "gen").exists(), "empty shard folders are pruned"
+    assert (p.root / "calc" / "post").is_dir()
+    lines = p.sweepc("build", "-n").out.splitlines()
+    assert lines[0] == "run gen[a=1,b=10]: never built"
+    assert lines[6] == "run post[a=1,b=10]: upstream gen[a=1,b=10] will run"
+    assert lines[-1] == "12 of 12 jobs to run (gen 6, post 6), 0 up to date"
+
+
+def test_clean_batch_never_touches_results(two):
+    p = two
+    batch = p.root / ".sweepc" / "slurm"
+    (batch / "gen").mkdir(parents=True)
+    for name in ("job.sh", "submit.sh", "slurm-1_0.out"):
+        (batch / "gen" / name).write_text("x\n")
+    outputs = sorted((p.root / "calc").rglob("*"))
+    before = p.rows()
+    r = p.sweepc("clean", "batch", "-n")
+    assert r.out == "would remove .sweepc/slurm/ (3 files: job scripts, submit scripts, scheduler logs)\n"
+    assert batch.is_dir()
+    r = p.sweepc("clean", "batch")
+    assert (r.code, r.out) == (0, "removed .sweepc/slurm/ (3 files: job scripts, submit scripts, scheduler logs)\n")
+    assert not batch.exists()
+    assert sorted((p.root / "calc").rglob("*")) == outputs
+    assert p.rows() == before
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (12 jobs up to date)\n"
+    assert p.sweepc("clean", "batch").out == "sweepc: nothing to clean\n"
+
+
+def test_clean_all(two):
+    p = two
+    (p.root / "notes.txt").write_text("mine\n")
+    # not on a terminal and no -y: refused, nothing removed
+    r = p.run("clean", "all")
+    assert (r.code, r.out) == (2, "")
+    assert r.err == "sweepc: 'clean all' removes every output and the state store\n  hint: add -y to confirm\n"
+    assert (p.root / "calc").is_dir() and (p.root / ".sweepc").is_dir()
+    r = p.sweepc("clean", "all", "-n")
+    assert r.out == "would remove calc/\nwould remove .sweepc/\n"
+    r = p.sweepc("clean", "all", "-y")
+    assert (r.code, r.out) == (0, "removed calc/\nremoved .sweepc/\n")
+    assert sorted(x.name for x in p.root.iterdir()) == ["notes.txt", "sweepfile"]
+    assert p.sweepc("clean", "all", "-y").out == "sweepc: nothing to clean\n"
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "12 of 12 jobs to run (gen 6, post 6), 0 up to date"
+
+
+# ---------------------------------------------------------------- build's own output
+
+PROGRESS = '''
+param a = range(0, 8)
+sweep s = a
+
+rule w over s:
+    output: "out.txt"
+    shell: "sleep 0.1; echo {a} > {output}"
+'''
+
+
+def test_progress_off_a_terminal_is_plain_lines(local_project):
+    p = local_project.write(PROGRESS)
+    r = p.run("build", "-j", "2")
+    assert r.code == 0
+    assert "\r" not in r.out and "\x1b" not in r.out
+    lines = r.out.splitlines()
+    # a line when the first job starts, then one every 5 s at most, then the summary
+    assert re.fullmatch(r"\[0/8\] 0 done, 1 running, 0 failed, \d+\.\ds elapsed", lines[0]), lines
+    progress = re.compile(r"\[\d/8\] \d done, [0-2] running, 0 failed, \d+\.\ds elapsed(, ETA \d+\.\ds)?")
+    assert all(progress.fullmatch(ln) for ln in lines[1:-1]), lines
+    assert re.fullmatch(r"sweepc: 8 done, 0 up to date in \d+\.\ds", lines[-1]), lines
+    assert r.err == ""
+
+
+def test_progress_on_a_terminal_rewrites_one_line(local_project):
+    p = local_project.write(PROGRESS)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["sweepc", "build", "-j", "2"], cwd=p.root, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=10) == 0
+    text = b"".join(chunks).decode()
+    assert "\r\x1b[K[" in text, text
+    assert text.endswith("sweepc: 8 done, 0 up to date in " + text.rsplit(" in ", 1)[1])
+    # one progress line rewritten in place: no progress text on lines of its own
+    assert [ln for ln in text.replace("\r\n", "\n").split("\n") if ln.startswith("[")] == []
+
+
+@pytest.mark.parametrize(("args", "err"), [
+    (["build", "--wait"], "sweepc: --wait and --render-only go with --backend slurm\n"),
+    (["build", "-j", "0"], "sweepc: error: argument -j/--jobs: must be at least 1\n"),
+    (["build", "-j", "x"], "sweepc: error: argument -j/--jobs: not a whole number: x\n"),
+])
+def test_build_usage_errors(local_project, args, err):
+    p = local_project.write(PROGRESS)
+    r = p.sweepc(*args)
+    assert r.code == 2
+    assert r.err.endswith(err)
+    assert not (p.root / "calc").exists() and not (p.root / ".sweepc").exists()

@@ -1,0 +1,299 @@
+"""The SLURM backend on the REAL local cluster (scripts/slurm-local.sh): real
+sbatch, squeue, scancel, slurmctld and slurmd. No fakes here: the PATH
+wrappers only count calls and exec the real commands.
+
+Without a usable cluster the `slurm_cluster` fixture skips these tests, and
+fails them when CI=true. The TIMEOUT test is marked slow (SLURM's shortest
+time limit is one minute, and TIMEOUT arrives 60-90 s after the start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sweepc.cli import main
+from sweepc.state import Store
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture
+def calls(slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """PATH wrappers that log each sbatch/squeue/scancel call and exec the real
+    command; returns the log."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    for name in ("sbatch", "squeue", "scancel"):
+        real = shutil.which(name, path=slurm_cluster.get("PATH"))
+        assert real is not None, f"{name} is not on PATH"
+        (bindir / name).write_text(f'#!/bin/bash\necho "{name} $*" >> {log}\nexec {real} "$@"\n')
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    log.touch()
+    return log
+
+
+def count(log: Path, name: str) -> int:
+    return sum(1 for line in log.read_text().splitlines() if line.split(" ", 1)[0] == name)
+
+
+class Project:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root, self.monkeypatch, self.capsys = root, monkeypatch, capsys
+
+    def sweepc(self, *args: str) -> tuple[int, str]:
+        self.monkeypatch.chdir(self.root)
+        self.capsys.readouterr()
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out + err
+
+    def status(self) -> dict[str, dict[str, int]]:
+        code, out = self.sweepc("status", "--format", "json")
+        assert code == 0, out
+        return {row["rule"]: row for row in json.loads(out)}
+
+    def outputs(self, rule: str, name: str) -> list[str]:
+        return sorted(p.read_text() for p in (self.root / "calc" / rule).glob(f"*/*/{name}"))
+
+
+def make(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "sweepfile").write_text(text)
+    return Project(root, monkeypatch, capsys)
+
+
+TWO_RULES = """\
+param a = range(0, 5)
+param b = [10, 20, 30, 40]
+param s = ["it's $HOME `x` \\"q\\"  two"]
+sweep grid = a * b * s
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "echo {a} {b} > {output}; printf '%s\\n' {s} >> {output}"
+
+rule square over grid:
+    input: gen
+    output: "sq.txt"
+    shell: "read x y < {input}; echo $((x * y)) > {output}"
+
+rule total:
+    input: square
+    output: "total.txt"
+    local: true
+    shell: "awk '{{ s += $1 }} END {{ print s }}' $(cat {input.list}) > {output}"
+
+backend slurm:
+    bundle = 3
+    throttle = 2
+"""
+
+
+def test_two_rules_in_two_arrays_then_nothing_to_do(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, TWO_RULES, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    assert count(calls, "sbatch") == 2  # 20 psets x 2 rules, 3 per task: one array per rule
+    assert "submitted gen: job " in out and ", 20 psets in 7 tasks\n" in out
+    assert "submitted square: job " in out and ", 20 psets in 7 tasks after aftercorr:" in out
+    assert "sweepc: 41 done, 0 up to date" in out
+    # right outputs, parameter text kept byte for byte through the task files
+    assert p.outputs("gen", "out.txt") == sorted(f"{a} {b}\nit's $HOME `x` \"q\"  two\n" for a in range(5) for b in (10, 20, 30, 40))
+    assert p.outputs("square", "sq.txt") == sorted(f"{a * b}\n" for a in range(5) for b in (10, 20, 30, 40))
+    assert p.outputs("total", "total.txt") == ["1000\n"]  # the local: true rule ran here, after the arrays
+    (script,) = p.root.glob(".sweepc/slurm/*/01-gen.sh")
+    assert "#SBATCH --array=0-6%2\n" in script.read_text()
+    status = p.status()
+    assert {r: (s["jobs"], s["done"]) for r, s in status.items()} == {"gen": (20, 20), "square": (20, 20), "total": (1, 1)}
+    # every record was ingested; the store says who ran what
+    store = Store.open(p.root)
+    recs = store.records()
+    store.close()
+    assert {r.status for r in recs.values()} == {"done"}
+    assert {r.backend for r in recs.values()} == {"slurm", "local"}
+    assert all(r.backend_job_id and "_" in r.backend_job_id for r in recs.values() if r.rule != "total")
+
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    assert out == "sweepc: nothing to do (41 jobs up to date)\n"
+    assert count(calls, "sbatch") == 2
+
+
+FAILING = """\
+param a = [1, 2, 3]
+param b = [1, 2]
+sweep grid = a * b
+
+rule gen over grid:
+    output: "out.txt"
+    results: "r.json"
+    shell: "if [ {a} = 2 ] && [ {b} = 1 ]; then echo boom >&2; exit 3; fi; echo {a} {b} > out.txt; echo '{{\\"v\\": {a}}}' > r.json"
+
+rule square over grid:
+    input: gen
+    output: "sq.txt"
+    shell: "cat ../../../gen/*/$(basename $PWD)/out.txt > {output}"
+
+backend slurm:
+    bundle = 2
+"""
+
+
+def test_a_failing_pset_leaves_its_siblings_intact(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, FAILING, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
+    assert code == 1, out
+    assert "FAILED gen[a=2,b=1]: exit 3\n" in out
+    assert "  | boom\n" in out
+    assert "sweepc: 10 done, 1 failed, 1 not run because an input failed, 0 up to date" in out
+    # gen[a=2,b=2] ran in the same array task, right after the failing pset
+    assert p.outputs("gen", "out.txt") == sorted(["1 1\n", "1 2\n", "2 2\n", "3 1\n", "3 2\n"])
+    assert len(p.outputs("square", "sq.txt")) == 5
+    status = p.status()
+    assert (status["gen"]["done"], status["gen"]["failed"]) == (5, 1)
+    assert (status["square"]["done"], status["square"]["never built"] + status["square"]["stale"]) == (5, 1)
+    code, out = p.sweepc("results", "--rule", "gen", "--format", "json")
+    assert code == 0, out
+    rows = {(r["a"], r["b"]): r for r in json.loads(out)}
+    assert (rows[(2, 1)]["_status"], rows[(2, 1)]["_exit_code"]) == ("failed", 3)
+    assert (rows[(2, 2)]["_status"], rows[(2, 2)]["v"]) == ("done", 2)
+    # the next build runs the failed pset and what needs it, nothing else
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert "2 of 12 jobs to run (gen 1, square 1), 10 up to date\n" in out
+
+
+SLOW_GEN = """\
+param a = [1, 2, 3, 4, 5, 6]
+sweep grid = a
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "sleep 2; echo {a} > {output}"
+
+rule square over grid:
+    input: gen
+    output: "sq.txt"
+    shell: "echo $(( $(cat {input}) * $(cat {input}) )) > {output}"
+
+backend slurm:
+    throttle = 2
+"""
+
+
+def test_queued_jobs_are_not_submitted_twice_and_cancel_then_build_resumes(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, SLOW_GEN, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "gen")
+    assert code == 0, out
+    assert count(calls, "sbatch") == 1
+    gen_id = out.split("submitted gen: job ", 1)[1].split(",", 1)[0]
+
+    code, out = p.sweepc("build", "--backend", "slurm", "-n", "--explain")
+    assert code == 0, out
+    assert f"skip gen[a=6]: queued as job {gen_id}_5\n" in out
+    assert f"run square[a=6]: never built; upstream gen[a=6] is queued as job {gen_id}_5\n" in out
+
+    squeues = count(calls, "squeue")
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    assert count(calls, "squeue") == squeues + 1  # one squeue for every queued job
+    assert count(calls, "sbatch") == 2  # square only; gen is not submitted again
+    assert "submitted gen" not in out
+    assert "submitted square: job " in out and f"after afterok:{gen_id}_" in out
+
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    assert out.startswith("sweepc: nothing to do (") and "still queued in SLURM" in out
+    assert count(calls, "sbatch") == 2
+
+    code, out = p.sweepc("cancel")
+    assert code == 0, out
+    assert out.startswith("sweepc: cancelled 2 job arrays (")
+    assert count(calls, "scancel") == 1
+    status = p.status()
+    assert status["gen"]["queued"] == status["square"]["queued"] == 0
+    assert status["gen"]["interrupted"] + status["square"]["interrupted"] >= 7  # square never started
+    finished = status["gen"]["done"]
+
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    assert f"sweepc: {12 - finished} done, {finished} up to date" in out
+    assert p.outputs("square", "sq.txt") == sorted(f"{a * a}\n" for a in range(1, 7))
+    status = p.status()
+    assert (status["gen"]["done"], status["square"]["done"]) == (6, 6)
+
+
+TIMEOUT = """\
+param a = [1, 2]
+sweep grid = a
+
+rule sim over grid:
+    output: "out.txt"
+    resources: time = 1
+    retries: 1
+    shell: "if [ {a} = 1 ]; then sleep 300; fi; echo first > {output}"
+    restart: "echo restarted > {output}"
+
+rule post over grid:
+    input: sim
+    output: "post.txt"
+    shell: "cat {input} > {output}"
+"""
+
+
+@pytest.mark.slow
+def test_timeout_then_restart(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, TIMEOUT, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    assert "sim[a=1] failed (exit 143), retrying (attempt 2)\n" in out
+    assert "sweepc: 4 done, 0 up to date" in out
+    assert p.outputs("sim", "out.txt") == ["first\n", "restarted\n"]
+    # post[a=1] was cancelled with its broken dependency, and went out again after the restart
+    assert p.outputs("post", "post.txt") == ["first\n", "restarted\n"]
+    assert count(calls, "sbatch") >= 3
+    store = Store.open(p.root)
+    recs = store.records()
+    store.close()
+    assert sorted(r.attempts for r in recs.values() if r.rule == "sim") == [1, 2]
+
+
+KILLED = """\
+param a = [1, 2]
+sweep grid = a
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "if [ {a} = 1 ]; then kill -KILL $PPID; exit 7; fi; echo {a} > {output}"
+
+rule post over grid:
+    input: gen
+    output: "post.txt"
+    shell: "cat {input} > {output}"
+
+backend slurm:
+    bundle = 2
+"""
+
+
+def test_a_task_that_dies_without_records(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # gen[a=1] kills the runner: the task ends FAILED with no record for either pset.
+    # squeue tells: the pset that was running failed, its sibling never ran and goes
+    # out again; post's task is cancelled with its broken dependency.
+    p = make(tmp_path, KILLED, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 1, out
+    assert "FAILED gen[a=1]: array task " in out and "_0 ended failed without a completion record\n" in out
+    assert "sweepc: 2 done, 1 failed, 1 not run because an input failed, 0 up to date" in out
+    assert p.outputs("gen", "out.txt") == ["2\n"]
+    assert p.outputs("post", "post.txt") == ["2\n"]
+    assert count(calls, "sbatch") == 4  # gen, post, then gen[a=2] and post[a=2] again
+    status = p.status()
+    assert (status["gen"]["done"], status["gen"]["failed"]) == (1, 1)

@@ -1,0 +1,334 @@
+"""The state store and the build lock: one build per project, a lock left by a
+dead build taken over, stores of another schema version or corrupt files
+refused with a clear message (exit 2, no traceback), and the Store's own
+promises (what a failed or planned row keeps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from sweepc.errors import StateError
+from sweepc.state import SCHEMA_VERSION, BuildLock, Outcome, Store
+
+SLOW = '''
+param a = [1]
+sweep s = a
+
+rule slow over s:
+    output: "out.txt"
+    shell: "sleep 30; echo {a} > {output}"
+
+rule quick over s:
+    output: "out.txt"
+    shell: "echo {a} > {output}"
+'''
+
+QUICK = '''
+param a = [1, 2]
+sweep s = a
+
+rule gen over s:
+    output: "out.txt"
+    shell: "echo {a} > {output}"
+'''
+
+LOCKED = "sweepc: another sweepc build is running in this project (pid "
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _running_build(p) -> subprocess.Popen[str]:
+    proc = p.spawn("build", "slow")
+    wait_until(lambda: any(q.name() == "sleep" for q in p.job_processes()), what="the slow job")
+    return proc
+
+
+# ---------------------------------------------------------------- the lock
+
+
+def test_a_second_build_fails_at_once_naming_the_running_one(local_project):
+    p = local_project.write(SLOW)
+    first = _running_build(p)
+    try:
+        t0 = time.monotonic()
+        r = p.sweepc("build", "quick")
+        assert time.monotonic() - t0 < 5, "the second build waited for the lock"
+        assert (r.code, r.out) == (2, "")
+        assert r.err.startswith(LOCKED + f"{first.pid} on ")
+        assert ": sweepc build slow).\n  hint: wait for it to finish, or stop it with Ctrl-C / kill\n" in r.err
+        assert "quick[a=1]" not in p.statuses()
+        # the same from a real process
+        r = p.run("build", "quick")
+        assert r.code == 2
+        assert r.err.startswith(LOCKED + f"{first.pid} on ")
+        # reading is not building: a dry run and status still work
+        assert p.sweepc("build", "-n").out.splitlines()[-1] == "2 of 2 jobs to run (slow 1, quick 1), 0 up to date"
+        assert p.sweepc("status").code == 0
+        # and clean refuses without claiming to have removed anything
+        r = p.sweepc("clean", "outputs")
+        assert (r.code, r.out) == (2, "")
+        assert r.err.startswith(LOCKED)
+        assert p.dir("slow[a=1]").is_dir()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=20)
+    assert first.returncode == 130
+    # the lock went with the build
+    r = p.sweepc("build", "quick")
+    assert r.code == 0
+
+
+def test_a_lock_left_by_a_killed_build_is_taken_over(local_project):
+    p = local_project.write(SLOW)
+    first = _running_build(p)
+    lock = p.root / ".sweepc" / "build.lock"
+    assert json.loads(lock.read_text())["pid"] == first.pid
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    p.kill_jobs()
+    assert json.loads(lock.read_text())["pid"] == first.pid, "the file outlives the process; flock does not"
+    r = p.sweepc("build", "quick")
+    assert r.code == 0, r
+    assert p.statuses()["quick[a=1]"] == "done"
+    assert p.statuses()["slow[a=1]"] == "planned"
+    # released again: empty and unlocked
+    assert lock.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    "content", ['{"pid": 999999999, "host": "gone", "started": 0, "argv": ["sweepc", "build"]}', "garbage"], ids=["dead-pid", "garbage"]
+)
+def test_a_stale_lock_file_is_no_lock(local_project, content):
+    p = local_project.write(QUICK)
+    (p.root / ".sweepc").mkdir()
+    (p.root / ".sweepc" / "build.lock").write_text(content)
+    r = p.sweepc("build")
+    assert r.code == 0, r
+    assert set(p.statuses().values()) == {"done"}
+
+
+def test_build_lock_unit(tmp_path):
+    a, b = BuildLock(tmp_path), BuildLock(tmp_path)
+    a.acquire(["sweepc", "build", "x"])
+    with pytest.raises(StateError) as e:
+        b.acquire(["sweepc", "build"])
+    assert str(e.value).startswith(f"another sweepc build is running in this project (pid {os.getpid()} on ")
+    assert ": sweepc build x)." in str(e.value)
+    a.release()
+    b.acquire(["sweepc", "build"])  # free again
+    b.release()
+
+
+# ---------------------------------------------------------------- versions and corruption
+
+
+def _set_version(p, value: str) -> None:
+    con = p.db()
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (value,))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize(("version", "who", "hint"), [
+    ("0", "an older", "  hint: move the store away to start over (every job will then rebuild)"),
+    ("99", "a newer", "  hint: upgrade sweepc, or move the store away to start over (every job will then rebuild)"),
+], ids=["schema-0", "schema-99"])
+def test_a_store_of_another_schema_version_is_refused_clearly(local_project, version, who, hint):
+    p = local_project.write(QUICK)
+    assert p.sweepc("build").code == 0
+    _set_version(p, version)
+    message = (
+        f"sweepc: the state store .sweepc/state.db was written by {who} sweepc "
+        f"(schema {version}; this sweepc reads schema {SCHEMA_VERSION}).\n"
+        f"{hint}: mv .sweepc/state.db .sweepc/state.db.v{version}\n"
+    )
+    for args in (["build"], ["build", "-n"], ["status"], ["clean", "outputs"], ["clean", "orphans", "-n"]):
+        r = p.sweepc(*args)
+        assert (r.code, r.out, r.err) == (2, "", message), args
+    r = p.run("build")
+    assert (r.code, r.err) == (2, message)
+    assert "Traceback" not in r.err
+    assert p.out("gen[a=1]").exists(), "a refused store must not cost any output"
+    # following the hint starts over
+    os.rename(p.root / ".sweepc/state.db", p.root / f".sweepc/state.db.v{version}")
+    r = p.sweepc("build")
+    assert r.code == 0 and r.out.splitlines()[-1].startswith("sweepc: 2 done, 0 up to date")
+
+
+def test_a_store_with_a_garbled_schema_version_is_refused_without_a_traceback(local_project):
+    p = local_project.write(QUICK)
+    assert p.sweepc("build").code == 0
+    _set_version(p, "one")
+    r = p.run("build", "-n")
+    assert r.code == 2
+    assert r.err.startswith("sweepc: the state store .sweepc/state.db was written by an older sweepc (schema 0; ")
+    assert "Traceback" not in r.err
+
+
+def test_the_hint_is_a_path_that_works_from_where_sweepc_runs(local_project, monkeypatch, capsys):
+    p = local_project.write(QUICK)
+    assert p.sweepc("build").code == 0
+    _set_version(p, "0")
+    monkeypatch.chdir(p.root.parent)
+    from sweepc.cli import main
+
+    capsys.readouterr()
+    assert main(["-C", "proj", "build", "-n"]) == 2
+    err = capsys.readouterr().err
+    assert "mv proj/.sweepc/state.db proj/.sweepc/state.db.v0\n" in err
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"garbage\n", bytes(random.Random(0).randrange(256) for _ in range(4096)), b"SQLite format 3\x00" + b"\xff" * 200],
+    ids=["text", "random-bytes", "bad-header"],
+)
+def test_a_corrupt_store_names_the_file_and_how_to_start_over(local_project, garbage):
+    p = local_project.write(QUICK)
+    (p.root / ".sweepc").mkdir()
+    (p.root / ".sweepc" / "state.db").write_bytes(garbage)
+    message = (
+        "sweepc: the state store .sweepc/state.db is corrupt (file is not a database).\n"
+        "  hint: move it away to start over (every job will then rebuild): mv .sweepc/state.db .sweepc/state.db.bad\n"
+    )
+    for args in (["build"], ["build", "-n"], ["status"]):
+        r = p.sweepc(*args)
+        assert (r.code, r.out, r.err) == (2, "", message), args
+    r = p.run("build")
+    assert (r.code, r.err) == (2, message)
+    assert not (p.root / "calc").exists()
+    os.rename(p.root / ".sweepc/state.db", p.root / ".sweepc/state.db.bad")
+    assert p.sweepc("build").code == 0
+
+
+def test_a_foreign_sqlite_file_is_not_taken_for_a_store(local_project):
+    p = local_project.write(QUICK)
+    (p.root / ".sweepc").mkdir()
+    con = sqlite3.connect(p.root / ".sweepc" / "state.db")
+    con.execute("CREATE TABLE other (x)")
+    con.commit()
+    con.close()
+    r = p.sweepc("build")
+    assert (r.code, r.err) == (2, "sweepc: .sweepc/state.db is not a sweepc state store.\n  hint: move it away: mv .sweepc/state.db .sweepc/state.db.bad\n")
+    con = sqlite3.connect(p.root / ".sweepc" / "state.db")
+    assert con.execute("SELECT name FROM sqlite_master").fetchall() == [("other",)], "the file was changed"
+    con.close()
+
+
+# ---------------------------------------------------------------- the Store itself
+
+
+def _outcome(rule: str, h: str, status: str, fp: str | None, code: int | None) -> Outcome:
+    return Outcome(rule, h, status, fp, fp and "c", fp and "i", code, 1.0, 2.0, "host", 1.5, 1, "local", None, "run")
+
+
+def test_store_rows_keep_the_last_good_fingerprint_through_planned_and_failed(tmp_path):
+    s = Store.open(tmp_path)
+    try:
+        assert (tmp_path / ".sweepc" / "state.db").exists()
+        s.mark_planned([("r", "h1", '{"a":1}')], "run0")
+        [rec] = s.records().values()
+        assert (rec.status, rec.fingerprint, rec.params) == ("planned", None, '{"a":1}')
+        s.record([_outcome("r", "h1", "done", "fp1", 0)])
+        rec = s.records()[("r", "h1")]
+        assert (rec.status, rec.fingerprint, rec.cmd_hash, rec.inputs_hash, rec.exit_code) == ("done", "fp1", "c", "i", 0)
+        # planned again: the old fingerprint stays (for --explain), the status does not
+        s.mark_planned([("r", "h1", '{"a":1}')], "run1")
+        rec = s.records()[("r", "h1")]
+        assert (rec.status, rec.fingerprint) == ("planned", "fp1")
+        # a failure never writes a fingerprint, nor erases the old one
+        s.record([_outcome("r", "h1", "failed", "fp2", 3)])
+        rec = s.records()[("r", "h1")]
+        assert (rec.status, rec.fingerprint, rec.exit_code) == ("failed", "fp1", 3)
+        s.delete([("r", "h1")])
+        assert s.records() == {}
+    finally:
+        s.close()
+    # reopens with the same schema version
+    s = Store.open(tmp_path)
+    try:
+        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        s.close()
+
+
+def test_reading_a_project_without_a_store_creates_nothing(local_project):
+    p = local_project.write(QUICK)
+    for args in (["build", "-n"], ["status"], ["clean", "outputs", "-n"], ["clean", "orphans"]):
+        assert p.sweepc(*args).code == 0, args
+    assert not (p.root / ".sweepc").exists()
+    s = Store.open(p.root, create=False)
+    try:
+        assert s.records() == {}
+    finally:
+        s.close()
+    assert not (p.root / ".sweepc").exists()
+
+
+def test_runs_are_recorded_one_per_build_that_ran_something(local_project):
+    p = local_project.write(QUICK)
+    assert p.sweepc("build").code == 0
+    assert p.sweepc("build").code == 0  # nothing to do: no run
+    p.out("gen[a=2]").unlink()
+    assert p.sweepc("build").code == 0
+    con = p.db()
+    try:
+        rows = con.execute("SELECT seq, status, ran, failed, uptodate, backend FROM runs ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    assert rows == [(0, "ok", 2, 0, 0, "local"), (1, "ok", 1, 0, 1, "local")]
+
+
+def test_a_build_refused_before_anything_starts_records_no_run(local_project):
+    p = local_project.write('''
+        param a = [1]
+        sweep s = a
+
+        rule big over s:
+            output: "out.txt"
+            resources: cpus = 4
+            shell: "echo {a} > {output}"
+    ''')
+    assert p.sweepc("build", "-j", "1").code == 2
+    con = p.db()
+    try:
+        assert con.execute("SELECT status FROM runs").fetchall() == []
+    finally:
+        con.close()
+
+
+def test_an_interrupted_build_records_what_it_ran(local_project):
+    p = local_project.write('''
+        param a = [1, 2]
+        sweep s = a
+
+        rule gen over s:
+            output: "out.txt"
+            shell: """
+                if [ {a} = 2 ]; then kill -INT $PPID; sleep 20; fi
+                echo {a} > {output}
+            """
+    ''')
+    r = p.run("build", "-j", "1")
+    assert r.code == 130
+    assert p.statuses() == {"gen[a=1]": "done", "gen[a=2]": "interrupted"}
+    con = p.db()
+    try:
+        assert con.execute("SELECT status, ran FROM runs").fetchall() == [("interrupted", 1)]
+    finally:
+        con.close()

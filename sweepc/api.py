@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import UsageError, did_you_mean, listing
 from .graph import BuildGraph, Job
-from .local import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb
+from .local import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb, reap_orphans
 from .planner import Plan
 from .planner import plan as make_plan
 from .project import find_sweepfile, load_graph
@@ -127,6 +127,9 @@ class Study:
         argv = list(argv or ["sweepc.build"])
         with BuildLock(self.root) as lock:
             lock.acquire(argv)
+            dead = lock.dead_holder
+            if dead is not None and isinstance(dead.get("pid"), int):
+                reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             try:
                 p = self._plan(store, targets, where, psets, force, explain)

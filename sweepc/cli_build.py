@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from .api import Study
 from .errors import UsageError
 from .graph import LOG_NAME, BuildGraph, Job
-from .local import Interrupted, Summary
+from .local import Interrupted, Summary, check_fit, machine_mem_mb
 from .planner import Plan
 from .state import Outcome, Store, state_dir
 
@@ -132,7 +132,8 @@ class Progress:
             self.line(f"{job.label} failed (exit {outcome.exit_code}), retrying (attempt {outcome.attempts + 1})")
         elif outcome.status == "failed":
             self.failed += 1
-            self.line(f"FAILED {job.label} (exit {outcome.exit_code})")
+            why = "exited 0 but did not write its outputs" if outcome.exit_code == 0 else f"exit {outcome.exit_code}"
+            self.line(f"FAILED {job.label} ({why})")
         self.show()
 
     def text(self) -> str:
@@ -224,6 +225,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not p.run and not p.queued:
             out.write(f"sweepc: nothing to do ({p.uptodate} jobs up to date)\n")
             return EXIT_OK
+        # a dry run refuses what the real build would refuse
+        check_fit(study.graph, p.run, args.jobs or os.cpu_count() or 1, machine_mem_mb())
         print_plan(p, args.explain, out)
         return EXIT_OK
     progress: Progress | None = None

@@ -9,6 +9,7 @@ leaves no job looking up to date unless its end was recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,6 +79,38 @@ def params_json(job: Job) -> str:
     return json.dumps(dict(job.params), separators=(",", ":"), ensure_ascii=False)
 
 
+def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
+    """Stop job processes left running by a build of this project that died
+    without cleaning up (its lock was taken over). They would otherwise keep
+    writing into folders the next build is about to use.
+
+    Jobs are recognised by SWEEPC_ROOT and SWEEPC_BUILD_PID (the dead build's
+    pid) in their environment, which every local job and its children
+    inherit; SLURM tasks never carry SWEEPC_BUILD_PID. Returns how many
+    processes were stopped."""
+    me = os.getpid()
+    want = (str(root), str(build_pid))
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            env = proc.environ()
+            if (env.get("SWEEPC_ROOT"), env.get("SWEEPC_BUILD_PID")) == want:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to read
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(found)
+
+
 def machine_mem_mb() -> int:
     return int(psutil.virtual_memory().total // (1024 * 1024))
 
@@ -122,6 +155,7 @@ class _Runner:
         self.base_env = dict(os.environ)
         self.base_env["SWEEPC_ROOT"] = str(self.g.root)
         self.base_env["SWEEPC_RUN_ID"] = run_id
+        self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: bool(_USES_INPUT_LIST.search(r.shell) or (r.restart and _USES_INPUT_LIST.search(r.restart))) for r in self.g.rules}
         self.outputs = {r.name: tuple(o.path for o in r.outputs) for r in self.g.rules}

@@ -13,24 +13,28 @@ Two ways to spawn, chosen per ``start()``:
   ``subprocess.Popen`` cannot give that guarantee: its child inherits the
   parent's signal mask across exec, so signals cannot be blocked around it.
   Stress test (``exec sleep 30`` started in a loop until SIGALRM's handler
-  raises at a random 0.1-3 ms, then kill_all; 200 loops per path): the Popen
-  path left an untracked running job after 182 of 200 loops, the posix_spawn
-  path after 0. posix_spawn has no cwd in Python 3.11, so we chdir around the
-  call, which is only safe because no other thread can see our cwd meanwhile.
+  raises at a random 0.1-3 ms, then kill_all): the Popen path left an
+  untracked running job after 182 of 200 loops, the posix_spawn path after 0
+  of 3000 (and left signals blocked after 0 of 3000).
+  posix_spawn has no cwd in Python 3.11, so we chdir around the call, which
+  is only safe because no other thread can see our cwd meanwhile.
   glibc leaves its two internal signals (32, 33) ignored in a posix_spawn
   child and Python cannot name them in ``setsigdef``; glibc programs install
   their own handlers for those, so this is only visible in /proc/*/status.
-* any other thread exists (Jupyter, a caller's worker threads): Popen with
-  ``cwd=``. Deferring signals could not work there anyway: the kernel may run
-  the C handler on another thread and the main thread then raises at its next
-  bytecode.
+* any other thread exists (Jupyter, a caller's worker threads, the OpenBLAS
+  thread that ``import numpy`` starts): Popen with ``cwd=``. Deferring signals
+  could not work there anyway: the kernel may run the C handler on another
+  thread, and the main thread then raises at its next bytecode.
 
 Throughput, ``benchmarks/procs_throughput.py`` (1000 ``echo hi`` jobs, at most
-2 running, 2-core VM, Linux 6.18, Python 3.11.7), medians of 5 runs, measured
-twice: posix_spawn path 1007 and 1050 jobs/s, Popen path 1032 and 1018 jobs/s.
-The two are equal within run-to-run noise (single runs ranged 721-1113); the
-spawn call costs ~0.2 ms on either path and bash start-up dominates.
+2 running, 2-core VM, Linux 6.18, Python 3.11.7, medians of 5 runs): on a
+quiet machine posix_spawn 1007 and 1050 jobs/s, Popen 1032 and 1018 (two
+runs each, before the last one-syscall change); final code, paths interleaved,
+while other test suites kept both cores busy (load average ~3): posix_spawn
+508 / 777 / 385, Popen 514 / 808 / 402. The paths are equal within noise:
+the spawn call costs ~0.3 ms on either, and bash start-up dominates.
 """
+
 import dataclasses
 import errno
 import fcntl
@@ -44,7 +48,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
@@ -141,7 +145,7 @@ class ProcessPool:
         self._finished: list[Exit] = []
         self._closed = False
 
-    def __enter__(self) -> "ProcessPool":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -150,6 +154,10 @@ class ProcessPool:
     @property
     def running(self) -> int:
         return len(self._jobs)
+
+    def pids(self) -> dict[int, int]:
+        """Job key -> pid (= its process group and session id), running jobs."""
+        return {job.key: job.pid for job in self._jobs.values()}
 
     def start(self, spec: Spawn) -> None:
         """Spawn the job now. Raises OSError (missing cwd, unwritable log, ...)
@@ -223,7 +231,7 @@ class ProcessPool:
             (os.POSIX_SPAWN_DUP2, log_fd, 2),
         ]
         # Popen's close_fds=True, by hand: fds we inherited without
-        # close-on-exec (the test harness here had two) must not reach jobs.
+        # close-on-exec (this VM's harness left two in ours) must not reach jobs.
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
         home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -335,8 +343,13 @@ def _signals_deferred() -> Iterator[None]:
 
     Python raises KeyboardInterrupt between any two bytecodes; deferring it
     keeps "child spawned / reaped" and our tables in step."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    # Read the mask first and block inside `try`: a signal that arrived just
+    # before the block still runs its handler at the next bytecode boundary,
+    # and if that raised between blocking and `try`, the signals would stay
+    # blocked for good (Ctrl-C dead). The stress test caught exactly that.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -345,8 +358,11 @@ def _signals_deferred() -> Iterator[None]:
 def _single_threaded() -> bool:
     # /proc/<pid>/task has 2 + <number of threads> links (proc_task_getattr);
     # unlike threading.active_count() this also counts threads started by C
-    # libraries. Costs one stat, ~2 us.
-    return os.stat("/proc/self/task").st_nlink == 3
+    # libraries (numpy's OpenBLAS starts one at import). One stat, ~2 us.
+    try:
+        return os.stat("/proc/self/task").st_nlink == 3
+    except OSError:  # no /proc: assume threads, take the path that is safe
+        return False
 
 
 def _above_stdio(fd: int) -> int:
@@ -380,9 +396,7 @@ def _exit_record(
         code = 128 + os.WTERMSIG(status)
     else:
         sig, code = None, os.WEXITSTATUS(status)
-    return Exit(
-        job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb
-    )
+    return Exit(job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb)
 
 
 def _reaped_elsewhere(keys: list[int]) -> ChildProcessError:

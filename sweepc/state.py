@@ -380,6 +380,7 @@ class BuildLock:
     def __init__(self, root: Path) -> None:
         self.path = state_dir(root) / "build.lock"
         self.fd: int | None = None
+        self.dead_holder: dict[str, Any] | None = None
 
     def acquire(self, argv: Sequence[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,6 +394,13 @@ class BuildLock:
                 f"another sweepc build is running in this project ({holder}).\n"
                 "  hint: wait for it to finish, or stop it with Ctrl-C / kill"
             ) from None
+        # A release empties the file; something left in it means the last
+        # holder died without releasing (SIGKILL, power cut): its jobs may live on.
+        try:
+            left = json.loads(os.pread(fd, 65536, 0).decode() or "null")
+        except (OSError, ValueError):
+            left = None
+        self.dead_holder = left if isinstance(left, dict) and left.get("pid") != os.getpid() else None
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)})
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)

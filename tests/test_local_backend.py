@@ -228,6 +228,44 @@ def test_sigkill_mid_build_no_half_written_output_counts_as_done(local_project):
     assert p.sweepc("build", "-n").out == "sweepc: nothing to do (40 jobs up to date)\n"
 
 
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE  # dead, waiting for init to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_build_after_a_sigkilled_one_stops_its_orphaned_jobs(local_project):
+    # SIGKILL to sweepc alone: its jobs run in sessions of their own and live
+    # on, still writing into their folders. The next build takes over the
+    # lock and must stop them before it runs anything in those folders.
+    p = local_project.write('''
+        param a = range(0, 4)
+        sweep s = a
+
+        rule slow over s:
+            output: "out.txt"
+            shell: "sleep 60 && echo {a} > {output}"
+    ''')
+    proc = p.spawn("build", "-j", "2")
+    sleeps: list[psutil.Process] = []
+
+    def two_sleeping() -> bool:
+        sleeps[:] = [q for q in p.job_processes() if q.name() == "sleep"]
+        return len(sleeps) == 2
+
+    wait_until(two_sleeping, what="two running jobs")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not any(_gone(q) for q in sleeps), "the orphaned jobs should outlive sweepc"
+
+    p.edit("sleep 60 && echo {a}", "echo {a}")
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r.out + r.err
+    assert all(_gone(q) for q in sleeps)
+    assert all(p.out(f"slow[a={a}]").read_text() == f"{a}\n" for a in range(4))
+
+
 def _count_done(p) -> int:
     try:
         con = p.db()

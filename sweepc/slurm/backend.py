@@ -1,0 +1,586 @@
+"""The SLURM backend: run a Plan as job arrays. Entry points: execute(), cancel().
+
+execute() marks the plan's jobs `planned`, prepares their job folders (stale
+outputs and records removed, input lists written), writes the submission
+folder (render.py) and submits one array per (rule, resources) group in rule
+order, each with the dependencies arrays.dependencies() chose, recording
+every pset `queued` with its ARRAY_TASK id. `local: true` jobs run here
+through the local backend once everything they need is done.
+
+With wait=True it then polls until every pset has an outcome: each poll reads
+the next completion record of every unfinished array task (files only, in
+the order the runner writes them) and, with back-off, asks squeue ONCE about
+all unfinished tasks, which is only needed to notice tasks that ended without
+writing every record (killed, cancelled by a broken dependency). Failed psets
+are resubmitted as new arrays while the rule's `retries` last (after a
+TIMEOUT with the rule's `restart:` command); psets that did not run because
+something else went wrong (an input being retried, a sibling's TIMEOUT) are
+resubmitted too. The runner never prints: it tells a reporter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+from ..graph import INPUT_LIST_NAME, LOG_NAME, BuildGraph, Job
+from ..local import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
+from ..local import execute as local_execute
+from ..planner import Plan
+from ..state import Outcome, Store, state_dir
+from . import records as rec_
+from .arrays import Array, Deps, dependencies, make_arrays
+from .render import (
+    LOG_DIR,
+    PsetLine,
+    load_template,
+    prepare_folder,
+    submit_script,
+    write_array,
+    write_text,
+)
+from .scheduler import Scheduler, TaskState
+from .settings import settings as read_settings
+
+BATCH_DIR = "slurm"  # .sweepc/slurm/<submission>/
+GRACE_S = 3.0  # a task that ended may still be writing (or, on NFS, showing) its last records
+POLL_MIN_S, POLL_MAX_S = 0.5, 10.0  # squeue back-off
+TICK_MAX_S = 2.0  # records are read at least this often while waiting
+MAX_UNEXPLAINED = 3  # resubmissions of a pset that did not run for no reason we can see
+
+
+def batch_dir(root: Path) -> Path:
+    return state_dir(root) / BATCH_DIR
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One array handed to the scheduler (or, render-only, written for submit.sh)."""
+
+    name: str
+    rule: str
+    job_id: str | None
+    psets: int
+    tasks: int
+    dependency: str | None
+    script: Path
+
+
+class SlurmReporter(Reporter, Protocol):
+    def array_submitted(self, a: Submitted) -> None: ...
+
+
+@dataclass
+class Result:
+    folder: Path
+    arrays: list[Submitted] = field(default_factory=list)
+    summary: Summary | None = None  # with wait (or when local jobs ran)
+    left: int = 0  # jobs left for a later build (local jobs, and what waits for them)
+    interrupted: bool = False
+    submit_sh: Path | None = None
+
+
+def execute(
+    plan: Plan,
+    store: Store,
+    run_id: str,
+    scheduler: Scheduler,
+    reporter: SlurmReporter,
+    wait: bool = False,
+    render_only: bool = False,
+    jobs: int | None = None,
+) -> Result:
+    return _Build(plan, store, run_id, scheduler, reporter, wait, render_only, jobs).run()
+
+
+class _Build:
+    def __init__(self, plan: Plan, store: Store, run_id: str, scheduler: Scheduler, reporter: SlurmReporter,
+                 wait: bool, render_only: bool, jobs: int | None) -> None:
+        self.plan, self.g, self.store, self.sub, self.sched, self.reporter = plan, plan.graph, store, run_id, scheduler, reporter
+        self.wait, self.render_only, self.jobs = wait, render_only, jobs
+        self.settings = read_settings(self.g)
+        self.tpl = load_template(self.settings, self.g.root)
+        self.folder = batch_dir(self.g.root) / run_id
+        self.in_run = set(plan.run)
+        self.local_jobs = {i for i in plan.run if self.g.rule(self.g.jobs[i].rule).local}
+        self.unsubmitted = [i for i in plan.run if i not in self.local_jobs]  # SLURM jobs not handed out yet
+        self.arrays: list[Array] = []
+        self.ids: list[str] = []
+        self.loc: dict[int, tuple[int, int]] = {}  # latest array and task of each SLURM job
+        self.next: dict[tuple[int, int], int] = {}  # first pset of an unfinished task without a record
+        self.unfinished: set[tuple[int, int]] = set()
+        self.running_tasks: set[tuple[int, int]] = set()
+        self.ended_at: dict[tuple[int, int], tuple[float, TaskState]] = {}
+        self.unlisted: dict[tuple[int, int], int] = {}
+        self.final: dict[int, str] = {}  # done | failed | cancelled | skipped
+        self.attempt: dict[int, int] = {}
+        self.unexplained: dict[int, int] = {}
+        self.started: set[int] = set()
+        # (job, record status or "lost", exit code, note, record) read since the last decide()
+        self.events: list[tuple[int, str, int | None, str, rec_.TaskRecord | None]] = []
+        self.pending: list[Outcome] = []
+        self.failures: list[Failure] = []
+        self.cancelled: list[int] = []
+        self.result = Result(self.folder)
+        self.stopping = False  # a user cancelled something: no more resubmissions
+        self.max_array = 0
+        self.t0 = time.monotonic()
+        self.uses_list = {r.name: _uses_list(r.shell, r.restart) for r in self.g.rules}
+        self.rounds = 0  # resubmission rounds
+
+    # -- the build ---------------------------------------------------------------
+    def run(self) -> Result:
+        g, plan = self.g, self.plan
+        self.max_array = self.sched.max_array_size()
+        if not self.render_only:
+            self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
+        try:
+            self.advance()
+            if self.wait and not self.render_only:
+                self.poll_until_done()
+        except (KeyboardInterrupt, Interrupted):
+            self.result.interrupted = True
+        finally:
+            self.flush()
+        self.result.left = len(self.unsubmitted) + len(self.local_jobs - set(self.final))
+        if (self.wait and not self.render_only) or self.final:
+            self.result.summary = self.summary()
+        return self.result
+
+    def summary(self) -> Summary:
+        """With wait: the whole plan. Without: the local jobs that ran."""
+        done = sum(1 for v in self.final.values() if v == "done")
+        skipped = sum(1 for v in self.final.values() if v == "skipped")
+        return Summary(
+            total=len(self.plan.run) if self.wait else len(self.final), done=done, failed=tuple(self.failures),
+            skipped=skipped, not_started=0, interrupted=tuple(self.cancelled),
+            uptodate=self.plan.uptodate, elapsed=time.monotonic() - self.t0,
+        )
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.record(self.pending)
+            self.pending = []
+
+    def advance(self) -> bool:
+        """Run the local jobs whose inputs are done, submit the SLURM jobs no
+        unfinished local job stands in front of; again while that moves."""
+        any_moved = False
+        while True:
+            moved = self.skip_dead()
+            ready = [i for i in sorted(self.local_jobs - set(self.final)) if all(self.done(d) for d in self.g.jobs[i].deps)]
+            if ready and not self.render_only:
+                self.run_local(ready)
+                moved = True
+            batch = self.submittable()
+            if batch:
+                self.submit(batch)
+                moved = True
+            if not moved or self.render_only:
+                return any_moved or moved
+            any_moved = True
+
+    def done(self, d: int) -> bool:
+        """Input d is there: built in this build, or up to date (not queued by an earlier build)."""
+        if d in self.in_run:
+            return self.final.get(d) == "done"
+        return d not in self.plan.queued
+
+    def skip_dead(self) -> bool:
+        """Jobs not handed out yet whose input failed will never run."""
+        moved = False
+        for i in list(self.unsubmitted) + sorted(self.local_jobs - set(self.final)):
+            if i not in self.final and any(self.final.get(d, "done") != "done" for d in self.g.jobs[i].deps if d in self.final):
+                self.final[i] = "skipped"
+                if i in self.unsubmitted:
+                    self.unsubmitted.remove(i)
+                moved = True
+        return moved
+
+    def submittable(self) -> list[int]:
+        batch: list[int] = []
+        chosen: set[int] = set()
+        for i in self.unsubmitted:
+            if all(self.done(d) or d in self.plan.queued or (d in self.loc and d not in self.final) or d in chosen for d in self.g.jobs[i].deps):
+                batch.append(i)
+                chosen.add(i)
+        return batch
+
+    # -- local jobs --------------------------------------------------------------
+    def run_local(self, ids: list[int]) -> None:
+        outer = self
+
+        class _Catch:
+            def job_started(self, job: Job, attempt: int) -> None:
+                outer.reporter.job_started(job, attempt)
+
+            def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
+                outer.reporter.job_ended(job, outcome, will_retry)
+                if not will_retry:
+                    outer.final[job.id] = "done" if outcome.status == "done" else outcome.status
+
+        sub_plan = replace(self.plan, run=tuple(ids))
+        s = local_execute(sub_plan, self.store, self.sub, _Catch(), jobs=self.jobs, keep_going=True)
+        self.failures.extend(s.failed)
+        for i in ids:
+            self.final.setdefault(i, "skipped")
+            if self.final[i] not in ("done", "failed", "skipped"):
+                self.final[i] = "failed"
+
+    # -- submitting --------------------------------------------------------------
+    def submit(self, batch: list[int], restart: Collection[int] = (), resubmission: bool = False) -> None:
+        g = self.g
+        first = len(self.arrays)
+        if resubmission:
+            self.rounds += 1
+        prefix = f"r{self.rounds}-" if resubmission else ""
+        new = make_arrays(g, batch, self.settings.bundle, self.max_array, first=first + 1, prefix=prefix,
+                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch})
+        where = {i: loc for i, loc in self.loc.items() if i not in self.final}
+        for k, arr in enumerate(new, start=first):
+            for t, task in enumerate(arr.tasks):
+                for i in task:
+                    where[i] = (k, t)
+        deps = dependencies(g, new, where, self.plan.queued, exact=resubmission, offset=first)
+        lines = {i: self.pset_line(i) for i in batch}
+        self.prepare_dirs(batch)
+        prepare_folder(self.folder)
+        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
+        handed = set(batch)
+        self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
+        if self.render_only:
+            path = self.folder / "submit.sh"
+            write_text(path, submit_script(self.folder, new, deps), 0o755)
+            self.result.submit_sh = path
+            names = [f"$j{k}" for k in range(len(new))]
+            for arr, d, script in zip(new, deps, scripts):
+                self.result.arrays.append(Submitted(arr.name, arr.rule, None, len(arr.jobs), len(arr.tasks), d.flag(names), script))
+            return
+        for arr, d, script in zip(new, deps, scripts):
+            self.submit_one(arr, d, script)
+
+    def submit_one(self, arr: Array, d: Deps, script: Path) -> None:
+        flag = d.flag(self.ids)
+        options = [f"--dependency={flag}", "--kill-on-invalid-dep=yes"] if flag else []
+        job_id = self.sched.submit(script, options, self.g.root)
+        k = len(self.arrays)
+        self.arrays.append(arr)
+        self.ids.append(job_id)
+        rows = []
+        for t, task in enumerate(arr.tasks):
+            for i in task:
+                self.loc[i] = (k, t)
+                self.attempt.setdefault(i, arr.attempt(i))
+                rows.append((self.g.jobs[i].rule, self.g.jobs[i].hash, f"{job_id}_{t}"))
+            self.next[(k, t)] = 0
+            self.unfinished.add((k, t))
+        self.store.set_queued(rows, self.sub)
+        sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
+        self.result.arrays.append(sub)
+        self.reporter.array_submitted(sub)
+
+    def pset_line(self, i: int) -> PsetLine:
+        g, plan = self.g, self.plan
+        upstream = []
+        for d in dict.fromkeys(g.jobs[i].deps):
+            dj = g.jobs[d]
+            if d in self.in_run:
+                if d not in self.local_jobs:  # local jobs write no record; they are done before this is submitted
+                    upstream.append(dj.reldir)
+            elif d in plan.queued:
+                rec = plan.records.get((dj.rule, dj.hash))
+                if rec is not None and rec.run_id:
+                    upstream.append(f"{dj.reldir}@{rec.run_id}")
+        return PsetLine(i, plan.fingerprints[i], plan.cmd_hashes[i], plan.inputs_hashes[i], tuple(upstream))
+
+    def prepare_dirs(self, batch: Sequence[int]) -> None:
+        """As the local backend does before a job starts: leftovers of an earlier
+        run must not survive a run that fails to write them."""
+        g = self.g
+        for i in batch:
+            job = g.jobs[i]
+            d = g.job_dir(job)
+            d.mkdir(parents=True, exist_ok=True)
+            if self.uses_list[job.rule]:
+                self.write_input_list(job, d)
+            if self.render_only:  # submit.sh needs the folders and input lists, nothing else changes
+                continue
+            rec_.remove_record(d)
+            for o in g.rule(job.rule).outputs:
+                _remove(d / o.path)
+
+    def write_input_list(self, job: Job, d: Path) -> None:
+        g = self.g
+        lines = [f"../../../{g.jobs[dep].reldir}/{o.path}\n" for dep in job.deps for o in g.rule(g.jobs[dep].rule).outputs]
+        root_rel = os.path.relpath(g.root, d)
+        lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
+        write_text(d / INPUT_LIST_NAME, "".join(lines))
+
+    # -- waiting -----------------------------------------------------------------
+    def poll_until_done(self) -> None:
+        interval = POLL_MIN_S
+        next_squeue = time.monotonic() + interval
+        tick = POLL_MIN_S
+        while True:
+            moved = self.read_records()
+            now = time.monotonic()
+            if self.unfinished and now >= next_squeue:
+                self.ask_scheduler()
+                interval = min(POLL_MAX_S, interval * 2)
+                next_squeue = time.monotonic() + interval
+            moved = self.settle_ended() or moved
+            moved = self.decide() or moved
+            moved = self.advance() or moved
+            self.flush()
+            if not self.unfinished:
+                if moved:
+                    continue
+                # nothing in flight and nothing can start: what is left waits for
+                # jobs an earlier build queued (Result.left)
+                break
+            tick = POLL_MIN_S if moved else min(TICK_MAX_S, tick * 2)
+            time.sleep(min(tick, max(0.05, next_squeue - time.monotonic())))
+
+    def read_records(self, only: Iterable[tuple[int, int]] | None = None) -> bool:
+        moved = False
+        for key in list(only if only is not None else self.unfinished):
+            if key not in self.unfinished:
+                continue
+            a, t = key
+            task = self.arrays[a].tasks[t]
+            k = self.next[key]
+            while k < len(task):
+                i = task[k]
+                rec = rec_.read_record(self.g.job_dir(self.g.jobs[i]))
+                if rec is None or rec.submission != self.sub or rec.array_job_id != self.ids[a] or rec.array_task_id != str(t):
+                    break
+                self.events.append((i, rec.status, rec.exit_code, rec.note, rec))
+                k += 1
+                moved = True
+            self.next[key] = k
+            if k == len(task):
+                self.unfinished.discard(key)
+                self.running_tasks.discard(key)
+            elif key in self.running_tasks:
+                self.start(task[k])
+        return moved
+
+    def start(self, i: int) -> None:
+        if i not in self.started:
+            self.started.add(i)
+            self.reporter.job_started(self.g.jobs[i], self.attempt.get(i, 1))
+
+    def ask_scheduler(self) -> None:
+        arrays = sorted({a for a, _ in self.unfinished})
+        states = self.sched.queue_state([self.ids[a] for a in arrays])
+        now = time.monotonic()
+        for key in list(self.unfinished):
+            a, t = key
+            st = states.get(f"{self.ids[a]}_{t}")
+            if st is None:
+                # not listed: purged long ago, or not visible yet; twice in a row means gone
+                self.unlisted[key] = self.unlisted.get(key, 0) + 1
+                if self.unlisted[key] >= 2:
+                    self.ended_at.setdefault(key, (now, TaskState("UNKNOWN", "")))
+                continue
+            self.unlisted.pop(key, None)
+            if st.live:
+                if st.state == "RUNNING":
+                    self.running_tasks.add(key)
+                    self.start(self.arrays[a].tasks[t][self.next[key]])
+            else:
+                self.running_tasks.discard(key)
+                self.ended_at.setdefault(key, (now, st))
+
+    def settle_ended(self) -> bool:
+        """Tasks that ended without a record for every pset: the first pset without
+        one was running when the task died, the rest never started."""
+        now = time.monotonic()
+        moved = False
+        for key, (seen, st) in list(self.ended_at.items()):
+            if key not in self.unfinished:
+                del self.ended_at[key]
+                continue
+            if now - seen < GRACE_S:
+                continue
+            self.read_records([key])
+            del self.ended_at[key]
+            if key not in self.unfinished:
+                moved = True
+                continue
+            a, t = key
+            task = self.arrays[a].tasks[t]
+            rest = task[self.next[key]:]
+            tid = f"{self.ids[a]}_{t}"
+            if st.state == "CANCELLED" and "Dependency" in st.reason:
+                kinds = ["not-run"] * len(rest)
+            elif st.state == "TIMEOUT":
+                kinds = ["timeout"] + ["not-run"] * (len(rest) - 1)
+            elif st.state == "CANCELLED":
+                kinds = ["cancelled"] + ["not-run"] * (len(rest) - 1)
+            else:
+                kinds = ["lost"] + ["not-run"] * (len(rest) - 1)
+            for i, kind in zip(rest, kinds):
+                note = f"array task {tid} ended {st.state.lower()} without a completion record"
+                self.events.append((i, kind, None, note, None))
+            self.unfinished.discard(key)
+            self.running_tasks.discard(key)
+            moved = True
+        return moved
+
+    def decide(self) -> bool:
+        """Outcomes of the records (and silent endings) read since the last call;
+        what to resubmit."""
+        if not self.events:
+            return False
+        g = self.g
+        retry: list[int] = []
+        restart: list[int] = []
+        not_run: list[tuple[int, str]] = []
+        for i, kind, exit_code, note, rec in self.events:
+            job = g.jobs[i]
+            attempt = self.attempt.get(i, 1)
+            bid = f"{self.ids[self.loc[i][0]]}_{self.loc[i][1]}"
+            if kind == rec_.DONE and rec is not None:
+                missing = rec_.outputs_missing(g, rec)
+                if not missing:
+                    self.end(i, self.outcome(i, "done", 0, rec, bid), False)
+                    self.final[i] = "done"
+                    continue
+                kind, exit_code, note = rec_.FAILED, 0, "exited 0 but did not write " + ", ".join(missing)
+            if kind in (rec_.FAILED, rec_.TIMEOUT, "lost"):
+                code = exit_code if exit_code is not None else (rec_.TERM_EXIT if kind == rec_.TIMEOUT else None)
+                outcome = self.outcome(i, "failed", code, rec, bid)
+                if attempt <= g.rule(job.rule).retries and not self.stopping:
+                    self.end(i, outcome, True)
+                    self.attempt[i] = attempt + 1
+                    retry.append(i)
+                    if kind == rec_.TIMEOUT and job.restart is not None:
+                        restart.append(i)
+                    continue
+                self.end(i, outcome, False)
+                self.final[i] = "failed"
+                self.failures.append(self.failure(i, code, kind, note, bid))
+            elif kind == rec_.CANCELLED:
+                self.end(i, self.outcome(i, "cancelled", exit_code if exit_code is not None else rec_.TERM_EXIT, rec, bid), False)
+                self.final[i] = "cancelled"
+                self.cancelled.append(i)
+                self.stopping = True
+            else:  # skipped / not-run: it did not run
+                not_run.append((i, note))
+        self.events = []
+        retrying = set(retry)
+        again: list[int] = []
+        replan: list[tuple[str, str]] = []
+        for i, _note in not_run:
+            if i in self.started:
+                self.end(i, None, False)
+            deps = [d for d in g.jobs[i].deps if d in self.in_run]
+            dead = any(self.final.get(d) in ("failed", "cancelled", "skipped") for d in deps)
+            explained = any(self.final.get(d) != "done" for d in deps)  # an input is being retried
+            if not explained:
+                self.unexplained[i] = self.unexplained.get(i, 0) + 1
+            if self.stopping or dead or self.unexplained.get(i, 0) > MAX_UNEXPLAINED:
+                self.final[i] = "skipped"
+                replan.append((g.jobs[i].rule, g.jobs[i].hash))
+            else:
+                again.append(i)
+        if replan:
+            self.flush()
+            self.store.set_status(replan, "planned")
+        batch = sorted(retrying | set(again))
+        if batch:
+            self.flush()
+            self.submit(batch, restart=restart, resubmission=True)
+        return True
+
+    def outcome(self, i: int, status: str, exit_code: int | None, rec: rec_.TaskRecord | None, bid: str) -> Outcome:
+        job = self.g.jobs[i]
+        ok = status == "done"
+        now = time.time()
+        return Outcome(
+            rule=job.rule, hash=job.hash, status=status,
+            fingerprint=self.plan.fingerprints[i] if ok else None, cmd_hash=self.plan.cmd_hashes[i] if ok else None,
+            inputs_hash=self.plan.inputs_hashes[i] if ok else None, exit_code=exit_code,
+            start=rec.start if rec else None, end=rec.end if rec else now, host=rec.host if rec else None,
+            max_rss_mb=None, attempts=self.attempt.get(i, 1), backend="slurm", backend_job_id=bid, run_id=self.sub,
+        )
+
+    def end(self, i: int, outcome: Outcome | None, will_retry: bool) -> None:
+        job = self.g.jobs[i]
+        if outcome is not None:
+            self.start(i)
+        self.started.discard(i)
+        if outcome is None:  # it did not run after all: only the running count changes
+            outcome = Outcome(job.rule, job.hash, "skipped", None, None, None, None, None, None, None, None,
+                              self.attempt.get(i, 1), "slurm", None, self.sub)
+        elif not will_retry:
+            self.pending.append(outcome)
+        self.reporter.job_ended(job, outcome, will_retry)
+
+    def failure(self, i: int, exit_code: int | None, kind: str, note: str, bid: str) -> Failure:
+        job = self.g.jobs[i]
+        log = self.g.job_dir(job) / LOG_NAME
+        if kind == rec_.TIMEOUT:
+            res = job.resources
+            limit = f" ({_hms(res.time_s * self.arrays[self.loc[i][0]].bundle)} for the array task)" if res.time_s else ""
+            message = f"time limit reached{limit}, array task {bid}"
+        elif kind == "lost":
+            message = note
+            log = self.folder / LOG_DIR / f"{bid}.out"
+        elif note:
+            message = note
+        else:
+            message = f"exit {exit_code}"
+        return Failure(i, job.label, exit_code, log, tail_lines(log), message)
+
+
+def _hms(s: int) -> str:
+    from ..compiler import format_time
+
+    return format_time(s)
+
+
+_USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
+
+
+def _uses_list(shell: str, restart: str | None) -> bool:
+    return bool(_USES_INPUT_LIST.search(shell) or (restart and _USES_INPUT_LIST.search(restart)))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# -- cancel ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    arrays: tuple[str, ...]  # scheduler ids that were cancelled
+    jobs: int  # psets recorded as cancelled
+    finished: int  # psets whose records came in first
+
+
+def cancel(g: BuildGraph, store: Store, scheduler: Scheduler) -> Cancelled:
+    """scancel every array this project has queued or running; record what had
+    not finished as `cancelled` (the next build runs it again)."""
+    rows = rec_.queued_rows(store)
+    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=lambda s: (len(s), s))
+    if arrays:
+        scheduler.cancel(arrays)
+    remaining = rec_.ingest(g, store, rows)
+    store.set_status(remaining.keys(), "cancelled")
+    return Cancelled(tuple(arrays), len(remaining), len(rows) - len(remaining))

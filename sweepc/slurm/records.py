@@ -1,0 +1,188 @@
+"""Completion records: what array tasks leave in job folders, and how sweepc
+(the only writer of the state store) takes them in.
+
+A record is one JSON line in <job folder>/sweepc-record.json, written by the
+runner through a temporary file and mv. It counts only for the submission
+that the job's row names: its `submission` must be the row's run id and its
+array task (`ARRAY_TASK`) the row's backend job id. Anything else (a record
+left by an older submission, by a retry that has since been resubmitted) is
+ignored. An output counts only when its record says `done` (exit 0) and the
+outputs are there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..graph import RECORD_NAME, BuildGraph
+from ..state import Outcome, Record, Store
+from .scheduler import Scheduler
+
+# Record statuses (what the runner writes).
+DONE, FAILED, TIMEOUT, CANCELLED, SKIPPED, NOT_RUN = "done", "failed", "timeout", "cancelled", "skipped", "not-run"
+TERM_EXIT = 143  # what a shell reports for a command stopped by SIGTERM
+
+
+class TaskRecord(NamedTuple):
+    submission: str
+    rule: str
+    hash: str
+    status: str
+    exit_code: int | None
+    start: float | None
+    end: float | None
+    host: str | None
+    array_job_id: str
+    array_task_id: str
+    attempt: int
+    fingerprint: str | None
+    cmd_hash: str | None
+    inputs_hash: str | None
+    note: str
+
+    @property
+    def backend_job_id(self) -> str:
+        return f"{self.array_job_id}_{self.array_task_id}"
+
+
+def job_dir(g: BuildGraph, rule: str, h: str) -> Path:
+    return g.workdir_path / rule / h[:2] / h
+
+
+def read_record(d: Path) -> TaskRecord | None:
+    """The record in job folder d, or None when there is none (or it is not one)."""
+    try:
+        with open(d / RECORD_NAME, encoding="utf-8") as f:
+            data: Any = json.loads(f.readline())
+        return TaskRecord(
+            submission=str(data["submission"]), rule=str(data["rule"]), hash=str(data["hash"]),
+            status=str(data["status"]), exit_code=_int(data.get("exit_code")),
+            start=_float(data.get("start")), end=_float(data.get("end")), host=data.get("host") or None,
+            array_job_id=str(data.get("array_job_id", "")), array_task_id=str(data.get("array_task_id", "")),
+            attempt=_int(data.get("attempt")) or 1, fingerprint=data.get("fingerprint") or None,
+            cmd_hash=data.get("cmd_hash") or None, inputs_hash=data.get("inputs_hash") or None,
+            note=str(data.get("note") or ""),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def remove_record(d: Path) -> None:
+    try:
+        os.unlink(d / RECORD_NAME)
+    except FileNotFoundError:
+        pass
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _float(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def outputs_missing(g: BuildGraph, rec: TaskRecord) -> list[str]:
+    if rec.rule not in g.rule_index:
+        return []
+    d = job_dir(g, rec.rule, rec.hash)
+    return [o.path for o in g.rule(rec.rule).outputs if not os.path.exists(d / o.path)]
+
+
+def to_outcome(rec: TaskRecord, status: str, exit_code: int | None = None) -> Outcome:
+    done = status == "done"
+    return Outcome(
+        rule=rec.rule, hash=rec.hash, status=status,
+        fingerprint=rec.fingerprint if done else None, cmd_hash=rec.cmd_hash if done else None,
+        inputs_hash=rec.inputs_hash if done else None,
+        exit_code=exit_code if exit_code is not None else rec.exit_code,
+        start=rec.start, end=rec.end, host=rec.host, max_rss_mb=None, attempts=rec.attempt,
+        backend="slurm", backend_job_id=rec.backend_job_id, run_id=rec.submission,
+    )
+
+
+def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None] | None:
+    """(store status, exit code) for a record; None for a pset that never ran
+    (skipped, not-run), whose row goes back to `planned`."""
+    if rec.status == DONE:
+        return ("done", 0) if not outputs_missing(g, rec) else ("failed", 0)
+    if rec.status == CANCELLED:
+        return "cancelled", rec.exit_code if rec.exit_code is not None else TERM_EXIT
+    if rec.status == TIMEOUT:
+        return "failed", rec.exit_code if rec.exit_code is not None else TERM_EXIT
+    if rec.status in (SKIPPED, NOT_RUN):
+        return None
+    return "failed", rec.exit_code
+
+
+def queued_rows(store: Store) -> dict[tuple[str, str], Record]:
+    return {k: r for k, r in store.records(status="queued").items() if r.backend == "slurm"}
+
+
+def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] | None = None) -> dict[tuple[str, str], Record]:
+    """Take in the records of queued jobs. Returns the queued rows that have none yet."""
+    if rows is None:
+        rows = queued_rows(store)
+    outcomes: list[Outcome] = []
+    replan: list[tuple[str, str]] = []
+    remaining: dict[tuple[str, str], Record] = {}
+    for key, row in rows.items():
+        rec = read_record(job_dir(g, *key))
+        if rec is None or not belongs(rec, row):
+            remaining[key] = row
+            continue
+        st = store_status(g, rec)
+        if st is None:
+            replan.append(key)
+        else:
+            outcomes.append(to_outcome(rec, st[0], st[1]))
+    store.record(outcomes)
+    if replan:
+        store.set_status(replan, "planned")
+    return remaining
+
+
+def belongs(rec: TaskRecord, row: Record) -> bool:
+    return (rec.rule, rec.hash) == (row.rule, row.hash) and rec.submission == row.run_id and rec.backend_job_id == row.backend_job_id
+
+
+def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, str], str]:
+    """Before planning a build: ingest what finished, and say which queued jobs
+    the scheduler still has (key -> "ARRAY_TASK"), so they are not submitted twice.
+
+    squeue is asked first (ONE call), records read second: a task that ends in
+    between has its record read, so nothing is lost in the gap."""
+    rows = queued_rows(store)
+    if not rows:
+        return {}
+    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=_num)
+    states = scheduler.queue_state(arrays, finished=False) if arrays else {}
+    remaining = ingest(g, store, rows)
+    return {
+        key: row.backend_job_id for key, row in remaining.items()
+        if row.backend_job_id is not None and row.backend_job_id in states and states[row.backend_job_id].live
+    }
+
+
+def refresh(g: BuildGraph) -> None:
+    """For `sweepc status` and `sweepc results`: ingest the records of queued
+    SLURM jobs, if there are any. No scheduler call."""
+    from ..state import state_dir
+
+    if not (state_dir(g.root) / "state.db").exists():
+        return
+    store = Store.open(g.root, create=False)
+    try:
+        rows = queued_rows(store)
+        if rows:
+            ingest(g, store, rows)
+    finally:
+        store.close()
+
+
+def _num(s: str) -> tuple[int, str]:
+    return (int(s), "") if s.isdigit() else (1 << 62, s)

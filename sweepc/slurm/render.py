@@ -1,0 +1,230 @@
+"""Writing a submission folder: `.sweepc/slurm/<submission>/`.
+
+    runner.sh               the task runner (pure bash), the same for every array
+    01-gen.sh               one jobscript per array, rendered from the jinja2 template
+    01-gen/task-0.sh ...    one small bash file per array task: its psets and their commands
+    logs/%A_%a.out          what SLURM writes (the commands' own output goes to
+                            <job folder>/sweepc.log)
+    submit.sh               (--render-only) submits the arrays in order, with dependencies
+
+Nothing here is per pset: a jobscript is a few hundred bytes whatever the
+number of psets (sbatch limits script size), and a task file holds `bundle`
+psets. Commands are written verbatim in quoted here-documents, so the
+shell-quoting the compiler did is kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..compiler import format_time
+from ..errors import UsageError, did_you_mean
+from ..graph import LOG_NAME, RECORD_NAME, BuildGraph
+from .arrays import Array, Deps
+from .settings import SlurmSettings
+
+RUNNER_NAME = "runner.sh"
+LOG_DIR = "logs"
+# What a template may use (documented in docs/slurm.md).
+TEMPLATE_VARIABLES = (
+    "rule", "array", "output", "cpus", "mem", "time", "time_s", "nodes", "ntasks", "gpus",
+    "partition", "account", "qos", "directives", "n_psets", "n_tasks", "bundle", "submission",
+    "tasks", "runner", "root", "workdir", "psets_text", "tasks_text",
+)
+
+
+@dataclass(frozen=True)
+class PsetLine:
+    """What a task file says about one pset."""
+
+    job: int
+    fingerprint: str
+    cmd_hash: str
+    inputs_hash: str
+    upstream: tuple[str, ...]  # "RULE/HH/HASH" or "RULE/HH/HASH@SUBMISSION"
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def load_template(s: SlurmSettings, root: Path) -> jinja2.Template:
+    """The project's template when there is one, else the built-in one."""
+    if s.template is None:
+        env = _environment(jinja2.PackageLoader("sweepc.slurm", "templates"))
+        return env.get_template("array.sh.j2")
+    env = _environment(jinja2.FileSystemLoader(str(s.template.parent)))
+    try:
+        return env.get_template(s.template.name)
+    except jinja2.TemplateSyntaxError as e:
+        raise UsageError(f"{_rel(s.template, root)}:{e.lineno}: {e.message}", "see the jinja2 template syntax") from None
+
+
+def render_jobscript(tpl: jinja2.Template, context: Mapping[str, Any], root: Path) -> str:
+    try:
+        text = tpl.render(**context)
+    except jinja2.UndefinedError as e:
+        name = tpl.filename or "array.sh.j2"
+        m = re.match(r"'(\w+)' is undefined", e.message or "")
+        hint = did_you_mean(m.group(1), TEMPLATE_VARIABLES) + " " if m else ""
+        raise UsageError(
+            f"{_rel(Path(name), root)}: {e.message}",
+            hint + "a jobscript template can use: " + ", ".join(TEMPLATE_VARIABLES),
+        ) from None
+    except jinja2.TemplateError as e:
+        raise UsageError(f"{_rel(Path(tpl.filename or 'array.sh.j2'), root)}: {e}") from None
+    for line in text.splitlines():
+        if line.startswith("#SBATCH") and (line.strip() == "#SBATCH" or line.rstrip().endswith(("=", "=None"))):
+            raise UsageError(
+                f"{_rel(Path(tpl.filename or 'array.sh.j2'), root)}: renders a directive without a value: {line.rstrip()!r}",
+                "guard optional values with {% if NAME %} ... {% endif %}",
+            )
+    return text
+
+
+def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path, submission: str, throttle: int | None) -> dict[str, Any]:
+    res = arr.resources
+    n = len(arr.tasks)
+    time_s = res.time_s * arr.bundle if res.time_s is not None else None  # a task runs `bundle` psets in a row
+    return {
+        "rule": arr.rule,
+        "array": f"0-{n - 1}" + (f"%{throttle}" if throttle else ""),
+        "output": f"{folder / LOG_DIR}/%A_%a.out",
+        "cpus": res.cpus,
+        "mem": f"{res.mem_mb}M" if res.mem_mb is not None else None,
+        "time": format_time(time_s) if time_s is not None else None,
+        "time_s": time_s,
+        "nodes": res.nodes,
+        "ntasks": res.tasks,
+        "gpus": res.gpus,
+        "partition": s.partition,
+        "account": s.account,
+        "qos": s.qos,
+        "directives": list(s.directives),
+        "n_psets": len(arr.jobs),
+        "psets_text": plural(len(arr.jobs), "pset"),
+        "tasks_text": plural(n, "array task"),
+        "n_tasks": n,
+        "bundle": arr.bundle,
+        "submission": submission,
+        "tasks": str(folder / arr.name),
+        "runner": str(folder / RUNNER_NAME),
+        "root": str(g.root),
+        "workdir": str(g.workdir_path),
+    }
+
+
+def runner_text() -> str:
+    text = resources.files("sweepc.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
+    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME)
+
+
+def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
+    rule = g.rule(arr.rule)
+    q = shlex.quote
+    out = [
+        f"# sweepc: task {t} of {arr.name}, {plural(len(lines), 'pset')} of rule {arr.rule}; run by {RUNNER_NAME}\n",
+        f"SWEEPC_SUBMISSION={q(submission)}\n",
+        f"SWEEPC_RULE={q(arr.rule)}\n",
+        f"SWEEPC_ROOT={q(str(g.root))}\n",
+        f"SWEEPC_WORKDIR={q(str(g.workdir_path))}\n",
+        "SWEEPC_OUTPUTS=(" + " ".join(q(o.path) for o in rule.outputs) + ")\n",
+        f"SWEEPC_TIME_LIMIT={time_s if time_s is not None else ''}\n",
+    ]
+    for pl in lines:
+        job = g.jobs[pl.job]
+        command = job.restart if (pl.job in arr.restart and job.restart is not None) else job.command
+        end = _delimiter(job.hash, command)
+        args = [job.hash, pl.fingerprint, pl.cmd_hash, pl.inputs_hash, str(arr.attempt(pl.job)), *pl.upstream]
+        out.append(f"\n# {_one_line(job.label)}\n")
+        out.append("sweepc_pset " + " ".join(q(a) for a in args) + f" <<'{end}'\n")
+        out.append(command if command.endswith("\n") else command + "\n")
+        out.append(end + "\n")
+    return "".join(out)
+
+
+def _one_line(text: str) -> str:
+    """Text for a comment line: a newline in a parameter value must not end the comment."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _delimiter(h: str, command: str) -> str:
+    end = f"SWEEPC_CMD_{h[:8]}"
+    lines = set(command.splitlines())
+    while end in lines:
+        end += "_"
+    return end
+
+
+def submit_script(folder: Path, arrays: Sequence[Array], deps: Sequence[Deps]) -> str:
+    """submit.sh: the arrays in order, each one's id in a shell variable for those after it."""
+    out = [
+        "#!/bin/bash\n",
+        "# Submits this build's job arrays in order, with their dependencies (written by\n",
+        "# `sweepc build --backend slurm --render-only`). sweepc does not track jobs submitted\n",
+        "# this way: their records are not ingested, and the next sweepc build plans them again.\n",
+        "set -euo pipefail\n",
+        f"cd {shlex.quote(str(folder))}\n",
+    ]
+    names = [f"$j{k}" for k in range(len(arrays))]
+    for k, (arr, d) in enumerate(zip(arrays, deps)):
+        flag = d.flag(names)
+        opts = f"--dependency={flag} --kill-on-invalid-dep=yes " if flag else ""
+        out.append(f'j{k}=$(sbatch --parsable {opts}{shlex.quote(arr.name + ".sh")})\n')
+        out.append(f"j{k}=${{j{k}%%;*}}\n")
+        out.append(f'echo "{arr.rule}: job $j{k}, {plural(len(arr.jobs), "pset")} in {plural(len(arr.tasks), "task")} ({arr.name}.sh)"\n')
+    return "".join(out)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_array(
+    g: BuildGraph, s: SlurmSettings, tpl: jinja2.Template, folder: Path, arr: Array, lines: Mapping[int, PsetLine],
+    submission: str, throttle: int | None,
+) -> Path:
+    """The jobscript and the task files of one array; returns the jobscript."""
+    ctx = jobscript_context(g, s, arr, folder, submission, throttle)
+    script = folder / f"{arr.name}.sh"
+    write_text(script, render_jobscript(tpl, ctx, g.root), 0o755)
+    tasks = folder / arr.name
+    tasks.mkdir(parents=True, exist_ok=True)
+    for t, task in enumerate(arr.tasks):
+        write_text(tasks / f"task-{t}.sh", task_text(g, arr, t, [lines[i] for i in task], submission, ctx["time_s"]))
+    return script
+
+
+def prepare_folder(folder: Path) -> None:
+    (folder / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    runner = folder / RUNNER_NAME
+    if not runner.exists():
+        write_text(runner, runner_text(), 0o755)
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(p)

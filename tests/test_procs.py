@@ -91,8 +91,13 @@ def test_env_is_exactly_the_given_mapping(pool: ProcessPool, tmp_path: Path) -> 
     os.environ["SWEEPC_TEST_PARENT_ONLY"] = "leak"
     try:
         pool.start(
-            Spawn(1, 'echo "$FOO|${SWEEPC_TEST_PARENT_ONLY-unset}"', str(tmp_path),
-                  str(tmp_path / "1.log"), {"FOO": "bar baz", "PATH": os.environ["PATH"]})
+            Spawn(
+                1,
+                'echo "$FOO|${SWEEPC_TEST_PARENT_ONLY-unset}"',
+                str(tmp_path),
+                str(tmp_path / "1.log"),
+                {"FOO": "bar baz", "PATH": os.environ["PATH"]},
+            )
         )
         [exit_] = pool.wait(30)
     finally:
@@ -137,7 +142,9 @@ def test_inheritable_fds_do_not_reach_jobs(pool: ProcessPool, tmp_path: Path) ->
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     try:
-        _, log = run(pool, tmp_path, f"[ -e /proc/$$/fd/{write_end} ] && echo leaked || echo closed")
+        _, log = run(
+            pool, tmp_path, f"[ -e /proc/$$/fd/{write_end} ] && echo leaked || echo closed"
+        )
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -118,6 +118,9 @@ def member(tar: tarfile.TarFile, name: str) -> str:
 
 
 def test_hpc_two_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = EXAMPLES / "hpc-two-step"
+    subprocess.run(["python3", str(src / "make_samples.py")], cwd=tmp_path, check=True)
+    assert (tmp_path / "samples.csv").read_text() == (src / "samples.csv").read_text()
     p = run_readme("hpc-two-step", tmp_path)
     df = results(p, monkeypatch)
     assert len(df) == 8 and set(df["_status"]) == {"done"} and set(df["tasks"]) == {2}

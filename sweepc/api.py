@@ -164,7 +164,7 @@ class Study:
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
-                columns: str | Sequence[str] | None = None) -> pd.DataFrame:
+                columns: str | Sequence[str] | None = None, psets: str | None = None) -> pd.DataFrame:
         """One row per job of `rule` (default: the last per-pset rule) with its
         parameters, bookkeeping columns and the values of its results files."""
         from . import results as res
@@ -172,7 +172,7 @@ class Study:
         spec = res.pick_rule(self.graph, rule)
         store = Store.open(self.root, create=False)
         try:
-            p = make_plan(self.graph, store, select(self.graph, [spec.name], where=where))
+            p = make_plan(self.graph, store, select(self.graph, [spec.name], where=where, psets=psets))
             runs = store.runs()
         finally:
             store.close()

@@ -37,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     c = sub.add_parser("psets", help="the expanded psets with their hashes")
-    c.add_argument("sweep", nargs="?", help="one sweep (default: every sweep)")
-    c.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    c.add_argument("sweep", nargs="?", metavar="SWEEP", help="one sweep or parameter (default: every sweep)")
+    c.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     c.set_defaults(func=cmd_psets)
 
     c = sub.add_parser("graph", help="the rule graph (or the job graph) as dot or mermaid")
     c.add_argument("--jobs", action="store_true", help="one node per job instead of one per rule")
-    c.add_argument("--format", choices=("dot", "mermaid"), default="dot")
+    c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="output format (default: dot)")
     c.set_defaults(func=cmd_graph)
 
     from . import cli_build

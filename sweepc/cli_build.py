@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
     c.add_argument("-j", "--jobs", type=_positive, metavar="N", help="run at most N cpus' worth of jobs at once (default: all cores)")
     c.add_argument("-n", "--dry-run", action="store_true", help="say what would run, and why, without running it")
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
-    c.add_argument("--backend", choices=("local", "slurm"), default="local")
+    c.add_argument("--backend", choices=("local", "slurm"), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
     c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
@@ -46,25 +46,29 @@ def register(sub: Any) -> None:
     c = sub.add_parser("results", help="one table of parameters, statuses and results")
     c.add_argument("--rule", metavar="R", help="the rule (default: the last per-pset rule)")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.add_argument("--psets", metavar="START:STOP", help="only this slice of the rule's psets")
     c.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order")
-    c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table", help="output format (default: table; parquet needs -o)")
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
 
     c = sub.add_parser("runs", help="every build that ran something, with its git commit")
-    c.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    c.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     c.set_defaults(func=cmd_runs)
 
     c = sub.add_parser("status", help="done / stale / failed / never built per rule")
-    c.add_argument("--rule", action="append", default=[], metavar="R")
-    c.add_argument("--where", metavar="EXPR")
-    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.add_argument("--rule", action="append", default=[], metavar="R", help="only rule R (repeatable)")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.add_argument("--psets", metavar="START:STOP", help="only this slice of each per-pset rule's psets")
+    c.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     c.set_defaults(func=cmd_status)
 
     c = sub.add_parser("clean", help="remove outputs, batch files or orphans")
-    c.add_argument("what", nargs="?", choices=("outputs", "batch", "orphans", "all"), default="outputs")
-    c.add_argument("--rule", action="append", default=[], metavar="R")
-    c.add_argument("--where", metavar="EXPR")
+    c.add_argument("what", nargs="?", choices=("outputs", "batch", "orphans", "all"), default="outputs",
+                   help="outputs (default): job folders and records; batch: SLURM scripts and logs; orphans: psets no longer in the sweepfile; all: workdir and .sweepc/")
+    c.add_argument("--rule", action="append", default=[], metavar="R", help="only rule R (repeatable)")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.add_argument("--psets", metavar="START:STOP", help="only this slice of each per-pset rule's psets")
     c.add_argument("-n", "--dry-run", action="store_true", help="list what would be removed")
     c.add_argument("-y", "--yes", action="store_true", help="do not ask before 'clean all'")
     c.set_defaults(func=cmd_clean)
@@ -118,7 +122,7 @@ class Progress:
         self.tty = out.isatty()
         self.done = self.failed = self.running = 0
         self.t0 = time.monotonic()
-        self.last = 0.0
+        self.last = 0.0 if self.tty else self.t0  # off a terminal: the first line after 5 s
 
     def job_started(self, job: Job, attempt: int) -> None:
         self.running += 1
@@ -181,8 +185,7 @@ def _dur(s: float) -> str:
 def print_summary(g: BuildGraph, s: Summary, out: TextIO) -> None:
     for f in s.failed:
         out.write(f"FAILED {f.label}: {f.message}\n  log: {_rel(g, f.log)}\n")
-        for line in f.tail:
-            out.write(f"  | {line}\n")
+        out.writelines(f"  | {line}\n" for line in f.tail)
     bits = [f"{s.done} done"]
     if s.failed:
         bits.append(f"{len(s.failed)} failed")
@@ -271,52 +274,31 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 # ---- status ---------------------------------------------------------------------
 
-STATES = ("done", "stale", "failed", "interrupted", "queued", "never built")
+STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "never built")
 
 
-def status_rows(study: Study, rules: Sequence[str], where: str | None) -> list[dict[str, Any]]:
-    from .planner import CANCELLED, FAILED, INTERRUPTED, NEVER_BUILT, UNFINISHED
+def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
     from .slurm.records import refresh
 
     g = study.graph
     refresh(g)  # take in the completion records of SLURM jobs first
-    p = study.plan(where=where, targets=rules)
+    p = study.plan(where=where, targets=rules, psets=psets)
     rows: dict[str, dict[str, Any]] = {}
     wanted = set(rules)
     for r in g.rules:
         if not wanted or r.name in wanted:
             rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}}
-    selected_rules = set(rows)
     for i in p.selected:
-        rule = g.jobs[i].rule
-        if rule not in selected_rules:
-            continue
-        row = rows[rule]
-        row["jobs"] += 1
-        if i in p.queued:
-            row["queued"] += 1
-            continue
-        reasons = p.reasons.get(i)
-        if not reasons:
-            row["done"] += 1
-            continue
-        codes = {r.code for r in reasons}
-        if NEVER_BUILT in codes:
-            row["never built"] += 1
-        elif FAILED in codes:
-            row["failed"] += 1
-        elif INTERRUPTED in codes or CANCELLED in codes:
-            row["interrupted"] += 1
-        elif UNFINISHED in codes and p.records.get((rule, g.jobs[i].hash)) is not None and p.records[(rule, g.jobs[i].hash)].status == "queued":
-            row["queued"] += 1
-        else:
-            row["stale"] += 1
+        row = rows.get(g.jobs[i].rule)
+        if row is not None:
+            row["jobs"] += 1
+            row[p.state(i)] += 1
     return list(rows.values())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     study = _study(args)
-    rows = status_rows(study, args.rule, args.where)
+    rows = status_rows(study, args.rule, args.where, args.psets)
     if args.format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_OK
@@ -412,10 +394,10 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
         else:
             from .selection import select
 
-            if not args.rule and not args.where:
+            if not args.rule and not args.where and not args.psets:
                 ids = list(range(len(g.jobs)))
             else:
-                ids = select(g, args.rule, where=args.where, with_ancestors=False)
+                ids = select(g, args.rule, where=args.where, psets=args.psets, with_ancestors=False)
             dirs = [(g.jobs[i].rule, g.jobs[i].hash, g.job_dir(g.jobs[i])) for i in ids]
             dirs = [x for x in dirs if x[2].exists()]
             recs = store.records()
@@ -469,7 +451,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     study = _study(args)
     refresh(study.graph)  # take in the completion records of SLURM jobs first
-    df = study.results(args.rule, where=args.where, columns=args.columns)
+    df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns)
     text = write(df, args.format, args.output)
     if text is not None:
         sys.stdout.write(text)

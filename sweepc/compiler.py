@@ -12,8 +12,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import networkx as nx
 
@@ -45,6 +47,8 @@ SWEEP_FUNCTIONS = ("zip", "star", "csv")
 PSET_ATTRS = ("hash", "dir", "seq")
 # A single argument to exec() may not exceed this (Linux MAX_ARG_STRLEN).
 MAX_COMMAND = 128 * 1024 - 1024
+
+T = TypeVar("T")
 
 
 class _Bail(Exception):
@@ -95,7 +99,7 @@ class _Compiler:
     def run(self) -> BuildGraph:
         self.collect()
         for name in self.param_defs:
-            self.params[name] = self.guard(lambda n=name: self.eval_param(self.param_defs[n]))
+            self.params[name] = self.guard(partial(self.eval_param, self.param_defs[name]))
         for name in self.sweep_defs:
             self.resolve_sweep(name)
         rules = self.guard(self.build_rules)
@@ -119,7 +123,8 @@ class _Compiler:
             rule_index={r.name: i for i, r in enumerate(specs)},
         )
 
-    def guard(self, f: Callable[[], object]) -> object:
+    def guard(self, f: Callable[[], T]) -> T | None:
+        """f(), or None when it bailed (its diagnostic is recorded)."""
         try:
             return f()
         except _Bail:
@@ -143,7 +148,7 @@ class _Compiler:
 
         for st in self.m.statements:
             if isinstance(st, s.Setting):
-                self.guard(lambda st=st: self.setting(st))
+                self.guard(partial(self.setting, st))
             elif isinstance(st, s.ParamDef):
                 if claim(st.name, st.name_span, "parameter"):
                     self.param_defs[st.name] = st
@@ -154,7 +159,7 @@ class _Compiler:
                 if claim(st.name, st.name_span, "rule"):
                     self.rule_defs[st.name] = st
             elif isinstance(st, s.BackendDef):
-                self.guard(lambda st=st: self.backend(st))
+                self.guard(partial(self.backend, st))
 
     def setting(self, st: s.Setting) -> None:
         if st.name not in SETTINGS:
@@ -178,10 +183,10 @@ class _Compiler:
             if item.name in values:
                 self.error(f"duplicate setting '{item.name}'", item.name_span, "give each setting once")
                 continue
-            v = self.guard(lambda item=item: self.const(item.value))
+            v = self.guard(partial(self.const, item.value))
             if v is None:
                 continue
-            values[item.name] = tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
+            values[item.name] = tuple(v) if isinstance(v, list) else v
         self.backends[st.name] = values
 
     # -- constants (parameter values)
@@ -460,7 +465,7 @@ class _Compiler:
             self.bail(f"{a.name}= needs a string", a.value.span, _EXAMPLES["csv"])
         return a.value.value
 
-    def opt_int(self, a: s.Arg | None, default: int | None, minimum: int) -> int | None:
+    def opt_int(self, a: s.Arg | None, default: T, minimum: int) -> int | T:
         if a is None:
             return default
         v = self.const(a.value)
@@ -472,7 +477,7 @@ class _Compiler:
     def build_rules(self) -> tuple[tuple[RuleSpec, ...], tuple[Job, ...]]:
         checked: dict[str, _Rule] = {}
         for name, rd in self.rule_defs.items():
-            r = self.guard(lambda rd=rd: self.check_rule(rd))
+            r = self.guard(partial(self.check_rule, rd))
             if isinstance(r, _Rule):
                 checked[name] = r
         # rule references need every rule's name, so they are checked after
@@ -495,7 +500,7 @@ class _Compiler:
         g.add_nodes_from(rules)
         for r in rules.values():
             for inp in r.inputs:
-                if inp.rule in rules:
+                if inp.rule is not None and inp.rule in rules:
                     g.add_edge(inp.rule, r.name)
         try:
             cycle = nx.find_cycle(g)
@@ -552,11 +557,10 @@ class _Compiler:
             instances = psets
         inst_keys = by if by else keys
         outputs = self.guard(lambda: self.rule_outputs(rd, fields.get("output"), fields.get("results")))
-        scalars = {n: self.guard(lambda n=n: self.field_scalar(fields.get(n), n)) for n in ("shell", "restart", "retries", "local")}
+        scalars = {n: self.guard(partial(self.field_scalar, fields.get(n), n)) for n in ("shell", "restart", "retries", "local")}
         resources = self.guard(lambda: self.rule_resources(fields.get("resources"), inst_keys))
         if inputs is None or outputs is None or scalars["shell"] is None:
             raise _Bail
-        assert isinstance(inputs, tuple) and isinstance(outputs, tuple)
         out_specs, results = outputs
         templates: dict[str, tuple[Template, s.Str]] = {}
         for tname in ("shell", "restart"):
@@ -564,23 +568,23 @@ class _Compiler:
             if node is None:
                 continue
             if not isinstance(node, s.Str):
-                self.error(f"{tname}: needs a string", node.span, 'for example: shell: "echo {a} > {output}"')  # type: ignore[union-attr]
+                self.error(f"{tname}: needs a string", node.span, 'for example: shell: "echo {a} > {output}"')
                 continue
-            t = self.guard(lambda node=node: self.template(node, rd.name, inst_keys, inputs, out_specs))
+            t = self.guard(partial(self.template, node, rd.name, inst_keys, inputs, out_specs))
             if isinstance(t, Template):
                 templates[tname] = (t, node)
         retries = 0
         if scalars["retries"] is not None:
             rv = scalars["retries"]
             if not isinstance(rv, s.Num) or not isinstance(rv.value, int) or rv.value < 0:
-                self.error("retries: needs a whole number of at least 0", rv.span, "for example: retries: 2")  # type: ignore[union-attr]
+                self.error("retries: needs a whole number of at least 0", rv.span, "for example: retries: 2")
             else:
                 retries = rv.value
         local = False
         if scalars["local"] is not None:
             lv = scalars["local"]
             if not isinstance(lv, s.Bool):
-                self.error("local: needs true or false", lv.span, "for example: local: true")  # type: ignore[union-attr]
+                self.error("local: needs true or false", lv.span, "for example: local: true")
             else:
                 local = lv.value
         # a bad resource or field does not hide mistakes in the command above
@@ -593,7 +597,7 @@ class _Compiler:
             by=by,
             keys=inst_keys,
             instances=instances,
-            inputs=inputs,  # type: ignore[arg-type]
+            inputs=inputs,
             outputs=out_specs,
             results=results,
             shell=templates["shell"][0],
@@ -601,7 +605,7 @@ class _Compiler:
             retries=retries,
             local=local,
             resources=resources,
-            input_spans={i.name or i.path or "": i.span for i in inputs},  # type: ignore[union-attr]
+            input_spans={i.name or i.path or "": i.span for i in inputs},
             shell_node=templates["shell"][1],
         )
 
@@ -696,7 +700,7 @@ class _Compiler:
     def rule_resources(self, f: s.Field | None, keys: Sequence[str]) -> dict[str, tuple[s.Expr, Template | str | None]]:
         out: dict[str, tuple[s.Expr, Template | str | None]] = {}
         # each resource on its own: a bad 'mem' does not hide a bad 'time'
-        ok = [self.guard(lambda it=it: self.rule_resource(it, keys, out)) for it in (f.items if f else ())]
+        ok = [self.guard(partial(self.rule_resource, it, keys, out)) for it in (f.items if f else ())]
         if None in ok:
             raise _Bail
         return out
@@ -853,11 +857,11 @@ class _Compiler:
         return tuple(specs), tuple(jobs)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class _Rule:
-    """A checked rule, before expansion (internal to the compiler)."""
+    """A checked rule, before expansion (internal to the compiler).
 
-    def __init__(self, **kw: object) -> None:
-        self.__dict__.update(kw)
+    eq=False: rules compare (and hash) by identity, as before."""
 
     name: str
     span: Span
@@ -942,9 +946,9 @@ class _Renderer:
         sources: list[str] = []
         for inp, join in self.joins:
             if join is not None:
+                assert inp.rule is not None  # a join is made for rule inputs only
                 ids = join.match(inst)
                 if not ids:
-                    assert inp.rule is not None
                     self.fail_once(
                         "nojoin:" + inp.rule,
                         f"rule '{r.name}' has a pset with no '{inp.rule}' job to take input from: {alg.describe(inst) or '(no parameters)'}",

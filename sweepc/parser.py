@@ -194,9 +194,9 @@ def _describe(e: UnexpectedInput, source: str) -> tuple[str, Span, str]:
     lines = source.splitlines()
     if isinstance(e, UnexpectedCharacters):
         line, col = e.line, e.column
-        ch = source[e.pos_in_stream] if e.pos_in_stream < len(source) else ""
+        pos = e.pos_in_stream or 0  # always set for UnexpectedCharacters; lark types it None
+        ch = source[pos] if pos < len(source) else ""
         if ch in "\"'":
-            pos = e.pos_in_stream or 0
             if col > 2 and source[pos - 2 : pos + 1] == ch * 3:
                 # the lexer took the first two quotes of an open """ for an empty string
                 return ("unterminated string", Span(line, col - 2, line, col + 1), f"close it with {ch * 3}")

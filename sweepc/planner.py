@@ -61,6 +61,24 @@ class Plan:
     def __repr__(self) -> str:
         return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
 
+    def state(self, i: int) -> str:
+        """What `status` and `results` call a selected job: done, stale, failed,
+        interrupted, cancelled, queued or never built."""
+        if i in self.queued:
+            return "queued"
+        reasons = self.reasons.get(i)
+        if not reasons:
+            return "done"
+        codes = {r.code for r in reasons}
+        for code, name in ((NEVER_BUILT, "never built"), (FAILED, "failed"), (INTERRUPTED, "interrupted"), (CANCELLED, "cancelled")):
+            if code in codes:
+                return name
+        job = self.graph.jobs[i]
+        rec = self.records.get((job.rule, job.hash))
+        if rec is not None and rec.status == "queued":
+            return "queued"  # submitted, and its completion record is not in yet
+        return "stale"
+
     @property
     def uptodate(self) -> int:
         return len(self.selected) - len(self.run) - len(self.queued)

@@ -20,8 +20,8 @@ import pandas as pd
 
 from .errors import UsageError, did_you_mean, listing
 from .graph import LOG_NAME, BuildGraph, RuleSpec
-from .planner import CANCELLED, FAILED, INTERRUPTED, NEVER_BUILT, Plan
-from .state import Record, Run
+from .planner import Plan
+from .state import Run
 
 BOOKKEEPING = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
@@ -65,26 +65,6 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _status(plan: Plan, i: int, rec: Record | None) -> str:
-    reasons = plan.reasons.get(i)
-    if i in plan.queued:
-        return "queued"
-    if not reasons:
-        return DONE
-    codes = {r.code for r in reasons}
-    if NEVER_BUILT in codes:
-        return "never built"
-    if FAILED in codes:
-        return "failed"
-    if INTERRUPTED in codes:
-        return "interrupted"
-    if CANCELLED in codes:
-        return "cancelled"
-    if rec is not None and rec.status == "queued":
-        return "queued"
-    return STALE
-
-
 def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = None) -> pd.DataFrame:
     """The results DataFrame of one rule, from a plan that selected its jobs."""
     g = plan.graph
@@ -97,7 +77,7 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             continue
         job = g.jobs[i]
         rec = plan.records.get((job.rule, job.hash))
-        status = _status(plan, i, rec)
+        status = plan.state(i)
         d = g.job_dir(job)
         row: dict[str, Any] = dict(job.params)
         has_run = rec is not None and rec.start is not None
@@ -107,7 +87,7 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             _pset_seq=job.seq,
             _run_id=rec.run_id if has_run and rec else None,
             _run_seq=run_seq.get(rec.run_id) if has_run and rec and rec.run_id else None,
-            _time_utc=pd.Timestamp(dt.datetime.fromtimestamp(rec.start, dt.timezone.utc)) if has_run and rec and rec.start else None,
+            _time_utc=pd.Timestamp(dt.datetime.fromtimestamp(rec.start, dt.UTC)) if has_run and rec and rec.start else None,
             _exec_host=rec.host if has_run and rec else None,
             _runtime_s=round(runtime, 3) if runtime is not None else None,
             _status=status,

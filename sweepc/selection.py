@@ -82,7 +82,7 @@ def _value(text: str) -> Scalar:
         return t == "true"
     for conv in (int, float):
         try:
-            return conv(t)  # type: ignore[no-any-return]
+            return conv(t)
         except ValueError:
             pass
     return t
@@ -154,14 +154,18 @@ def select(
         base = chosen if chosen is not None else set(range(len(g.jobs)))
         keep: set[int] = set()
         for r in g.rules:
-            ids = [i for i in r.job_ids if i in base]
+            rule_ids = [i for i in r.job_ids if i in base]
             if part is not None:
                 if r.over is None or r.by:
-                    continue  # --psets slices per-pset rules; gathers come in only as needed
-                ids = ids[part]
+                    # --psets slices per-pset rules; a gather comes in whole when
+                    # named as a target, otherwise only as something a job needs
+                    if targets:
+                        keep.update(rule_ids)
+                    continue
+                rule_ids = rule_ids[part]
             if cond is not None:
-                ids = [i for i in ids if cond(g.jobs[i].params)]
-            keep.update(ids)
+                rule_ids = [i for i in rule_ids if cond(g.jobs[i].params)]
+            keep.update(rule_ids)
         chosen = keep
     if chosen is None:
         return list(range(len(g.jobs)))

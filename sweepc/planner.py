@@ -52,9 +52,9 @@ class Plan:
     run: tuple[int, ...]  # the jobs to run, topological
     reasons: Mapping[int, tuple[Reason, ...]]  # for each job in run
     queued: Mapping[int, str]  # selected jobs already queued in a scheduler: job id -> scheduler id
-    cmd_hashes: Mapping[int, str]
-    inputs_hashes: Mapping[int, str]
-    fingerprints: Mapping[int, str]
+    cmd_hashes: Sequence[str]  # by job id ("" for jobs not selected)
+    inputs_hashes: Sequence[str]
+    fingerprints: Sequence[str]
     records: Mapping[tuple[str, str], Record] = field(repr=False)
     source_updates: tuple[tuple[str, int, int, str], ...] = ()
 
@@ -109,19 +109,25 @@ def plan(
     outputs = {r.name: tuple(o.path for o in r.outputs) for r in g.rules}
     forced = _forced(g, selected, forced_rules)
 
-    fps: dict[int, str] = {}
-    cmds: dict[int, str] = {}
-    ins: dict[int, str] = {}
+    # indexed by job id; lists, because this loop is the no-op build at 100k psets
+    fps: list[str] = [""] * len(jobs)
+    cmds: list[str] = [""] * len(jobs)
+    ins: list[str] = [""] * len(jobs)
     will_run: dict[int, tuple[Reason, ...]] = {}
     queued: dict[int, str] = {}
     for i in selected:
         job = jobs[i]
         cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
-        inputs_hash = text_hash(*(fps[d] for d in job.deps), *(digests[p] for p in job.sources))
+        parts = [fps[d] for d in job.deps]
+        if job.sources:
+            parts.extend(digests[p] for p in job.sources)
+        inputs_hash = text_hash(*parts)
         fp = text_hash(cmd_hash, job.hash, inputs_hash)
-        fps[i], cmds[i], ins[i] = fp, cmd_hash, inputs_hash
+        fps[i] = fp
+        cmds[i] = cmd_hash
+        ins[i] = inputs_hash
         key = (job.rule, job.hash)
-        if key in live:
+        if live and key in live:
             queued[i] = live[key]
             continue
         rec = records.raw(key)

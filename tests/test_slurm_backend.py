@@ -219,7 +219,7 @@ def test_queued_jobs_are_not_submitted_twice_and_cancel_then_build_resumes(calls
     assert count(calls, "scancel") == 1
     status = p.status()
     assert status["gen"]["queued"] == status["square"]["queued"] == 0
-    assert status["gen"]["interrupted"] + status["square"]["interrupted"] >= 7  # square never started
+    assert status["gen"]["cancelled"] + status["square"]["cancelled"] >= 7  # square never started
     finished = status["gen"]["done"]
 
     code, out = p.sweepc("build", "--backend", "slurm", "--wait")

@@ -86,7 +86,7 @@ def render_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     return _PLANNER_HASHES.sub(r"\1 <fingerprint> <cmd_hash> <inputs_hash> ", text)
 
 
-_PLANNER_HASHES = re.compile(r"^(sweepc_pset [0-9a-f]+) [0-9a-f]+ [0-9a-f]+ [0-9a-f]+ ", re.M)
+_PLANNER_HASHES = re.compile(r"^(sweepc_pset [0-9a-f]+) [0-9a-f]+ [0-9a-f]+ [0-9a-f]+ ", re.MULTILINE)
 
 
 def test_there_are_cases() -> None:

@@ -132,7 +132,15 @@ class Study:
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             try:
-                p = self._plan(store, targets, where, psets, force, explain)
+                live = slurm_live(self.graph, store)
+                p = self._plan(store, targets, where, psets, force, explain, live=live)
+                if p.queued:
+                    first = next(iter(p.queued.items()))
+                    raise UsageError(
+                        f"{len(p.queued)} of the jobs to build are queued or running in SLURM "
+                        f"({self.graph.jobs[first[0]].label} as job {first[1]}, ...)",
+                        "wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel",
+                    )
                 if on_plan is not None:
                     on_plan(p)
                 store.put_sources(p.source_updates)
@@ -239,6 +247,21 @@ def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None
     done = subprocess.run(["git", "commit", "-q", "-m", f"sweepc run {run_id}", "--", *paths], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         raise UsageError(f"git commit failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def slurm_live(g: BuildGraph, store: Store) -> dict[tuple[str, str], str]:
+    """Jobs of this project that SLURM still has queued or running (after
+    taking in the records of those that finished): a local build must not run
+    them a second time. Without SLURM's commands here nothing can be live."""
+    from .slurm.records import queued_rows, sync
+    from .slurm.scheduler import SchedulerError, SubprocessScheduler
+
+    if not queued_rows(store):
+        return {}
+    try:
+        return sync(g, store, SubprocessScheduler())
+    except SchedulerError:
+        return {}
 
 
 def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, bool | None]:

@@ -372,6 +372,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             return EXIT_OK
         n = sum(1 for _ in batch.rglob("*") if _.is_file())
         if not args.dry_run:
+            _refuse_while_queued(g)  # queued tasks still read their scripts from there
             shutil.rmtree(batch)
         out.write(f"{verb} {_rel(g, batch)}/ ({n} files: job scripts, submit scripts, scheduler logs)\n")
         return EXIT_OK
@@ -419,6 +420,21 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
     finally:
         store.close()
     return EXIT_OK
+
+
+def _refuse_while_queued(g: BuildGraph) -> None:
+    from .api import slurm_live
+
+    store = Store.open(g.root, create=False)
+    try:
+        live = slurm_live(g, store)
+    finally:
+        store.close()
+    if live:
+        raise UsageError(
+            f"{len(live)} jobs of this project are queued or running in SLURM; their scripts are in .sweepc/slurm/",
+            "wait for them, or stop them with: sweepc cancel",
+        )
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ time limit is one minute, and TIMEOUT arrives 60-90 s after the start).
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -199,6 +200,20 @@ def test_queued_jobs_are_not_submitted_twice_and_cancel_then_build_resumes(calls
     assert code == 0, out
     assert f"skip gen[a=6]: queued as job {gen_id}_5\n" in out
     assert f"run square[a=6]: never built; upstream gen[a=6] is queued as job {gen_id}_5\n" in out
+
+    # their scripts are still needed
+    code, out = p.sweepc("clean", "batch")
+    assert code == 2 and re.match(r"sweepc: [1-6] jobs of this project are queued or running in SLURM; their scripts are in \.sweepc/slurm/\n", out), out
+    assert (p.root / ".sweepc" / "slurm").is_dir()
+
+    # a local build must not run what SLURM still has queued
+    code, out = p.sweepc("build", "-j", "2")
+    assert code == 2, out
+    # (how many are still queued depends on timing: throttle 2, 2 s each)
+    assert re.fullmatch(
+        rf"sweepc: [1-6] of the jobs to build are queued or running in SLURM \(gen\[a=\d\] as job {gen_id}_\d, \.\.\.\)\n"
+        r"  hint: wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel\n", out), out
+    assert count(calls, "sbatch") == 1
 
     squeues = count(calls, "squeue")
     code, out = p.sweepc("build", "--backend", "slurm")

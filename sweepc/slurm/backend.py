@@ -461,7 +461,9 @@ class _Build:
                     self.end(i, outcome, True)
                     self.attempt[i] = attempt + 1
                     retry.append(i)
-                    if kind == rec_.TIMEOUT and job.restart is not None:
+                    # as on the local backend, every retry runs `restart:` when the rule
+                    # has one: it resumes from a checkpoint, after a TIMEOUT or an error
+                    if job.restart is not None:
                         restart.append(i)
                     continue
                 self.end(i, outcome, False)

@@ -312,3 +312,23 @@ def test_a_task_that_dies_without_records(calls: Path, tmp_path: Path, monkeypat
     assert count(calls, "sbatch") == 4  # gen, post, then gen[a=2] and post[a=2] again
     status = p.status()
     assert (status["gen"]["done"], status["gen"]["failed"]) == (1, 1)
+
+
+def test_a_project_folder_with_a_space_in_its_path(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # the scheduler log path in #SBATCH --output holds the project path
+    root = tmp_path / "my project"
+    root.mkdir()
+    (root / "sweepfile").write_text(
+        'param a = [1, 2, 3]\n'
+        'rule gen over a:\n'
+        '    output: "out.txt"\n'
+        '    shell: "echo {a} > {output}"\n'
+        'backend slurm:\n'
+        '    bundle = 2\n'
+    )
+    p = Project(root, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    assert p.outputs("gen", "out.txt") == ["1\n", "2\n", "3\n"]
+    logs = list((root / ".sweepc" / "slurm").glob("*/logs/*.out"))
+    assert len(logs) == 2  # one scheduler log per array task, in the quoted folder

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import shutil
 import socket
 import time
 from collections import deque
@@ -25,12 +23,12 @@ from typing import Protocol
 import psutil
 
 from .errors import UsageError
-from .graph import INPUT_LIST_NAME, LOG_NAME, BuildGraph, Job
+from .graph import LOG_NAME, BuildGraph, Job
+from .jobdir import remove_outputs, uses_input_list, write_input_list
 from .planner import Plan
 from .procs import Exit, ProcessPool, Spawn
 from .state import Outcome, Store
 
-_USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
 FLUSH_SECONDS = 0.5
 FLUSH_COUNT = 500
 
@@ -157,7 +155,7 @@ class _Runner:
         self.base_env["SWEEPC_RUN_ID"] = run_id
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
         self.wd = self.g.workdir_path
-        self.uses_list = {r.name: bool(_USES_INPUT_LIST.search(r.shell) or (r.restart and _USES_INPUT_LIST.search(r.restart))) for r in self.g.rules}
+        self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.outputs = {r.name: tuple(o.path for o in r.outputs) for r in self.g.rules}
         self.pending: list[Outcome] = []
         self.last_flush = time.monotonic()
@@ -298,11 +296,9 @@ class _Runner:
         d = self.wd / job.reldir
         try:
             d.mkdir(parents=True, exist_ok=True)
-            # leftovers of an earlier run must not survive a run that fails to write them
-            for name in self.outputs[job.rule]:
-                _remove(d / name)
+            remove_outputs(self.g, job, d)
             if self.uses_list[job.rule]:
-                self.write_input_list(job, d)
+                write_input_list(self.g, job, d)
         except OSError as e:
             return f"cannot prepare {d}: {e}"
         command = job.command
@@ -319,18 +315,6 @@ class _Runner:
             return f"cannot start: {e}"
         self.reporter.job_started(job, attempt)
         return None
-
-    def write_input_list(self, job: Job, d: Path) -> None:
-        lines = []
-        for dep in job.deps:
-            dj = self.g.jobs[dep]
-            for name in self.outputs[dj.rule]:
-                lines.append(f"../../../{dj.reldir}/{name}\n")
-        root_rel = os.path.relpath(self.g.root, d)
-        lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
-        tmp = d / (INPUT_LIST_NAME + ".tmp")
-        tmp.write_text("".join(lines))
-        os.replace(tmp, d / INPUT_LIST_NAME)
 
     def check(self, i: int, ex: Exit) -> tuple[bool, str]:
         if ex.exit_code != 0:
@@ -380,13 +364,3 @@ def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:
     except OSError:
         return ()
     return tuple(data.splitlines()[-n:])
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass

@@ -20,16 +20,14 @@ resubmitted too. The runner never prints: it tells a reporter.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from ..graph import INPUT_LIST_NAME, LOG_NAME, BuildGraph, Job
+from ..graph import LOG_NAME, BuildGraph, Job
+from ..jobdir import remove_outputs, uses_input_list, write_input_list
 from ..local import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from ..local import execute as local_execute
 from ..planner import Plan
@@ -131,7 +129,7 @@ class _Build:
         self.stopping = False  # a user cancelled something: no more resubmissions
         self.max_array = 0
         self.t0 = time.monotonic()
-        self.uses_list = {r.name: _uses_list(r.shell, r.restart) for r in self.g.rules}
+        self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.rounds = 0  # resubmission rounds
 
     # -- the build ---------------------------------------------------------------
@@ -308,19 +306,11 @@ class _Build:
             d = g.job_dir(job)
             d.mkdir(parents=True, exist_ok=True)
             if self.uses_list[job.rule]:
-                self.write_input_list(job, d)
+                write_input_list(g, job, d)
             if self.render_only:  # submit.sh needs the folders and input lists, nothing else changes
                 continue
             rec_.remove_record(d)
-            for o in g.rule(job.rule).outputs:
-                _remove(d / o.path)
-
-    def write_input_list(self, job: Job, d: Path) -> None:
-        g = self.g
-        lines = [f"../../../{g.jobs[dep].reldir}/{o.path}\n" for dep in job.deps for o in g.rule(g.jobs[dep].rule).outputs]
-        root_rel = os.path.relpath(g.root, d)
-        lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
-        write_text(d / INPUT_LIST_NAME, "".join(lines))
+            remove_outputs(g, job, d)
 
     # -- waiting -----------------------------------------------------------------
     def poll_until_done(self) -> None:
@@ -549,21 +539,6 @@ def _hms(s: int) -> str:
     return format_time(s)
 
 
-_USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
-
-
-def _uses_list(shell: str, restart: str | None) -> bool:
-    return bool(_USES_INPUT_LIST.search(shell) or (restart and _USES_INPUT_LIST.search(restart)))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 # -- cancel ---------------------------------------------------------------------------

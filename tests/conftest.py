@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+# The tests press Ctrl-C (SIGINT) on real sweepc processes. A test run started
+# in the background by a script, or under nohup, inherits SIGINT/SIGQUIT/SIGHUP
+# as *ignored*; Python then installs no KeyboardInterrupt handler and every
+# process spawned by the tests would shrug Ctrl-C off. Give the session (and so
+# everything it spawns) the default dispositions a terminal would.
+for _sig in (signal.SIGHUP, signal.SIGQUIT):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.SIG_DFL)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # ============================================================================
 # SLURM integration: markers + the session-scoped `slurm_cluster` fixture.

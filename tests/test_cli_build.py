@@ -21,7 +21,7 @@ rule gen over s:
     output: "out.txt"
     shell: """
         if [ {a} = 3 ]; then echo "bad input" >&2; exit 7; fi
-        if [ {a} = 4 ]; then kill -INT $PPID; sleep 20; fi
+        if [ {a} = 4 ]; then kill -INT $SWEEPC_BUILD_PID; sleep 20; fi
         echo {a} > {output}
     """
 

@@ -31,7 +31,7 @@ rule gen over grid:
     output: "out.txt"
     shell: """
         if [ -e {root}/fail-{a}-{b} ]; then echo boom; exit 4; fi
-        if [ -e {root}/stop-{a}-{b} ]; then kill -INT $PPID; sleep 20; fi
+        if [ -e {root}/stop-{a}-{b} ]; then kill -INT $SWEEPC_BUILD_PID; sleep 20; fi
         echo {a} {b} > {output}
     """
 

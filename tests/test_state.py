@@ -320,7 +320,7 @@ def test_an_interrupted_build_records_what_it_ran(local_project):
         rule gen over s:
             output: "out.txt"
             shell: """
-                if [ {a} = 2 ]; then kill -INT $PPID; sleep 20; fi
+                if [ {a} = 2 ]; then kill -INT $SWEEPC_BUILD_PID; sleep 20; fi
                 echo {a} > {output}
             """
     ''')

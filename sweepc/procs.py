@@ -4,20 +4,52 @@ end, reap them with rusage, and kill whole process trees.
 Linux only (``os.pidfd_open`` needs Linux >= 5.3). A ``ProcessPool`` belongs to
 one thread; it never prints and never reaps a pid it did not spawn.
 
-Two ways to spawn, chosen per ``start()``:
+Jobs are spawned by a small helper process, the spawner (sweepc/spawner.py,
+started on the pool's first ``start()``), not by sweepc itself: on Linux a
+child's ru_maxrss is never below the resident size of the process that
+spawned it, and sweepc is 300-500 MB at 100k parameter sets. The spawner
+(``python -S -I``, Python 3.11.7, Linux 6.18) peaks at 9.0-9.3 MB (VmHWM,
+also after 15000 jobs), so that is the floor of every job's max_rss_kb now
+(``Exit.rss_floor_kb``). From a sweepc holding 300 MB, ``true`` reported
+max_rss_kb 324220 before the spawner and 8980 with it; a job allocating 100
+MB, 324220 before (hidden entirely) and 115776 with it.
+The spawner forks, reaps and kills; it is the authority on what runs:
+``kill_all`` asks it to stop everything and waits for the Exits, and when
+sweepc dies, even by SIGKILL, the spawner sees its socket close and stops
+every job's tree. Starts are pipelined (``start`` does not wait for the
+spawner), so ``pids()`` may block briefly until the spawner has reported them.
+One consequence for job scripts: a job's parent ($PPID) is the spawner, not
+sweepc (whose pid jobs find in $SWEEPC_BUILD_PID).
 
-* single-threaded caller (the CLI main loop): ``os.posix_spawn`` with signals
-  deferred (blocked) from before the spawn until the job is registered, while
-  the child gets an empty mask. A Ctrl-C therefore never lands between "child
-  exists" and "pool knows the child", and ``kill_all`` sees every job.
-  ``subprocess.Popen`` cannot give that guarantee: its child inherits the
-  parent's signal mask across exec, so signals cannot be blocked around it.
-  Stress test (``exec sleep 30`` started in a loop until SIGALRM's handler
-  raises at a random 0.1-3 ms, then kill_all): the Popen path left an
-  untracked running job after 182 of 200 loops, the posix_spawn path after 0
-  of 3000 (and left signals blocked after 0 of 3000).
-  posix_spawn has no cwd in Python 3.11, so we chdir around the call, which
-  is only safe because no other thread can see our cwd meanwhile.
+If the spawner cannot be started (``sys.executable`` missing, unusable or a
+frozen app, or it does not say hello within 10 s), the pool spawns
+in-process exactly as before it existed (``_InProcess``): jobs then report
+at least sweepc's own size again.
+
+Signals: in a single-threaded caller (the CLI main loop) signals are
+deferred (blocked) from before a spawn until the job is registered and while
+Exits are received, so a Ctrl-C never lands between "child exists" and "pool
+knows the child", or halfway through our bookkeeping. With the spawner this
+holds where signals cannot be deferred too (other threads exist): one start
+is one datagram, sent whole or not at all; a start interrupted around its
+send is settled by asking the spawner (SYNC); replies are applied before
+they are consumed (MSG_PEEK), so none is lost; and kill_all kills whatever
+the spawner runs. Stress tests like those in tests/test_procs.py (a SIGALRM
+handler raising at random moments in start(), wait(), pids() and the
+spawner's launch), deferring signals and not, found no lost job, lost or
+doubled Exit, hang or leaked process: 1500 loops of up to 300 starts and
+kill_all, 500 loops of 20 jobs with ~8500 interrupted waits, each way.
+(Where signals cannot be deferred, a handler raising just as a call returns
+a new fd, e.g. the job's log, still leaks that fd, as it always did.)
+The in-process fallback chooses per ``start()``:
+
+* single-threaded caller: ``os.posix_spawn`` with signals deferred while the
+  child gets an empty mask. ``subprocess.Popen`` cannot give that guarantee:
+  its child inherits the parent's signal mask across exec, so signals cannot
+  be blocked around it. Stress test (``exec sleep 30`` started in a loop
+  until SIGALRM's handler raises at a random 0.1-3 ms, then kill_all): the
+  Popen path left an untracked running job after 182 of 200 loops, the
+  posix_spawn path after 0 of 3000 (and left signals blocked after 0 of 3000).
   glibc leaves its two internal signals (32, 33) ignored in a posix_spawn
   child and Python cannot name them in ``setsigdef``; glibc programs install
   their own handlers for those, so this is only visible in /proc/*/status.
@@ -27,42 +59,47 @@ Two ways to spawn, chosen per ``start()``:
   thread, and the main thread then raises at its next bytecode.
 
 Throughput, ``benchmarks/procs_throughput.py`` (1000 ``echo hi`` jobs, at most
-2 running, 2-core VM, Linux 6.18, Python 3.11.7, medians of 5 runs): on a
-quiet machine posix_spawn 1007 and 1050 jobs/s, Popen 1032 and 1018 (two
-runs each, before the last one-syscall change); final code, paths interleaved,
-while other test suites kept both cores busy (load average ~3): posix_spawn
-508 / 777 / 385, Popen 514 / 808 / 402. The paths are equal within noise:
-the spawn call costs ~0.3 ms on either, and bash start-up dominates.
+2 running, 2-core VM, Linux 6.18, Python 3.11.7, medians of 5 interleaved
+runs, on a machine shared with other test suites, so +-15%): spawner 943, 923
+and 998 jobs/s; the code before the spawner 986, 941 and 931; the in-process
+fallback 908/978/928 (posix_spawn) and 956/985/881 (Popen). At most 8 running:
+spawner 1234, before 1112. The spawn call costs ~0.3 ms on any path, and bash
+start-up dominates; per job, sweepc now spends ~140 us of CPU (235 before) and
+the spawner ~175 us.
 """
 
 import dataclasses
 import errno
 import fcntl
+import marshal
 import os
-import resource
 import select
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import weakref
+from array import array
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any, Self
 
-import psutil  # type: ignore[import-untyped, unused-ignore]
+from . import spawner as _sp
 
 __all__ = ["Exit", "ProcessPool", "Spawn"]
 
-_SHELL_ARGS = ("bash", "-e", "-o", "pipefail", "-c")
+_SHELL_ARGS = _sp.SHELL_ARGS
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-# How long kill_all waits for SIGKILLed processes. Only a process stuck in
-# uninterruptible sleep (a hung NFS mount) outlives SIGKILL for long; such a
-# job stays in the pool (still counted in `running`) rather than hanging us.
-_KILL_TIMEOUT = 5.0
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 # Python ignores these at start-up; Popen(restore_signals=True) gives the
 # child the default back, and the posix_spawn path must do the same.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# How long the first start() waits for a new spawner to say hello (Python's
+# start-up: ~20 ms; much more only on a machine thrashing badly).
+_SPAWNER_HELLO_TIMEOUT = 10.0
 # Signals whose Python handlers (KeyboardInterrupt, a caller's SIGTERM
 # handler) could raise in the middle of our bookkeeping. Synchronous fault
 # signals stay unblocked so faulthandler still works; real-time signals are
@@ -103,28 +140,14 @@ class Exit:
     end: float  # time.time() when reaped
     max_rss_kb: int  # ru_maxrss from wait4: the job and its waited-for descendants
     interrupted: bool  # True when kill_all killed it
-    # Our own peak RSS when we spawned the job. The child starts as a copy of
-    # (vfork: a borrower of) our address space, and the kernel folds that
-    # into the child's ru_maxrss at exec, so max_rss_kb is never below this:
-    # max_rss_kb <= rss_floor_kb means "the job peaked at most this high".
+    # The peak RSS (VmHWM) of the process that spawned the job, at the time:
+    # the spawner's (~9 MB), or sweepc's own in the in-process fallback. The
+    # child starts as a copy of (vfork: a borrower of) that address space,
+    # and the kernel folds its peak into the child's ru_maxrss at exec, so
+    # max_rss_kb is not below this, give or take the kernel's approximate RSS
+    # counters (seen: 8980 against a floor of 9104): max_rss_kb <=
+    # rss_floor_kb means "the job peaked at most about this high".
     rss_floor_kb: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Job:
-    key: int
-    pid: int
-    pidfd: int
-    start: float
-    rss_floor_kb: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Victim:
-    """A descendant of a job, found before it is signalled."""
-
-    proc: Any  # psutil.Process; it checks for pid reuse before signalling
-    pidfd: int | None  # None when pidfd_open failed (e.g. EMFILE): not waited for
 
 
 class ProcessPool:
@@ -137,12 +160,7 @@ class ProcessPool:
         if path is None:
             raise FileNotFoundError(errno.ENOENT, "bash not found on PATH", "bash")
         self._bash = path
-        self._devnull = _above_stdio(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-        self._selector = selectors.DefaultSelector()
-        self._jobs: dict[int, _Job] = {}  # by pidfd
-        # Reaped but not yet returned; kept on the pool so that an interrupt
-        # between reaping and returning loses no Exit.
-        self._finished: list[Exit] = []
+        self._impl: _ViaSpawner | _InProcess | None = None  # chosen at the first start
         self._closed = False
 
     def __enter__(self) -> Self:
@@ -153,25 +171,499 @@ class ProcessPool:
 
     @property
     def running(self) -> int:
-        return len(self._jobs)
+        """Jobs started and not yet returned by wait() or kill_all()."""
+        return 0 if self._impl is None else self._impl.running
 
     def pids(self) -> dict[int, int]:
-        """Job key -> pid (= its process group and session id), running jobs."""
-        return {job.key: job.pid for job in self._jobs.values()}
+        """Job key -> pid (= its process group and session id), running jobs.
+        A job that has ended but was not returned by wait() yet is listed,
+        though its pid may be gone already."""
+        return {} if self._impl is None else self._impl.pids()
 
     def start(self, spec: Spawn) -> None:
-        """Spawn the job now. Raises OSError (missing cwd, unwritable log, ...)
-        with no process or fd left behind; the log file may already exist."""
+        """Start the job. Raises OSError (missing cwd, unwritable log, ...)
+        with no process or fd left behind; the log file may already exist.
+        Through the spawner the spawn itself happens after we return; should
+        it fail there (E2BIG, EAGAIN, ...) the job ends with exit code 127
+        and the reason in its log, where in-process start() raises OSError."""
+        if self._closed:
+            raise ValueError("start() on a closed ProcessPool")
         if _single_threaded():
             with _signals_deferred():
-                self._start(spec, self._posix_spawn)
+                self._start(spec, single_threaded=True)
         else:
-            self._start(spec, self._popen)
+            self._start(spec, single_threaded=False)
 
     def wait(self, timeout: float | None) -> list[Exit]:
         """Block until at least one job ended or `timeout` s passed; return
         every job that ended. Returns [] at once when nothing is running."""
-        if not self._finished and self._jobs:
+        impl = self._impl
+        if impl is None:
+            return []
+        impl.wait(timeout)
+        # Handed over here, with no call between taking and returning: a
+        # signal handler can then raise only before (the Exits stay for the
+        # next call) or in the caller, after we returned.
+        finished, impl.finished = impl.finished, []
+        return finished
+
+    def kill_all(self, grace: float = 2.0) -> list[Exit]:
+        """SIGTERM every job's process tree, give it `grace` s, SIGKILL what is
+        left, and return the Exits (interrupted=True). Jobs that had already
+        ended on their own are returned too, with interrupted=False.
+
+        In a single-threaded program signals stay deferred throughout, so a
+        second Ctrl-C cannot cut the clean-up short; it is raised as kill_all
+        returns (and its Exits are then kept for the next wait/kill_all)."""
+        impl = self._impl
+        if impl is None:
+            return []
+        impl.kill_all(grace)
+        finished, impl.finished = impl.finished, []  # as in wait()
+        return finished
+
+    def close(self) -> None:
+        """Kill whatever still runs (dropping its Exits), stop the spawner
+        and release our fds."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._impl is not None:
+            self._impl.close()
+
+    def _start(self, spec: Spawn, single_threaded: bool) -> None:
+        # Opened before the spawner is started: a first start() that fails
+        # leaves no spawner behind either.
+        log_fd = _above_stdio(os.open(spec.log_path, _LOG_FLAGS, 0o666))
+        try:
+            dir_fd = os.open(spec.cwd, _DIR_FLAGS)  # the missing-cwd OSError
+            try:
+                if self._impl is None:
+                    self._impl = _launch_spawner(self._bash) or _InProcess(self._bash)
+                self._impl.start(spec, log_fd, dir_fd, single_threaded)
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(log_fd)
+
+
+# -- jobs through the spawner ---------------------------------------------------
+
+
+class _Remote:
+    __slots__ = ("key", "pid")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.pid: int | None = None  # until the spawner reports it; 0: failed to start
+
+
+class _NoHello(Exception):
+    pass
+
+
+class _Handle:
+    """The spawner process and our end of its socket. Released once (by
+    close(), the garbage collector or a failed launch, whichever comes
+    first), so no path can close or reap twice."""
+
+    __slots__ = ("owner", "pid", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pid = -1
+        self.owner = os.getpid()
+
+    def release(self, timeout: float, kill: bool = False) -> None:
+        # Taken in one step, with no call in between: a second release(),
+        # even one running because a signal handler raised in the first,
+        # finds nothing left to do.
+        pid, self.pid = self.pid, -1
+        if pid <= 0 or os.getpid() != self.owner:  # none, or in a fork() of ours
+            self.sock.close()
+            return
+        if kill:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # our unreaped child: not recycled
+            gone = True
+        else:
+            # End of input is the stop signal: the spawner stops whatever
+            # still runs (nothing, after close()'s kill_all) and exits,
+            # closing its end. No pidfd is needed to see that.
+            gone = _await_hangup(self.sock, timeout)
+        self.sock.close()
+        with suppress(ChildProcessError):  # SIGCHLD ignored: the kernel reaped it
+            os.waitpid(pid, 0 if gone else os.WNOHANG)
+
+
+def _await_hangup(sock: socket.socket, timeout: float) -> bool:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        for _, events in poller.poll(remaining * 1000):
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return True
+            try:
+                sock.recv(1, socket.MSG_DONTWAIT)  # records nobody wants now
+            except BlockingIOError:
+                pass
+            except OSError:
+                return True
+    return False
+
+
+def _launch_spawner(bash: str) -> "_ViaSpawner | None":
+    """Start the spawner and wait for its hello; None if that fails (the
+    caller then spawns in-process, as sweepc did before the spawner)."""
+    exe = sys.executable
+    if not exe or getattr(sys, "frozen", False) or not os.access(exe, os.X_OK):
+        return None  # no Python we could run (embedded, PyInstaller, ...)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handle = _Handle(ours)
+    try:
+        if theirs.fileno() <= _sp.SOCKET_FD:  # our stdio is closed: move it clear
+            moved = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+            theirs.close()
+            theirs = socket.socket(fileno=moved)
+        handle.pid = _spawn_spawner(exe, bash, theirs.fileno())
+        theirs.close()
+        hello = _hello(ours)
+        if hello is None:
+            raise _NoHello
+        return _ViaSpawner(handle, hello)
+    except BaseException as err:
+        if handle.pid < 0:
+            # posix_spawn failed, or (a signal handler raising right after
+            # it, where signals cannot be deferred) its pid was lost.
+            handle.pid = _child_holding(theirs)
+        theirs.close()
+        handle.release(_sp.KILL_TIMEOUT, kill=True)
+        if isinstance(err, (OSError, _NoHello)):  # ENOENT, EACCES, EAGAIN, ...
+            return None
+        raise
+
+
+def _spawn_spawner(exe: str, bash: str, sock_fd: int) -> int:
+    # Closes first: an inherited fd 3 must not take the socket's place. The
+    # spawner puts /dev/null on its stdin and stdout itself; its stderr stays
+    # ours, for tracebacks.
+    actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+    actions.append((os.POSIX_SPAWN_DUP2, sock_fd, _sp.SOCKET_FD))
+    # -S -I: no site-packages, no PYTHON* variables, no cwd on the path. The
+    # module is imported (from its .pyc), not run as a script: compiling it
+    # would raise the spawner's peak RSS (by 1.4 MB), which is every job's
+    # floor. Appended to the path, it cannot shadow the standard library.
+    boot = "import sys; sys.path.append(sys.argv[2]); import spawner; spawner.main()"
+    directory = os.path.dirname(os.path.abspath(_sp.__file__))
+    return os.posix_spawn(
+        exe,
+        [exe, "-S", "-I", "-c", boot, bash, directory],
+        os.environ,
+        file_actions=actions,
+        # Its own session: no Ctrl-C/Ctrl-Z/hang-up from the terminal, from
+        # its very first instruction; nor a kill of our process group.
+        setsid=True,
+        setsigmask=(),
+        setsigdef=(*_RESET_SIGNALS, signal.SIGCHLD),
+    )
+
+
+def _child_holding(sock: socket.socket) -> int:
+    """The pid of our child that has the other copy of `sock` as its fd 3
+    (a spawner whose pid we lost), or -1."""
+    try:
+        target = f"socket:[{os.fstat(sock.fileno()).st_ino}]"
+        tasks = os.listdir("/proc/self/task")
+    except OSError:  # closed already: then we knew the pid
+        return -1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:  # no CONFIG_PROC_CHILDREN: it exits on EOF anyway
+            continue
+        for child in children:
+            try:
+                if os.readlink(f"/proc/{child}/fd/{_sp.SOCKET_FD}") == target:
+                    return int(child)
+            except OSError:
+                pass
+    return -1
+
+
+def _hello(sock: socket.socket) -> tuple[Any, ...] | None:
+    """The spawner's READY record; None if it dies (its end closes) or stays
+    silent for _SPAWNER_HELLO_TIMEOUT s."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    deadline = time.monotonic() + _SPAWNER_HELLO_TIMEOUT
+    while (remaining := deadline - time.monotonic()) > 0:
+        if poller.poll(remaining * 1000):
+            try:
+                data = sock.recv(_sp.MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return None
+            records = marshal.loads(data) if data else None
+            if records and records[0][0] == _sp.READY:
+                return tuple(records[0])
+            return None
+    return None
+
+
+class _ViaSpawner:
+    """The pool's side of the spawner protocol (see sweepc/spawner.py)."""
+
+    def __init__(self, handle: _Handle, hello: tuple[Any, ...]) -> None:
+        self._sock = sock = handle.sock
+        self._pid = handle.pid
+        # Send bytes only when the spawner would encode str differently.
+        self._encode = tuple(hello[3:5]) != (
+            sys.getfilesystemencoding(),
+            sys.getfilesystemencodeerrors(),
+        )
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self._buf = bytearray(_sp.MAX_MESSAGE)
+        self._serial = 0
+        self._jobs: dict[int, _Remote] = {}  # by serial
+        # ENDED records that pids() read; applied by the next wait/kill_all.
+        self._inbox: list[tuple[Any, ...]] = []
+        # Received but not yet returned; kept here so that an interrupt
+        # between receiving and returning loses no Exit.
+        self.finished: list[Exit] = []
+        self._killed: list[int] | None = None  # set by a KILLED record
+        self._synced = False  # set by a SYNCED record
+        self._unsure = False  # a start() was interrupted around its send
+        self._dead = False
+        # A pool that is dropped without close() (local.py's) still stops
+        # its spawner, and with it any job that might be left.
+        self._handle = handle
+        weakref.finalize(self, handle.release, 1.0)
+
+    @property
+    def running(self) -> int:
+        return len(self._jobs) + len(self.finished)
+
+    def pids(self) -> dict[int, int]:
+        with _signals_deferred():
+            self._sync()
+        while any(job.pid is None for job in self._jobs.values()):
+            self._poller.poll()
+            with _signals_deferred():
+                self._drain(keep_ended=True)
+        return {job.key: job.pid for job in self._jobs.values() if job.pid}
+
+    def start(self, spec: Spawn, log_fd: int, dir_fd: int, single_threaded: bool) -> None:
+        if self._dead:
+            raise self._died()
+        command: str | bytes = spec.command
+        env: Mapping[str, str] | dict[bytes, bytes] = spec.env
+        if self._encode:
+            command = os.fsencode(command)
+            env = {os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}
+        elif type(env) is not dict:
+            env = dict(env)
+        self._serial += 1
+        serial = self._serial
+        payload = marshal.dumps((_sp.START, serial, spec.key, command, env))
+        try:
+            # Registered before it is sent: the spawner never runs a job we
+            # do not know of.
+            self._jobs[serial] = _Remote(spec.key)
+            self._send(payload, [dir_fd, log_fd])
+        except OSError:  # refused by the kernel: not sent
+            self._jobs.pop(serial, None)
+            raise
+        except BaseException:
+            # A signal handler raised (in a caller whose signals cannot be
+            # deferred): sent or not? The next call asks the spawner.
+            self._unsure = True
+            raise
+
+    def wait(self, timeout: float | None) -> None:
+        with _signals_deferred():
+            self._sync()
+            self._apply_inbox()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while not self.finished and self._jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._poller.poll(None if remaining is None else remaining * 1000):
+                with _signals_deferred():
+                    self._drain()
+            elif remaining == 0.0:
+                break
+
+    def kill_all(self, grace: float) -> None:
+        with _signals_deferred():
+            self._sync()
+            self._apply_inbox()
+            if self._jobs:
+                self._killed = None
+                self._send(marshal.dumps((_sp.KILL, grace)), [])
+                while self._killed is None:
+                    self._poller.poll()
+                    self._drain()
+                alive = set(self._killed)
+                # Every job we know of was sent, so this is a safety net:
+                # what the spawner does not run is not running.
+                for serial in [s for s in self._jobs if s not in alive]:
+                    del self._jobs[serial]
+
+    def close(self) -> None:
+        try:
+            if (self._jobs or self._unsure) and not self._dead:
+                self.kill_all(grace=2.0)
+        finally:
+            self.finished.clear()
+            self._jobs.clear()
+            self._handle.release(_sp.KILL_TIMEOUT)
+
+    def _sync(self) -> None:
+        """After an interrupted start(): forget the jobs the spawner never
+        got. Everything it received before SYNC is reported before SYNCED."""
+        if not self._unsure or self._dead:
+            return
+        self._synced = False
+        self._send(marshal.dumps((_sp.SYNC,)), [])
+        while not self._synced:
+            self._poller.poll()
+            self._drain(keep_ended=True)
+        for serial in [s for s, job in self._jobs.items() if job.pid is None]:
+            del self._jobs[serial]
+        self._unsure = False
+
+    # -- the wire
+
+    def _send(self, payload: bytes, fds: list[int]) -> None:
+        memfd = -1
+        try:
+            if len(payload) > _sp.MAX_MESSAGE:  # a huge environment
+                memfd = os.memfd_create("sweepc-start", os.MFD_CLOEXEC)
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(memfd, view) :]
+                payload = marshal.dumps((_sp.BIG,))
+                fds = [*fds, memfd]
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))] if fds else []
+            # One datagram: sent whole or not at all, even if interrupted.
+            self._sock.sendmsg([payload], ancillary)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._died() from None
+        finally:
+            if memfd >= 0:
+                os.close(memfd)
+
+    def _drain(self, keep_ended: bool = False) -> None:
+        """Apply every record the spawner has sent so far (without blocking).
+
+        A datagram is read with MSG_PEEK, applied, and only then consumed:
+        where signals cannot be deferred, a handler raising in between makes
+        the next drain apply it again, which is harmless (every record is
+        idempotent), instead of losing an Exit (and waiting for it forever)."""
+        while True:
+            try:
+                size = self._sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                size = 0
+            if size == 0:
+                raise self._died()
+            for record in marshal.loads(memoryview(self._buf)[:size]):
+                kind = record[0]
+                if kind == _sp.STARTED:
+                    job = self._jobs.get(record[1])
+                    if job is not None:
+                        job.pid = record[3]
+                elif kind == _sp.ENDED:
+                    if keep_ended:
+                        self._inbox.append(record)
+                    else:
+                        self._ended(record)
+                elif kind == _sp.KILLED:
+                    self._killed = record[1]
+                elif kind == _sp.SYNCED:
+                    self._synced = True
+            self._sock.recv(1, socket.MSG_DONTWAIT)  # consumed: the rest is dropped
+
+    def _apply_inbox(self) -> None:
+        for record in self._inbox:  # emptied last: applying twice is harmless
+            self._ended(record)
+        self._inbox.clear()
+
+    def _ended(self, record: tuple[Any, ...]) -> None:
+        _, serial, key, status, max_rss_kb, start, end, floor_kb, interrupted = record
+        if self._jobs.pop(serial, None) is not None:  # not seen before
+            code, sig = _decode_status(status)
+            self.finished.append(
+                Exit(key, code, sig, start, end, max_rss_kb, interrupted, floor_kb)
+            )
+
+    def _died(self) -> ChildProcessError:
+        """The spawner is gone (killed, or a bug): kill what it ran, as far
+        as we know it, and refuse to go on."""
+        if not self._dead:
+            self._dead = True
+            for job in self._jobs.values():
+                if job.pid:
+                    try:
+                        os.killpg(job.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            self._jobs.clear()
+            self._inbox.clear()
+        return ChildProcessError(
+            errno.ECHILD,
+            f"sweepc's job spawner (pid {self._pid}) died unexpectedly; its jobs were killed",
+        )
+
+
+# -- jobs spawned in-process (the fallback) -----------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Job:
+    key: int
+    pid: int
+    pidfd: int
+    start: float
+    rss_floor_kb: int
+
+
+class _InProcess:
+    """Spawns from sweepc itself: how sweepc worked before the spawner, and
+    still does when the spawner cannot be started."""
+
+    def __init__(self, bash: str) -> None:
+        self._bash = bash
+        self._devnull = _above_stdio(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        self._selector = selectors.DefaultSelector()
+        self._jobs: dict[int, _Job] = {}  # by pidfd
+        # Reaped but not yet returned; kept on the pool so that an interrupt
+        # between reaping and returning loses no Exit.
+        self.finished: list[Exit] = []
+
+    @property
+    def running(self) -> int:
+        return len(self._jobs) + len(self.finished)
+
+    def pids(self) -> dict[int, int]:
+        return {job.key: job.pid for job in self._jobs.values()}
+
+    def start(self, spec: Spawn, log_fd: int, dir_fd: int, single_threaded: bool) -> None:
+        spawn = self._posix_spawn if single_threaded else self._popen
+        rss_floor_kb = _sp.hwm_kb()
+        start = time.time()
+        pid = spawn(spec, log_fd, dir_fd)
+        self._track(_Job(spec.key, pid, -1, start, rss_floor_kb))
+
+    def wait(self, timeout: float | None) -> None:
+        if not self.finished and self._jobs:
             ready = self._selector.select(timeout)
             with _signals_deferred():
                 lost = [
@@ -181,50 +673,30 @@ class ProcessPool:
                 ]
             if lost:
                 raise _reaped_elsewhere(lost)
-        return self._take_finished()
 
-    def kill_all(self, grace: float = 2.0) -> list[Exit]:
-        """SIGTERM every job's process tree, give it `grace` s, SIGKILL what is
-        left, and return the Exits (interrupted=True). Jobs that had already
-        ended on their own are returned too, with interrupted=False.
-
-        In a single-threaded program signals stay deferred throughout, so a
-        second Ctrl-C cannot cut the clean-up short; it is raised as kill_all
-        returns (and its Exits are then kept for the next wait/kill_all).
-        Jobs reaped by someone else are dropped silently here."""
+    def kill_all(self, grace: float) -> None:
+        # Jobs reaped by someone else are dropped silently here.
         with _signals_deferred():
             for key, _ in self._selector.select(0):
                 self._reap(self._jobs[key.fd], interrupted=False)
             if self._jobs:
-                self._terminate(list(self._jobs.values()), grace)
-        return self._take_finished()
+                _sp.stop_trees([(job.pid, job.pidfd) for job in self._jobs.values()], grace)
+                for key, _ in self._selector.select(0):
+                    self._reap(self._jobs[key.fd], interrupted=True)
 
     def close(self) -> None:
-        """Kill whatever still runs (dropping its Exits) and release our fds."""
-        if self._closed:
-            return
-        self._closed = True
         if self._jobs:
-            self.kill_all()
+            self.kill_all(grace=2.0)
         for pidfd in self._jobs:  # only jobs that outlived SIGKILL
             os.close(pidfd)
         self._jobs.clear()
+        self.finished.clear()
         self._selector.close()
         os.close(self._devnull)
 
-    # -- spawning ---------------------------------------------------------
+    # -- spawning
 
-    def _start(self, spec: Spawn, spawn: Callable[[Spawn, int], int]) -> None:
-        log_fd = _above_stdio(os.open(spec.log_path, _LOG_FLAGS, 0o666))
-        try:
-            rss_floor_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            start = time.time()
-            pid = spawn(spec, log_fd)
-        finally:
-            os.close(log_fd)
-        self._track(_Job(spec.key, pid, -1, start, rss_floor_kb))
-
-    def _posix_spawn(self, spec: Spawn, log_fd: int) -> int:
+    def _posix_spawn(self, spec: Spawn, log_fd: int, dir_fd: int) -> int:
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_DUP2, self._devnull, 0),
             (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -233,9 +705,11 @@ class ProcessPool:
         # Popen's close_fds=True, by hand: fds we inherited without
         # close-on-exec (this VM's harness left two in ours) must not reach jobs.
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+        # posix_spawn has no cwd in Python 3.11, so we change ours around the
+        # call, which is only safe because no other thread can see it meanwhile.
         home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.chdir(spec.cwd)  # the missing-cwd OSError comes from here
+            os.fchdir(dir_fd)
             try:
                 return os.posix_spawn(
                     self._bash,
@@ -251,7 +725,7 @@ class ProcessPool:
         finally:
             os.close(home)
 
-    def _popen(self, spec: Spawn, log_fd: int) -> int:
+    def _popen(self, spec: Spawn, log_fd: int, dir_fd: int) -> int:
         proc = subprocess.Popen(
             [*_SHELL_ARGS, spec.command],
             executable=self._bash,
@@ -288,7 +762,7 @@ class ProcessPool:
             _kill_and_reap(job.pid)
             raise
 
-    # -- reaping ----------------------------------------------------------
+    # -- reaping
 
     def _reap(self, job: _Job, interrupted: bool) -> bool:
         """Reap a job whose pidfd is readable (so wait4 does not block).
@@ -302,36 +776,11 @@ class ProcessPool:
             self._selector.unregister(job.pidfd)
             os.close(job.pidfd)
         end = time.time()
-        self._finished.append(_exit_record(job, status, usage, end, interrupted))
+        code, sig = _decode_status(status)
+        self.finished.append(
+            Exit(job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb)
+        )
         return True
-
-    def _take_finished(self) -> list[Exit]:
-        finished, self._finished = self._finished, []
-        return finished
-
-    # -- killing ----------------------------------------------------------
-
-    def _terminate(self, jobs: list[_Job], grace: float) -> None:
-        roots = [job.pid for job in jobs]
-        # Collected before any signal: once a parent dies its children are
-        # re-parented and can no longer be found from the job.
-        victims = _collect(roots, known=())
-        try:
-            _signal_tree(jobs, victims, signal.SIGTERM)
-            # A stopped process would sit on its SIGTERM until the SIGKILL.
-            _signal_tree(jobs, victims, signal.SIGCONT)
-            alive = _wait_exited(_pidfds(jobs, victims), grace)
-            # Whatever the survivors forked during the grace dies too.
-            survivors = [v.proc.pid for v in victims if _alive(v, alive)]
-            victims += _collect(roots + survivors, known=victims)
-            _signal_tree(jobs, victims, signal.SIGKILL)
-            _wait_exited(_pidfds(jobs, victims), _KILL_TIMEOUT)
-        finally:
-            for victim in victims:
-                if victim.pidfd is not None:
-                    os.close(victim.pidfd)
-        for key, _ in self._selector.select(0):
-            self._reap(self._jobs[key.fd], interrupted=True)
 
 
 # -- helpers -------------------------------------------------------------
@@ -388,15 +837,11 @@ def _inheritable_fds() -> list[int]:
     return fds
 
 
-def _exit_record(
-    job: _Job, status: int, usage: resource.struct_rusage, end: float, interrupted: bool
-) -> Exit:
+def _decode_status(status: int) -> tuple[int, int | None]:
+    """(exit code, signal) from a wait status; death by signal N is 128 + N."""
     if os.WIFSIGNALED(status):
-        sig: int | None = os.WTERMSIG(status)
-        code = 128 + os.WTERMSIG(status)
-    else:
-        sig, code = None, os.WEXITSTATUS(status)
-    return Exit(job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb)
+        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
 
 
 def _reaped_elsewhere(keys: list[int]) -> ChildProcessError:
@@ -409,7 +854,10 @@ def _reaped_elsewhere(keys: list[int]) -> ChildProcessError:
 
 def _kill_and_reap(pid: int) -> None:
     """For a child we just spawned and could not track."""
-    _signal_group(pid, signal.SIGKILL)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # our unreaped child leads the group
+    except (ProcessLookupError, PermissionError):
+        pass
     try:
         os.wait4(pid, 0)
     except ChildProcessError:  # reaped by someone else already
@@ -421,98 +869,3 @@ def _unregister(selector: selectors.BaseSelector, fd: int) -> None:
         selector.unregister(fd)
     except KeyError:
         pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    # The group leader is our unreaped child, so its pid (the pgid) cannot
-    # have been recycled for somebody else's group.
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):  # empty group / setuid member
-        pass
-
-
-def _signal_tree(jobs: Iterable[_Job], victims: Iterable[_Victim], sig: int) -> None:
-    for job in jobs:
-        _signal_group(job.pid, sig)
-    for victim in victims:  # including those that left the group (setsid)
-        try:
-            if victim.pidfd is not None:
-                signal.pidfd_send_signal(victim.pidfd, sig)
-            else:
-                victim.proc.send_signal(sig)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-
-
-def _descendants(roots: Iterable[int]) -> list[Any]:
-    """Every descendant of `roots` as psutil.Process, from one /proc scan
-    (Process.children(recursive=True) would rescan /proc once per job)."""
-    by_parent: dict[int, list[Any]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        by_parent.setdefault(proc.info["ppid"], []).append(proc)
-    found: list[Any] = []
-    stack = list(roots)
-    while stack:
-        for child in by_parent.get(stack.pop(), ()):
-            found.append(child)
-            stack.append(child.pid)
-    return found
-
-
-def _collect(roots: list[int], known: Iterable[_Victim]) -> list[_Victim]:
-    seen = {victim.proc.pid for victim in known}
-    victims = []
-    for proc in _descendants(roots):
-        if proc.pid not in seen:
-            victim = _as_victim(proc)
-            if victim is not None:
-                victims.append(victim)
-    return victims
-
-
-def _as_victim(proc: Any) -> _Victim | None:
-    """Pin `proc` with a pidfd, so that neither signalling nor waiting can hit
-    a recycled pid. psutil wait_procs is no substitute: it waitpid()s our own
-    children (stealing their rusage from wait4) and takes zombies for alive,
-    and orphaned zombies linger where init does not reap (as on this VM)."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return None
-    except OSError:  # out of fds: still signal it, through psutil
-        return _Victim(proc, None)
-    if not proc.is_running():  # the pid was recycled between scan and open
-        os.close(pidfd)
-        return None
-    return _Victim(proc, pidfd)
-
-
-def _alive(victim: _Victim, alive_pidfds: set[int]) -> bool:
-    if victim.pidfd is None:
-        return bool(victim.proc.is_running())
-    return victim.pidfd in alive_pidfds
-
-
-def _pidfds(jobs: Iterable[_Job], victims: Iterable[_Victim]) -> list[int]:
-    fds = [job.pidfd for job in jobs]
-    fds += [victim.pidfd for victim in victims if victim.pidfd is not None]
-    return fds
-
-
-def _wait_exited(pidfds: Iterable[int], timeout: float) -> set[int]:
-    """Wait until every pidfd reports its process exited (zombies count as
-    exited), or `timeout` s passed. Returns the pidfds still alive."""
-    alive = set(pidfds)
-    poller = select.poll()
-    for fd in alive:
-        poller.register(fd, select.POLLIN)
-    deadline = time.monotonic() + timeout
-    while alive:
-        remaining = max(0.0, deadline - time.monotonic())
-        for fd, _ in poller.poll(remaining * 1000):
-            alive.discard(fd)
-            poller.unregister(fd)
-        if remaining == 0.0:
-            break
-    return alive

@@ -235,10 +235,8 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def test_a_build_after_a_sigkilled_one_stops_its_orphaned_jobs(local_project):
-    # SIGKILL to sweepc alone: its jobs run in sessions of their own and live
-    # on, still writing into their folders. The next build takes over the
-    # lock and must stop them before it runs anything in those folders.
+def test_sigkill_of_sweepc_stops_its_jobs(local_project):
+    # the spawner notices its sweepc is gone and stops every job tree
     p = local_project.write('''
         param a = range(0, 4)
         sweep s = a
@@ -257,6 +255,38 @@ def test_a_build_after_a_sigkilled_one_stops_its_orphaned_jobs(local_project):
     wait_until(two_sleeping, what="two running jobs")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+    wait_until(lambda: all(_gone(q) for q in sleeps), what="the jobs of the killed build to stop")
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "4 of 4 jobs to run (slow 4), 0 up to date"
+
+
+def test_a_build_after_a_sigkilled_one_stops_its_orphaned_jobs(local_project):
+    # SIGKILL to sweepc and its spawner: the jobs run in sessions of their own
+    # and live on, still writing into their folders. The next build takes over
+    # the lock and must stop them before it runs anything in those folders.
+    p = local_project.write('''
+        param a = range(0, 4)
+        sweep s = a
+
+        rule slow over s:
+            output: "out.txt"
+            shell: "sleep 60 && echo {a} > {output}"
+    ''')
+    proc = p.spawn("build", "-j", "2")
+    sleeps: list[psutil.Process] = []
+
+    def two_sleeping() -> bool:
+        sleeps[:] = [q for q in p.job_processes() if q.name() == "sleep"]
+        return len(sleeps) == 2
+
+    wait_until(two_sleeping, what="two running jobs")
+    # SIGKILL to sweepc alone no longer orphans its jobs: its spawner sees it
+    # go and stops them (tests/test_procs.py). Orphans need the spawner gone
+    # too, without a chance to clean up: stopped first, then both killed.
+    [spawner] = psutil.Process(proc.pid).children()
+    spawner.send_signal(signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    spawner.send_signal(signal.SIGKILL)
     assert not any(_gone(q) for q in sleeps), "the orphaned jobs should outlive sweepc"
 
     p.edit("sleep 60 && echo {a}", "echo {a}")

@@ -235,16 +235,20 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def test_sigkill_of_sweepc_stops_its_jobs(local_project):
-    # the spawner notices its sweepc is gone and stops every job tree
-    p = local_project.write('''
-        param a = range(0, 4)
-        sweep s = a
+SLOW_FOUR = '''
+    param a = range(0, 4)
+    sweep s = a
 
-        rule slow over s:
-            output: "out.txt"
-            shell: "sleep 60 && echo {a} > {output}"
-    ''')
+    rule slow over s:
+        output: "out.txt"
+        shell: "sleep 60 && echo {a} > {output}"
+'''
+
+
+def start_two_sleeping(p, sweepfile: str = SLOW_FOUR):
+    """Start `sweepc build -j 2` and wait until two of its jobs are sleeping;
+    return the sweepc process and the two `sleep` processes."""
+    p.write(sweepfile)
     proc = p.spawn("build", "-j", "2")
     sleeps: list[psutil.Process] = []
 
@@ -253,6 +257,13 @@ def test_sigkill_of_sweepc_stops_its_jobs(local_project):
         return len(sleeps) == 2
 
     wait_until(two_sleeping, what="two running jobs")
+    return proc, sleeps
+
+
+def test_sigkill_of_sweepc_stops_its_jobs(local_project):
+    # the spawner notices its sweepc is gone and stops every job tree
+    p = local_project
+    proc, sleeps = start_two_sleeping(p)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     wait_until(lambda: all(_gone(q) for q in sleeps), what="the jobs of the killed build to stop")
@@ -263,22 +274,8 @@ def test_a_build_after_a_sigkilled_one_stops_its_orphaned_jobs(local_project):
     # SIGKILL to sweepc and its spawner: the jobs run in sessions of their own
     # and live on, still writing into their folders. The next build takes over
     # the lock and must stop them before it runs anything in those folders.
-    p = local_project.write('''
-        param a = range(0, 4)
-        sweep s = a
-
-        rule slow over s:
-            output: "out.txt"
-            shell: "sleep 60 && echo {a} > {output}"
-    ''')
-    proc = p.spawn("build", "-j", "2")
-    sleeps: list[psutil.Process] = []
-
-    def two_sleeping() -> bool:
-        sleeps[:] = [q for q in p.job_processes() if q.name() == "sleep"]
-        return len(sleeps) == 2
-
-    wait_until(two_sleeping, what="two running jobs")
+    p = local_project
+    proc, sleeps = start_two_sleeping(p)
     # SIGKILL to sweepc alone no longer orphans its jobs: its spawner sees it
     # go and stops them (tests/test_procs.py). Orphans need the spawner gone
     # too, without a chance to clean up: stopped first, then both killed.
@@ -308,7 +305,8 @@ def _count_done(p) -> int:
 
 
 def test_ctrl_c_mid_build_records_interrupted_and_leaves_no_job_behind(local_project):
-    p = local_project.write('''
+    p = local_project
+    proc, sleeps = start_two_sleeping(p, '''
         param a = range(0, 6)
         sweep s = a
 
@@ -316,14 +314,6 @@ def test_ctrl_c_mid_build_records_interrupted_and_leaves_no_job_behind(local_pro
             output: "out.txt"
             shell: "sleep 30 && echo {a} > {output}"
     ''')
-    proc = p.spawn("build", "-j", "2")
-    sleeps: list[psutil.Process] = []
-
-    def two_sleeping() -> bool:
-        sleeps[:] = [q for q in p.job_processes() if q.name() == "sleep"]
-        return len(sleeps) == 2
-
-    wait_until(two_sleeping, what="two running jobs")
     t0 = time.monotonic()
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to sweepc
     out, err = proc.communicate(timeout=20)

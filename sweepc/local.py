@@ -310,7 +310,11 @@ class _Runner:
         env["SWEEPC_PSET_HASH"] = job.hash
         env["SWEEPC_ATTEMPT"] = str(attempt)
         try:
-            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(d / LOG_NAME), env=env))
+            log = d / LOG_NAME
+            if attempt > 1:  # keep what the earlier attempts said
+                with open(log, "a") as f:
+                    f.write(f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
             return f"cannot start: {e}"
         self.reporter.job_started(job, attempt)

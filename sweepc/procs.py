@@ -129,6 +129,7 @@ class Spawn:
     cwd: str  # the job's directory (exists already)
     log_path: str  # stdout AND stderr of the job go here (created/truncated)
     env: Mapping[str, str]  # the FULL environment for the child
+    append_log: bool = False  # a retry adds to the log instead of wiping the first attempt's
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -234,7 +235,8 @@ class ProcessPool:
     def _start(self, spec: Spawn, single_threaded: bool) -> None:
         # Opened before the spawner is started: a first start() that fails
         # leaves no spawner behind either.
-        log_fd = _above_stdio(os.open(spec.log_path, _LOG_FLAGS, 0o666))
+        flags = (_LOG_FLAGS & ~os.O_TRUNC) | os.O_APPEND if spec.append_log else _LOG_FLAGS
+        log_fd = _above_stdio(os.open(spec.log_path, flags, 0o666))
         try:
             dir_fd = os.open(spec.cwd, _DIR_FLAGS)  # the missing-cwd OSError
             try:

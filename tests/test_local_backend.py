@@ -137,6 +137,10 @@ def test_retries_rerun_a_failing_then_succeeding_job(local_project):
     assert summary_of(r.out) == "1 done, 1 failed, 0 up to date"
     assert (p.root / "count").read_text() == "3\n"
     assert p.out("flaky[a=1]").read_text() == "ok after 3\n"
+    # the log keeps every attempt, each after a marker
+    assert (p.out("flaky[a=1]").parent / "sweepc.log").read_text() == (
+        "attempt 1 fails\n\n=== sweepc: attempt 2 ===\nattempt 2 fails\n\n=== sweepc: attempt 3 ===\n"
+    )
     assert (p.root / "never").read_text() == "2\n", "retries: 1 means two attempts in all"
     rows = p.rows()
     assert (rows["flaky[a=1]"]["status"], rows["flaky[a=1]"]["attempts"]) == ("done", 3)

@@ -9,7 +9,7 @@ from .errors import StateError, SweepcError, SweepfileError, UsageError
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Study", "SweepcError", "SweepfileError", "UsageError", "StateError", "__version__"]
+__all__ = ["StateError", "Study", "SweepcError", "SweepfileError", "UsageError", "__version__", "load"]
 
 
 def __getattr__(name: str) -> object:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from . import __version__
-from .errors import SweepcError, SweepfileError, UsageError
+from .errors import SweepcError, SweepfileError
 from .graph import BuildGraph
 from .project import find_sweepfile, load_graph
 
@@ -101,44 +99,11 @@ def _n(k: int, word: str) -> str:
 
 def cmd_psets(args: argparse.Namespace) -> int:
     from .api import Study
+    from .results import write
 
     df = Study(graph_of(args)).psets(args.sweep)
-    write_frame(df, args.format, sys.stdout)
+    sys.stdout.write(write(df, args.format, None) or "")
     return EXIT_OK
-
-
-def write_frame(df: "object", fmt: str, out: TextIO) -> None:
-    import pandas as pd
-
-    assert isinstance(df, pd.DataFrame)
-    if fmt == "csv":
-        df.to_csv(out, index=False)
-    elif fmt == "json":
-        # not df.to_json: it keeps 10 digits (1e-12 came out as 0.0), and a
-        # pset's values must read back as exactly the values that were hashed
-        rows = [{str(k): _json_value(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
-        out.write(json.dumps(rows, ensure_ascii=False, separators=(",", ":")) + "\n")
-    else:
-        if df.empty:
-            out.write("(no rows)\n")
-        else:
-            out.write(df.to_string(index=False) + "\n")
-
-
-def _json_value(v: object) -> object:
-    """A cell as a JSON value: numpy scalars as Python ones, gaps as null."""
-    import math
-
-    import pandas as pd
-
-    if v is None or v is pd.NA or v is pd.NaT:
-        return None
-    item = getattr(v, "item", None)  # numpy scalars
-    if callable(item):
-        v = item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -148,4 +113,3 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_ = (json, UsageError)

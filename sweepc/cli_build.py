@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from .api import Study
 from .errors import UsageError
-from .graph import LOG_NAME, BuildGraph, Job
+from .graph import BuildGraph, Job
 from .local import Interrupted, Summary, check_fit, machine_mem_mb
 from .planner import Plan
 from .state import Outcome, Store, state_dir
@@ -455,7 +455,6 @@ def _prune_empty(d: Path, stop: Path) -> None:
         d = d.parent
 
 
-_ = LOG_NAME
 
 
 # ---- results and runs -------------------------------------------------------------

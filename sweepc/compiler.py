@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import NoReturn, TypeVar
 
 import networkx as nx
 
+from . import sweeps as alg
 from . import syntax as s
 from .errors import Diagnostic, Span, SweepfileError, did_you_mean, listing
 from .expr import ExprError, compile_condition
@@ -35,9 +37,16 @@ from .graph import (
 )
 from .hashing import pset_hash
 from .sweeps import Pset, Psets, SweepMathError, keys_of
-from . import sweeps as alg
 from .template import Placeholder, Template, TemplateError, parse_template
-from .values import Scalar, clean_float, clean_str, display, join_key, shell_quote, shell_str, type_name
+from .values import (
+    Scalar,
+    clean_float,
+    clean_str,
+    display,
+    join_key,
+    shell_quote,
+    shell_str,
+)
 
 SETTINGS = ("workdir",)
 RULE_FIELDS = ("input", "output", "shell", "restart", "resources", "retries", "results", "local")
@@ -971,7 +980,7 @@ class _Renderer:
                         did_you_mean(missing[0], r.keys) or f"the rule's psets have: {listing(r.keys)}",
                     )
                     continue
-                rel = os.path.normpath(_fill_raw(t, inst))
+                rel = os.path.normpath(_fill(t, inst))
                 sources.append(rel)
                 paths = [f"{self.root_rel}/{rel}"]
             if inp.name is not None:
@@ -998,7 +1007,7 @@ class _Renderer:
 
 
 class _Ctx:
-    __slots__ = ("inst", "h", "seq", "reldir", "all_inputs", "by_name", "res", "rd")
+    __slots__ = ("all_inputs", "by_name", "h", "inst", "rd", "reldir", "res", "seq")
 
     def __init__(self, inst: Pset, h: str, seq: int, reldir: str, all_inputs: list[str], by_name: dict[str, list[str]], res: Resources, rd: _Renderer) -> None:
         self.inst, self.h, self.seq, self.reldir = inst, h, seq, reldir
@@ -1115,19 +1124,16 @@ def _plain_error(ex: Exception) -> str:
 
 
 def shell_path(p: str) -> str:
-    from shlex import quote
-
-    return quote(p)
+    return shlex.quote(p)
 
 
 def _fill(t: Template, inst: Mapping[str, Scalar]) -> str:
     return "".join(p if isinstance(p, str) else shell_str(inst[p.root]) for p in t.parts)
 
 
-_fill_raw = _fill
 
 
-_MEM = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)B?\s*$", re.I)
+_MEM = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
 
 
 def parse_mem(v: Scalar) -> int | None:
@@ -1193,4 +1199,3 @@ _EXAMPLES = {
     "csv": 'csv("params.csv", index="param_combo", start=0, rows=3)',
 }
 
-_ = (Iterable, type_name)

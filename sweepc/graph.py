@@ -140,14 +140,6 @@ class BuildGraph:
         d = self.job_dir(job)
         return tuple(d / o.path for o in self.rule(job.rule).outputs)
 
-    def downstream(self) -> tuple[tuple[int, ...], ...]:
-        """For each job, the jobs that take it as input."""
-        out: list[list[int]] = [[] for _ in self.jobs]
-        for j in self.jobs:
-            for d in j.deps:
-                out[d].append(j.id)
-        return tuple(tuple(x) for x in out)
-
     def ancestors(self, roots: set[int]) -> set[int]:
         """The jobs in roots and every job they need, transitively."""
         seen = set(roots)

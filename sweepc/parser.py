@@ -13,8 +13,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.indenter import Indenter
 
 from . import syntax as s
@@ -520,5 +526,4 @@ class _ToAst(Transformer[Token, Any]):
         return s.UnaryOp("+", c[-1], _mspan(meta))
 
 
-__all__ = ["parse", "grammar_path"]
-_ = Tree  # re-exported type used in annotations by lark
+__all__ = ["grammar_path", "parse"]

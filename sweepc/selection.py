@@ -14,14 +14,14 @@ from pathlib import Path
 from . import syntax as s
 from .errors import SweepfileError, UsageError, did_you_mean, listing
 from .expr import ExprError, compile_condition
-from .graph import BuildGraph, Job
+from .graph import BuildGraph
 from .parser import parse
 from .values import Scalar, join_key
 
 _TARGET = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
 
 
-def parse_condition(text: str, known: Collection[str], what: str = "--where") -> "Condition":
+def parse_condition(text: str, known: Collection[str], what: str = "--where") -> Condition:
     """A condition typed on the command line, in the sweepfile's expression language."""
     prefix = "sweep _ = _ where "
     try:
@@ -107,7 +107,7 @@ def _target_jobs(g: BuildGraph, target: str, cwd: Path) -> list[int]:
         keyed = {k: join_key(v) for k, v in want.items()}
         hits = [i for i in ids if all(k in g.jobs[i].params and join_key(g.jobs[i].params[k]) == kv for k, kv in keyed.items())]
         if not hits:
-            raise UsageError(f"no job of rule '{rule.name}' has {', '.join(f'{k}={v}' for k, v in want.items())}", f"see: sweepc psets")
+            raise UsageError(f"no job of rule '{rule.name}' has {', '.join(f'{k}={v}' for k, v in want.items())}", "see: sweepc psets")
         return hits
     # a path: an output file or a job folder inside the workdir
     p = Path(target)
@@ -172,7 +172,3 @@ def select(
     if with_ancestors:
         chosen = g.ancestors(chosen)
     return sorted(chosen)
-
-
-def label(job: Job) -> str:
-    return job.label

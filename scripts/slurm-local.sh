@@ -59,8 +59,25 @@ PACKAGES=(slurmctld slurmd slurm-client munge)
 
 say() { printf '[slurm-local] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
+# Times are kept as integer microseconds in bash arithmetic (64-bit).  Never
+# compute them with awk: Debian's awk is mawk, whose `print` keeps six
+# significant digits, so an epoch such as 1795984672.75 + 60 prints as
+# 1.79598e+09 -- a deadline 4,672 s in the past (and printf "%d" clamps at
+# 2^31-1).  `now` prints seconds with a fraction; tests replace it with a fake
+# clock (SLURM_LOCAL_LIB=1 sources this file for its functions only).
 now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
+# to_us S[.F] : seconds (with an optional fraction) as integer microseconds
+to_us() {
+  local s=${1%%.*} f=0
+  case "$1" in *.*) f=${1#*.};; esac
+  f="${f}000000"; f=${f:0:6}
+  echo $(( 10#${s:-0} * 1000000 + 10#$f ))
+}
+# elapsed T0 : seconds since T0 (a `now` value), two decimals
+elapsed() {
+  local d=$(( $(to_us "$(now)") - $(to_us "$1") ))
+  printf '%d.%02d' $(( d / 1000000 )) $(( d % 1000000 / 10000 ))
+}
 
 # Process $1 exists and is not a zombie.  PID 1 here may reap orphans late, and
 # `kill -0` succeeds on zombies, so look at the state field of /proc/PID/stat.
@@ -82,9 +99,9 @@ pid_alive() {
 # wait_for SECONDS CMD... : poll CMD every 0.1 s until it succeeds.
 wait_for() {
   local t=$1; shift
-  local end; end=$(awk -v n="$(now)" -v t="$t" 'BEGIN{print n+t}')
+  local end; end=$(( $(to_us "$(now)") + $(to_us "$t") ))
   until "$@" >/dev/null 2>&1; do
-    awk -v n="$(now)" -v e="$end" 'BEGIN{exit !(n>e)}' && return 1
+    (( $(to_us "$(now)") > end )) && return 1
     sleep 0.1
   done
 }
@@ -319,6 +336,9 @@ cmd_status() {
 }
 
 cmd_env() { echo "export SLURM_CONF=$CONF"; }
+
+# SLURM_LOCAL_LIB=1: define the functions only (tests source this file)
+if [ "${SLURM_LOCAL_LIB:-0}" = 1 ]; then return 0 2>/dev/null || exit 0; fi
 
 case "${1:-}" in
   start) cmd_start ;;

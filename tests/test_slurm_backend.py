@@ -90,7 +90,7 @@ rule total:
     input: square
     output: "total.txt"
     local: true
-    shell: "awk '{{ s += $1 }} END {{ print s }}' $(cat {input.list}) > {output}"
+    shell: '''awk '{{ s += $1 }} END {{ printf "%.0f\\n", s }}' $(cat {input.list}) > {output}'''
 
 backend slurm:
     bundle = 3

@@ -4,15 +4,15 @@
                                            [--baseline OLD_PROCS_PY]
 
 Measures every way ProcessPool can spawn: "spawner" (the normal case: jobs
-are spawned by the helper process of sweepc/spawner.py), and the in-process
+are spawned by the helper process of sweepc/backends/local/spawner.py), and the in-process
 fallback with its two paths, "posix_spawn" (this script is single-threaded)
 and "popen" (a parked thread makes the pool fall back to subprocess.Popen).
-With --baseline, a copy of an older sweepc/procs.py (e.g. from
-`git show HEAD:sweepc/procs.py`) is measured too, as "baseline". Runs are
+With --baseline, a copy of an older sweepc/backends/local/procs.py (e.g. from
+`git show HEAD:sweepc/backends/local/procs.py`) is measured too, as "baseline". Runs are
 interleaved, so that drifting background load hits all alike. Prints jobs/s
 per run and the median, and the spawner's peak RSS after its runs.
 
-Results: see the docstring of sweepc/procs.py. On a shared machine single
+Results: see the docstring of sweepc/backends/local/procs.py. On a shared machine single
 runs scatter a lot; compare medians of interleaved runs only.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweepc import procs
+from sweepc.backends.local import procs
 
 spawner_hwm_kb: list[int] = []
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UsageError, did_you_mean, listing
-from .graph import BuildGraph, Job
-from .local import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb, reap_orphans
-from .planner import Plan
-from .planner import plan as make_plan
-from .project import find_sweepfile, load_graph
-from .selection import select
-from .state import BuildLock, Outcome, Store, new_run_id, state_dir
+from sweepc.errors import UsageError, did_you_mean, listing
+from sweepc.lang.graph import BuildGraph, Job
+from sweepc.backends.local.backend import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb, reap_orphans
+from sweepc.plan.planner import Plan
+from sweepc.plan.planner import plan as make_plan
+from sweepc.lang.project import find_sweepfile, load_graph
+from sweepc.plan.selection import select
+from sweepc.plan.store import BuildLock, Outcome, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,7 +81,7 @@ class Study:
                 sw = g.sweeps[name]
                 records, keys, hashes = list(sw.psets), list(sw.keys), list(sw.hashes)
             else:  # a parameter on its own is a sweep over that parameter
-                from .hashing import pset_hash
+                from sweepc.hashing import pset_hash
 
                 records = [{name: v} for v in g.params[name]]
                 keys, hashes = [name], [pset_hash(p) for p in records]
@@ -175,7 +175,7 @@ class Study:
                 columns: str | Sequence[str] | None = None, psets: str | None = None) -> pd.DataFrame:
         """One row per job of `rule` (default: the last per-pset rule) with its
         parameters, bookkeeping columns and the values of its results files."""
-        from . import results as res
+        from sweepc.results import table as res
 
         spec = res.pick_rule(self.graph, rule)
         store = Store.open(self.root, create=False)
@@ -211,8 +211,8 @@ class Study:
 
     def named_files(self) -> list[Path]:
         """The sweepfile and every file it names (source inputs, CSV files)."""
-        from . import syntax as s
-        from .parser import parse
+        from sweepc.lang import syntax as s
+        from sweepc.lang.parser import parse
 
         g = self.graph
         files: dict[Path, None] = {g.sweepfile.resolve(): None}
@@ -253,8 +253,8 @@ def slurm_live(g: BuildGraph, store: Store) -> dict[tuple[str, str], str]:
     """Jobs of this project that SLURM still has queued or running (after
     taking in the records of those that finished): a local build must not run
     them a second time. Without SLURM's commands here nothing can be live."""
-    from .slurm.records import queued_rows, sync
-    from .slurm.scheduler import SchedulerError, SubprocessScheduler
+    from sweepc.backends.slurm.records import queued_rows, sync
+    from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
 
     if not queued_rows(store):
         return {}

@@ -21,7 +21,7 @@ import math
 import unicodedata
 from collections.abc import Mapping
 
-from .values import Scalar
+from sweepc.values import Scalar
 
 HASH_VERSION = 1
 HASH_LEN = 16

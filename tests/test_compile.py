@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sweepc.compiler import compile as compile_module
+from sweepc.lang.compiler import compile as compile_module
 from sweepc.errors import SweepfileError
-from sweepc.graph import INPUT_LIST_NAME, BuildGraph, Job
+from sweepc.lang.graph import INPUT_LIST_NAME, BuildGraph, Job
 from sweepc.hashing import pset_hash
-from sweepc.parser import parse
+from sweepc.lang.parser import parse
 
 
 def build(text: str, root: Path, files: dict[str, str] | None = None) -> BuildGraph:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sweepc import syntax as s
+from sweepc.lang import syntax as s
 from sweepc.errors import Span
-from sweepc.parser import parse
+from sweepc.lang.parser import parse
 
 CASES = Path(__file__).parent / "cases" / "parse"
 UPDATE = os.environ.get("SWEEPC_UPDATE_GOLDEN", "") not in ("", "0")

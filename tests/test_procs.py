@@ -1,7 +1,7 @@
 """sweepc.procs against real processes (Linux). No mocks.
 
 Most tests run once per way ProcessPool can spawn: "spawner" (the helper
-process of sweepc/spawner.py, the normal case), and the in-process fallback
+process of sweepc/backends/local/spawner.py, the normal case), and the in-process fallback
 used when the spawner cannot start, with its two paths: "spawn"
 (posix_spawn, taken by single-threaded callers) and "popen" (taken when other
 threads exist). The fallback is forced by patching procs._launch_spawner, the
@@ -24,8 +24,8 @@ from types import FrameType
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from sweepc import procs
-from sweepc.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local import procs
+from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 
 really_single_threaded = procs._single_threaded
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,8 +229,8 @@ def test_max_rss_is_floored_by_the_spawner_only(pool: ProcessPool, tmp_path: Pat
 
 _OWNER = """
 import json, os, sys
-from sweepc import procs
-from sweepc.procs import ProcessPool, Spawn
+from sweepc.backends.local import procs
+from sweepc.backends.local.procs import ProcessPool, Spawn
 if sys.argv[1] == "in-process":
     procs._launch_spawner = lambda bash: None
 ballast = b"x" * (300 * 1024 * 1024)  # written, so resident: sweepc at 100k psets
@@ -466,7 +466,7 @@ def test_a_dead_spawner_is_an_error_and_takes_its_jobs_along(
 
 _OWNER_KILLED = """
 import json, os, sys, time
-from sweepc.procs import ProcessPool, Spawn
+from sweepc.backends.local.procs import ProcessPool, Spawn
 pool = ProcessPool()
 d = sys.argv[1]
 for key, command in enumerate(["sleep 60", "sleep 60", "sleep 60 & setsid sleep 60 & wait"]):

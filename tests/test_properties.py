@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sweepc import sweeps as alg
+from sweepc.lang import sweeps as alg
 from sweepc.hashing import pset_hash
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None)

@@ -20,7 +20,7 @@ import pytest
 
 import sweepc
 from sweepc.cli import main
-from sweepc.results import default_rule, flatten
+from sweepc.results.table import default_rule, flatten
 
 BOOKKEEPING = [
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",

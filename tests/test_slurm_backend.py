@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sweepc.cli import main
-from sweepc.state import Store
+from sweepc.plan.store import Store
 
 pytestmark = pytest.mark.slurm
 
@@ -90,7 +90,7 @@ rule total:
     input: square
     output: "total.txt"
     local: true
-    shell: '''awk '{{ s += $1 }} END {{ printf "%.0f\\n", s }}' $(cat {input.list}) > {output}'''
+    shell: '''awk '{{ s += $1 }} END {{ printf "%.0f", s; print "" }}' $(cat {input.list}) > {output}'''
 
 backend slurm:
     bundle = 3

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from sweepc.cli import main
-from sweepc.graph import RECORD_NAME
-from sweepc.slurm.render import RUNNER_NAME, runner_text
-from sweepc.state import Store
+from sweepc.lang.graph import RECORD_NAME
+from sweepc.backends.slurm.render import RUNNER_NAME, runner_text
+from sweepc.plan.store import Store
 
 CASES = Path(__file__).parent / "golden" / "slurm"
 UPDATE = os.environ.get("SWEEPC_UPDATE_GOLDEN", "") not in ("", "0")

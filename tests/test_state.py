@@ -17,7 +17,7 @@ import time
 import pytest
 
 from sweepc.errors import StateError
-from sweepc.state import SCHEMA_VERSION, BuildLock, Outcome, Store
+from sweepc.plan.store import SCHEMA_VERSION, BuildLock, Outcome, Store
 
 SLOW = '''
 param a = [1]

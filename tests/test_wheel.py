@@ -46,8 +46,9 @@ def test_wheel_ships_the_grammar(tmp_path: Path) -> None:
     (wheel,) = dist.glob("sweepc-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-    assert "sweepc/grammar/sweepfile.lark" in names
-    assert "sweepc/parser.py" in names
+    assert "sweepc/lang/grammar/sweepfile.lark" in names
+    assert "sweepc/lang/parser.py" in names
+    assert "sweepc/backends/slurm/templates/array.sh.j2" in names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
@@ -56,7 +57,7 @@ def test_wheel_ships_the_grammar(tmp_path: Path) -> None:
 
     # the venv's own copy is the one imported, grammar and all (not the checkout)
     where = _run(
-        [str(py), "-c", "import sweepc, sweepc.parser as p; print(sweepc.__file__); print(p.grammar_path())"],
+        [str(py), "-c", "import sweepc, sweepc.lang.parser as p; print(sweepc.__file__); print(p.grammar_path())"],
         cwd=tmp_path,
     ).stdout.splitlines()
     site = venv.resolve()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import StateError
+from sweepc.errors import StateError
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".sweepc"

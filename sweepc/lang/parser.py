@@ -23,14 +23,14 @@ from lark.exceptions import (
 )
 from lark.indenter import Indenter
 
-from . import syntax as s
-from .errors import Diagnostic, Span, SweepfileError
+from sweepc.lang import syntax as s
+from sweepc.errors import Diagnostic, Span, SweepfileError
 
 
 def grammar_path() -> Path:
     """The grammar inside an installed wheel, else the checkout's grammar/."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "grammar" / "sweepfile.lark", here.parent / "grammar" / "sweepfile.lark"):
+    for candidate in (here / "grammar" / "sweepfile.lark", here.parent.parent / "grammar" / "sweepfile.lark"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("sweepfile.lark not found next to the sweepc package")

@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import UsageError, did_you_mean, listing
-from .graph import LOG_NAME, BuildGraph, RuleSpec
-from .planner import Plan
-from .state import Run
+from sweepc.errors import UsageError, did_you_mean, listing
+from sweepc.lang.graph import LOG_NAME, BuildGraph, RuleSpec
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import Run
 
 BOOKKEEPING = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",

@@ -26,15 +26,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from ..graph import LOG_NAME, BuildGraph, Job
-from ..jobdir import remove_outputs, uses_input_list, write_input_list
-from ..local import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
-from ..local import execute as local_execute
-from ..planner import Plan
-from ..state import Outcome, Store, state_dir
-from . import records as rec_
-from .arrays import Array, Deps, dependencies, make_arrays
-from .render import (
+from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
+from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.local.backend import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
+from sweepc.backends.local.backend import execute as local_execute
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import Outcome, Store, state_dir
+from sweepc.backends.slurm import records as rec_
+from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays
+from sweepc.backends.slurm.render import (
     LOG_DIR,
     PsetLine,
     load_template,
@@ -43,8 +43,8 @@ from .render import (
     write_array,
     write_text,
 )
-from .scheduler import Scheduler, TaskState
-from .settings import settings as read_settings
+from sweepc.backends.slurm.scheduler import Scheduler, TaskState
+from sweepc.backends.slurm.settings import settings as read_settings
 
 BATCH_DIR = "slurm"  # .sweepc/slurm/<submission>/
 GRACE_S = 3.0  # a task that ended may still be writing (or, on NFS, showing) its last records
@@ -534,7 +534,7 @@ class _Build:
 
 
 def _hms(s: int) -> str:
-    from ..compiler import format_time
+    from sweepc.lang.compiler import format_time
 
     return format_time(s)
 

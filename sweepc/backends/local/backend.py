@@ -22,12 +22,12 @@ from typing import Protocol
 
 import psutil
 
-from .errors import UsageError
-from .graph import LOG_NAME, BuildGraph, Job
-from .jobdir import remove_outputs, uses_input_list, write_input_list
-from .planner import Plan
-from .procs import Exit, ProcessPool, Spawn
-from .state import Outcome, Store
+from sweepc.errors import UsageError
+from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
+from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.plan.planner import Plan
+from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.plan.store import Outcome, Store
 
 FLUSH_SECONDS = 0.5
 FLUSH_COUNT = 500

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .graph import INPUT_LIST_NAME, BuildGraph, Job, RuleSpec
+from sweepc.lang.graph import INPUT_LIST_NAME, BuildGraph, Job, RuleSpec
 
 _USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
 

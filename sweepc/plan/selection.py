@@ -11,12 +11,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from . import syntax as s
-from .errors import SweepfileError, UsageError, did_you_mean, listing
-from .expr import ExprError, compile_condition
-from .graph import BuildGraph
-from .parser import parse
-from .values import Scalar, join_key
+from sweepc.lang import syntax as s
+from sweepc.errors import SweepfileError, UsageError, did_you_mean, listing
+from sweepc.lang.expr import ExprError, compile_condition
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.parser import parse
+from sweepc.values import Scalar, join_key
 
 _TARGET = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
 

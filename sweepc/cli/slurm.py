@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .cli_build import (
+from sweepc.cli.build import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -20,10 +20,10 @@ from .cli_build import (
     print_plan,
     print_summary,
 )
-from .errors import UsageError
-from .graph import Job
-from .planner import Plan
-from .state import BuildLock, Outcome, Store, new_run_id, state_dir
+from sweepc.errors import UsageError
+from sweepc.lang.graph import Job
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import BuildLock, Outcome, Store, new_run_id, state_dir
 
 
 def register(sub: Any) -> None:
@@ -80,9 +80,9 @@ def _nothing_to_do(p: Plan) -> str:
 
 
 def cmd_build_slurm(args: argparse.Namespace) -> int:
-    from .slurm.backend import batch_dir, execute
-    from .slurm.records import sync
-    from .slurm.scheduler import SubprocessScheduler
+    from sweepc.backends.slurm.backend import batch_dir, execute
+    from sweepc.backends.slurm.records import sync
+    from sweepc.backends.slurm.scheduler import SubprocessScheduler
 
     if args.render_only and args.wait:
         raise UsageError("--render-only submits nothing, so there is nothing to --wait for")
@@ -131,8 +131,8 @@ def cmd_build_slurm(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace, study: Any, store: Store, p: Plan, sched: Any, out: TextIO, argv: list[str], batch: Any) -> int:
-    from .api import commit_project_files, git_state
-    from .slurm.backend import execute
+    from sweepc.api import commit_project_files, git_state
+    from sweepc.backends.slurm.backend import execute
 
     g = study.graph
     run_id = new_run_id()
@@ -178,8 +178,8 @@ def _submit(args: argparse.Namespace, study: Any, store: Store, p: Plan, sched: 
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .slurm.backend import cancel
-    from .slurm.scheduler import SubprocessScheduler
+    from sweepc.backends.slurm.backend import cancel
+    from sweepc.backends.slurm.scheduler import SubprocessScheduler
 
     study = _study(args)
     g = study.graph

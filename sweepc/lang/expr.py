@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from . import syntax as s
-from .errors import Span, did_you_mean
-from .values import Scalar
+from sweepc.lang import syntax as s
+from sweepc.errors import Span, did_you_mean
+from sweepc.values import Scalar
 
 Condition = Callable[[Mapping[str, Scalar]], object]
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import jinja2
 
-from ..compiler import format_time
-from ..errors import UsageError, did_you_mean
-from ..graph import LOG_NAME, RECORD_NAME, BuildGraph
-from .arrays import Array, Deps
-from .settings import SlurmSettings
+from sweepc.lang.compiler import format_time
+from sweepc.errors import UsageError, did_you_mean
+from sweepc.lang.graph import LOG_NAME, RECORD_NAME, BuildGraph
+from sweepc.backends.slurm.arrays import Array, Deps
+from sweepc.backends.slurm.settings import SlurmSettings
 
 RUNNER_NAME = "runner.sh"
 LOG_DIR = "logs"
@@ -65,7 +65,7 @@ def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
 def load_template(s: SlurmSettings, root: Path) -> jinja2.Template:
     """The project's template when there is one, else the built-in one."""
     if s.template is None:
-        env = _environment(jinja2.PackageLoader("sweepc.slurm", "templates"))
+        env = _environment(jinja2.PackageLoader("sweepc.backends.slurm", "templates"))
         return env.get_template("array.sh.j2")
     env = _environment(jinja2.FileSystemLoader(str(s.template.parent)))
     try:
@@ -129,7 +129,7 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
 
 
 def runner_text() -> str:
-    text = resources.files("sweepc.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
+    text = resources.files("sweepc.backends.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
     return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME)
 
 

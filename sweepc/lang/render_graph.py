@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .graph import BuildGraph
+from sweepc.lang.graph import BuildGraph
 
 
 def rule_graph(g: BuildGraph) -> nx.DiGraph[str]:

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..graph import RECORD_NAME, BuildGraph
-from ..state import Outcome, Record, Store
-from .scheduler import Scheduler
+from sweepc.lang.graph import RECORD_NAME, BuildGraph
+from sweepc.plan.store import Outcome, Record, Store
+from sweepc.backends.slurm.scheduler import Scheduler
 
 # Record statuses (what the runner writes).
 DONE, FAILED, TIMEOUT, CANCELLED, SKIPPED, NOT_RUN = "done", "failed", "timeout", "cancelled", "skipped", "not-run"
@@ -171,7 +171,7 @@ def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, s
 def refresh(g: BuildGraph) -> None:
     """For `sweepc status` and `sweepc results`: ingest the records of queued
     SLURM jobs, if there are any. No scheduler call."""
-    from ..state import state_dir
+    from sweepc.plan.store import state_dir
 
     if not (state_dir(g.root) / "state.db").exists():
         return

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, did_you_mean, listing
-from ..graph import BuildGraph
-from ..values import Scalar
+from sweepc.errors import UsageError, did_you_mean, listing
+from sweepc.lang.graph import BuildGraph
+from sweepc.values import Scalar
 
 # The name of the project-wide template override, next to the sweepfile.
 PROJECT_TEMPLATE = "sweepc-slurm.sh.j2"

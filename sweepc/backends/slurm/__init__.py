@@ -20,15 +20,15 @@ __all__ = ["Scheduler", "SubprocessScheduler", "cancel", "execute", "refresh", "
 
 def __getattr__(name: str) -> Any:
     if name in ("execute", "cancel"):
-        from . import backend
+        from sweepc.backends.slurm import backend
 
         return getattr(backend, name)
     if name in ("sync", "refresh"):
-        from . import records
+        from sweepc.backends.slurm import records
 
         return getattr(records, name)
     if name in ("SubprocessScheduler", "Scheduler"):
-        from . import scheduler
+        from sweepc.backends.slurm import scheduler
 
         return getattr(scheduler, name)
     raise AttributeError(name)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from ..errors import SweepcError
+from sweepc.errors import SweepcError
 
 # States in which a job may still run; anything else is final.
 FINAL_STATES = frozenset({

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hashing import pset_hash
-from .values import Scalar, clean_str, display, join_key
+from sweepc.hashing import pset_hash
+from sweepc.values import Scalar, clean_str, display, join_key
 
 Pset = dict[str, Scalar]
 Psets = tuple[Pset, ...]
@@ -188,7 +188,7 @@ def read_csv(
         ) from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SweepMathError(f"cannot read {shown_path}: {e}", "is it a UTF-8 CSV file?") from None
-    from .errors import did_you_mean, listing
+    from sweepc.errors import did_you_mean, listing
 
     for name in [index] if index else []:
         if name not in header:

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from .api import Study
-from .errors import UsageError
-from .graph import BuildGraph, Job
-from .local import Interrupted, Summary, check_fit, machine_mem_mb
-from .planner import Plan
-from .state import Outcome, Store, state_dir
+from sweepc.api import Study
+from sweepc.errors import UsageError
+from sweepc.lang.graph import BuildGraph, Job
+from sweepc.backends.local.backend import Interrupted, Summary, check_fit, machine_mem_mb
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import Outcome, Store, state_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -85,7 +85,7 @@ def _positive(text: str) -> int:
 
 
 def _study(args: argparse.Namespace) -> Study:
-    from .cli import graph_of
+    from sweepc.cli.app import graph_of
 
     return Study(graph_of(args))
 
@@ -216,7 +216,7 @@ class _TermAsInterrupt:
 
 def cmd_build(args: argparse.Namespace) -> int:
     if args.backend == "slurm":
-        from .cli_slurm import cmd_build_slurm
+        from sweepc.cli.slurm import cmd_build_slurm
 
         return cmd_build_slurm(args)
     if args.wait or args.render_only:
@@ -278,7 +278,7 @@ STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "neve
 
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
-    from .slurm.records import refresh
+    from sweepc.backends.slurm.records import refresh
 
     g = study.graph
     refresh(g)  # take in the completion records of SLURM jobs first
@@ -393,7 +393,7 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
             dirs = [(r, h, d) for r, h, d in _job_dirs(wd) if (r, h) not in known]
             stale_records = [k for k in store.records() if k not in known]
         else:
-            from .selection import select
+            from sweepc.plan.selection import select
 
             if not args.rule and not args.where and not args.psets:
                 ids = list(range(len(g.jobs)))
@@ -423,7 +423,7 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
 
 
 def _refuse_while_queued(g: BuildGraph) -> None:
-    from .api import slurm_live
+    from sweepc.api import slurm_live
 
     store = Store.open(g.root, create=False)
     try:
@@ -439,7 +439,7 @@ def _refuse_while_queued(g: BuildGraph) -> None:
 
 @contextlib.contextmanager
 def _holding_lock(root: Path) -> Iterator[None]:
-    from .state import BuildLock
+    from sweepc.plan.store import BuildLock
 
     with BuildLock(root) as lock:
         lock.acquire(["sweepc", "clean"])
@@ -461,8 +461,8 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import write
-    from .slurm.records import refresh
+    from sweepc.results.table import write
+    from sweepc.backends.slurm.records import refresh
 
     study = _study(args)
     refresh(study.graph)  # take in the completion records of SLURM jobs first
@@ -476,7 +476,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .results import write
+    from sweepc.results.table import write
 
     df = _study(args).runs()
     text = write(df, args.format, None)

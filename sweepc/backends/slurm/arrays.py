@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..graph import BuildGraph, Resources
+from sweepc.lang.graph import BuildGraph, Resources
 
 # Without a `bundle` setting, a rule's psets are bundled just enough to fit in
 # one array of at most this many tasks (1 pset per task up to 1000 psets).

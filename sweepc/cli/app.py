@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import SweepcError, SweepfileError
-from .graph import BuildGraph
-from .project import find_sweepfile, load_graph
+from sweepc import __version__
+from sweepc.errors import SweepcError, SweepfileError
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.project import find_sweepfile, load_graph
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -44,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("dot", "mermaid"), default="dot", help="output format (default: dot)")
     c.set_defaults(func=cmd_graph)
 
-    from . import cli_build
+    from sweepc.cli import build as cli_build
 
     cli_build.register(sub)
-    from . import cli_slurm
+    from sweepc.cli import slurm as cli_slurm
 
     cli_slurm.register(sub)
     return p
@@ -98,8 +98,8 @@ def _n(k: int, word: str) -> str:
 
 
 def cmd_psets(args: argparse.Namespace) -> int:
-    from .api import Study
-    from .results import write
+    from sweepc.api import Study
+    from sweepc.results.table import write
 
     df = Study(graph_of(args)).psets(args.sweep)
     sys.stdout.write(write(df, args.format, None) or "")
@@ -107,7 +107,7 @@ def cmd_psets(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from .render_graph import render_graph
+    from sweepc.lang.render_graph import render_graph
 
     sys.stdout.write(render_graph(graph_of(args), jobs=args.jobs, fmt=args.format))
     return EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from .errors import Span
+from sweepc.errors import Span
 
 
 @dataclass(frozen=True, slots=True)

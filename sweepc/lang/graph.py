@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import Span
-from .values import Scalar
+from sweepc.errors import Span
+from sweepc.values import Scalar
 
 # Files sweepc itself writes into a job directory.
 LOG_NAME = "sweepc.log"

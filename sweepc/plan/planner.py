@@ -18,10 +18,10 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import Diagnostic, SweepfileError
-from .graph import BuildGraph, Job
-from .hashing import text_hash
-from .state import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, Record, Store
+from sweepc.errors import Diagnostic, SweepfileError
+from sweepc.lang.graph import BuildGraph, Job
+from sweepc.hashing import text_hash
+from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, Record, Store
 
 # Part of every command hash: changing how fingerprints are made means changing this.
 FINGERPRINT_VERSION = "sweepc-fp-1"

@@ -87,7 +87,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, Self
 
-from . import spawner as _sp
+from sweepc.backends.local import spawner as _sp
 
 __all__ = ["Exit", "ProcessPool", "Spawn"]
 

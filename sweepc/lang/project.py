@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compiler import compile as compile_module
-from .errors import UsageError
-from .graph import BuildGraph
-from .parser import parse
+from sweepc.lang.compiler import compile as compile_module
+from sweepc.errors import UsageError
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.parser import parse
 
 
 def find_sweepfile(path: str | Path | None = None, directory: str | Path | None = None) -> Path:

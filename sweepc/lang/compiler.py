@@ -20,11 +20,11 @@ from typing import NoReturn, TypeVar
 
 import networkx as nx
 
-from . import sweeps as alg
-from . import syntax as s
-from .errors import Diagnostic, Span, SweepfileError, did_you_mean, listing
-from .expr import ExprError, compile_condition
-from .graph import (
+from sweepc.lang import sweeps as alg
+from sweepc.lang import syntax as s
+from sweepc.errors import Diagnostic, Span, SweepfileError, did_you_mean, listing
+from sweepc.lang.expr import ExprError, compile_condition
+from sweepc.lang.graph import (
     INPUT_LIST_NAME,
     RESERVED_NAMES,
     BuildGraph,
@@ -35,10 +35,10 @@ from .graph import (
     RuleSpec,
     Sweep,
 )
-from .hashing import pset_hash
-from .sweeps import Pset, Psets, SweepMathError, keys_of
-from .template import Placeholder, Template, TemplateError, parse_template
-from .values import (
+from sweepc.hashing import pset_hash
+from sweepc.lang.sweeps import Pset, Psets, SweepMathError, keys_of
+from sweepc.lang.placeholders import Placeholder, Template, TemplateError, parse_template
+from sweepc.values import (
     Scalar,
     clean_float,
     clean_str,

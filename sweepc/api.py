@@ -4,28 +4,28 @@
     study = sweepc.load("sweepfile")      # or a directory
     study.psets("grid")                   # DataFrame of psets with hashes
     plan = study.plan()                   # what would run, and why
-    summary = study.build(jobs=2)         # local build
+    result = study.build(jobs=2)          # local build (backend="slurm" for job arrays)
     df = study.results("square")          # the results DataFrame
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweepc import backends
+from sweepc.backends.base import BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
 from sweepc.errors import UsageError, did_you_mean, listing
-from sweepc.lang.graph import BuildGraph, Job
-from sweepc.backends.local.backend import Interrupted, Reporter, Summary, check_fit, execute, machine_mem_mb, reap_orphans
+from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
 from sweepc.lang.project import find_sweepfile, load_graph
 from sweepc.plan.selection import select
-from sweepc.plan.store import BuildLock, Outcome, Store, new_run_id, state_dir
+from sweepc.plan.store import BuildLock, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,17 +42,12 @@ def load(path: str | Path = "sweepfile") -> Study:
 @dataclass(frozen=True)
 class BuildResult:
     plan: Plan
-    summary: Summary | None  # None when nothing had to run
+    summary: Summary | None  # None when nothing had to run, or nothing has finished yet (submitted)
     run_id: str | None
     run_seq: int | None
-
-
-class _Quiet:
-    def job_started(self, job: Job, attempt: int) -> None:
-        pass
-
-    def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
-        pass
+    status: str = "ok"  # ok | failed | interrupted | submitted | rendered; "ok" when nothing had to run
+    notes: tuple[str, ...] = ()  # the backend's lines for the user, after the summary
+    warnings: tuple[str, ...] = ()  # the backend's warnings about the plan (shown before it runs)
 
 
 class Study:
@@ -96,7 +91,7 @@ class Study:
 
     # -- planning and building ------------------------------------------------
     def _plan(self, store: Store, targets: Sequence[str], where: str | None, psets: str | None,
-              force: Sequence[str], explain: bool, live: dict[tuple[str, str], str] | None = None) -> Plan:
+              force: Sequence[str], explain: bool, live: LiveJobs | None = None) -> Plan:
         g = self.graph
         for r in force:
             if r not in g.rule_index:
@@ -105,40 +100,74 @@ class Study:
         return make_plan(g, store, selected, forced_rules=force, explain=explain, live=live)
 
     def plan(self, targets: Sequence[str] = (), where: str | None = None, psets: str | None = None,
-             force: Sequence[str] = (), explain: bool = False) -> Plan:
-        """What a build would run, and why. Reads the store, changes nothing."""
+             force: Sequence[str] = (), explain: bool = False, backend: str | None = None) -> Plan:
+        """What a build would run, and why. Changes nothing but, with a batch
+        backend named, takes in the records of its jobs that finished (so its
+        queued jobs show as queued)."""
         store = Store.open(self.root, create=False)
         try:
-            return self._plan(store, targets, where, psets, force, explain)
+            live = backends.get(backend).live(self.graph, store) if backend is not None else None
+            return self._plan(store, targets, where, psets, force, explain, live=live)
+        finally:
+            store.close()
+
+    def check(self, plan: Plan, backend: str = "local", options: BuildOptions | None = None) -> list[str]:
+        """What `backend` would refuse in this plan (raised) or warn about (returned)."""
+        return backends.get(backend).check(self.graph, plan, options or BuildOptions(dry_run=True))
+
+    def refresh(self) -> None:
+        """Take in what finished outside this process (SLURM completion
+        records); `status` and `results` call it before they read."""
+        if not (state_dir(self.root) / "state.db").exists():
+            return
+        store = Store.open(self.root, create=False)
+        try:
+            for name in backends.names():
+                backends.get(name).refresh(self.graph, store)
         finally:
             store.close()
 
     def build(self, targets: Sequence[str] = (), jobs: int | None = None, keep_going: bool = False,
               force: Sequence[str] = (), where: str | None = None, psets: str | None = None,
               explain: bool = False, reporter: Reporter | None = None, argv: Sequence[str] | None = None,
-              on_plan: Callable[[Plan], None] | None = None, git_commit: bool = False) -> BuildResult:
-        """Build the selected jobs (everything by default) on this machine.
+              on_plan: Callable[[Plan], None] | None = None, git_commit: bool = False,
+              backend: str = "local", wait: bool = False, render_only: bool = False) -> BuildResult:
+        """Build the selected jobs (everything by default) on `backend`
+        (local, slurm; see sweepc.backends.names()).
 
         git_commit=True commits the sweepfile and the files it names first,
         with the run id in the message (psweep's git=True).
 
-        Raises local.Interrupted on Ctrl-C / SIGTERM, after recording what was
-        running; StateError when another build holds the project."""
+        Raises Interrupted on Ctrl-C / SIGTERM, after recording what was
+        running (a batch backend that waits instead returns status
+        "interrupted": its jobs stay queued); StateError when another build
+        holds the project."""
+        options = BuildOptions(jobs=jobs, keep_going=keep_going, wait=wait, render_only=render_only)
+        chosen = backends.get(backend)
+        chosen.validate(options)
         argv = list(argv or ["sweepc.build"])
+        g = self.graph
         with BuildLock(self.root) as lock:
             lock.acquire(argv)
             dead = lock.dead_holder
             if dead is not None and isinstance(dead.get("pid"), int):
+                from sweepc.backends.local.backend import reap_orphans
+
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             try:
-                live = slurm_live(self.graph, store)
-                p = self._plan(store, targets, where, psets, force, explain, live=live)
-                if p.queued:
-                    first = next(iter(p.queued.items()))
+                own: LiveJobs = {}
+                foreign: LiveJobs = {}
+                for name in backends.names():
+                    live = backends.get(name).live(g, store)
+                    (own if name == chosen.name else foreign).update(live)
+                p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own})
+                elsewhere = [(i, jid) for i, jid in p.queued.items() if (g.jobs[i].rule, g.jobs[i].hash) in foreign]
+                if elsewhere:
+                    i, jid = elsewhere[0]
                     raise UsageError(
-                        f"{len(p.queued)} of the jobs to build are queued or running in SLURM "
-                        f"({self.graph.jobs[first[0]].label} as job {first[1]}, ...)",
+                        f"{len(elsewhere)} of the jobs to build are queued or running in SLURM "
+                        f"({g.jobs[i].label} as job {jid}, ...)",
                         "wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel",
                     )
                 if on_plan is not None:
@@ -147,28 +176,42 @@ class Study:
                 if not p.run:
                     return BuildResult(p, None, None, None)
                 # a build refused for its resources never starts, so it is no run
-                check_fit(self.graph, p.run, jobs or os.cpu_count() or 1, machine_mem_mb())
+                warnings = tuple(chosen.check(g, p, options))
                 run_id = new_run_id()
+                if render_only:  # submits nothing, so it is no run either
+                    ex = chosen.execute(p, store, run_id, reporter or QuietReporter(), options)
+                    return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
                 if git_commit:
                     commit_project_files(self.root, self.named_files(), run_id)
                 # sweepc's own state folder and the outputs are not the code that ran
-                commit, dirty = git_state(self.root, exclude=(state_dir(self.root), self.graph.workdir_path))
-                run_id, seq = store.begin_run(argv, "local", commit, dirty, run_id=run_id)
+                commit, dirty = git_state(self.root, exclude=(state_dir(self.root), g.workdir_path))
+                run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
                 summary: Summary | None = None
                 status = "interrupted"
                 try:
-                    summary = execute(p, store, run_id, reporter or _Quiet(), jobs=jobs, keep_going=keep_going)
-                    status = "ok" if summary.ok else "failed"
+                    ex = chosen.execute(p, store, run_id, reporter or QuietReporter(), options)
+                    summary, status = ex.summary, ex.status
                 except Interrupted as e:
                     summary = e.summary  # what ran before Ctrl-C counts in the runs table
                     raise
                 finally:
                     s = summary
                     store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
-                return BuildResult(p, summary, run_id, seq)
+                return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
             finally:
                 store.close()
 
+    def cancel(self) -> Cancelled:
+        """Stop what every backend has queued or running for this project;
+        what had not finished is recorded as cancelled."""
+        if not (state_dir(self.root) / "state.db").exists():
+            return Cancelled((), 0, 0)
+        store = Store.open(self.root)
+        try:
+            parts = [backends.get(name).cancel(self.graph, store) for name in backends.names()]
+        finally:
+            store.close()
+        return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts))
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
@@ -247,21 +290,6 @@ def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None
     done = subprocess.run(["git", "commit", "-q", "-m", f"sweepc run {run_id}", "--", *paths], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         raise UsageError(f"git commit failed: {done.stderr.strip() or done.stdout.strip()}")
-
-
-def slurm_live(g: BuildGraph, store: Store) -> dict[tuple[str, str], str]:
-    """Jobs of this project that SLURM still has queued or running (after
-    taking in the records of those that finished): a local build must not run
-    them a second time. Without SLURM's commands here nothing can be live."""
-    from sweepc.backends.slurm.records import queued_rows, sync
-    from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
-
-    if not queued_rows(store):
-        return {}
-    try:
-        return sync(g, store, SubprocessScheduler())
-    except SchedulerError:
-        return {}
 
 
 def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, bool | None]:

@@ -467,7 +467,7 @@ def test_a_job_that_ended_on_its_own_as_ctrl_c_came_is_recorded_done(local_proje
     """Ctrl-C lands after job `quick` has exited but before sweepc reaped it:
     kill_all hands it back as ended on its own; it is done, not interrupted."""
     import sweepc
-    from sweepc.backends.local.backend import Interrupted
+    from sweepc.backends.base import Interrupted
 
     p = local_project.write('''
         param a = [1]

@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sweepc import __version__
 from sweepc.errors import SweepcError, SweepfileError
-from sweepc.lang.graph import BuildGraph
-from sweepc.lang.project import find_sweepfile, load_graph
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, graph_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     from sweepc.cli import build as cli_build
 
     cli_build.register(sub)
-    from sweepc.cli import slurm as cli_slurm
-
-    cli_slurm.register(sub)
     return p
 
 
@@ -74,14 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-
-
-def sweepfile_of(args: argparse.Namespace) -> Path:
-    return find_sweepfile(args.file, args.directory)
-
-
-def graph_of(args: argparse.Namespace) -> BuildGraph:
-    return load_graph(sweepfile_of(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

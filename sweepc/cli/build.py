@@ -20,11 +20,12 @@ from typing import Any, TextIO
 from sweepc.api import Study
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph, Job
-from sweepc.backends.local.backend import Interrupted, Summary, check_fit, machine_mem_mb
+from sweepc.backends import names as backend_names
+from sweepc.backends.base import Interrupted, Summary
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store, state_dir
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, study_of
 
 
 def register(sub: Any) -> None:
@@ -33,7 +34,7 @@ def register(sub: Any) -> None:
     c.add_argument("-j", "--jobs", type=_positive, metavar="N", help="run at most N cpus' worth of jobs at once (default: all cores)")
     c.add_argument("-n", "--dry-run", action="store_true", help="say what would run, and why, without running it")
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
-    c.add_argument("--backend", choices=("local", "slurm"), default="local", help="where jobs run (default: local)")
+    c.add_argument("--backend", choices=backend_names(), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
     c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
@@ -51,6 +52,9 @@ def register(sub: Any) -> None:
     c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table", help="output format (default: table; parquet needs -o)")
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
+
+    c = sub.add_parser("cancel", help="cancel what this project has queued or running in SLURM")
+    c.set_defaults(func=cmd_cancel)
 
     c = sub.add_parser("runs", help="every build that ran something, with its git commit")
     c.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
@@ -85,9 +89,7 @@ def _positive(text: str) -> int:
 
 
 def _study(args: argparse.Namespace) -> Study:
-    from sweepc.cli.app import graph_of
-
-    return Study(graph_of(args))
+    return study_of(args)
 
 
 def _rel(g: BuildGraph, p: Path) -> str:
@@ -214,62 +216,97 @@ class _TermAsInterrupt:
         signal.signal(signal.SIGTERM, self.old)
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    if args.backend == "slurm":
-        from sweepc.cli.slurm import cmd_build_slurm
+def nothing_to_do(p: Plan) -> str:
+    queued = ""
+    if p.queued:
+        ids = sorted({jid.partition("_")[0] for jid in p.queued.values()}, key=lambda s: (len(s), s))
+        queued = f", {len(p.queued)} still queued in SLURM as job{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+    return f"sweepc: nothing to do ({p.uptodate} jobs up to date{queued})\n"
 
-        return cmd_build_slurm(args)
-    if args.wait or args.render_only:
-        raise UsageError("--wait and --render-only go with --backend slurm")
+
+class _Reporter:
+    """The backend's notes as lines; jobs to the progress display, if any."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.progress: Progress | None = None
+
+    def job_started(self, job: Job, attempt: int) -> None:
+        if self.progress is not None:
+            self.progress.job_started(job, attempt)
+
+    def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
+        if self.progress is not None:
+            self.progress.job_ended(job, outcome, will_retry)
+
+    def note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.line(text)
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from sweepc import backends
+    from sweepc.backends.base import BuildOptions
+
+    backend = backends.get(args.backend)
+    backend.validate(BuildOptions(jobs=args.jobs, keep_going=args.keep_going, wait=args.wait, render_only=args.render_only))
     study = _study(args)
     out = sys.stdout
     if args.dry_run:
-        p = study.plan(args.targets, where=args.where, psets=args.psets, force=args.force, explain=args.explain)
-        if not p.run and not p.queued:
-            out.write(f"sweepc: nothing to do ({p.uptodate} jobs up to date)\n")
+        p = study.plan(args.targets, where=args.where, psets=args.psets, force=args.force, explain=args.explain,
+                       backend=args.backend)
+        if not p.run:
+            out.write(nothing_to_do(p))
             return EXIT_OK
         # a dry run refuses what the real build would refuse
-        check_fit(study.graph, p.run, args.jobs or os.cpu_count() or 1, machine_mem_mb())
+        for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
+            out.write(f"sweepc: warning: {w}\n")
         print_plan(p, args.explain, out)
         return EXIT_OK
-    progress: Progress | None = None
+    reporter = _Reporter(out)
+    # a batch backend that does not wait returns once its jobs are handed out
+    shows_progress = not backend.batch or args.wait
 
     def on_plan(p: Plan) -> None:
-        nonlocal progress
         if args.explain and p.run:
             print_plan(p, True, out)
-        progress = Progress(len(p.run), out)
-
-    class _Forward:
-        def job_started(self, job: Job, attempt: int) -> None:
-            if progress:
-                progress.job_started(job, attempt)
-
-        def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None:
-            if progress:
-                progress.job_ended(job, outcome, will_retry)
+        if p.run and shows_progress and not args.render_only:
+            reporter.progress = Progress(len(p.run), out)
 
     argv = getattr(args, "command_line", None) or ["sweepc", "build", *args.targets]
     try:
         with _TermAsInterrupt():
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
-                psets=args.psets, reporter=_Forward(), argv=argv, on_plan=on_plan, git_commit=args.git_commit,
+                psets=args.psets, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=args.git_commit,
                 explain=args.explain,  # fix: without it `build --explain` printed only each job's first reason
+                backend=args.backend, wait=args.wait, render_only=args.render_only,
             )
     except Interrupted as e:
-        if progress:
-            progress.close()
+        if reporter.progress:
+            reporter.progress.close()
         print_summary(study.graph, e.summary, out)
         out.write("sweepc: interrupted; the jobs that were running are recorded as interrupted and will rerun\n")
         return EXIT_INTERRUPTED
-    if progress:
-        progress.close()
-    if result.summary is None:
-        out.write(f"sweepc: nothing to do ({result.plan.uptodate} jobs up to date)\n")
+    if reporter.progress:
+        reporter.progress.close()
+    if result.run_id is None and result.summary is None and not result.notes:
+        out.write(nothing_to_do(result.plan))
         return EXIT_OK
-    print_summary(study.graph, result.summary, out)
-    return EXIT_OK if result.summary.ok else EXIT_FAILED
+    if result.summary is not None:
+        print_summary(study.graph, result.summary, out)
+    out.writelines(n + "\n" for n in result.notes)
+    s = result.summary
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if s is None:
+        return EXIT_OK
+    if result.status == "submitted":  # only the local: true jobs that ran have an outcome yet
+        return EXIT_FAILED if s.failed else EXIT_OK
+    return EXIT_OK if s.ok else EXIT_FAILED
 
 
 # ---- status ---------------------------------------------------------------------
@@ -278,10 +315,8 @@ STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "neve
 
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
-    from sweepc.backends.slurm.records import refresh
-
     g = study.graph
-    refresh(g)  # take in the completion records of SLURM jobs first
+    study.refresh()  # take in the completion records of SLURM jobs first
     p = study.plan(where=where, targets=rules, psets=psets)
     rows: dict[str, dict[str, Any]] = {}
     wanted = set(rules)
@@ -423,11 +458,11 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
 
 
 def _refuse_while_queued(g: BuildGraph) -> None:
-    from sweepc.api import slurm_live
+    from sweepc import backends
 
     store = Store.open(g.root, create=False)
     try:
-        live = slurm_live(g, store)
+        live = {k: v for name in backends.names() for k, v in backends.get(name).live(g, store).items()}
     finally:
         store.close()
     if live:
@@ -462,10 +497,8 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from sweepc.results.table import write
-    from sweepc.backends.slurm.records import refresh
-
     study = _study(args)
-    refresh(study.graph)  # take in the completion records of SLURM jobs first
+    study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns)
     text = write(df, args.format, args.output)
     if text is not None:
@@ -481,4 +514,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
     df = _study(args).runs()
     text = write(df, args.format, None)
     sys.stdout.write(text or "")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    c = _study(args).cancel()
+    if not c.arrays and not c.jobs:
+        sys.stdout.write("sweepc: nothing to cancel\n")
+        return EXIT_OK
+    ids = ", ".join(c.arrays)
+    sys.stdout.write(
+        f"sweepc: cancelled {len(c.arrays)} job array{'s' if len(c.arrays) != 1 else ''} ({ids}); "
+        f"{c.jobs} jobs recorded as cancelled"
+        + (f", {c.finished} had finished and were recorded as such" if c.finished else "")
+        + "\n"
+    )
     return EXIT_OK

@@ -10,18 +10,16 @@ leaves no job looking up to date unless its end was recorded.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import psutil
 
+from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
@@ -31,50 +29,6 @@ from sweepc.plan.store import Outcome, Store
 
 FLUSH_SECONDS = 0.5
 FLUSH_COUNT = 500
-
-
-class Reporter(Protocol):
-    def job_started(self, job: Job, attempt: int) -> None: ...
-
-    def job_ended(self, job: Job, outcome: Outcome, will_retry: bool) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    job: int
-    label: str
-    exit_code: int | None
-    log: Path
-    tail: tuple[str, ...]
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    total: int  # jobs in the plan
-    done: int
-    failed: tuple[Failure, ...]
-    skipped: int  # not run because something they need failed
-    not_started: int  # not run because the build stopped (failure without -k)
-    interrupted: tuple[int, ...]
-    uptodate: int
-    elapsed: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.interrupted and self.skipped == 0 and self.not_started == 0
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped the build; the store is consistent."""
-
-    def __init__(self, summary: Summary) -> None:
-        super().__init__("interrupted")
-        self.summary = summary
-
-
-def params_json(job: Job) -> str:
-    return json.dumps(dict(job.params), separators=(",", ":"), ensure_ascii=False)
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -357,14 +311,3 @@ class _Runner:
         self.reporter.job_ended(job, outcome, False)
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
 
-
-def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 8192))
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ()
-    return tuple(data.splitlines()[-n:])

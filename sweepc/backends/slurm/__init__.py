@@ -1,4 +1,5 @@
-"""The SLURM backend: job-script rendering (jinja2), arrays, submission, ingest.
+"""The SLURM backend: a Plan as job arrays. In: a Plan. Out: arrays handed to
+sbatch, and outcomes in the store as completion records come back.
 
     settings.py   the `backend slurm:` block, checked
     arrays.py     jobs -> arrays (grouping, bundling, splitting) and their dependencies
@@ -7,28 +8,102 @@
     records.py    completion records -> the state store (ingest, sync before planning)
     backend.py    execute(): submit, wait, retry; cancel()
 
-Entry points: backend.execute(), backend.cancel(), records.sync(),
-records.refresh(). Imported lazily: `sweepc status` only needs records.
+SlurmBackend (below) is what the core drives; it imports the rest lazily, so
+`sweepc status` only pays for records.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import ClassVar
 
-__all__ = ["Scheduler", "SubprocessScheduler", "cancel", "execute", "refresh", "sync"]
+from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
+from sweepc.errors import UsageError
+from sweepc.lang.graph import BuildGraph
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import Store
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("execute", "cancel"):
-        from sweepc.backends.slurm import backend
+def _rel(p: os.PathLike[str] | str) -> str:
+    try:
+        return os.path.relpath(p)
+    except ValueError:
+        return str(p)
 
-        return getattr(backend, name)
-    if name in ("sync", "refresh"):
-        from sweepc.backends.slurm import records
 
-        return getattr(records, name)
-    if name in ("SubprocessScheduler", "Scheduler"):
-        from sweepc.backends.slurm import scheduler
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
-        return getattr(scheduler, name)
-    raise AttributeError(name)
+
+class SlurmBackend:
+    name: ClassVar[str] = "slurm"
+    batch: ClassVar[bool] = True
+
+    def validate(self, options: BuildOptions) -> None:
+        if options.render_only and options.wait:
+            raise UsageError("--render-only submits nothing, so there is nothing to --wait for")
+
+    def live(self, graph: BuildGraph, store: Store) -> LiveJobs:
+        from sweepc.backends.slurm.records import queued_rows, sync
+        from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
+
+        if not queued_rows(store):
+            return {}
+        try:
+            return sync(graph, store, SubprocessScheduler())
+        except SchedulerError:
+            return {}  # without SLURM's commands here nothing can be live
+
+    def refresh(self, graph: BuildGraph, store: Store) -> None:
+        from sweepc.backends.slurm.records import ingest, queued_rows
+
+        rows = queued_rows(store)
+        if rows:
+            ingest(graph, store, rows)
+
+    def check(self, graph: BuildGraph, plan: Plan, options: BuildOptions) -> list[str]:
+        from sweepc.backends.slurm.settings import settings
+
+        settings(graph)  # a bad `backend slurm:` block is a sweepfile error before anything
+        return []
+
+    def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
+        from sweepc.backends.slurm.backend import execute
+        from sweepc.backends.slurm.scheduler import SubprocessScheduler
+
+        result = execute(plan, store, run_id, SubprocessScheduler(), reporter,
+                         wait=options.wait, render_only=options.render_only, jobs=options.jobs)
+        notes: list[str] = []
+        s = result.summary
+        if options.render_only:
+            for a in result.arrays:
+                after = f" after {a.dependency}" if a.dependency else ""
+                notes.append(f"rendered {a.rule}: {_rel(a.script)}, {_plural(a.psets, 'pset')} in {_plural(a.tasks, 'task')}{after}")
+            if result.submit_sh is not None:
+                notes.append(f"sweepc: wrote {_rel(result.submit_sh)}; nothing was submitted (run it to submit)")
+            if result.left:
+                notes.append(f"sweepc: {result.left} jobs are not rendered: local: true jobs (a build runs them on this machine) and what needs them")
+            return Execution(None, "rendered", tuple(notes))
+        if result.interrupted:
+            notes.append("sweepc: stopped waiting; what was submitted stays queued in SLURM "
+                         "(see it with `sweepc status`, stop it with `sweepc cancel`)")
+            return Execution(s, "interrupted", tuple(notes))
+        if result.left:
+            notes.append(f"sweepc: {result.left} job{'s' if result.left != 1 else ''} wait for jobs that are not finished (local: true jobs run on this machine "
+                         f"once their inputs are done): run `sweepc build --backend slurm` again later, or use --wait")
+        if not options.wait:
+            n = sum(a.psets for a in result.arrays)
+            k = len(result.arrays)
+            notes.append(f"sweepc: submitted {n} job{'s' if n != 1 else ''} in {k} array{'s' if k != 1 else ''}; job scripts and logs in {_rel(result.folder)}/")
+            notes.append("sweepc: follow them with `sweepc status`, wait with `sweepc build --backend slurm --wait`, stop them with `sweepc cancel`")
+            return Execution(s, "submitted", tuple(notes))
+        return Execution(s, "ok" if s is not None and s.ok and not result.left else "failed", tuple(notes))
+
+    def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
+        from sweepc.backends.slurm.backend import cancel
+        from sweepc.backends.slurm.scheduler import SubprocessScheduler
+
+        return cancel(graph, store, SubprocessScheduler())
+
+
+__all__ = ["SlurmBackend"]

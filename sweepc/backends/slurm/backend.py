@@ -24,11 +24,10 @@ import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
-from sweepc.backends.local.backend import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
+from sweepc.backends.base import Cancelled, Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.local.backend import execute as local_execute
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store, state_dir
@@ -53,6 +52,10 @@ TICK_MAX_S = 2.0  # records are read at least this often while waiting
 MAX_UNEXPLAINED = 3  # resubmissions of a pset that did not run for no reason we can see
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def batch_dir(root: Path) -> Path:
     return state_dir(root) / BATCH_DIR
 
@@ -70,10 +73,6 @@ class Submitted:
     script: Path
 
 
-class SlurmReporter(Reporter, Protocol):
-    def array_submitted(self, a: Submitted) -> None: ...
-
-
 @dataclass
 class Result:
     folder: Path
@@ -89,7 +88,7 @@ def execute(
     store: Store,
     run_id: str,
     scheduler: Scheduler,
-    reporter: SlurmReporter,
+    reporter: Reporter,
     wait: bool = False,
     render_only: bool = False,
     jobs: int | None = None,
@@ -98,7 +97,7 @@ def execute(
 
 
 class _Build:
-    def __init__(self, plan: Plan, store: Store, run_id: str, scheduler: Scheduler, reporter: SlurmReporter,
+    def __init__(self, plan: Plan, store: Store, run_id: str, scheduler: Scheduler, reporter: Reporter,
                  wait: bool, render_only: bool, jobs: int | None) -> None:
         self.plan, self.g, self.store, self.sub, self.sched, self.reporter = plan, plan.graph, store, run_id, scheduler, reporter
         self.wait, self.render_only, self.jobs = wait, render_only, jobs
@@ -223,6 +222,9 @@ class _Build:
                 if not will_retry:
                     outer.final[job.id] = "done" if outcome.status == "done" else outcome.status
 
+            def note(self, text: str) -> None:
+                outer.reporter.note(text)
+
         sub_plan = replace(self.plan, run=tuple(ids))
         s = local_execute(sub_plan, self.store, self.sub, _Catch(), jobs=self.jobs, keep_going=True)
         self.failures.extend(s.failed)
@@ -281,7 +283,8 @@ class _Build:
         self.store.set_queued(rows, self.sub)
         sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
         self.result.arrays.append(sub)
-        self.reporter.array_submitted(sub)
+        self.reporter.note(f"submitted {sub.rule}: job {job_id}, {plural(sub.psets, 'pset')} in {plural(sub.tasks, 'task')}"
+                           + (f" after {flag}" if flag else ""))
 
     def pset_line(self, i: int) -> PsetLine:
         g, plan = self.g, self.plan
@@ -542,13 +545,6 @@ def _hms(s: int) -> str:
 
 
 # -- cancel ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    arrays: tuple[str, ...]  # scheduler ids that were cancelled
-    jobs: int  # psets recorded as cancelled
-    finished: int  # psets whose records came in first
 
 
 def cancel(g: BuildGraph, store: Store, scheduler: Scheduler) -> Cancelled:

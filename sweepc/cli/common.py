@@ -1,0 +1,29 @@
+"""What every CLI verb shares: exit codes and turning -f/-C into a project."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.project import find_sweepfile, load_graph
+
+if TYPE_CHECKING:
+    from sweepc.api import Study
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def sweepfile_of(args: argparse.Namespace) -> Path:
+    return find_sweepfile(args.file, args.directory)
+
+
+def graph_of(args: argparse.Namespace) -> BuildGraph:
+    return load_graph(sweepfile_of(args))
+
+
+def study_of(args: argparse.Namespace) -> Study:
+    from sweepc.api import Study
+
+    return Study(graph_of(args))

@@ -1,8 +1,11 @@
-"""The language: sweepfile text in, a BuildGraph (psets, rules, jobs, DAG) out.
+"""The language: sweepfile text in, a checked graph.BuildGraph out.
 
-    parser.parse(text, filename) -> syntax.Module   (the lark grammar stays in parser.py)
-    compiler.compile(module, ...) -> graph.BuildGraph, every independent error at once
-    project.load_graph(path)      -> find the sweepfile, read it, parse, compile
+    parser.parse(text, filename)          -> syntax.Module (every node has a Span)
+    compiler.compile(module, root, path)  -> graph.BuildGraph, or SweepfileError
+    project.load_graph(sweepfile)         -> both steps, from a file on disk
 
-Errors are data (errors.Diagnostic) rendered once, by the CLI.
+compile() runs four passes, one verb per module: names.resolve,
+evaluate.evaluate, join.join, commands.render. Helpers they share: sweeps
+(the sweep algebra), expr (where-conditions), placeholders (command
+templates), resources (SLURM units), problems (diagnostics).
 """

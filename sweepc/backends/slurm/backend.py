@@ -537,7 +537,7 @@ class _Build:
 
 
 def _hms(s: int) -> str:
-    from sweepc.lang.compiler import format_time
+    from sweepc.lang.resources import format_time
 
     return format_time(s)
 

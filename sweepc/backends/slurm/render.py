@@ -26,7 +26,7 @@ from typing import Any
 
 import jinja2
 
-from sweepc.lang.compiler import format_time
+from sweepc.lang.resources import format_time
 from sweepc.errors import UsageError, did_you_mean
 from sweepc.lang.graph import LOG_NAME, RECORD_NAME, BuildGraph
 from sweepc.backends.slurm.arrays import Array, Deps

@@ -1,0 +1,247 @@
+"""Pass 4, render(): Joined -> graph.BuildGraph (every job, with its command).
+
+Makes each rule's jobs in run order: the job's hash and folder, its input
+paths (upstream outputs and source files), resources per pset, and its
+shell (and restart) command with every value shell-quoted. Rendering is the
+hot loop of compiling (300k jobs at 100k psets): what does not depend on
+the pset (output paths, constant resources, templates) is worked out once
+per rule.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweepc.errors import Diagnostic, Span, did_you_mean, listing
+from sweepc.hashing import pset_hash
+from sweepc.lang import sweeps as alg
+from sweepc.lang import syntax as s
+from sweepc.lang.evaluate import Swept
+from sweepc.lang.graph import INPUT_LIST_NAME, BuildGraph, Job, Resources, RuleSpec, Sweep
+from sweepc.lang.join import Joined, Rule
+from sweepc.lang.names import Names
+from sweepc.lang.placeholders import Placeholder, Template, parse_template
+from sweepc.lang.problems import Bail, Problems
+from sweepc.lang.resources import format_time, resource_value
+from sweepc.lang.sweeps import Pset, keys_of
+from sweepc.values import Scalar, shell_quote, shell_str
+
+# A single argument to exec() may not exceed this (Linux MAX_ARG_STRLEN).
+MAX_COMMAND = 128 * 1024 - 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    graph: BuildGraph | None  # None when a job could not be made (see diagnostics)
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: Path, sweepfile: Path) -> Rendered:
+    """Make every job of every rule; stop after the first rule that fails."""
+    p = Problems(module)
+    hashes = _Hashes()
+    workdir = names.workdir
+    up_to_root = "../../../" + ("" if os.path.isabs(workdir) else "../" * len(Path(workdir).parts))
+    root_rel = up_to_root.rstrip("/") if not os.path.isabs(workdir) else str(root)
+    rules = {r.name: r for r in joined.rules}
+    jobs: list[Job] = []
+    specs: list[RuleSpec] = []
+    for r in joined.rules:
+        first = joined.first[r.name]
+        try:
+            renderer = _Renderer(p, hashes, r, rules, jobs, root_rel, workdir)
+        except Bail:
+            return Rendered(None, tuple(p.diags))
+        for seq, (inst, matches) in enumerate(zip(r.instances, joined.matches[r.name])):
+            jobs.append(renderer.job(len(jobs), seq, inst, matches))
+        if renderer.failed:
+            return Rendered(None, tuple(p.diags))
+        specs.append(
+            RuleSpec(
+                name=r.name, span=r.span, over=r.over, by=r.by, keys=r.keys, inputs=r.inputs, outputs=r.outputs,
+                results=r.results, shell=r.shell.text, restart=r.restart.text if r.restart else None,
+                retries=r.retries, local=r.local, first_job=first, n_jobs=len(r.instances),
+            )
+        )
+    sweeps = {
+        n: Sweep(n, ps, tuple(hashes.of(x) for x in ps), keys_of(ps)) for n, ps in swept.sweeps.items() if ps is not None
+    }
+    graph = BuildGraph(
+        root=root,
+        sweepfile=sweepfile,
+        source=module.source,
+        workdir=workdir,
+        params={k: v for k, v in names.values.items() if v is not None},
+        sweeps=sweeps,
+        rules=tuple(specs),
+        jobs=tuple(jobs),
+        backends=names.backends,
+        rule_index={r.name: i for i, r in enumerate(specs)},
+    )
+    return Rendered(graph, ())
+
+
+class _Hashes:
+    """pset_hash, once per pset object: rules over one sweep share psets."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[int, str] = {}
+        self.keep: list[Pset] = []
+
+    def of(self, p: Pset) -> str:
+        h = self.hashes.get(id(p))
+        if h is None:
+            h = self.hashes[id(p)] = pset_hash(p)
+            self.keep.append(p)  # keeps id(p) from being reused while we cache it
+        return h
+
+
+class _Renderer:
+    """Makes the jobs of one rule."""
+
+    def __init__(self, p: Problems, hashes: _Hashes, r: Rule, rules: Mapping[str, Rule], jobs: list[Job], root_rel: str, workdir: str) -> None:
+        self.p, self.hashes, self.r, self.jobs, self.root_rel, self.workdir = p, hashes, r, jobs, root_rel, workdir
+        self.failed = False
+        self.output_text = {o.name: shell_path(o.path) for o in r.outputs}
+        self.all_outputs = " ".join(shell_path(o.path) for o in r.outputs)
+        self.upstream_outputs = {inp.rule: [o.path for o in rules[inp.rule].outputs] for inp in r.inputs if inp.rule}
+        self.static_resources: dict[str, int | None] = {}
+        self.bad_resources: set[str] = set()  # reported once, not once per pset
+        for name, (expr, how) in r.resources.items():
+            if how is None:
+                assert isinstance(expr, (s.Num, s.Str))
+                self.static_resources[name] = resource_value(p, name, expr.value, expr.span, None)
+        self.constant_resources: Resources | None = None
+        if all(how is None for _, how in r.resources.values()):
+            self.constant_resources = self.resources({})
+        self.source_templates = {inp.path: parse_template(inp.path) for inp in r.inputs if inp.path is not None}
+        self.reported: set[str] = set()
+
+    def fail_once(self, key: str, message: str, span: Span, hint: str) -> None:
+        if key not in self.reported:
+            self.reported.add(key)
+            self.p.error(message, span, hint)
+        self.failed = True
+
+    def resources(self, inst: Mapping[str, Scalar]) -> Resources:
+        if self.constant_resources is not None:
+            return self.constant_resources
+        vals = dict(self.static_resources)
+        for name, (expr, how) in self.r.resources.items():
+            if how is None or name in self.bad_resources:
+                continue
+            raw: Scalar = inst[how] if isinstance(how, str) else _fill(how, inst)
+            try:
+                vals[name] = resource_value(self.p, name, raw, expr.span, inst)
+            except Bail:
+                self.failed = True
+                self.bad_resources.add(name)
+        return Resources(
+            cpus=vals.get("cpus") or 1, mem_mb=vals.get("mem"), time_s=vals.get("time"),
+            nodes=vals.get("nodes") or 1, tasks=vals.get("tasks") or 1, gpus=vals.get("gpus") or 0,
+        )
+
+    def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job:
+        r = self.r
+        h = self.hashes.of(inst)
+        reldir = f"{r.name}/{h[:2]}/{h}"
+        deps: list[int] = []
+        inputs_by_name: dict[str, list[str]] = {}
+        all_inputs: list[str] = []
+        sources: list[str] = []
+        for inp, ids in zip(r.inputs, matches):
+            if inp.rule is not None:
+                deps.extend(ids)
+                outs = self.upstream_outputs[inp.rule]
+                paths = [f"../../../{self.jobs[i].reldir}/{o}" for i in ids for o in outs]
+            else:
+                assert inp.path is not None
+                t = self.source_templates[inp.path]
+                missing = [ph.root for ph in t.placeholders if ph.root not in inst or ph.attr is not None]
+                if missing:
+                    self.fail_once(
+                        "src:" + inp.path,
+                        f"unknown parameter '{missing[0]}' in input path",
+                        inp.span,
+                        did_you_mean(missing[0], r.keys) or f"the rule's psets have: {listing(r.keys)}",
+                    )
+                    continue
+                rel = os.path.normpath(_fill(t, inst))
+                sources.append(rel)
+                paths = [f"{self.root_rel}/{rel}"]
+            if inp.name is not None:
+                inputs_by_name.setdefault(inp.name, []).extend(paths)
+            all_inputs.extend(paths)
+        res = self.resources(inst)
+        ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
+        command = ctx.render(r.shell)
+        restart = ctx.render(r.restart) if r.restart is not None else None
+        if len(command.encode()) > MAX_COMMAND:
+            # point at what makes it long: the first {input} (or {input.NAME})
+            big = next((ph for ph in r.shell.placeholders if ph.root == "input" and ph.attr != "list"), None)
+            node = self.r.shell_node
+            self.fail_once(
+                "long",
+                f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long"
+                + (f" for pset {alg.describe(inst)}" if inst else "")
+                + "; the limit is 127 KiB",
+                self.p.span_in(node, big.text, big.offset) if big is not None else node.span,
+                "use {input.list}, the path of a file that names one input per line, instead of "
+                + (big.text if big is not None else "{input}"),
+            )
+        return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res)
+
+
+class _Ctx:
+    __slots__ = ("all_inputs", "by_name", "h", "inst", "rd", "reldir", "res", "seq")
+
+    def __init__(self, inst: Pset, h: str, seq: int, reldir: str, all_inputs: list[str], by_name: dict[str, list[str]], res: Resources, rd: _Renderer) -> None:
+        self.inst, self.h, self.seq, self.reldir = inst, h, seq, reldir
+        self.all_inputs, self.by_name, self.res, self.rd = all_inputs, by_name, res, rd
+
+    def render(self, t: Template) -> str:
+        out: list[str] = []
+        for part in t.parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                out.append(self.value(part))
+        return "".join(out)
+
+    def value(self, ph: Placeholder) -> str:
+        root, attr = ph.root, ph.attr
+        if root == "input":
+            if attr is None:
+                return " ".join(shell_path(p) for p in self.all_inputs)
+            if attr == "list":
+                return INPUT_LIST_NAME
+            return " ".join(shell_path(p) for p in self.by_name.get(attr, ()))
+        if root == "output":
+            return self.rd.all_outputs if attr is None else self.rd.output_text[attr]
+        if root == "pset":
+            if attr == "hash":
+                return self.h
+            if attr == "seq":
+                return str(self.seq)
+            return shell_path(f"{self.rd.workdir}/{self.reldir}")
+        if root == "resources":
+            res = self.res
+            v = {"cpus": res.cpus, "mem": res.mem_mb, "time": res.time_s, "nodes": res.nodes, "tasks": res.tasks, "gpus": res.gpus}[attr or ""]
+            if attr == "time" and v is not None:
+                return format_time(v)
+            return "" if v is None else str(v)
+        if root == "root":
+            return shell_path(self.rd.root_rel)
+        return shell_quote(self.inst[root])
+
+
+def shell_path(p: str) -> str:
+    return shlex.quote(p)
+
+
+def _fill(t: Template, inst: Mapping[str, Scalar]) -> str:
+    return "".join(p if isinstance(p, str) else shell_str(inst[p.root]) for p in t.parts)

@@ -1,0 +1,282 @@
+"""Pass 2, evaluate(): Names -> Swept (every sweep, and each rule's 'over', as psets).
+
+Sweeps are evaluated in the order they are defined; a sweep may use
+parameters and other sweeps (a sweep defined in terms of itself is an
+error). Each rule's 'over' expression is evaluated here too, so the join
+pass only sees psets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from sweepc.errors import Diagnostic, did_you_mean
+from sweepc.lang import sweeps as alg
+from sweepc.lang import syntax as s
+from sweepc.lang.expr import ExprError, compile_condition
+from sweepc.lang.names import EXAMPLES, PARAM_FUNCTIONS, SWEEP_FUNCTIONS, Names, constant
+from sweepc.lang.problems import Bail, Problems
+from sweepc.lang.sweeps import Pset, Psets, SweepMathError, keys_of
+from sweepc.values import Scalar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Over:
+    """The psets a rule runs over, and how messages name them."""
+
+    psets: Psets
+    text: str  # "sweep 'grid'", "parameter 'a'", "everything", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    sweeps: Mapping[str, Psets | None]  # None: the sweep has a mistake (reported)
+    over: Mapping[str, Over | None]  # per rule; None: its 'over' has a mistake (reported)
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
+    """Evaluate every sweep, then every rule's 'over' expression."""
+    ev = _Evaluator(Problems(module), names, root)
+    for name in names.sweep_defs:
+        ev.sweep(name)
+    over = {name: ev.p.guard(partial(ev.rule_over, rd)) for name, rd in names.rule_defs.items()}
+    return Swept(ev.sweeps, over, tuple(ev.p.diags))
+
+
+class _Evaluator:
+    def __init__(self, p: Problems, names: Names, root: Path) -> None:
+        self.p = p
+        self.n = names
+        self.root = root
+        self.sweeps: dict[str, Psets | None] = {}
+        self.resolving: list[str] = []
+
+    def sweep(self, name: str) -> Psets | None:
+        if name in self.sweeps:
+            return self.sweeps[name]
+        st = self.n.sweep_defs[name]
+        if name in self.resolving:
+            cycle = " -> ".join(self.resolving[self.resolving.index(name):] + [name])
+            self.p.bail(f"sweep defined in terms of itself: {cycle}", st.name_span, "a sweep can only use parameters and other sweeps")
+        self.resolving.append(name)
+        try:
+            ps = self.p.guard(lambda: self.expr(st.value))
+        finally:
+            self.resolving.pop()
+        result = ps if isinstance(ps, tuple) else None
+        if result is not None and not result:
+            self.p.error(f"sweep '{name}' is empty", st.value.span, "a 'where' condition removed every pset")
+            result = None
+        self.sweeps[name] = result
+        return result
+
+    def rule_over(self, rd: s.RuleDef) -> Over:
+        if rd.over is None:
+            return Over(({},), "everything")
+        text = rd.over.id if isinstance(rd.over, s.Name) else f"the sweep of rule '{rd.name}'"
+        ps = self.expr(rd.over)
+        if not ps:
+            self.p.bail(f"rule '{rd.name}' runs over an empty sweep", rd.over.span, "a 'where' condition removed every pset")
+        if isinstance(rd.over, s.Name):
+            text = f"sweep '{rd.over.id}'" if rd.over.id in self.n.sweep_defs else f"parameter '{rd.over.id}'"
+        return Over(ps, text)
+
+    def name(self, e: s.Name) -> Psets:
+        n = self.n
+        if e.id in n.param_defs:
+            values = n.values.get(e.id)
+            if values is None:
+                raise Bail  # its own error is already reported
+            return alg.from_values(e.id, values)
+        if e.id in n.sweep_defs:
+            ps = self.sweep(e.id)
+            if ps is None:
+                raise Bail
+            return ps
+        if e.id in n.rule_defs:
+            self.p.bail(f"'{e.id}' is a rule, not a parameter or sweep", e.span, "rules run over sweeps; use 'input: " + e.id + "' to take a rule's outputs")
+        self.p.bail(
+            f"unknown parameter or sweep '{e.id}'",
+            e.span,
+            did_you_mean(e.id, [*n.param_defs, *n.sweep_defs]) or f"define it first: param {e.id} = [...]",
+        )
+
+    def expr(self, e: s.Expr) -> Psets:
+        bail = self.p.bail
+        try:
+            if isinstance(e, s.Name):
+                return self.name(e)
+            if isinstance(e, s.BinOp) and e.op in ("*", "+"):
+                left, right = self.p.guard(lambda: self.expr(e.left)), self.p.guard(lambda: self.expr(e.right))
+                if not isinstance(left, tuple) or not isinstance(right, tuple):
+                    raise Bail
+                return alg.product(left, right) if e.op == "*" else alg.concat(left, right)
+            if isinstance(e, s.BinOp) and e.op == "where":
+                return self.where(e)
+            if isinstance(e, s.Call):
+                return self.call(e)
+        except SweepMathError as ex:
+            span = e.op_span if isinstance(e, s.BinOp) else e.span
+            bail(ex.message, span, ex.hint)
+        if isinstance(e, (s.ListExpr, s.Num, s.Str, s.Bool)):
+            bail("a sweep is made of parameters, not values", e.span, "define the values as a parameter first: param x = [...]")
+        if isinstance(e, s.BinOp):
+            bail(f"'{e.op}' does not combine sweeps", e.op_span, "sweeps combine with '*' (every combination), '+' (one after the other), zip(), star() and 'where'")
+        bail("expected a sweep", e.span, "a sweep is a parameter, a sweep, A * B, A + B, zip(...), star(...), csv(...) or A where COND")
+
+    def where(self, e: s.BinOp) -> Psets:
+        base = self.expr(e.left)
+        keys = keys_of(base)
+        try:
+            cond = compile_condition(e.right, keys)
+        except ExprError as ex:
+            self.p.bail(ex.message, ex.span, ex.hint)
+        out: list[Pset] = []
+        func = cond.func
+        for p in base:
+            try:
+                if func(p):
+                    out.append(p)
+            except KeyError as ex:
+                self.p.bail(f"parameter {ex.args[0]!r} is missing from some psets of this sweep", e.right.span, "a condition can only use parameters every pset has")
+            except (TypeError, ZeroDivisionError, ValueError, OverflowError) as ex:
+                hint = (
+                    "a condition must work for every pset; 'and' stops at the first false part, e.g. x != 0 and 1 / x > 2"
+                    if isinstance(ex, (ZeroDivisionError, OverflowError, ValueError))
+                    else "arithmetic works on numbers only" if "needs numbers" in str(ex)
+                    else "compare numbers with numbers and strings with strings"
+                )
+                self.p.bail(f"condition fails for pset {alg.describe(p)}: {_plain_error(ex)}", e.right.span, hint)
+        return tuple(out)
+
+    def call(self, e: s.Call) -> Psets:
+        bail = self.p.bail
+        if e.func == "zip":
+            if len(e.args) < 2:
+                bail("zip() needs at least two sweeps", e.span, "for example: zip(a, c)")
+            parts: list[tuple[str, Psets]] = []
+            for a in e.args:
+                if a.name is not None:
+                    bail("zip() takes no keyword arguments", a.name_span, "for example: zip(a, c)")
+                label = a.value.id if isinstance(a.value, s.Name) else "an argument"
+                parts.append((label, self.expr(a.value)))
+            return alg.zip_(parts)
+        if e.func == "star":
+            return self.star(e)
+        if e.func == "csv":
+            return self.csv(e)
+        if e.func in PARAM_FUNCTIONS:
+            bail(f"{e.func}() makes a parameter's values, not a sweep", e.func_span, f"write: param NAME = {e.func}(...), then use NAME in the sweep")
+        bail(f"unknown function '{e.func}'", e.func_span, did_you_mean(e.func, SWEEP_FUNCTIONS) or "sweeps use zip(), star() and csv()")
+
+    def const(self, e: s.Expr) -> Scalar | list[Scalar]:
+        return constant(self.p, e, self.n.param_defs)
+
+    def star(self, e: s.Call) -> Psets:
+        bail = self.p.bail
+        centre: dict[str, Scalar] = {}
+        vary_arg: s.Arg | None = None
+        for a in e.args:
+            if a.name is None:
+                bail("star() takes keyword arguments only", a.span, EXAMPLES["star"])
+            if a.name == "vary":
+                vary_arg = a
+                continue
+            v = self.const(a.value)
+            if isinstance(v, list):
+                bail(f"the centre value of '{a.name}' must be a single value", a.value.span, EXAMPLES["star"])
+            centre[a.name] = v
+        if vary_arg is None:
+            bail("star() needs vary=[...]: the parameters to scan", e.span, EXAMPLES["star"])
+        names = vary_arg.value.items if isinstance(vary_arg.value, s.ListExpr) else (vary_arg.value,)
+        vary: list[tuple[str, Sequence[Scalar]]] = []
+        for n in names:
+            if not isinstance(n, s.Name):
+                bail("vary= lists parameter names", n.span, EXAMPLES["star"])
+            if n.id not in self.n.param_defs:
+                bail(f"unknown parameter '{n.id}'", n.span, did_you_mean(n.id, self.n.param_defs) or "vary= names parameters defined with 'param'")
+            if n.id not in centre:
+                bail(f"star() needs a centre value for '{n.id}'", n.span, f"add {n.id}=VALUE to star(...)")
+            values = self.n.values.get(n.id)
+            if values is None:
+                raise Bail
+            vary.append((n.id, values))
+        return alg.star(centre, vary)
+
+    def csv(self, e: s.Call) -> Psets:
+        bail = self.p.bail
+        path_arg: s.Arg | None = None
+        opts: dict[str, s.Arg] = {}
+        for a in e.args:
+            if a.name is None:
+                if path_arg is not None:
+                    bail("csv() takes one path", a.span, EXAMPLES["csv"])
+                path_arg = a
+            elif a.name in ("index", "start", "rows", "columns"):
+                opts[a.name] = a
+            else:
+                bail(f"unknown csv() argument '{a.name}'", a.name_span, did_you_mean(a.name, ("index", "start", "rows", "columns")) or EXAMPLES["csv"])
+        if path_arg is None or not isinstance(path_arg.value, s.Str):
+            bail("csv() needs the path of a CSV file as a string", (path_arg or e).span, EXAMPLES["csv"])
+        index = self.opt_str(opts.get("index"))
+        start = self.opt_int(opts.get("start"), 0, 0)
+        rows = self.opt_int(opts.get("rows"), None, 1)
+        columns: list[str] | None = None
+        if "columns" in opts:
+            v = self.const(opts["columns"].value)
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                bail("columns= needs a list of column names", opts["columns"].value.span, EXAMPLES["csv"])
+            columns = [str(x) for x in v]
+        shown = path_arg.value.value
+        try:
+            return alg.read_csv(self.root / shown, shown, index, start, rows, columns)
+        except SweepMathError as ex:
+            span = path_arg.value.span
+            if "index column" in ex.message and "index" in opts:
+                span = opts["index"].value.span
+            elif ex.message.startswith("column '") and "columns" in opts:
+                span = opts["columns"].value.span
+            bail(ex.message, span, ex.hint)
+
+    def opt_str(self, a: s.Arg | None) -> str | None:
+        if a is None:
+            return None
+        if not isinstance(a.value, s.Str):
+            self.p.bail(f"{a.name}= needs a string", a.value.span, EXAMPLES["csv"])
+        return a.value.value
+
+    def opt_int(self, a: s.Arg | None, default: T, minimum: int) -> int | T:
+        if a is None:
+            return default
+        v = self.const(a.value)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            self.p.bail(f"{a.name}= needs a whole number of at least {minimum}", a.value.span, EXAMPLES["csv"])
+        return v
+
+
+_TYPE_WORDS = {"str": "a string", "int": "a number", "float": "a number", "bool": "a bool", "tuple": "a list"}
+
+
+def _plain_error(ex: Exception) -> str:
+    """Python's words for a failed operation, in the sweepfile's words."""
+    text = str(ex)
+    m = re.fullmatch(r"'(.+)' not supported between instances of '(\w+)' and '(\w+)'", text)
+    if m:
+        return f"'{m.group(1)}' cannot compare {_TYPE_WORDS.get(m.group(2), m.group(2))} with {_TYPE_WORDS.get(m.group(3), m.group(3))}"
+    m = re.fullmatch(r"unsupported operand type\(s\) for (.+): '(\w+)' and '(\w+)'", text)
+    if m:
+        return f"'{m.group(1)}' cannot combine {_TYPE_WORDS.get(m.group(2), m.group(2))} with {_TYPE_WORDS.get(m.group(3), m.group(3))}"
+    m = re.fullmatch(r'can only concatenate (\w+) \(not "(\w+)"\) to \w+', text)
+    if m:
+        return f"'+' cannot combine {_TYPE_WORDS.get(m.group(1), m.group(1))} with {_TYPE_WORDS.get(m.group(2), m.group(2))}"
+    if isinstance(ex, ZeroDivisionError):
+        return "division by zero"
+    return text

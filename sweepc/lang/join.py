@@ -1,0 +1,473 @@
+"""Pass 3, join(): Names + Swept -> Joined (checked rules in run order, each job's upstream jobs).
+
+Checks every rule's fields (inputs, outputs, command and restart templates,
+resources, by), then the rule names its inputs use and the rule graph
+(cycles), orders the rules upstream first, and joins each rule's psets to
+its upstream rules' jobs on the parameter names they share. Job ids follow
+from that order: a rule's jobs are numbered after all its upstream rules'.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import networkx as nx
+
+from sweepc.errors import Diagnostic, Span, did_you_mean, listing
+from sweepc.lang import sweeps as alg
+from sweepc.lang import syntax as s
+from sweepc.lang.evaluate import Swept
+from sweepc.lang.graph import RESERVED_NAMES, InputSpec, OutputSpec
+from sweepc.lang.names import Names
+from sweepc.lang.placeholders import Template, TemplateError, parse_template
+from sweepc.lang.problems import Bail, Problems
+from sweepc.lang.resources import RESOURCE_NAMES, resource_value
+from sweepc.lang.sweeps import Psets, keys_of
+from sweepc.values import Scalar, join_key
+
+RULE_FIELDS = ("input", "output", "shell", "restart", "resources", "retries", "results", "local")
+PSET_ATTRS = ("hash", "dir", "seq")
+
+# A resource: its expression, and how to get it per pset: None (a constant),
+# a parameter name, or a template over parameters.
+ResourceHow = tuple[s.Expr, Template | str | None]
+# Upstream job ids per pset of a rule, per input (() for a source input).
+Matches = tuple[tuple[tuple[int, ...], ...], ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    """A checked rule, before its jobs are made.
+
+    eq=False: rules compare (and hash) by identity."""
+
+    name: str
+    span: Span
+    over: str | None
+    by: tuple[str, ...]
+    keys: tuple[str, ...]
+    instances: Psets
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    results: tuple[str, ...]
+    shell: Template
+    restart: Template | None
+    retries: int
+    local: bool
+    resources: Mapping[str, ResourceHow]
+    input_spans: Mapping[str, Span]
+    shell_node: s.Str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    rules: tuple[Rule, ...]  # in run order: upstream rules first
+    first: Mapping[str, int]  # the job id of each rule's first job
+    matches: Mapping[str, Matches]  # per rule
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def join(module: s.Module, names: Names, swept: Swept) -> Joined:
+    """Check the rules, order them, and find each job's upstream jobs."""
+    j = _Joiner(Problems(module), names, swept)
+    checked: dict[str, Rule] = {}
+    for name, rd in names.rule_defs.items():
+        r = j.p.guard(partial(j.check_rule, rd))
+        if isinstance(r, Rule):
+            checked[name] = r
+    # rule references need every rule's name, so they are checked after
+    for name, inputs in j.input_specs.items():
+        for inp in inputs:
+            if inp.rule is not None and inp.rule not in names.rule_defs:
+                hint = did_you_mean(inp.rule, names.rule_defs)
+                if not hint and (inp.rule in names.param_defs or inp.rule in names.sweep_defs):
+                    hint = "inputs name rules or files; parameters are used as {" + inp.rule + "} in the command"
+                j.p.error(f"unknown rule '{inp.rule}'", inp.span, hint or "an input is a rule name or a quoted file path")
+                checked.pop(name, None)
+    order = j.rule_order(checked)
+    if j.p.diags or names.diagnostics or swept.diagnostics:
+        return Joined((), {}, {}, tuple(j.p.diags))
+    rules = tuple(checked[n] for n in order)
+    first: dict[str, int] = {}
+    matches: dict[str, Matches] = {}
+    n_jobs = 0
+    for r in rules:
+        first[r.name] = n_jobs
+        n_jobs += len(r.instances)
+        matches[r.name] = j.match(r, checked, first)
+    return Joined(rules, first, matches, tuple(j.p.diags))
+
+
+class _Joiner:
+    def __init__(self, p: Problems, names: Names, swept: Swept) -> None:
+        self.p = p
+        self.n = names
+        self.swept = swept
+        self.input_specs: dict[str, tuple[InputSpec, ...]] = {}
+
+    def match(self, r: Rule, rules: Mapping[str, Rule], first: Mapping[str, int]) -> Matches:
+        # column by column (one input at a time): the hot loop at 100k psets
+        columns: list[Sequence[tuple[int, ...]]] = []
+        reported: set[str] = set()  # one message per upstream rule
+        for inp in r.inputs:
+            if inp.rule is None:
+                columns.append(((),) * len(r.instances))
+                continue
+            m = _Matcher(rules[inp.rule], first[inp.rule], r.keys)
+            ids = [m.match(inst) for inst in r.instances]
+            if not all(ids) and inp.rule not in reported:
+                reported.add(inp.rule)
+                inst = r.instances[ids.index(())]
+                self.p.error(
+                    f"rule '{r.name}' has a pset with no '{inp.rule}' job to take input from: {alg.describe(inst) or '(no parameters)'}",
+                    inp.span,
+                    f"'{inp.rule}' jobs are matched on the parameters both rules have ({', '.join(m.shared_for(inst)) or 'none'})",
+                )
+            columns.append(ids)
+        if not columns:
+            return ((),) * len(r.instances)
+        return tuple(zip(*columns))
+
+    def check_rule(self, rd: s.RuleDef) -> Rule:
+        fields: dict[str, s.Field] = {}
+        ok = True
+        for f in rd.fields:
+            if f.name not in RULE_FIELDS:
+                self.p.error(f"unknown rule field '{f.name}'", f.name_span, did_you_mean(f.name, RULE_FIELDS) or "rule fields are: " + ", ".join(RULE_FIELDS))
+                ok = False
+            elif f.name in fields:
+                self.p.error(f"duplicate field '{f.name}' in rule '{rd.name}'", f.name_span, "give each field once; list several values with commas")
+                ok = False
+            else:
+                fields[f.name] = f
+        # inputs do not depend on the psets: check them (and, later, the rule
+        # names they use) even when the rest of the rule cannot be checked
+        inputs = self.p.guard(lambda: self.rule_inputs(fields.get("input")))
+        if isinstance(inputs, tuple):
+            self.input_specs[rd.name] = inputs
+        if "shell" not in fields:
+            self.p.bail(f"rule '{rd.name}' has no shell: command", rd.name_span, 'add a line such as: shell: "echo {a} > {output}"')
+        over = self.swept.over.get(rd.name)
+        if over is None:
+            raise Bail  # its own error is already reported
+        psets, over_text = over.psets, over.text
+        keys = keys_of(psets)
+        by = tuple(b.id for b in rd.by)
+        if by:
+            if rd.over is None:
+                self.p.bail("'by' needs 'over'", rd.by[0].span, f"write: rule {rd.name} over SWEEP by {by[0]}:")
+            for b in rd.by:
+                if b.id not in keys:
+                    self.p.bail(
+                        f"'by' names parameter '{b.id}', which is not in {over_text}",
+                        b.span,
+                        did_you_mean(b.id, keys) or f"{over_text} has: {listing(keys)}",
+                    )
+            instances = alg.project(psets, by)
+        else:
+            instances = psets
+        inst_keys = by if by else keys
+        outputs = self.p.guard(lambda: self.rule_outputs(rd, fields.get("output"), fields.get("results")))
+        scalars = {n: self.p.guard(partial(self.field_scalar, fields.get(n), n)) for n in ("shell", "restart", "retries", "local")}
+        resources = self.p.guard(lambda: self.rule_resources(fields.get("resources"), inst_keys))
+        if inputs is None or outputs is None or scalars["shell"] is None:
+            raise Bail
+        out_specs, results = outputs
+        templates: dict[str, tuple[Template, s.Str]] = {}
+        for tname in ("shell", "restart"):
+            node = scalars[tname]
+            if node is None:
+                continue
+            if not isinstance(node, s.Str):
+                self.p.error(f"{tname}: needs a string", node.span, 'for example: shell: "echo {a} > {output}"')
+                continue
+            t = self.p.guard(partial(self.template, node, rd.name, inst_keys, inputs, out_specs))
+            if isinstance(t, Template):
+                templates[tname] = (t, node)
+        retries = 0
+        if scalars["retries"] is not None:
+            rv = scalars["retries"]
+            if not isinstance(rv, s.Num) or not isinstance(rv.value, int) or rv.value < 0:
+                self.p.error("retries: needs a whole number of at least 0", rv.span, "for example: retries: 2")
+            else:
+                retries = rv.value
+        local = False
+        if scalars["local"] is not None:
+            lv = scalars["local"]
+            if not isinstance(lv, s.Bool):
+                self.p.error("local: needs true or false", lv.span, "for example: local: true")
+            else:
+                local = lv.value
+        # a bad resource or field does not hide mistakes in the command above
+        if "shell" not in templates or not isinstance(resources, dict) or not ok:
+            raise Bail
+        return Rule(
+            name=rd.name,
+            span=rd.name_span,
+            over=over_text if rd.over is not None else None,
+            by=by,
+            keys=inst_keys,
+            instances=instances,
+            inputs=inputs,
+            outputs=out_specs,
+            results=results,
+            shell=templates["shell"][0],
+            restart=templates["restart"][0] if "restart" in templates else None,
+            retries=retries,
+            local=local,
+            resources=resources,
+            input_spans={i.name or i.path or "": i.span for i in inputs},
+            shell_node=templates["shell"][1],
+        )
+
+    def field_scalar(self, f: s.Field | None, name: str) -> s.Expr | None:
+        if f is None:
+            return None
+        if len(f.items) != 1 or f.items[0].name is not None:
+            self.p.bail(f"{name}: takes one value", f.span, 'for example: shell: "echo {a} > {output}"' if name in ("shell", "restart") else f"for example: {name}: 1")
+        return f.items[0].value
+
+    def rule_inputs(self, f: s.Field | None) -> tuple[InputSpec, ...]:
+        if f is None:
+            return ()
+        out: list[InputSpec] = []
+        names: set[str] = set()
+        for it in f.items:
+            v = it.value
+            if isinstance(v, s.Name):
+                spec = InputSpec(it.name or v.id, v.id, None, v.span)
+            elif isinstance(v, s.Str):
+                path = v.value.strip()
+                if not path or os.path.isabs(path):
+                    self.p.bail("a source input is a path relative to the project folder", v.span, 'for example: input: "data/{a}.csv"')
+                try:
+                    parse_template(path)
+                except TemplateError as ex:
+                    self.p.bail(ex.message.replace("command", "path"), v.span, ex.hint)
+                spec = InputSpec(it.name, None, path, v.span)
+            else:
+                self.p.bail("an input is a rule name or a quoted file path", v.span, 'for example: input: gen, "params.json"')
+            if spec.name is not None:
+                if spec.name in names:
+                    self.p.bail(f"two inputs are named '{spec.name}'", it.name_span or v.span, "name them apart: input: first = gen, second = other")
+                if spec.name == "list":
+                    self.p.bail("an input cannot be named 'list'", it.name_span or v.span, "{input.list} is the file that names every input")
+                names.add(spec.name)
+            out.append(spec)
+        return tuple(out)
+
+    def rule_outputs(self, rd: s.RuleDef, f: s.Field | None, rf: s.Field | None) -> tuple[tuple[OutputSpec, ...], tuple[str, ...]]:
+        outs: list[OutputSpec] = []
+        for it in f.items if f else ():
+            if not isinstance(it.value, s.Str):
+                self.p.bail("an output is a quoted file name", it.value.span, 'for example: output: "out.txt"')
+            outs.append(OutputSpec(it.name, self.job_path(it.value, "output"), it.value.span))
+        results: list[str] = []
+        for it in rf.items if rf else ():
+            if not isinstance(it.value, s.Str) or it.name is not None:
+                self.p.bail("results: names a JSON file the job writes", it.value.span, 'for example: results: "result.json"')
+            p = self.job_path(it.value, "results")
+            results.append(p)
+            if all(o.path != p for o in outs):
+                outs.append(OutputSpec(None, p, it.value.span))  # results files are outputs too
+        seen: dict[str, OutputSpec] = {}
+        names: set[str] = set()
+        for o in outs:
+            if o.path in seen and o.span != seen[o.path].span:
+                self.p.bail(f"two outputs of rule '{rd.name}' produce one file '{o.path}'", o.span, "give every output its own file name")
+            seen[o.path] = o
+            if o.name is not None:
+                if o.name in names:
+                    self.p.bail(f"two outputs are named '{o.name}'", o.span, "give every named output its own name")
+                names.add(o.name)
+        return tuple(outs), tuple(results)
+
+    def job_path(self, v: s.Str, what: str) -> str:
+        p = v.value.strip()
+        norm = os.path.normpath(p) if p else ""
+        if not p or os.path.isabs(p) or norm.startswith("..") or norm == ".":
+            self.p.bail(
+                f"an {what} file must be a path inside the job's own folder",
+                v.span,
+                "sweepc keeps every job's files in its own folder (<workdir>/<rule>/<hh>/<hash>/); name the file only, e.g. \"out.txt\"",
+            )
+        if "{" in p or "}" in p:
+            self.p.bail(f"an {what} file name cannot use placeholders", v.span, "every job has its own folder already, so one fixed name is enough")
+        if norm in RESERVED_NAMES:
+            self.p.bail(f"'{norm}' is a file sweepc writes itself", v.span, "choose another name")
+        return norm
+
+    def rule_resources(self, f: s.Field | None, keys: Sequence[str]) -> dict[str, tuple[s.Expr, Template | str | None]]:
+        out: dict[str, tuple[s.Expr, Template | str | None]] = {}
+        # each resource on its own: a bad 'mem' does not hide a bad 'time'
+        ok = [self.p.guard(partial(self.rule_resource, it, keys, out)) for it in (f.items if f else ())]
+        if None in ok:
+            raise Bail
+        return out
+
+    def rule_resource(self, it: s.Item, keys: Sequence[str], out: dict[str, tuple[s.Expr, Template | str | None]]) -> bool:
+        """Check one resource into out; True, or Bail with its diagnostic."""
+        if it.name is None:
+            self.p.bail("resources are written name = value", it.span, 'for example: resources: cpus = 2, mem = "4G", time = "01:00:00"')
+        if it.name not in RESOURCE_NAMES:
+            self.p.bail(f"unknown resource '{it.name}'", it.name_span, did_you_mean(it.name, RESOURCE_NAMES) or "resources are: " + ", ".join(RESOURCE_NAMES))
+        if it.name in out:
+            self.p.bail(f"resource '{it.name}' is given twice", it.name_span, "give each resource once")
+        v = it.value
+        if isinstance(v, s.Name):
+            if v.id not in keys:
+                self.p.bail(f"unknown parameter '{v.id}'", v.span, did_you_mean(v.id, keys) or "a resource can name a parameter of the rule's psets")
+            out[it.name] = (v, v.id)
+        elif isinstance(v, s.Str):
+            try:
+                t = parse_template(v.value)
+            except TemplateError as ex:
+                self.p.bail(ex.message.replace("command", "resource"), v.span, ex.hint)
+            for ph in t.placeholders:
+                if ph.attr is not None or ph.root not in keys:
+                    self.p.bail(f"unknown parameter '{ph.text}' in a resource", v.span, did_you_mean(ph.root, keys) or "a resource can use the rule's parameters")
+            if not t.placeholders:
+                resource_value(self.p, it.name, v.value, v.span, None)  # a constant: check it once, early
+            out[it.name] = (v, t if t.placeholders else None)
+        elif isinstance(v, s.Num) and not isinstance(v.value, bool):
+            out[it.name] = (v, None)
+            resource_value(self.p, it.name, v.value, v.span, None)  # check constants once, early
+        else:
+            self.p.bail(f"bad value for resource '{it.name}'", v.span, 'a number, a string such as "4G" or "01:00:00", or a parameter name')
+        return True
+
+    def template(self, node: s.Str, rule: str, keys: Sequence[str], inputs: Sequence[InputSpec], outputs: Sequence[OutputSpec]) -> Template:
+        try:
+            t = parse_template(node.value)
+        except TemplateError as ex:
+            self.p.bail(ex.message, self.p.span_in(node, node.value[ex.offset : ex.offset + ex.length], ex.offset), ex.hint)
+        input_names = [i.name for i in inputs if i.name is not None] + ["list"]
+        output_names = [o.name for o in outputs if o.name is not None]
+        for ph in t.placeholders:
+            span = self.p.span_in(node, ph.text, ph.offset)
+            root, attr = ph.root, ph.attr
+            if root == "input":
+                if not inputs:
+                    self.p.error(f"rule '{rule}' has no inputs", span, "add an input: field, or remove " + ph.text)
+                elif attr is not None and attr not in input_names:
+                    named = input_names[:-1]  # without "list"
+                    self.p.error(
+                        f"unknown input '{attr}' in {ph.text}",
+                        span,
+                        did_you_mean(attr, input_names)
+                        or ("named inputs here: " + listing(named) if named else 'name an input to use it alone: input: NAME = "file"'),
+                    )
+            elif root == "output":
+                if not outputs:
+                    self.p.error(f"rule '{rule}' has no outputs", span, "add an output: field, or remove " + ph.text)
+                elif attr is not None and attr not in output_names:
+                    self.p.error(f"unknown output '{attr}' in {ph.text}", span, did_you_mean(attr, output_names) or ("outputs here: " + listing(output_names) if output_names else "name an output: output: NAME = \"file\""))
+            elif root == "pset":
+                if attr not in PSET_ATTRS:
+                    self.p.error(f"unknown placeholder {ph.text}", span, "pset placeholders are: " + ", ".join("{pset." + a + "}" for a in PSET_ATTRS))
+            elif root == "resources":
+                if attr not in RESOURCE_NAMES:
+                    self.p.error(f"unknown placeholder {ph.text}", span, did_you_mean(attr or "", RESOURCE_NAMES) or "resources are: " + ", ".join(RESOURCE_NAMES))
+            elif root == "root":
+                if attr is not None:
+                    self.p.error(f"unknown placeholder {ph.text}", span, "{root} is the project folder")
+            elif root in keys:
+                if attr is not None:
+                    self.p.error(f"a parameter has no attributes: {ph.text}", span, "write {" + root + "}")
+            elif root in self.n.param_defs:
+                self.p.error(
+                    f"parameter '{root}' is not in the psets of rule '{rule}'",
+                    span,
+                    f"the rule's psets have: {listing(keys)}" if keys else f"rule '{rule}' runs once, over no parameters",
+                )
+            elif ph.offset > 0 and node.value[ph.offset - 1] == "$":
+                # the shell's own ${VAR}: the user wanted literal braces
+                self.p.error(f"unknown placeholder {ph.text}", span, f"for the shell's own ${ph.text} write ${{{ph.text}}}")
+            else:
+                cands = [*keys, "input", "output", "pset", "resources", "root"]
+                self.p.error(f"unknown placeholder {ph.text}", span, did_you_mean(root, cands) or "placeholders are parameters, {input}, {output}, {pset.hash}, {pset.dir}, {resources.cpus}, {root}")
+        return t
+
+    def rule_order(self, rules: Mapping[str, Rule]) -> list[str]:
+        g: nx.DiGraph[str] = nx.DiGraph()
+        index = {n: i for i, n in enumerate(self.n.rule_defs)}
+        g.add_nodes_from(rules)
+        for r in rules.values():
+            for inp in r.inputs:
+                if inp.rule is not None and inp.rule in rules:
+                    g.add_edge(inp.rule, r.name)
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            return list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
+        names = [u for u, _ in cycle]
+        # start the story at the rule defined first, and point at its input
+        k = min(range(len(names)), key=lambda i: index[names[i]])
+        names = names[k:] + names[:k]
+        first = rules[names[0]]
+        upstream = names[-1]
+        span = next(i.span for i in first.inputs if i.rule == upstream)
+        self.p.error(
+            "dependency cycle: " + " -> ".join([*names, names[0]]),
+            span,
+            "a rule cannot need its own outputs, directly or through other rules",
+        )
+        return []
+
+
+
+class _Matcher:
+    """Upstream jobs of one input, matched on shared parameter names."""
+
+    def __init__(self, up: Rule, first: int, my_keys: Sequence[str]) -> None:
+        self.up, self.first = up, first
+        self.indexes: dict[tuple[str, ...], dict[tuple[object, ...], list[int]]] = {}
+        self.shared_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, p in enumerate(up.instances):
+            groups.setdefault(tuple(p), []).append(first + i)
+        self.groups = groups
+        # Rules over one sweep share its pset objects: then the match is the
+        # upstream job made from the very same object (the common case, and
+        # the hot loop of planning at 100k psets).
+        self.same_keys = len(groups) == 1 and set(next(iter(groups))) == set(my_keys)
+        self.by_id = {id(p): first + i for i, p in enumerate(up.instances)} if self.same_keys else {}
+
+    def shared_for(self, inst: Mapping[str, Scalar]) -> tuple[str, ...]:
+        mine = set(inst)
+        names: dict[str, None] = {}
+        for ks in self.groups:
+            for k in ks:
+                if k in mine:
+                    names[k] = None
+        return tuple(names)
+
+    def match(self, inst: Mapping[str, Scalar]) -> tuple[int, ...]:
+        hit = self.by_id.get(id(inst))
+        if hit is not None:
+            return (hit,)
+        mykeys = tuple(inst)
+        out: list[int] = []
+        for ks, ids in self.groups.items():
+            shared = self.shared_cache.get(mykeys + ("|",) + ks)
+            if shared is None:
+                shared = tuple(k for k in ks if k in inst)
+                self.shared_cache[mykeys + ("|",) + ks] = shared
+            if not shared:
+                out.extend(ids)
+                continue
+            index = self.indexes.get(ks + ("|",) + shared)
+            if index is None:
+                index = {}
+                insts = self.up.instances
+                for jid in ids:
+                    p = insts[jid - self.first]
+                    index.setdefault(tuple(join_key(p[k]) for k in shared), []).append(jid)
+                self.indexes[ks + ("|",) + shared] = index
+            out.extend(index.get(tuple(join_key(inst[k]) for k in shared), ()))
+        if len(self.groups) > 1:
+            out.sort()
+        return tuple(out)

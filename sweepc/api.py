@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load(path: str | Path = "sweepfile") -> Study:
+def load(path: str | Path = "sweepfile", overrides: Sequence[str] = ()) -> Study:
     """Load a project from its sweepfile (or the folder that holds it).
+
+    overrides: "NAME=VALUE" texts, as `sweepc -D` takes them.
 
     Raises SweepfileError (with file:line:col, the line, a caret and a hint for
     each mistake) or UsageError."""
-    return Study(load_graph(find_sweepfile(path)))
+    return Study(load_graph(find_sweepfile(path), overrides), overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ class BuildResult:
 
 
 class Study:
-    def __init__(self, graph: BuildGraph) -> None:
+    def __init__(self, graph: BuildGraph, overrides: Sequence[str] = ()) -> None:
         self.graph = graph
+        self.overrides = tuple(overrides)  # -D NAME=VALUE texts the graph was compiled with
 
     @property
     def root(self) -> Path:
@@ -238,13 +241,14 @@ class Study:
             runs = store.runs()
         finally:
             store.close()
-        cols = ["_run_seq", "_run_id", "started_utc", "duration_s", "command", "backend", "ran", "failed", "uptodate", "status", "git_commit", "git_dirty"]
+        cols = ["_run_seq", "_run_id", "started_utc", "duration_s", "command", "overrides", "backend", "ran", "failed", "uptodate", "status", "git_commit", "git_dirty"]
         rows = [
             {
                 "_run_seq": r.seq, "_run_id": r.run_id,
                 "started_utc": pd.Timestamp(r.started, unit="s", tz="UTC").floor("s"),
                 "duration_s": round(r.ended - r.started, 1) if r.ended else None,
-                "command": " ".join(json.loads(r.argv)) if r.argv else "", "backend": r.backend,
+                "command": " ".join(json.loads(r.argv)) if r.argv else "",
+                "overrides": "; ".join(overrides_in(json.loads(r.argv))) if r.argv else "", "backend": r.backend,
                 "ran": r.ran, "failed": r.failed, "uptodate": r.uptodate, "status": r.status,
                 "git_commit": r.git_commit, "git_dirty": r.git_dirty,
             }
@@ -273,6 +277,25 @@ class Study:
                     v = getattr(node, f)
                     stack.extend(v if isinstance(v, tuple) else [v])
         return [f for f in files if f.exists()]
+
+
+def overrides_in(argv: Sequence[str]) -> list[str]:
+    """The -D NAME=VALUE texts of a recorded command line (the global option
+    comes before the verb)."""
+    out: list[str] = []
+    it = iter(argv[1:])
+    for a in it:
+        if a in ("-D", "--define"):
+            out.append(next(it, ""))
+        elif a.startswith("--define="):
+            out.append(a.removeprefix("--define="))
+        elif a.startswith("-D") and len(a) > 2:
+            out.append(a[2:])
+        elif a in ("-f", "--file", "-C", "--directory"):
+            next(it, None)
+        elif not a.startswith("-"):
+            break  # the verb: what follows is its own
+    return out
 
 
 def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None:

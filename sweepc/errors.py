@@ -32,6 +32,9 @@ class Diagnostic:
     span: Span | None
     hint: str
     filename: str
+    # the line number to show, where it differs from span.line (the text of a
+    # -D override is kept after the sweepfile's lines, but it is line 1 of "-D")
+    shown_line: int | None = None
 
 
 class SweepcError(Exception):
@@ -69,7 +72,7 @@ def render(diag: Diagnostic, source_lines: Sequence[str]) -> str:
         head = f"{diag.filename}: {diag.message}"
         return head + (f"\n  hint: {diag.hint}" if diag.hint else "")
     span = diag.span
-    out = [f"{diag.filename}:{span.line}:{span.column}: {diag.message}"]
+    out = [f"{diag.filename}:{diag.shown_line or span.line}:{span.column}: {diag.message}"]
     if 1 <= span.line <= len(source_lines):
         text = source_lines[span.line - 1]
         out.append("  " + text)

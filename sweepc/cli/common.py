@@ -20,10 +20,10 @@ def sweepfile_of(args: argparse.Namespace) -> Path:
 
 
 def graph_of(args: argparse.Namespace) -> BuildGraph:
-    return load_graph(sweepfile_of(args))
+    return load_graph(sweepfile_of(args), args.define)
 
 
 def study_of(args: argparse.Namespace) -> Study:
     from sweepc.api import Study
 
-    return Study(graph_of(args))
+    return Study(graph_of(args), overrides=args.define)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from sweepc.lang.compiler import compile as compile_module
-from sweepc.errors import UsageError
+from sweepc.errors import SweepfileError, UsageError
+from sweepc.lang.overrides import apply as apply_overrides
+from sweepc.lang.overrides import from_override
 from sweepc.lang.graph import BuildGraph
 from sweepc.lang.parser import parse
 
@@ -26,11 +29,19 @@ def find_sweepfile(path: str | Path | None = None, directory: str | Path | None 
     return target
 
 
-def load_graph(sweepfile: Path) -> BuildGraph:
+def load_graph(sweepfile: Path, overrides: Sequence[str] = ()) -> BuildGraph:
+    """Read, parse and compile a sweepfile, with -D overrides (NAME=VALUE) applied."""
     try:
         text = sweepfile.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {sweepfile}: {e}") from None
     shown = sweepfile.name if sweepfile.parent.resolve() == Path.cwd().resolve() else str(sweepfile)
     module = parse(text, shown)
-    return compile_module(module, sweepfile.resolve().parent, sweepfile)
+    if not overrides:
+        return compile_module(module, sweepfile.resolve().parent, sweepfile)
+    n_lines = len(module.source.splitlines())
+    module = apply_overrides(module, overrides)
+    try:
+        return compile_module(module, sweepfile.resolve().parent, sweepfile)
+    except SweepfileError as e:
+        raise SweepfileError(from_override(e.diagnostics, module, n_lines), e.source) from None

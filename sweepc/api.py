@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweepc import backends
-from sweepc.backends.base import BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
+from sweepc.backends.base import Backend, BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
 from sweepc.errors import UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
@@ -149,7 +150,8 @@ class Study:
         chosen = backends.get(backend)
         chosen.validate(options)
         argv = list(argv or ["sweepc.build"])
-        g = self.graph
+        stage = partial(self._stage, chosen=chosen, options=options, force=force, explain=explain,
+                        reporter=reporter or QuietReporter(), argv=argv, on_plan=on_plan, git_commit=git_commit)
         with BuildLock(self.root) as lock:
             lock.acquire(argv)
             dead = lock.dead_holder
@@ -159,50 +161,80 @@ class Study:
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             try:
-                own: LiveJobs = {}
-                foreign: LiveJobs = {}
-                for name in backends.names():
-                    live = backends.get(name).live(g, store)
-                    (own if name == chosen.name else foreign).update(live)
-                p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own})
-                elsewhere = [(i, jid) for i, jid in p.queued.items() if (g.jobs[i].rule, g.jobs[i].hash) in foreign]
-                if elsewhere:
-                    i, jid = elsewhere[0]
-                    raise UsageError(
-                        f"{len(elsewhere)} of the jobs to build are queued or running in SLURM "
-                        f"({g.jobs[i].label} as job {jid}, ...)",
-                        "wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel",
-                    )
-                if on_plan is not None:
-                    on_plan(p)
-                store.put_sources(p.source_updates)
-                if not p.run:
-                    return BuildResult(p, None, None, None)
-                # a build refused for its resources never starts, so it is no run
-                warnings = tuple(chosen.check(g, p, options))
-                run_id = new_run_id()
-                if render_only:  # submits nothing, so it is no run either
-                    ex = chosen.execute(p, store, run_id, reporter or QuietReporter(), options)
-                    return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
-                if git_commit:
-                    commit_project_files(self.root, self.named_files(), run_id)
-                # sweepc's own state folder and the outputs are not the code that ran
-                commit, dirty = git_state(self.root, exclude=(state_dir(self.root), g.workdir_path))
-                run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
-                summary: Summary | None = None
-                status = "interrupted"
-                try:
-                    ex = chosen.execute(p, store, run_id, reporter or QuietReporter(), options)
-                    summary, status = ex.summary, ex.status
-                except Interrupted as e:
-                    summary = e.summary  # what ran before Ctrl-C counts in the runs table
-                    raise
-                finally:
-                    s = summary
-                    store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
-                return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
+                if not self.graph.sample_rules:
+                    return stage(store, targets, where=where, psets=psets)
+                # Samples made by a rule: build those rules first, then compile
+                # again against what they wrote, then build the rest.
+                first = stage(store, sorted(self.graph.sample_rules), where=None, psets=None)
+                if first.summary is not None and first.status not in ("ok", "failed"):
+                    notes = (*first.notes, "sweepc: what runs over the samples is built once they are: "
+                             "run the same build again when the jobs above have finished")
+                    return replace(first, notes=notes)
+                if first.summary is not None:
+                    self.graph = load_graph(self.graph.sweepfile, self.overrides)
+                failed = first.summary is not None and not first.summary.ok
+                if failed and not keep_going:
+                    return replace(first, notes=(*first.notes, *self._pending_notes(), "sweepc: stopped before what runs over "
+                                                 "the samples (use -k to build everything that does not need them)"))
+                second = stage(store, targets, where=where, psets=psets)
+                return _merged(first, second, self._pending_notes() if failed else ())
             finally:
                 store.close()
+
+    def _pending_notes(self) -> tuple[str, ...]:
+        return tuple(
+            f"sweepc: sweep '{name}' reads what rule{'s' if len(rules) > 1 else ''} {', '.join(sorted(rules))} "
+            f"{'make' if len(rules) > 1 else 'makes'}, which is not there: nothing runs over it yet"
+            for name, rules in self.graph.pending.items()
+        )
+
+    def _stage(self, store: Store, targets: Sequence[str], *, where: str | None, psets: str | None,
+               chosen: Backend, options: BuildOptions, force: Sequence[str], explain: bool, reporter: Reporter,
+               argv: list[str], on_plan: Callable[[Plan], None] | None, git_commit: bool) -> BuildResult:
+        """Plan and run one stage of a build, holding the lock."""
+        g = self.graph
+        own: LiveJobs = {}
+        foreign: LiveJobs = {}
+        for name in backends.names():
+            live = backends.get(name).live(g, store)
+            (own if name == chosen.name else foreign).update(live)
+        p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own})
+        elsewhere = [(i, jid) for i, jid in p.queued.items() if (g.jobs[i].rule, g.jobs[i].hash) in foreign]
+        if elsewhere:
+            i, jid = elsewhere[0]
+            raise UsageError(
+                f"{len(elsewhere)} of the jobs to build are queued or running in SLURM "
+                f"({g.jobs[i].label} as job {jid}, ...)",
+                "wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel",
+            )
+        if on_plan is not None:
+            on_plan(p)
+        store.put_sources(p.source_updates)
+        if not p.run:
+            return BuildResult(p, None, None, None)
+        # a build refused for its resources never starts, so it is no run
+        warnings = tuple(chosen.check(g, p, options))
+        run_id = new_run_id()
+        if options.render_only:  # submits nothing, so it is no run either
+            ex = chosen.execute(p, store, run_id, reporter, options)
+            return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
+        if git_commit:
+            commit_project_files(self.root, self.named_files(), run_id)
+        # sweepc's own state folder and the outputs are not the code that ran
+        commit, dirty = git_state(self.root, exclude=(state_dir(self.root), g.workdir_path))
+        run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
+        summary: Summary | None = None
+        status = "interrupted"
+        try:
+            ex = chosen.execute(p, store, run_id, reporter, options)
+            summary, status = ex.summary, ex.status
+        except Interrupted as e:
+            summary = e.summary  # what ran before Ctrl-C counts in the runs table
+            raise
+        finally:
+            s = summary
+            store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
+        return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
 
     def cancel(self) -> Cancelled:
         """Stop what every backend has queued or running for this project;
@@ -277,6 +309,24 @@ class Study:
                     v = getattr(node, f)
                     stack.extend(v if isinstance(v, tuple) else [v])
         return [f for f in files if f.exists()]
+
+
+def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> BuildResult:
+    """One result for a build in two stages (samples first, then the rest)."""
+    a, b = first.summary, second.summary
+    if a is None:
+        return replace(second, notes=(*second.notes, *notes))
+    if b is None:
+        return replace(first, plan=second.plan, notes=(*first.notes, *second.notes, *notes))
+    summary = Summary(
+        total=a.total + b.total, done=a.done + b.done, failed=a.failed + b.failed, skipped=a.skipped + b.skipped,
+        not_started=a.not_started + b.not_started, interrupted=a.interrupted + b.interrupted,
+        uptodate=max(0, b.uptodate - a.done),  # what the first stage built counts as done, once
+        elapsed=a.elapsed + b.elapsed,
+    )
+    status = "ok" if summary.ok else second.status if second.status != "ok" else "failed"
+    return BuildResult(second.plan, summary, second.run_id, second.run_seq, status,
+                       (*first.notes, *second.notes, *notes), first.warnings + second.warnings)
 
 
 def overrides_in(argv: Sequence[str]) -> list[str]:

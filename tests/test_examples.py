@@ -28,7 +28,7 @@ except ImportError:  # tests/ is a package
     from tests import docrun
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart"]
+ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples"]
 
 
 def run_readme(name: str, tmp_path: Path, env: dict[str, str] | None = None, slurm: bool = False) -> Path:
@@ -135,6 +135,23 @@ def test_hpc_two_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = g.jobs[g.rule("sim_runs").first_job].resources
     assert (res.nodes, res.tasks, res.time_s) == (1, 2, 600)
     assert dict(g.backends["slurm"]) == {"partition": "debug", "account": "testbank", "bundle": 4, "throttle": 2}
+    nothing_to_do(p)
+
+
+def test_generated_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    p = run_readme("generated-samples", tmp_path)
+    (samples,) = p.glob("calc/make_samples/*/*/samples.npy")
+    xy = np.load(samples)
+    assert xy.shape == (8, 2)  # the README asked for 8 at the end
+    df = results(p, monkeypatch)
+    assert len(df) == 8 and set(df["_status"]) == {"done"}
+    assert sorted(zip(df["x"], df["y"])) == sorted(map(tuple, xy.tolist()))
+    for row in df.itertuples(index=False):
+        assert math.isclose(row.f, (1 - row.x) ** 2 + 100 * (row.y - row.x**2) ** 2, abs_tol=1e-5)
+    (summary,) = results(p, monkeypatch, "collect").to_dict("records")
+    assert (summary["runs"], summary["f_min"]) == (8, df["f"].min())
     nothing_to_do(p)
 
 

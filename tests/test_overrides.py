@@ -79,7 +79,7 @@ def test_unknown_names_and_malformed_overrides(local_project: Any) -> None:
     assert (r.code, r.err) == (2, "sweepc: -D aa: no parameter 'aa'\n  hint: did you mean 'a'?\n")
     r = p.sweepc("-D", "c=3", "check")
     assert (r.code, r.err) == (2, "sweepc: -D c: no parameter 'c'\n  hint: -D overrides a parameter or a csv()/npy() keyword: "
-                                  "a, b, rows.start, rows.rows, rows.index, rows.columns\n")
+                                  "a, b, rows.start, rows.rows, rows.index, rows.columns, rows.header\n")
     r = p.sweepc("-D", "grid.start=1", "check")
     assert (r.code, r.err) == (2, "sweepc: -D grid.start: sweep 'grid' is not a csv() or npy() call\n"
                                   "  hint: an override NAME.KEYWORD sets a keyword of csv(...) or npy(...)\n")

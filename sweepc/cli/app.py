@@ -77,6 +77,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{g.sweepfile.name}: ok: {_n(len(g.params), 'parameter')}, {_n(len(g.sweeps), 'sweep')}, "
         f"{_n(len(g.rules), 'rule')}, {_n(len(g.jobs), 'job')}"
     )
+    from sweepc.cli.build import pending_notes
+    from sweepc.api import Study
+
+    sys.stdout.writelines(pending_notes(Study(g)))
     return EXIT_OK
 
 
@@ -88,7 +92,11 @@ def cmd_psets(args: argparse.Namespace) -> int:
     from sweepc.api import Study
     from sweepc.results.table import write
 
-    df = Study(graph_of(args)).psets(args.sweep)
+    from sweepc.cli.build import pending_notes
+
+    study = Study(graph_of(args))
+    sys.stderr.writelines(pending_notes(study))
+    df = study.psets(args.sweep)
     sys.stdout.write(write(df, args.format, None) or "")
     return EXIT_OK
 

@@ -216,6 +216,16 @@ class _TermAsInterrupt:
         signal.signal(signal.SIGTERM, self.old)
 
 
+def pending_notes(study: Study) -> list[str]:
+    """Sweeps whose samples a rule makes that is not built yet."""
+    g = study.graph
+    return [
+        f"sweepc: sweep '{name}' reads the output of {', '.join(f'rule {r!r}' for r in sorted(rules))}, which is not built yet: "
+        f"its psets, and the jobs over them, are known once `sweepc build` has made it\n"
+        for name, rules in g.pending.items()
+    ]
+
+
 def nothing_to_do(p: Plan) -> str:
     queued = ""
     if p.queued:
@@ -258,19 +268,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.dry_run:
         p = study.plan(args.targets, where=args.where, psets=args.psets, force=args.force, explain=args.explain,
                        backend=args.backend)
+        pending = pending_notes(study)
         if not p.run:
             out.write(nothing_to_do(p))
+            out.writelines(pending)
             return EXIT_OK
         # a dry run refuses what the real build would refuse
         for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
             out.write(f"sweepc: warning: {w}\n")
         print_plan(p, args.explain, out)
+        out.writelines(pending)
         return EXIT_OK
     reporter = _Reporter(out)
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait
 
-    def on_plan(p: Plan) -> None:
+    def on_plan(p: Plan) -> None:  # once per stage: samples made by a rule come first
+        if reporter.progress:
+            reporter.progress.close()
+            reporter.progress = None
         if args.explain and p.run:
             print_plan(p, True, out)
         if p.run and shows_progress and not args.render_only:
@@ -424,6 +440,12 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
     store = Store.open(root, create=False)
     try:
         if args.what == "orphans":
+            if g.pending:  # the jobs over samples not built yet are unknown, not orphans
+                name, rules = next(iter(g.pending.items()))
+                raise UsageError(
+                    f"cannot tell orphans while sweep '{name}' waits for the output of rule '{sorted(rules)[0]}'",
+                    "build it first: sweepc build " + sorted(rules)[0],
+                )
             known = {(j.rule, j.hash) for j in g.jobs}
             dirs = [(r, h, d) for r, h, d in _job_dirs(wd) if (r, h) not in known]
             stale_records = [k for k in store.records() if k not in known]

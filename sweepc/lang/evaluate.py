@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +33,7 @@ class Over:
 
     psets: Psets
     text: str  # "sweep 'grid'", "parameter 'a'", "everything", ...
+    keys: tuple[str, ...] | None = None  # when psets is empty because its samples are not built yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ class Swept:
     sweeps: Mapping[str, Psets | None]  # None: the sweep has a mistake (reported)
     over: Mapping[str, Over | None]  # per rule; None: its 'over' has a mistake (reported)
     diagnostics: tuple[Diagnostic, ...]
+    # Samples made by a rule (csv(RULE, ...), npy(RULE, ...)): the rules whose
+    # output each sweep, and each rule's 'over', reads (transitively); and the
+    # sweeps whose psets are not known yet because such an output is missing.
+    reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    over_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    pending: Mapping[str, frozenset[str]] = field(default_factory=dict)  # sweep -> rules not built yet
 
 
 def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
@@ -47,8 +54,15 @@ def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
     ev = _Evaluator(Problems(module), names, root)
     for name in names.sweep_defs:
         ev.sweep(name)
-    over = {name: ev.p.guard(partial(ev.rule_over, rd)) for name, rd in names.rule_defs.items()}
-    return Swept(ev.sweeps, over, tuple(ev.p.diags))
+    over: dict[str, Over | None] = {}
+    for name, rd in names.rule_defs.items():
+        ev.collect.append(set())
+        try:
+            over[name] = ev.p.guard(partial(ev.rule_over, rd))
+        finally:
+            ev.over_reads[name] = frozenset(ev.collect.pop())
+    pending = {k: v & ev.missing for k, v in ev.reads.items() if v & ev.missing}
+    return Swept(ev.sweeps, over, tuple(ev.p.diags), ev.reads, ev.over_reads, pending)
 
 
 class _Evaluator:
@@ -58,8 +72,27 @@ class _Evaluator:
         self.root = root
         self.sweeps: dict[str, Psets | None] = {}
         self.resolving: list[str] = []
+        self.reads: dict[str, frozenset[str]] = {}  # sweep -> rules whose output it reads
+        self.over_reads: dict[str, frozenset[str]] = {}  # rule -> rules whose output its 'over' reads
+        self.collect: list[set[str]] = []  # the reads of what is being evaluated, innermost last
+        self.missing: set[str] = set()  # rules whose output a sweep reads and that is not there yet
+        # Shape mode: samples not built yet stand in as one row of their
+        # declared columns, and 'where' keeps every row, so that the
+        # parameter names of what runs over them are known (for checking
+        # placeholders) while no job is made.
+        self.shape = False
+        self.shapes: dict[str, Psets | None] = {}
+
+    def read(self, rules: frozenset[str] | set[str]) -> None:
+        if self.collect:
+            self.collect[-1].update(rules)
 
     def sweep(self, name: str) -> Psets | None:
+        if self.shape:
+            if name not in self.shapes:
+                st = self.n.sweep_defs[name]
+                self.shapes[name] = self.p.guard(lambda: self.expr(st.value))
+            return self.shapes[name]
         if name in self.sweeps:
             return self.sweeps[name]
         st = self.n.sweep_defs[name]
@@ -67,12 +100,17 @@ class _Evaluator:
             cycle = " -> ".join(self.resolving[self.resolving.index(name):] + [name])
             self.p.bail(f"sweep defined in terms of itself: {cycle}", st.name_span, "a sweep can only use parameters and other sweeps")
         self.resolving.append(name)
+        self.collect.append(set())
         try:
             ps = self.p.guard(lambda: self.expr(st.value))
         finally:
             self.resolving.pop()
+            self.reads[name] = frozenset(self.collect.pop())
+            self.read(self.reads[name])
         result = ps if isinstance(ps, tuple) else None
-        if result is not None and not result:
+        if result is not None and not result and self.reads[name] & self.missing:
+            pass  # samples not built yet: known after the build makes them
+        elif result is not None and not result:
             self.p.error(f"sweep '{name}' is empty", st.value.span, "a 'where' condition removed every pset")
             result = None
         self.sweeps[name] = result
@@ -83,6 +121,13 @@ class _Evaluator:
             return Over(({},), "everything")
         text = rd.over.id if isinstance(rd.over, s.Name) else f"the sweep of rule '{rd.name}'"
         ps = self.expr(rd.over)
+        if not ps and self.collect and self.collect[-1] & self.missing:
+            self.shape = True
+            try:
+                keys = keys_of(self.expr(rd.over))
+            finally:
+                self.shape = False
+            return Over(ps, f"sweep '{rd.over.id}'" if isinstance(rd.over, s.Name) else text, keys)
         if not ps:
             self.p.bail(f"rule '{rd.name}' runs over an empty sweep", rd.over.span, "a 'where' condition removed every pset")
         if isinstance(rd.over, s.Name):
@@ -98,6 +143,7 @@ class _Evaluator:
             return alg.from_values(e.id, values)
         if e.id in n.sweep_defs:
             ps = self.sweep(e.id)
+            self.read(self.reads.get(e.id, frozenset()))
             if ps is None:
                 raise Bail
             return ps
@@ -134,6 +180,8 @@ class _Evaluator:
 
     def where(self, e: s.BinOp) -> Psets:
         base = self.expr(e.left)
+        if self.shape:
+            return base
         keys = keys_of(base)
         try:
             cond = compile_condition(e.right, keys)
@@ -171,11 +219,11 @@ class _Evaluator:
             return alg.zip_(parts)
         if e.func == "star":
             return self.star(e)
-        if e.func == "csv":
-            return self.csv(e)
+        if e.func in ("csv", "npy"):
+            return self.table_file(e)
         if e.func in PARAM_FUNCTIONS:
             bail(f"{e.func}() makes a parameter's values, not a sweep", e.func_span, f"write: param NAME = {e.func}(...), then use NAME in the sweep")
-        bail(f"unknown function '{e.func}'", e.func_span, did_you_mean(e.func, SWEEP_FUNCTIONS) or "sweeps use zip(), star() and csv()")
+        bail(f"unknown function '{e.func}'", e.func_span, did_you_mean(e.func, SWEEP_FUNCTIONS) or "sweeps use zip(), star(), csv() and npy()")
 
     def const(self, e: s.Expr) -> Scalar | list[Scalar]:
         return constant(self.p, e, self.n.param_defs)
@@ -211,40 +259,91 @@ class _Evaluator:
             vary.append((n.id, values))
         return alg.star(centre, vary)
 
-    def csv(self, e: s.Call) -> Psets:
+    def table_file(self, e: s.Call) -> Psets:
+        """csv(...) or npy(...): rows of a file as psets. The file is a path
+        relative to the project, or a rule whose one output it is (samples
+        made by a rule; until that rule has run, the sweep is pending)."""
         bail = self.p.bail
+        kind = e.func
+        allowed = ("index", "start", "rows", "columns", "header") if kind == "csv" else ("start", "rows", "columns")
         path_arg: s.Arg | None = None
         opts: dict[str, s.Arg] = {}
         for a in e.args:
             if a.name is None:
                 if path_arg is not None:
-                    bail("csv() takes one path", a.span, EXAMPLES["csv"])
+                    bail(f"{kind}() takes one path", a.span, EXAMPLES[kind])
                 path_arg = a
-            elif a.name in ("index", "start", "rows", "columns"):
+            elif a.name in allowed:
                 opts[a.name] = a
             else:
-                bail(f"unknown csv() argument '{a.name}'", a.name_span, did_you_mean(a.name, ("index", "start", "rows", "columns")) or EXAMPLES["csv"])
-        if path_arg is None or not isinstance(path_arg.value, s.Str):
-            bail("csv() needs the path of a CSV file as a string", (path_arg or e).span, EXAMPLES["csv"])
+                bail(f"unknown {kind}() argument '{a.name}'", a.name_span, did_you_mean(a.name, allowed) or EXAMPLES[kind])
+        if path_arg is None or not isinstance(path_arg.value, (s.Str, s.Name)):
+            what = "a CSV file" if kind == "csv" else "a .npy file"
+            bail(f"{kind}() needs the path of {what} as a string, or a rule that makes it", (path_arg or e).span, EXAMPLES[kind])
         index = self.opt_str(opts.get("index"))
         start = self.opt_int(opts.get("start"), 0, 0)
         rows = self.opt_int(opts.get("rows"), None, 1)
+        header = True
+        if "header" in opts:
+            hv = opts["header"].value
+            if not isinstance(hv, s.Bool):
+                bail("header= needs true or false", hv.span, 'csv("h.csv", header=false, columns=["p", "q"])')
+            header = hv.value
         columns: list[str] | None = None
         if "columns" in opts:
             v = self.const(opts["columns"].value)
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                bail("columns= needs a list of column names", opts["columns"].value.span, EXAMPLES["csv"])
+                bail("columns= needs a list of column names", opts["columns"].value.span, EXAMPLES[kind])
             columns = [str(x) for x in v]
-        shown = path_arg.value.value
+        if columns is None and (kind == "npy" or not header):
+            why = "a .npy file has no header" if kind == "npy" else "header=false"
+            bail(f"{kind}() needs columns=[...] to name the columns ({why})", e.span, EXAMPLES[kind] if kind == "npy" else 'csv("h.csv", header=false, columns=["p", "q"])')
+        if isinstance(path_arg.value, s.Name):
+            if columns is None:
+                bail(f"{kind}() of a rule's output needs columns=[...]: the parameters are known before the file is",
+                     e.span, f'{kind}({path_arg.value.id}, columns=["x", "y"])')
+            path, shown = self.rule_output(path_arg.value, kind)
+            if not path.exists():
+                self.missing.add(path_arg.value.id)
+                self.read({path_arg.value.id})
+                return ({c: 0 for c in columns},) if self.shape else ()
+            self.read({path_arg.value.id})
+        else:
+            shown = path_arg.value.value
+            path = self.root / shown
         try:
-            return alg.read_csv(self.root / shown, shown, index, start, rows, columns)
+            if kind == "npy":
+                return alg.read_npy(path, shown, start, rows, columns or [])
+            return alg.read_csv(path, shown, index, start, rows, columns, header=header)
         except SweepMathError as ex:
             span = path_arg.value.span
             if "index column" in ex.message and "index" in opts:
                 span = opts["index"].value.span
-            elif ex.message.startswith("column '") and "columns" in opts:
+            elif (ex.message.startswith("column '") or "columns" in ex.message) and "columns" in opts:
                 span = opts["columns"].value.span
             bail(ex.message, span, ex.hint)
+
+    def rule_output(self, ref: s.Name, kind: str) -> tuple[Path, str]:
+        """Where rule `ref` writes its one output (it runs once: no 'over')."""
+        from sweepc.hashing import pset_hash
+
+        rd = self.n.rule_defs.get(ref.id)
+        if rd is None:
+            if ref.id in self.n.param_defs or ref.id in self.n.sweep_defs:
+                self.p.bail(f"{kind}() reads a file; '{ref.id}' is a {'parameter' if ref.id in self.n.param_defs else 'sweep'}", ref.span, EXAMPLES[kind])
+            self.p.bail(f"unknown rule '{ref.id}'", ref.span, did_you_mean(ref.id, self.n.rule_defs) or EXAMPLES[kind])
+        if rd.over is not None:
+            self.p.bail(f"rule '{ref.id}' runs over a sweep, so it has no one output for {kind}() to read", ref.span,
+                        f"a rule that makes samples runs once: remove 'over' from rule '{ref.id}'")
+        outputs = [it for f in rd.fields if f.name == "output" for it in f.items]
+        if len(outputs) != 1 or not isinstance(outputs[0].value, s.Str):
+            self.p.bail(f"{kind}() reads the one output of rule '{ref.id}', which has {len(outputs)}", ref.span,
+                        f"give rule '{ref.id}' exactly one output: the file {kind}() reads")
+        out = outputs[0].value
+        assert isinstance(out, s.Str)
+        h = pset_hash({})
+        rel = f"{self.n.workdir}/{ref.id}/{h[:2]}/{h}/{out.value}"
+        return self.root / rel, f"{rel} (the output of rule '{ref.id}')"
 
     def opt_str(self, a: s.Arg | None) -> str | None:
         if a is None:

@@ -125,6 +125,11 @@ class BuildGraph:
     jobs: tuple[Job, ...]  # rule by rule in that order
     backends: Mapping[str, Mapping[str, Scalar | tuple[Scalar, ...]]]
     rule_index: Mapping[str, int] = field(default_factory=dict)
+    # Samples made by a rule: the rules whose output some rule's sweep reads
+    # (a build runs them first, then compiles again), and the sweeps whose
+    # psets are not known yet because such an output is not there.
+    sample_rules: frozenset[str] = frozenset()
+    pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def workdir_path(self) -> Path:

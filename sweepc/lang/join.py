@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import networkx as nx
@@ -90,6 +90,13 @@ def join(module: s.Module, names: Names, swept: Swept) -> Joined:
     order = j.rule_order(checked)
     if j.p.diags or names.diagnostics or swept.diagnostics:
         return Joined((), {}, {}, tuple(j.p.diags))
+    # Rules over samples not built yet have no jobs; nor has what needs them.
+    pending = {n for n, o in swept.over.items() if o is not None and o.keys is not None}
+    for n in order:
+        r = checked[n]
+        if n in pending or any(i.rule in pending for i in r.inputs):
+            pending.add(n)
+            checked[n] = replace(r, instances=())
     rules = tuple(checked[n] for n in order)
     first: dict[str, int] = {}
     matches: dict[str, Matches] = {}
@@ -154,7 +161,7 @@ class _Joiner:
         if over is None:
             raise Bail  # its own error is already reported
         psets, over_text = over.psets, over.text
-        keys = keys_of(psets)
+        keys = over.keys if over.keys is not None else keys_of(psets)
         by = tuple(b.id for b in rd.by)
         if by:
             if rd.over is None:
@@ -395,10 +402,14 @@ class _Joiner:
         g: nx.DiGraph[str] = nx.DiGraph()
         index = {n: i for i, n in enumerate(self.n.rule_defs)}
         g.add_nodes_from(rules)
+        reads = self.swept.over_reads
         for r in rules.values():
             for inp in r.inputs:
                 if inp.rule is not None and inp.rule in rules:
                     g.add_edge(inp.rule, r.name)
+            for sampler in reads.get(r.name, ()):  # its sweep reads what that rule makes
+                if sampler in rules:
+                    g.add_edge(sampler, r.name)
         try:
             cycle = nx.find_cycle(g)
         except nx.NetworkXNoCycle:
@@ -409,7 +420,8 @@ class _Joiner:
         names = names[k:] + names[:k]
         first = rules[names[0]]
         upstream = names[-1]
-        span = next(i.span for i in first.inputs if i.rule == upstream)
+        rd = self.n.rule_defs[first.name]
+        span = next((i.span for i in first.inputs if i.rule == upstream), rd.over.span if rd.over is not None else rd.name_span)
         self.p.error(
             "dependency cycle: " + " -> ".join([*names, names[0]]),
             span,

@@ -20,13 +20,14 @@ from sweepc.values import Scalar, clean_float, clean_str, display
 
 SETTINGS = ("workdir",)
 PARAM_FUNCTIONS = ("range", "linspace", "logspace")
-SWEEP_FUNCTIONS = ("zip", "star", "csv")
+SWEEP_FUNCTIONS = ("zip", "star", "csv", "npy")
 EXAMPLES = {
     "range": "range(10, 40, 10)",
     "linspace": "linspace(0, 1, 5)",
     "logspace": "logspace(-4, -1, 4)",
     "star": "star(a=2, b=20, vary=[a, b])",
     "csv": 'csv("params.csv", index="param_combo", start=0, rows=3)',
+    "npy": 'npy("samples.npy", columns=["x", "y"]) or npy(make_samples, columns=["x", "y"])',
 }
 
 

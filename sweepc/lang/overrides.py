@@ -95,7 +95,8 @@ def _splice(statements: list[s.Statement], name: str, expr: s.Expr, module: s.Mo
     candidates = [st.name for st in statements if isinstance(st, s.ParamDef)]
     for st in statements:
         if isinstance(st, s.SweepDef) and isinstance(st.value, s.Call) and st.value.func in KEYWORD_CALLS:
-            candidates += [f"{st.name}.{kw}" for kw in ("start", "rows", "index", "columns")]
+            kws = ("start", "rows", "index", "columns", "header") if st.value.func == "csv" else ("start", "rows", "columns")
+            candidates += [f"{st.name}.{kw}" for kw in kws]
     hint = did_you_mean(name, candidates) or (f"-D overrides a parameter or a csv()/npy() keyword: {', '.join(candidates)}"
                                               if candidates else "this sweepfile has no parameter to override")
     raise UsageError(f"-D {name}: no parameter '{target}'" if not keyword else f"-D {name}: no csv() or npy() sweep '{target}'", hint)

@@ -8,6 +8,7 @@ message and a hint; the compiler attaches the place in the sweepfile.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -172,15 +173,20 @@ def read_csv(
     start: int,
     rows: int | None,
     columns: Sequence[str] | None,
+    header: bool = True,
 ) -> Psets:
-    """Rows [start, start+rows) of a CSV with a header line, as psets (Maestro's pgen batches)."""
+    """Rows [start, start+rows) of a CSV, as psets (Maestro's pgen batches).
+
+    With header=False the file has no header line and `columns` names its
+    columns in order (Merlin's column_labels)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            try:
-                header = [h.strip() for h in next(reader)]
-            except StopIteration:
-                raise SweepMathError(f"{shown_path} is empty", "the first line names the columns") from None
+            if header:
+                try:
+                    names = [h.strip() for h in next(reader)]
+                except StopIteration:
+                    raise SweepMathError(f"{shown_path} is empty", "the first line names the columns") from None
             body = list(reader)
     except FileNotFoundError:
         raise SweepMathError(
@@ -190,38 +196,50 @@ def read_csv(
         raise SweepMathError(f"cannot read {shown_path}: {e}", "is it a UTF-8 CSV file?") from None
     from sweepc.errors import did_you_mean, listing
 
+    first_line = 1
+    if not header:
+        assert columns is not None
+        width = max((len(r) for r in body if r and any(c.strip() for c in r)), default=0)
+        if width != len(columns):
+            raise SweepMathError(
+                f"columns= names {len(columns)} columns, but the rows of {shown_path} have {width}",
+                "with header=false, columns=[...] names every column of the file, in order",
+            )
+        names, first_line = list(columns), 0
+    header_row = names
+
     for name in [index] if index else []:
-        if name not in header:
+        if name not in header_row:
             raise SweepMathError(
                 f"index column '{name}' is not in {shown_path}",
-                did_you_mean(name, header) or f"its columns are: {listing(header)}",
+                did_you_mean(name, header_row) or f"its columns are: {listing(header_row)}",
             )
-    wanted = list(columns) if columns else [h for h in header if h != index]
+    wanted = list(columns) if columns else [h for h in header_row if h != index]
     for name in wanted:
-        if name not in header:
+        if name not in header_row:
             raise SweepMathError(
                 f"column '{name}' is not in {shown_path}",
-                did_you_mean(name, header) or f"its columns are: {listing(header)}",
+                did_you_mean(name, header_row) or f"its columns are: {listing(header_row)}",
             )
     for name in wanted:
         # a column becomes a parameter: {name} in commands, a name in conditions,
         # and the hashing rule relies on parameter names being identifiers
-        if header.count(name) > 1:
-            raise SweepMathError(f"{shown_path} has {header.count(name)} columns named '{name}'", "give every column its own name")
+        if header_row.count(name) > 1:
+            raise SweepMathError(f"{shown_path} has {header_row.count(name)} columns named '{name}'", "give every column its own name")
         if not _IDENTIFIER.fullmatch(name):
             raise SweepMathError(
                 f"column name '{name}' in {shown_path} is not a parameter name",
                 "parameter names are letters, digits and '_', not starting with a digit; rename the column, or leave it out with columns=[...]",
             )
     data_rows: list[tuple[int, list[str]]] = []
-    line_no = 1
+    line_no = first_line
     for r in body:
         line_no += 1
         if not r or all(not c.strip() for c in r):
             continue
-        if len(r) != len(header):
+        if len(r) != len(header_row):
             raise SweepMathError(
-                f"row {line_no} of {shown_path} has {len(r)} cells, the header has {len(header)}",
+                f"row {line_no} of {shown_path} has {len(r)} cells, " + (f"the header has {len(header_row)}" if header else f"columns= names {len(header_row)}"),
                 "every row needs one cell per column (quote cells that contain commas)",
             )
         data_rows.append((line_no, r))
@@ -234,12 +252,54 @@ def read_csv(
     # types come from the whole file, so a batch reads its cells as every other batch does
     cols: list[list[Scalar]] = []
     for name in wanted:
-        j = header.index(name)
+        j = header_row.index(name)
         cols.append(_infer(name, [r[j] for _, r in data_rows], [n for n, _ in data_rows], shown_path)[start:stop])
     return unique(tuple(dict(zip(wanted, vals)) for vals in zip(*cols)))
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns: Sequence[str]) -> Psets:
+    """Rows [start, start+rows) of a 2-D NumPy array (rows = psets), its
+    columns named by `columns` (Merlin's samples with column_labels)."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SweepMathError(f"NumPy file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile") from None
+    except (OSError, ValueError) as e:
+        raise SweepMathError(f"cannot read {shown_path}: {e}", "npy() reads a .npy file written by numpy.save (no pickled objects)") from None
+    if not isinstance(arr, np.ndarray):
+        raise SweepMathError(f"{shown_path} is not a .npy array", "npy() reads one array written by numpy.save, not an .npz archive")
+    if arr.ndim != 2:
+        raise SweepMathError(f"{shown_path} holds a {arr.ndim}-D array of shape {arr.shape}; npy() needs a 2-D one",
+                             "rows are psets and columns are parameters: numpy.save(path, samples.reshape(n, k))")
+    if arr.shape[1] != len(columns):
+        raise SweepMathError(f"columns= names {len(columns)} columns, but {shown_path} has {arr.shape[1]} (shape {arr.shape})",
+                             "name every column of the array, in order")
+    for name in columns:
+        if not _IDENTIFIER.fullmatch(name):
+            raise SweepMathError(f"column name '{name}' is not a parameter name", "parameter names are letters, digits and '_', not starting with a digit")
+    if len(set(columns)) != len(columns):
+        raise SweepMathError("columns= names a column twice", "give every column its own name")
+    if arr.dtype.kind not in "biuf" and arr.dtype.kind != "U":
+        raise SweepMathError(f"{shown_path} holds values of type {arr.dtype}; npy() reads numbers, booleans or strings",
+                             "save a numeric array: numpy.save(path, samples.astype(float))")
+    stop = arr.shape[0] if rows is None else start + rows
+    part = arr[start:stop]
+    if len(part) == 0:
+        raise SweepMathError(f"no rows selected from {shown_path} (it has {arr.shape[0]} rows, start={start})", "start counts rows from 0")
+    out: list[Pset] = []
+    for row in part.tolist():  # numpy scalars -> Python int/float/bool/str
+        pset: Pset = {}
+        for name, v in zip(columns, row):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SweepMathError(f"{shown_path} holds {v} in column '{name}'", "a parameter value must be a finite number")
+            pset[name] = clean_str(v) if isinstance(v, str) else v
+        out.append(pset)
+    return unique(tuple(out))
 
 
 def describe(p: Mapping[str, Scalar]) -> str:

@@ -1,0 +1,150 @@
+"""Sweeps from files: npy(), csv(header=false), and samples made by a rule (a two-stage build)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+SAMPLER = """\
+import argparse, numpy as np
+ap = argparse.ArgumentParser()
+ap.add_argument("--n", type=int)
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--out")
+a = ap.parse_args()
+rng = np.random.default_rng(a.seed)
+np.save(a.out, np.round(rng.uniform(0, 1, size=(a.n, 2)), 3))
+"""
+
+TWO_STAGE = """\
+rule make_samples:
+    input: script = "make_samples.py"
+    output: "samples.npy"
+    shell: "python3 {input.script} --n 4 --out {output}"
+
+sweep s = npy(make_samples, columns=["x", "y"])
+
+rule sim over s:
+    output: "out.txt"
+    shell: "echo {x} {y} > {output}"
+
+rule collect:
+    input: sim
+    output: "all.txt"
+    shell: "cat {input} > {output}"
+"""
+
+PENDING = ("sweepc: sweep 's' reads the output of rule 'make_samples', which is not built yet: its psets, "
+           "and the jobs over them, are known once `sweepc build` has made it\n")
+
+
+def _sims(p: Any) -> list[str]:
+    return sorted(j.label for j in p.graph.jobs if j.rule == "sim")
+
+
+def test_npy_file_rows_are_psets(local_project: Any) -> None:
+    p = local_project.write('sweep s = npy("s.npy", columns=["x", "n"], start=1, rows=2)\n'
+                            'rule r over s:\n    output: "o"\n    shell: "echo {x} {n} > {output}"\n')
+    np.save(p.root / "s.npy", np.array([[0.5, 1], [1.5, 2], [2.5, 3], [3.5, 4]]))
+    r = p.sweepc("psets", "s", "--format", "json")
+    assert r.code == 0, r.err
+    assert [(row["x"], row["n"]) for row in json.loads(r.out)] == [(1.5, 2.0), (2.5, 3.0)]
+    np.save(p.root / "s.npy", np.array([[1, 2], [3, 4]], dtype=np.int64))
+    r = p.sweepc("psets", "s", "--format", "json")
+    assert [row["n"] for row in json.loads(r.out)] == [4]  # rows 1..2 of two rows: the second only
+    assert p.job("r[x=3,n=4]") is not None
+
+
+def test_npy_mistakes(local_project: Any) -> None:
+    p = local_project.write('sweep s = npy("s.npy", columns=["x", "y"])\nrule r over s:\n    output: "o"\n    shell: "echo {x} > {output}"\n')
+    np.save(p.root / "s.npy", np.arange(6))
+    r = p.sweepc("check")
+    assert (r.code, r.err) == (2, "sweepfile:1:15: s.npy holds a 1-D array of shape (6,); npy() needs a 2-D one\n"
+                                  '  sweep s = npy("s.npy", columns=["x", "y"])\n                ^^^^^^^\n'
+                                  "  hint: rows are psets and columns are parameters: numpy.save(path, samples.reshape(n, k))\n")
+    np.save(p.root / "s.npy", np.zeros((2, 3)))
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:1:32: columns= names 2 columns, but s.npy has 3 (shape (2, 3))\n"), r.err
+    p.write('sweep s = npy("s.npy")\nrule r over s:\n    output: "o"\n    shell: "echo > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:1:11: npy() needs columns=[...] to name the columns (a .npy file has no header)\n"), r.err
+    p.write('sweep s = npy("none.npy", columns=["x"])\nrule r over s:\n    output: "o"\n    shell: "echo > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:1:15: NumPy file 'none.npy' not found\n"), r.err
+
+
+def test_headerless_csv_is_named_by_columns(local_project: Any) -> None:
+    p = local_project.write('sweep h = csv("h.csv", header=false, columns=["p", "q"], start=1)\n'
+                            'rule r over h:\n    output: "o"\n    shell: "echo {p} {q} > {output}"\n', **{"h.csv": "1,a\n2,b\n3,c\n"})
+    r = p.sweepc("psets", "h", "--format", "json")
+    assert r.code == 0, r.err
+    assert [(row["p"], row["q"]) for row in json.loads(r.out)] == [(2, "b"), (3, "c")]
+    p.write('sweep h = csv("h.csv", header=false, columns=["p"])\nrule r over h:\n    output: "o"\n    shell: "echo {p} > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:1:46: columns= names 1 columns, but the rows of h.csv have 2\n"), r.err
+    p.write('sweep h = csv("h.csv", header=false)\nrule r over h:\n    output: "o"\n    shell: "echo > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and "csv() needs columns=[...] to name the columns (header=false)" in r.err
+
+
+def test_samples_made_by_a_rule_build_in_two_stages(local_project: Any) -> None:
+    p = local_project.write(TWO_STAGE, **{"make_samples.py": SAMPLER})
+    # before the samples exist: check, psets and a dry run say so and show what they can
+    r = p.sweepc("check")
+    assert (r.code, r.out) == (0, "sweepfile: ok: 0 parameters, 1 sweep, 3 rules, 1 job\n" + PENDING)
+    r = p.sweepc("psets", "s")
+    assert (r.code, r.err) == (0, PENDING)
+    r = p.sweepc("build", "-n")
+    assert r.out == "run make_samples: never built\n1 of 1 jobs to run (make_samples 1), 0 up to date\n" + PENDING
+    r = p.sweepc("clean", "orphans", "-n")
+    assert (r.code, r.err) == (2, "sweepc: cannot tell orphans while sweep 's' waits for the output of rule 'make_samples'\n"
+                                  "  hint: build it first: sweepc build make_samples\n")
+    # one build makes the samples, compiles again, and runs what is over them
+    r = p.sweepc("build", "-j", "2")
+    assert (r.code, r.out.splitlines()[-1].split(" in ")[0]) == (0, "sweepc: 6 done, 0 up to date"), r.out
+    assert len(_sims(p)) == 4
+    assert p.sweepc("build").out == "sweepc: nothing to do (6 jobs up to date)\n"
+    # more samples: the sampler reruns, then exactly the new pset
+    before = _sims(p)
+    p.edit("--n 4", "--n 5")
+    r = p.sweepc("build", "--explain")
+    assert r.code == 0, r.out
+    (new,) = set(_sims(p)) - set(before)
+    assert f"run {new}: never built\n" in r.out
+    assert sum(1 for line in r.out.splitlines() if line.startswith("run sim[")) == 1
+    assert r.out.splitlines()[-1].startswith("sweepc: 3 done, 4 up to date")
+
+
+def test_a_failing_sample_rule_stops_the_build_with_its_log(local_project: Any) -> None:
+    p = local_project.write(TWO_STAGE.replace('"make_samples.py"', '"bad.py"'), **{"bad.py": "print('no samples today')\nraise SystemExit(3)\n"})
+    r = p.sweepc("build")
+    assert r.code == 1
+    assert "FAILED make_samples: exit 3\n" in r.out and "  | no samples today\n" in r.out
+    assert r.out.endswith(
+        "sweepc: sweep 's' reads what rule make_samples makes, which is not there: nothing runs over it yet\n"
+        "sweepc: stopped before what runs over the samples (use -k to build everything that does not need them)\n"
+    )
+
+
+def test_a_sweep_reading_a_rule_is_a_dependency(local_project: Any) -> None:
+    p = local_project.write(TWO_STAGE.replace('input: script = "make_samples.py"', 'input: script = "make_samples.py", sim'),
+                            **{"make_samples.py": SAMPLER})
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:2:40: dependency cycle: make_samples -> sim -> make_samples\n"), r.err
+
+
+def test_sample_rule_mistakes(local_project: Any) -> None:
+    p = local_project.write('param a = [1]\nrule g over a:\n    output: "s.npy"\n    shell: "true"\n'
+                            'sweep s = npy(g, columns=["x"])\nrule r over s:\n    output: "o"\n    shell: "echo {x} > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:5:15: rule 'g' runs over a sweep, so it has no one output for npy() to read\n"), r.err
+    p.write('rule g:\n    output: "s.npy"\n    shell: "true"\n'
+            'sweep s = npy(g)\nrule r over s:\n    output: "o"\n    shell: "echo > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and "npy() needs columns=[...]" in r.err
+    p.write('rule g:\n    output: "s.npy"\n    shell: "true"\n'
+            'sweep s = npy(gg, columns=["x"])\nrule r over s:\n    output: "o"\n    shell: "echo {x} > {output}"\n')
+    r = p.sweepc("check")
+    assert r.code == 2 and r.err.startswith("sweepfile:4:15: unknown rule 'gg'\n"), r.err

@@ -262,7 +262,7 @@ def test_results_before_any_build_makes_no_store(tmp_path: Path) -> None:
     df = study.results()
     assert len(df) == 4 and set(df["_status"]) == {"never built"}
     assert study.runs().empty and list(study.runs().columns) == [
-        "_run_seq", "_run_id", "started_utc", "duration_s", "command", "backend", "ran", "failed",
+        "_run_seq", "_run_id", "started_utc", "duration_s", "command", "overrides", "backend", "ran", "failed",
         "uptodate", "status", "git_commit", "git_dirty",
     ]
     assert not (root / ".sweepc").exists()

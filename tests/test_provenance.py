@@ -20,7 +20,7 @@ from sweepc.cli import main
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 RUNS_COLUMNS = [
-    "_run_seq", "_run_id", "started_utc", "duration_s", "command", "backend", "ran", "failed",
+    "_run_seq", "_run_id", "started_utc", "duration_s", "command", "overrides", "backend", "ran", "failed",
     "uptodate", "status", "git_commit", "git_dirty",
 ]
 
@@ -116,7 +116,7 @@ def test_runs_lists_every_build_that_ran_something(tmp_path: Path, monkeypatch: 
     assert list(run) == RUNS_COLUMNS
     assert UUID.match(str(run["_run_id"]))
     assert {k: run[k] for k in RUNS_COLUMNS if k not in ("_run_id", "started_utc", "duration_s")} == {
-        "_run_seq": 0, "command": "sweepc build -j 2", "backend": "local", "ran": 4, "failed": 0,
+        "_run_seq": 0, "command": "sweepc build -j 2", "overrides": "", "backend": "local", "ran": 4, "failed": 0,
         "uptodate": 0, "status": "ok", "git_commit": None, "git_dirty": None,  # not a git repository
     }
     started = pd.Timestamp(str(run["started_utc"]))

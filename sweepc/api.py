@@ -134,18 +134,20 @@ class Study:
               force: Sequence[str] = (), where: str | None = None, psets: str | None = None,
               explain: bool = False, reporter: Reporter | None = None, argv: Sequence[str] | None = None,
               on_plan: Callable[[Plan], None] | None = None, git_commit: bool = False,
-              backend: str = "local", wait: bool = False, render_only: bool = False) -> BuildResult:
+              backend: str = "local", wait: bool = False, render_only: bool = False,
+              time_limits: bool = True) -> BuildResult:
         """Build the selected jobs (everything by default) on `backend`
         (local, slurm; see sweepc.backends.names()).
 
         git_commit=True commits the sweepfile and the files it names first,
-        with the run id in the message (psweep's git=True).
+        with the run id in the message (psweep's git=True). time_limits=False
+        lets local jobs run past their rule's `time` resource.
 
         Raises Interrupted on Ctrl-C / SIGTERM, after recording what was
         running (a batch backend that waits instead returns status
         "interrupted": its jobs stay queued); StateError when another build
         holds the project."""
-        options = BuildOptions(jobs=jobs, keep_going=keep_going, wait=wait, render_only=render_only)
+        options = BuildOptions(jobs=jobs, keep_going=keep_going, wait=wait, render_only=render_only, time_limits=time_limits)
         chosen = backends.get(backend)
         chosen.validate(options)
         argv = list(argv or ["sweepc.build"])

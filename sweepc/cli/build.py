@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
     c.add_argument("--backend", choices=backend_names(), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
+    c.add_argument("--no-time-limits", action="store_true", help="local: let jobs run past their rule's `time` resource")
     c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")
@@ -134,8 +135,13 @@ class Progress:
         self.running -= 1
         if outcome.status == "done":
             self.done += 1
+        elif will_retry and outcome.status == "timeout":
+            self.line(f"{job.label} reached its time limit, retrying (attempt {outcome.attempts + 1})")
         elif will_retry:
             self.line(f"{job.label} failed (exit {outcome.exit_code}), retrying (attempt {outcome.attempts + 1})")
+        elif outcome.status == "timeout":
+            self.failed += 1
+            self.line(f"FAILED {job.label} (time limit reached)")
         elif outcome.status == "failed":
             self.failed += 1
             why = "exited 0 but did not write its outputs" if outcome.exit_code == 0 else f"exit {outcome.exit_code}"
@@ -282,6 +288,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
                 psets=args.psets, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=args.git_commit,
+                time_limits=not args.no_time_limits,
                 explain=args.explain,  # fix: without it `build --explain` printed only each job's first reason
                 backend=args.backend, wait=args.wait, render_only=args.render_only,
             )

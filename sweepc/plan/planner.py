@@ -198,6 +198,8 @@ def _status_reason(rec: Record) -> Reason | None:
         if rec.exit_code == -1 and rec.backend == "local":
             return Reason(FAILED, "last run failed (could not start)")
         return Reason(FAILED, f"last run failed (exit {rec.exit_code})")
+    if st == "timeout":
+        return Reason(FAILED, "last run reached its time limit")
     if st == "interrupted":
         return Reason(INTERRUPTED, "last run was interrupted")
     if st == "cancelled":

@@ -12,6 +12,8 @@ Job statuses:
                outputs are not to be trusted (a build killed with SIGKILL
                leaves this behind, and the next build reruns the job)
   failed       ended with a non-zero exit code (after its retries)
+  timeout      stopped by the local backend at its rule's `time` limit (after
+               its retries); SLURM time-outs are recorded `failed`, exit 143
   interrupted  stopped by Ctrl-C / SIGTERM
   queued       submitted to a batch scheduler and not ingested yet
   cancelled    cancelled in the scheduler (sweepc cancel)
@@ -137,7 +139,7 @@ class Outcome(NamedTuple):
 
     rule: str
     hash: str
-    status: str  # done | failed | interrupted | cancelled
+    status: str  # done | failed | timeout | interrupted | cancelled
     fingerprint: str | None
     cmd_hash: str | None
     inputs_hash: str | None

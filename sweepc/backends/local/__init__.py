@@ -42,7 +42,8 @@ class LocalBackend:
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.local.backend import execute
 
-        summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going)
+        summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going,
+                          time_limits=options.time_limits)
         return Execution(summary, "ok" if summary.ok else "failed")
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:

@@ -186,6 +186,7 @@ class Study:
                 if render_only:  # submits nothing, so it is no run either
                     ex = chosen.execute(p, store, run_id, reporter or QuietReporter(), options)
                     return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
+                lock.set_run_id(run_id)  # lets `status` meanwhile name the jobs this build runs
                 if git_commit:
                     commit_project_files(self.root, self.named_files(), run_id)
                 # sweepc's own state folder and the outputs are not the code that ran

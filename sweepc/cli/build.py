@@ -267,7 +267,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not p.run:
             out.write(nothing_to_do(p))
             return EXIT_OK
-        # a dry run refuses what the real build would refuse
+        # a dry run shows what the real build would refuse, and the plan all the same
         for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
             out.write(f"sweepc: warning: {w}\n")
         print_plan(p, args.explain, out)
@@ -318,7 +318,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 # ---- status ---------------------------------------------------------------------
 
-STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "never built")
+STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "running", "never built")
 
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:

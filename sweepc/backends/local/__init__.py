@@ -36,7 +36,13 @@ class LocalBackend:
 
         from sweepc.backends.local.backend import check_fit, machine_mem_mb
 
-        check_fit(graph, plan.run, options.jobs or os.cpu_count() or 1, machine_mem_mb())
+        try:
+            check_fit(graph, plan.run, options.jobs or os.cpu_count() or 1, machine_mem_mb())
+        except UsageError as e:
+            if not options.dry_run:
+                raise
+            # a study meant for SLURM may not fit here: its dry run still shows the plan
+            return [f"{e.message}; a local build would refuse to start ({e.hint})"]
         return []
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:

@@ -302,3 +302,19 @@ def test_a_dry_run_and_status_during_a_build_name_the_running_build(local_projec
     # the build is gone: its jobs are what it left behind, not running
     assert p.sweepc("build", "-n").out.splitlines()[0] == "run slow[a=0]: last run was interrupted"
     assert json.loads(p.sweepc("status", "--format", "json").out)[0]["running"] == 0
+
+
+def test_counts_of_one_are_singular(local_project):
+    p = local_project.write('''
+        param a = [1]
+        sweep s = a
+
+        rule gen over s:
+            output: "out.txt"
+            shell: "echo {a} > {output}"
+    ''')
+    assert p.sweepc("build", "-n").out == "run gen[a=1]: never built\n1 of 1 job to run (gen 1), 0 up to date\n"
+    assert p.sweepc("build").code == 0
+    assert p.sweepc("build").out == "sweepc: nothing to do (1 job up to date)\n"
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (1 job up to date)\n"
+    assert p.sweepc("clean").out.splitlines()[-1] == "sweepc: removed 1 job folder and 1 record"

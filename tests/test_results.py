@@ -141,6 +141,14 @@ def test_never_built_rows_and_no_store_is_made(tmp_path: Path, monkeypatch: pyte
     rows = results_json(capsys, "--rule", "mean")
     assert [(r["a"], r["_status"]) for r in rows] == [(1, "never built"), (2, "never built")]
     assert "b" not in rows[0]
+    # measurements nobody took are NaN (a float column), not None: empty in csv
+    df = sweepc.load(root).results()
+    assert (str(df["_max_rss_mb"].dtype), str(df["_runtime_s"].dtype)) == ("float64", "float64")
+    assert df["_max_rss_mb"].isna().all()
+    code, out, _ = cli(capsys, "results", "--columns", "a,b,_runtime_s,_max_rss_mb")
+    assert out.splitlines()[:2] == [" a  b  _runtime_s  _max_rss_mb", " 1 10         NaN          NaN"]
+    code, out, _ = cli(capsys, "results", "--columns", "a,b,_runtime_s,_max_rss_mb", "--format", "csv")
+    assert out.splitlines()[:2] == ["a,b,_runtime_s,_max_rss_mb", "1,10,,"]
 
 
 def test_two_runs_old_rows_keep_their_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -431,7 +439,8 @@ def test_results_of_mixed_types(built: Path, capsys: pytest.CaptureFixture[str])
     rows = results_json(capsys)
     assert [(r["v"], r["ok"]) for r in rows] == [(1, True), ("n/a", False), (None, False), (2.5, False)]
     code, out, _ = cli(capsys, "results", "--format", "csv", "--columns", "a,b,v,ok")
-    assert out.splitlines() == ["a,b,v,ok", "1,10,1,True", "1,20,n/a,False", "2,10,,False", "2,20,2.5,False"]
+    # booleans as JSON and the sweepfile spell them; text that would read as a gap is quoted
+    assert out.splitlines() == ["a,b,v,ok", "1,10,1,true", '1,20,"n/a",false', "2,10,,false", "2,20,2.5,false"]
     # parquet cannot hold a column of ints and strings: a clear message, no file
     code, out, err = cli(capsys, "results", "--format", "parquet", "-o", "r.parquet")
     assert (code, out) == (2, "")

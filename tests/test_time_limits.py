@@ -45,7 +45,7 @@ def test_a_job_past_its_time_limit_is_stopped_and_recorded_timeout(local_project
     assert not p.out("sim[a=1]").exists()
     assert p.sweepc("build", "-n").out.splitlines() == [
         "run sim[a=1]: last run reached its time limit",
-        "1 of 1 jobs to run (sim 1), 0 up to date",
+        "1 of 1 job to run (sim 1), 0 up to date",
     ]
     [status] = json.loads(p.sweepc("status", "--format", "json").out)
     assert (status["jobs"], status["failed"]) == (1, 1)

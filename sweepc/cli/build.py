@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from sweepc.api import Study
-from sweepc.errors import UsageError
+from sweepc.errors import UsageError, plural
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.backends import names as backend_names
 from sweepc.backends.base import Interrupted, Summary
@@ -113,7 +113,7 @@ def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
         out.write(f"skip {g.jobs[i].label}: queued as job {jid}\n")
     counts = p.counts_by_rule()
     parts = [f"{rule} {counts[rule]}" for rule in (r.name for r in g.rules) if rule in counts]
-    out.write(f"{len(p.run)} of {len(p.selected)} jobs to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
+    out.write(f"{len(p.run)} of {plural(len(p.selected), 'job')} to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
 
 
 class Progress:
@@ -227,7 +227,7 @@ def nothing_to_do(p: Plan) -> str:
     if p.queued:
         ids = sorted({jid.partition("_")[0] for jid in p.queued.values()}, key=lambda s: (len(s), s))
         queued = f", {len(p.queued)} still queued in SLURM as job{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
-    return f"sweepc: nothing to do ({p.uptodate} jobs up to date{queued})\n"
+    return f"sweepc: nothing to do ({plural(p.uptodate, 'job')} up to date{queued})\n"
 
 
 class _Reporter:
@@ -416,7 +416,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if not args.dry_run:
             _refuse_while_queued(g)  # queued tasks still read their scripts from there
             shutil.rmtree(batch)
-        out.write(f"{verb} {_rel(g, batch)}/ ({n} files: job scripts, submit scripts, scheduler logs)\n")
+        out.write(f"{verb} {_rel(g, batch)}/ ({plural(n, 'file')}: job scripts, submit scripts, scheduler logs)\n")
         return EXIT_OK
     # Fix: take the build lock BEFORE listing. It used to be checked after every folder
     # had been printed as "removed", so a clean refused because a build was running
@@ -458,7 +458,7 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
             out.write(f"{verb} {_rel(g, d)}/\n")
         if not args.dry_run:
             store.delete(stale_records)
-        out.write(f"sweepc: {verb} {len(dirs)} job folders and {len(stale_records)} records\n")
+        out.write(f"sweepc: {verb} {plural(len(dirs), 'job folder')} and {plural(len(stale_records), 'record')}\n")
     finally:
         store.close()
     return EXIT_OK
@@ -474,7 +474,7 @@ def _refuse_while_queued(g: BuildGraph) -> None:
         store.close()
     if live:
         raise UsageError(
-            f"{len(live)} jobs of this project are queued or running in SLURM; their scripts are in .sweepc/slurm/",
+            f"{plural(len(live), 'job')} of this project {'is' if len(live) == 1 else 'are'} queued or running in SLURM; their scripts are in .sweepc/slurm/",
             "wait for them, or stop them with: sweepc cancel",
         )
 
@@ -511,7 +511,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if text is not None:
         sys.stdout.write(text)
     elif args.output:
-        sys.stderr.write(f"sweepc: wrote {len(df)} rows to {args.output}\n")
+        sys.stderr.write(f"sweepc: wrote {plural(len(df), 'row')} to {args.output}\n")
     return EXIT_OK
 
 
@@ -532,7 +532,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     ids = ", ".join(c.arrays)
     sys.stdout.write(
         f"sweepc: cancelled {len(c.arrays)} job array{'s' if len(c.arrays) != 1 else ''} ({ids}); "
-        f"{c.jobs} jobs recorded as cancelled"
+        f"{plural(c.jobs, 'job')} recorded as cancelled"
         + (f", {c.finished} had finished and were recorded as such" if c.finished else "")
         + "\n"
     )

@@ -84,6 +84,8 @@ class Study:
                 records = [{name: v} for v in g.params[name]]
                 keys, hashes = [name], [pset_hash(p) for p in records]
             df = pd.DataFrame.from_records(records, columns=keys)
+            if g.has_index(tuple(keys)):  # csv(..., index=...): the row id, not a parameter
+                df["_index"] = [g.index_of(p) for p in records]
             df["_pset_hash"] = hashes
             df["_pset_seq"] = range(len(records))
             if sweep is None:

@@ -176,10 +176,11 @@ def test_psets_json(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "psets", "rows", "--format", "json")
     assert (code, err) == (0, "")
     rows = json.loads(out)
+    # the csv index (param_combo) is the bookkeeping column _index, not a parameter: not hashed
     assert rows == [
-        {"x": 1, "y": "a", "_pset_hash": pset_hash({"x": 1, "y": "a"}), "_pset_seq": 0},
-        {"x": 2, "y": "b", "_pset_hash": pset_hash({"x": 2, "y": "b"}), "_pset_seq": 1},
-        {"x": 3, "y": "c", "_pset_hash": pset_hash({"x": 3, "y": "c"}), "_pset_seq": 2},
+        {"x": 1, "y": "a", "_index": 0, "_pset_hash": pset_hash({"x": 1, "y": "a"}), "_pset_seq": 0},
+        {"x": 2, "y": "b", "_index": 1, "_pset_hash": pset_hash({"x": 2, "y": "b"}), "_pset_seq": 1},
+        {"x": 3, "y": "c", "_index": 2, "_pset_hash": pset_hash({"x": 3, "y": "c"}), "_pset_seq": 2},
     ]
 
 

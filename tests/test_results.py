@@ -460,3 +460,41 @@ def test_results_keys_do_not_overwrite_parameters_or_bookkeeping(built: Path, ca
     row = results_json(capsys)[0]
     assert (row["a"], row["_status"], row["sq"]) == (1, "done", 5)
     assert row["_pset_hash"] == d.name and row["_log"] == f"{row['_job_dir']}/sweepc.log"
+
+
+def test_csv_index_column_is_kept_as_index_but_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Maestro users filter by the row id of their parameter table: csv(..., index=) keeps it
+    # as the bookkeeping column _index; it is not a parameter, so the hashes stay those of the values
+    from sweepc.hashing import pset_hash
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "params.csv").write_text('param_combo,p1,p2\n10,1,a\n11,2,b\n12,2,b\n13,4,"5"\n')
+    (root / "sweepfile").write_text(
+        'sweep rows = csv("params.csv", index="param_combo")\nparam k = [1, 2]\n\n'
+        'rule run over rows * k:\n    output: "o.txt"\n    shell: "echo {p1} {p2} {k} > {output}"\n\n'
+        'rule total over rows * k by k:\n    input: run\n    output: "t.txt"\n    shell: "cat {input} > {output}"\n'
+    )
+    monkeypatch.chdir(root)
+    code, out, _ = cli(capsys, "psets", "rows", "--format", "csv")
+    assert code == 0
+    # row 12 repeats row 11's parameters: one pset, with the first row's index
+    assert out.splitlines() == [
+        "p1,p2,_index,_pset_hash,_pset_seq",
+        f"1,a,10,{pset_hash({'p1': 1, 'p2': 'a'})},0",
+        f"2,b,11,{pset_hash({'p1': 2, 'p2': 'b'})},1",
+        f'4,"5",13,{pset_hash({"p1": 4, "p2": "5"})},2',
+    ]
+    g = sweepc.load(root).graph
+    assert [j.hash for j in g.jobs if j.rule == "run"] == [
+        pset_hash({"p1": p1, "p2": p2, "k": k}) for p1, p2 in ((1, "a"), (2, "b"), (4, "5")) for k in (1, 2)
+    ]
+    assert all("_index" not in j.params and "_index" not in j.command for j in g.jobs)
+    assert cli(capsys, "build")[0] == 0
+    df = sweepc.load(root).results()
+    assert list(df.columns[:5]) == ["p1", "p2", "k", "_index", "_pset_hash"]
+    assert df[["p1", "k", "_index", "_status"]].to_dict(orient="records") == [
+        {"p1": p1, "k": k, "_index": i, "_status": "done"} for p1, i in ((1, 10), (2, 11), (4, 13)) for k in (1, 2)
+    ]
+    # a gather over k has no row of the table: no _index column
+    assert "_index" not in sweepc.load(root).results("total").columns

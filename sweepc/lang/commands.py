@@ -81,6 +81,7 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
         jobs=tuple(jobs),
         backends=names.backends,
         rule_index={r.name: i for i, r in enumerate(specs)},
+        indexes=swept.indexes,
     )
     return Rendered(graph, ())
 

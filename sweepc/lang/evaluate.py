@@ -40,6 +40,7 @@ class Swept:
     sweeps: Mapping[str, Psets | None]  # None: the sweep has a mistake (reported)
     over: Mapping[str, Over | None]  # per rule; None: its 'over' has a mistake (reported)
     diagnostics: tuple[Diagnostic, ...]
+    indexes: tuple[alg.IndexColumn, ...] = ()  # of csv(..., index=...) calls, for `_index` columns
 
 
 def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
@@ -48,7 +49,7 @@ def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
     for name in names.sweep_defs:
         ev.sweep(name)
     over = {name: ev.p.guard(partial(ev.rule_over, rd)) for name, rd in names.rule_defs.items()}
-    return Swept(ev.sweeps, over, tuple(ev.p.diags))
+    return Swept(ev.sweeps, over, tuple(ev.p.diags), tuple(ev.indexes))
 
 
 class _Evaluator:
@@ -58,6 +59,7 @@ class _Evaluator:
         self.root = root
         self.sweeps: dict[str, Psets | None] = {}
         self.resolving: list[str] = []
+        self.indexes: list[alg.IndexColumn] = []
 
     def sweep(self, name: str) -> Psets | None:
         if name in self.sweeps:
@@ -237,7 +239,10 @@ class _Evaluator:
             columns = [str(x) for x in v]
         shown = path_arg.value.value
         try:
-            return alg.read_csv(self.root / shown, shown, index, start, rows, columns)
+            psets, idx = alg.read_csv_indexed(self.root / shown, shown, index, start, rows, columns)
+            if idx is not None:
+                self.indexes.append(idx)
+            return psets
         except SweepMathError as ex:
             span = path_arg.value.span
             if "index column" in ex.message and "index" in opts:

@@ -69,6 +69,7 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
     """The results DataFrame of one rule, from a plan that selected its jobs."""
     g = plan.graph
     run_seq = {r.run_id: r.seq for r in runs}
+    indexed = g.has_index(rule.keys)
     here = cwd or Path.cwd()
     selected = set(plan.selected)
     rows: list[dict[str, Any]] = []
@@ -80,6 +81,8 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
         status = plan.state(i)
         d = g.job_dir(job)
         row: dict[str, Any] = dict(job.params)
+        if indexed:  # csv(..., index=...): the row id, not a parameter
+            row["_index"] = g.index_of(job.params)
         has_run = rec is not None and rec.start is not None
         runtime = (rec.end - rec.start) if has_run and rec is not None and rec.end is not None and rec.start is not None else None
         row.update(
@@ -107,7 +110,7 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
             row.update({k: v for k, v in values.items() if k not in row})
         rows.append(row)
-    columns = list(rule.keys) + list(BOOKKEEPING)
+    columns = list(rule.keys) + (["_index"] if indexed else []) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
     # never-built rows have no exit code or run: keep these columns integers next to the gaps
     for col in ("_run_seq", "_exit_code", "_pset_seq"):

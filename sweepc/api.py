@@ -85,6 +85,8 @@ class Study:
                 records = [{name: v} for v in g.params[name]]
                 keys, hashes = [name], [pset_hash(p) for p in records]
             df = pd.DataFrame.from_records(records, columns=keys)
+            if g.has_index(tuple(keys)):  # csv(..., index=...): the row id, not a parameter
+                df["_index"] = [g.index_of(p) for p in records]
             df["_pset_hash"] = hashes
             df["_pset_seq"] = range(len(records))
             if sweep is None:
@@ -135,18 +137,20 @@ class Study:
               force: Sequence[str] = (), where: str | None = None, psets: str | None = None,
               explain: bool = False, reporter: Reporter | None = None, argv: Sequence[str] | None = None,
               on_plan: Callable[[Plan], None] | None = None, git_commit: bool = False,
-              backend: str = "local", wait: bool = False, render_only: bool = False) -> BuildResult:
+              backend: str = "local", wait: bool = False, render_only: bool = False,
+              time_limits: bool = True) -> BuildResult:
         """Build the selected jobs (everything by default) on `backend`
         (local, slurm; see sweepc.backends.names()).
 
         git_commit=True commits the sweepfile and the files it names first,
-        with the run id in the message (psweep's git=True).
+        with the run id in the message (psweep's git=True). time_limits=False
+        lets local jobs run past their rule's `time` resource.
 
         Raises Interrupted on Ctrl-C / SIGTERM, after recording what was
         running (a batch backend that waits instead returns status
         "interrupted": its jobs stay queued); StateError when another build
         holds the project."""
-        options = BuildOptions(jobs=jobs, keep_going=keep_going, wait=wait, render_only=render_only)
+        options = BuildOptions(jobs=jobs, keep_going=keep_going, wait=wait, render_only=render_only, time_limits=time_limits)
         chosen = backends.get(backend)
         chosen.validate(options)
         argv = list(argv or ["sweepc.build"])
@@ -162,10 +166,10 @@ class Study:
             store = Store.open(self.root)
             try:
                 if not self.graph.sample_rules:
-                    return stage(store, targets, where=where, psets=psets)
+                    return stage(store, lock, targets, where=where, psets=psets)
                 # Samples made by a rule: build those rules first, then compile
                 # again against what they wrote, then build the rest.
-                first = stage(store, sorted(self.graph.sample_rules), where=None, psets=None)
+                first = stage(store, lock, sorted(self.graph.sample_rules), where=None, psets=None)
                 if first.summary is not None and first.status not in ("ok", "failed"):
                     notes = (*first.notes, "sweepc: what runs over the samples is built once they are: "
                              "run the same build again when the jobs above have finished")
@@ -176,7 +180,7 @@ class Study:
                 if failed and not keep_going:
                     return replace(first, notes=(*first.notes, *self._pending_notes(), "sweepc: stopped before what runs over "
                                                  "the samples (use -k to build everything that does not need them)"))
-                second = stage(store, targets, where=where, psets=psets)
+                second = stage(store, lock, targets, where=where, psets=psets)
                 return _merged(first, second, self._pending_notes() if failed else ())
             finally:
                 store.close()
@@ -188,7 +192,7 @@ class Study:
             for name, rules in self.graph.pending.items()
         )
 
-    def _stage(self, store: Store, targets: Sequence[str], *, where: str | None, psets: str | None,
+    def _stage(self, store: Store, lock: BuildLock, targets: Sequence[str], *, where: str | None, psets: str | None,
                chosen: Backend, options: BuildOptions, force: Sequence[str], explain: bool, reporter: Reporter,
                argv: list[str], on_plan: Callable[[Plan], None] | None, git_commit: bool) -> BuildResult:
         """Plan and run one stage of a build, holding the lock."""
@@ -218,6 +222,7 @@ class Study:
         if options.render_only:  # submits nothing, so it is no run either
             ex = chosen.execute(p, store, run_id, reporter, options)
             return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
+        lock.set_run_id(run_id)  # lets `status` meanwhile name the jobs this build runs
         if git_commit:
             commit_project_files(self.root, self.named_files(), run_id)
         # sweepc's own state folder and the outputs are not the code that ran

@@ -100,3 +100,8 @@ def listing(candidates: Iterable[str], limit: int = 8) -> str:
         return "(none)"
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 job`, `2 jobs` (`words` when adding an s will not do)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"

@@ -18,6 +18,10 @@ The convention (also explained at the end of docs/tutorial.md):
   has one (the ``slurm_cluster`` fixture), and are skipped otherwise.
 * Any other block (``sh``, ``text``, ...) is for reading only.
 
+Commands a page shows outside its sessions (``sh`` blocks, ``python``
+blocks without ``file=``, code spans such as ```sweepc results --psets 0:3```)
+are run by ``Session.run_shown`` after the sessions; they must exit with 0.
+
 Output is compared after normalising both sides: trailing blanks and blank
 lines at the end are dropped, runs of spaces count as one (table columns
 widen and narrow with their values), durations (``0.4s``, ``1m02s``), UTC
@@ -29,6 +33,7 @@ A line ``...`` in the shown output stands for any number of lines.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import subprocess
@@ -106,6 +111,63 @@ def _commands(body: list[str], first_line: int) -> tuple[Command, ...]:
         note = EXIT_NOTE.search(text)
         out.append(Command(text, tuple(expected), int(note.group(1)) if note else 0, at))
     return tuple(out)
+
+
+# -- commands shown outside sessions ---------------------------------------------
+
+SHOWN_PROGRAMS = ("sweepc", "python3", "bash", "tar", "ls", "cat", "cd")
+_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+
+
+def shown_commands(markdown: str) -> list[tuple[int, str, str]]:
+    """(line, kind, text) of the commands a page shows outside its console
+    sessions: in ``sh`` blocks (one per line, comments dropped), code spans
+    in the prose that start with a program a reader would type
+    (``sweepc ...``, ``python3 -c ...``), and ``python`` blocks without
+    ``file=`` (kind "python": the whole block is one program)."""
+    lines = markdown.splitlines()
+    out: list[tuple[int, str, str]] = []
+    prose: list[tuple[int, str]] = []  # the paragraph so far: a code span may go over a line break
+
+    def spans() -> None:
+        if prose:
+            text = " ".join(line for _, line in prose)
+            starts = [0]
+            for _, line in prose[:-1]:
+                starts.append(starts[-1] + len(line) + 1)
+            for m in _SPAN.finditer(text):
+                span = m.group(1)
+                if span.split(" ", 1)[0] in SHOWN_PROGRAMS and " " in span:
+                    at = prose[bisect.bisect_right(starts, m.start()) - 1][0]  # the line it starts on
+                    out.append((at, "sh", span))
+            prose.clear()
+
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m:
+            spans()
+            fence, info = m.group(1), m.group(2).split()
+            j = i + 1
+            while j < len(lines) and lines[j].strip() != fence:
+                j += 1
+            body = lines[i + 1:j]
+            if info and info[0] in ("sh", "bash", "shell") and len(info) == 1:
+                for k, line in enumerate(body):
+                    text = re.sub(r"\s+#.*$", "", line).strip()
+                    if text and not text.startswith("#"):
+                        out.append((i + 2 + k, "sh", text))
+            elif info and info[0] == "python" and len(info) == 1:
+                out.append((i + 2, "python", "\n".join(body) + "\n"))
+            i = j + 1
+            continue
+        if lines[i].strip():
+            prose.append((i + 1, lines[i]))
+        else:
+            spans()
+        i += 1
+    spans()
+    return out
 
 
 # -- comparing output --------------------------------------------------------
@@ -190,6 +252,30 @@ class Session:
                 f"--- printed (raw)\n{p.stdout}"
             )
         return p.stdout
+
+    def run_shown(self, markdown: str, where: str, skip: tuple[str, ...] = ()) -> int:
+        """Run every command shown_commands() finds; each must exit with 0
+        (its output is not compared: the page does not show it). Commands
+        containing one of `skip` (placeholders like `…`, SLURM without a
+        cluster) are left out. Returns how many ran."""
+        n = 0
+        for line, kind, text in shown_commands(markdown):
+            if any(s in text for s in skip):
+                continue
+            if kind == "python":
+                with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+                    f.write(text)
+                cmd = Command(f"python3 {f.name}", (), 0, line)
+            else:
+                cmd = Command(text, (), 0, line)
+            env = dict(self.env if self.env is not None else os.environ)
+            p = subprocess.run(["bash", "-c", cmd.text], check=False, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL)
+            self.transcript.append(f"$ {cmd.text}\n{p.stdout}")
+            if p.returncode != 0:
+                raise AssertionError(f"{where}:{line}: `{text.strip()}` exited with {p.returncode}\n{p.stdout}")
+            n += 1
+        return n
 
     def run_blocks(self, blocks: list[Block], where: str, slurm: bool = False) -> int:
         """Run every block; `slurm` blocks only when slurm=True. Returns how many commands ran."""

@@ -31,7 +31,7 @@ rule post over s:
     shell: "cat {input} > {output}"
 '''
 
-STATUS_HEADER = "rule  jobs  done  stale  failed  interrupted  cancelled  queued  never built"
+STATUS_HEADER = "rule  jobs  done  stale  failed  interrupted  cancelled  queued  running  never built"
 
 
 def mixed(p):
@@ -53,18 +53,18 @@ def test_status_table_and_json_after_a_mixed_build(local_project):
     assert (r.code, r.err) == (0, "")
     assert r.out == (
         f"{STATUS_HEADER}\n"
-        "gen      5     3      0       1            1          0       0            0\n"
-        "post     5     2      1       0            0          0       0            2\n"
+        "gen      5     3      0       1            1          0       0        0            0\n"
+        "post     5     2      1       0            0          0       0        0            2\n"
     )
     r = p.sweepc("status", "--format", "json")
     assert json.loads(r.out) == [
-        {"rule": "gen", "jobs": 5, "done": 3, "stale": 0, "failed": 1, "interrupted": 1, "cancelled": 0, "queued": 0, "never built": 0},
-        {"rule": "post", "jobs": 5, "done": 2, "stale": 1, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "never built": 2},
+        {"rule": "gen", "jobs": 5, "done": 3, "stale": 0, "failed": 1, "interrupted": 1, "cancelled": 0, "queued": 0, "running": 0, "never built": 0},
+        {"rule": "post", "jobs": 5, "done": 2, "stale": 1, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "running": 0, "never built": 2},
     ]
     # --rule and --where narrow the rows and the counts
     r = p.sweepc("status", "--rule", "post", "--where", "a >= 3", "--format", "json")
     assert json.loads(r.out) == [
-        {"rule": "post", "jobs": 3, "done": 1, "stale": 0, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "never built": 2},
+        {"rule": "post", "jobs": 3, "done": 1, "stale": 0, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "running": 0, "never built": 2},
     ]
     # status only reads
     assert p.sweepc("build", "-n").out.splitlines()[-1] == "5 of 10 jobs to run (gen 2, post 3), 5 up to date"
@@ -79,9 +79,9 @@ def test_status_of_a_fresh_project_and_of_a_finished_one(local_project):
             output: "out.txt"
             shell: "echo {a} > {output}"
     ''')
-    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     0      0       0            0          0       0            2\n"
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     0      0       0            0          0       0        0            2\n"
     assert p.sweepc("build").code == 0
-    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     2      0       0            0          0       0            0\n"
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     2      0       0            0          0       0        0            0\n"
     r = p.sweepc("status", "--rule", "gne")
     assert (r.code, r.err) == (2, "sweepc: unknown target 'gne'\n  hint: did you mean 'gen'?\n")
 
@@ -253,3 +253,68 @@ def test_build_usage_errors(local_project, args, err):
     assert r.code == 2
     assert r.err.endswith(err)
     assert not (p.root / "calc").exists() and not (p.root / ".sweepc").exists()
+
+
+# ---------------------------------------------------------------- dry runs
+
+def test_a_dry_run_that_cannot_fit_here_shows_the_plan_and_warns(local_project):
+    # a study meant for SLURM: a dry run still shows what would run, only a real local build refuses
+    p = local_project.write('''
+        param a = [1, 2]
+        sweep s = a
+
+        rule cp over s:
+            output: "out.txt"
+            resources: cpus = 8
+            shell: "echo {a} > {output}"
+    ''')
+    r = p.sweepc("build", "-n", "-j", "2")
+    assert (r.code, r.err) == (0, "")
+    assert r.out == (
+        "sweepc: warning: cp[a=1] needs 8 cpus, but this build may use 2; a local build would refuse to start "
+        "(run with -j 8 or more, or lower its resources: cpus)\n"
+        "run cp[a=1]: never built\nrun cp[a=2]: never built\n2 of 2 jobs to run (cp 2), 0 up to date\n"
+    )
+    r = p.sweepc("build", "-j", "2")
+    assert (r.code, r.out) == (2, "")
+    assert r.err == "sweepc: cp[a=1] needs 8 cpus, but this build may use 2\n  hint: run with -j 8 or more, or lower its resources: cpus\n"
+
+
+def test_a_dry_run_and_status_during_a_build_name_the_running_build(local_project):
+    from test_local_backend import start_two_sleeping
+
+    p = local_project
+    proc, _ = start_two_sleeping(p)
+    try:
+        lock = json.loads((p.root / ".sweepc" / "build.lock").read_text())
+        since = time.strftime("%H:%M:%S", time.localtime(lock["started"]))
+        assert lock["pid"] == proc.pid and lock["run_id"] == p.last_run_id()
+        why = f"being built by the running build (pid {proc.pid}, since {since})"
+        r = p.sweepc("build", "-n")
+        assert (r.code, r.out) == (0, "".join(f"run slow[a={a}]: {why}\n" for a in range(4)) + "4 of 4 jobs to run (slow 4), 0 up to date\n")
+        r = p.sweepc("status")
+        assert r.out == f"{STATUS_HEADER}\nslow     4     0      0       0            0          0       0        4            0\n"
+        r = p.sweepc("results", "--columns", "a,_status", "--format", "csv")
+        assert r.out == "a,_status\n0,running\n1,running\n2,running\n3,running\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    # the build is gone: its jobs are what it left behind, not running
+    assert p.sweepc("build", "-n").out.splitlines()[0] == "run slow[a=0]: last run was interrupted"
+    assert json.loads(p.sweepc("status", "--format", "json").out)[0]["running"] == 0
+
+
+def test_counts_of_one_are_singular(local_project):
+    p = local_project.write('''
+        param a = [1]
+        sweep s = a
+
+        rule gen over s:
+            output: "out.txt"
+            shell: "echo {a} > {output}"
+    ''')
+    assert p.sweepc("build", "-n").out == "run gen[a=1]: never built\n1 of 1 job to run (gen 1), 0 up to date\n"
+    assert p.sweepc("build").code == 0
+    assert p.sweepc("build").out == "sweepc: nothing to do (1 job up to date)\n"
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (1 job up to date)\n"
+    assert p.sweepc("clean").out.splitlines()[-1] == "sweepc: removed 1 job folder and 1 record"

@@ -176,10 +176,11 @@ def test_psets_json(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "psets", "rows", "--format", "json")
     assert (code, err) == (0, "")
     rows = json.loads(out)
+    # the csv index (param_combo) is the bookkeeping column _index, not a parameter: not hashed
     assert rows == [
-        {"x": 1, "y": "a", "_pset_hash": pset_hash({"x": 1, "y": "a"}), "_pset_seq": 0},
-        {"x": 2, "y": "b", "_pset_hash": pset_hash({"x": 2, "y": "b"}), "_pset_seq": 1},
-        {"x": 3, "y": "c", "_pset_hash": pset_hash({"x": 3, "y": "c"}), "_pset_seq": 2},
+        {"x": 1, "y": "a", "_index": 0, "_pset_hash": pset_hash({"x": 1, "y": "a"}), "_pset_seq": 0},
+        {"x": 2, "y": "b", "_index": 1, "_pset_hash": pset_hash({"x": 2, "y": "b"}), "_pset_seq": 1},
+        {"x": 3, "y": "c", "_index": 2, "_pset_hash": pset_hash({"x": 3, "y": "c"}), "_pset_seq": 2},
     ]
 
 
@@ -204,6 +205,32 @@ def test_psets_json_values_are_exact(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for rec in df.to_dict(orient="records"):
         pset = {k: v for k, v in rec.items() if not k.startswith("_")}
         assert pset_hash(pset) == rec["_pset_hash"]
+
+
+def test_psets_csv_values_read_back_as_their_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Booleans as the sweepfile spells them, text that would read as a number
+    or a boolean quoted; pandas gives every type back (a column of number-like
+    text with dtype=str, as docs/cli.md says), so each row hashes to its hash."""
+    (tmp_path / "sweepfile").write_text(
+        'param n = [1, 2]\nparam x = [0.1, 1e-300]\nparam flag = [true, false]\n'
+        'param code = ["1", "007"]\nparam name = ["a,b", "true"]\n'
+        "sweep g = n * x * flag * code * name\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "psets", "g", "--format", "csv")
+    assert code == 0
+    first = {"n": 1, "x": 0.1, "flag": True, "code": "1", "name": "a,b"}
+    assert out.splitlines()[:3] == [
+        "n,x,flag,code,name,_pset_hash,_pset_seq",
+        f'1,0.1,true,"1","a,b",{pset_hash(first)},0',
+        f'1,0.1,true,"1","true",{pset_hash({**first, "name": "true"})},1',
+    ]
+    df = pd.read_csv(io.StringIO(out), dtype={"code": str})
+    assert len(df) == 32
+    assert {c: str(t) for c, t in df.dtypes.items() if c in ("n", "x", "flag")} == {"n": "int64", "x": "float64", "flag": "bool"}
+    for rec in df.to_dict(orient="records"):
+        pset = {k: v for k, v in rec.items() if not k.startswith("_")}
+        assert pset_hash(pset) == rec["_pset_hash"], rec
 
 
 def test_psets_table(design: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ docs/tutorial.md). The SLURM part of the tutorial runs only with a cluster
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -47,6 +48,21 @@ def test_tutorial_runs_as_shown_on_slurm(tmp_path: Path, slurm_cluster: dict[str
 def test_index_example_runs_as_shown(tmp_path: Path) -> None:
     session = docrun.Session(tmp_path)
     assert session.run_blocks(blocks("index.md"), "docs/index.md") >= 2
+
+
+def test_coming_from_runs_as_shown_and_sweepc_runs_commands_that_way(tmp_path: Path) -> None:
+    session = docrun.Session(tmp_path)
+    assert session.run_blocks(blocks("coming-from.md"), "docs/coming-from.md") >= 2
+    # what the page tells Maestro users about `shell:` is what a build does
+    (tmp_path / "sweepfile").write_text(
+        'param a = [1]\nsweep s = a\n\n'
+        'rule strict over s:\n    output: "out.txt"\n    shell: "false; echo ok > {output}"\n\n'
+        'rule lenient over s:\n    output: "out.txt"\n    shell: "false || true; echo ok > {output}"\n'
+    )
+    p = subprocess.run(["sweepc", "build", "-k"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "FAILED strict[a=1]: exit 1\n" in p.stdout
+    assert p.stdout.splitlines()[-1].startswith("sweepc: 1 done, 1 failed, 0 up to date in ")
 
 
 def test_tutorial_has_a_slurm_part_and_its_convention() -> None:

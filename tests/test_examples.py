@@ -42,6 +42,13 @@ def run_readme(name: str, tmp_path: Path, env: dict[str, str] | None = None, slu
     return dst
 
 
+def run_shown(name: str, project: Path, skip: tuple[str, ...] = ()) -> None:
+    """After the README's sessions, the commands it shows elsewhere (in its
+    prose, in `sh` and `python` blocks) must run too, in the same copy."""
+    text = (EXAMPLES / name / "README.md").read_text()
+    docrun.Session(project, timeout=120).run_shown(text, f"examples/{name}/README.md", skip=("…", *skip))
+
+
 def sweepc_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sweepc", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -65,6 +72,20 @@ def test_every_example_is_tested() -> None:
             assert (EXAMPLES / name / f).is_file(), f"examples/{name}/{f} is missing"
 
 
+def test_the_examples_index_runs_as_shown(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("calc", ".sweepc", "archive", "__pycache__"))
+    ran = docrun.Session(tmp_path).run_shown((EXAMPLES / "README.md").read_text(), "examples/README.md")
+    assert ran == 2
+    assert len(list((tmp_path / "examples" / "quickstart" / "calc" / "compute").glob("*/*/result.json"))) == 6
+
+
+def test_shown_commands_are_found_in_prose_sh_and_python_blocks() -> None:
+    md = "Run `sweepc build\n--psets 0:3` then `ls` and `a b`.\n\n```sh\nsweepc status   # per rule\n```\n```python\nprint(1)\n```\n"
+    assert docrun.shown_commands(md) == [
+        (1, "sh", "sweepc build --psets 0:3"), (5, "sh", "sweepc status"), (8, "python", "print(1)\n"),
+    ]
+
+
 def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = run_readme("quickstart", tmp_path)
     df = results(p, monkeypatch)
@@ -75,6 +96,7 @@ def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (summary,) = p.glob("calc/summary/*/*/summary.txt")
     assert summary.read_text() == "6 psets, total 1122, max 297\n"
     nothing_to_do(p)
+    run_shown("quickstart", p)
 
 
 def test_batched_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +131,10 @@ def test_batched_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any(p.glob("calc/*/*/*/*"))
     df = results(p, monkeypatch)
     assert set(df["_status"]) == {"never built"}
+    run_shown("batched-csv", p)
+    # the README's --psets 3:6 for results and clean: the rows build --psets 3:6 makes
+    assert list(sweepc.load(p).results(psets="3:6")["param_combo"]) == [3, 4, 5]
+    assert (p / "all.csv").read_text().count("\n") == 21
 
 
 def member(tar: tarfile.TarFile, name: str) -> str:
@@ -136,6 +162,7 @@ def test_hpc_two_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (res.nodes, res.tasks, res.time_s) == (1, 2, 600)
     assert dict(g.backends["slurm"]) == {"partition": "debug", "account": "testbank", "bundle": 4, "throttle": 2}
     nothing_to_do(p)
+    run_shown("hpc-two-step", p, skip=("--backend slurm", "sweepc cancel"))  # those need a cluster
 
 
 def test_generated_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +212,7 @@ def test_save_data_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (summary,) = results(p, monkeypatch, "collect").to_dict("records")
     assert summary["jobs"] == 6 and math.isclose(summary["integral_max"], max(integrals.values()))
     nothing_to_do(p)
+    run_shown("save-data-on-disk", p)
 
 
 def test_failing_workloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,6 +226,7 @@ def test_failing_workloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (total,) = p.glob("calc/total/*/*/total.txt")
     assert total.read_text() == "6 squares, total 55\n"
     nothing_to_do(p)
+    run_shown("failing-workloads", p)
 
 
 def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,3 +241,4 @@ def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert history[6] == "attempt 2: resuming after step 5"
         assert [h.split(":")[0] for h in history].count("attempt 2") == 4
     nothing_to_do(p)
+    run_shown("restart", p)

@@ -141,6 +141,14 @@ def test_never_built_rows_and_no_store_is_made(tmp_path: Path, monkeypatch: pyte
     rows = results_json(capsys, "--rule", "mean")
     assert [(r["a"], r["_status"]) for r in rows] == [(1, "never built"), (2, "never built")]
     assert "b" not in rows[0]
+    # measurements nobody took are NaN (a float column), not None: empty in csv
+    df = sweepc.load(root).results()
+    assert (str(df["_max_rss_mb"].dtype), str(df["_runtime_s"].dtype)) == ("float64", "float64")
+    assert df["_max_rss_mb"].isna().all()
+    code, out, _ = cli(capsys, "results", "--columns", "a,b,_runtime_s,_max_rss_mb")
+    assert out.splitlines()[:2] == [" a  b  _runtime_s  _max_rss_mb", " 1 10         NaN          NaN"]
+    code, out, _ = cli(capsys, "results", "--columns", "a,b,_runtime_s,_max_rss_mb", "--format", "csv")
+    assert out.splitlines()[:2] == ["a,b,_runtime_s,_max_rss_mb", "1,10,,"]
 
 
 def test_two_runs_old_rows_keep_their_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -431,7 +439,8 @@ def test_results_of_mixed_types(built: Path, capsys: pytest.CaptureFixture[str])
     rows = results_json(capsys)
     assert [(r["v"], r["ok"]) for r in rows] == [(1, True), ("n/a", False), (None, False), (2.5, False)]
     code, out, _ = cli(capsys, "results", "--format", "csv", "--columns", "a,b,v,ok")
-    assert out.splitlines() == ["a,b,v,ok", "1,10,1,True", "1,20,n/a,False", "2,10,,False", "2,20,2.5,False"]
+    # booleans as JSON and the sweepfile spell them; text that would read as a gap is quoted
+    assert out.splitlines() == ["a,b,v,ok", "1,10,1,true", '1,20,"n/a",false', "2,10,,false", "2,20,2.5,false"]
     # parquet cannot hold a column of ints and strings: a clear message, no file
     code, out, err = cli(capsys, "results", "--format", "parquet", "-o", "r.parquet")
     assert (code, out) == (2, "")
@@ -451,3 +460,41 @@ def test_results_keys_do_not_overwrite_parameters_or_bookkeeping(built: Path, ca
     row = results_json(capsys)[0]
     assert (row["a"], row["_status"], row["sq"]) == (1, "done", 5)
     assert row["_pset_hash"] == d.name and row["_log"] == f"{row['_job_dir']}/sweepc.log"
+
+
+def test_csv_index_column_is_kept_as_index_but_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Maestro users filter by the row id of their parameter table: csv(..., index=) keeps it
+    # as the bookkeeping column _index; it is not a parameter, so the hashes stay those of the values
+    from sweepc.hashing import pset_hash
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "params.csv").write_text('param_combo,p1,p2\n10,1,a\n11,2,b\n12,2,b\n13,4,"5"\n')
+    (root / "sweepfile").write_text(
+        'sweep rows = csv("params.csv", index="param_combo")\nparam k = [1, 2]\n\n'
+        'rule run over rows * k:\n    output: "o.txt"\n    shell: "echo {p1} {p2} {k} > {output}"\n\n'
+        'rule total over rows * k by k:\n    input: run\n    output: "t.txt"\n    shell: "cat {input} > {output}"\n'
+    )
+    monkeypatch.chdir(root)
+    code, out, _ = cli(capsys, "psets", "rows", "--format", "csv")
+    assert code == 0
+    # row 12 repeats row 11's parameters: one pset, with the first row's index
+    assert out.splitlines() == [
+        "p1,p2,_index,_pset_hash,_pset_seq",
+        f"1,a,10,{pset_hash({'p1': 1, 'p2': 'a'})},0",
+        f"2,b,11,{pset_hash({'p1': 2, 'p2': 'b'})},1",
+        f'4,"5",13,{pset_hash({"p1": 4, "p2": "5"})},2',
+    ]
+    g = sweepc.load(root).graph
+    assert [j.hash for j in g.jobs if j.rule == "run"] == [
+        pset_hash({"p1": p1, "p2": p2, "k": k}) for p1, p2 in ((1, "a"), (2, "b"), (4, "5")) for k in (1, 2)
+    ]
+    assert all("_index" not in j.params and "_index" not in j.command for j in g.jobs)
+    assert cli(capsys, "build")[0] == 0
+    df = sweepc.load(root).results()
+    assert list(df.columns[:5]) == ["p1", "p2", "k", "_index", "_pset_hash"]
+    assert df[["p1", "k", "_index", "_status"]].to_dict(orient="records") == [
+        {"p1": p1, "k": k, "_index": i, "_status": "done"} for p1, i in ((1, 10), (2, 11), (4, 13)) for k in (1, 2)
+    ]
+    # a gather over k has no row of the table: no _index column
+    assert "_index" not in sweepc.load(root).results("total").columns

@@ -97,7 +97,7 @@ def test_samples_made_by_a_rule_build_in_two_stages(local_project: Any) -> None:
     r = p.sweepc("psets", "s")
     assert (r.code, r.err) == (0, PENDING)
     r = p.sweepc("build", "-n")
-    assert r.out == "run make_samples: never built\n1 of 1 jobs to run (make_samples 1), 0 up to date\n" + PENDING
+    assert r.out == "run make_samples: never built\n1 of 1 job to run (make_samples 1), 0 up to date\n" + PENDING
     r = p.sweepc("clean", "orphans", "-n")
     assert (r.code, r.err) == (2, "sweepc: cannot tell orphans while sweep 's' waits for the output of rule 'make_samples'\n"
                                   "  hint: build it first: sweepc build make_samples\n")

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from sweepc.api import Study
-from sweepc.errors import UsageError
+from sweepc.errors import UsageError, plural
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.backends import names as backend_names
 from sweepc.backends.base import Interrupted, Summary
@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
     c.add_argument("--backend", choices=backend_names(), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
+    c.add_argument("--no-time-limits", action="store_true", help="local: let jobs run past their rule's `time` resource")
     c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")
@@ -112,7 +113,7 @@ def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
         out.write(f"skip {g.jobs[i].label}: queued as job {jid}\n")
     counts = p.counts_by_rule()
     parts = [f"{rule} {counts[rule]}" for rule in (r.name for r in g.rules) if rule in counts]
-    out.write(f"{len(p.run)} of {len(p.selected)} jobs to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
+    out.write(f"{len(p.run)} of {plural(len(p.selected), 'job')} to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
 
 
 class Progress:
@@ -134,8 +135,13 @@ class Progress:
         self.running -= 1
         if outcome.status == "done":
             self.done += 1
+        elif will_retry and outcome.status == "timeout":
+            self.line(f"{job.label} reached its time limit, retrying (attempt {outcome.attempts + 1})")
         elif will_retry:
             self.line(f"{job.label} failed (exit {outcome.exit_code}), retrying (attempt {outcome.attempts + 1})")
+        elif outcome.status == "timeout":
+            self.failed += 1
+            self.line(f"FAILED {job.label} (time limit reached)")
         elif outcome.status == "failed":
             self.failed += 1
             why = "exited 0 but did not write its outputs" if outcome.exit_code == 0 else f"exit {outcome.exit_code}"
@@ -231,7 +237,7 @@ def nothing_to_do(p: Plan) -> str:
     if p.queued:
         ids = sorted({jid.partition("_")[0] for jid in p.queued.values()}, key=lambda s: (len(s), s))
         queued = f", {len(p.queued)} still queued in SLURM as job{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
-    return f"sweepc: nothing to do ({p.uptodate} jobs up to date{queued})\n"
+    return f"sweepc: nothing to do ({plural(p.uptodate, 'job')} up to date{queued})\n"
 
 
 class _Reporter:
@@ -273,7 +279,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             out.write(nothing_to_do(p))
             out.writelines(pending)
             return EXIT_OK
-        # a dry run refuses what the real build would refuse
+        # a dry run shows what the real build would refuse, and the plan all the same
         for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
             out.write(f"sweepc: warning: {w}\n")
         print_plan(p, args.explain, out)
@@ -298,6 +304,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
                 psets=args.psets, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=args.git_commit,
+                time_limits=not args.no_time_limits,
                 explain=args.explain,  # fix: without it `build --explain` printed only each job's first reason
                 backend=args.backend, wait=args.wait, render_only=args.render_only,
             )
@@ -327,7 +334,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 # ---- status ---------------------------------------------------------------------
 
-STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "never built")
+STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "running", "never built")
 
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
@@ -425,7 +432,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if not args.dry_run:
             _refuse_while_queued(g)  # queued tasks still read their scripts from there
             shutil.rmtree(batch)
-        out.write(f"{verb} {_rel(g, batch)}/ ({n} files: job scripts, submit scripts, scheduler logs)\n")
+        out.write(f"{verb} {_rel(g, batch)}/ ({plural(n, 'file')}: job scripts, submit scripts, scheduler logs)\n")
         return EXIT_OK
     # Fix: take the build lock BEFORE listing. It used to be checked after every folder
     # had been printed as "removed", so a clean refused because a build was running
@@ -473,7 +480,7 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
             out.write(f"{verb} {_rel(g, d)}/\n")
         if not args.dry_run:
             store.delete(stale_records)
-        out.write(f"sweepc: {verb} {len(dirs)} job folders and {len(stale_records)} records\n")
+        out.write(f"sweepc: {verb} {plural(len(dirs), 'job folder')} and {plural(len(stale_records), 'record')}\n")
     finally:
         store.close()
     return EXIT_OK
@@ -489,7 +496,7 @@ def _refuse_while_queued(g: BuildGraph) -> None:
         store.close()
     if live:
         raise UsageError(
-            f"{len(live)} jobs of this project are queued or running in SLURM; their scripts are in .sweepc/slurm/",
+            f"{plural(len(live), 'job')} of this project {'is' if len(live) == 1 else 'are'} queued or running in SLURM; their scripts are in .sweepc/slurm/",
             "wait for them, or stop them with: sweepc cancel",
         )
 
@@ -526,7 +533,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if text is not None:
         sys.stdout.write(text)
     elif args.output:
-        sys.stderr.write(f"sweepc: wrote {len(df)} rows to {args.output}\n")
+        sys.stderr.write(f"sweepc: wrote {plural(len(df), 'row')} to {args.output}\n")
     return EXIT_OK
 
 
@@ -547,7 +554,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     ids = ", ".join(c.arrays)
     sys.stdout.write(
         f"sweepc: cancelled {len(c.arrays)} job array{'s' if len(c.arrays) != 1 else ''} ({ids}); "
-        f"{c.jobs} jobs recorded as cancelled"
+        f"{plural(c.jobs, 'job')} recorded as cancelled"
         + (f", {c.finished} had finished and were recorded as such" if c.finished else "")
         + "\n"
     )

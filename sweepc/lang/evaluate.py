@@ -47,6 +47,7 @@ class Swept:
     reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
     over_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)  # sweep -> rules not built yet
+    indexes: tuple[alg.IndexColumn, ...] = ()  # of csv(..., index=...) calls, for `_index` columns
 
 
 def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
@@ -62,7 +63,7 @@ def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
         finally:
             ev.over_reads[name] = frozenset(ev.collect.pop())
     pending = {k: v & ev.missing for k, v in ev.reads.items() if v & ev.missing}
-    return Swept(ev.sweeps, over, tuple(ev.p.diags), ev.reads, ev.over_reads, pending)
+    return Swept(ev.sweeps, over, tuple(ev.p.diags), ev.reads, ev.over_reads, pending, tuple(ev.indexes))
 
 
 class _Evaluator:
@@ -82,6 +83,7 @@ class _Evaluator:
         # placeholders) while no job is made.
         self.shape = False
         self.shapes: dict[str, Psets | None] = {}
+        self.indexes: list[alg.IndexColumn] = []
 
     def read(self, rules: frozenset[str] | set[str]) -> None:
         if self.collect:
@@ -314,7 +316,10 @@ class _Evaluator:
         try:
             if kind == "npy":
                 return alg.read_npy(path, shown, start, rows, columns or [])
-            return alg.read_csv(path, shown, index, start, rows, columns, header=header)
+            psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header)
+            if idx is not None:
+                self.indexes.append(idx)
+            return psets
         except SweepMathError as ex:
             span = path_arg.value.span
             if "index column" in ex.message and "index" in opts:

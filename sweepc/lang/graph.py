@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sweepc.errors import Span
+from sweepc.lang.sweeps import IndexColumn
 from sweepc.values import Scalar
 
 # Files sweepc itself writes into a job directory.
@@ -130,10 +131,24 @@ class BuildGraph:
     # psets are not known yet because such an output is not there.
     sample_rules: frozenset[str] = frozenset()
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # csv(..., index="NAME") columns: shown as `_index`, never hashed
+    indexes: tuple[IndexColumn, ...] = ()
 
     @property
     def workdir_path(self) -> Path:
         return self.root / self.workdir
+
+    def index_of(self, params: Mapping[str, Scalar]) -> Scalar | None:
+        """The csv index (`_index`) of the row these parameters came from, if any."""
+        for idx in self.indexes:
+            v = idx.of(params)
+            if v is not None:
+                return v
+        return None
+
+    def has_index(self, keys: tuple[str, ...]) -> bool:
+        """Whether psets with these parameter names can have an `_index`."""
+        return any(set(idx.columns) <= set(keys) for idx in self.indexes)
 
     def rule(self, name: str) -> RuleSpec:
         return self.rules[self.rule_index[name]]

@@ -22,6 +22,25 @@ Psets = tuple[Pset, ...]
 
 
 @dataclass(frozen=True, slots=True)
+class IndexColumn:
+    """The index column of a csv(..., index="NAME") call: not a parameter (it
+    is in no pset and no hash), kept so that tables can show it as `_index`.
+
+    values maps a row's parameter values (join keys of `columns`, in order)
+    to its index; rows equal in every parameter keep the first row's index."""
+
+    name: str
+    columns: tuple[str, ...]
+    values: Mapping[tuple[object, ...], Scalar]
+
+    def of(self, params: Mapping[str, Scalar]) -> Scalar | None:
+        try:
+            return self.values.get(tuple(join_key(params[c]) for c in self.columns))
+        except KeyError:  # a pset without these columns (a gather's)
+            return None
+
+
+@dataclass(frozen=True, slots=True)
 class SweepMathError(Exception):
     message: str
     hint: str
@@ -179,6 +198,19 @@ def read_csv(
 
     With header=False the file has no header line and `columns` names its
     columns in order (Merlin's column_labels)."""
+    return read_csv_indexed(path, shown_path, index, start, rows, columns, header)[0]
+
+
+def read_csv_indexed(
+    path: Path,
+    shown_path: str,
+    index: str | None,
+    start: int,
+    rows: int | None,
+    columns: Sequence[str] | None,
+    header: bool = True,
+) -> tuple[Psets, IndexColumn | None]:
+    """read_csv(), and the index column of the rows read when `index` names one."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -254,7 +286,15 @@ def read_csv(
     for name in wanted:
         j = header_row.index(name)
         cols.append(_infer(name, [r[j] for _, r in data_rows], [n for n, _ in data_rows], shown_path)[start:stop])
-    return unique(tuple(dict(zip(wanted, vals)) for vals in zip(*cols)))
+    psets = unique(tuple(dict(zip(wanted, vals)) for vals in zip(*cols)))
+    if not index:
+        return psets, None
+    j = header_row.index(index)
+    ids = _infer(index, [r[j] for _, r in data_rows], [n for n, _ in data_rows], shown_path)[start:stop]
+    table: dict[tuple[object, ...], Scalar] = {}
+    for vals, idx in zip(zip(*cols), ids):
+        table.setdefault(tuple(join_key(v) for v in vals), idx)
+    return psets, IndexColumn(index, tuple(wanted), table)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sweepc.errors import Diagnostic, SweepfileError
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.hashing import text_hash
-from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, Record, Store
+from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, Store, live_build
 
 # Part of every command hash: changing how fingerprints are made means changing this.
 FINGERPRINT_VERSION = "sweepc-fp-1"
@@ -32,6 +32,7 @@ NEVER_BUILT = "never-built"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 UNFINISHED = "unfinished"
+RUNNING = "running"  # planned by the build running right now
 CANCELLED = "cancelled"
 OUTPUT_MISSING = "output-missing"
 COMMAND_CHANGED = "command-changed"
@@ -63,14 +64,15 @@ class Plan:
 
     def state(self, i: int) -> str:
         """What `status` and `results` call a selected job: done, stale, failed,
-        interrupted, cancelled, queued or never built."""
+        interrupted, cancelled, queued, running (in the build running now) or
+        never built."""
         if i in self.queued:
             return "queued"
         reasons = self.reasons.get(i)
         if not reasons:
             return "done"
         codes = {r.code for r in reasons}
-        for code, name in ((NEVER_BUILT, "never built"), (FAILED, "failed"), (INTERRUPTED, "interrupted"), (CANCELLED, "cancelled")):
+        for code, name in ((RUNNING, "running"), (NEVER_BUILT, "never built"), (FAILED, "failed"), (INTERRUPTED, "interrupted"), (CANCELLED, "cancelled")):
             if code in codes:
                 return name
         job = self.graph.jobs[i]
@@ -110,6 +112,7 @@ def plan(
     forced = _forced(g, selected, forced_rules)
 
     # indexed by job id; lists, because this loop is the no-op build at 100k psets
+    building: list[LiveBuild | None] = []  # read once, at the first `planned` row
     fps: list[str] = [""] * len(jobs)
     cmds: list[str] = [""] * len(jobs)
     ins: list[str] = [""] * len(jobs)
@@ -137,7 +140,9 @@ def plan(
         if rec is None:
             reasons.append(Reason(NEVER_BUILT, "never built"))
         elif rec[I_STATUS] != "done":
-            status_reason = _status_reason(Record(*rec))
+            if rec[I_STATUS] == "planned" and not building:
+                building.append(live_build(g.root))
+            status_reason = _status_reason(Record(*rec), building[0] if building else None)
             if status_reason is not None:
                 reasons.append(status_reason)
         if rec is not None and (explain or not reasons):
@@ -186,8 +191,10 @@ def plan(
     )
 
 
-def _status_reason(rec: Record) -> Reason | None:
+def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | None:
     st = rec.status
+    if st == "planned" and building is not None and building.run_id is not None and rec.run_id == building.run_id:
+        return Reason(RUNNING, building.text())
     if st == "done":
         return None
     if st == "failed":
@@ -198,6 +205,8 @@ def _status_reason(rec: Record) -> Reason | None:
         if rec.exit_code == -1 and rec.backend == "local":
             return Reason(FAILED, "last run failed (could not start)")
         return Reason(FAILED, f"last run failed (exit {rec.exit_code})")
+    if st == "timeout":
+        return Reason(FAILED, "last run reached its time limit")
     if st == "interrupted":
         return Reason(INTERRUPTED, "last run was interrupted")
     if st == "cancelled":

@@ -10,8 +10,11 @@ Job statuses:
                the fingerprint it was built with
   planned      a build decided to run it and has not recorded an end yet; its
                outputs are not to be trusted (a build killed with SIGKILL
-               leaves this behind, and the next build reruns the job)
+               leaves this behind, and the next build reruns the job); run_id
+               names that build, which live_build() tells apart from a dead one
   failed       ended with a non-zero exit code (after its retries)
+  timeout      stopped by the local backend at its rule's `time` limit (after
+               its retries); SLURM time-outs are recorded `failed`, exit 143
   interrupted  stopped by Ctrl-C / SIGTERM
   queued       submitted to a batch scheduler and not ingested yet
   cancelled    cancelled in the scheduler (sweepc cancel)
@@ -137,7 +140,7 @@ class Outcome(NamedTuple):
 
     rule: str
     hash: str
-    status: str  # done | failed | interrupted | cancelled
+    status: str  # done | failed | timeout | interrupted | cancelled
     fingerprint: str | None
     cmd_hash: str | None
     inputs_hash: str | None
@@ -295,7 +298,7 @@ class Store:
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO jobs (rule, hash, status, params, run_id) VALUES (?, ?, 'planned', ?, ?) "
-                "ON CONFLICT (rule, hash) DO UPDATE SET status='planned', params=excluded.params",
+                "ON CONFLICT (rule, hash) DO UPDATE SET status='planned', params=excluded.params, run_id=excluded.run_id",
                 ((r, h, p, run_id) for r, h, p in jobs),
             )
 
@@ -401,10 +404,20 @@ class BuildLock:
         except (OSError, ValueError):
             left = None
         self.dead_holder = left if isinstance(left, dict) and left.get("pid") != os.getpid() else None
-        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
+        self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)}
         self.fd = fd
+        self._write()
+
+    def set_run_id(self, run_id: str) -> None:
+        """Name the run this build records its jobs under, so that a dry run
+        or `status` meanwhile can tell its `planned` jobs from a dead build's."""
+        self.info["run_id"] = run_id
+        self._write()
+
+    def _write(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -419,6 +432,44 @@ class BuildLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBuild:
+    """The build that holds a project's lock right now."""
+
+    pid: int
+    started: float
+    run_id: str | None
+
+    def text(self) -> str:
+        return f"being built by the running build (pid {self.pid}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
+
+
+def live_build(root: Path) -> LiveBuild | None:
+    """The other sweepc process on this machine building this project now,
+    from the lock file (a released lock leaves it empty; a dead holder's pid
+    is gone or belongs to a process started after it). Takes no lock."""
+    import psutil
+
+    try:
+        with open(state_dir(root) / "build.lock", "rb") as f:
+            info = json.loads(f.read(65536).decode() or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    pid, started, run_id = info.get("pid"), info.get("started"), info.get("run_id")
+    if not isinstance(pid, int) or not isinstance(started, (int, float)) or pid == os.getpid():
+        return None
+    if info.get("host") != socket.gethostname():
+        return None  # another machine's build on a shared file system: cannot be checked from here
+    try:
+        if psutil.Process(pid).create_time() > started + 1.0:
+            return None  # the pid was recycled
+    except psutil.Error:
+        return None
+    return LiveBuild(pid, float(started), run_id if isinstance(run_id, str) else None)
 
 
 def _read_holder(fd: int) -> str:

@@ -69,6 +69,7 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
     """The results DataFrame of one rule, from a plan that selected its jobs."""
     g = plan.graph
     run_seq = {r.run_id: r.seq for r in runs}
+    indexed = g.has_index(rule.keys)
     here = cwd or Path.cwd()
     selected = set(plan.selected)
     rows: list[dict[str, Any]] = []
@@ -80,6 +81,8 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
         status = plan.state(i)
         d = g.job_dir(job)
         row: dict[str, Any] = dict(job.params)
+        if indexed:  # csv(..., index=...): the row id, not a parameter
+            row["_index"] = g.index_of(job.params)
         has_run = rec is not None and rec.start is not None
         runtime = (rec.end - rec.start) if has_run and rec is not None and rec.end is not None and rec.start is not None else None
         row.update(
@@ -107,12 +110,17 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
             row.update({k: v for k, v in values.items() if k not in row})
         rows.append(row)
-    columns = list(rule.keys) + list(BOOKKEEPING)
+    columns = list(rule.keys) + (["_index"] if indexed else []) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
     # never-built rows have no exit code or run: keep these columns integers next to the gaps
     for col in ("_run_seq", "_exit_code", "_pset_seq"):
         if col in df.columns:
             df[col] = df[col].astype("Int64")
+    # gaps in measurements are NaN (empty in csv, null in json), not None: a column
+    # with no measurement at all (SLURM does not measure memory) was of dtype object
+    for col in ("_runtime_s", "_max_rss_mb"):
+        if col in df.columns:
+            df[col] = df[col].astype("float64")
     extra = [c for c in df.columns if c not in columns]
     df = df[[c for c in columns if c in df.columns] + extra]
     return df
@@ -177,7 +185,7 @@ def write(df: pd.DataFrame, fmt: str, path: str | None) -> str | None:
             raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
         return None
     if fmt == "csv":
-        text = df.to_csv(index=False)
+        text = to_csv(df)
     elif fmt == "json":
         # Not df.to_json: it keeps 10 significant digits (a result of 1e-12 came
         # out as 0.0, 1.2345678901234567 as 1.2345678901) and times to the ms.
@@ -193,6 +201,61 @@ def write(df: pd.DataFrame, fmt: str, path: str | None) -> str | None:
     except OSError as e:  # Fix: was a traceback (no such folder, no permission, a folder)
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
     return None
+
+
+# what pandas.read_csv reads as a gap by default, quoted or not
+_NA_TEXTS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    """CSV whose values say their type: booleans as the sweepfile spells them
+    (`true`, `false`), numbers bare (floats as repr, so they read back exactly),
+    gaps empty, and text quoted whenever it would read as a number, a boolean
+    or a gap (`"1"`, `"true"`, `"NA"`), besides where CSV needs quotes.
+
+    pandas.read_csv then gives ints, floats and booleans back as such; it infers
+    a column's type from its values and ignores quotes, so a column of text that
+    looks like numbers needs `dtype={"name": str}` (docs/cli.md)."""
+    lines = [",".join(_csv_text(str(c), False) for c in df.columns)]
+    for row in df.itertuples(index=False, name=None):
+        lines.append(",".join(_csv_cell(v) for v in row))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, pd.Timestamp):
+        return str(v)
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item) and not isinstance(v, (list, dict, str)):
+        v = item()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    if isinstance(v, str):
+        return _csv_text(v, _reads_as_other_type(v))
+    return _csv_text(str(v), False)
+
+
+def _reads_as_other_type(text: str) -> bool:
+    if text in _NA_TEXTS or text.lower() in ("true", "false"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_text(text: str, force: bool) -> str:
+    if force or any(ch in text for ch in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _json_value(v: Any) -> Any:

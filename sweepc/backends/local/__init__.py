@@ -36,13 +36,20 @@ class LocalBackend:
 
         from sweepc.backends.local.backend import check_fit, machine_mem_mb
 
-        check_fit(graph, plan.run, options.jobs or os.cpu_count() or 1, machine_mem_mb())
+        try:
+            check_fit(graph, plan.run, options.jobs or os.cpu_count() or 1, machine_mem_mb())
+        except UsageError as e:
+            if not options.dry_run:
+                raise
+            # a study meant for SLURM may not fit here: its dry run still shows the plan
+            return [f"{e.message}; a local build would refuse to start ({e.hint})"]
         return []
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.local.backend import execute
 
-        summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going)
+        summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going,
+                          time_limits=options.time_limits)
         return Execution(summary, "ok" if summary.ok else "failed")
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:

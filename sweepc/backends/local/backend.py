@@ -5,6 +5,11 @@ left of -j and of the machine's memory. The runner never prints: it tells a
 Reporter. Outcomes are written to the store in batches; before anything runs
 every job of the plan is marked `planned`, so a build killed at any moment
 leaves no job looking up to date unless its end was recorded.
+
+A rule's `time` resource is enforced (limits.py) unless time_limits=False: a
+job still running at its limit is stopped, tree and all, and recorded
+`timeout`; like a failure it is retried while `retries:` last, with the
+rule's `restart:` command when it has one (as on SLURM).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
 from sweepc.plan.planner import Plan
+from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.plan.store import Outcome, Store
 
@@ -92,18 +98,21 @@ def execute(
     jobs: int | None = None,
     keep_going: bool = False,
     mem_mb: int | None = None,
+    time_limits: bool = True,
 ) -> Summary:
-    return _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb).run()
+    return _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits).run()
 
 
 class _Runner:
-    def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None) -> None:
+    def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None,
+                 time_limits: bool = True) -> None:
         self.plan, self.g, self.store, self.run_id, self.reporter = plan, plan.graph, store, run_id, reporter
         self.cpus = cpus
         self.mem_mb = mem_mb if mem_mb is not None else machine_mem_mb()
         self.keep_going = keep_going
         self.host = socket.gethostname()
         self.pool = ProcessPool()
+        self.limits = TimeLimits() if time_limits else None
         self.base_env = dict(os.environ)
         self.base_env["SWEEPC_ROOT"] = str(self.g.root)
         self.base_env["SWEEPC_RUN_ID"] = run_id
@@ -166,18 +175,31 @@ class _Runner:
                         continue
                     running[i] = attempt
                     started_at[i] = time.time()
+                    limit = g.jobs[i].resources.time_s
+                    if self.limits is not None and limit:
+                        self.limits.add(i, limit)
                     used_cpus += res.cpus
                     used_mem += mem
                 if not running:
                     break
-                for ex in self.pool.wait(timeout=FLUSH_SECONDS):
+                limits = self.limits
+                exits = self.pool.wait(timeout=limits.wait_timeout(FLUSH_SECONDS) if limits else FLUSH_SECONDS)
+                if limits is not None:
+                    limits.enforce(self.pool.pids())
+                for ex in exits:
                     i = ex.key
                     attempt = running.pop(i)
                     res = g.jobs[i].resources
                     used_cpus -= res.cpus
                     used_mem -= res.mem_mb or 0
-                    ok, message = self.check(i, ex)
                     job = g.jobs[i]
+                    timed_out = limits is not None and limits.ended(i)
+                    if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
+                        ok, message = False, f"time limit reached ({format_limit(res.time_s or 0)})"
+                        with contextlib.suppress(OSError), open(self.wd / job.reldir / LOG_NAME, "a") as f:
+                            f.write(f"\n=== sweepc: {message}, job stopped ===\n")
+                    else:
+                        ok, message = self.check(i, ex)
                     if ok:
                         done += 1
                         outcome = self.outcome(i, "done", ex, attempt)
@@ -189,17 +211,22 @@ class _Runner:
                                 ready.append(k)
                         continue
                     retries = g.rule(job.rule).retries
+                    status = "timeout" if timed_out else "failed"
                     if attempt <= retries and not stopping:
-                        self.reporter.job_ended(job, self.outcome(i, "failed", ex, attempt), True)
+                        self.reporter.job_ended(job, self.outcome(i, status, ex, attempt), True)
                         ready.appendleft(i)
                         continue
-                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
+                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status))
                     if not self.keep_going:
                         stopping = True
                     blocked |= self.downstream(i, dependents)
                 self.flush()
+            if self.limits is not None:
+                self.limits.close()
         except KeyboardInterrupt:
             killed = self.pool.kill_all()
+            if self.limits is not None:
+                self.limits.close()
             interrupted = []
             for ex in killed:
                 i = ex.key
@@ -299,11 +326,12 @@ class _Runner:
             backend_job_id=None, run_id=self.run_id,
         )
 
-    def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int) -> Failure:
+    def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int,
+             status: str = "failed") -> Failure:
         job = self.g.jobs[i]
         log = self.wd / job.reldir / LOG_NAME
         outcome = Outcome(
-            rule=job.rule, hash=job.hash, status="failed", fingerprint=None, cmd_hash=None, inputs_hash=None,
+            rule=job.rule, hash=job.hash, status=status, fingerprint=None, cmd_hash=None, inputs_hash=None,
             exit_code=exit_code if exit_code is not None else -1, start=start, end=end, host=self.host,
             max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt, backend="local", backend_job_id=None, run_id=self.run_id,
         )

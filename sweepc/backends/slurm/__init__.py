@@ -82,14 +82,14 @@ class SlurmBackend:
             if result.submit_sh is not None:
                 notes.append(f"sweepc: wrote {_rel(result.submit_sh)}; nothing was submitted (run it to submit)")
             if result.left:
-                notes.append(f"sweepc: {result.left} jobs are not rendered: local: true jobs (a build runs them on this machine) and what needs them")
+                notes.append(f"sweepc: {_plural(result.left, 'job')} {'is' if result.left == 1 else 'are'} not rendered: local: true jobs (a build runs them on this machine) and what needs them")
             return Execution(None, "rendered", tuple(notes))
         if result.interrupted:
             notes.append("sweepc: stopped waiting; what was submitted stays queued in SLURM "
                          "(see it with `sweepc status`, stop it with `sweepc cancel`)")
             return Execution(s, "interrupted", tuple(notes))
         if result.left:
-            notes.append(f"sweepc: {result.left} job{'s' if result.left != 1 else ''} wait for jobs that are not finished (local: true jobs run on this machine "
+            notes.append(f"sweepc: {result.left} job{'s' if result.left != 1 else ''} {'waits' if result.left == 1 else 'wait'} for jobs that are not finished (local: true jobs run on this machine "
                          f"once their inputs are done): run `sweepc build --backend slurm` again later, or use --wait")
         if not options.wait:
             n = sum(a.psets for a in result.arrays)

@@ -39,6 +39,7 @@ HOSTILE = {
     "NUL in a backend setting": 'backend slurm:\n    partition = "a\\x00b"\n',
     "NUL in a command": 'rule r:\n    output: "o"\n    shell: "echo \\0 > {output}"\n',
     "NUL byte in the file": "param a = [1,\x00 2]\n",
+    "output name of 256 bytes": 'rule r:\n    output: "' + "o" * 256 + '"\n    shell: "echo > {output}"\n',
 }
 
 

@@ -82,6 +82,12 @@ def test_the_checks_in_conditions_keep_their_results(tmp_path: Path) -> None:
     assert [dict(p) for p in compile_text(text, tmp_path).sweeps["s"].psets] == [{"a": 2}, {"a": 3}]
 
 
+def test_a_float_literal_beyond_range_is_infinity_in_a_condition(tmp_path: Path) -> None:
+    # found by the fuzzer: the condition's code said `inf`, a NameError
+    text = "param a = [1, 2]\nsweep s = a where a < 1e999 and 1 / (1e999 - 1) < 0.5 and -1e999 < a\n"
+    assert [dict(p) for p in compile_text(text, tmp_path).sweeps["s"].psets] == [{"a": 1}, {"a": 2}]
+
+
 def test_zip_of_unequal_lengths_is_reported_at_once_even_with_the_limit_raised(tmp_path: Path) -> None:
     text = "max_psets = 10**7\nparam a = range(10**7)\nparam b = range(3)\nsweep s = zip(a, b)\n"
     start = time.process_time()

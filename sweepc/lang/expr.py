@@ -7,6 +7,7 @@ names are parameters, so nothing a sweepfile writes can reach Python itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -103,7 +104,8 @@ def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
     names: set[str] = set()
     code = _gen(expr, known, names)
     env: dict[str, object] = {
-        "__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, "_n_pow": _pow, **{f"_f_{k}": v for k, v in FUNCTIONS.items()}
+        "__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, "_n_pow": _pow, "_inf": math.inf, "_nan": math.nan,
+        **{f"_f_{k}": v for k, v in FUNCTIONS.items()},
     }
     try:
         func = eval(f"lambda p: ({code})", env)  # safe: the code is generated from our own AST
@@ -114,6 +116,8 @@ def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
 
 def _gen(e: s.Expr, known: Collection[str], names: set[str]) -> str:
     if isinstance(e, s.Num):
+        if isinstance(e.value, float) and not math.isfinite(e.value):
+            return "_inf" if e.value > 0 else "_nan"  # 1e999 is inf; repr() would be the name 'inf'
         return repr(e.value)
     if isinstance(e, s.Str):
         return repr(e.value)

@@ -175,3 +175,15 @@ def test_a_nul_in_a_csv_column_left_out_is_harmless(tmp_path: Path) -> None:
     (tmp_path / "p.csv").write_bytes(b"x,y\n1,ok\n2,b\x00d\n")
     g = compile_text('sweep s = csv("p.csv", columns=["x"])\n', tmp_path)
     assert [dict(p) for p in g.sweeps["s"].psets] == [{"x": 1}, {"x": 2}]
+
+
+def test_npy_rows_count_against_the_limit_and_refuse_nul(tmp_path: Path) -> None:
+    import numpy as np
+
+    tmp_path.mkdir(exist_ok=True)
+    np.save(tmp_path / "s.npy", np.arange(12.0).reshape(6, 2))
+    text = 'max_psets = 5\nsweep s = npy("s.npy", columns=["x", "y"])\n'
+    assert error_of(text, tmp_path).splitlines()[0] == "sweepfile:2:15: s.npy gives 6 psets; the limit is 5"
+    np.save(tmp_path / "t.npy", np.array([["a", "b\x00c"]]))
+    text = 'sweep s = npy("t.npy", columns=["x", "y"])\n'
+    assert error_of(text, tmp_path).splitlines()[0] == "sweepfile:1:15: NUL character in column 'y' of t.npy"

@@ -39,6 +39,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "skipped when none is usable, a failure when CI=true",
     )
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "fuzz: the long fuzz run; only with -m fuzz (tests/test_fuzz.py)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the long fuzz run is opt-in: `pytest -m fuzz`
+    if "fuzz" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzz run; select it with -m fuzz")
+    for item in items:
+        if item.get_closest_marker("fuzz") is not None:
+            item.add_marker(skip)
 
 
 def _in_ci() -> bool:

@@ -10,7 +10,7 @@ LANG = Path(__file__).resolve().parent.parent / "sweepc" / "lang"
 ALLOWED = {
     "problems": {"syntax"},
     "resources": {"sweeps", "problems"},
-    "names": {"syntax", "problems"},
+    "names": {"syntax", "problems", "expr"},
     "evaluate": {"syntax", "problems", "sweeps", "expr", "names"},
     "join": {"syntax", "problems", "sweeps", "graph", "placeholders", "resources", "names", "evaluate"},
     "commands": {"syntax", "problems", "sweeps", "graph", "placeholders", "resources", "names", "evaluate", "join"},

@@ -26,11 +26,12 @@ from sweepc.lang.problems import fail
 def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None) -> BuildGraph:
     """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake."""
     path = sweepfile or Path(module.filename)
-    names = resolve(module)
-    swept = evaluate(module, names, root or path.resolve().parent)
+    root = root or path.resolve().parent
+    names = resolve(module, root, sweepfile or root / path.name)
+    swept = evaluate(module, names, root)
     joined = join(module, names, swept)
     found = names.diagnostics + swept.diagnostics + joined.diagnostics
-    rendered = render(module, names, swept, joined, root or path.resolve().parent, path) if not found else None
+    rendered = render(module, names, swept, joined, root, path) if not found else None
     if rendered is None or rendered.graph is None:
         raise fail(module, found + (rendered.diagnostics if rendered else ()))
     return rendered.graph

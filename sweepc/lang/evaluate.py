@@ -19,7 +19,7 @@ from sweepc.errors import Diagnostic, did_you_mean
 from sweepc.lang import sweeps as alg
 from sweepc.lang import syntax as s
 from sweepc.lang.expr import ExprError, compile_condition
-from sweepc.lang.names import EXAMPLES, PARAM_FUNCTIONS, SWEEP_FUNCTIONS, Names, constant
+from sweepc.lang.names import EXAMPLES, PARAM_FUNCTIONS, SWEEP_FUNCTIONS, Names, constant, too_many_psets
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.sweeps import Pset, Psets, SweepMathError, keys_of
 from sweepc.values import Scalar
@@ -163,10 +163,21 @@ class _Evaluator:
             if isinstance(e, s.Name):
                 return self.name(e)
             if isinstance(e, s.BinOp) and e.op in ("*", "+"):
+                limit = self.n.max_psets
+                size = self.size(e)
+                if size is not None and size > limit:
+                    too_many_psets(self.p, size, limit, e.span)  # known before anything is made
                 left, right = self.p.guard(lambda: self.expr(e.left)), self.p.guard(lambda: self.expr(e.right))
                 if not isinstance(left, tuple) or not isinstance(right, tuple):
                     raise Bail
-                return alg.product(left, right) if e.op == "*" else alg.concat(left, right)
+                if e.op == "*":
+                    if len(left) * len(right) > limit:
+                        too_many_psets(self.p, len(left) * len(right), limit, e.span)
+                    return alg.product(left, right)
+                both = alg.concat(left, right)  # at most twice the limit
+                if len(both) > limit:
+                    too_many_psets(self.p, len(both), limit, e.span)
+                return both
             if isinstance(e, s.BinOp) and e.op == "where":
                 return self.where(e)
             if isinstance(e, s.Call):
@@ -179,6 +190,21 @@ class _Evaluator:
         if isinstance(e, s.BinOp):
             bail(f"'{e.op}' does not combine sweeps", e.op_span, "sweeps combine with '*' (every combination), '+' (one after the other), zip(), star() and 'where'")
         bail("expected a sweep", e.span, "a sweep is a parameter, a sweep, A * B, A + B, zip(...), star(...), csv(...) or A where COND")
+
+    def size(self, e: s.Expr) -> int | None:
+        """The number of psets of e, when it is known without making them."""
+        if isinstance(e, s.Name):
+            if e.id in self.n.param_defs:
+                return self.n.sizes.get(e.id)
+            ps = self.sweeps.get(e.id)
+            return len(ps) if ps is not None else None
+        if isinstance(e, s.BinOp) and e.op == "*":
+            a, b = self.size(e.left), self.size(e.right)
+            return a * b if a is not None and b is not None else None
+        if isinstance(e, s.Call) and e.func == "zip" and e.args:
+            sizes = {self.size(a.value) for a in e.args}
+            return sizes.pop() if len(sizes) == 1 else None
+        return None
 
     def where(self, e: s.BinOp) -> Psets:
         base = self.expr(e.left)
@@ -212,11 +238,16 @@ class _Evaluator:
         if e.func == "zip":
             if len(e.args) < 2:
                 bail("zip() needs at least two sweeps", e.span, "for example: zip(a, c)")
+            labels = [a.value.id if isinstance(a.value, s.Name) else "an argument" for a in e.args]
+            sizes = [self.size(a.value) for a in e.args]
+            for label, n in zip(labels[1:], sizes[1:]):
+                if sizes[0] is not None and n is not None and n != sizes[0]:
+                    # say so before making (maybe millions of) psets
+                    bail(f"zip of unequal lengths: {labels[0]} has {sizes[0]} psets, {label} has {n}", e.span, alg.ZIP_HINT)
             parts: list[tuple[str, Psets]] = []
-            for a in e.args:
+            for a, label in zip(e.args, labels):
                 if a.name is not None:
                     bail("zip() takes no keyword arguments", a.name_span, "for example: zip(a, c)")
-                label = a.value.id if isinstance(a.value, s.Name) else "an argument"
                 parts.append((label, self.expr(a.value)))
             return alg.zip_(parts)
         if e.func == "star":
@@ -228,7 +259,7 @@ class _Evaluator:
         bail(f"unknown function '{e.func}'", e.func_span, did_you_mean(e.func, SWEEP_FUNCTIONS) or "sweeps use zip(), star(), csv() and npy()")
 
     def const(self, e: s.Expr) -> Scalar | list[Scalar]:
-        return constant(self.p, e, self.n.param_defs)
+        return constant(self.p, e, self.n.param_defs, self.n.max_psets)
 
     def star(self, e: s.Call) -> Psets:
         bail = self.p.bail
@@ -259,7 +290,10 @@ class _Evaluator:
             if values is None:
                 raise Bail
             vary.append((n.id, values))
-        return alg.star(centre, vary)
+        out = alg.star(centre, vary)  # at most len(vary) times the limit
+        if len(out) > self.n.max_psets:
+            too_many_psets(self.p, len(out), self.n.max_psets, e.span)
+        return out
 
     def table_file(self, e: s.Call) -> Psets:
         """csv(...) or npy(...): rows of a file as psets. The file is a path
@@ -315,8 +349,8 @@ class _Evaluator:
             path = self.root / shown
         try:
             if kind == "npy":
-                return alg.read_npy(path, shown, start, rows, columns or [])
-            psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header)
+                return alg.read_npy(path, shown, start, rows, columns or [], limit=self.n.max_psets)
+            psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header, limit=self.n.max_psets)
             if idx is not None:
                 self.indexes.append(idx)
             return psets

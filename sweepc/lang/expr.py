@@ -7,6 +7,7 @@ names are parameters, so nothing a sweepfile writes can reach Python itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -21,12 +22,54 @@ _BINOPS = {
     "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
     "and": "and", "or": "or", "in": "in", "notin": "not in",
 }
-FUNCTIONS: dict[str, Callable[..., object]] = {"abs": abs, "min": min, "max": max, "round": round}
+
+
+def _round(x: object, ndigits: object = None) -> object:
+    # round(5, -10**9) would compute 10**(10**9) first
+    if isinstance(ndigits, int) and abs(ndigits) > 4000:
+        raise OverflowError("round() takes at most 4000 digits")
+    return round(x, ndigits)  # type: ignore[call-overload]
+
+
+FUNCTIONS: dict[str, Callable[..., object]] = {"abs": abs, "min": min, "max": max, "round": _round}
+
+
+# Integers stop growing here (~4000 digits): 9 ** 9 ** 9 would take minutes
+# and gigabytes, and Python cannot print an int of more than 4300 digits.
+MAX_INT_BITS = 13_288
 
 
 def _numbers(op: str, a: object, b: object) -> None:
     if isinstance(a, str) or isinstance(b, str):
         raise TypeError(f"'{op}' needs numbers, not a string")
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        raise TypeError(f"'{op}' needs numbers, not a list")
+
+
+def check_int(r: object) -> None:
+    """Refuse an integer too large to use (OverflowError, as float arithmetic does)."""
+    if isinstance(r, int) and r.bit_length() > MAX_INT_BITS:
+        raise OverflowError("the result has more than 4000 digits")
+
+
+def bounded_pow(a: object, b: object) -> object:
+    """a ** b, refusing an integer result of more than ~4000 digits before computing it."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
+        raise OverflowError("the result has more than 4000 digits")
+    r = a**b  # type: ignore[operator]
+    check_int(r)
+    return r
+
+
+def bounded_mul(a: object, b: object) -> object:
+    r = a * b  # type: ignore[operator]
+    check_int(r)
+    return r
+
+
+def _pow(a: object, b: object) -> object:
+    _numbers("**", a, b)
+    return bounded_pow(a, b)
 
 
 def _mod(a: object, b: object) -> object:
@@ -36,10 +79,10 @@ def _mod(a: object, b: object) -> object:
 
 def _mul(a: object, b: object) -> object:
     _numbers("*", a, b)
-    return a * b  # type: ignore[operator]
+    return bounded_mul(a, b)
 
 
-_NUMERIC_ONLY = {"%": "_n_mod", "*": "_n_mul"}
+_NUMERIC_ONLY = {"%": "_n_mod", "*": "_n_mul", "**": "_n_pow"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +103,21 @@ def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
     """Compile a condition over parameters in ``known``; raise ExprError."""
     names: set[str] = set()
     code = _gen(expr, known, names)
-    env: dict[str, object] = {"__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, **{f"_f_{k}": v for k, v in FUNCTIONS.items()}}
-    func = eval(f"lambda p: ({code})", env)  # safe: the code is generated from our own AST
+    env: dict[str, object] = {
+        "__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, "_n_pow": _pow, "_inf": math.inf, "_nan": math.nan,
+        **{f"_f_{k}": v for k, v in FUNCTIONS.items()},
+    }
+    try:
+        func = eval(f"lambda p: ({code})", env)  # safe: the code is generated from our own AST
+    except (SyntaxError, RecursionError, MemoryError):  # the parser limits nesting; this is the backstop
+        raise ExprError("this condition is too complex", expr.span, "split it, or filter in two steps: (A where C1) where C2") from None
     return Compiled(func, frozenset(names), code)
 
 
 def _gen(e: s.Expr, known: Collection[str], names: set[str]) -> str:
     if isinstance(e, s.Num):
+        if isinstance(e.value, float) and not math.isfinite(e.value):
+            return "_inf" if e.value > 0 else "_nan"  # 1e999 is inf; repr() would be the name 'inf'
         return repr(e.value)
     if isinstance(e, s.Str):
         return repr(e.value)

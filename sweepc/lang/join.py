@@ -305,6 +305,8 @@ class _Joiner:
             self.p.bail(f"an {what} file name cannot use placeholders", v.span, "every job has its own folder already, so one fixed name is enough")
         if norm in RESERVED_NAMES:
             self.p.bail(f"'{norm}' is a file sweepc writes itself", v.span, "choose another name")
+        if any(len(part.encode()) > 255 for part in norm.split(os.sep)):
+            self.p.bail(f"an {what} file name is longer than 255 bytes", v.span, "no file system takes such a name; choose a shorter one")
         return norm
 
     def rule_resources(self, f: s.Field | None, keys: Sequence[str]) -> dict[str, tuple[s.Expr, Template | str | None]]:

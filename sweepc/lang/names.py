@@ -11,14 +11,23 @@ import os
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from sweepc.errors import Diagnostic, Span, did_you_mean
 from sweepc.hashing import pset_hash
 from sweepc.lang import syntax as s
-from sweepc.lang.problems import Problems
+from sweepc.lang.expr import bounded_mul, bounded_pow
+from sweepc.lang.problems import Bail, Problems
 from sweepc.values import Scalar, clean_float, clean_str, display
 
-SETTINGS = ("workdir",)
+SETTINGS = ("workdir", "max_psets")
+# No parameter has more values, and no sweep more psets, unless the sweepfile
+# says `max_psets = N`: sizes are checked before anything is made, so a typo
+# such as range(10**12) is an error at once, not a machine out of memory.
+# (At 100k psets a build plans in seconds and needs ~250 MB; memory and time
+# grow linearly.)
+DEFAULT_MAX_PSETS = 1_000_000
+STATE_DIR = ".sweepc"
 PARAM_FUNCTIONS = ("range", "linspace", "logspace")
 SWEEP_FUNCTIONS = ("zip", "star", "csv", "npy")
 EXAMPLES = {
@@ -36,22 +45,46 @@ class Names:
     """The sweepfile's names and settings, and each parameter's values."""
 
     workdir: str
+    max_psets: int
     backends: Mapping[str, Mapping[str, Scalar | tuple[Scalar, ...]]]
     param_defs: Mapping[str, s.ParamDef]
     sweep_defs: Mapping[str, s.SweepDef]
     rule_defs: Mapping[str, s.RuleDef]
     values: Mapping[str, tuple[Scalar, ...] | None]  # None: the parameter has a mistake (reported)
+    sizes: Mapping[str, int]  # how many values each parameter has (also when that is too many)
     diagnostics: tuple[Diagnostic, ...]
 
 
-def resolve(module: s.Module) -> Names:
+class TooMany(Exception):
+    """A value list larger than the limit (found before it is made)."""
+
+    def __init__(self, what: str, size: int, limit: int, span: Span) -> None:
+        self.what, self.size, self.limit, self.span = what, size, limit, span
+
+    def report(self, p: Problems) -> None:
+        p.error(
+            f"{self.what} {self.size:,} values; the limit is {self.limit:,}",
+            self.span,
+            f"if you mean it, raise the limit with the setting max_psets = {self.size}",
+        )
+
+
+def too_many_psets(p: Problems, size: int, limit: int, span: Span) -> None:
+    p.bail(
+        f"this sweep has {size:,} psets; the limit is {limit:,}",
+        span,
+        f"if you mean it, raise the limit with the setting max_psets = {size}",
+    )
+
+
+def resolve(module: s.Module, root: Path, sweepfile: Path) -> Names:
     """Collect the names, check settings and backends, evaluate the parameters."""
     p = Problems(module)
     param_defs: dict[str, s.ParamDef] = {}
     sweep_defs: dict[str, s.SweepDef] = {}
     rule_defs: dict[str, s.RuleDef] = {}
     backends: dict[str, dict[str, Scalar | tuple[Scalar, ...]]] = {}
-    workdir = ["calc"]
+    settings: dict[str, str | int] = {"workdir": "calc", "max_psets": DEFAULT_MAX_PSETS}
     seen: dict[str, Span] = {}
 
     def claim(name: str, span: Span) -> bool:
@@ -68,9 +101,9 @@ def resolve(module: s.Module) -> Names:
 
     for st in module.statements:
         if isinstance(st, s.Setting):
-            value = p.guard(partial(_setting, p, st))
+            value = p.guard(partial(_setting, p, st, root, sweepfile))
             if value is not None:
-                workdir[0] = value
+                settings[st.name] = value
         elif isinstance(st, s.ParamDef):
             if claim(st.name, st.name_span):
                 param_defs[st.name] = st
@@ -82,25 +115,63 @@ def resolve(module: s.Module) -> Names:
                 rule_defs[st.name] = st
         elif isinstance(st, s.BackendDef):
             p.guard(partial(_backend, p, st, backends, param_defs))
-    values = {name: p.guard(partial(_param, p, st, param_defs)) for name, st in param_defs.items()}
-    return Names(workdir[0], backends, param_defs, sweep_defs, rule_defs, values, tuple(p.diags))
+    workdir, limit = str(settings["workdir"]), int(settings["max_psets"])
+    values: dict[str, tuple[Scalar, ...] | None] = {}
+    sizes: dict[str, int] = {}
+    for name, st in param_defs.items():
+        values[name] = p.guard(partial(_param, p, st, param_defs, limit, sizes))
+    return Names(workdir, limit, backends, param_defs, sweep_defs, rule_defs, values, sizes, tuple(p.diags))
 
 
-def constant(p: Problems, e: s.Expr, params: Container[str]) -> Scalar | list[Scalar]:
+def constant(p: Problems, e: s.Expr, params: Container[str], limit: int = DEFAULT_MAX_PSETS) -> Scalar | list[Scalar]:
     """A value, or a list of values, written in the sweepfile (params: for hints)."""
-    return _Constants(p, params).const(e)
+    try:
+        return _Constants(p, params, limit).const(e)
+    except TooMany as ex:
+        ex.report(p)
+        raise Bail from None
 
 
-def _setting(p: Problems, st: s.Setting) -> str:
+def _setting(p: Problems, st: s.Setting, root: Path, sweepfile: Path) -> str | int:
     if st.name not in SETTINGS:
         hint = did_you_mean(st.name, SETTINGS) or "to define a parameter write 'param NAME = [...]'"
         p.bail(f"unknown setting '{st.name}'", st.name_span, hint)
+    if st.name == "max_psets":
+        v = constant(p, st.value, ())
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            p.bail("max_psets must be a whole number of at least 1", st.value.span, "for example: max_psets = 5_000_000")
+        return v
     if not isinstance(st.value, s.Str) or not st.value.value.strip():
         p.bail("workdir must be a non-empty string", st.value.span, 'for example: workdir = "calc"')
-    value = st.value.value.strip()
+    return _workdir(p, st.value, root, sweepfile)
+
+
+def _workdir(p: Problems, node: s.Str, root: Path, sweepfile: Path) -> str:
+    """The workdir: a folder strictly inside the project, that is not sweepc's own.
+
+    `sweepc clean` removes job folders below it, so it must never be (or hold)
+    the project itself, the sweepfile or the state store."""
+    value = node.value.strip()
     norm = os.path.normpath(value)
-    if not os.path.isabs(norm) and (norm == "." or norm.startswith("..")):
-        p.bail("workdir must be a folder below the project folder", st.value.span, 'for example: workdir = "calc"')
+    hint = 'for example: workdir = "calc"'
+    if os.path.isabs(norm):
+        real_root = os.path.realpath(root)
+        rel = os.path.relpath(os.path.realpath(norm), real_root)
+    else:
+        rel = norm
+    if rel == ".":
+        p.bail("workdir cannot be the project folder itself", node.span, "sweepc needs a folder of its own for the job folders; " + hint)
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        p.bail("workdir must be a folder below the project folder", node.span, hint)
+    if rel.split(os.sep)[0] == STATE_DIR:
+        where = STATE_DIR if rel == STATE_DIR else f"inside {STATE_DIR}/"
+        p.bail(f"workdir cannot be {where}: sweepc keeps its state there", node.span, hint)
+    inside = os.path.relpath(os.path.realpath(sweepfile), os.path.realpath(os.path.join(root, rel)))
+    if not (inside == ".." or inside.startswith(".." + os.sep)):
+        p.bail("workdir cannot hold the sweepfile", node.span, hint)
+    for part in rel.split(os.sep):
+        if len(part.encode()) > 255:
+            p.bail("a folder name in workdir is longer than 255 bytes", node.span, "no file system takes such a name; " + hint)
     return norm
 
 
@@ -123,11 +194,27 @@ def _backend(
     backends[st.name] = values
 
 
-def _param(p: Problems, st: s.ParamDef, params: Container[str]) -> tuple[Scalar, ...]:
-    v = constant(p, st.value, params)
+def _param(p: Problems, st: s.ParamDef, params: Container[str], limit: int, sizes: dict[str, int]) -> tuple[Scalar, ...]:
+    try:
+        v = _Constants(p, params, limit).const(st.value)
+    except TooMany as ex:
+        if ex.span == st.value.span:
+            sizes[st.name] = ex.size  # zip() can still say its lengths differ
+        ex.report(p)
+        raise Bail from None
     values = v if isinstance(v, list) else [v]
+    sizes[st.name] = len(values)
     if not values:
         p.bail(f"parameter '{st.name}' has no values", st.value.span, "give at least one value")
+    if len(values) > limit:
+        TooMany(f"parameter '{st.name}' has", len(values), limit, st.value.span).report(p)
+        raise Bail
+    if isinstance(st.value, s.Call) and st.value.func == "range":
+        return tuple(values)  # whole numbers, all different
+    if len(set(values)) == len(values) and not any(x != x for x in values):
+        # all different (Python's == is the hashing rule's, but for NaN and
+        # for true == 1, which the slow check below tells apart)
+        return tuple(values)
     seen: dict[str, Scalar] = {}
     # point at the repeated item when the values are written out as a list
     items = st.value.items if isinstance(st.value, s.ListExpr) and len(st.value.items) == len(values) else None
@@ -148,9 +235,10 @@ def _param(p: Problems, st: s.ParamDef, params: Container[str]) -> tuple[Scalar,
 class _Constants:
     """Evaluates constant expressions: values, lists, arithmetic, range() & co."""
 
-    def __init__(self, p: Problems, params: Container[str]) -> None:
+    def __init__(self, p: Problems, params: Container[str], limit: int) -> None:
         self.p = p
         self.params = params
+        self.limit = limit
 
     def const(self, e: s.Expr) -> Scalar | list[Scalar]:
         bail = self.p.bail
@@ -175,10 +263,16 @@ class _Constants:
                 return a + b
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
                 try:
-                    r = {"+": a + b, "-": a - b, "*": a * b, "**": a**b}.get(e.op) if e.op != "/" else a / b
+                    if e.op == "**":
+                        r = bounded_pow(a, b)
+                    elif e.op == "*":
+                        r = bounded_mul(a, b)
+                    else:
+                        r = {"+": a + b, "-": a - b}.get(e.op) if e.op != "/" else a / b
                 except (ZeroDivisionError, OverflowError) as ex:
                     bail(f"cannot compute this value: {ex}", e.span, "check the arithmetic")
-                assert r is not None
+                if not isinstance(r, (int, float)):  # (-8) ** 0.5 is a complex number
+                    bail("cannot compute this value: the result is not a real number", e.span, "check the arithmetic")
                 return clean_float(r) if isinstance(r, float) else r
             bail(f"'{e.op}' cannot combine these values", e.op_span, "arithmetic works on numbers; '+' also joins two lists")
         if isinstance(e, s.Call):
@@ -216,6 +310,9 @@ class _Constants:
             start, stop, step = (0, nums[0], 1) if n == 1 else (nums[0], nums[1], nums[2] if n == 3 else 1)
             if step == 0:
                 bail("range() step must not be 0", e.args[2].span, "a step of 0 would never reach the stop value")
+            count = max(0, (int(stop) - int(start) + int(step) - (1 if step > 0 else -1)) // int(step))
+            if count > self.limit:
+                raise TooMany("range() makes", count, self.limit, e.span)
             values: list[Scalar] = list(range(int(start), int(stop), int(step)))
             if not values:
                 bail(f"range({', '.join(str(x) for x in nums)}) is empty", e.span, "the stop value is excluded, as in Python")
@@ -227,7 +324,12 @@ class _Constants:
         num = int(self.number_arg(e, e.args[2], "the number of values", integer=True))
         if num < 1:
             bail(f"{e.func}() needs at least 1 value, got {num}", e.args[2].span, "the third argument is how many values")
-        lin = [a0] if num == 1 else [a0 + (a1 - a0) * i / (num - 1) for i in range(num)]
-        if e.func == "logspace":
-            return [clean_float(10.0**x) for x in lin]
-        return [clean_float(float(x)) for x in lin]
+        if num > self.limit:
+            raise TooMany(f"{e.func}() makes", num, self.limit, e.span)
+        try:
+            lin = [a0] if num == 1 else [a0 + (a1 - a0) * i / (num - 1) for i in range(num)]
+            if e.func == "logspace":
+                return [clean_float(10.0**x) for x in lin]
+            return [clean_float(float(x)) for x in lin]
+        except OverflowError:
+            bail(f"{e.func}() makes values too large for a number", e.span, "floats reach about 1.8e308: logspace() exponents up to 308")

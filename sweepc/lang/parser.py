@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -25,6 +25,13 @@ from lark.indenter import Indenter
 
 from sweepc.lang import syntax as s
 from sweepc.errors import Diagnostic, Span, SweepfileError
+
+# Expressions may nest this many levels (each operator, 'not', unary '-',
+# list and call is a level): later passes walk them recursively, and a
+# Python condition nested much deeper would not compile.
+MAX_DEPTH = 100
+# Integers may have this many digits (Python's int <-> text limit is 4300).
+MAX_INT_DIGITS = 4000
 
 
 def grammar_path() -> Path:
@@ -96,13 +103,49 @@ def parse(text: str, filename: str = "sweepfile") -> s.Module:
         )
     except UnexpectedInput as e:
         _fail(text, filename, *_describe(e, source))
+    deep = _too_deep(tree)
+    if deep is not None:
+        _fail(
+            text,
+            filename,
+            f"this expression is nested more than {MAX_DEPTH} levels deep",
+            _mspan(deep.meta),
+            "each operator, 'not', sign, list and call is a level; split it into parameters or sweeps of its own",
+        )
     try:
         statements = _ToAst().transform(tree)
-    except VisitError as e:  # a bad string literal is the only thing that can fail here
-        if isinstance(e.orig_exc, _BadString):
-            _fail(text, filename, e.orig_exc.message, e.orig_exc.span, "write strings as in Python: \"...\", '...' or \"\"\"...\"\"\"")
+    except VisitError as e:  # a bad literal is the only thing that can fail here
+        if isinstance(e.orig_exc, _BadLiteral):
+            _fail(text, filename, e.orig_exc.message, e.orig_exc.span, e.orig_exc.hint)
         raise
     return s.Module(filename=filename, source=text, statements=tuple(statements))
+
+
+# statements and their parts; every other tree node is an expression
+_NOT_EXPRESSIONS = {"start", "setting", "param_def", "sweep_def", "rule_def", "over_clause", "by_clause", "field", "item", "backend_def"}
+
+
+def _too_deep(tree: Tree[Token]) -> Tree[Token] | None:
+    """The first expression (in file order) nested more than MAX_DEPTH levels.
+
+    Iterative: a recursive walk is what overflows on such trees."""
+    height: dict[int, int] = {}
+    stack: list[tuple[Tree[Token], bool]] = [(tree, False)]
+    while stack:
+        node, children_done = stack.pop()
+        subtrees = [c for c in node.children if isinstance(c, Tree)]
+        if children_done:
+            height[id(node)] = 1 + max((height[id(c)] for c in subtrees), default=0)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in subtrees)
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if node.data not in _NOT_EXPRESSIONS and height[id(node)] > MAX_DEPTH:
+            return node
+        todo.extend(reversed([c for c in node.children if isinstance(c, Tree)]))
+    return None
 
 
 def _fail(text: str, filename: str, message: str, span: Span, hint: str) -> NoReturn:
@@ -210,7 +253,8 @@ def _describe(e: UnexpectedInput, source: str) -> tuple[str, Span, str]:
                     "close the string with the same quote on the same line, or use \"\"\"...\"\"\" for text over several lines")
         if ch == "\t" or ch == " ":
             return ("unexpected indentation", Span(line, col, line, col + 1), "only rule and backend blocks are indented")
-        return (f"unexpected character '{ch}'", Span(line, col, line, col + 1),
+        shown = f"'{ch}'" if ch.isprintable() else ascii(ch)
+        return (f"unexpected character {shown}", Span(line, col, line, col + 1),
                 f"expected {_expected_words(_accepted(e, e.allowed or ()))}")
     if isinstance(e, UnexpectedEOF):
         last = len(lines)
@@ -333,10 +377,11 @@ def _hint(tok: Token, expected: set[str]) -> str:
 # ---- the structural transformer ----------------------------------------------
 
 
-class _BadString(Exception):
-    def __init__(self, message: str, span: Span) -> None:
+class _BadLiteral(Exception):
+    def __init__(self, message: str, span: Span, hint: str) -> None:
         self.message = message
         self.span = span
+        self.hint = hint
 
 
 def _tspan(tok: Token) -> Span:
@@ -364,8 +409,18 @@ def _string_value(tok: Token) -> str:
     try:
         value = pyast.literal_eval(raw)
     except (SyntaxError, ValueError) as e:
-        raise _BadString(f"bad string literal: {e.args[0] if e.args else e}", _tspan(tok)) from None
+        raise _BadLiteral(
+            f"bad string literal: {e.args[0] if e.args else e}", _tspan(tok), "write strings as in Python: \"...\", '...' or \"\"\"...\"\"\""
+        ) from None
     assert isinstance(value, str)
+    # no command, file name or argument can hold these (execve and open refuse them)
+    if "\0" in value:
+        raise _BadLiteral("a string cannot contain a NUL character (\\0)", _tspan(tok), "remove the \\0 (or \\x00, \\u0000) from the string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = ascii(value[e.start])[1:-1]
+        raise _BadLiteral(f"a string cannot contain a lone surrogate ({bad})", _tspan(tok), "write the character itself, or its \\U0001xxxx escape") from None
     body = raw.lstrip("rR")
     if body.startswith(('"""', "'''")):
         # long commands are indented with the sweepfile; take that indent away
@@ -436,7 +491,14 @@ class _ToAst(Transformer[Token, Any]):
         return s.Name(str(c[0]), _tspan(c[0]))
 
     def int_(self, c: list[Token]) -> s.Num:
-        return s.Num(int(_number(c[0])), _tspan(c[0]))
+        digits = _number(c[0])
+        if len(digits.lstrip("0")) > MAX_INT_DIGITS:
+            raise _BadLiteral(
+                f"this number has {len(digits.lstrip('0')):,} digits; the limit is {MAX_INT_DIGITS:,}",
+                _tspan(c[0]),
+                "write a float such as 1e300 if you need a large number",
+            )
+        return s.Num(int(digits), _tspan(c[0]))
 
     def float_(self, c: list[Token]) -> s.Num:
         return s.Num(float(_number(c[0])), _tspan(c[0]))

@@ -89,15 +89,15 @@ def product(a: Psets, b: Psets) -> Psets:
     return tuple({**x, **y} for x in a for y in b)
 
 
+ZIP_HINT = "zip pairs the i-th values of each argument; give them the same length, or use '*' for every combination"
+
+
 def zip_(parts: Sequence[tuple[str, Psets]]) -> Psets:
     """Psets side by side; unequal lengths are an error (psweep truncates silently)."""
     n0 = len(parts[0][1])
     for name, ps in parts[1:]:
         if len(ps) != n0:
-            raise SweepMathError(
-                f"zip of unequal lengths: {parts[0][0]} has {n0} psets, {name} has {len(ps)}",
-                "zip pairs the i-th values of each argument; give them the same length, or use '*' for every combination",
-            )
+            raise SweepMathError(f"zip of unequal lengths: {parts[0][0]} has {n0} psets, {name} has {len(ps)}", ZIP_HINT)
     for i in range(len(parts)):
         for j in range(i + 1, len(parts)):
             both = _overlap(parts[i][1], parts[j][1])
@@ -193,12 +193,13 @@ def read_csv(
     rows: int | None,
     columns: Sequence[str] | None,
     header: bool = True,
+    limit: int | None = None,
 ) -> Psets:
     """Rows [start, start+rows) of a CSV, as psets (Maestro's pgen batches).
 
     With header=False the file has no header line and `columns` names its
     columns in order (Merlin's column_labels)."""
-    return read_csv_indexed(path, shown_path, index, start, rows, columns, header)[0]
+    return read_csv_indexed(path, shown_path, index, start, rows, columns, header, limit)[0]
 
 
 def read_csv_indexed(
@@ -209,6 +210,7 @@ def read_csv_indexed(
     rows: int | None,
     columns: Sequence[str] | None,
     header: bool = True,
+    limit: int | None = None,
 ) -> tuple[Psets, IndexColumn | None]:
     """read_csv(), and the index column of the rows read when `index` names one."""
     try:
@@ -281,6 +283,20 @@ def read_csv_indexed(
             f"no rows selected from {shown_path} (it has {len(data_rows)} rows, start={start})",
             "start counts data rows from 0",
         )
+    selected = len(data_rows[start:stop])
+    if limit is not None and selected > limit:
+        raise SweepMathError(
+            f"{shown_path} gives {selected:,} psets; the limit is {limit:,}",
+            f"if you mean it, raise the limit with the setting max_psets = {selected}; or take a batch with start= and rows=",
+        )
+    wanted_at = [(name, header_row.index(name)) for name in wanted]
+    for line_no, r in data_rows[start:stop]:
+        for name, j in wanted_at:
+            if "\0" in r[j]:
+                raise SweepMathError(
+                    f"NUL character in column '{name}' ({shown_path}:{line_no})",
+                    "no command or file name can hold a NUL byte; remove it from the CSV file",
+                )
     # types come from the whole file, so a batch reads its cells as every other batch does
     cols: list[list[Scalar]] = []
     for name in wanted:
@@ -300,7 +316,7 @@ def read_csv_indexed(
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns: Sequence[str]) -> Psets:
+def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns: Sequence[str], limit: int | None = None) -> Psets:
     """Rows [start, start+rows) of a 2-D NumPy array (rows = psets), its
     columns named by `columns` (Merlin's samples with column_labels)."""
     import numpy as np
@@ -331,12 +347,19 @@ def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns:
     part = arr[start:stop]
     if len(part) == 0:
         raise SweepMathError(f"no rows selected from {shown_path} (it has {arr.shape[0]} rows, start={start})", "start counts rows from 0")
+    if limit is not None and len(part) > limit:
+        raise SweepMathError(
+            f"{shown_path} gives {len(part):,} psets; the limit is {limit:,}",
+            f"if you mean it, raise the limit with the setting max_psets = {len(part)}; or take a batch with start= and rows=",
+        )
     out: list[Pset] = []
     for row in part.tolist():  # numpy scalars -> Python int/float/bool/str
         pset: Pset = {}
         for name, v in zip(columns, row):
             if isinstance(v, float) and not math.isfinite(v):
                 raise SweepMathError(f"{shown_path} holds {v} in column '{name}'", "a parameter value must be a finite number")
+            if isinstance(v, str) and "\0" in v:
+                raise SweepMathError(f"NUL character in column '{name}' of {shown_path}", "no command or file name can hold a NUL character")
             pset[name] = clean_str(v) if isinstance(v, str) else v
         out.append(pset)
     return unique(tuple(out))

@@ -46,10 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # the long fuzz run is opt-in: `pytest -m fuzz`
     if "fuzz" in (config.getoption("markexpr", "") or ""):
         return
-    skip = pytest.mark.skip(reason="the long fuzz run; select it with -m fuzz")
-    for item in items:
-        if item.get_closest_marker("fuzz") is not None:
-            item.add_marker(skip)
+    # deselected, not skipped: the default run has nothing missing, it just
+    # does not ask for the long run
+    long_run = [item for item in items if item.get_closest_marker("fuzz") is not None]
+    if long_run:
+        config.hook.pytest_deselected(items=long_run)
+        items[:] = [item for item in items if item.get_closest_marker("fuzz") is None]
 
 
 def _in_ci() -> bool:

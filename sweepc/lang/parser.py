@@ -129,22 +129,17 @@ def _too_deep(tree: Tree[Token]) -> Tree[Token] | None:
     """The first expression (in file order) nested more than MAX_DEPTH levels.
 
     Iterative: a recursive walk is what overflows on such trees."""
-    height: dict[int, int] = {}
-    stack: list[tuple[Tree[Token], bool]] = [(tree, False)]
-    while stack:
-        node, children_done = stack.pop()
-        subtrees = [c for c in node.children if isinstance(c, Tree)]
-        if children_done:
-            height[id(node)] = 1 + max((height[id(c)] for c in subtrees), default=0)
-        else:
-            stack.append((node, True))
-            stack.extend((c, False) for c in subtrees)
-    todo = [tree]
+    # (node, its depth inside its outermost expression, that expression)
+    todo: list[tuple[Tree[Token], int, Tree[Token] | None]] = [(tree, 0, None)]
     while todo:
-        node = todo.pop()
-        if node.data not in _NOT_EXPRESSIONS and height[id(node)] > MAX_DEPTH:
-            return node
-        todo.extend(reversed([c for c in node.children if isinstance(c, Tree)]))
+        node, depth, top = todo.pop()
+        if top is None and node.data not in _NOT_EXPRESSIONS:
+            top = node
+        if top is not None:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return top
+        todo.extend((c, depth, top) for c in reversed(node.children) if isinstance(c, Tree))
     return None
 
 

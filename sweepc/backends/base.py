@@ -173,7 +173,7 @@ def params_json(job: Job) -> str:
 def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:
     """The last n lines of a job's log, for failure reports."""
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:  # never through a link
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - 8192))

@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the command line as typed, for the runs table (also under python -m sweepc)
     args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]
+    if argv is None:  # the process ends with this command: see cli.build._TermAsInterrupt
+        from sweepc.cli import build as cli_build
+
+        cli_build.DEAF_AFTER_STOP = True
     try:
         code: int = args.func(args)
         return code

@@ -10,9 +10,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -209,17 +210,49 @@ def print_summary(g: BuildGraph, s: Summary, out: TextIO) -> None:
     out.write(f"sweepc: {', '.join(bits)} in {_dur(s.elapsed)}\n")
 
 
+# True when sweepc is the whole process (the `sweepc` command), False when
+# main() is called in-process (tests, notebooks): see _TermAsInterrupt.
+DEAF_AFTER_STOP = False
+
+
 class _TermAsInterrupt:
-    """SIGTERM stops a build the way Ctrl-C does."""
+    """SIGTERM stops a build the way Ctrl-C does, and only the first stop
+    signal counts: Ctrl-C pressed twice (or SIGTERM after Ctrl-C) must not cut
+    short the orderly stop the first one started (killing the jobs, recording
+    them interrupted, closing the store), which ended in death by SIGINT
+    (exit -2) when the second KeyboardInterrupt escaped that clean-up. Later
+    SIGINT/SIGTERM are swallowed until the command is done, and, when sweepc
+    runs as its own process (DEAF_AFTER_STOP), until it has exited: the
+    interpreter's shutdown puts back SIG_DFL, and a Ctrl-C landing there killed
+    sweepc by the signal after it had printed its summary. The clean-up is
+    bounded (the jobs' grace period, then SIGKILL). Ctrl-\\ still kills."""
 
     def __enter__(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
+        self.stopped = False
+
+        def later(signum: int, frame: FrameType | None) -> None:
+            pass  # a stop is under way already
+
+        def first(signum: int, frame: FrameType | None) -> None:
+            self.stopped = True
+            signal.signal(signal.SIGINT, later)
+            signal.signal(signal.SIGTERM, later)
             raise KeyboardInterrupt
 
-        self.old = signal.signal(signal.SIGTERM, handler)
+        self.old = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        if self.old[0] == signal.SIG_IGN:  # started in the background (sh: cmd &): stay deaf to Ctrl-C
+            signal.signal(signal.SIGTERM, first)
+        else:
+            signal.signal(signal.SIGINT, first)
+            signal.signal(signal.SIGTERM, first)
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self.old)
+        if self.stopped and DEAF_AFTER_STOP:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
+        signal.signal(signal.SIGINT, self.old[0])
+        signal.signal(signal.SIGTERM, self.old[1])
 
 
 def pending_notes(study: Study) -> list[str]:
@@ -299,8 +332,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             reporter.progress = Progress(len(p.run), out)
 
     argv = getattr(args, "command_line", None) or ["sweepc", "build", *args.targets]
-    try:
-        with _TermAsInterrupt():
+    # the summary is printed inside too: a second Ctrl-C must not cut it short either
+    with _TermAsInterrupt():
+        try:
             result = study.build(
                 args.targets, jobs=args.jobs, keep_going=args.keep_going, force=args.force, where=args.where,
                 psets=args.psets, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=args.git_commit,
@@ -308,12 +342,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                 explain=args.explain,  # fix: without it `build --explain` printed only each job's first reason
                 backend=args.backend, wait=args.wait, render_only=args.render_only,
             )
-    except Interrupted as e:
-        if reporter.progress:
-            reporter.progress.close()
-        print_summary(study.graph, e.summary, out)
-        out.write("sweepc: interrupted; the jobs that were running are recorded as interrupted and will rerun\n")
-        return EXIT_INTERRUPTED
+        except Interrupted as e:
+            if reporter.progress:
+                reporter.progress.close()
+            print_summary(study.graph, e.summary, out)
+            out.write("sweepc: interrupted; the jobs that were running are recorded as interrupted and will rerun\n")
+            return EXIT_INTERRUPTED
     if reporter.progress:
         reporter.progress.close()
     if result.run_id is None and result.summary is None and not result.notes:
@@ -369,6 +403,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # ---- clean ----------------------------------------------------------------------
+#
+# clean removes only what sweepc made, whatever the settings say: job folders
+# that hold sweepc's marker (jobdir.MARKER_NAME) or that the store has a record
+# for, .sweepc/, and folders that became empty on the way up to the workdir.
+# Never the workdir itself when anything else is in it, never anything outside
+# the project, never through a symbolic link (below the workdir).
 
 
 def _inside(path: Path, parent: Path) -> bool:
@@ -379,73 +419,116 @@ def _inside(path: Path, parent: Path) -> bool:
         return False
 
 
-def _job_dirs(wd: Path) -> Iterator[tuple[str, str, Path]]:
-    """(rule, hash, dir) for every job folder under the workdir."""
-    if not wd.is_dir():
-        return
-    for rule_dir in sorted(wd.iterdir()):
-        if not rule_dir.is_dir():
+def _clean_workdir(g: BuildGraph) -> Path:
+    """The workdir, refused unless it is a folder inside the project (the
+    compiler checks this too; clean does not rely on it)."""
+    root = Path(os.path.normpath(g.root))
+    wd = Path(os.path.normpath(g.root / g.workdir))
+    sd = state_dir(root)
+    if wd != root and root not in wd.parents or wd == sd or sd in wd.parents:
+        raise UsageError(
+            f"refusing to clean: the workdir {wd} is not a folder inside the project {root}",
+            'set workdir to a folder inside the project, e.g. workdir = "calc"',
+        )
+    return wd
+
+
+def _real_dir(p: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(p).st_mode)
+    except OSError:
+        return False
+
+
+def _linked_on_the_way(wd: Path, reldir: str) -> Path | None:
+    """The first folder from the workdir down to wd/reldir that is a link (or not a folder)."""
+    p = wd
+    for name in reldir.split("/"):
+        p = p / name
+        if not _real_dir(p):
+            return p
+    return None
+
+
+def _scan(wd: Path, skip: Path) -> tuple[list[tuple[str, str, Path]], list[Path]]:
+    """Every folder shaped like a job folder (<rule>/<hh>/<hh...>, real
+    folders all the way), and what else is there (links, files, other
+    folders), looking no deeper than job folders; `skip` (.sweepc) is neither."""
+    found: list[tuple[str, str, Path]] = []
+    other: list[Path] = []
+    if not _real_dir(wd):
+        return found, other
+
+    def entries(d: Path) -> list[os.DirEntry[str]]:
+        with os.scandir(d) as it:
+            return sorted(it, key=lambda e: e.name)
+
+    for rule in entries(wd):
+        if Path(rule.path) == skip:
             continue
-        for shard in sorted(rule_dir.iterdir()):
-            if not shard.is_dir() or len(shard.name) != 2:
+        if not rule.is_dir(follow_symlinks=False):
+            other.append(Path(rule.path))
+            continue
+        shards = entries(Path(rule.path))
+        if not shards:  # an empty folder sweepc did not empty: not ours to remove
+            other.append(Path(rule.path))
+        for shard in shards:
+            if not shard.is_dir(follow_symlinks=False) or len(shard.name) != 2:
+                other.append(Path(shard.path))
                 continue
-            for d in sorted(shard.iterdir()):
-                if d.is_dir() and d.name.startswith(shard.name):
-                    yield rule_dir.name, d.name, d
+            jobs = entries(Path(shard.path))
+            if not jobs:
+                other.append(Path(shard.path))
+            for d in jobs:
+                if d.is_dir(follow_symlinks=False) and d.name.startswith(shard.name) and len(d.name) > 2:
+                    found.append((rule.name, d.name, Path(d.path)))
+                else:
+                    other.append(Path(d.path))
+    return found, other
+
+
+def _made_by_sweepc(rule: str, h: str, d: Path, records: Collection[tuple[str, str]]) -> bool:
+    from sweepc.backends.jobdir import is_marked
+
+    return (rule, h) in records or is_marked(d, f"{rule}/{h[:2]}/{h}")
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     study = _study(args)
     g = study.graph
-    root, wd, sd = g.root, g.workdir_path, state_dir(g.root)
+    root, sd = g.root, state_dir(g.root)
     out = sys.stdout
     verb = "would remove" if args.dry_run else "removed"
     if args.what == "all":
-        targets = [p for p in (wd, sd) if p.exists()]
-        if not targets:
-            out.write("sweepc: nothing to clean\n")
-            return EXIT_OK
-        if args.dry_run:
-            for p in targets:
-                out.write(f"would remove {_rel(g, p)}/\n")
-            return EXIT_OK
-        if not args.yes:
-            if not sys.stdin.isatty():
-                raise UsageError("'clean all' removes every output and the state store", "add -y to confirm")
-            answer = input(f"remove {', '.join(_rel(g, p) + '/' for p in targets)} with every output and record? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                out.write("sweepc: nothing removed\n")
-                return EXIT_OK
-        # Fix: hold the build lock while removing (it was taken and released at once,
-        # leaving a window for a build to start on a store about to vanish)
-        with _holding_lock(root) if sd.exists() else contextlib.nullcontext():
-            for p in targets:
-                shutil.rmtree(p)
-                out.write(f"removed {_rel(g, p)}/\n")
-        return EXIT_OK
+        return _clean_all(args, g, out)
     if args.what == "batch":
         batch = sd / "slurm"
-        if not batch.exists():
+        if not os.path.lexists(batch):
             out.write("sweepc: nothing to clean\n")
             return EXIT_OK
+        if not _real_dir(batch):
+            raise UsageError(f"refusing to remove {_rel(g, batch)}: it is not a folder (a symbolic link?)", "remove it yourself if it is not needed")
         n = sum(1 for _ in batch.rglob("*") if _.is_file())
         if not args.dry_run:
             _refuse_while_queued(g)  # queued tasks still read their scripts from there
             shutil.rmtree(batch)
         out.write(f"{verb} {_rel(g, batch)}/ ({plural(n, 'file')}: job scripts, submit scripts, scheduler logs)\n")
         return EXIT_OK
+    wd = _clean_workdir(g)
     # Fix: take the build lock BEFORE listing. It used to be checked after every folder
     # had been printed as "removed", so a clean refused because a build was running
     # still claimed to have removed them; it is now also held until the removal is done.
     # (no .sweepc/ yet: no build has ever held the lock, and taking it would create one)
     with _holding_lock(root) if not args.dry_run and sd.exists() else contextlib.nullcontext():
-        return _clean_jobs(args, g, out, verb)
+        return _clean_jobs(args, g, wd, out, verb)
 
 
-def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str) -> int:
-    root, wd = g.root, g.workdir_path
+def _clean_jobs(args: argparse.Namespace, g: BuildGraph, wd: Path, out: TextIO, verb: str) -> int:
+    root = g.root
     store = Store.open(root, create=False)
+    kept: list[str] = []
     try:
+        recs = store.records()
         if args.what == "orphans":
             if g.pending:  # the jobs over samples not built yet are unknown, not orphans
                 name, rules = next(iter(g.pending.items()))
@@ -454,8 +537,9 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
                     "build it first: sweepc build " + sorted(rules)[0],
                 )
             known = {(j.rule, j.hash) for j in g.jobs}
-            dirs = [(r, h, d) for r, h, d in _job_dirs(wd) if (r, h) not in known]
-            stale_records = [k for k in store.records() if k not in known]
+            found, _ = _scan(wd, state_dir(root))
+            dirs = [(r, h, d) for r, h, d in found if (r, h) not in known]
+            stale_records = [k for k in recs if k not in known]
         else:
             from sweepc.plan.selection import select
 
@@ -463,27 +547,115 @@ def _clean_jobs(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str)
                 ids = list(range(len(g.jobs)))
             else:
                 ids = select(g, args.rule, where=args.where, psets=args.psets, with_ancestors=False)
-            dirs = [(g.jobs[i].rule, g.jobs[i].hash, g.job_dir(g.jobs[i])) for i in ids]
-            dirs = [x for x in dirs if x[2].exists()]
-            recs = store.records()
+            dirs = []
+            for i in ids:
+                job = g.jobs[i]
+                d = wd / job.reldir
+                if not os.path.lexists(d):
+                    continue
+                link = _linked_on_the_way(wd, job.reldir)
+                if link is not None:
+                    kept.append(f"kept {_rel(g, d)}/: {_rel(g, link)} is a symbolic link or not a folder; sweepc removes nothing through it")
+                    continue
+                dirs.append((job.rule, job.hash, d))
             stale_records = [(g.jobs[i].rule, g.jobs[i].hash) for i in ids if (g.jobs[i].rule, g.jobs[i].hash) in recs]
-        if not dirs and not stale_records:
+        mine = []
+        for r, h, d in dirs:
+            if _made_by_sweepc(r, h, d, recs):
+                mine.append(d)
+            elif args.what != "orphans":  # an orphan scan meets every folder: say nothing of those not ours
+                kept.append(f"kept {_rel(g, d)}/: no marker or record says sweepc made it")
+        for line in kept:
+            out.write(line + "\n")
+        if not mine and not stale_records:
             out.write("sweepc: nothing to clean\n")
             return EXIT_OK
-        for _, _, d in dirs:
-            if not _inside(d, wd):
-                raise UsageError(f"refusing to remove {d}: it is not inside the workdir")
-        for _, _, d in dirs:
+        failed = 0
+        removed = 0
+        for d in mine:
             if not args.dry_run:
-                shutil.rmtree(d)
+                try:
+                    shutil.rmtree(d)
+                except OSError as e:
+                    failed += 1
+                    out.write(f"sweepc: cannot remove {_rel(g, d)}/: {e.strerror or e}\n")
+                    continue
                 _prune_empty(d.parent, wd)
+            removed += 1
             out.write(f"{verb} {_rel(g, d)}/\n")
         if not args.dry_run:
             store.delete(stale_records)
-        out.write(f"sweepc: {verb} {plural(len(dirs), 'job folder')} and {plural(len(stale_records), 'record')}\n")
+        out.write(f"sweepc: {verb} {plural(removed, 'job folder')} and {plural(len(stale_records), 'record')}\n")
     finally:
         store.close()
-    return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
+    root, sd = g.root, state_dir(g.root)
+    wd = _clean_workdir(g)
+    found, other = _scan(wd, sd)
+    store = Store.open(root, create=False)
+    try:
+        recs = set(store.records())
+    finally:
+        store.close()
+    mine = [d for r, h, d in found if _made_by_sweepc(r, h, d, recs)]
+    foreign = other + [d for r, h, d in found if d not in set(mine)]
+    # the workdir itself goes only when nothing but sweepc's job folders is in it
+    whole_wd = bool(mine) and not foreign and wd != Path(os.path.normpath(root))
+    has_sd = os.path.lexists(sd)
+    if not mine and not has_sd:
+        out.write("sweepc: nothing to clean\n")
+        return EXIT_OK
+    if has_sd and not _real_dir(sd):
+        raise UsageError(f"refusing to remove {_rel(g, sd)}: it is a symbolic link or not a folder", "remove it yourself")
+    what = [f"{_rel(g, wd)}/" if whole_wd else f"{plural(len(mine), 'job folder')} in {_rel(g, wd)}/"] if mine else []
+    what += [f"{_rel(g, sd)}/"] if has_sd else []
+    keep = ""
+    if foreign and mine:
+        shown = ", ".join(_rel(g, p) for p in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        keep = f"what sweepc did not make in {_rel(g, wd)}/: {shown}"
+    if args.dry_run:
+        for w in what:
+            out.write(f"would remove {w}\n")
+        if keep:
+            out.write(f"would keep {keep}\n")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("'clean all' removes every output and the state store", "add -y to confirm")
+        answer = input(f"remove {', '.join(what)} with every output and record? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.write("sweepc: nothing removed\n")
+            return EXIT_OK
+    failed = 0
+    # Fix: hold the build lock while removing (it was taken and released at once,
+    # leaving a window for a build to start on a store about to vanish)
+    with _holding_lock(root) if has_sd else contextlib.nullcontext():
+        for d in mine:
+            try:
+                shutil.rmtree(d)
+            except OSError as e:
+                failed += 1
+                out.write(f"sweepc: cannot remove {_rel(g, d)}/: {e.strerror or e}\n")
+                continue
+            _prune_empty(d.parent, wd)
+        if whole_wd and not failed:
+            with contextlib.suppress(OSError):
+                wd.rmdir()
+        if mine:
+            out.write(f"removed {what[0]}\n")
+        if has_sd:
+            try:
+                shutil.rmtree(sd)
+                out.write(f"removed {_rel(g, sd)}/\n")
+            except OSError as e:
+                failed += 1
+                out.write(f"sweepc: cannot remove {_rel(g, sd)}/: {e.strerror or e}\n")
+    if keep:
+        out.write(f"kept {keep}\n")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _refuse_while_queued(g: BuildGraph) -> None:
@@ -511,14 +683,13 @@ def _holding_lock(root: Path) -> Iterator[None]:
 
 
 def _prune_empty(d: Path, stop: Path) -> None:
-    while d != stop and _inside(d, stop):
+    """Remove d and its parents while they are empty, up to (not including) stop."""
+    while d != stop and stop in d.parents:
         try:
             d.rmdir()
         except OSError:
             return
         d = d.parent
-
-
 
 
 # ---- results and runs -------------------------------------------------------------

@@ -20,7 +20,8 @@ from sweepc.values import Scalar
 LOG_NAME = "sweepc.log"
 INPUT_LIST_NAME = "sweepc-inputs.txt"
 RECORD_NAME = "sweepc-record.json"
-RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME})
+MARKER_NAME = ".sweepc-job"  # "sweepc made this folder": what `sweepc clean` may remove
+RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME})
 
 
 class Resources(NamedTuple):

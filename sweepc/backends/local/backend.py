@@ -15,6 +15,7 @@ rule's `restart:` command when it has one (as on SLURM).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -27,7 +28,7 @@ import psutil
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, prepare_job_dir, uses_input_list
 from sweepc.plan.planner import Plan
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
@@ -100,7 +101,13 @@ def execute(
     mem_mb: int | None = None,
     time_limits: bool = True,
 ) -> Summary:
-    return _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits).run()
+    runner = _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits)
+    try:
+        return runner.run()
+    finally:
+        # Stopped here, not by the pool's finalizer at interpreter exit, where a
+        # late Ctrl-C would land outside every handler and kill sweepc by SIGINT.
+        runner.pool.close()
 
 
 class _Runner:
@@ -276,10 +283,9 @@ class _Runner:
         job = self.g.jobs[i]
         d = self.wd / job.reldir
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            remove_outputs(self.g, job, d)
-            if self.uses_list[job.rule]:
-                write_input_list(self.g, job, d)
+            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule])
+        except JobDirError as e:
+            return str(e)
         except OSError as e:
             return f"cannot prepare {d}: {e}"
         command = job.command
@@ -293,10 +299,13 @@ class _Runner:
         try:
             log = d / LOG_NAME
             if attempt > 1:  # keep what the earlier attempts said
-                with open(log, "a") as f:
+                fd = os.open(log, WRITE_FLAGS | os.O_APPEND, 0o666)  # never through a link
+                with open(fd, "a") as f:
                     f.write(f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
             self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
+            if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
+                return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
             return f"cannot start: {e}"
         self.reporter.job_started(job, attempt)
         return None

@@ -92,8 +92,10 @@ from sweepc.backends.local import spawner as _sp
 __all__ = ["Exit", "ProcessPool", "Spawn"]
 
 _SHELL_ARGS = _sp.SHELL_ARGS
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+# O_NOFOLLOW: a log or job folder that is a symbolic link is refused (ELOOP /
+# ENOTDIR), never written through: it could point anywhere
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 # Python ignores these at start-up; Popen(restore_signals=True) gives the
 # child the default back, and the posix_spawn path must do the same.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)

@@ -25,8 +25,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.jobdir import JobDirError, prepare_job_dir, uses_input_list
 from sweepc.backends.base import Cancelled, Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.local.backend import execute as local_execute
 from sweepc.plan.planner import Plan
@@ -306,14 +307,13 @@ class _Build:
         g = self.g
         for i in batch:
             job = g.jobs[i]
-            d = g.job_dir(job)
-            d.mkdir(parents=True, exist_ok=True)
-            if self.uses_list[job.rule]:
-                write_input_list(g, job, d)
-            if self.render_only:  # submit.sh needs the folders and input lists, nothing else changes
-                continue
-            rec_.remove_record(d)
-            remove_outputs(g, job, d)
+            try:
+                # render-only: submit.sh needs the folders and input lists, nothing else changes
+                d = prepare_job_dir(g, job, input_list=self.uses_list[job.rule], clear_outputs=not self.render_only)
+            except JobDirError as e:
+                raise UsageError(f"refusing to submit {job.label}: {e}") from None
+            if not self.render_only:
+                rec_.remove_record(d)
 
     # -- waiting -----------------------------------------------------------------
     def poll_until_done(self) -> None:

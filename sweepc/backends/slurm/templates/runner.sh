@@ -80,6 +80,8 @@ sweepc_pset() {
     esac
   done
   start=$_sweepc_t
+  # never write through a link: a @LOG@ that is one loses the link, not its target
+  [ ! -L "$dir/@LOG@" ] || rm -f -- "$dir/@LOG@"
   (
     cd -- "$dir" || exit 127
     export SWEEPC_JOB_DIR="$dir" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"

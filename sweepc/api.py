@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sweepc import backends
 from sweepc.backends.base import Backend, BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
-from sweepc.errors import UsageError, did_you_mean, listing
+from sweepc.errors import MachineError, UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
@@ -230,15 +231,25 @@ class Study:
         run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
         summary: Summary | None = None
         status = "interrupted"
+        ended = False
         try:
             ex = chosen.execute(p, store, run_id, reporter, options)
             summary, status = ex.summary, ex.status
+            ended = True
         except Interrupted as e:
             summary = e.summary  # what ran before Ctrl-C counts in the runs table
+            ended = True
+            raise
+        except MachineError:
+            status = "failed"  # the disk filled up, or the store became read-only
             raise
         finally:
             s = summary
-            store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
+            try:
+                store.end_run(run_id, s.done if s else 0, len(s.failed) if s else 0, p.uptodate, status)
+            except MachineError:
+                if ended:  # else the first error (the disk filled up during the build) is the one to tell
+                    raise
         return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
 
     def cancel(self) -> Cancelled:
@@ -314,6 +325,16 @@ class Study:
                     v = getattr(node, f)
                     stack.extend(v if isinstance(v, tuple) else [v])
         return [f for f in files if f.exists()]
+
+
+def unknown_outputs(p: Plan) -> int:
+    """How many jobs to run already have an output in the workdir when the
+    store started from nothing (a lost, deleted or emptied .sweepc/state.db):
+    sweepc cannot tell those are up to date, so they run again."""
+    if not p.new_store:
+        return 0
+    g = p.graph
+    return sum(1 for i in p.run if any(os.path.lexists(o) for o in g.output_paths(g.jobs[i])))
 
 
 def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> BuildResult:

@@ -12,6 +12,7 @@ exception the API raises), as::
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,38 @@ class UsageError(SweepcError):
 
 class StateError(SweepcError):
     """The state store cannot be used as it is (corrupt, locked, other version)."""
+
+
+class MachineError(SweepcError):
+    """sweepc cannot write its own files: a full disk, a read-only file or
+    folder, an I/O error (exit code 3 in the CLI). Raised only where the
+    store is left consistent: nothing is recorded done that did not finish."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def machine_error(path: str, folder: str, e: BaseException) -> MachineError | None:
+    """The MachineError for failing to write `path` (in `folder`), or None when
+    `e` is not a failure of the machine (a full disk, read-only, I/O)."""
+    code = e.errno if isinstance(e, OSError) else None
+    text = str(e).lower() if not isinstance(e, OSError) else ""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    if code in _FULL or "disk is full" in text:
+        return MachineError(
+            f"cannot write {path}: the disk is full ({why}).\n"
+            f"  hint: free space on the disk that holds {folder} (df -h {folder}), then build again; "
+            "jobs whose end was not recorded run again"
+        )
+    if code in _READ_ONLY or "readonly" in text or "read-only" in text or "unable to open" in text:
+        return MachineError(
+            f"cannot write {path}: it is read-only ({why}).\n"
+            f"  hint: make {folder} and the files in it writable (check: ls -la {folder}, lsattr, mount), then try again"
+        )
+    if code == errno.EIO or "disk i/o error" in text:
+        return MachineError(f"cannot write {path}: input/output error ({why}).\n  hint: check the disk that holds {folder}")
+    return None
 
 
 def render(diag: Diagnostic, source_lines: Sequence[str]) -> str:

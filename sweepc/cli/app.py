@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from sweepc import __version__
-from sweepc.errors import SweepcError, SweepfileError
-from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, graph_of
+from sweepc.errors import MachineError, SweepcError, SweepfileError
+from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if n > 1:
             print(f"{n} errors", file=sys.stderr)
         return EXIT_USAGE
+    except MachineError as e:
+        print(f"sweepc: {e}", file=sys.stderr)
+        return EXIT_MACHINE
     except SweepcError as e:
         print(f"sweepc: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -24,7 +24,7 @@ from sweepc.lang.graph import BuildGraph, Job
 from sweepc.backends import names as backend_names
 from sweepc.backends.base import Interrupted, Summary
 from sweepc.plan.planner import Plan
-from sweepc.plan.store import Outcome, Store, state_dir
+from sweepc.plan.store import DB_NAME, Outcome, Store, state_dir
 
 from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, study_of
 
@@ -115,6 +115,16 @@ def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
     counts = p.counts_by_rule()
     parts = [f"{rule} {counts[rule]}" for rule in (r.name for r in g.rules) if rule in counts]
     out.write(f"{len(p.run)} of {plural(len(p.selected), 'job')} to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
+
+
+def print_unknown_outputs(p: Plan, out: TextIO) -> None:
+    from sweepc.api import unknown_outputs
+
+    n = unknown_outputs(p)
+    if n:
+        store = _rel(p.graph, state_dir(p.graph.root) / DB_NAME)
+        out.write(f"sweepc: the state store {store} is new, but {n} of the jobs to run already have outputs in "
+                  f"{_rel(p.graph, p.graph.workdir_path)}/; it cannot tell they are up to date, so they run again\n")
 
 
 class Progress:
@@ -315,6 +325,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         # a dry run shows what the real build would refuse, and the plan all the same
         for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
             out.write(f"sweepc: warning: {w}\n")
+        print_unknown_outputs(p, out)
         print_plan(p, args.explain, out)
         out.writelines(pending)
         return EXIT_OK
@@ -322,10 +333,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait
 
+    said_new = False
+
     def on_plan(p: Plan) -> None:  # once per stage: samples made by a rule come first
+        nonlocal said_new
         if reporter.progress:
             reporter.progress.close()
             reporter.progress = None
+        if not said_new:
+            print_unknown_outputs(p, out)
+            said_new = True
         if args.explain and p.run:
             print_plan(p, True, out)
         if p.run and shows_progress and not args.render_only:

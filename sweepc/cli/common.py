@@ -12,7 +12,8 @@ from sweepc.lang.project import find_sweepfile, load_graph
 if TYPE_CHECKING:
     from sweepc.api import Study
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# 3: sweepc could not write its own files (a full disk, read-only): errors.MachineError
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MACHINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def sweepfile_of(args: argparse.Namespace) -> Path:

@@ -58,6 +58,7 @@ class Plan:
     fingerprints: Sequence[str]
     records: Mapping[tuple[str, str], Record] = field(repr=False)
     source_updates: tuple[tuple[str, int, int, str], ...] = ()
+    new_store: bool = False  # the store started from nothing (none, or an empty file)
 
     def __repr__(self) -> str:
         return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
@@ -186,6 +187,7 @@ def plan(
         cmd_hashes=cmds,
         inputs_hashes=ins,
         fingerprints=fps,
+        new_store=store.new,
         records=records,
         source_updates=tuple(updates),
     )

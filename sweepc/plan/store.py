@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sweepc.errors import StateError
+from sweepc.errors import StateError, SweepcError, machine_error
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".sweepc"
@@ -181,6 +181,9 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        # True when there was no store (or an empty file) and this one starts
+        # from nothing: outputs already in the workdir are then unknown to it
+        self.new = False
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -190,7 +193,10 @@ class Store:
         if not path.exists():
             if not create:
                 return cls(sqlite3.connect(":memory:"), path)._init()
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _cannot_write(d, e) from None
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
@@ -204,6 +210,8 @@ class Store:
                 raise
         except sqlite3.OperationalError as e:
             if "not a database" not in str(e):
+                if create:
+                    raise _cannot_write(path, e) from None
                 raise StateError(f"the state store {_rel(path, root)} cannot be used: {e}") from None
             raise StateError(
                 f"the state store {_rel(path, root)} is corrupt ({e}).\n"
@@ -236,6 +244,8 @@ class Store:
                     )
                     + f": mv {shown} {shown}.v{version}"
                 )
+            # a store that never recorded a job or a run (a dry run made its schema) is as good as new
+            self.new = not c.execute("SELECT EXISTS (SELECT 1 FROM jobs) OR EXISTS (SELECT 1 FROM runs)").fetchone()[0]
         elif tables:
             raise StateError(f"{shown} is not a sweepc state store.\n  hint: move it away: mv {shown} {shown}.bad")
         else:
@@ -244,6 +254,7 @@ class Store:
                 "BEGIN IMMEDIATE;" + _SCHEMA
                 + f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
             )
+            self.new = True
         return self
 
     def close(self) -> None:
@@ -252,14 +263,31 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write, all or nothing. A full disk or a read-only store raises
+        MachineError (naming the file) after the rollback: nothing of the
+        transaction is kept, so nothing is recorded that did not happen."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._write_error(e) from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
+                self.conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise self._write_error(e) from None
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise self._write_error(e) from None
+
+    def _write_error(self, e: sqlite3.Error) -> SweepcError:
+        return _cannot_write(self.path, e)
 
     # -- reading -----------------------------------------------------------
     def records(self, rule: str | None = None, status: str | None = None) -> RecordMap:
@@ -356,6 +384,14 @@ class Store:
             )
 
 
+def _cannot_write(path: Path, e: BaseException) -> SweepcError:
+    """A failed write of sweepc's own state, as a message naming the file."""
+    err = machine_error(_rel(path), _rel(path.parent) + "/", e)
+    if err is not None:
+        return err
+    return StateError(f"cannot write {_rel(path)} ({e}).\n  hint: check the disk and the permissions of {_rel(path.parent)}/")
+
+
 def new_run_id() -> str:
     return str(uuid.uuid4())
 
@@ -386,8 +422,11 @@ class BuildLock:
         self.dead_holder: dict[str, Any] | None = None
 
     def acquire(self, argv: Sequence[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _cannot_write(self.path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -406,7 +445,11 @@ class BuildLock:
         self.dead_holder = left if isinstance(left, dict) and left.get("pid") != os.getpid() else None
         self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)}
         self.fd = fd
-        self._write()
+        try:
+            self._write()
+        except SweepcError:
+            self.release()
+            raise
 
     def set_run_id(self, run_id: str) -> None:
         """Name the run this build records its jobs under, so that a dry run
@@ -416,8 +459,11 @@ class BuildLock:
 
     def _write(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
+            try:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, json.dumps(self.info).encode(), 0)
+            except OSError as e:
+                raise _cannot_write(self.path, e) from None
 
     def release(self) -> None:
         if self.fd is not None:

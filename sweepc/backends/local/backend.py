@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
-from sweepc.errors import UsageError
+from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, prepare_job_dir, uses_input_list
 from sweepc.plan.planner import Plan
@@ -231,34 +231,49 @@ class _Runner:
             if self.limits is not None:
                 self.limits.close()
         except KeyboardInterrupt:
-            killed = self.pool.kill_all()
-            if self.limits is not None:
-                self.limits.close()
-            interrupted = []
-            for ex in killed:
-                i = ex.key
-                attempt = running.pop(i, attempts.get(i, 1))
-                if not ex.interrupted:
-                    # Fix: kill_all also returns jobs that had ended on their own just before
-                    # it (Exit.interrupted False). Recording those "interrupted" reran a job
-                    # that had finished fine; judge them like any other ended job.
-                    ok, message = self.check(i, ex)
-                    if ok:
-                        done += 1
-                        outcome = self.outcome(i, "done", ex, attempt)
-                        self.pending.append(outcome)
-                        self.reporter.job_ended(g.jobs[i], outcome, False)
-                    else:
-                        failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
-                    continue
-                outcome = self.outcome(i, "interrupted", ex, attempt)
-                self.pending.append(outcome)
-                self.reporter.job_ended(g.jobs[i], outcome, False)
-                interrupted.append(i)
+            done, interrupted = self.stop_all(running, attempts, done, failures)
             self.flush(force=True)
             raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
+        except MachineError:
+            # A full disk / read-only store: stop what runs and record what we can
+            # (the store may be what cannot be written: the jobs then stay
+            # 'planned', which reruns them, and nothing is wrongly marked done).
+            self.stop_all(running, attempts, done, failures)
+            with contextlib.suppress(MachineError):
+                self.flush(force=True)
+            raise
         self.flush(force=True)
         return self.summary(run, done, failures, blocked, (), t0)
+
+    def stop_all(self, running: dict[int, int], attempts: Mapping[int, int], done: int, failures: list[Failure]) -> tuple[int, list[int]]:
+        """Kill every running job; record each as interrupted, or as what it was
+        when it had ended on its own just before. Returns (done, interrupted)."""
+        g = self.g
+        interrupted = []
+        killed = self.pool.kill_all()
+        if self.limits is not None:
+            self.limits.close()
+        for ex in killed:
+            i = ex.key
+            attempt = running.pop(i, attempts.get(i, 1))
+            if not ex.interrupted:
+                # Fix: kill_all also returns jobs that had ended on their own just before
+                # it (Exit.interrupted False). Recording those "interrupted" reran a job
+                # that had finished fine; judge them like any other ended job.
+                ok, message = self.check(i, ex)
+                if ok:
+                    done += 1
+                    outcome = self.outcome(i, "done", ex, attempt)
+                    self.pending.append(outcome)
+                    self.reporter.job_ended(g.jobs[i], outcome, False)
+                else:
+                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
+                continue
+            outcome = self.outcome(i, "interrupted", ex, attempt)
+            self.pending.append(outcome)
+            self.reporter.job_ended(g.jobs[i], outcome, False)
+            interrupted.append(i)
+        return done, interrupted
 
     def summary(self, run: Sequence[int], done: int, failures: list[Failure], blocked: set[int], interrupted: tuple[int, ...], t0: float) -> Summary:
         skipped = len(blocked)
@@ -287,6 +302,10 @@ class _Runner:
         except JobDirError as e:
             return str(e)
         except OSError as e:
+            # a full disk fails every job after this one too: stop the build (MachineError)
+            err = machine_error(str(d), str(self.wd), e)
+            if err is not None:
+                raise err from None
             return f"cannot prepare {d}: {e}"
         command = job.command
         if attempt > 1 and job.restart is not None:
@@ -306,6 +325,9 @@ class _Runner:
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
+            err = machine_error(str(d / LOG_NAME), str(self.wd), e)
+            if err is not None:
+                raise err from None
             return f"cannot start: {e}"
         self.reporter.job_started(job, attempt)
         return None

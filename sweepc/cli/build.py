@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import io
 import json
 import os
 import shutil
@@ -16,17 +18,17 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sweepc.api import Study
-from sweepc.errors import UsageError, plural
+from sweepc.errors import UsageError, machine_error, plural
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.backends import names as backend_names
-from sweepc.backends.base import Interrupted, Summary
+from sweepc.backends.base import Backend, Interrupted, Summary
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import DB_NAME, Outcome, Store, state_dir
 
-from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, study_of
+from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, study_of
 
 
 def register(sub: Any) -> None:
@@ -329,6 +331,62 @@ def cmd_build(args: argparse.Namespace) -> int:
         print_plan(p, args.explain, out)
         out.writelines(pending)
         return EXIT_OK
+    guarded = _GuardedOut(out)
+    code = _build(args, study, backend, cast(TextIO, guarded))
+    if guarded.lost is not None and guarded.lost.errno != errno.EPIPE:
+        where = _stream_name(out)
+        err = machine_error(where, os.path.dirname(where) or ".", guarded.lost)
+        sys.stderr.write(f"sweepc: {err or f'cannot write {where}: {guarded.lost}'}\n"
+                         "  (the build went on without its output: see what it did with sweepc status)\n")
+        return EXIT_MACHINE
+    return code
+
+
+class _GuardedOut(io.TextIOBase):
+    """The build's output. A full disk (or a closed pipe) under it must not
+    stop the build half-way: that killed the running jobs and left outcomes
+    unrecorded, with a traceback. The first failed write sends the rest, and
+    what the stream still buffers, to /dev/null; cmd_build reports it at the end."""
+
+    def __init__(self, f: TextIO) -> None:
+        super().__init__()
+        self.f = f
+        self.lost: OSError | None = None
+
+    def write(self, s: str) -> int:
+        if self.lost is None:
+            try:
+                self.f.write(s)
+            except OSError as e:
+                self._lose(e)
+        return len(s)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self.f.flush()
+            except OSError as e:
+                self._lose(e)
+
+    def isatty(self) -> bool:
+        return self.f.isatty()
+
+    def _lose(self, e: OSError) -> None:
+        self.lost = e
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.f.fileno())
+            os.close(null)
+
+
+def _stream_name(f: TextIO) -> str:
+    try:
+        return os.path.relpath(os.readlink(f"/proc/self/fd/{f.fileno()}"))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return "the standard output"
+
+
+def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO) -> int:
     reporter = _Reporter(out)
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait
@@ -618,7 +676,7 @@ def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
     finally:
         store.close()
     mine = [d for r, h, d in found if _made_by_sweepc(r, h, d, recs)]
-    foreign = other + [d for r, h, d in found if d not in set(mine)]
+    foreign = sorted(other + [d for r, h, d in found if d not in set(mine)])
     # the workdir itself goes only when nothing but sweepc's job folders is in it
     whole_wd = bool(mine) and not foreign and wd != Path(os.path.normpath(root))
     has_sd = os.path.lexists(sd)

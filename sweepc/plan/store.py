@@ -212,6 +212,9 @@ class Store:
             if "not a database" not in str(e):
                 if create:
                     raise _cannot_write(path, e) from None
+                readonly = cls._open_immutable(path)
+                if readonly is not None:
+                    return readonly
                 raise StateError(f"the state store {_rel(path, root)} cannot be used: {e}") from None
             raise StateError(
                 f"the state store {_rel(path, root)} is corrupt ({e}).\n"
@@ -222,6 +225,21 @@ class Store:
                 f"the state store {_rel(path, root)} is corrupt ({e}).\n"
                 f"  hint: move it away to start over (every job will then rebuild): mv {_rel(path, root)} {_rel(path, root)}.bad"
             ) from None
+
+    @classmethod
+    def _open_immutable(cls, path: Path) -> Store | None:
+        """For reading only (status, results): a store in a read-only folder,
+        where SQLite cannot make the WAL index it wants. Without locking: fine
+        for a store nobody can write."""
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?immutable=1", uri=True)
+        except (sqlite3.Error, ValueError, OSError):
+            return None
+        try:
+            return cls(conn, path)._init()
+        except (sqlite3.Error, StateError):
+            conn.close()
+            return None
 
     def _init(self) -> Store:
         c = self.conn

@@ -303,7 +303,7 @@ class _Runner:
             return str(e)
         except OSError as e:
             # a full disk fails every job after this one too: stop the build (MachineError)
-            err = machine_error(str(d), str(self.wd), e)
+            err = machine_error(_shown(d), _shown(self.wd), e)
             if err is not None:
                 raise err from None
             return f"cannot prepare {d}: {e}"
@@ -325,7 +325,7 @@ class _Runner:
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
-            err = machine_error(str(d / LOG_NAME), str(self.wd), e)
+            err = machine_error(_shown(d / LOG_NAME), _shown(self.wd), e)
             if err is not None:
                 raise err from None
             return f"cannot start: {e}"
@@ -369,4 +369,12 @@ class _Runner:
         self.pending.append(outcome)
         self.reporter.job_ended(job, outcome, False)
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
+
+
+def _shown(p: Path) -> str:
+    """p relative to the current folder when it is below it (as the user typed the workdir)."""
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(p)
 

@@ -56,17 +56,25 @@ def open_job_dir(wd: Path, reldir: str, create: bool = True) -> int:
     folder at a time without following a link; the folders are made on the way
     when `create`. Raises JobDirError for a link or a non-folder on the way,
     OSError for anything else (a full disk, no permission, missing)."""
-    if create:
+    try:
+        fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            raise
         wd.mkdir(parents=True, exist_ok=True)
-    fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         walked = wd
         for name in reldir.split("/"):
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o777, dir_fd=fd)
             try:
-                below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:  # (tried first: most folders exist already)
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o777, dir_fd=fd)
+                    below = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 raise _refusal(fd, name, walked / name, e) from None
             os.close(fd)

@@ -59,14 +59,14 @@ def _tree(p: Path) -> list[tuple[str, str]]:
 def _with_workdir(monkeypatch: pytest.MonkeyPatch, workdir: str) -> None:
     """Make every command see the sweepfile's graph with another workdir, as if
     the compiler had let it through (clean must be safe on its own)."""
-    from sweepc.cli import app
+    from sweepc.cli import common
 
-    real = app.graph_of
+    real = common.graph_of
 
     def graph_of(args: Any) -> Any:
         return dataclasses.replace(real(args), workdir=workdir)
 
-    monkeypatch.setattr(app, "graph_of", graph_of)
+    monkeypatch.setattr(common, "graph_of", graph_of)
 
 
 # ---- 1. clean removes only what sweepc made ------------------------------------------

@@ -15,6 +15,7 @@ shell-quoting the compiler did is kept byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -196,8 +197,12 @@ def plural(n: int, word: str) -> str:
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # whatever was there (a link, too): never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        os.fchmod(f.fileno(), mode)
     os.replace(tmp, path)
 
 

@@ -78,7 +78,10 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def machine_error(path: str, folder: str, e: BaseException) -> MachineError | None:
+BUILD_AGAIN = "then build again; jobs whose end was not recorded run again"
+
+
+def machine_error(path: str, folder: str, e: BaseException, then: str = BUILD_AGAIN) -> MachineError | None:
     """The MachineError for failing to write `path` (in `folder`), or None when
     `e` is not a failure of the machine (a full disk, read-only, I/O)."""
     code = e.errno if isinstance(e, OSError) else None
@@ -87,8 +90,7 @@ def machine_error(path: str, folder: str, e: BaseException) -> MachineError | No
     if code in _FULL or "disk is full" in text:
         return MachineError(
             f"cannot write {path}: the disk is full ({why}).\n"
-            f"  hint: free space on the disk that holds {folder} (df -h {folder}), then build again; "
-            "jobs whose end was not recorded run again"
+            f"  hint: free space on the disk that holds {folder} (df -h {folder}), {then}"
         )
     if code in _READ_ONLY or "readonly" in text or "read-only" in text or "unable to open" in text:
         return MachineError(

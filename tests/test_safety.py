@@ -6,6 +6,8 @@ ends in the orderly stop (exit 130, jobs recorded interrupted)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import os
 import re
 import shutil
@@ -131,6 +133,18 @@ def test_clean_refuses_a_workdir_outside_the_project(local_project: Any, monkeyp
             '  hint: set workdir to a folder inside the project, e.g. workdir = "calc"\n'
         )
     assert _tree(tmp_path) == before
+
+
+def test_clean_all_with_a_workdir_that_is_a_link_to_scratch(local_project: Any, tmp_path: Path) -> None:
+    p = local_project.write(SIMPLE)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (p.root / "calc").symlink_to(scratch)
+    assert p.sweepc("build").code == 0
+    (scratch / "mine.txt").write_text("mine\n")
+    r = p.sweepc("clean", "all", "-y")
+    assert (r.code, r.out) == (0, "removed 2 job folders in calc/\nremoved .sweepc/\nkept what sweepc did not make in calc/: calc/mine.txt\n")
+    assert (p.root / "calc").is_symlink() and _tree(scratch) == [("mine.txt", "mine\n")]
 
 
 def test_clean_all_after_the_store_is_lost_removes_only_marked_folders(local_project: Any) -> None:
@@ -399,10 +413,11 @@ def test_a_real_full_disk_ends_in_a_message_exit_3_and_a_consistent_store(tmp_pa
     err = out.split("--err\n")[1].split("--end\n")[0]
     assert "Traceback" not in err
     assert re.fullmatch(
-        r"(FAILED [^\n]*\n)*sweepc: cannot write \S+: the disk is full \([^\n]*\)\.\n"
+        r"sweepc: cannot write \S+: the disk is full \([^\n]*\)\.\n"
         rf"  hint: free space on the disk that holds \S+ \(df -h \S+\), {FULL_HINT}\n"
-        # when the build's own output (build.out, on the full disk too) is what failed:
-        r"(  \(the build went on without its output: see what it did with sweepc status\)\n)?",
+        # or, when only the build's own output (build.out, on the full disk too) could not be written:
+        r"|sweepc: cannot write the build's output to build.out \(No space left on device\); the build went on without it.\n"
+        r"  hint: see what it did with: sweepc status\n",
         err,
     ), err
     jobs = [line.split() for line in out.splitlines() if line.startswith("job ")]
@@ -448,6 +463,51 @@ def test_a_read_only_store_is_a_message_and_exit_3(local_project: Any) -> None:
         assert p.rows() == before
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+class _FullStdout(io.TextIOBase):
+    """A standard output on a full disk."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_build_whose_output_cannot_be_written_goes_on_and_exits_3(local_project: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`sweepc build > log` on a full disk: the first progress line used to raise
+    through the runner, kill the running jobs and lose their outcomes, with a traceback."""
+    from sweepc.cli import main
+
+    p = local_project.write(SIMPLE)
+    monkeypatch.chdir(p.root)
+    monkeypatch.setattr(sys, "stdout", _FullStdout())
+    code = main(["build", "--explain"])  # --explain: it writes before anything runs
+    monkeypatch.undo()
+    assert code == 3
+    assert capsys.readouterr().err == (
+        "sweepc: cannot write the build's output to the standard output (No space left on device); "
+        "the build went on without it.\n  hint: see what it did with: sweepc status\n"
+    )
+    assert p.statuses() == {"gen[a=1]": "done", "gen[a=2]": "done"}
+
+
+def test_psets_on_a_full_disk_is_a_message_not_a_traceback(local_project: Any, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from sweepc.cli import main
+
+    p = local_project.write(SIMPLE)
+    monkeypatch.chdir(p.root)
+    monkeypatch.setattr(sys, "stdout", _FullStdout())
+    code = main(["psets"])
+    monkeypatch.undo()
+    assert code == 3
+    assert capsys.readouterr().err == (
+        "sweepc: cannot write the output: the disk is full (No space left on device).\n"
+        "  hint: free space on the disk that holds . (df -h .), then try again\n"
+    )
 
 
 NEW_STORE = ("sweepc: the state store .sweepc/state.db is new, but 2 of the jobs to run already have outputs in calc/; "

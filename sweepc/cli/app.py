@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import io
+import os
 import sys
 from collections.abc import Sequence
 
 from sweepc import __version__
-from sweepc.errors import MachineError, SweepcError, SweepfileError
+from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
 from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of
 
 
@@ -76,6 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:
+        # e.g. `sweepc psets > file` on a full disk: a message, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+        err = machine_error(e.filename or "the output", os.path.dirname(e.filename or "") or ".", e, "then try again")
+        _drop_stdout()
+        print(f"sweepc: {err}", file=sys.stderr)
+        return EXIT_MACHINE
+
+
+def _drop_stdout() -> None:
+    """What stdout still buffers goes nowhere: flushing it at exit would fail again."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

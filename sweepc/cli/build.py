@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from sweepc.api import Study
-from sweepc.errors import UsageError, machine_error, plural
+from sweepc.errors import UsageError, plural
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.backends import names as backend_names
 from sweepc.backends.base import Backend, Interrupted, Summary
@@ -333,11 +333,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_OK
     guarded = _GuardedOut(out)
     code = _build(args, study, backend, cast(TextIO, guarded))
-    if guarded.lost is not None and guarded.lost.errno != errno.EPIPE:
-        where = _stream_name(out)
-        err = machine_error(where, os.path.dirname(where) or ".", guarded.lost)
-        sys.stderr.write(f"sweepc: {err or f'cannot write {where}: {guarded.lost}'}\n"
-                         "  (the build went on without its output: see what it did with sweepc status)\n")
+    lost = guarded.lost
+    if lost is not None and lost.errno != errno.EPIPE:  # a closed pipe (| head) is the reader's choice
+        sys.stderr.write(f"sweepc: cannot write the build's output to {_stream_name(out)} ({lost.strerror or lost}); "
+                         "the build went on without it.\n  hint: see what it did with: sweepc status\n")
         return EXIT_MACHINE
     return code
 
@@ -486,14 +485,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 # the project, never through a symbolic link (below the workdir).
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _clean_workdir(g: BuildGraph) -> Path:
     """The workdir, refused unless it is a folder inside the project (the
     compiler checks this too; clean does not rely on it)."""
@@ -527,11 +518,12 @@ def _linked_on_the_way(wd: Path, reldir: str) -> Path | None:
 
 def _scan(wd: Path, skip: Path) -> tuple[list[tuple[str, str, Path]], list[Path]]:
     """Every folder shaped like a job folder (<rule>/<hh>/<hh...>, real
-    folders all the way), and what else is there (links, files, other
-    folders), looking no deeper than job folders; `skip` (.sweepc) is neither."""
+    folders all the way below the workdir, which may itself be a link), and
+    what else is there (links, files, other folders), looking no deeper than
+    job folders; `skip` (.sweepc) is neither."""
     found: list[tuple[str, str, Path]] = []
     other: list[Path] = []
-    if not _real_dir(wd):
+    if not wd.is_dir():
         return found, other
 
     def entries(d: Path) -> list[os.DirEntry[str]]:

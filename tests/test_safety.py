@@ -192,7 +192,7 @@ def test_clean_outputs_keeps_a_folder_nobody_says_sweepc_made_and_never_goes_thr
     assert r.out == (
         f"kept {rel2}/: {rel2.parent} is a symbolic link or not a folder; sweepc removes nothing through it\n"
         f"kept {rel1}/: no marker or record says sweepc made it\n"
-        "sweepc: removed 0 job folders and 1 records\n"
+        "sweepc: removed 0 job folders and 1 record\n"
     )
     assert (d1 / "out.txt").read_text() == "1\n"
     assert _tree(outside) == before
@@ -207,7 +207,7 @@ def test_clean_orphans_removes_marked_orphans_only(local_project: Any) -> None:
     stray.mkdir(parents=True)
     r = p.sweepc("clean", "orphans")
     assert (r.code, r.err) == (0, "")
-    assert r.out == f"removed {gone.relative_to(p.root)}/\nsweepc: removed 1 job folders and 1 records\n"
+    assert r.out == f"removed {gone.relative_to(p.root)}/\nsweepc: removed 1 job folder and 1 record\n"
     assert not gone.exists() and stray.is_dir() and p.dir("gen[a=1]").is_dir()
 
 

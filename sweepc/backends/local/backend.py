@@ -203,8 +203,8 @@ class _Runner:
                     timed_out = limits is not None and limits.ended(i)
                     if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
                         ok, message = False, f"time limit reached ({format_limit(res.time_s or 0)})"
-                        with contextlib.suppress(OSError), open(self.wd / job.reldir / LOG_NAME, "a") as f:
-                            f.write(f"\n=== sweepc: {message}, job stopped ===\n")
+                        with contextlib.suppress(OSError):
+                            _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
                     else:
                         ok, message = self.check(i, ex)
                     if ok:
@@ -318,9 +318,7 @@ class _Runner:
         try:
             log = d / LOG_NAME
             if attempt > 1:  # keep what the earlier attempts said
-                fd = os.open(log, WRITE_FLAGS | os.O_APPEND, 0o666)  # never through a link
-                with open(fd, "a") as f:
-                    f.write(f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+                _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
             self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
@@ -369,6 +367,13 @@ class _Runner:
         self.pending.append(outcome)
         self.reporter.job_ended(job, outcome, False)
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
+
+
+def _append(log: Path, text: str) -> None:
+    """A line of sweepc's own in a job's log, never through a link."""
+    fd = os.open(log, WRITE_FLAGS | os.O_APPEND, 0o666)
+    with open(fd, "a") as f:
+        f.write(text)
 
 
 def _shown(p: Path) -> str:

@@ -255,19 +255,38 @@ class Study:
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
-                columns: str | Sequence[str] | None = None, psets: str | None = None) -> pd.DataFrame:
-        """One row per job of `rule` (default: the last per-pset rule) with its
-        parameters, bookkeeping columns and the values of its results files."""
+                columns: str | Sequence[str] | None = None, psets: str | None = None,
+                history: bool = False) -> pd.DataFrame:
+        """The results DataFrame. With `rule`: one row per job of that rule with
+        its parameters, bookkeeping columns and the values of its results files.
+        Without: one table, one row per pset of the main sweep with every
+        per-pset rule's results side by side (see docs/results.md).
+        history=True: one row per job per run that produced results (of `rule`,
+        else of the main rule), with _run_id/_run_seq."""
         from sweepc.results import table as res
 
-        spec = res.pick_rule(self.graph, rule)
+        g = self.graph
+        if rule is None:
+            spec, rules = res.one_table_rules(g)
+        else:
+            spec = res.pick_rule(g, rule)
+            rules = (spec,)
+        if history:
+            rules = (spec,)
         store = Store.open(self.root, create=False)
         try:
-            p = make_plan(self.graph, store, select(self.graph, [spec.name], where=where, psets=psets))
+            p = make_plan(g, store, select(g, [r.name for r in rules], where=where, psets=psets))
             runs = store.runs()
+            rows = store.history(spec.name) if history else []
         finally:
             store.close()
-        return res.select_columns(res.table(p, spec, runs), columns)
+        if history:
+            df = res.history(p, spec, runs, rows)
+        elif rule is None:
+            df = res.one_table(p, runs)
+        else:
+            df = res.table(p, spec, runs)
+        return res.select_columns(df, columns)
 
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""

@@ -27,7 +27,7 @@ import psutil
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.jobdir import check_end, remove_outputs, uses_input_list, write_input_list
 from sweepc.plan.planner import Plan
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
@@ -119,8 +119,8 @@ class _Runner:
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
-        self.outputs = {r.name: tuple(o.path for o in r.outputs) for r in self.g.rules}
         self.pending: list[Outcome] = []
+        self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
         self.last_flush = time.monotonic()
 
     # -- bookkeeping
@@ -307,10 +307,11 @@ class _Runner:
                 return False, f"killed by signal {ex.signal}"
             return False, f"exit {ex.exit_code}"
         job = self.g.jobs[i]
-        d = self.wd / job.reldir
-        missing = [n for n in self.outputs[job.rule] if not os.path.exists(d / n)]
-        if missing:
-            return False, "exited 0 but did not write " + ", ".join(missing)
+        problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
+        if problem is not None:
+            return False, problem
+        if results is not None:
+            self.results[i] = results  # goes into the store's history with the job's outcome
         return True, ""
 
     def outcome(self, i: int, status: str, ex: Exit, attempt: int) -> Outcome:
@@ -323,7 +324,7 @@ class _Runner:
             inputs_hash=self.plan.inputs_hashes[i] if ok else None,
             exit_code=ex.exit_code, start=ex.start, end=ex.end, host=self.host,
             max_rss_mb=round(ex.max_rss_kb / 1024, 1), attempts=attempt, backend="local",
-            backend_job_id=None, run_id=self.run_id,
+            backend_job_id=None, run_id=self.run_id, results=self.results.pop(i, None) if ok else None,
         )
 
     def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int,

@@ -1,6 +1,8 @@
 """The state store: SQLite in WAL mode under <project>/.sweepc/.
 
-One row per job (rule, pset hash). Only the sweepc process writes it; batch
+One row per job (rule, pset hash) in `jobs`; in `results`, one row per job
+per run that ended done with results (the values of its results files, read
+and checked when it ended: the history). Only the sweepc process writes it; batch
 jobs write small completion records that sweepc ingests. The schema carries a
 version: a store from another version or a corrupt file gives a clear
 message and a safe way on, never a traceback.

@@ -232,7 +232,7 @@ def one_table_rules(g: BuildGraph) -> tuple[RuleSpec, tuple[RuleSpec, ...]]:
     return main, rules
 
 
-def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None) -> pd.DataFrame:
+def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per selected pset of the main sweep: the main rule's table, then
     for each other rule of the one table its bookkeeping as `RULE._status`,
     `RULE._run_id`, ... and its results (as `RULE.key` when two rules share a
@@ -240,10 +240,14 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None) -> pd.Da
     of one rule gets the same table as `--rule`."""
     g = plan.graph
     main, rules = one_table_rules(g)
-    base = table(plan, main, runs, cwd)
+    made = dict(frames or {})  # tables already made (the report makes every rule's)
+    for r in rules:
+        if r.name not in made:
+            made[r.name] = table(plan, r, runs, cwd)
+    base = made[main.name]
     if len(rules) == 1:
         return base
-    frames = {r.name: (base if r is main else table(plan, r, runs, cwd)) for r in rules}
+    frames = {r.name: made[r.name] for r in rules}
     bk = set(BOOKKEEPING)
     results_of = {name: [c for c in df.columns if c not in bk and c not in set(g.rule(name).keys)] for name, df in frames.items()}
     seen: dict[str, int] = {}

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,19 @@ def uses_input_list(rule: RuleSpec) -> bool:
     return bool(_USES_INPUT_LIST.search(rule.shell) or (rule.restart and _USES_INPUT_LIST.search(rule.restart)))
 
 
-def input_list_text(g: BuildGraph, job: Job, d: Path) -> str:
-    """One input path per line, relative to the job folder d, as {input} names them."""
-    lines = [f"../../../{g.jobs[dep].reldir}/{o.path}\n" for dep in job.deps for o in g.rule(g.jobs[dep].rule).outputs]
+def input_list_text(g: BuildGraph, job: Job, d: Path, only: Container[int] | None = None) -> str:
+    """One input path per line, relative to the job folder d, as {input} names
+    them; with `only`, of those upstream jobs only (input: done(RULE))."""
+    deps = job.deps if only is None else [dep for dep in job.deps if dep in only]
+    lines = [f"../../../{g.jobs[dep].reldir}/{o.path}\n" for dep in deps for o in g.rule(g.jobs[dep].rule).outputs]
     root_rel = os.path.relpath(g.root, d)
     lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
     return "".join(lines)
 
 
-def write_input_list(g: BuildGraph, job: Job, d: Path) -> None:
+def write_input_list(g: BuildGraph, job: Job, d: Path, only: Container[int] | None = None) -> None:
     tmp = d / (INPUT_LIST_NAME + ".tmp")
-    tmp.write_text(input_list_text(g, job, d))
+    tmp.write_text(input_list_text(g, job, d, only))
     os.replace(tmp, d / INPUT_LIST_NAME)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sweepc.cli.app import EXIT_OK, sweepfile_of
+from sweepc.cli.common import EXIT_OK, study_of
+
+if TYPE_CHECKING:
+    from sweepc.api import Study
 
 
 def register(sub: Any) -> None:
@@ -24,12 +27,9 @@ def register(sub: Any) -> None:
     c.set_defaults(func=cmd_plot)
 
 
-def _study(args: argparse.Namespace) -> Any:
-    from sweepc.api import load
-    from sweepc.backends.slurm.records import refresh
-
-    study = load(sweepfile_of(args))
-    refresh(study.graph)  # take in the completion records of SLURM jobs first
+def _study(args: argparse.Namespace) -> Study:
+    study = study_of(args)
+    study.refresh()  # take in the completion records of SLURM jobs first
     return study
 
 

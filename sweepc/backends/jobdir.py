@@ -90,7 +90,7 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _JSON_KIND = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 
-def read_results(d: Path, names: Sequence[str], params: Sequence[str]) -> ResultsRead:
+def read_results(d: Path | str, names: Sequence[str], params: Sequence[str]) -> ResultsRead:
     """Read and check the results files `names` of the job in folder d.
 
     A file must hold a JSON object; after flattening, no key may be a
@@ -104,7 +104,7 @@ def read_results(d: Path, names: Sequence[str], params: Sequence[str]) -> Result
     clash: str | None = None  # the first; the other keys are still read (the results table shows them)
     for name in names:
         try:
-            with open(d / name, encoding="utf-8") as f:
+            with open(os.path.join(d, name), encoding="utf-8") as f:
                 data = json.load(f)
         except FileNotFoundError:
             return ResultsRead(values, f"results file {name} is missing", "missing")

@@ -61,7 +61,8 @@ BOOKKEEPING = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
     "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_error",
 )
-RESERVED_KEYS = frozenset(BOOKKEEPING)
+# and `_index`, the row id of a csv(..., index=) sweep
+RESERVED_KEYS = frozenset((*BOOKKEEPING, "_index"))
 
 
 @dataclass(frozen=True, slots=True)

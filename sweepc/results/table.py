@@ -250,7 +250,8 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
         return base
     frames = {r.name: made[r.name] for r in rules}
     bk = set(BOOKKEEPING)
-    results_of = {name: [c for c in df.columns if c not in bk and c not in set(g.rule(name).keys)] for name, df in frames.items()}
+    not_results = bk | {"_index"}
+    results_of = {name: [c for c in df.columns if c not in not_results and c not in set(g.rule(name).keys)] for name, df in frames.items()}
     seen: dict[str, int] = {}
     for cols in results_of.values():
         for c in cols:
@@ -263,7 +264,8 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
             continue
         df = frames[r.name]
         rename = {c: f"{r.name}.{c}" for c in df.columns if c in bk or c in clash}
-        df = df.drop(columns=["_pset_seq"]).rename(columns=rename)
+        # the main rule's _pset_seq and _index (csv(..., index=)) are the row's
+        df = df.drop(columns=[c for c in ("_pset_seq", "_index") if c in df.columns]).rename(columns=rename)
         on = list(r.keys)
         if not on:
             continue

@@ -266,19 +266,82 @@ class Study:
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
-                columns: str | Sequence[str] | None = None, psets: str | None = None) -> pd.DataFrame:
-        """One row per job of `rule` (default: the last per-pset rule) with its
-        parameters, bookkeeping columns and the values of its results files."""
+                columns: str | Sequence[str] | None = None, psets: str | None = None,
+                history: bool = False) -> pd.DataFrame:
+        """The results DataFrame. With `rule`: one row per job of that rule with
+        its parameters, bookkeeping columns and the values of its results files.
+        Without: one table, one row per pset of the main sweep with every
+        per-pset rule's results side by side (see docs/results.md).
+        history=True: one row per job per run that produced results (of `rule`,
+        else of the main rule), with _run_id/_run_seq."""
         from sweepc.results import table as res
 
-        spec = res.pick_rule(self.graph, rule)
+        g = self.graph
+        if rule is None:
+            spec, rules = res.one_table_rules(g)
+        else:
+            spec = res.pick_rule(g, rule)
+            rules = (spec,)
+        if history:
+            rules = (spec,)
         store = Store.open(self.root, create=False)
         try:
-            p = make_plan(self.graph, store, select(self.graph, [spec.name], where=where, psets=psets))
+            p = make_plan(g, store, select(g, [r.name for r in rules], where=where, psets=psets))
+            runs = store.runs()
+            rows = store.history(spec.name) if history else []
+        finally:
+            store.close()
+        if history:
+            df = res.history(p, spec, runs, rows)
+        elif rule is None:
+            df = res.one_table(p, runs)
+        else:
+            df = res.table(p, spec, runs)
+        return res.select_columns(df, columns)
+
+    def report(self, output: str | Path = "report.html") -> Path:
+        """Write the HTML report (docs/results.md) to `output`; needs sweepc[report]."""
+        from sweepc.results import plots
+        from sweepc.results import report as rep
+        from sweepc.results import table as res
+
+        plots.require_matplotlib()
+        g = self.graph
+        store = Store.open(self.root, create=False)
+        try:
+            p = make_plan(g, store, select(g, [r.name for r in g.rules]))
             runs = store.runs()
         finally:
             store.close()
-        return res.select_columns(res.table(p, spec, runs), columns)
+        tables = {r.name: res.table(p, r, runs) for r in g.rules}
+        main, _ = res.one_table_rules(g)
+        data = rep.ReportData(g, tuple(runs), tables, res.one_table(p, runs, frames=tables), main.name)
+        path = Path(output)
+        try:
+            path.write_text(rep.render(data), encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
+        return path
+
+    def plot(self, y: str, x: str, by: str | None = None, output: str | Path | None = None,
+             rule: str | None = None, where: str | None = None) -> Path:
+        """One picture of result y against parameter x (one line per value of
+        `by`; by default the other varied parameter with the fewest values,
+        "none" for one line); PNG or SVG by the extension of `output`."""
+        from sweepc.results import plots
+
+        plots.require_matplotlib()
+        df = self.results(rule, where=where)
+        ok = df[df["_status"].isin(["done", "stale"])]
+        if by is None:
+            keys = self.graph.rule(rule).keys if rule is not None else [k for k in df.columns if k in self.graph.params]
+            by = plots.default_by(ok, x, plots.varied(ok, list(keys)))
+        elif by == "none":
+            by = None
+        fig = plots.result_figure(ok, y, x, by)
+        path = Path(output if output is not None else f"{y}-vs-{x}.png")
+        plots.save(fig, str(path))
+        return path
 
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""

@@ -161,7 +161,7 @@ def test_exit_0_without_the_output_is_a_failure_and_old_outputs_do_not_count(loc
     log = os.path.relpath(p.dir("lazy[a=1]") / "sweepc.log", p.root)
     assert f"FAILED lazy[a=1]: exited 0 but did not write y.txt\n  log: {log}\n" in r.out
     assert p.statuses() == {"lazy[a=1]": "failed"}
-    assert p.sweepc("build", "-n").out.splitlines()[0] == "run lazy[a=1]: last run failed (exited 0 but did not write its outputs)"
+    assert p.sweepc("build", "-n").out.splitlines()[0] == "run lazy[a=1]: last run failed (exited 0 but its outputs or results files were missing or unsound)"
 
     # a run that writes both is done; one that later stops writing y.txt fails
     # even though y.txt of the earlier run was there: leftovers are removed first

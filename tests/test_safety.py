@@ -330,7 +330,8 @@ class _FailingConn:
         return self._conn.execute(sql, *args)
 
     def executemany(self, sql: str, rows: Any) -> Any:
-        self._outcome = sql.startswith("UPDATE jobs SET status=?, fingerprint=")
+        # (sticky until the COMMIT: the same transaction also writes the results history)
+        self._outcome = self._outcome or sql.startswith("UPDATE jobs SET status=?, fingerprint=")
         return self._conn.executemany(sql, rows)
 
     def __getattr__(self, name: str) -> Any:

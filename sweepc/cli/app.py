@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sweepc.cli import build as cli_build
 
     cli_build.register(sub)
+    from sweepc.cli import report as cli_report
+
+    cli_report.register(sub)
     return p
 
 

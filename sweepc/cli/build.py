@@ -49,10 +49,12 @@ def register(sub: Any) -> None:
     c.set_defaults(func=cmd_build)
 
     c = sub.add_parser("results", help="one table of parameters, statuses and results")
-    c.add_argument("--rule", metavar="R", help="the rule (default: the last per-pset rule)")
+    c.add_argument("--rule", metavar="R", help="one rule's table (default: one table of every per-pset rule)")
+    c.add_argument("--history", action="store_true", help="one row per job per run that produced results")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of the rule's psets")
     c.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order")
+    c.add_argument("--all-columns", action="store_true", help="table format: every column, bookkeeping too (csv, json, parquet always have them)")
     c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table", help="output format (default: table; parquet needs -o)")
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
@@ -157,7 +159,7 @@ class Progress:
             self.line(f"FAILED {job.label} (time limit reached)")
         elif outcome.status == "failed":
             self.failed += 1
-            why = "exited 0 but did not write its outputs" if outcome.exit_code == 0 else f"exit {outcome.exit_code}"
+            why = "exited 0 but its outputs or results files were missing or unsound" if outcome.exit_code == 0 else f"exit {outcome.exit_code}"
             self.line(f"FAILED {job.label} ({why})")
         self.show()
 
@@ -763,10 +765,13 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from sweepc.results.table import write
+    from sweepc.results.table import display_columns, write
+
     study = _study(args)
     study.refresh()  # take in the completion records of SLURM jobs first
-    df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns)
+    df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
+    if args.format == "table" and not args.columns and not args.all_columns:
+        df = display_columns(df)
     text = write(df, args.format, args.output)
     if text is not None:
         sys.stdout.write(text)

@@ -153,12 +153,15 @@ class _Renderer:
         h = self.hashes.of(inst)
         reldir = f"{r.name}/{h[:2]}/{h}"
         deps: list[int] = []
+        soft: list[int] = []
         inputs_by_name: dict[str, list[str]] = {}
         all_inputs: list[str] = []
         sources: list[str] = []
         for inp, ids in zip(r.inputs, matches):
             if inp.rule is not None:
                 deps.extend(ids)
+                if inp.only_done:
+                    soft.extend(ids)
                 outs = self.upstream_outputs[inp.rule]
                 paths = [f"../../../{self.jobs[i].reldir}/{o}" for i in ids for o in outs]
             else:
@@ -196,6 +199,9 @@ class _Renderer:
                 "use {input.list}, the path of a file that names one input per line, instead of "
                 + (big.text if big is not None else "{input}"),
             )
+        if soft:  # a job named by done() and also by a plain input is a plain (hard) input
+            soft_set = frozenset(soft) - {d for inp, ids in zip(r.inputs, matches) if inp.rule is not None and not inp.only_done for d in ids}
+            return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res, soft_set)
         return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res)
 
 

@@ -44,6 +44,9 @@ class Job(NamedTuple):
     command: str
     restart: str | None
     resources: Resources
+    # the deps that come through `input: done(RULE)`: the job runs once they have
+    # ended, with those that ended done (not blocked by a failure among them)
+    soft: frozenset[int] = frozenset()
 
     @property
     def reldir(self) -> str:
@@ -72,6 +75,7 @@ class InputSpec:
     rule: str | None  # upstream rule, or None for a source path
     path: str | None  # source path template (project relative)
     span: Span
+    only_done: bool = False  # input: done(RULE): only the upstream jobs that ended done
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,6 +246,11 @@ class _Joiner:
             v = it.value
             if isinstance(v, s.Name):
                 spec = InputSpec(it.name or v.id, v.id, None, v.span)
+            elif isinstance(v, s.Call) and v.func == "done":
+                if len(v.args) != 1 or not isinstance(v.args[0].value, s.Name) or v.args[0].name is not None:
+                    self.p.bail("done() takes one rule name", v.span, "for example: input: done(sim)")
+                arg = v.args[0].value
+                spec = InputSpec(it.name or arg.id, arg.id, None, arg.span, only_done=True)
             elif isinstance(v, s.Str):
                 path = v.value.strip()
                 if not path or os.path.isabs(path):
@@ -256,7 +261,7 @@ class _Joiner:
                     self.p.bail(ex.message.replace("command", "path"), v.span, ex.hint)
                 spec = InputSpec(it.name, None, path, v.span)
             else:
-                self.p.bail("an input is a rule name or a quoted file path", v.span, 'for example: input: gen, "params.json"')
+                self.p.bail("an input is a rule name, done(RULE) or a quoted file path", v.span, 'for example: input: gen, "params.json"')
             if spec.name is not None:
                 if spec.name in names:
                     self.p.bail(f"two inputs are named '{spec.name}'", it.name_span or v.span, "name them apart: input: first = gen, second = other")
@@ -355,10 +360,17 @@ class _Joiner:
             self.p.bail(ex.message, self.p.span_in(node, node.value[ex.offset : ex.offset + ex.length], ex.offset), ex.hint)
         input_names = [i.name for i in inputs if i.name is not None] + ["list"]
         output_names = [o.name for o in outputs if o.name is not None]
+        soft = [i for i in inputs if i.only_done]
         for ph in t.placeholders:
             span = self.p.span_in(node, ph.text, ph.offset)
             root, attr = ph.root, ph.attr
-            if root == "input":
+            if root == "input" and soft and (attr is None or attr in {i.name for i in soft}):
+                # which jobs end done is known only when they have ended, after the command is made
+                self.p.error(
+                    f"{ph.text} cannot name the inputs of done({soft[0].rule}): which of its jobs end done is known only once they have ended",
+                    span, "read them from {input.list}: the file names the inputs that ended done, one per line",
+                )
+            elif root == "input":
                 if not inputs:
                     self.p.error(f"rule '{rule}' has no inputs", span, "add an input: field, or remove " + ph.text)
                 elif attr is not None and attr not in input_names:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sweepc.errors import Diagnostic, SweepfileError
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.hashing import text_hash
-from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, Store, live_build
+from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, RecordMap, Store, live_build
 
 # Part of every command hash: changing how fingerprints are made means changing this.
 FINGERPRINT_VERSION = "sweepc-fp-1"
@@ -59,6 +59,11 @@ class Plan:
     records: Mapping[tuple[str, str], Record] = field(repr=False)
     source_updates: tuple[tuple[str, int, int, str], ...] = ()
     new_store: bool = False  # the store started from nothing (none, or an empty file)
+    # Jobs whose fingerprint is known only when others have ended: those with
+    # `input: done(RULE)` (which of its jobs end done), and every job
+    # downstream of one. Job id -> the digests of its source inputs, so that
+    # a backend can make its fingerprint again then (dynamic_fingerprint).
+    dynamic: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
@@ -119,13 +124,20 @@ def plan(
     ins: list[str] = [""] * len(jobs)
     will_run: dict[int, tuple[Reason, ...]] = {}
     queued: dict[int, str] = {}
+    dynamic: dict[int, tuple[str, ...]] = {}
     for i in selected:
         job = jobs[i]
         cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
-        parts = [fps[d] for d in job.deps]
+        soft = job.soft
+        parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
         if job.sources:
             parts.extend(digests[p] for p in job.sources)
         inputs_hash = text_hash(*parts)
+        if soft:
+            # up to date means: built with the done() inputs that are done now
+            inputs_hash = soft_inputs_hash(inputs_hash, [fps[d] for d in job.deps if d in soft and _done_now(jobs[d], d, records, will_run, queued)])
+        if soft or (dynamic and any(d in dynamic for d in job.deps)):
+            dynamic[i] = tuple(digests[p] for p in job.sources)
         fp = text_hash(cmd_hash, job.hash, inputs_hash)
         fps[i] = fp
         cmds[i] = cmd_hash
@@ -173,6 +185,8 @@ def plan(
                 if d in will_run or d in queued:
                     dj = jobs[d]
                     how = "will run" if d in will_run else f"is queued as job {queued[d]}"
+                    if d in soft:
+                        how += f" (done({dj.rule}): left out if it fails)"
                     reasons.append(Reason(UPSTREAM, f"upstream {dj.label} {how}"))
                     break
         if reasons:
@@ -190,7 +204,35 @@ def plan(
         new_store=store.new,
         records=records,
         source_updates=tuple(updates),
+        dynamic=dynamic,
     )
+
+
+def soft_inputs_hash(base: str, done_fingerprints: Sequence[str]) -> str:
+    """The inputs hash of a job with `input: done(RULE)`: its other inputs
+    (base) and the fingerprints of the done() inputs that ended done."""
+    return text_hash("done()", base, *done_fingerprints)
+
+
+def dynamic_fingerprint(p: Plan, i: int, fps: Sequence[str], ended_done: Collection[int]) -> tuple[str, str]:
+    """(inputs hash, fingerprint) of a job of p.dynamic once its inputs have
+    ended, from the fingerprints they really have (fps) and, for its done()
+    inputs, the ones that ended done. The same sums as plan() makes."""
+    job = p.graph.jobs[i]
+    soft = job.soft
+    parts = [fps[d] for d in job.deps if d not in soft]
+    parts.extend(p.dynamic[i])
+    inputs_hash = text_hash(*parts)
+    if soft:
+        inputs_hash = soft_inputs_hash(inputs_hash, [fps[d] for d in job.deps if d in soft and d in ended_done])
+    return inputs_hash, text_hash(p.cmd_hashes[i], job.hash, inputs_hash)
+
+
+def _done_now(job: Job, d: int, records: RecordMap, will_run: Mapping[int, object], queued: Mapping[int, str]) -> bool:
+    if d in will_run or d in queued:
+        return False
+    rec = records.raw((job.rule, job.hash))
+    return rec is not None and rec[I_STATUS] == "done"
 
 
 def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | None:
@@ -203,7 +245,7 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
         # Fix: "(exit 0)" read as a contradiction; exit 0 is recorded for a job that did not
         # write its outputs, -1 for one that could not be started (local.py).
         if rec.exit_code == 0:
-            return Reason(FAILED, "last run failed (exited 0 but did not write its outputs)")
+            return Reason(FAILED, "last run failed (exited 0 but its outputs or results files were missing or unsound)")
         if rec.exit_code == -1 and rec.backend == "local":
             return Reason(FAILED, "last run failed (could not start)")
         return Reason(FAILED, f"last run failed (exit {rec.exit_code})")

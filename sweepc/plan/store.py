@@ -1,6 +1,8 @@
 """The state store: SQLite in WAL mode under <project>/.sweepc/.
 
-One row per job (rule, pset hash). Only the sweepc process writes it; batch
+One row per job (rule, pset hash) in `jobs`; in `results`, one row per job
+per run that ended done with results (the values of its results files, read
+and checked when it ended: the history). Only the sweepc process writes it; batch
 jobs write small completion records that sweepc ingests. The schema carries a
 version: a store from another version or a corrupt file gives a clear
 message and a safe way on, never a traceback.
@@ -37,7 +39,8 @@ from typing import Any, NamedTuple
 
 from sweepc.errors import StateError, SweepcError, machine_error
 
-SCHEMA_VERSION = 1
+# 2: the results table (every run's results, for `sweepc results --history`)
+SCHEMA_VERSION = 2
 STATE_DIR = ".sweepc"
 DB_NAME = "state.db"
 
@@ -76,6 +79,21 @@ CREATE TABLE IF NOT EXISTS runs (
     uptodate INTEGER,
     status TEXT
 );
+CREATE TABLE IF NOT EXISTS results (
+    rule TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    start REAL,
+    end REAL,
+    host TEXT,
+    exit_code INTEGER,
+    max_rss_mb REAL,
+    attempts INTEGER,
+    backend TEXT,
+    backend_job_id TEXT,
+    values_json TEXT NOT NULL,
+    PRIMARY KEY (rule, hash, run_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sources (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -153,6 +171,26 @@ class Outcome(NamedTuple):
     backend: str
     backend_job_id: str | None
     run_id: str
+    # the flattened values of a done job's results files (JSON text), read and
+    # checked when the job ended; kept in the results table for the history
+    results: str | None = None
+
+
+class HistoryRow(NamedTuple):
+    """One run's results of one job, as recorded when it ended."""
+
+    rule: str
+    hash: str
+    run_id: str
+    start: float | None
+    end: float | None
+    host: str | None
+    exit_code: int | None
+    max_rss_mb: float | None
+    attempts: int | None
+    backend: str | None
+    backend_job_id: str | None
+    values_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +361,13 @@ class Store:
     def sources(self) -> dict[str, tuple[int, int, str]]:
         return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime_ns, digest FROM sources")}
 
+    def history(self, rule: str) -> list[HistoryRow]:
+        """Every recorded run's results of the jobs of one rule, oldest first."""
+        rows = self.conn.execute(
+            "SELECT " + ", ".join(HistoryRow._fields) + " FROM results WHERE rule=? ORDER BY start, hash", (rule,)
+        )
+        return [HistoryRow(*r) for r in rows]
+
     def runs(self) -> list[Run]:
         rows = self.conn.execute(
             "SELECT run_id, seq, started, ended, argv, backend, git_commit, git_dirty, ran, failed, uptodate, status FROM runs ORDER BY seq"
@@ -363,6 +408,15 @@ class Store:
                         o.attempts, o.backend, o.backend_job_id, o.run_id, o.rule, o.hash,
                     )
                     for o in outcomes
+                ),
+            )
+            # the history: one row per job per run that produced results
+            c.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (o.rule, o.hash, o.run_id, o.start, o.end, o.host, o.exit_code, o.max_rss_mb, o.attempts,
+                     o.backend, o.backend_job_id, o.results)
+                    for o in outcomes if o.status == "done" and o.results is not None
                 ),
             )
 

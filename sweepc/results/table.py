@@ -4,6 +4,11 @@ Derived each time from the graph, the state store and the job folders, so it
 can never disagree with them. Columns: the job's parameters, psweep's
 bookkeeping columns, sweepc's own, then the values of the rule's `results:`
 JSON files (nested keys flattened with dots).
+
+Three shapes: `table()` (one rule, the latest run of each job), `history()`
+(one rule, one row per job per run that produced results, from the store)
+and `one_table()` (every per-pset rule side by side, one row per pset of the
+main sweep).
 """
 
 from __future__ import annotations
@@ -12,21 +17,20 @@ import datetime as dt
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sweepc.backends.jobdir import BOOKKEEPING, check_end, flatten, read_results
 from sweepc.errors import UsageError, did_you_mean, listing
 from sweepc.lang.graph import LOG_NAME, BuildGraph, RuleSpec
 from sweepc.plan.planner import Plan
-from sweepc.plan.store import Run
+from sweepc.plan.store import HistoryRow, Run
 
-BOOKKEEPING = (
-    "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
-    "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log",
-)
+__all__ = ["BOOKKEEPING", "flatten", "table", "history", "one_table", "display_columns", "write"]
 
 # _status values
 DONE = "done"
@@ -54,17 +58,6 @@ def pick_rule(g: BuildGraph, name: str | None) -> RuleSpec:
     return g.rule(name)
 
 
-def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = None) -> pd.DataFrame:
     """The results DataFrame of one rule, from a plan that selected its jobs."""
     g = plan.graph
@@ -73,13 +66,14 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
     here = cwd or Path.cwd()
     selected = set(plan.selected)
     rows: list[dict[str, Any]] = []
+    wd, prefix = _workdir(g, here)
     for i in rule.job_ids:
         if i not in selected:
             continue
         job = g.jobs[i]
         rec = plan.records.get((job.rule, job.hash))
         status = plan.state(i)
-        d = g.job_dir(job)
+        d = f"{wd}/{job.reldir}"
         row: dict[str, Any] = dict(job.params)
         if indexed:  # csv(..., index=...): the row id, not a parameter
             row["_index"] = g.index_of(job.params)
@@ -96,20 +90,27 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             _status=status,
             _exit_code=rec.exit_code if has_run and rec else None,
             _max_rss_mb=rec.max_rss_mb if has_run and rec else None,
-            _job_dir=_rel(d, here),
-            _log=_rel(d / LOG_NAME, here) if has_run else None,
+            _job_dir=prefix + job.reldir,
+            _log=f"{prefix}{job.reldir}/{LOG_NAME}" if has_run else None,
         )
+        row["_error"] = error_text(g, rule, Path(d), rec.exit_code) if rec is not None and status == "failed" else None
         if status in (DONE, STALE) and rule.results:
-            values, problem = _read_results(d, rule.results)
+            read = read_results(d, rule.results, ())
             # A results file that is also an output makes the job "stale" when it
             # is deleted; "results missing" / "results malformed" says better why
             # the result columns of this row are empty, so it wins over "stale" too.
-            if problem is not None:
-                row["_status"] = problem
+            # (A job whose files were unsound when it ended failed then; these
+            # statuses are for files changed since.)
+            if read.kind in ("missing", "malformed"):
+                row["_status"] = RESULTS_MISSING if read.kind == "missing" else RESULTS_MALFORMED
             # Fix: a results key named like a parameter or a bookkeeping column
             # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
-            row.update({k: v for k, v in values.items() if k not in row})
+            row.update({k: v for k, v in read.values.items() if k not in row})
         rows.append(row)
+    return _frame(rows, rule, indexed)
+
+
+def _frame(rows: list[dict[str, Any]], rule: RuleSpec, indexed: bool = False) -> pd.DataFrame:
     columns = list(rule.keys) + (["_index"] if indexed else []) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
     # never-built rows have no exit code or run: keep these columns integers next to the gaps
@@ -126,20 +127,174 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
     return df
 
 
-def _read_results(d: Path, names: Sequence[str]) -> tuple[dict[str, Any], str | None]:
-    values: dict[str, Any] = {}
-    for name in names:
+# -- _error: why a job failed, in a few lines -------------------------------------
+
+ERROR_LINES = 3
+ERROR_CHARS = 300
+_ATTEMPT_MARK = "=== sweepc: attempt "
+_TRACEBACK = "Traceback (most recent call last):"
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*|^[A-Za-z_][\w.]*: ")
+
+
+def error_text(g: BuildGraph, rule: RuleSpec, d: Path, exit_code: int | None) -> str:
+    """The `_error` of a failed job: what sweepc found wrong when it exited 0
+    (an output or results file), else the exception line of a Python
+    traceback in its log, else the last lines of its log (its last attempt),
+    trimmed; `exit N` when the log says nothing."""
+    if exit_code == 0:
+        problem, _ = check_end(g, rule.name, d)
+        if problem is not None:
+            return problem
+    text = _log_tail(d / LOG_NAME)
+    if _ATTEMPT_MARK in text:
+        text = text[text.rindex(_ATTEMPT_MARK):].partition("\n")[2]
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    if _TRACEBACK in text:
+        after = text[text.rindex(_TRACEBACK):].splitlines()[1:]
+        exc = [ln.rstrip() for ln in after if ln.strip() and not ln[:1].isspace() and _EXCEPTION_LINE.match(ln)]
+        if exc:
+            lines = exc[-1:]
+    lines = lines[-ERROR_LINES:]
+    out = "\n".join(ln if len(ln) <= ERROR_CHARS else ln[: ERROR_CHARS - 1] + "…" for ln in lines)
+    if len(out) > ERROR_CHARS:
+        out = "…" + out[-(ERROR_CHARS - 1):]
+    return out or (f"exit {exit_code}" if exit_code is not None else "failed")
+
+
+def _log_tail(path: Path, size: int = 8192) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# -- the history: every run's results -------------------------------------------------
+
+
+def history(plan: Plan, rule: RuleSpec, runs: Sequence[Run], rows: Sequence[HistoryRow], cwd: Path | None = None) -> pd.DataFrame:
+    """One row per selected job of `rule` per run that produced results, as the
+    store recorded them when the job ended (old outputs are not kept, their
+    results are); ordered by run, then pset."""
+    g = plan.graph
+    here = cwd or Path.cwd()
+    run_seq = {r.run_id: r.seq for r in runs}
+    by_hash = {g.jobs[i].hash: i for i in rule.job_ids}
+    selected = set(plan.selected)
+    _, prefix = _workdir(g, here)
+    out: list[dict[str, Any]] = []
+    for h in rows:
+        i = by_hash.get(h.hash)
+        if i is None or i not in selected:
+            continue  # a pset no longer in the sweepfile, or not asked for
+        job = g.jobs[i]
+        row: dict[str, Any] = dict(job.params)
+        row.update(
+            _pset_hash=job.hash, _pset_seq=job.seq, _run_id=h.run_id, _run_seq=run_seq.get(h.run_id),
+            _time_utc=pd.Timestamp(dt.datetime.fromtimestamp(h.start, dt.UTC)) if h.start else None,
+            _exec_host=h.host,
+            _runtime_s=round(h.end - h.start, 3) if h.start is not None and h.end is not None else None,
+            _status=DONE, _exit_code=h.exit_code, _max_rss_mb=h.max_rss_mb,
+            _job_dir=prefix + job.reldir, _log=f"{prefix}{job.reldir}/{LOG_NAME}", _error=None,
+        )
         try:
-            with open(d / name, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return values, RESULTS_MISSING
-        except (OSError, ValueError, UnicodeDecodeError):
-            return values, RESULTS_MALFORMED
-        if not isinstance(data, dict):
-            return values, RESULTS_MALFORMED
-        values.update(flatten(data))
-    return values, None
+            values = json.loads(h.values_json)
+        except ValueError:
+            values = {}
+        if isinstance(values, dict):
+            row.update({k: v for k, v in values.items() if k not in row})
+        out.append(row)
+    df = _frame(out, rule)
+    if len(df):
+        df = df.sort_values(["_run_seq", "_pset_seq"], kind="stable", na_position="first").reset_index(drop=True)
+    return df
+
+
+# -- the one table: every per-pset rule side by side ---------------------------------
+
+
+def one_table_rules(g: BuildGraph) -> tuple[RuleSpec, tuple[RuleSpec, ...]]:
+    """(the main rule, the rules of the one table, in graph order).
+
+    The main rule is the default rule (the last per-pset rule with results);
+    its sweep is the main sweep, one row per pset. Another per-pset rule joins
+    when its parameters are among the main rule's: a rule over the same sweep
+    or a part of it (`where`) lines up pset by pset, a rule over fewer
+    parameters (`over a`) repeats on every row that shares its values. A rule
+    with parameters the main sweep lacks, a gather (`by`) and a rule without
+    `over` are left out: `--rule R` shows them."""
+    main = default_rule(g)
+    if main.over is None or main.by:
+        return main, (main,)
+    keys = set(main.keys)
+    rules = tuple(r for r in g.rules if r.over is not None and not r.by and set(r.keys) <= keys)
+    return main, rules
+
+
+def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per selected pset of the main sweep: the main rule's table, then
+    for each other rule of the one table its bookkeeping as `RULE._status`,
+    `RULE._run_id`, ... and its results (as `RULE.key` when two rules share a
+    key). The unprefixed bookkeeping columns are the main rule's, so a study
+    of one rule gets the same table as `--rule`."""
+    g = plan.graph
+    main, rules = one_table_rules(g)
+    made = dict(frames or {})  # tables already made (the report makes every rule's)
+    for r in rules:
+        if r.name not in made:
+            made[r.name] = table(plan, r, runs, cwd)
+    base = made[main.name]
+    if len(rules) == 1:
+        return base
+    frames = {r.name: made[r.name] for r in rules}
+    bk = set(BOOKKEEPING)
+    not_results = bk | {"_index"}
+    results_of = {name: [c for c in df.columns if c not in not_results and c not in set(g.rule(name).keys)] for name, df in frames.items()}
+    seen: dict[str, int] = {}
+    for cols in results_of.values():
+        for c in cols:
+            seen[c] = seen.get(c, 0) + 1
+    clash = {c for c, n in seen.items() if n > 1}
+    main_results = results_of[main.name]
+    out = base.rename(columns={c: f"{main.name}.{c}" for c in main_results if c in clash})
+    for r in rules:
+        if r is main:
+            continue
+        df = frames[r.name]
+        rename = {c: f"{r.name}.{c}" for c in df.columns if c in bk or c in clash}
+        # the main rule's _pset_seq and _index (csv(..., index=)) are the row's
+        df = df.drop(columns=[c for c in ("_pset_seq", "_index") if c in df.columns]).rename(columns=rename)
+        on = list(r.keys)
+        if not on:
+            continue
+        df = df.drop_duplicates(subset=on, keep="last")
+        for k in on:  # an empty table has object columns; ints must meet ints
+            if df[k].dtype != out[k].dtype:
+                try:
+                    df[k] = df[k].astype(out[k].dtype)
+                except (TypeError, ValueError):
+                    out[k], df[k] = out[k].astype(object), df[k].astype(object)
+        out = out.merge(df, how="left", on=on)
+    return out
+
+
+def display_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The terminal's default view: parameters, statuses and results; the
+    other bookkeeping columns (also a rule's `RULE._run_id`) left out."""
+    hidden = set(BOOKKEEPING) - {"_status"}
+    keep = [c for c in df.columns if str(c) not in hidden and str(c).rpartition(".")[2] not in hidden]
+    return df[keep]
+
+
+def _workdir(g: BuildGraph, here: Path) -> tuple[str, str]:
+    """(the workdir, absolute; the prefix that makes a job's reldir a path
+    from `here`): os.path.relpath once, not twice per row (it was most of the
+    time of a 100k-row table)."""
+    wd = g.workdir_path
+    rel = _rel(wd, here)
+    return str(wd), "" if rel == "." else rel + "/"
 
 
 def _rel(p: Path, here: Path) -> str:

@@ -28,8 +28,8 @@ import psutil
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, prepare_job_dir, uses_input_list
-from sweepc.plan.planner import Plan
+from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
+from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.plan.store import Outcome, Store
@@ -126,8 +126,13 @@ class _Runner:
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
-        self.outputs = {r.name: tuple(o.path for o in r.outputs) for r in self.g.rules}
         self.pending: list[Outcome] = []
+        self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
+        self.done_ids: set[int] = set()  # jobs of this build that ended done
+        self.in_run = set(plan.run)
+        # the fingerprints jobs really have: those of plan.dynamic are made when they start
+        self.fps: list[str] = list(plan.fingerprints)
+        self.dyn_fp: dict[int, tuple[str, str]] = {}  # job id -> (inputs hash, fingerprint) it ran with
         self.last_flush = time.monotonic()
 
     # -- bookkeeping
@@ -169,6 +174,21 @@ class _Runner:
                     if running and (used_cpus + res.cpus > self.cpus or used_mem + mem > self.mem_mb):
                         break
                     ready.popleft()
+                    kept = self.kept(i)
+                    if kept is not None:  # its done() inputs came out as they were: nothing to do
+                        self.reporter.note(
+                            f"{g.jobs[i].label} is up to date: "
+                            + ("the jobs of its done() inputs that ended done are those it was built with" if g.jobs[i].soft else "its inputs came out as they were")
+                        )
+                        done += 1
+                        self.done_ids.add(i)
+                        self.pending.append(kept)
+                        self.reporter.job_ended(g.jobs[i], kept, False)
+                        for k in dependents.get(i, ()):
+                            waiting[k] -= 1
+                            if waiting[k] == 0 and k not in blocked:
+                                ready.append(k)
+                        continue
                     attempt = attempts.get(i, 0) + 1
                     attempts[i] = attempt
                     err = self.start(i, attempt)
@@ -178,7 +198,7 @@ class _Runner:
                         failures.append(self.fail(i, None, now, now, 0, err, attempt))
                         if not self.keep_going:
                             stopping = True
-                        blocked |= self.downstream(i, dependents)
+                        blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                         continue
                     running[i] = attempt
                     started_at[i] = time.time()
@@ -209,6 +229,7 @@ class _Runner:
                         ok, message = self.check(i, ex)
                     if ok:
                         done += 1
+                        self.done_ids.add(i)
                         outcome = self.outcome(i, "done", ex, attempt)
                         self.pending.append(outcome)
                         self.reporter.job_ended(job, outcome, False)
@@ -226,7 +247,7 @@ class _Runner:
                     failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status))
                     if not self.keep_going:
                         stopping = True
-                    blocked |= self.downstream(i, dependents)
+                    blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                 self.flush()
             if self.limits is not None:
                 self.limits.close()
@@ -263,6 +284,7 @@ class _Runner:
                 ok, message = self.check(i, ex)
                 if ok:
                     done += 1
+                    self.done_ids.add(i)
                     outcome = self.outcome(i, "done", ex, attempt)
                     self.pending.append(outcome)
                     self.reporter.job_ended(g.jobs[i], outcome, False)
@@ -283,22 +305,86 @@ class _Runner:
             interrupted=interrupted, uptodate=self.plan.uptodate, elapsed=time.monotonic() - t0,
         )
 
-    def downstream(self, i: int, dependents: Mapping[int, list[int]]) -> set[int]:
+    def ended_not_done(self, i: int, dependents: Mapping[int, list[int]], waiting: dict[int, int], ready: deque[int], blocked: set[int]) -> set[int]:
+        """Job i failed: what needs it cannot run (returned, to be counted as
+        skipped), and neither can what needs those; a job that takes it
+        through `input: done(RULE)` stops waiting for it instead, and runs
+        without it once its other inputs have ended."""
         out: set[int] = set()
-        stack = list(dependents.get(i, ()))
+        stack = [i]
+        jobs = self.g.jobs
         while stack:
-            k = stack.pop()
-            if k not in out:
-                out.add(k)
-                stack.extend(dependents.get(k, ()))
+            x = stack.pop()
+            for k in dependents.get(x, ()):
+                if x in jobs[k].soft:
+                    waiting[k] -= 1
+                    if waiting[k] == 0 and k not in blocked and k not in out:
+                        ready.append(k)
+                elif k not in out and k not in blocked:
+                    out.add(k)
+                    stack.append(k)
+        return out
+
+    def kept(self, i: int) -> Outcome | None:
+        """For a job with done() inputs (or downstream of one) that runs only
+        because something upstream ran: when its inputs came out as they were
+        (the done() inputs that ended done are the ones it was built with: a
+        failed input failed again), its recorded outcome, which stays; else None."""
+        job = self.g.jobs[i]
+        if i not in self.plan.dynamic or any(r.code != UPSTREAM for r in self.plan.reasons.get(i, ())):
+            return None
+        rec = self.plan.records.get((job.rule, job.hash))
+        if rec is None or rec.status != "done" or rec.fingerprint is None or rec.run_id is None:
+            return None
+        _, fp = dynamic_fingerprint(self.plan, i, self.fps, self.done_inputs(job))
+        if fp != rec.fingerprint:
+            return None
+        d = self.wd / job.reldir
+        if any(not os.path.exists(d / o.path) for o in self.g.rule(job.rule).outputs):
+            return None
+        self.fps[i] = fp
+        return Outcome(
+            rule=job.rule, hash=job.hash, status="done", fingerprint=rec.fingerprint, cmd_hash=rec.cmd_hash,
+            inputs_hash=rec.inputs_hash, exit_code=rec.exit_code, start=rec.start, end=rec.end, host=rec.host,
+            max_rss_mb=rec.max_rss_mb, attempts=rec.attempts, backend=rec.backend or "local",
+            backend_job_id=rec.backend_job_id, run_id=rec.run_id,
+        )
+
+    def done_inputs(self, job: Job) -> list[int]:
+        """The done() inputs of job that ended done: in this build, or before it
+        and not run again."""
+        recs, in_run = self.plan.records, self.in_run
+        out = []
+        for d in job.deps:
+            if d in job.soft:
+                if d in self.done_ids:
+                    out.append(d)
+                elif d not in in_run:
+                    dj = self.g.jobs[d]
+                    rec = recs.get((dj.rule, dj.hash))
+                    if rec is not None and rec.status == "done":
+                        out.append(d)
         return out
 
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:
         job = self.g.jobs[i]
         d = self.wd / job.reldir
+        only: set[int] | None = None
+        if i in self.plan.dynamic:
+            kept = self.done_inputs(job)
+            self.dyn_fp[i] = dynamic_fingerprint(self.plan, i, self.fps, kept)
+            self.fps[i] = self.dyn_fp[i][1]
+            if job.soft:
+                only = set(kept) | (set(job.deps) - job.soft)
+        if only is not None:
+            left = [k for k in dict.fromkeys(job.deps) if k in job.soft and k not in only]
+            if left:
+                names = ", ".join(self.g.jobs[k].label for k in left[:5]) + (", ..." if len(left) > 5 else "")
+                rules = ", ".join(f"done({r})" for r in dict.fromkeys(self.g.jobs[k].rule for k in left))
+                self.reporter.note(f"{job.label} runs without {len(left)} of the {len(job.soft)} jobs of {rules} that did not end done: {names}")
         try:
-            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule])
+            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
         except JobDirError as e:
             return str(e)
         except OSError as e:
@@ -336,23 +422,25 @@ class _Runner:
                 return False, f"killed by signal {ex.signal}"
             return False, f"exit {ex.exit_code}"
         job = self.g.jobs[i]
-        d = self.wd / job.reldir
-        missing = [n for n in self.outputs[job.rule] if not os.path.exists(d / n)]
-        if missing:
-            return False, "exited 0 but did not write " + ", ".join(missing)
+        problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
+        if problem is not None:
+            return False, problem
+        if results is not None:
+            self.results[i] = results  # goes into the store's history with the job's outcome
         return True, ""
 
     def outcome(self, i: int, status: str, ex: Exit, attempt: int) -> Outcome:
         job = self.g.jobs[i]
         ok = status == "done"
+        ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
         return Outcome(
             rule=job.rule, hash=job.hash, status=status,
-            fingerprint=self.plan.fingerprints[i] if ok else None,
+            fingerprint=fp if ok else None,
             cmd_hash=self.plan.cmd_hashes[i] if ok else None,
-            inputs_hash=self.plan.inputs_hashes[i] if ok else None,
+            inputs_hash=ins if ok else None,
             exit_code=ex.exit_code, start=ex.start, end=ex.end, host=self.host,
             max_rss_mb=round(ex.max_rss_kb / 1024, 1), attempts=attempt, backend="local",
-            backend_job_id=None, run_id=self.run_id,
+            backend_job_id=None, run_id=self.run_id, results=self.results.pop(i, None) if ok else None,
         )
 
     def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int,

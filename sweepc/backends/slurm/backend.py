@@ -441,12 +441,12 @@ class _Build:
             attempt = self.attempt.get(i, 1)
             bid = f"{self.ids[self.loc[i][0]]}_{self.loc[i][1]}"
             if kind == rec_.DONE and rec is not None:
-                missing = rec_.outputs_missing(g, rec)
-                if not missing:
-                    self.end(i, self.outcome(i, "done", 0, rec, bid), False)
+                problem, results = rec_.check_done(g, rec)
+                if problem is None:
+                    self.end(i, self.outcome(i, "done", 0, rec, bid)._replace(results=results), False)
                     self.final[i] = "done"
                     continue
-                kind, exit_code, note = rec_.FAILED, 0, "exited 0 but did not write " + ", ".join(missing)
+                kind, exit_code, note = rec_.FAILED, 0, problem
             if kind in (rec_.FAILED, rec_.TIMEOUT, "lost"):
                 code = exit_code if exit_code is not None else (rec_.TERM_EXIT if kind == rec_.TIMEOUT else None)
                 outcome = self.outcome(i, "failed", code, rec, bid)

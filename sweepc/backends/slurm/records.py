@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sweepc.backends.jobdir import check_end
 from sweepc.lang.graph import RECORD_NAME, BuildGraph
 from sweepc.plan.store import Outcome, Record, Store
 from sweepc.backends.slurm.scheduler import Scheduler
@@ -86,14 +87,15 @@ def _float(v: object) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def outputs_missing(g: BuildGraph, rec: TaskRecord) -> list[str]:
+def check_done(g: BuildGraph, rec: TaskRecord) -> tuple[str | None, str | None]:
+    """For a record that says done: (problem, results), as jobdir.check_end
+    judges every backend's jobs (outputs there, results files sound)."""
     if rec.rule not in g.rule_index:
-        return []
-    d = job_dir(g, rec.rule, rec.hash)
-    return [o.path for o in g.rule(rec.rule).outputs if not os.path.exists(d / o.path)]
+        return None, None
+    return check_end(g, rec.rule, job_dir(g, rec.rule, rec.hash))
 
 
-def to_outcome(rec: TaskRecord, status: str, exit_code: int | None = None) -> Outcome:
+def to_outcome(rec: TaskRecord, status: str, exit_code: int | None = None, results: str | None = None) -> Outcome:
     done = status == "done"
     return Outcome(
         rule=rec.rule, hash=rec.hash, status=status,
@@ -101,22 +103,23 @@ def to_outcome(rec: TaskRecord, status: str, exit_code: int | None = None) -> Ou
         inputs_hash=rec.inputs_hash if done else None,
         exit_code=exit_code if exit_code is not None else rec.exit_code,
         start=rec.start, end=rec.end, host=rec.host, max_rss_mb=None, attempts=rec.attempt,
-        backend="slurm", backend_job_id=rec.backend_job_id, run_id=rec.submission,
+        backend="slurm", backend_job_id=rec.backend_job_id, run_id=rec.submission, results=results if done else None,
     )
 
 
-def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None] | None:
-    """(store status, exit code) for a record; None for a pset that never ran
-    (skipped, not-run), whose row goes back to `planned`."""
+def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None, str | None] | None:
+    """(store status, exit code, results) for a record; None for a pset that
+    never ran (skipped, not-run), whose row goes back to `planned`."""
     if rec.status == DONE:
-        return ("done", 0) if not outputs_missing(g, rec) else ("failed", 0)
+        problem, results = check_done(g, rec)
+        return ("done", 0, results) if problem is None else ("failed", 0, None)
     if rec.status == CANCELLED:
-        return "cancelled", rec.exit_code if rec.exit_code is not None else TERM_EXIT
+        return "cancelled", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
     if rec.status == TIMEOUT:
-        return "failed", rec.exit_code if rec.exit_code is not None else TERM_EXIT
+        return "failed", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
     if rec.status in (SKIPPED, NOT_RUN):
         return None
-    return "failed", rec.exit_code
+    return "failed", rec.exit_code, None
 
 
 def queued_rows(store: Store) -> dict[tuple[str, str], Record]:
@@ -139,7 +142,7 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
         if st is None:
             replan.append(key)
         else:
-            outcomes.append(to_outcome(rec, st[0], st[1]))
+            outcomes.append(to_outcome(rec, *st))
     store.record(outcomes)
     if replan:
         store.set_status(replan, "planned")

@@ -1,0 +1,45 @@
+"""`sweepc report` and `sweepc plot`: pictures of the results (sweepc[report])."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from sweepc.cli.common import EXIT_OK, study_of
+
+if TYPE_CHECKING:
+    from sweepc.api import Study
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("report", help="one self-contained HTML page: runs, statuses, failures, results plotted")
+    c.add_argument("-o", "--output", metavar="FILE", default="report.html", help="where to write it (default: report.html)")
+    c.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("plot", help="one picture of a result against a parameter (PNG or SVG)")
+    c.add_argument("y", metavar="Y", help="a numeric result column")
+    c.add_argument("--x", required=True, metavar="A", help="the parameter on the x axis")
+    c.add_argument("--by", metavar="B", help="one line per value of B (default: the other varied parameter with the fewest values; 'none' for one line)")
+    c.add_argument("--rule", metavar="R", help="one rule's results (default: the one table)")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.add_argument("-o", "--output", metavar="FILE", help="a .png or .svg file (default: Y-vs-A.png)")
+    c.set_defaults(func=cmd_plot)
+
+
+def _study(args: argparse.Namespace) -> Study:
+    study = study_of(args)
+    study.refresh()  # take in the completion records of SLURM jobs first
+    return study
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = _study(args).report(args.output)
+    sys.stderr.write(f"sweepc: wrote {path}\n")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    path = _study(args).plot(args.y, args.x, by=args.by, output=args.output, rule=args.rule, where=args.where)
+    sys.stderr.write(f"sweepc: wrote {path}\n")
+    return EXIT_OK

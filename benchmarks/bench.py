@@ -67,13 +67,16 @@ rule mean:
 """
 
 STEPS = ("plan", "full", "no-op", "+10")
+# Bytecode is written and used, as for an installed package (pip compiles it):
+# with PYTHONDONTWRITEBYTECODE set, every start would compile sweepc's source.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 TOOLS = ("sweepc", "make")
 
 
 def run(argv: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one command; complains if it fails."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     assert proc.stderr is not None
     err = proc.stderr.read()  # before wait4: a full pipe would block the command
     _, status, usage = os.wait4(proc.pid, 0)
@@ -168,7 +171,7 @@ def profile_noop(n: int, base: Path, out: Path) -> None:
         run(command("sweepc", "full", 2), d)
     run(command("sweepc", "no-op", 2), d)  # warm
     subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out.resolve()), "-m", "sweepc", "build"],
-                   cwd=d, stdout=subprocess.DEVNULL, check=False)
+                   cwd=d, stdout=subprocess.DEVNULL, check=False, env=ENV)
     print(f"cProfile of sweepc's no-op build at N={n:,}: {out} (python3 -m pstats {out})", file=sys.stderr)
 
 
@@ -192,6 +195,7 @@ def main() -> int:
     sizes = [int(x) for x in args.sizes.split(",")]
     make_version = subprocess.run(["make", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     print(f"sweepc vs {make_version}: {os.cpu_count()} cores, python {sys.version.split()[0]}, -j {args.jobs}, load before {load()}\n")
+    subprocess.run(sweepc_argv() + ["--version"], env=ENV, check=True, stdout=subprocess.DEVNULL)  # writes the .pyc files
     try:
         for n in sizes:
             got = bench_size(n, base, args.rounds, args.jobs)

@@ -158,3 +158,44 @@ def test_a_damaged_fingerprint_cache_is_not_trusted(with_source, damage):
     assert p.sweepc("build", "-n").out == "sweepc: nothing to do (3 jobs up to date)\n"
     (p.root / "src.txt").write_text("changed\n")
     assert p.sweepc("build", "-n").out.splitlines()[-1] == "3 of 3 jobs to run (gen 3), 0 up to date"
+
+
+# -- samples a rule makes: the graph depends on a file a build writes ----------
+
+SAMPLER = """\
+import sys, numpy as np
+np.save(sys.argv[2], np.array([[float(sys.argv[1]), 1.0], [2.0, 3.0]]))
+"""
+
+TWO_STAGE = """\
+rule make_samples:
+    input: script = "make_samples.py"
+    output: "samples.npy"
+    shell: "python3 {input.script} 0.5 {output}"
+
+sweep s = npy(make_samples, columns=["x", "y"])
+
+rule sim over s:
+    output: "out.txt"
+    shell: "echo {x} {y} > {output}"
+"""
+
+
+def test_samples_made_later_or_made_again_recompile(local_project, monkeypatch):
+    p = local_project.write(TWO_STAGE, **{"make_samples.py": SAMPLER})
+    assert p.sweepc("build", "-j", "2").code == 0
+    calls = _compiles(monkeypatch)
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (3 jobs up to date)\n"
+    assert calls == []  # the graph over the samples came from the cache
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "sim") == ["sim[x=0.5,y=1.0]", "sim[x=2.0,y=3.0]"]
+    # the samples file is rewritten (as a rerun of its rule would): new psets at once
+    import numpy as np
+
+    samples = p.dir("make_samples") / "samples.npy"
+    np.save(samples, np.array([[0.25, 1.0]]))
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "sim") == ["sim[x=0.25,y=1.0]"]
+    # and gone again: the sweep is pending, as without the cache
+    samples.unlink()
+    r = p.sweepc("build", "-n")
+    assert [j.label for j in p.graph.jobs if j.rule == "sim"] == []
+    assert r.code == 0

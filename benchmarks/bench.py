@@ -1,23 +1,47 @@
 #!/usr/bin/env python3
-"""Measure sweepc where users feel it: planning, no-op rebuilds, local throughput.
+"""sweepc against GNU make on the same jobs: plan, full run, no-op, +10 psets.
 
-    python3 benchmarks/bench.py                      # 1k and 10k, full builds
-    python3 benchmarks/bench.py --sizes 1000,10000,100000 --build-max 100000
+    python3 benchmarks/bench.py                           # N = 1000, 10000; 3 rounds
+    python3 benchmarks/bench.py --sizes 100000 --rounds 1
+    python3 benchmarks/bench.py --sizes 10000 --profile /tmp/noop.prof
 
-For each size N the study is N psets x (2 per-pset rules + 1 gather by a),
-i.e. about 2N+sqrt(N) jobs. Every command runs as a separate process, the way
-a user runs it; time is wall-clock, memory is the peak RSS of that process
-(os.wait4), which on Linux cannot be lower than the size of this script's
-own interpreter (~30 MB). Prints a Markdown table. Not a test: nothing is
-asserted.
+The workload (issue 11): N psets x 2 per-pset rules + 1 gather = 2N+1 jobs.
+
+    param i = range(0, N)
+    rule gen over i:       output: "out.txt"     shell: "echo {i} > {output}"
+    rule square over i:    input: gen            shell: "cat {input} > {output}"
+    rule mean:             input: square         shell: "xargs cat < {input.list} | wc -l > {output}"
+
+make gets a generated Makefile with the same 2N+1 jobs as explicit rules
+(gen/<i>.txt, sq/<i>.txt, mean.txt; folders made once), run by the same
+shell as sweepc's jobs (`SHELL := bash`, `.SHELLFLAGS := -e -o pipefail -c`).
+
+Each round, for each tool in turn (the first tool alternates between rounds,
+so drifting background load hits both alike), on a fresh project:
+
+    plan      sweepc build -n          | make -n           (nothing built yet)
+    full      sweepc build -j J        | make -j J         (everything)
+    no-op     sweepc build             | make              (nothing to do)
+    +10       the study grows by 10 psets (20 new jobs + the gather reruns):
+              sweepc build -j J        | make -j J
+
+Each command runs as its own process, as a user runs it; time is wall-clock,
+memory the peak RSS of that process (os.wait4; for sweepc that is the main
+process, its job spawner is a separate ~9 MB process). The table gives the
+median over the rounds and the ratio make/sweepc of the medians (above 1:
+sweepc is faster). Not a test: nothing is asserted. The machine's load
+average is printed before and after: on a shared machine, quote it.
+
+--profile FILE writes a cProfile of sweepc's no-op build (of the largest N)
+to FILE (read it with `python3 -m pstats FILE`, then `sort cumtime`, `stats 30`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,118 +49,161 @@ import time
 from pathlib import Path
 
 SWEEPFILE = """\
-param a = range(0, {na})
-param b = range(0, {nb})
-sweep grid = a * b
+param i = range(0, {n})
 
-rule gen over grid:
+rule gen over i:
     output: "out.txt"
-    shell: "echo {{a}} {{b}} > {{output}}"
+    shell: "echo {{i}} > {{output}}"
 
-rule square over grid:
+rule square over i:
     input: gen
     output: "square.txt"
     shell: "cat {{input}} > {{output}}"
 
-rule mean over grid by a:
+rule mean:
     input: square
     output: "mean.txt"
-    shell: "cat {{input.list}} | wc -l > {{output}}"
+    shell: "xargs cat < {{input.list}} | wc -l > {{output}}"
 """
 
+STEPS = ("plan", "full", "no-op", "+10")
+# Bytecode is written and used, as for an installed package (pip compiles it):
+# with PYTHONDONTWRITEBYTECODE set, every start would compile sweepc's source.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+TOOLS = ("sweepc", "make")
 
-def run(argv: list[str], cwd: Path, quiet: bool = True) -> tuple[float, float, int]:
-    """(seconds, peak RSS in MB, exit code) of one command."""
+
+def run(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one command; complains if it fails."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # before wait4: a full pipe would block the command
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        print(f"  ! {' '.join(argv)} exited {proc.returncode}: {err[-500:]}", file=sys.stderr)
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"  ! {' '.join(argv)} in {cwd} exited {code}: {err.decode(errors='replace')[-800:]}", file=sys.stderr)
+    return elapsed, usage.ru_maxrss / 1024
 
 
-def make_project(n: int, base: Path) -> Path:
-    na = max(1, int(round(math.sqrt(n) / 3)))
-    nb = max(1, n // na)
-    d = base / f"study-{n}"
+def sweepc_argv() -> list[str]:
+    return [sys.executable, "-m", "sweepc"]
+
+
+# -- the two projects ---------------------------------------------------------
+
+
+def write_sweepc(d: Path, n: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "sweepfile").write_text(SWEEPFILE.format(n=n))
+
+
+def write_make(d: Path, n: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "SHELL := bash",
+        ".SHELLFLAGS := -e -o pipefail -c",
+        ".DEFAULT_GOAL := mean.txt",
+        "",
+    ]
+    for i in range(n):
+        lines.append(f"gen/{i}.txt: | gen\n\techo {i} > gen/{i}.txt")
+        lines.append(f"sq/{i}.txt: gen/{i}.txt | sq\n\tcat gen/{i}.txt > sq/{i}.txt")
+    squares = " ".join(f"sq/{i}.txt" for i in range(n))
+    lines.append(f"mean.txt: {squares}\n\txargs cat < sq.list | wc -l > mean.txt")
+    lines.append("gen sq:\n\tmkdir -p $@")
+    (d / "Makefile").write_text("\n".join(lines) + "\n")
+    (d / "sq.list").write_text("".join(f"sq/{i}.txt\n" for i in range(n)))
+
+
+def fresh(base: Path, tool: str, n: int) -> Path:
+    d = base / f"{tool}-{n}"
     if d.exists():
         shutil.rmtree(d)
-    d.mkdir(parents=True)
-    (d / "sweepfile").write_text(SWEEPFILE.format(na=na, nb=nb))
+    (write_sweepc if tool == "sweepc" else write_make)(d, n)
     return d
 
 
-def sweepc() -> list[str]:
-    exe = shutil.which("sweepc")
-    return [exe] if exe else [sys.executable, "-m", "sweepc"]
+def command(tool: str, step: str, jobs: int) -> list[str]:
+    if tool == "sweepc":
+        return sweepc_argv() + {"plan": ["build", "-n"], "no-op": ["build"]}.get(step, ["build", "-j", str(jobs)])
+    return ["make", "-s"] + {"plan": ["-n"], "no-op": []}.get(step, ["-j", str(jobs)])
 
 
-def bench_size(n: int, base: Path, full_build: bool, jobs: int) -> list[tuple[str, str, str, str]]:
-    d = make_project(n, base)
-    sc = sweepc()
-    rows = []
-    t, m, _ = run(sc + ["check"], d)
-    rows.append(("check (parse + compile)", f"{t:.2f} s", f"{m:.0f} MB", ""))
-    t, m, _ = run(sc + ["psets", "--format", "csv"], d)
-    rows.append(("psets --format csv", f"{t:.2f} s", f"{m:.0f} MB", ""))
-    t, m, _ = run(sc + ["build", "-n"], d)
-    rows.append(("build -n (plan, empty store)", f"{t:.2f} s", f"{m:.0f} MB", ""))
-    if full_build:
-        t, m, rc = run(sc + ["build", "-j", str(jobs)], d)
-        njobs = _count_jobs(d)
-        rate = f"{njobs / t:.0f} jobs/s" if rc == 0 else f"exit {rc}"
-        rows.append((f"build -j {jobs} (everything)", f"{t:.2f} s", f"{m:.0f} MB", rate))
-        t, m, _ = run(sc + ["build"], d)
-        rows.append(("build (no-op)", f"{t:.2f} s", f"{m:.0f} MB", ""))
-        t, m, _ = run(sc + ["build", "-n"], d)
-        rows.append(("build -n (no-op plan)", f"{t:.2f} s", f"{m:.0f} MB", ""))
-        t, m, _ = run(sc + ["status"], d)
-        rows.append(("status", f"{t:.2f} s", f"{m:.0f} MB", ""))
-    return rows
+# -- one size ---------------------------------------------------------------------
 
 
-def _count_jobs(d: Path) -> int:
-    out = subprocess.run(sweepc() + ["check"], cwd=d, capture_output=True, text=True).stdout
-    # "sweepfile: ok: 2 parameters, 1 sweep, 3 rules, N jobs"
-    return int(out.rsplit(",", 1)[1].split()[0])
+def bench_size(n: int, base: Path, rounds: int, jobs: int) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    got: dict[tuple[str, str], list[tuple[float, float]]] = {(t, s): [] for t in TOOLS for s in STEPS}
+    for r in range(rounds):
+        order = TOOLS if r % 2 == 0 else TOOLS[::-1]
+        dirs = {t: fresh(base, t, n) for t in order}
+        for step in STEPS:
+            for tool in order:
+                if step == "+10":
+                    (write_sweepc if tool == "sweepc" else write_make)(dirs[tool], n + 10)
+                got[(tool, step)].append(run(command(tool, step, jobs), dirs[tool]))
+        print(f"  N={n:,} round {r + 1}/{rounds} done, load {load()}", file=sys.stderr, flush=True)
+    return got
 
 
-def throughput(n: int, base: Path, jobs: int) -> tuple[float, float]:
-    d = base / f"echo-{n}"
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    (d / "sweepfile").write_text(f'param i = range(0, {n})\nrule e over i:\n    output: "o.txt"\n    shell: "echo {{i}} > {{output}}"\n')
-    t, _, _ = run(sweepc() + ["build", "-j", str(jobs)], d)
-    return t, n / t
+def table(n: int, got: dict[tuple[str, str], list[tuple[float, float]]]) -> str:
+    out = [
+        f"N = {n:,} psets ({2 * n + 1:,} jobs), medians of {len(got[('sweepc', 'plan')])} rounds",
+        "",
+        "| step | sweepc | make | make/sweepc | sweepc peak RSS | make peak RSS |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for step in STEPS:
+        s = statistics.median(t for t, _ in got[("sweepc", step)])
+        m = statistics.median(t for t, _ in got[("make", step)])
+        sm = max(x for _, x in got[("sweepc", step)])
+        mm = max(x for _, x in got[("make", step)])
+        out.append(f"| {step} | {s:.3f} s | {m:.3f} s | {m / s:.2f} | {sm:.0f} MB | {mm:.0f} MB |")
+    return "\n".join(out)
+
+
+def profile_noop(n: int, base: Path, out: Path) -> None:
+    d = base / f"sweepc-{n}"
+    if not (d / ".sweepc").exists():
+        d = fresh(base, "sweepc", n)
+        run(command("sweepc", "full", 2), d)
+    run(command("sweepc", "no-op", 2), d)  # warm
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out.resolve()), "-m", "sweepc", "build"],
+                   cwd=d, stdout=subprocess.DEVNULL, check=False, env=ENV)
+    print(f"cProfile of sweepc's no-op build at N={n:,}: {out} (python3 -m pstats {out})", file=sys.stderr)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000", help="comma-separated pset counts (default 1000,10000)")
-    ap.add_argument("--build-max", type=int, default=10000, help="run full builds (and no-op rebuilds) up to this size")
-    ap.add_argument("-j", "--jobs", type=int, default=2)
-    ap.add_argument("--echo-jobs", type=int, default=2000, help="trivial echo jobs for the throughput line")
-    ap.add_argument("--dir", help="where to make the studies (default: a temp dir, removed after)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per size (default 3)")
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="parallel jobs for full runs (default 2)")
+    ap.add_argument("--dir", help="where to make the projects (default: a temp folder, removed after)")
+    ap.add_argument("--profile", metavar="FILE", help="write a cProfile of sweepc's no-op build at the largest size to FILE")
     args = ap.parse_args()
+    if shutil.which("make") is None:
+        print("bench.py: GNU make is not installed (apt-get install make)", file=sys.stderr)
+        return 2
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sweepc-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    print(f"sweepc benchmark: {os.cpu_count()} cores, python {sys.version.split()[0]}, in {base}\n")
-    print("| psets | jobs | step | time | peak RSS | rate |")
-    print("|---:|---:|---|---:|---:|---:|")
+    sizes = [int(x) for x in args.sizes.split(",")]
+    make_version = subprocess.run(["make", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"sweepc vs {make_version}: {os.cpu_count()} cores, python {sys.version.split()[0]}, -j {args.jobs}, load before {load()}\n")
+    subprocess.run(sweepc_argv() + ["--version"], env=ENV, check=True, stdout=subprocess.DEVNULL)  # writes the .pyc files
     try:
-        for n in (int(x) for x in args.sizes.split(",")):
-            d = make_project(n, base)
-            njobs = _count_jobs(d)
-            for step, t, m, rate in bench_size(n, base, n <= args.build_max, args.jobs):
-                print(f"| {n:,} | {njobs:,} | {step} | {t} | {m} | {rate} |", flush=True)
-        if args.echo_jobs:
-            t, rate = throughput(args.echo_jobs, base, args.jobs)
-            print(f"| - | {args.echo_jobs:,} | echo jobs, build -j {args.jobs} | {t:.2f} s | | {rate:.0f} jobs/s |")
+        for n in sizes:
+            got = bench_size(n, base, args.rounds, args.jobs)
+            print(table(n, got) + "\n", flush=True)
+        if args.profile:
+            profile_noop(max(sizes), base, Path(args.profile))
     finally:
+        print(f"load after {load()}")
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -25,7 +24,7 @@ from sweepc.errors import MachineError, UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
-from sweepc.lang.project import find_sweepfile, load_graph
+from sweepc.lang.project import find_sweepfile, load_graph, remember
 from sweepc.plan.selection import select
 from sweepc.plan.store import BuildLock, Store, new_run_id, state_dir
 
@@ -165,6 +164,7 @@ class Study:
 
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
+            remember(self.graph)  # .sweepc/ exists now: cache the compiled graph
             try:
                 if not self.graph.sample_rules:
                     return stage(store, lock, targets, where=where, psets=psets)
@@ -439,6 +439,8 @@ def overrides_in(argv: Sequence[str]) -> list[str]:
 
 def commit_project_files(root: Path, files: Sequence[Path], run_id: str) -> None:
     """git add + commit the given files, with the run id in the message."""
+    import subprocess
+
     top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True)
     if top.returncode != 0:
         raise UsageError("--git-commit needs the project to be in a git repository", "run: git init")
@@ -460,6 +462,8 @@ def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, boo
     Paths in `exclude` (inside root) do not make the tree dirty: without that,
     the untracked .sweepc/ the build itself creates made every run "dirty",
     even one straight after --git-commit."""
+    import subprocess  # ~10 ms; a no-op build never gets here
+
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

@@ -11,7 +11,6 @@ exception the API raises), as::
 
 from __future__ import annotations
 
-import difflib
 import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -125,6 +124,8 @@ def render(diag: Diagnostic, source_lines: Sequence[str]) -> str:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A hint naming the closest candidate, or '' when nothing is close."""
+    import difflib  # only for a mistake
+
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,11 @@ def sweepfile_of(args: argparse.Namespace) -> Path:
 
 
 def graph_of(args: argparse.Namespace) -> BuildGraph:
-    return load_graph(sweepfile_of(args), args.define)
+    g = load_graph(sweepfile_of(args), args.define)
+    # One command per process: what exists now (the graph above all) lives to
+    # the end, so the cyclic collector need never scan it again.
+    gc.freeze()
+    return g
 
 
 def study_of(args: argparse.Namespace) -> Study:

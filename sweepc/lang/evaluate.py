@@ -339,6 +339,7 @@ class _Evaluator:
                 bail(f"{kind}() of a rule's output needs columns=[...]: the parameters are known before the file is",
                      e.span, f'{kind}({path_arg.value.id}, columns=["x", "y"])')
             path, shown = self.rule_output(path_arg.value, kind)
+            alg.FILES_READ.append(path)  # its absence decides the graph too (lang/project.py)
             if not path.exists():
                 self.missing.add(path_arg.value.id)
                 self.read({path_arg.value.id})

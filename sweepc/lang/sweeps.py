@@ -185,6 +185,12 @@ def _infer(column: str, cells: list[str], rows: list[int], path: str) -> list[Sc
     return [clean_str(c) for c in cells]
 
 
+# Every file read_csv()/read_npy() opened, or found missing (evaluate.py), for
+# the compiled-graph cache (lang/project.py): a cached graph is only good while
+# these files are unchanged.
+FILES_READ: list[Path] = []
+
+
 def read_csv(
     path: Path,
     shown_path: str,
@@ -213,6 +219,7 @@ def read_csv_indexed(
     limit: int | None = None,
 ) -> tuple[Psets, IndexColumn | None]:
     """read_csv(), and the index column of the rows read when `index` names one."""
+    FILES_READ.append(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -319,6 +326,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns: Sequence[str], limit: int | None = None) -> Psets:
     """Rows [start, start+rows) of a 2-D NumPy array (rows = psets), its
     columns named by `columns` (Merlin's samples with column_labels)."""
+    FILES_READ.append(path)
     import numpy as np
 
     try:

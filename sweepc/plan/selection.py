@@ -11,11 +11,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from sweepc.lang import syntax as s
 from sweepc.errors import SweepfileError, UsageError, did_you_mean, listing
-from sweepc.lang.expr import ExprError, compile_condition
 from sweepc.lang.graph import BuildGraph
-from sweepc.lang.parser import parse
 from sweepc.values import Scalar, join_key
 
 _TARGET = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
@@ -23,6 +20,10 @@ _TARGET = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(.*)\])?$")
 
 def parse_condition(text: str, known: Collection[str], what: str = "--where") -> Condition:
     """A condition typed on the command line, in the sweepfile's expression language."""
+    from sweepc.lang import syntax as s  # the parser (lark) only when there is a condition
+    from sweepc.lang.expr import ExprError, compile_condition
+    from sweepc.lang.parser import parse
+
     prefix = "sweep _ = _ where "
     try:
         module = parse(prefix + text + "\n", what)

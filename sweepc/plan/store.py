@@ -28,11 +28,9 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -132,10 +130,21 @@ class RecordMap(Mapping[tuple[str, str], Record]):
     """(rule, hash) -> Record over the raw rows of one read.
 
     Rows become Records only when asked for: making 200k NamedTuples costs a
-    fifth of a no-op build at 100k psets, and the planner needs four fields."""
+    fifth of a no-op build at 100k psets, and the planner needs four fields.
+    With a loader, the rows are read only when first asked for (a no-op
+    build never asks: it plans from Store.states())."""
 
-    def __init__(self, rows: dict[tuple[str, str], tuple[Any, ...]]) -> None:
-        self._rows = rows
+    def __init__(self, rows: dict[tuple[str, str], tuple[Any, ...]] | None,
+                 loader: Callable[[], dict[tuple[str, str], tuple[Any, ...]]] | None = None) -> None:
+        self._loaded = rows
+        self._loader = loader
+
+    @property
+    def _rows(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        if self._loaded is None:
+            assert self._loader is not None
+            self._loaded, self._loader = self._loader(), None
+        return self._loaded
 
     def raw(self, key: tuple[str, str]) -> tuple[Any, ...] | None:
         return self._rows.get(key)
@@ -358,6 +367,47 @@ class Store:
             shown = _rel(self.path)
             raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
 
+    def has_status(self, status: str) -> bool:
+        """Whether any job has this status (one indexed-less probe, stops at the first)."""
+        return self.conn.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (status,)).fetchone() is not None
+
+    def states(self) -> dict[str, dict[str, str]]:
+        """rule -> pset hash -> the fingerprint of a `done` job, or "!" + the
+        status of any other: all the planner needs to see that a job is up to
+        date, in a third of the memory and time of records()."""
+        out: dict[str, dict[str, str]] = {}
+        try:
+            rules = [r[0] for r in self.conn.execute("SELECT DISTINCT rule FROM jobs")]
+            for rule in rules:
+                out[rule] = dict(self.conn.execute(
+                    "SELECT hash, CASE WHEN status = 'done' AND fingerprint IS NOT NULL THEN fingerprint ELSE '!' || status END "
+                    "FROM jobs WHERE rule = ?", (rule,)))
+        except sqlite3.DatabaseError as e:
+            shown = _rel(self.path)
+            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+        return out
+
+    def records_later(self) -> RecordMap:
+        """records(), read on first use (by then through a connection of its
+        own: this one may be closed)."""
+        path = self.path
+        if not path.exists():
+            return RecordMap({})
+
+        def load() -> dict[tuple[str, str], tuple[Any, ...]]:
+            try:
+                conn = sqlite3.connect(path, timeout=30.0)
+            except sqlite3.Error:
+                return {}
+            try:
+                return {(r[0], r[1]): r for r in conn.execute(_SELECT)}
+            except sqlite3.Error:
+                return {}
+            finally:
+                conn.close()
+
+        return RecordMap(None, load)
+
     def sources(self) -> dict[str, tuple[int, int, str]]:
         return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime_ns, digest FROM sources")}
 
@@ -465,6 +515,8 @@ def _cannot_write(path: Path, e: BaseException) -> SweepcError:
 
 
 def new_run_id() -> str:
+    import uuid  # (and platform): only for a build that runs something
+
     return str(uuid.uuid4())
 
 
@@ -515,7 +567,7 @@ class BuildLock:
         except (OSError, ValueError):
             left = None
         self.dead_holder = left if isinstance(left, dict) and left.get("pid") != os.getpid() else None
-        self.info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "argv": list(argv)}
+        self.info: dict[str, Any] = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time(), "argv": list(argv)}
         self.fd = fd
         try:
             self._write()
@@ -580,7 +632,7 @@ def live_build(root: Path) -> LiveBuild | None:
     pid, started, run_id = info.get("pid"), info.get("started"), info.get("run_id")
     if not isinstance(pid, int) or not isinstance(started, (int, float)) or pid == os.getpid():
         return None
-    if info.get("host") != socket.gethostname():
+    if info.get("host") != os.uname().nodename:
         return None  # another machine's build on a shared file system: cannot be checked from here
     try:
         if psutil.Process(pid).create_time() > started + 1.0:

@@ -44,6 +44,8 @@ class SlurmBackend:
             raise UsageError("--render-only submits nothing, so there is nothing to --wait for")
 
     def live(self, graph: BuildGraph, store: Store) -> LiveJobs:
+        if not store.has_status("queued"):
+            return {}  # nothing queued: no need to import records.py and subprocess
         from sweepc.backends.slurm.records import queued_rows, sync
         from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
 
@@ -55,6 +57,8 @@ class SlurmBackend:
             return {}  # without SLURM's commands here nothing can be live
 
     def refresh(self, graph: BuildGraph, store: Store) -> None:
+        if not store.has_status("queued"):
+            return
         from sweepc.backends.slurm.records import ingest, queued_rows
 
         rows = queued_rows(store)

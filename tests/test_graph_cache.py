@@ -1,0 +1,201 @@
+"""The compiled-graph cache (.sweepc/graph.cache, sweepc/lang/project.py):
+a hit gives the graph compiling would; anything the compiler read that
+changed, or a cache that cannot be trusted, means compiling again."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import sweepc.lang.project as project
+from sweepc.lang.project import load_graph
+
+SWEEPFILE = '''
+param a = [1, 2]
+sweep rows = csv("table.csv")
+sweep grid = a * rows
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "echo {a} {b} > {output}"
+
+rule total:
+    input: gen
+    output: "total.txt"
+    shell: "cat {input} > {output}"
+'''
+
+
+@pytest.fixture
+def built(local_project):
+    p = local_project.write(SWEEPFILE, **{"table.csv": "b\n10\n20\n"})
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    return p
+
+
+def _compiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the compiler's runs from now on."""
+    import sweepc.lang.compiler as compiler
+
+    calls: list[int] = []
+    real = compiler.compile
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(compiler, "compile", counting)
+    return calls
+
+
+def test_a_build_writes_the_cache_and_the_next_command_uses_it(built, monkeypatch):
+    cache = built.root / ".sweepc" / "graph.cache"
+    assert cache.is_file()
+    calls = _compiles(monkeypatch)
+    monkeypatch.chdir(built.root)
+    g = load_graph(built.root / "sweepfile")
+    assert calls == []
+    fresh = load_graph(built.root / "sweepfile", cache=False)
+    assert calls == [1]
+    assert g == fresh  # every field: psets, rules, jobs with their commands
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (5 jobs up to date)\n"
+
+
+def test_an_edit_to_the_sweepfile_or_a_csv_it_reads_recompiles(built, monkeypatch):
+    calls = _compiles(monkeypatch)
+    (built.root / "table.csv").write_text("b\n10\n20\n30\n")
+    out = built.sweepc("build", "-n").out
+    assert out.splitlines()[-1] == "3 of 7 jobs to run (gen 2, total 1), 4 up to date"
+    assert calls == [1]
+    built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
+    assert built.sweepc("build", "-n").out.splitlines()[-1] == "6 of 10 jobs to run (gen 5, total 1), 4 up to date"
+    assert calls == [1, 1]
+    # same content again: the cache written for it is used (the build -n
+    # before wrote it, .sweepc/ exists)
+    assert built.sweepc("build", "-n").out.splitlines()[-1] == "6 of 10 jobs to run (gen 5, total 1), 4 up to date"
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-format", "empty"])
+def test_a_damaged_cache_is_ignored_and_rewritten(built, monkeypatch, damage):
+    cache = built.root / ".sweepc" / "graph.cache"
+    data = cache.read_bytes()
+    cache.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"\x00junk" * 100,
+         "other-format": b"sweepc-graph-cache 0\n" + data.split(b"\n", 1)[1], "empty": b""}[damage]
+    )
+    calls = _compiles(monkeypatch)
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (5 jobs up to date)\n"
+    assert calls == [1]
+    assert cache.read_bytes() == data  # written again, whole
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (5 jobs up to date)\n"
+    assert calls == [1]
+
+
+def test_a_cache_for_another_project_folder_is_not_used(built, tmp_path, monkeypatch):
+    moved = built.moved_to(tmp_path / "elsewhere")
+    calls = _compiles(monkeypatch)
+    assert moved.sweepc("build", "-n").out == "sweepc: nothing to do (5 jobs up to date)\n"
+    assert calls == [1]
+    assert load_graph(moved.root / "sweepfile").root == moved.root
+
+
+def test_commands_before_the_first_build_leave_no_state_folder(local_project):
+    p = local_project.write(SWEEPFILE, **{"table.csv": "b\n10\n"})
+    assert p.sweepc("check").code == 0
+    assert p.sweepc("build", "-n").code == 0
+    assert not (p.root / ".sweepc").exists()
+
+
+def test_the_cache_holds_a_key_and_the_csv_digests(built):
+    with open(built.root / ".sweepc" / "graph.cache", "rb") as f:
+        assert f.readline() == project.CACHE_FORMAT
+        key, files = pickle.load(f)
+    assert len(key) == 64
+    assert [p for p, _ in files] == [str(built.root / "table.csv")]
+
+
+# -- the planner's cache of fingerprints (.sweepc/fingerprints.cache) ----------
+
+WITH_SOURCE = '''
+param a = [1, 2, 3]
+
+rule gen over a:
+    input: "src.txt"
+    output: "out.txt"
+    shell: "cat {input} > {output}; echo {a} >> {output}"
+'''
+
+
+@pytest.fixture
+def with_source(local_project):
+    p = local_project.write(WITH_SOURCE, **{"src.txt": "one\n"})
+    assert p.sweepc("build", "-j", "2").code == 0
+    assert (p.root / ".sweepc" / "fingerprints.cache").is_file()
+    return p
+
+
+def test_a_changed_source_reruns_its_jobs_whatever_the_cache_says(with_source):
+    p = with_source
+    (p.root / "src.txt").write_text("two\n")  # same size: the digest tells
+    out = p.sweepc("build", "-n").out
+    assert out.splitlines()[0] == "run gen[a=1]: input changed: src.txt"
+    assert out.splitlines()[-1] == "3 of 3 jobs to run (gen 3), 0 up to date"
+    assert p.sweepc("build").code == 0
+    assert p.out("gen[a=2]").read_text() == "two\n2\n"
+    (p.root / "src.txt").write_text("one\n")  # back to what the cache was first made for
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "3 of 3 jobs to run (gen 3), 0 up to date"
+
+
+@pytest.mark.parametrize("damage", [b"", b"junk", b"\x80\x05N."])
+def test_a_damaged_fingerprint_cache_is_not_trusted(with_source, damage):
+    p = with_source
+    cache = p.root / ".sweepc" / "fingerprints.cache"
+    cache.write_bytes(damage)
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (3 jobs up to date)\n"
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (3 jobs up to date)\n"
+    (p.root / "src.txt").write_text("changed\n")
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "3 of 3 jobs to run (gen 3), 0 up to date"
+
+
+# -- samples a rule makes: the graph depends on a file a build writes ----------
+
+SAMPLER = """\
+import sys, numpy as np
+np.save(sys.argv[2], np.array([[float(sys.argv[1]), 1.0], [2.0, 3.0]]))
+"""
+
+TWO_STAGE = """\
+rule make_samples:
+    input: script = "make_samples.py"
+    output: "samples.npy"
+    shell: "python3 {input.script} 0.5 {output}"
+
+sweep s = npy(make_samples, columns=["x", "y"])
+
+rule sim over s:
+    output: "out.txt"
+    shell: "echo {x} {y} > {output}"
+"""
+
+
+def test_samples_made_later_or_made_again_recompile(local_project, monkeypatch):
+    p = local_project.write(TWO_STAGE, **{"make_samples.py": SAMPLER})
+    assert p.sweepc("build", "-j", "2").code == 0
+    calls = _compiles(monkeypatch)
+    assert p.sweepc("build", "-n").out == "sweepc: nothing to do (3 jobs up to date)\n"
+    assert calls == []  # the graph over the samples came from the cache
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "sim") == ["sim[x=0.5,y=1.0]", "sim[x=2.0,y=3.0]"]
+    # the samples file is rewritten (as a rerun of its rule would): new psets at once
+    import numpy as np
+
+    samples = p.dir("make_samples") / "samples.npy"
+    np.save(samples, np.array([[0.25, 1.0]]))
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "sim") == ["sim[x=0.25,y=1.0]"]
+    # and gone again: the sweep is pending, as without the cache
+    samples.unlink()
+    r = p.sweepc("build", "-n")
+    assert [j.label for j in p.graph.jobs if j.rule == "sim"] == []
+    assert r.code == 0

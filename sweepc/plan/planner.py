@@ -493,7 +493,7 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
         # Fix: "(exit 0)" read as a contradiction; exit 0 is recorded for a job that did not
         # write its outputs, -1 for one that could not be started (local.py).
         if rec.exit_code == 0:
-            return Reason(FAILED, "last run failed (exited 0 but did not write its outputs)")
+            return Reason(FAILED, "last run failed (exited 0 but its outputs or results files were missing or unsound)")
         if rec.exit_code == -1 and rec.backend == "local":
             return Reason(FAILED, "last run failed (could not start)")
         return Reason(FAILED, f"last run failed (exit {rec.exit_code})")

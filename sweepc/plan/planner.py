@@ -252,6 +252,8 @@ def _reasons(
             if d in will_run or d in queued:
                 dj = g.jobs[d]
                 how = "will run" if d in will_run else f"is queued as job {queued[d]}"
+                if d in job.soft:
+                    how += f" (done({dj.rule}): left out if it fails)"
                 reasons.append(Reason(UPSTREAM, f"upstream {dj.label} {how}"))
                 break
     return tuple(reasons)
@@ -303,51 +305,10 @@ def _plan_soft(
         if live and key in live:
             queued[i] = live[key]
             continue
-        rec = records.raw(key)
-        reasons: list[Reason] = []
-        if i in forced:
-            reasons.append(Reason(FORCED, "forced"))
-        if rec is None:
-            reasons.append(Reason(NEVER_BUILT, "never built"))
-        elif rec[I_STATUS] != "done":
-            if rec[I_STATUS] == "planned" and not building:
-                building.append(live_build(g.root))
-            status_reason = _status_reason(Record(*rec), building[0] if building else None)
-            if status_reason is not None:
-                reasons.append(status_reason)
-        if rec is not None and (explain or not reasons):
-            if rec[I_FINGERPRINT] is not None:
-                if rec[I_CMD_HASH] != cmd_hash:
-                    reasons.append(Reason(COMMAND_CHANGED, "command changed"))
-                if rec[I_INPUTS_HASH] != inputs_hash:
-                    which = _which_input(g, job, records, Record(*rec))
-                    # Fix: when no input can be named and an upstream job will run (a changed
-                    # source or command further up), a bare "input changed" hid the cause; the
-                    # upstream check below names that job instead ("upstream X will run").
-                    if which or not any(d in will_run or d in queued for d in job.deps):
-                        reasons.append(Reason(INPUT_CHANGED, "input changed" + which))
-                elif rec[I_CMD_HASH] == cmd_hash and rec[I_FINGERPRINT] != fp:
-                    reasons.append(Reason(INPUT_CHANGED, "input changed"))
-            if explain or not reasons:
-                base = f"{wd}/{job.reldir}/"
-                for name in outputs[job.rule]:
-                    try:
-                        os.stat(base + name)
-                    except OSError:
-                        reasons.append(Reason(OUTPUT_MISSING, f"output missing: {name}"))
-                        if not explain:
-                            break
-        if explain or not reasons:
-            for d in job.deps:
-                if d in will_run or d in queued:
-                    dj = jobs[d]
-                    how = "will run" if d in will_run else f"is queued as job {queued[d]}"
-                    if d in soft:
-                        how += f" (done({dj.rule}): left out if it fails)"
-                    reasons.append(Reason(UPSTREAM, f"upstream {dj.label} {how}"))
-                    break
+        reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, records, explain, i in forced, wd, outputs[job.rule],
+                           will_run, queued, building)
         if reasons:
-            will_run[i] = tuple(reasons)
+            will_run[i] = reasons
     run = tuple(i for i in selected if i in will_run)
     return Plan(
         graph=g,

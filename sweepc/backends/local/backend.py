@@ -33,10 +33,12 @@ from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local.pypool import Pools, PyExit, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
+_JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -121,12 +123,13 @@ class _Runner:
         self.mem_mb = mem_mb if mem_mb is not None else machine_mem_mb()
         self.keep_going = keep_going
         self.host = os.uname().nodename  # gethostname(), without importing socket
-        self.pool = ProcessPool()
         self.limits = TimeLimits() if time_limits else None
         self.base_env = dict(os.environ)
         self.base_env["SWEEPC_ROOT"] = str(self.g.root)
         self.base_env["SWEEPC_RUN_ID"] = run_id
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
+        # shell jobs, and a pool of Python workers for `python:` rules (pypool.py)
+        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root))
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.pending: list[Outcome] = []
@@ -409,7 +412,12 @@ class _Runner:
             log = d / LOG_NAME
             if attempt > 1:  # keep what the earlier attempts said
                 _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
-            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
+            python = self.g.rule(job.rule).python
+            if python is not None:
+                self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], str(d), str(log), job.params, job.rule, job.hash,
+                                       {k: env[k] for k in _JOB_ENV}, append_log=attempt > 1))
+            else:
+                self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
@@ -422,6 +430,8 @@ class _Runner:
 
     def check(self, i: int, ex: Exit) -> tuple[bool, str]:
         if ex.exit_code != 0:
+            if isinstance(ex, PyExit) and ex.error:
+                return False, ex.error
             if ex.signal is not None:
                 return False, f"killed by signal {ex.signal}"
             return False, f"exit {ex.exit_code}"

@@ -39,12 +39,13 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
 
-__all__ = ["Pools", "PyExit", "PyTask", "PythonPool"]
+__all__ = ["Pools", "PyExit", "PyTask", "PythonPool", "import_problems"]
 
 DEFAULT_MAX_JOBS = 1000
 _PYJOB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyjob.py")
@@ -334,3 +335,24 @@ class Pools:
         if self.py is not None:
             self.py.close()
         self.procs.close()
+
+
+def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
+    """Import each `python:` module these jobs call, once, in a fresh
+    interpreter (as a worker would, from the project folder): one message
+    per module that fails, with the traceback's last frames."""
+    wanted: dict[tuple[str, str], str] = {}
+    for i in jobs:
+        rule = graph.rule(graph.jobs[i].rule)
+        if rule.python is not None:
+            wanted.setdefault(rule.python, rule.name)
+    out: list[str] = []
+    for (path, func), rule_name in wanted.items():
+        proc = subprocess.run(
+            [sys.executable, "-c", _BOOT, _PYJOB, "--check", str(graph.root / path), func],
+            cwd=graph.root, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            frames = "\n".join("    " + line for line in proc.stderr.rstrip().splitlines())
+            out.append(f"python: \"{path}:{func}\" of rule '{rule_name}' cannot be imported:\n{frames}")
+    return out

@@ -33,7 +33,7 @@ from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
-from sweepc.backends.local.pypool import Pools, PyExit, PyTask
+from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
@@ -132,6 +132,7 @@ class _Runner:
         self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root))
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
+        self.python_rules = {r.name for r in self.g.rules if r.python is not None}
         self.pending: list[Outcome] = []
         self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
         self.done_ids: set[int] = set()  # jobs of this build that ended done
@@ -165,7 +166,7 @@ class _Runner:
         ready = deque(i for i in run if waiting[i] == 0)
         attempts: dict[int, int] = {}
         started_at: dict[int, float] = {}
-        used_cpus = 0
+        used_cpus = 0.0
         used_mem = 0
         done = 0
         failures: list[Failure] = []
@@ -178,7 +179,7 @@ class _Runner:
                     i = ready[0]
                     res = g.jobs[i].resources
                     mem = res.mem_mb or 0
-                    if running and (used_cpus + res.cpus > self.cpus or used_mem + mem > self.mem_mb):
+                    if running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
                         break
                     ready.popleft()
                     kept = self.kept(i)
@@ -212,7 +213,7 @@ class _Runner:
                     limit = g.jobs[i].resources.time_s
                     if self.limits is not None and limit:
                         self.limits.add(i, limit)
-                    used_cpus += res.cpus
+                    used_cpus += self.cpu_cost(g.jobs[i])
                     used_mem += mem
                 if not running:
                     break
@@ -224,7 +225,7 @@ class _Runner:
                     i = ex.key
                     attempt = running.pop(i)
                     res = g.jobs[i].resources
-                    used_cpus -= res.cpus
+                    used_cpus -= self.cpu_cost(g.jobs[i])
                     used_mem -= res.mem_mb or 0
                     job = g.jobs[i]
                     timed_out = limits is not None and limits.ended(i)
@@ -372,6 +373,14 @@ class _Runner:
                     if rec is not None and rec.status == "done":
                         out.append(d)
         return out
+
+    def cpu_cost(self, job: Job) -> float:
+        """A python: job is queued to a worker still busy with the ones before
+        it (up to pypool.QUEUE_DEPTH a worker), so it counts as that part of
+        its cpus; unless it has a time limit, which runs from its start."""
+        if job.rule in self.python_rules and job.resources.time_s is None:
+            return job.resources.cpus / QUEUE_DEPTH
+        return float(job.resources.cpus)
 
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:

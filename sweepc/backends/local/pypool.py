@@ -48,6 +48,10 @@ from sweepc.values import Scalar
 __all__ = ["Pools", "PyExit", "PyTask", "PythonPool", "import_problems"]
 
 DEFAULT_MAX_JOBS = 1000
+# Tasks a worker holds: one running, the rest queued behind it, so that the
+# round trip to sweepc after a task does not leave the worker idle. The
+# scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus.
+QUEUE_DEPTH = 4
 _PYJOB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyjob.py")
 # Loads pyjob.py by its path: the worker needs neither sweepc on sys.path nor its package imports.
 _BOOT = (
@@ -77,13 +81,14 @@ class PyExit(Exit):
 
 
 class _Worker:
-    __slots__ = ("assigned", "buf", "proc", "queue", "rfd", "stdin")
+    __slots__ = ("assigned", "buf", "out", "proc", "queue", "rfd", "stdin")
 
     def __init__(self, proc: subprocess.Popen[bytes], rfd: int) -> None:
         self.proc = proc
         self.rfd = rfd
         self.stdin = proc.stdin
         self.buf = b""
+        self.out: list[bytes] = []  # task lines not sent yet (sent together, before waiting)
         self.queue: deque[PyTask] = deque()  # sent, not answered; the first one is running
         self.assigned = 0
 
@@ -117,6 +122,7 @@ class PythonPool:
         self._assign(task)
 
     def wait(self, timeout: float | None) -> list[Exit]:
+        self._send()
         if not self._finished and self.running:
             for key, _ in self._sel.select(timeout):
                 self._read(key.data)
@@ -171,14 +177,19 @@ class PythonPool:
         }) + "\n"
         w.queue.append(task)
         w.assigned += 1
-        assert w.stdin is not None
-        try:
-            w.stdin.write(line.encode())
-            w.stdin.flush()
-        except OSError:
-            pass  # it died: its EOF fails (or hands on) its tasks
+        w.out.append(line.encode())  # sent by the next wait(), with the others started till then
         if w.assigned >= self._max_jobs:
             self._retire(w)
+
+    def _send(self, only: _Worker | None = None) -> None:
+        for w in (only,) if only is not None else self._workers:
+            if w.out and w.stdin is not None:
+                data, w.out = b"".join(w.out), []
+                try:
+                    w.stdin.write(data)
+                    w.stdin.flush()
+                except OSError:
+                    pass  # it died: its EOF fails (or hands on) its tasks
 
     def _spawn(self) -> _Worker:
         r, wfd = os.pipe()
@@ -201,6 +212,7 @@ class PythonPool:
 
     def _retire(self, w: _Worker) -> None:
         """No more tasks for w: it ends after those it has."""
+        self._send(w)
         if w.stdin is not None:
             with contextlib.suppress(OSError):
                 w.stdin.close()
@@ -220,6 +232,7 @@ class PythonPool:
                 self._reply(w, json.loads(line))
             return
         # EOF: the worker ended; what it had not answered was running or queued
+        w.out = []
         self._retire(w)
         try:
             rc = w.proc.wait(5)
@@ -256,6 +269,7 @@ class PythonPool:
         ))
         if rc != 0:
             # the worker exits after a failure: what was queued behind goes elsewhere
+            w.out = []
             self._retire(w)
             rest = list(w.queue)
             w.queue.clear()

@@ -384,3 +384,28 @@ def test_the_stand_in_command_runs_a_job_like_the_pool(local_project):
     assert r.stdout == "to stdout 2\n" and r.stderr == "to stderr 2\n"
     got = json.loads((d / "sweepc-result.json").read_text())
     assert got["y"] == 20 and got["cwd_ok"] and got["hash_ok"]
+
+
+def test_a_time_limit_stops_the_worker_and_fails_only_that_job(local_project):
+    p = local_project.write('''
+        param a = [1, 2, 3]
+        sweep s = a
+
+        rule work over s:
+            python: "model.py:run"
+            resources: time = "00:00:01"
+    ''')
+    write_module(p, '''
+        import time
+        def run(pset):
+            if pset["a"] == 2:
+                time.sleep(30)
+            return {"y": pset["a"]}
+    ''')
+    t0 = time.monotonic()
+    r = p.sweepc("build", "-j", "1", "-k")
+    assert time.monotonic() - t0 < 15
+    assert r.code == 1, r
+    assert "FAILED work[a=2]: time limit reached (00:00:01)" in r.out
+    assert summary(r.out) == "2 done, 1 failed, 0 up to date"
+    assert p.statuses()["work[a=2]"] == "timeout"

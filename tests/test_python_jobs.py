@@ -240,6 +240,11 @@ def test_failures_fail_only_their_job_and_say_why(local_project):
     df = sweepc.load(p.root / "sweepfile").results()
     done = df[df["_status"] == "done"]
     assert sorted(done["a"]) == [1, 9, 10, 11]
+    # the results' _error: the exception line, or what sweepc says (after what the log had before)
+    errors = dict(zip(df["a"], df["_error"]))
+    assert errors[2] == "ValueError: a=2 is bad"
+    for a in range(3, 9):
+        assert errors[a].splitlines()[-1] == whys[f"work[a={a}]"], errors[a]
     assert not (p.dir("work[a=5]") / "sweepc-result.json").exists()
     # the failed jobs rerun next time, the others not
     assert p.sweepc("build", "-n").out.splitlines()[-1] == "7 of 11 jobs to run (work 7), 4 up to date"

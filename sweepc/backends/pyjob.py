@@ -139,16 +139,17 @@ def error_line(ex: BaseException) -> str:
     return text.splitlines()[-1] if text else type(ex).__name__
 
 
-def report_failure(ex: BaseException, where: str) -> str:
-    """Print the traceback (or, for a JobError, its message) to stderr; the
-    short error line is printed last, so it is the log's last line."""
-    line = error_line(ex) if not isinstance(ex, JobError) else str(ex)
-    if not isinstance(ex, JobError):
+def report_failure(ex: BaseException) -> str:
+    """Print the traceback (or, for a JobError, its message) to stderr, so
+    that the log's last line is the short error, and return that line."""
+    if isinstance(ex, JobError):
+        line = str(ex)
+        print(line, file=sys.stderr)
+    else:
+        line = error_line(ex)
         tb = traceback.TracebackException.from_exception(ex)
         tb.stack = traceback.StackSummary.from_list([f for f in tb.stack if not f.filename.endswith("pyjob.py")])
         sys.stderr.write("".join(tb.format()))
-    print(f"sweepc: {where} failed", file=sys.stderr)
-    print(line, file=sys.stderr)
     sys.stderr.flush()
     return line
 
@@ -173,7 +174,7 @@ def _one(argv: list[str]) -> int:
         fn = load(path, func)
         call(fn, params, rule, pset_hash, os.getcwd())
     except BaseException as ex:  # noqa: BLE001 - every failure is the job's
-        report_failure(ex, f"{os.path.basename(path)}:{func}")
+        report_failure(ex)
         return 130 if isinstance(ex, KeyboardInterrupt) else 1
     return 0
 
@@ -278,7 +279,7 @@ def _worker(argv: list[str]) -> int:
             call(fn, task["p"], task["r"], task["h"], task["d"])
         except BaseException as ex:  # noqa: BLE001 - every failure is the job's
             ok = False
-            err = report_failure(ex, f"{os.path.basename(task['m'])}:{task['f']}")
+            err = report_failure(ex)
         t1 = time.time()
         rss = peak.kb(can_reset)
         try:

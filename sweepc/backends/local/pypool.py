@@ -252,7 +252,7 @@ class PythonPool:
             else:
                 why = f"the Python worker exited with code {rc} (os._exit or sys.exit outside the function's control)"
             with contextlib.suppress(OSError), open(t.log_path, "a") as f:
-                f.write(f"\nsweepc: {why}\n{why}\n")
+                f.write(f"\n{why}\n")
             code = 128 + sig if sig is not None else (rc or 1)
             self._finished.append(PyExit(t.key, code, sig, now, now, 0, False, 0, why))
             for rest in list(w.queue):

@@ -115,7 +115,7 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> None:
     # Not via a temporary file and a rename (150 us more a task here): a task
     # that dies halfway is not recorded done, and its outputs are removed
     # before it runs again.
-    fd = os.open(os.path.join(job_dir, RESULT_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = os.open(os.path.join(job_dir, RESULT_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:
         os.write(fd, text.encode())
     finally:
@@ -257,7 +257,8 @@ def _worker(argv: list[str]) -> int:
             pass
     for raw in sys.stdin:
         task = json.loads(raw)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if task.get("a") else os.O_TRUNC)
+        # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if task.get("a") else os.O_TRUNC)
         ok = True
         err = ""
         t0 = time.time()

@@ -28,7 +28,7 @@ except ImportError:  # tests/ is a package
     from tests import docrun
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples"]
+ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples", "python-function"]
 
 
 def run_readme(name: str, tmp_path: Path, env: dict[str, str] | None = None, slurm: bool = False) -> Path:
@@ -97,6 +97,20 @@ def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert summary.read_text() == "6 psets, total 1122, max 297\n"
     nothing_to_do(p)
     run_shown("quickstart", p)
+
+
+def test_python_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = run_readme("python-function", tmp_path)  # ends with model.py edited: everything to rerun
+    df = results(p, monkeypatch)
+    assert len(df) == 6 and set(df["_status"]) == {"stale"}
+    for row in df.to_dict("records"):
+        assert row["result"] == row["a"] * row["b"]
+        assert row["log_result"] == round(math.log(row["a"] * row["b"]), 6)
+        assert (p / row["_job_dir"] / "note.txt").read_text() == f"{row['result']}\n"
+    p2 = sweepc_cli(p, "build")
+    assert p2.returncode == 0 and p2.stdout.startswith("sweepc: 6 done, 0 up to date in "), p2.stdout + p2.stderr
+    nothing_to_do(p)
+    run_shown("python-function", p)
 
 
 def test_batched_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

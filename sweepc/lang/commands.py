@@ -10,6 +10,7 @@ per rule.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Mapping
@@ -65,6 +66,7 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
                 name=r.name, span=r.span, over=r.over, by=r.by, keys=r.keys, inputs=r.inputs, outputs=r.outputs,
                 results=r.results, shell=r.shell.text, restart=r.restart.text if r.restart else None,
                 retries=r.retries, local=r.local, first_job=first, n_jobs=len(r.instances),
+                python=r.python,
             )
         )
     sweeps = {
@@ -148,6 +150,17 @@ class _Renderer:
             nodes=vals.get("nodes") or 1, tasks=vals.get("tasks") or 1, gpus=vals.get("gpus") or 0,
         )
 
+    def python_command(self, inst: Pset, h: str) -> str:
+        """A python: job as a shell command: what a backend without a Python
+        worker pool runs (one interpreter per pset), and what --dry-run shows.
+        Its text is the job's command hash: module path, function, pset."""
+        assert self.r.python is not None
+        path, func = self.r.python
+        params = json.dumps(dict(inst), ensure_ascii=False, separators=(",", ":"))
+        return " ".join(
+            shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func, params, self.r.name, h)
+        )
+
     def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job:
         r = self.r
         h = self.hashes.of(inst)
@@ -184,7 +197,7 @@ class _Renderer:
             all_inputs.extend(paths)
         res = self.resources(inst)
         ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
-        command = ctx.render(r.shell)
+        command = ctx.render(r.shell) if r.python is None else self.python_command(inst, h)
         restart = ctx.render(r.restart) if r.restart is not None else None
         if len(command.encode()) > MAX_COMMAND:
             # point at what makes it long: the first {input} (or {input.NAME})

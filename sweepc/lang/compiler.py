@@ -29,7 +29,7 @@ def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None =
     root = root or path.resolve().parent
     names = resolve(module, root, sweepfile or root / path.name)
     swept = evaluate(module, names, root)
-    joined = join(module, names, swept)
+    joined = join(module, names, swept, root)
     found = names.diagnostics + swept.diagnostics + joined.diagnostics
     rendered = render(module, names, swept, joined, root, path) if not found else None
     if rendered is None or rendered.graph is None:

@@ -21,7 +21,9 @@ LOG_NAME = "sweepc.log"
 INPUT_LIST_NAME = "sweepc-inputs.txt"
 RECORD_NAME = "sweepc-record.json"
 MARKER_NAME = ".sweepc-job"  # "sweepc made this folder": what `sweepc clean` may remove
-RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME})
+# What a `python:` rule's function returned: its results file.
+PYTHON_RESULT_NAME = "sweepc-result.json"
+RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME})
 
 
 class Resources(NamedTuple):
@@ -101,6 +103,9 @@ class RuleSpec:
     local: bool
     first_job: int
     n_jobs: int
+    # `python: "FILE.py:FUNC"`: (FILE.py relative to the project, FUNC); the
+    # jobs' `command` is then a stand-in that calls it (see commands.py)
+    python: tuple[str, str] | None = None
 
     @property
     def job_ids(self) -> range:

@@ -9,10 +9,12 @@ from that order: a rule's jobs are numbered after all its upstream rules'.
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import networkx as nx
 
@@ -20,7 +22,7 @@ from sweepc.errors import Diagnostic, Span, did_you_mean, listing
 from sweepc.lang import sweeps as alg
 from sweepc.lang import syntax as s
 from sweepc.lang.evaluate import Swept
-from sweepc.lang.graph import RESERVED_NAMES, InputSpec, OutputSpec
+from sweepc.lang.graph import PYTHON_RESULT_NAME, RESERVED_NAMES, InputSpec, OutputSpec
 from sweepc.lang.names import Names
 from sweepc.lang.placeholders import Template, TemplateError, parse_template
 from sweepc.lang.problems import Bail, Problems
@@ -28,7 +30,7 @@ from sweepc.lang.resources import RESOURCE_NAMES, resource_value
 from sweepc.lang.sweeps import Psets, keys_of
 from sweepc.values import Scalar, join_key
 
-RULE_FIELDS = ("input", "output", "shell", "restart", "resources", "retries", "results", "local")
+RULE_FIELDS = ("input", "output", "shell", "python", "restart", "resources", "retries", "results", "local")
 PSET_ATTRS = ("hash", "dir", "seq")
 
 # A resource: its expression, and how to get it per pset: None (a constant),
@@ -60,6 +62,7 @@ class Rule:
     resources: Mapping[str, ResourceHow]
     input_spans: Mapping[str, Span]
     shell_node: s.Str
+    python: tuple[str, str] | None = None  # (module path relative to the project, function name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +73,12 @@ class Joined:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def join(module: s.Module, names: Names, swept: Swept) -> Joined:
-    """Check the rules, order them, and find each job's upstream jobs."""
-    j = _Joiner(Problems(module), names, swept)
+def join(module: s.Module, names: Names, swept: Swept, root: Path | None = None) -> Joined:
+    """Check the rules, order them, and find each job's upstream jobs.
+
+    root: the project folder, where `python:` modules are looked up (default:
+    the sweepfile's folder)."""
+    j = _Joiner(Problems(module), names, swept, root or Path(module.filename).resolve().parent)
     checked: dict[str, Rule] = {}
     for name, rd in names.rule_defs.items():
         r = j.p.guard(partial(j.check_rule, rd))
@@ -109,8 +115,9 @@ def join(module: s.Module, names: Names, swept: Swept) -> Joined:
 
 
 class _Joiner:
-    def __init__(self, p: Problems, names: Names, swept: Swept) -> None:
+    def __init__(self, p: Problems, names: Names, swept: Swept, root: Path) -> None:
         self.p = p
+        self.root = root
         self.n = names
         self.swept = swept
         self.input_specs: dict[str, tuple[InputSpec, ...]] = {}
@@ -155,7 +162,22 @@ class _Joiner:
         inputs = self.p.guard(lambda: self.rule_inputs(fields.get("input")))
         if isinstance(inputs, tuple):
             self.input_specs[rd.name] = inputs
-        if "shell" not in fields:
+        python = None
+        if "python" in fields:
+            if "shell" in fields:
+                self.p.bail(
+                    f"rule '{rd.name}' has both shell: and python:",
+                    fields["python"].name_span,
+                    "a rule runs either a command (shell:) or a Python function (python:); keep one",
+                )
+            if "restart" in fields:
+                self.p.bail("restart: goes with shell:, not python:", fields["restart"].name_span,
+                            "a python: rule's retries call the function again; remove restart:")
+            python = self.python_target(fields["python"])
+            if isinstance(inputs, tuple):  # the module is a source input: editing it reruns the jobs
+                inputs = (InputSpec(None, None, python[0], python[2]), *inputs)
+                self.input_specs[rd.name] = inputs
+        elif "shell" not in fields:
             self.p.bail(f"rule '{rd.name}' has no shell: command", rd.name_span, 'add a line such as: shell: "echo {a} > {output}"')
         over = self.swept.over.get(rd.name)
         if over is None:
@@ -177,8 +199,10 @@ class _Joiner:
         else:
             instances = psets
         inst_keys = by if by else keys
-        outputs = self.p.guard(lambda: self.rule_outputs(rd, fields.get("output"), fields.get("results")))
+        outputs = self.p.guard(lambda: self.rule_outputs(rd, fields.get("output"), fields.get("results"), python is not None))
         scalars = {n: self.p.guard(partial(self.field_scalar, fields.get(n), n)) for n in ("shell", "restart", "retries", "local")}
+        if python is not None:
+            scalars["shell"] = s.Str("", fields["python"].span)  # no command: the backend calls the function
         resources = self.p.guard(lambda: self.rule_resources(fields.get("resources"), inst_keys))
         if inputs is None or outputs is None or scalars["shell"] is None:
             raise Bail
@@ -228,6 +252,7 @@ class _Joiner:
             resources=resources,
             input_spans={i.name or i.path or "": i.span for i in inputs},
             shell_node=templates["shell"][1],
+            python=python[:2] if python is not None else None,
         )
 
     def field_scalar(self, f: s.Field | None, name: str) -> s.Expr | None:
@@ -271,7 +296,44 @@ class _Joiner:
             out.append(spec)
         return tuple(out)
 
-    def rule_outputs(self, rd: s.RuleDef, f: s.Field | None, rf: s.Field | None) -> tuple[tuple[OutputSpec, ...], tuple[str, ...]]:
+    def python_target(self, f: s.Field) -> tuple[str, str, Span]:
+        """python: "path/to/module.py:function" -> (normalised path, function, span of the string)."""
+        example = 'for example: python: "model.py:run" (the file, a colon, the function)'
+        if len(f.items) != 1 or f.items[0].name is not None or not isinstance(f.items[0].value, s.Str):
+            self.p.bail("python: needs one string, \"FILE.py:FUNCTION\"", f.span, example)
+        node = f.items[0].value
+        text = node.value.strip()
+        path, sep, func = text.rpartition(":")
+        if not sep or not path:
+            self.p.bail(f"python: \"{text}\" names no function", node.span, f'add the function to call: python: "{text or "model.py"}:run"')
+        if not func.isidentifier():
+            self.p.bail(f"python: '{func}' is not a function name", node.span, example)
+        norm = os.path.normpath(path)
+        if os.path.isabs(path) or norm.startswith(".."):
+            self.p.bail("a python: module is a path relative to the project folder", node.span, example)
+        if "{" in path or "}" in path:
+            self.p.bail("a python: module path cannot use placeholders", node.span, "every job calls the same function with its own parameters")
+        if not norm.endswith(".py"):
+            self.p.bail(f"python: '{path}' is not a .py file", node.span, example)
+        full = self.root / norm
+        try:
+            code = full.read_bytes()
+        except OSError:
+            self.p.bail(f"python: module '{norm}' does not exist", node.span, "paths are relative to the project folder (where the sweepfile is)")
+        try:
+            tree = ast.parse(code, filename=str(full))
+        except (SyntaxError, ValueError) as ex:
+            where = f" (line {ex.lineno})" if isinstance(ex, SyntaxError) and ex.lineno else ""
+            self.p.bail(f"python: module '{norm}' does not parse{where}: {ex.msg if isinstance(ex, SyntaxError) else ex}", node.span,
+                        f"fix {norm}; python3 -c 'import ast; ast.parse(open(\"{norm}\").read())' shows the error")
+        defined = _top_level_names(tree)
+        if func not in defined:
+            funcs = [n for n, is_func in defined.items() if is_func]
+            self.p.bail(f"python: module '{norm}' has no function '{func}'", node.span,
+                        did_you_mean(func, funcs) or (f"functions defined there: {listing(funcs)}" if funcs else f"define it at the top level of {norm}: def {func}(pset): ..."))
+        return norm, func, node.span
+
+    def rule_outputs(self, rd: s.RuleDef, f: s.Field | None, rf: s.Field | None, python: bool = False) -> tuple[tuple[OutputSpec, ...], tuple[str, ...]]:
         outs: list[OutputSpec] = []
         for it in f.items if f else ():
             if not isinstance(it.value, s.Str):
@@ -285,6 +347,9 @@ class _Joiner:
             results.append(p)
             if all(o.path != p for o in outs):
                 outs.append(OutputSpec(None, p, it.value.span))  # results files are outputs too
+        if python:  # the function's return value, written by the backend: a results file and an output
+            results.append(PYTHON_RESULT_NAME)
+            outs.append(OutputSpec(None, PYTHON_RESULT_NAME, rd.name_span))
         seen: dict[str, OutputSpec] = {}
         names: set[str] = set()
         for o in outs:
@@ -443,6 +508,26 @@ class _Joiner:
         )
         return []
 
+
+def _top_level_names(tree: ast.Module) -> dict[str, bool]:
+    """Names a module binds at its top level -> whether it is a def (an
+    import or assignment may bind a callable too: it counts, as not a def)."""
+    out: dict[str, bool] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[node.name] = True
+        elif isinstance(node, ast.ClassDef):
+            out.setdefault(node.name, False)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                out.setdefault((a.asname or a.name).split(".")[0], False)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for tg in targets:
+                for n in ast.walk(tg):
+                    if isinstance(n, ast.Name):
+                        out.setdefault(n.id, False)
+    return out
 
 
 class _Matcher:

@@ -35,6 +35,7 @@ class LocalBackend:
         import os
 
         from sweepc.backends.local.backend import check_fit, machine_mem_mb
+        from sweepc.backends.local.pypool import import_problems
 
         try:
             check_fit(graph, plan.run, options.jobs or os.cpu_count() or 1, machine_mem_mb())
@@ -43,7 +44,11 @@ class LocalBackend:
                 raise
             # a study meant for SLURM may not fit here: its dry run still shows the plan
             return [f"{e.message}; a local build would refuse to start ({e.hint})"]
-        return []
+        # a python: module that fails to import fails every job: say so before any starts
+        problems = import_problems(graph, plan.run)
+        if problems and not options.dry_run:
+            raise UsageError("\n".join(problems), "fix the module; sweepc imports it from the project folder, as its workers do")
+        return problems
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.local.backend import execute

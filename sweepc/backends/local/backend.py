@@ -33,10 +33,12 @@ from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
+_JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -121,14 +123,16 @@ class _Runner:
         self.mem_mb = mem_mb if mem_mb is not None else machine_mem_mb()
         self.keep_going = keep_going
         self.host = os.uname().nodename  # gethostname(), without importing socket
-        self.pool = ProcessPool()
         self.limits = TimeLimits() if time_limits else None
         self.base_env = dict(os.environ)
         self.base_env["SWEEPC_ROOT"] = str(self.g.root)
         self.base_env["SWEEPC_RUN_ID"] = run_id
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
+        # shell jobs, and a pool of Python workers for `python:` rules (pypool.py)
+        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root))
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
+        self.python_rules = {r.name for r in self.g.rules if r.python is not None}
         self.pending: list[Outcome] = []
         self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
         self.done_ids: set[int] = set()  # jobs of this build that ended done
@@ -162,7 +166,7 @@ class _Runner:
         ready = deque(i for i in run if waiting[i] == 0)
         attempts: dict[int, int] = {}
         started_at: dict[int, float] = {}
-        used_cpus = 0
+        used_cpus = 0.0
         used_mem = 0
         done = 0
         failures: list[Failure] = []
@@ -175,7 +179,7 @@ class _Runner:
                     i = ready[0]
                     res = g.jobs[i].resources
                     mem = res.mem_mb or 0
-                    if running and (used_cpus + res.cpus > self.cpus or used_mem + mem > self.mem_mb):
+                    if running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
                         break
                     ready.popleft()
                     kept = self.kept(i)
@@ -209,7 +213,7 @@ class _Runner:
                     limit = g.jobs[i].resources.time_s
                     if self.limits is not None and limit:
                         self.limits.add(i, limit)
-                    used_cpus += res.cpus
+                    used_cpus += self.cpu_cost(g.jobs[i])
                     used_mem += mem
                 if not running:
                     break
@@ -221,7 +225,7 @@ class _Runner:
                     i = ex.key
                     attempt = running.pop(i)
                     res = g.jobs[i].resources
-                    used_cpus -= res.cpus
+                    used_cpus -= self.cpu_cost(g.jobs[i])
                     used_mem -= res.mem_mb or 0
                     job = g.jobs[i]
                     timed_out = limits is not None and limits.ended(i)
@@ -370,6 +374,14 @@ class _Runner:
                         out.append(d)
         return out
 
+    def cpu_cost(self, job: Job) -> float:
+        """A python: job is queued to a worker still busy with the ones before
+        it (up to pypool.QUEUE_DEPTH a worker), so it counts as that part of
+        its cpus; unless it has a time limit, which runs from its start."""
+        if job.rule in self.python_rules and job.resources.time_s is None:
+            return job.resources.cpus / QUEUE_DEPTH
+        return float(job.resources.cpus)
+
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:
         job = self.g.jobs[i]
@@ -409,7 +421,12 @@ class _Runner:
             log = d / LOG_NAME
             if attempt > 1:  # keep what the earlier attempts said
                 _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
-            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
+            python = self.g.rule(job.rule).python
+            if python is not None:
+                self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], str(d), str(log), job.params, job.rule, job.hash,
+                                       {k: env[k] for k in _JOB_ENV}, append_log=attempt > 1))
+            else:
+                self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
@@ -422,6 +439,8 @@ class _Runner:
 
     def check(self, i: int, ex: Exit) -> tuple[bool, str]:
         if ex.exit_code != 0:
+            if isinstance(ex, PyExit) and ex.error:
+                return False, ex.error
             if ex.signal is not None:
                 return False, f"killed by signal {ex.signal}"
             return False, f"exit {ex.exit_code}"

@@ -1,0 +1,92 @@
+"""A trivial Python function over N psets: sweepc's `python:` rule against
+psweep's `ps.run(func, params, poolsize=2)`, in the same run.
+
+    python3 benchmarks/python_jobs.py [--psets 10000 100000] [--workers 2]
+
+sweepc: a fresh project, `sweepc build -j WORKERS` as a subprocess (wall
+time of the whole command: compile, plan, run, record). psweep: `ps.run`
+in a fresh folder (its defaults: save=True writes calc/database.pk), timed
+around the call in a subprocess too, so both pay for their imports
+(`python3 -c 'import psweep'` and `sweepc --help` start-up are printed for
+reference). Needs `pip install psweep`. Prints ms/pset for both and
+sweepc/psweep. Results: see docs/language.md (python:) and the note of
+issue 15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FUNC = '''
+def run(pset):
+    return {"b": pset["a"] * 2}
+'''
+
+PSWEEP = '''
+import sys, time
+t0 = time.perf_counter()
+import psweep as ps
+from model import run
+params = ps.plist("a", range(int(sys.argv[1])))
+df = ps.run(run, params, poolsize=int(sys.argv[2]))
+assert len(df) == int(sys.argv[1]), len(df)
+print(time.perf_counter() - t0)
+'''
+
+
+def time_psweep(n: int, workers: int, tmp: Path) -> float:
+    d = tmp / f"psweep-{n}"
+    d.mkdir()
+    (d / "model.py").write_text(FUNC)
+    (d / "bench.py").write_text(PSWEEP)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "bench.py", str(n), str(workers)], cwd=d, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def time_sweepc(n: int, workers: int, tmp: Path) -> float:
+    d = tmp / f"sweepc-{n}"
+    d.mkdir()
+    (d / "model.py").write_text(FUNC)
+    (d / "sweepfile").write_text(f'param a = range(0, {n})\nsweep s = a\n\nrule f over s:\n    python: "model.py:run"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", str(workers)], cwd=d, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0 or f"{n} done" not in p.stdout:
+        raise SystemExit(p.stdout + p.stderr)
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--psets", type=int, nargs="+", default=[10000, 100000])
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; cpus: {os.cpu_count()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sweepc-pybench-") as t:
+        tmp = Path(t)
+        for n in args.psets:
+            ps_s = time_psweep(n, args.workers, tmp)
+            sc_s = time_sweepc(n, args.workers, tmp)
+            rows.append((n, ps_s, sc_s))
+            shutil.rmtree(tmp / f"psweep-{n}")
+            shutil.rmtree(tmp / f"sweepc-{n}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'psets':>8} {'psweep s':>9} {'ms/pset':>8} {'sweepc s':>9} {'ms/pset':>8} {'sweepc/psweep':>14}")
+    for n, ps_s, sc_s in rows:
+        print(f"{n:>8} {ps_s:>9.2f} {1000 * ps_s / n:>8.3f} {sc_s:>9.2f} {1000 * sc_s / n:>8.3f} {sc_s / ps_s:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Calling a `python:` rule's function for one pset: the code that runs in
+the job's process, on any backend. Standard library only, and no other
+sweepc module: a worker (or a node) needs Python and the user's module.
+
+Three ways in:
+
+* ``python3 -m sweepc.backends.pyjob FILE.py FUNC PARAMS_JSON RULE HASH``:
+  one job, in the job folder, stdout/stderr already the log (the job's
+  ``command``, as a shell backend runs it; one Python start-up per pset).
+* ``python3 -m sweepc.backends.pyjob --worker RESULT_FD``: a worker of the
+  local backend's pool (backends/local/pypool.py). Tasks arrive on stdin, one
+  JSON object a line; one reply a line goes to RESULT_FD. The worker imports
+  each module once and calls the function for task after task; it exits
+  after a failed task (the pool starts a fresh one) and when stdin closes.
+* ``python3 -m sweepc.backends.pyjob --check FILE.py FUNC``: import the
+  module and find the function, before a build starts; exit 1 with the
+  traceback's last frames on stderr when that fails.
+
+The function gets the job's parameters plus ``_pset_hash``, ``_job_dir``
+and ``_rule`` (psweep's bookkeeping fields), runs with the job folder as its
+working directory, and returns a dict or None. The dict is written to
+sweepc-result.json, the rule's implicit results file. A traceback goes to
+the log, and its last line (``ValueError: ...``) is the log's last line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+RESULT_NAME = "sweepc-result.json"  # = sweepc.lang.graph.PYTHON_RESULT_NAME
+BOOKKEEPING_IN = ("_pset_hash", "_job_dir", "_rule")
+# Columns of the results table that are sweepc's (sweepc.results.table.BOOKKEEPING)
+RESERVED_KEYS = frozenset({
+    "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
+    "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_index", "_rule", "_error",
+})
+
+
+class JobError(Exception):
+    """The function ran but its job failed (a bad return value): the message says why."""
+
+
+_modules: dict[str, ModuleType] = {}
+
+
+def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
+    """The function `func` of the module at `path`, imported once per process.
+
+    The module's folder goes first on sys.path, so it imports its siblings
+    as it would when run from there."""
+    path = os.path.abspath(path)
+    mod = _modules.get(path)
+    if mod is None:
+        name = os.path.splitext(os.path.basename(path))[0]
+        folder = os.path.dirname(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault(name, mod)  # pickle (multiprocessing inside the function) finds it
+        spec.loader.exec_module(mod)
+        _modules[path] = mod
+    fn = getattr(mod, func, None)
+    if fn is None or not callable(fn):
+        raise AttributeError(f"{os.path.basename(path)} has no function '{func}'")
+    return fn  # type: ignore[no-any-return]
+
+
+def _json_default(v: Any) -> Any:
+    # numpy scalars and arrays, without importing numpy
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        return v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The returned value as the results dict; JobError naming what is wrong."""
+    if result is None:
+        return {}
+    if not isinstance(result, dict):
+        raise JobError(f"the function returned a {type(result).__name__}, not a dict or None")
+    for k in result:
+        if not isinstance(k, str):
+            raise JobError(f"the function returned a dict with key {k!r}, which is not a string")
+        if k in params:
+            raise JobError(f"the function returned key '{k}', which is a parameter name; rename the result")
+        if k in RESERVED_KEYS:
+            raise JobError(f"the function returned key '{k}', which is a column sweepc fills itself; rename the result")
+    return result
+
+
+def write_result(result: dict[str, Any], job_dir: str = ".") -> None:
+    try:
+        text = json.dumps(result, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as ex:
+        bad = []
+        for k, v in result.items():
+            try:
+                json.dumps(v, default=_json_default)
+            except (TypeError, ValueError):
+                bad.append(k)
+        raise JobError(f"the function returned key '{bad[0] if bad else '?'}' with a value that is not JSON: {ex}") from None
+    # Not via a temporary file and a rename (150 us more a task here): a task
+    # that dies halfway is not recorded done, and its outputs are removed
+    # before it runs again.
+    fd = os.open(os.path.join(job_dir, RESULT_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: str, pset_hash: str, job_dir: str) -> None:
+    """Call fn for one pset in the current folder (the job's) and write its result."""
+    pset = dict(params)
+    pset["_pset_hash"] = pset_hash
+    pset["_job_dir"] = job_dir
+    pset["_rule"] = rule
+    result = check_result(fn(pset), params)
+    write_result(result)
+
+
+def error_line(ex: BaseException) -> str:
+    """psweep's _exc_txt, shortened: the exception's last line."""
+    lines = traceback.format_exception_only(type(ex), ex)
+    text = (lines[-1] if lines else type(ex).__name__).strip()
+    return text.splitlines()[-1] if text else type(ex).__name__
+
+
+def report_failure(ex: BaseException) -> str:
+    """Print the traceback (or, for a JobError, its message) to stderr, so
+    that the log's last line is the short error, and return that line."""
+    if isinstance(ex, JobError):
+        line = str(ex)
+        print(line, file=sys.stderr)
+    else:
+        line = error_line(ex)
+        tb = traceback.TracebackException.from_exception(ex)
+        tb.stack = traceback.StackSummary.from_list([f for f in tb.stack if not f.filename.endswith("pyjob.py")])
+        sys.stderr.write("".join(tb.format()))
+    sys.stderr.flush()
+    return line
+
+
+def short_traceback(ex: BaseException, frames: int = 4) -> str:
+    """The traceback's last frames, for an import that failed before a build."""
+    tb = traceback.TracebackException.from_exception(ex)
+    stack = tb.stack
+    # drop importlib's own frames
+    keep = [f for f in stack if "importlib" not in f.filename and not f.filename.endswith("pyjob.py")]
+    tb.stack = traceback.StackSummary.from_list(keep[-frames:])
+    return "".join(tb.format()).rstrip()
+
+
+# -- one job, as a shell command -------------------------------------------------
+
+
+def _one(argv: list[str]) -> int:
+    path, func, params_json, rule, pset_hash = argv
+    try:
+        params = json.loads(params_json)
+        fn = load(path, func)
+        call(fn, params, rule, pset_hash, os.getcwd())
+    except BaseException as ex:  # noqa: BLE001 - every failure is the job's
+        report_failure(ex)
+        return 130 if isinstance(ex, KeyboardInterrupt) else 1
+    return 0
+
+
+def _check(argv: list[str]) -> int:
+    path, func = argv
+    try:
+        load(path, func)
+    except BaseException as ex:  # noqa: BLE001
+        sys.stderr.write(short_traceback(ex) + "\n")
+        return 1
+    return 0
+
+
+# -- the worker of the local pool ------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """The worker dies with the build, even when sweepc is SIGKILLed (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != int(os.environ.get("SWEEPC_POOL_PID", os.getppid())):
+        os._exit(1)  # the parent is already gone
+
+
+class _Peak:
+    """Per-task peak RSS of this process: writing "5" to /proc/self/clear_refs
+    resets VmHWM to the current RSS (Linux >= 4.0); VmHWM after the task is
+    then its peak. Both files stay open (re-opening them cost ~30 us a task).
+    Elsewhere: ru_maxrss, the peak since the worker started."""
+
+    def __init__(self) -> None:
+        try:
+            self.clear: int | None = os.open("/proc/self/clear_refs", os.O_WRONLY)
+            self.status: int | None = os.open("/proc/self/status", os.O_RDONLY)
+        except OSError:
+            self.clear = self.status = None
+
+    def reset(self) -> bool:
+        if self.clear is None:
+            return False
+        try:
+            os.write(self.clear, b"5")
+            return True
+        except OSError:
+            return False
+
+    def kb(self, was_reset: bool) -> int:
+        if was_reset and self.status is not None:
+            try:
+                b = os.pread(self.status, 8192, 0)
+                i = b.index(b"VmHWM:")
+                return int(b[i + 6 : b.index(b"kB", i)])
+            except (OSError, ValueError):
+                pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _worker(argv: list[str]) -> int:
+    result_fd = int(argv[0])
+    _die_with_parent()
+    out = os.fdopen(result_fd, "w", buffering=1, encoding="utf-8")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    home = os.getcwd()
+    peak = _Peak()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+    for raw in sys.stdin:
+        task = json.loads(raw)
+        # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if task.get("a") else os.O_TRUNC)
+        ok = True
+        err = ""
+        t0 = time.time()
+        can_reset = False
+        try:
+            log = os.open(task["l"], flags, 0o666)
+        except OSError as ex:
+            out.write(json.dumps({"k": task["k"], "rc": 127, "err": f"cannot open the log: {ex}", "t0": t0, "t1": time.time(), "rss": 0}) + "\n")
+            continue
+        try:
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
+            os.chdir(task["d"])
+            os.environ.update(task.get("e") or {})
+            can_reset = peak.reset()
+            t0 = time.time()
+            fn = load(task["m"], task["f"])
+            call(fn, task["p"], task["r"], task["h"], task["d"])
+        except BaseException as ex:  # noqa: BLE001 - every failure is the job's
+            ok = False
+            err = report_failure(ex)
+        t1 = time.time()
+        rss = peak.kb(can_reset)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            os.chdir(home)
+        except OSError:
+            pass
+        out.write(json.dumps({"k": task["k"], "rc": 0 if ok else 1, "err": err, "t0": t0, "t1": t1, "rss": rss}) + "\n")
+        if not ok:
+            out.flush()
+            return 0  # may have left the process broken: the pool starts a fresh worker
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--worker":
+        return _worker(args[1:])
+    if args and args[0] == "--check":
+        return _check(args[1:])
+    return _one(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

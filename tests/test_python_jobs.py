@@ -1,0 +1,416 @@
+"""`python:` rules (issue 15): the field and its checks, the local pool of
+Python workers (one import per worker, recycling, segfaults, os._exit,
+Ctrl-C, kill -9), results, incrementality.
+
+Real `sweepc build` runs (in-process and as subprocesses) in a tmp project
+(the `local_project` fixture in conftest.py); real worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import sweepc
+from sweepc.errors import SweepfileError
+
+SUMMARY_PREFIX = "sweepc: "
+
+GRID = '''
+param a = [1, 2, 3, 4]
+sweep s = a
+
+rule work over s:
+    python: "model.py:run"
+'''
+
+
+def write_module(p, text: str, name: str = "model.py") -> Path:
+    f = p.root / name
+    f.write_text(textwrap.dedent(text).lstrip())
+    return f
+
+
+def summary(out: str) -> str:
+    lines = [ln for ln in out.splitlines() if ln.startswith(SUMMARY_PREFIX) and " done, " in ln]
+    assert len(lines) == 1, out
+    return lines[0].split(" in ")[0].removeprefix(SUMMARY_PREFIX)
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- the language
+
+
+def test_a_python_rule_compiles_to_jobs_whose_module_is_a_source_input(local_project):
+    p = local_project.write(GRID)
+    write_module(p, "def run(pset):\n    return {'y': pset['a']}\n")
+    g = sweepc.load(p.root / "sweepfile").graph
+    rule = g.rule("work")
+    assert rule.python == ("model.py", "run")
+    assert rule.results == ("sweepc-result.json",)
+    assert [o.path for o in rule.outputs] == ["sweepc-result.json"]
+    job = g.jobs[0]
+    assert job.sources == ("model.py",)
+    # the stand-in command a shell backend runs: one interpreter per pset
+    assert job.command == (
+        f"python3 -m sweepc.backends.pyjob ../../../../model.py run '{{\"a\":1}}' work {job.hash}"
+    )
+
+
+def compile_error(p, sweepfile: str, module: str | None = "def run(pset):\n    return None\n") -> str:
+    p.write(sweepfile)
+    if module is not None:
+        write_module(p, module)
+    with pytest.raises(SweepfileError) as info:
+        sweepc.load(p.root / "sweepfile")
+    return str(info.value)
+
+
+def test_python_and_shell_together_is_an_error(local_project):
+    err = compile_error(local_project, GRID + '    shell: "echo hi"\n')
+    assert err.endswith(
+        "sweepfile:5:5: rule 'work' has both shell: and python:\n"
+        '      python: "model.py:run"\n'
+        "      ^^^^^^\n"
+        "  hint: a rule runs either a command (shell:) or a Python function (python:); keep one"
+    ), err
+
+
+def test_a_module_without_a_function_is_an_error(local_project):
+    err = compile_error(local_project, GRID.replace("model.py:run", "model.py"))
+    assert err.endswith(
+        "sweepfile:5:13: python: \"model.py\" names no function\n"
+        '      python: "model.py"\n'
+        "              ^^^^^^^^^^\n"
+        '  hint: add the function to call: python: "model.py:run"'
+    ), err
+
+
+def test_a_missing_module_is_an_error(local_project):
+    err = compile_error(local_project, GRID.replace("model.py", "modle.py"))
+    assert err.endswith(
+        "sweepfile:5:13: python: module 'modle.py' does not exist\n"
+        '      python: "modle.py:run"\n'
+        "              ^^^^^^^^^^^^^^\n"
+        "  hint: paths are relative to the project folder (where the sweepfile is)"
+    ), err
+
+
+def test_a_missing_function_is_an_error_with_a_suggestion(local_project):
+    err = compile_error(local_project, GRID.replace("model.py:run", "model.py:rnu"))
+    assert err.endswith(
+        "sweepfile:5:13: python: module 'model.py' has no function 'rnu'\n"
+        '      python: "model.py:rnu"\n'
+        "              ^^^^^^^^^^^^^^\n"
+        "  hint: did you mean 'run'?"
+    ), err
+
+
+def test_restart_goes_with_shell_only(local_project):
+    err = compile_error(local_project, GRID + '    restart: "echo again"\n')
+    assert "sweepfile:6:5: restart: goes with shell:, not python:\n" in err, err
+
+
+def test_a_module_that_fails_to_import_stops_the_build_before_any_job(local_project):
+    p = local_project.write(GRID)
+    write_module(p, "import helper\n\ndef run(pset):\n    return None\n")
+    write_module(p, "raise RuntimeError('no config here')\n", "helper.py")
+    r = p.sweepc("build")
+    assert r.code == 2, r
+    lines = r.err.splitlines()
+    assert lines[0] == "sweepc: python: \"model.py:run\" of rule 'work' cannot be imported:"
+    assert lines[1] == "    Traceback (most recent call last):"
+    assert lines[-3:] == [
+        "        raise RuntimeError('no config here')",
+        "    RuntimeError: no config here",
+        "  hint: fix the module; sweepc imports it from the project folder, as its workers do",
+    ]
+    assert f'File "{p.root / "helper.py"}", line 1, in <module>' in r.err
+    assert not (p.root / "calc").exists()  # no job started
+
+
+# ---------------------------------------------------------------- local pool
+
+WORKER_MODULE = '''
+import os, sys
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "imports.txt"), "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+def run(pset):
+    print("to stdout", pset["a"])
+    print("to stderr", pset["a"], file=sys.stderr)
+    return {"y": pset["a"] * 10, "pid": os.getpid(), "cwd_ok": os.getcwd() == pset["_job_dir"],
+            "hash_ok": os.path.basename(pset["_job_dir"]) == pset["_pset_hash"], "rule": pset["_rule"] + "!",
+            "env_ok": os.environ["SWEEPC_JOB_DIR"] == pset["_job_dir"]}
+'''
+
+
+def test_results_logs_and_one_import_per_worker(local_project):
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 21)"))
+    write_module(p, WORKER_MODULE)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    assert summary(r.out) == "20 done, 0 up to date"
+    df = sweepc.load(p.root / "sweepfile").results()
+    assert list(df["y"]) == [a * 10 for a in range(1, 21)]
+    assert df["cwd_ok"].all() and df["hash_ok"].all() and df["env_ok"].all()
+    assert set(df["rule"]) == {"work!"}
+    assert (df["_status"] == "done").all()
+    assert (df["_max_rss_mb"] > 5).all() and (df["_runtime_s"] >= 0).all()
+    imports = [int(x) for x in (p.root / "imports.txt").read_text().split()]
+    # once per worker (at most 2), not per pset; and once by the check before the build
+    assert len(imports) <= 3
+    assert len(set(imports) - set(df["pid"])) == 1 and imports[0] not in set(df["pid"])
+    log = (p.dir("work[a=3]") / "sweepc.log").read_text()
+    assert log == "to stdout 3\nto stderr 3\n"
+    # nothing to do the second time; the workers ended with the build
+    assert p.sweepc("build").out.startswith("sweepc: nothing to do (")
+    assert not any(psutil.pid_exists(int(pid)) for pid in imports)
+
+
+def test_workers_are_recycled_after_n_jobs(local_project, monkeypatch):
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 11)"))
+    write_module(p, WORKER_MODULE)
+    monkeypatch.setenv("SWEEPC_PY_MAX_JOBS", "3")
+    assert p.sweepc("build", "-j", "1").code == 0
+    imports = (p.root / "imports.txt").read_text().split()
+    assert len(imports) == 1 + 4  # the check before the build; workers for 3 + 3 + 3 + 1 jobs
+
+
+FAILING_MODULE = '''
+import ctypes, os
+
+def run(pset):
+    a = pset["a"]
+    if a == 2:
+        raise ValueError(f"a={a} is bad")
+    if a == 3:
+        ctypes.string_at(0)  # segfault
+    if a == 4:
+        os._exit(7)
+    if a == 5:
+        return [1, 2]
+    if a == 6:
+        return {"a": 1}
+    if a == 7:
+        return {"_status": 1}
+    if a == 8:
+        return {"x": object()}
+    return {"y": a, "pid": os.getpid()}
+'''
+
+
+def test_failures_fail_only_their_job_and_say_why(local_project):
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 12)"))
+    write_module(p, FAILING_MODULE)
+    r = p.sweepc("build", "-j", "2", "-k")
+    assert r.code == 1, r
+    assert summary(r.out) == "4 done, 7 failed, 0 up to date"
+    whys = {ln.split(": ", 1)[0].removeprefix("FAILED "): ln.split(": ", 1)[1] for ln in r.out.splitlines()
+            if ln.startswith("FAILED ") and ": " in ln}
+    assert whys == {
+        "work[a=2]": "ValueError: a=2 is bad",
+        "work[a=3]": "the Python worker was killed by signal 11 (SIGSEGV)",
+        "work[a=4]": "the Python worker exited with code 7 (os._exit or sys.exit outside the function's control)",
+        "work[a=5]": "the function returned a list, not a dict or None",
+        "work[a=6]": "the function returned key 'a', which is a parameter name; rename the result",
+        "work[a=7]": "the function returned key '_status', which is a column sweepc fills itself; rename the result",
+        "work[a=8]": "the function returned key 'x' with a value that is not JSON: object is not JSON serialisable",
+    }
+    # the log's last line is the short error (what the results' _error shows)
+    for label, why in whys.items():
+        log = (p.dir(label) / "sweepc.log").read_text()
+        assert log.splitlines()[-1] == why, (label, log)
+    tb = (p.dir("work[a=2]") / "sweepc.log").read_text()
+    assert tb.startswith("Traceback (most recent call last):\n")
+    assert 'model.py", line 6, in run' in tb and "pyjob.py" not in tb
+    df = sweepc.load(p.root / "sweepfile").results()
+    done = df[df["_status"] == "done"]
+    assert sorted(done["a"]) == [1, 9, 10, 11]
+    # the results' _error: the exception line, or what sweepc says (after what the log had before)
+    errors = dict(zip(df["a"], df["_error"]))
+    assert errors[2] == "ValueError: a=2 is bad"
+    for a in range(3, 9):
+        assert errors[a].splitlines()[-1] == whys[f"work[a={a}]"], errors[a]
+    assert not (p.dir("work[a=5]") / "sweepc-result.json").exists()
+    # the failed jobs rerun next time, the others not
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "7 of 11 jobs to run (work 7), 4 up to date"
+
+
+def test_retries_call_the_function_again(local_project):
+    p = local_project.write(GRID + "    retries: 1\n")
+    write_module(p, '''
+        import os
+        def run(pset):
+            if not os.path.exists("tried"):
+                open("tried", "w").close()
+                raise RuntimeError("first try")
+            return {"ok": 1}
+    ''')
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    assert summary(r.out) == "4 done, 0 up to date"
+    assert {v["attempts"] for v in p.rows().values()} == {2}
+    log = (p.dir("work[a=1]") / "sweepc.log").read_text()
+    assert "RuntimeError: first try\n\n=== sweepc: attempt 2 ===\n" in log
+
+
+def test_peak_memory_is_per_job_in_a_shared_worker(local_project):
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "[1, 2, 3]"))
+    write_module(p, '''
+        def run(pset):
+            if pset["a"] == 2:
+                block = bytearray(200 * 1024 * 1024)
+                block[::4096] = b"x" * len(block[::4096])
+                del block
+            return None
+    ''')
+    assert p.sweepc("build", "-j", "1").code == 0
+    rss = dict(zip(*[list(c) for c in sweepc.load(p.root / "sweepfile").results()[["a", "_max_rss_mb"]].T.values]))
+    assert rss[2] > 200
+    assert rss[3] < 100, rss  # reset after the big job: one worker ran all three
+
+
+def test_editing_the_module_reruns_and_touching_it_does_not(local_project):
+    p = local_project.write(GRID)
+    f = write_module(p, "def run(pset):\n    return {'y': 1}\n")
+    assert p.sweepc("build").code == 0
+    os.utime(f, (time.time() + 5, time.time() + 5))
+    assert p.sweepc("build").out.startswith("sweepc: nothing to do (")
+    f.write_text("def run(pset):\n    return {'y': 2}\n")
+    lines = p.sweepc("build", "-n").out.splitlines()
+    assert lines[0] == "run work[a=1]: input changed: model.py"
+    assert p.sweepc("build").code == 0
+    assert set(sweepc.load(p.root / "sweepfile").results()["y"]) == {2}
+
+
+def test_other_sources_it_imports_can_be_inputs(local_project):
+    p = local_project.write(GRID + '    input: "helper.py"\n')
+    write_module(p, "from helper import K\n\ndef run(pset):\n    return {'y': K}\n")
+    h = write_module(p, "K = 1\n", "helper.py")
+    assert p.sweepc("build").code == 0
+    h.write_text("K = 2\n")
+    assert p.sweepc("build", "-n").out.splitlines()[0] == "run work[a=1]: input changed: helper.py"
+    assert p.sweepc("build").code == 0
+    assert set(sweepc.load(p.root / "sweepfile").results()["y"]) == {2}
+
+
+SLOW_MODULE = '''
+import os, subprocess, time
+def run(pset):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), f"started-{pset['a']}"), "w") as f:
+        f.write(str(os.getpid()))
+    subprocess.run(["sleep", "30"])
+    return None
+'''
+
+
+def start_two(p):
+    p.write(GRID.replace("[1, 2, 3, 4]", "range(0, 6)"))
+    write_module(p, SLOW_MODULE)
+    proc = p.spawn("build", "-j", "2")
+    sleeps: list[psutil.Process] = []
+
+    def two_sleeping() -> bool:
+        sleeps[:] = [q for q in p.job_processes() if q.name() == "sleep"]
+        return len(sleeps) == 2
+
+    wait_until(two_sleeping, what="two running jobs")
+    workers = [psutil.Process(s.ppid()) for s in sleeps]
+    return proc, sleeps, workers
+
+
+def test_ctrl_c_stops_every_worker_and_its_children(local_project):
+    p = local_project
+    proc, sleeps, workers = start_two(p)
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - t0 < 10
+    # two ran; the four queued to the workers behind them count as interrupted too
+    assert summary(out) == "0 done, 6 interrupted, 0 up to date"
+    for q in [*sleeps, *workers]:
+        assert not q.is_running() or q.status() == psutil.STATUS_ZOMBIE
+    assert p.job_processes() == []
+    assert sorted(p.statuses().values()) == ["interrupted"] * 6
+
+
+def test_ctrl_c_in_the_terminal_reaches_sweepc_not_the_workers(local_project):
+    # the terminal sends SIGINT to its foreground process group: sweepc's, not the workers'
+    p = local_project
+    proc, sleeps, workers = start_two(p)
+    assert all(os.getsid(w.pid) == w.pid for w in workers)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, (out, err)
+    assert summary(out) == "0 done, 6 interrupted, 0 up to date"
+    assert p.job_processes() == []
+
+
+def test_kill_9_of_sweepc_stops_its_workers(local_project):
+    p = local_project
+    proc, sleeps, workers = start_two(p)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_until(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers),
+               what="the workers of the killed build to stop")
+    # (the `sleep` children the function started are orphans now; the next
+    # build stops them, as for shell jobs: reap_orphans)
+    r = p.sweepc("build", "-n")
+    assert r.out.splitlines()[-1] == "6 of 6 jobs to run (work 6), 0 up to date"
+
+
+def test_the_stand_in_command_runs_a_job_like_the_pool(local_project):
+    # what a shell backend runs for a python: job: one interpreter per pset
+    import subprocess
+
+    p = local_project.write(GRID)
+    write_module(p, WORKER_MODULE)
+    g = sweepc.load(p.root / "sweepfile").graph
+    job = g.jobs[1]
+    d = g.job_dir(job)
+    d.mkdir(parents=True)
+    r = subprocess.run(["bash", "-c", job.command], cwd=d, capture_output=True, text=True, env={**os.environ, "SWEEPC_JOB_DIR": str(d)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "to stdout 2\n" and r.stderr == "to stderr 2\n"
+    got = json.loads((d / "sweepc-result.json").read_text())
+    assert got["y"] == 20 and got["cwd_ok"] and got["hash_ok"]
+
+
+def test_a_time_limit_stops_the_worker_and_fails_only_that_job(local_project):
+    p = local_project.write('''
+        param a = [1, 2, 3]
+        sweep s = a
+
+        rule work over s:
+            python: "model.py:run"
+            resources: time = "00:00:01"
+    ''')
+    write_module(p, '''
+        import time
+        def run(pset):
+            if pset["a"] == 2:
+                time.sleep(30)
+            return {"y": pset["a"]}
+    ''')
+    t0 = time.monotonic()
+    r = p.sweepc("build", "-j", "1", "-k")
+    assert time.monotonic() - t0 < 15
+    assert r.code == 1, r
+    assert "FAILED work[a=2]: time limit reached (00:00:01)" in r.out
+    assert summary(r.out) == "2 done, 1 failed, 0 up to date"
+    assert p.statuses()["work[a=2]"] == "timeout"

@@ -399,3 +399,92 @@ def test_kill_9_of_sweepc_ends_the_jobs_and_the_next_build_is_correct(local_proj
     assert r.code == 0 and summary_of(r.out) == "6 done, 0 up to date", r
     assert set(p.statuses().values()) == {"done"}
     assert [p.out(f"slow[a={a}]").read_text() for a in range(6)] == [f"{a}\n" for a in range(6)]
+
+
+# ---------------------------------------------------------------- a real dask_jobqueue.SLURMCluster
+
+
+def slurm_block(name: str, logs: Path) -> str:
+    # scheduler and workers on loopback only; the worker batch jobs go through sbatch
+    return f'''
+backend dask:
+    cluster = "slurm"
+    cores = 2
+    memory = "1GB"
+    processes = 1
+    jobs = 2
+    walltime = "00:10:00"
+    interface = "lo"
+    host = "127.0.0.1"
+    {DASHBOARD}
+    job_name = "{name}"
+    log_directory = "{logs}"
+'''
+
+
+def queued(name: str, env: dict[str, str]) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T"], env=env, capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.split("\n")[:-1]
+
+
+SLURM_STUDY = '''
+param a = [1, 2, 3, 4]
+sweep s = a
+
+rule square over s:
+    output: "sq.txt"
+    shell: "echo $(( {a} * {a} )) > {output}; echo slurm job $SLURM_JOB_ID"
+
+rule total:
+    input: square
+    output: "total.txt"
+    shell: "cat {input} | paste -sd+ - | bc > {output}"
+'''
+
+
+@pytest.mark.slurm
+def test_a_study_on_a_slurm_cluster_through_dask_jobqueue(local_project, slurm_cluster, tmp_path):
+    name = f"sweepc-dask-{uuid.uuid4().hex[:8]}"
+    logs = tmp_path / "dask-logs"
+    p = local_project.write(SLURM_STUDY + slurm_block(name, logs))
+    r = build(p)
+    assert r.code == 0, r
+    assert r.out.splitlines()[0].startswith("sweepc: dask: a SLURMCluster of 2 batch jobs, 1 worker x 2 slots each, dashboard at http://127.0.0.1:"), r.out
+    assert summary_of(r.out) == "5 done, 0 up to date"
+    (total,) = p.root.glob("calc/total/*/*/total.txt")
+    assert total.read_text() == "30\n"
+    # the jobs ran inside the worker batch jobs sbatch started
+    worker_jobs = {f.name.removeprefix(name + "-").removesuffix(".out") for f in logs.glob(f"{name}-*.out")}
+    assert 1 <= len(worker_jobs) <= 2, list(logs.iterdir())
+    for a in range(1, 5):
+        said = (p.dir(f"square[a={a}]") / "sweepc.log").read_text()
+        assert said.startswith("slurm job ") and said.split()[-1] in worker_jobs, said
+    # the cluster sweepc started is gone: no worker batch job left in the queue
+    wait_until(lambda: queued(name, slurm_cluster) == [], 30, "the dask-worker batch jobs to leave squeue")
+    r2 = build(p)
+    assert r2.code == 0 and r2.out == "sweepc: nothing to do (5 jobs up to date)\n", r2
+
+
+@pytest.mark.slurm
+def test_ctrl_c_on_a_slurm_cluster_cancels_the_worker_batch_jobs(local_project, slurm_cluster, tmp_path):
+    name = f"sweepc-dask-{uuid.uuid4().hex[:8]}"
+    p = local_project.write(SLOW.split("backend dask:")[0] + slurm_block(name, tmp_path / "dask-logs"))
+    (p.root / "slow").write_text("")
+    proc = p.spawn("build", "--backend", "dask")
+    wait_until(lambda: len([q for q in p.job_processes() if q.name() == "sleep"]) >= 2, 120, "a job running in a worker batch job")
+    assert len(queued(name, slurm_cluster)) == 2
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert re.fullmatch(r"0 done, [2-5] not started, [1-4] interrupted, 0 up to date", summary_of(out)), out
+    wait_until(lambda: p.job_processes() == [], 30, "the jobs to be killed")
+    wait_until(lambda: queued(name, slurm_cluster) == [], 30, "the dask-worker batch jobs to leave squeue")
+
+
+def test_importing_dask_jobqueue_leaves_ctrl_c_to_python():
+    # dask_jobqueue's runner module sets SIGINT to sys.exit() on import; a
+    # build would then end on Ctrl-C without recording anything
+    code = ("import signal; from sweepc.backends.dask.settings import jobqueue_class; jobqueue_class('slurm'); "
+            "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)")
+    r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sweepc.backends.dask.settings import JOBQUEUE_CLASSES, DEFAULT_LOCAL_WORKERS, DaskSettings, memory_mb
+from sweepc.backends.dask.settings import DEFAULT_LOCAL_WORKERS, JOBQUEUE_CLASSES, DaskSettings, jobqueue_class, memory_mb
 from sweepc.errors import UsageError
 
 INSTALL = "pip install 'sweepc[dask]'"
@@ -76,9 +76,7 @@ def expected_shape(s: DaskSettings, jobs: int | None) -> Shape | None:
 
 def _processes(s: DaskSettings) -> int:
     """Worker processes per batch job, as dask_jobqueue will start them."""
-    import dask_jobqueue
-
-    job_cls = getattr(dask_jobqueue, JOBQUEUE_CLASSES[s.cluster]).job_cls
+    job_cls = jobqueue_class(s.cluster).job_cls
     kwargs = {k: v for k, v in s.jobqueue.items() if k != "shared_temp_directory"}
     return max(1, int(job_cls(scheduler="tcp://127.0.0.1:8786", name="sweepc-check", **kwargs).worker_processes))
 
@@ -139,9 +137,7 @@ def open_session(s: DaskSettings, jobs: int | None) -> Session:
 
 
 def _jobqueue(s: DaskSettings, shape: Shape) -> Any:
-    import dask_jobqueue
-
-    cls = getattr(dask_jobqueue, JOBQUEUE_CLASSES[s.cluster])
+    cls = jobqueue_class(s.cluster)
     kwargs: dict[str, Any] = dict(s.jobqueue)
     resources = f"cpus={shape.worker_cpus}" + (f",mem_mb={shape.worker_mem_mb}" if shape.worker_mem_mb else "")
     kwargs["worker_extra_args"] = [*kwargs.get("worker_extra_args", []), "--resources", resources]

@@ -213,10 +213,9 @@ def check_jobqueue(s: DaskSettings, where: _Places) -> None:
         raise where.error(f"cluster = \"{s.cluster}\" needs {missing} (per batch job)", "cluster",
                           'for example: cores = 8 and memory = "16GB"')
     try:
-        import dask_jobqueue
+        cls = jobqueue_class(s.cluster)
     except ImportError:
         return  # the backend says what to install before it gets here
-    cls = getattr(dask_jobqueue, JOBQUEUE_CLASSES[s.cluster])
     job_cls = cls.job_cls
     accepted = _keywords(job_cls) | {"interface", "protocol", "shared_temp_directory"}
     for key in s.jobqueue:
@@ -230,6 +229,23 @@ def check_jobqueue(s: DaskSettings, where: _Places) -> None:
         key = next((k for k in s.jobqueue if k in str(e)), "cluster")
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise where.error(f"dask_jobqueue rejects these settings: {first}", key, "see docs/dask.md for the settings") from None
+
+
+def jobqueue_class(cluster: str) -> Any:
+    """dask_jobqueue's cluster class for `cluster`. Importing dask_jobqueue
+    (its runner module) replaces the SIGINT handler with sys.exit(); put
+    Python's back, or Ctrl-C would end sweepc without recording anything."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        import dask_jobqueue
+    finally:
+        if main and signal.getsignal(signal.SIGINT) is not old:
+            signal.signal(signal.SIGINT, old)
+    return getattr(dask_jobqueue, JOBQUEUE_CLASSES[cluster])
 
 
 def _keywords(job_cls: type) -> set[str]:

@@ -23,6 +23,7 @@ from sweepc.errors import UsageError
 
 INSTALL = "pip install 'sweepc[dask]'"
 CLOSE_TIMEOUT = 20.0
+WORKER_ENV = ("export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,13 @@ def open_session(s: DaskSettings, jobs: int | None) -> Session:
     import dask
     from distributed import Client
 
-    dask.config.set({"distributed.admin.tick.limit": "1h"})  # no "event loop blocked" noise
+    dask.config.set({
+        "distributed.admin.tick.limit": "1h",  # no "event loop blocked" noise
+        # the workers' statistical profiler takes the GIL every 10 ms; between two
+        # short jobs that delay is most of the cost (LocalCluster workers get this
+        # config from their nanny; jobqueue workers through WORKER_ENV)
+        "distributed.worker.profile.enabled": False,
+    })
     if s.scheduler is not None:
         client = connect(s.scheduler, s.connect_timeout)
         return Session(client, None, probe(client, s), _dashboard(client))
@@ -146,6 +153,7 @@ def _jobqueue(s: DaskSettings, shape: Shape) -> Any:
         options["host"] = s.host
     kwargs["scheduler_options"] = options
     kwargs.setdefault("python", _python())
+    kwargs["job_script_prologue"] = [*kwargs.get("job_script_prologue", []), *WORKER_ENV]
     cluster = cls(silence_logs="error", **kwargs)
     try:
         if s.minimum is not None or s.maximum is not None:

@@ -488,3 +488,18 @@ def test_importing_dask_jobqueue_leaves_ctrl_c_to_python():
             "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)")
     r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slurm
+def test_worker_batch_jobs_the_scheduler_refuses_are_one_error_not_a_hang(local_project, slurm_cluster, tmp_path):
+    name = f"sweepc-dask-{uuid.uuid4().hex[:8]}"
+    p = local_project.write(SLURM_STUDY + slurm_block(name, tmp_path / "dask-logs") + '    queue = "no-such-partition"\n')
+    t0 = time.monotonic()
+    r = build(p, timeout=120)
+    assert time.monotonic() - t0 < 90
+    assert r.code == 2, r
+    assert r.err.startswith("sweepc: dask_jobqueue could not submit the worker batch jobs: "
+                            "sbatch: error: invalid partition specified: no-such-partition"), r.err
+    assert "Traceback" not in r.err and len(r.err.splitlines()) == 2, r.err
+    assert "#SBATCH -p no-such-partition" in r.err
+    assert queued(name, slurm_cluster) == []

@@ -100,8 +100,10 @@ class Session:
 
 
 def _quiet() -> None:
-    for name in ("distributed", "dask_jobqueue", "tornado", "bokeh"):
+    for name in ("distributed", "dask_jobqueue", "bokeh"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("tornado", "tornado.application", "asyncio"):  # dask's event loop: what fails there is reported by sweepc
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def open_session(s: DaskSettings, jobs: int | None) -> Session:
@@ -156,15 +158,75 @@ def _jobqueue(s: DaskSettings, shape: Shape) -> Any:
     kwargs["job_script_prologue"] = [*kwargs.get("job_script_prologue", []), *WORKER_ENV]
     cluster = cls(silence_logs="error", **kwargs)
     try:
+        # Submit the first batch jobs now and wait for the submission (not for
+        # the jobs to start: they may queue for hours): a submission the
+        # scheduler refuses (a bad queue or account) is then an error here,
+        # where dask would only log it and retry while the build waited forever.
+        with _Caught() as caught:
+            cluster.scale(jobs=s.jobs or max(1, s.minimum or 0))
+            with contextlib.suppress(Exception):  # the same failure, seen below
+                cluster.sync(cluster._correct_state)
+        unsent = [w for w in getattr(cluster, "workers", {}).values() if getattr(w, "job_id", "") is None]
+        if unsent or caught.errors:
+            why = caught.why() if caught.errors else "no job id came back"
+            raise UsageError(
+                f"dask_jobqueue could not submit the worker batch jobs: {why[:400]}",
+                "check the backend dask: block (queue, account, walltime, job_extra_directives, ...); "
+                f"the batch script starts: {_first_lines(cluster)}",
+            )
         if s.minimum is not None or s.maximum is not None:
             cluster.adapt(minimum_jobs=s.minimum or 0, maximum_jobs=s.maximum or s.minimum or 1)
-        else:
-            cluster.scale(jobs=s.jobs or 1)
     except BaseException:
         with contextlib.suppress(Exception):
             cluster.close(timeout=CLOSE_TIMEOUT)
         raise
     return cluster
+
+
+class _Caught(logging.Handler):
+    """Errors dask's event loop would print with a traceback (a failed
+    submission), kept instead for one line of our own."""
+
+    NAMES = ("tornado.application", "asyncio", "distributed.deploy.spec")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[BaseException] = []
+        self.saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+
+    def __enter__(self) -> _Caught:
+        for name in self.NAMES:
+            log = logging.getLogger(name)
+            self.saved.append((log, log.handlers[:], log.propagate, log.level))
+            log.handlers = [self]
+            log.propagate = False
+            log.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for log, handlers, propagate, level in self.saved:
+            log.handlers = handlers
+            log.propagate = propagate
+            log.setLevel(level)
+
+    def why(self) -> str:
+        """The first error in one line: a failed command's stderr when there is one."""
+        text = str(self.errors[0])
+        if "stderr:" in text:
+            text = text.split("stderr:", 1)[1]
+        return " ".join(text.split())
+
+
+def _first_lines(cluster: Any) -> str:
+    try:
+        lines = [ln for ln in str(cluster.job_script()).splitlines() if ln.startswith("#")][1:6]
+    except Exception:  # noqa: BLE001
+        return "(not available)"
+    return "; ".join(lines)
 
 
 def _python() -> str:

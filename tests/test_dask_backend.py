@@ -503,3 +503,35 @@ def test_worker_batch_jobs_the_scheduler_refuses_are_one_error_not_a_hang(local_
     assert "Traceback" not in r.err and len(r.err.splitlines()) == 2, r.err
     assert "#SBATCH -p no-such-partition" in r.err
     assert queued(name, slurm_cluster) == []
+
+
+def test_a_batch_enforces_the_time_limit_and_says_so(tmp_path):
+    (spec, nxt) = specs_in(tmp_path, ["sleep 60 & sleep 60", "echo next > o"])
+    t0 = time.monotonic()
+    res = run_batch("r4", [spec._replace(time_s=1), nxt])
+    assert time.monotonic() - t0 < 15
+    assert [r.state for r in res] == ["timeout", "ran"]
+    assert (tmp_path / "j1" / "o").read_text() == "next\n"
+
+
+def test_a_rules_time_limit_holds_on_the_workers_and_restart_follows(local_project):
+    p = local_project.write('''
+param a = [1, 2]
+rule slow over a:
+    output: "o.txt"
+    resources: time = "00:02"
+    retries: 1
+    restart: "echo resumed {a} > {output}"
+    shell: "if [ {a} = 2 ]; then sleep 60; fi; echo {a} > {output}"
+backend dask:
+    workers = 2
+''' + "    " + DASHBOARD + "\n")
+    r = build(p)
+    assert r.code == 0, r
+    assert "slow[a=2] reached its time limit, retrying (attempt 2)\n" in r.out, r.out
+    assert summary_of(r.out) == "2 done, 0 up to date"
+    rows = p.rows()
+    assert rows["slow[a=2]"]["attempts"] == 2 and rows["slow[a=1]"]["attempts"] == 1
+    assert p.out("slow[a=2]").read_text() == "resumed 2\n"
+    assert "=== sweepc: time limit reached (00:00:02), job stopped ===" in (p.dir("slow[a=2]") / "sweepc.log").read_text()
+    assert p.job_processes() == []

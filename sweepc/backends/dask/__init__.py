@@ -67,7 +67,8 @@ class DaskBackend:
         try:
             dash = f", dashboard at {session.dashboard}" if session.dashboard else ", no dashboard (pip install bokeh)"
             reporter.note(f"sweepc: dask: {session.shape.text}{dash}")
-            summary = execute(plan, store, run_id, reporter, s, session, jobs=options.jobs, keep_going=options.keep_going)
+            summary = execute(plan, store, run_id, reporter, s, session, jobs=options.jobs, keep_going=options.keep_going,
+                              time_limits=options.time_limits)
         finally:
             with no_interrupts():
                 session.close()

@@ -33,6 +33,7 @@ from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
 from sweepc.backends.dask.tasks import JobResult, JobSpec, clear_flag, run_batch, set_flag
 from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.local.limits import format_limit
 from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.plan.planner import Plan
@@ -73,10 +74,10 @@ def check_fit(g: BuildGraph, run: Sequence[int], worker_cpus: int | None, worker
 
 
 def execute(plan: Plan, store: Store, run_id: str, reporter: Reporter, s: DaskSettings, session: Session,
-            jobs: int | None = None, keep_going: bool = False) -> Summary:
+            jobs: int | None = None, keep_going: bool = False, time_limits: bool = True) -> Summary:
     g = plan.graph
     check_fit(g, plan.run, session.shape.worker_cpus, session.shape.worker_mem_mb, session.shape.text)
-    return _Runner(plan, store, run_id, reporter, s, session, jobs, keep_going).run()
+    return _Runner(plan, store, run_id, reporter, s, session, jobs, keep_going, time_limits).run()
 
 
 @contextlib.contextmanager
@@ -97,7 +98,8 @@ def no_interrupts() -> Iterator[None]:
 
 class _Runner:
     def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, s: DaskSettings, session: Session,
-                 jobs: int | None, keep_going: bool) -> None:
+                 jobs: int | None, keep_going: bool, time_limits: bool = True) -> None:
+        self.time_limits = time_limits
         self.plan, self.g, self.store, self.run_id, self.reporter = plan, plan.graph, store, run_id, reporter
         self.s, self.session, self.client = s, session, session.client
         self.keep_going = keep_going
@@ -257,7 +259,7 @@ class _Runner:
         command = job.restart if attempt > 1 and job.restart is not None else job.command
         env = dict(self.base_env)
         env.update({"SWEEPC_JOB_DIR": str(d), "SWEEPC_RULE": job.rule, "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)})
-        return JobSpec(i, command, str(d), str(log), env, attempt > 1)
+        return JobSpec(i, command, str(d), str(log), env, attempt > 1, job.resources.time_s if self.time_limits else None)
 
     # -- what comes back
     def wait_some(self, timeout: float) -> list[Any]:
@@ -308,6 +310,12 @@ class _Runner:
             return
         n, total = self.runtime.get(self.shape(i), (0, 0.0))
         self.runtime[self.shape(i)] = (n + 1, total + max(0.0, r.end - r.start))
+        if r.state == "timeout":  # whatever it did after the SIGTERM, it did not finish in time
+            message = f"time limit reached ({format_limit(job.resources.time_s or 0)})"
+            with contextlib.suppress(OSError), open(self.wd / job.reldir / LOG_NAME, "a") as f:
+                f.write(f"\n=== sweepc: {message}, job stopped ===\n")
+            self.judge_failure(i, attempt, r.exit_code, r.start, r.end, r.max_rss_kb, message, r.host, r.worker, "timeout")
+            return
         ok, message = self.check(i, r)
         if ok:
             self.done += 1
@@ -334,19 +342,19 @@ class _Runner:
         return True, ""
 
     def judge_failure(self, i: int, attempt: int, exit_code: int | None, start: float, end: float, rss_kb: int,
-                      message: str, host: str | None, worker: str) -> None:
+                      message: str, host: str | None, worker: str, status: str = "failed") -> None:
         job = self.g.jobs[i]
         if attempt <= self.g.rule(job.rule).retries and not self.stopping:
-            self.reporter.job_ended(job, self.outcome(i, "failed", exit_code, start, end, rss_kb, attempt, host, worker), True)
+            self.reporter.job_ended(job, self.outcome(i, status, exit_code, start, end, rss_kb, attempt, host, worker), True)
             self.ready.setdefault(self.shape(i), deque()).appendleft(i)
             return
-        self.final_failure(i, exit_code, start, end, rss_kb, message, attempt, host, worker)
+        self.final_failure(i, exit_code, start, end, rss_kb, message, attempt, host, worker, status)
 
     def final_failure(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str,
-                      attempt: int, host: str | None, worker: str) -> None:
+                      attempt: int, host: str | None, worker: str, status: str = "failed") -> None:
         job = self.g.jobs[i]
         log = self.wd / job.reldir / LOG_NAME
-        outcome = self.outcome(i, "failed", exit_code if exit_code is not None else -1, start, end, rss_kb, attempt, host, worker)
+        outcome = self.outcome(i, status, exit_code if exit_code is not None else -1, start, end, rss_kb, attempt, host, worker)
         self.pending.append(outcome)
         self.reporter.job_ended(job, outcome, False)
         self.failures.append(Failure(i, job.label, exit_code, log, tail_lines(log), message))

@@ -1,6 +1,6 @@
 """What runs on a dask worker: a batch of sweepc jobs, one after another.
 
-Each job is the local backend's job: its rendered command under
+Each job is the local backend's job (time limit included): its rendered command under
 `bash -e -o pipefail -c`, in its own session, cwd its job folder, stdout and
 stderr to its log, spawned by the local backend's small spawner process
 (sweepc.backends.local.procs.ProcessPool, one per worker thread), so the peak
@@ -26,6 +26,7 @@ import socket
 import threading
 from typing import NamedTuple
 
+from sweepc.backends.local.limits import TimeLimits
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 
 POLL_SECONDS = 0.2
@@ -42,11 +43,12 @@ class JobSpec(NamedTuple):
     log: str
     env: dict[str, str]  # added to the worker's environment
     append_log: bool
+    time_s: int | None = None  # the rule's `time` resource, enforced here as locally (None: no limit)
 
 
 class JobResult(NamedTuple):
     key: int
-    state: str  # ran | interrupted | not-run | error
+    state: str  # ran | timeout | interrupted | not-run | error
     exit_code: int | None
     signal: int | None
     start: float
@@ -87,14 +89,21 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
             now = _now()
             out.append(JobResult(spec.key, "error", None, None, now, now, 0, host, me, f"cannot start: {e}"))
             continue
+        limits = TimeLimits() if spec.time_s else None
+        if limits is not None and spec.time_s:
+            limits.add(spec.key, spec.time_s)
         ended: list[Exit] = []
         while not ended:
-            ended = pool.wait(POLL_SECONDS)
+            ended = pool.wait(limits.wait_timeout(POLL_SECONDS) if limits else POLL_SECONDS)
+            if limits is not None:
+                limits.enforce(pool.pids())
             if ended:
                 break
             why = _stop_reason(run_id, drain=False)
             if why:
                 killed = pool.kill_all()
+                if limits is not None:
+                    limits.close()
                 ex = killed[0] if killed else None
                 if ex is not None and not ex.interrupted:  # it had ended on its own just before
                     out.append(_ran(ex, host, me))
@@ -102,7 +111,12 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
                     out.append(JobResult(spec.key, "interrupted", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, me, why))
                 out.extend(_not_run(s, host, me, why) for s in specs[n + 1:])
                 return out
-        out.append(_ran(ended[0], host, me))
+        ran = _ran(ended[0], host, me)
+        if limits is not None:
+            if limits.ended(spec.key):  # its time limit stopped it
+                ran = ran._replace(state="timeout")
+            limits.close()  # what ignored the SIGTERM gets the SIGKILL
+        out.append(ran)
     return out
 
 

@@ -244,6 +244,8 @@ def test_a_multi_rule_study_with_a_gather_runs_on_a_local_cluster(local_project)
     assert rows["total"]["start"] >= max(rows[f"wide[a={a}]"]["end"] for a in range(1, 7))
     # no worker outlives the build
     assert p.job_processes() == []
+    # the folders are marked as sweepc's, as local ones: clean knows them
+    assert p.sweepc("clean", "--rule", "square", "-n").out.endswith("sweepc: would remove 6 job folders and 6 records\n")
     # the second build has nothing to do, on either backend
     r2 = build(p)
     assert r2.code == 0 and r2.out == "sweepc: nothing to do (13 jobs up to date)\n", r2

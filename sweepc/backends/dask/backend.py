@@ -26,15 +26,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
 from sweepc.backends.dask.tasks import JobResult, JobSpec, clear_flag, run_batch, set_flag
-from sweepc.backends.jobdir import remove_outputs, uses_input_list, write_input_list
+from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, prepare_job_dir, uses_input_list
 from sweepc.backends.local.limits import format_limit
-from sweepc.errors import UsageError
+from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store
@@ -78,6 +79,13 @@ def execute(plan: Plan, store: Store, run_id: str, reporter: Reporter, s: DaskSe
     g = plan.graph
     check_fit(g, plan.run, session.shape.worker_cpus, session.shape.worker_mem_mb, session.shape.text)
     return _Runner(plan, store, run_id, reporter, s, session, jobs, keep_going, time_limits).run()
+
+
+def _append(log: Path, text: str) -> None:
+    """A line of sweepc's own in a job's log, never through a link (as locally)."""
+    fd = os.open(log, WRITE_FLAGS | os.O_APPEND, 0o666)
+    with open(fd, "a") as f:
+        f.write(text)
 
 
 @contextlib.contextmanager
@@ -170,6 +178,14 @@ class _Runner:
                 self.stop_all()
                 self.flush(force=True)
             raise Interrupted(self.summary(run, t0)) from None
+        except MachineError:
+            # A full disk / read-only store: stop what runs and record what we can
+            # (if the store cannot be written the jobs stay 'planned' and rerun), as locally.
+            with no_interrupts():
+                self.stop_all()
+                with contextlib.suppress(MachineError):
+                    self.flush(force=True)
+            raise
         self.flush(force=True)
         if self.s.scheduler is not None:  # a cluster that outlives us: leave no flag behind
             self.tell(clear_flag, self.run_id)
@@ -239,20 +255,24 @@ class _Runner:
         return res
 
     def prepare(self, i: int, attempt: int) -> JobSpec | None:
-        """The job folder made ready here, as the local backend does; None
-        (and the job failed) when it cannot be."""
+        """The job folder made ready here, as the local backend does (marked
+        as sweepc's, never through a link); None (and the job failed) when it
+        cannot be. A full disk stops the build (MachineError), as locally."""
         job = self.g.jobs[i]
         d = self.wd / job.reldir
         log = d / LOG_NAME
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            remove_outputs(self.g, job, d)
-            if self.uses_list[job.rule]:
-                write_input_list(self.g, job, d)
+            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule])
             if attempt > 1:  # keep what the earlier attempts said
-                with open(log, "a") as f:
-                    f.write(f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+                _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+        except JobDirError as e:
+            now = time.time()
+            self.final_failure(i, None, now, now, 0, str(e), attempt, None, "")
+            return None
         except OSError as e:
+            err = machine_error(str(d), str(self.wd), e)
+            if err is not None:
+                raise err from None
             now = time.time()
             self.final_failure(i, None, now, now, 0, f"cannot prepare {d}: {e}", attempt, None, "")
             return None
@@ -312,8 +332,8 @@ class _Runner:
         self.runtime[self.shape(i)] = (n + 1, total + max(0.0, r.end - r.start))
         if r.state == "timeout":  # whatever it did after the SIGTERM, it did not finish in time
             message = f"time limit reached ({format_limit(job.resources.time_s or 0)})"
-            with contextlib.suppress(OSError), open(self.wd / job.reldir / LOG_NAME, "a") as f:
-                f.write(f"\n=== sweepc: {message}, job stopped ===\n")
+            with contextlib.suppress(OSError):
+                _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
             self.judge_failure(i, attempt, r.exit_code, r.start, r.end, r.max_rss_kb, message, r.host, r.worker, "timeout")
             return
         ok, message = self.check(i, r)

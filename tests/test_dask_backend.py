@@ -537,3 +537,30 @@ backend dask:
     assert p.out("slow[a=2]").read_text() == "resumed 2\n"
     assert "=== sweepc: time limit reached (00:00:02), job stopped ===" in (p.dir("slow[a=2]") / "sweepc.log").read_text()
     assert p.job_processes() == []
+
+
+def test_a_done_gather_runs_without_what_failed_as_locally(local_project):
+    p = local_project.write('''
+param a = [1, 2, 3]
+rule work over a:
+    output: "o.txt"
+    shell: "if [ {a} = 2 ]; then exit 1; fi; echo {a} > {output}"
+rule total:
+    input: done(work)
+    output: "t.txt"
+    shell: "xargs cat < {input.list} | paste -sd+ - | bc > {output}"
+backend dask:
+    workers = 2
+''' + "    " + DASHBOARD + "\n")
+    r = build(p, "-k")
+    assert r.code == 1, r
+    assert summary_of(r.out) == "3 done, 1 failed, 0 up to date"
+    assert "total runs without 1 of the 3 jobs of done(work) that did not end done: work[a=2]\n" in r.out, r.out
+    (t,) = p.root.glob("calc/total/*/*/t.txt")
+    assert t.read_text() == "4\n"
+    # again: work[a=2] fails again, so total's done() inputs are those it was built with
+    r2 = build(p, "-k")
+    assert r2.code == 1, r2
+    assert "total is up to date: the jobs of its done() inputs that ended done are those it was built with\n" in r2.out, r2.out
+    assert summary_of(r2.out) == "1 done, 1 failed, 2 up to date"
+    assert p.rows()["total"]["run_id"] != p.last_run_id()  # its record stays from the first build

@@ -33,15 +33,14 @@ from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params
 from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
 from sweepc.backends.dask.tasks import JobResult, JobSpec, clear_flag, run_batch, set_flag
-from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, prepare_job_dir, uses_input_list
+from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.backends.local.limits import format_limit
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.plan.planner import Plan
+from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.plan.store import Outcome, Store
 
-FLUSH_SECONDS = 0.5
-FLUSH_COUNT = 500
+FLUSH_SECONDS = 0.5  # how long the loop waits for a batch to come back
 BATCH_SECONDS = 0.5  # work per dask task once runtimes are known
 MAX_BATCH = 200
 STOP_WAIT = 10.0  # after Ctrl-C: how long the workers get to stop and report
@@ -126,11 +125,20 @@ class _Runner:
         self.pending: list[Outcome] = []
         self.last_flush = time.monotonic()
         self.runtime: dict[Shape, tuple[int, float]] = {}  # shape -> (jobs measured, seconds)
+        # as the local backend: results JSON between check() and outcome(), jobs that
+        # ended done, and the fingerprints jobs really have (plan.dynamic: made at start)
+        self.results: dict[int, str] = {}
+        self.done_ids: set[int] = set()
+        self.in_run = set(plan.run)
+        self.fps: list[str] = list(plan.fingerprints)
+        self.dyn_fp: dict[int, tuple[str, str]] = {}
         self.seq = 0
 
     # -- bookkeeping
     def flush(self, force: bool = False) -> None:
-        if self.pending and (force or len(self.pending) >= FLUSH_COUNT or time.monotonic() - self.last_flush >= FLUSH_SECONDS):
+        """Commit the outcomes seen so far (after every batch that came back,
+        as the local backend commits every end: a WAL commit is ~0.1 ms)."""
+        if self.pending:
             self.store.record(self.pending)
             self.pending = []
             self.last_flush = time.monotonic()
@@ -226,6 +234,8 @@ class _Runner:
                 specs: list[JobSpec] = []
                 while q and len(batch) < size:
                     i = q.popleft()
+                    if self.keep(i):
+                        continue
                     attempt = self.attempts.get(i, 0) + 1
                     self.attempts[i] = attempt
                     spec = self.prepare(i, attempt)
@@ -261,8 +271,20 @@ class _Runner:
         job = self.g.jobs[i]
         d = self.wd / job.reldir
         log = d / LOG_NAME
+        only: set[int] | None = None
+        if i in self.plan.dynamic:
+            kept = self.done_inputs(job)
+            self.dyn_fp[i] = dynamic_fingerprint(self.plan, i, self.fps, kept)
+            self.fps[i] = self.dyn_fp[i][1]
+            if job.soft:
+                only = set(kept) | (set(job.deps) - job.soft)
+                left = [k for k in dict.fromkeys(job.deps) if k in job.soft and k not in only]
+                if left:
+                    names = ", ".join(self.g.jobs[k].label for k in left[:5]) + (", ..." if len(left) > 5 else "")
+                    rules = ", ".join(f"done({r})" for r in dict.fromkeys(self.g.jobs[k].rule for k in left))
+                    self.reporter.note(f"{job.label} runs without {len(left)} of the {len(job.soft)} jobs of {rules} that did not end done: {names}")
         try:
-            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule])
+            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
             if attempt > 1:  # keep what the earlier attempts said
                 _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
         except JobDirError as e:
@@ -339,13 +361,11 @@ class _Runner:
         ok, message = self.check(i, r)
         if ok:
             self.done += 1
+            self.done_ids.add(i)
             outcome = self.outcome(i, "done", r.exit_code, r.start, r.end, r.max_rss_kb, attempt, r.host, r.worker)
             self.pending.append(outcome)
             self.reporter.job_ended(job, outcome, False)
-            for k in self.dependents.get(i, ()):
-                self.waiting[k] -= 1
-                if self.waiting[k] == 0 and k not in self.blocked:
-                    self.ready.setdefault(self.shape(k), deque()).append(k)
+            self.release(i)
             return
         self.judge_failure(i, attempt, r.exit_code, r.start, r.end, r.max_rss_kb, message, r.host, r.worker)
 
@@ -355,11 +375,74 @@ class _Runner:
                 return False, f"killed by signal {r.signal}"
             return False, f"exit {r.exit_code}"
         job = self.g.jobs[i]
-        d = self.wd / job.reldir
-        missing = [n for n in self.outputs[job.rule] if not os.path.exists(d / n)]
-        if missing:
-            return False, "exited 0 but did not write " + ", ".join(missing)
+        problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
+        if problem is not None:
+            return False, problem
+        if results is not None:
+            self.results[i] = results  # goes into the store's history with the job's outcome
         return True, ""
+
+    def release(self, i: int) -> None:
+        """Job i is done: what waited only for it is ready."""
+        for k in self.dependents.get(i, ()):
+            self.waiting[k] -= 1
+            if self.waiting[k] == 0 and k not in self.blocked:
+                self.ready.setdefault(self.shape(k), deque()).append(k)
+
+    def keep(self, i: int) -> bool:
+        """A job with done() inputs (or downstream of one) whose inputs came out
+        as they were keeps its recorded outcome, as locally (True: nothing to run)."""
+        kept = self.kept(i)
+        if kept is None:
+            return False
+        job = self.g.jobs[i]
+        self.reporter.note(
+            f"{job.label} is up to date: "
+            + ("the jobs of its done() inputs that ended done are those it was built with" if job.soft else "its inputs came out as they were")
+        )
+        self.done += 1
+        self.done_ids.add(i)
+        self.pending.append(kept)
+        self.reporter.job_ended(job, kept, False)
+        self.release(i)
+        return True
+
+    def kept(self, i: int) -> Outcome | None:
+        job = self.g.jobs[i]
+        if i not in self.plan.dynamic or any(r.code != UPSTREAM for r in self.plan.reasons.get(i, ())):
+            return None
+        rec = self.plan.records.get((job.rule, job.hash))
+        if rec is None or rec.status != "done" or rec.fingerprint is None or rec.run_id is None:
+            return None
+        _, fp = dynamic_fingerprint(self.plan, i, self.fps, self.done_inputs(job))
+        if fp != rec.fingerprint:
+            return None
+        d = self.wd / job.reldir
+        if any(not os.path.exists(d / o.path) for o in self.g.rule(job.rule).outputs):
+            return None
+        self.fps[i] = fp
+        return Outcome(
+            rule=job.rule, hash=job.hash, status="done", fingerprint=rec.fingerprint, cmd_hash=rec.cmd_hash,
+            inputs_hash=rec.inputs_hash, exit_code=rec.exit_code, start=rec.start, end=rec.end, host=rec.host,
+            max_rss_mb=rec.max_rss_mb, attempts=rec.attempts, backend=rec.backend or "dask",
+            backend_job_id=rec.backend_job_id, run_id=rec.run_id,
+        )
+
+    def done_inputs(self, job: Job) -> list[int]:
+        """The done() inputs of job that ended done: in this build, or before it
+        and not run again."""
+        recs, in_run = self.plan.records, self.in_run
+        out = []
+        for d in job.deps:
+            if d in job.soft:
+                if d in self.done_ids:
+                    out.append(d)
+                elif d not in in_run:
+                    dj = self.g.jobs[d]
+                    rec = recs.get((dj.rule, dj.hash))
+                    if rec is not None and rec.status == "done":
+                        out.append(d)
+        return out
 
     def judge_failure(self, i: int, attempt: int, exit_code: int | None, start: float, end: float, rss_kb: int,
                       message: str, host: str | None, worker: str, status: str = "failed") -> None:
@@ -378,7 +461,7 @@ class _Runner:
         self.pending.append(outcome)
         self.reporter.job_ended(job, outcome, False)
         self.failures.append(Failure(i, job.label, exit_code, log, tail_lines(log), message))
-        self.blocked |= self.downstream(i)
+        self.blocked |= self.ended_not_done(i)
         if not self.keep_going and not self.stopping:
             self.stopping = True
             self.tell(set_flag, self.run_id, "drain")  # batches start no further job
@@ -391,28 +474,38 @@ class _Runner:
         self.reporter.job_ended(self.g.jobs[i], outcome, False)
         self.interrupted.append(i)
 
-    def downstream(self, i: int) -> set[int]:
+    def ended_not_done(self, i: int) -> set[int]:
+        """Job i failed: what needs it cannot run (returned, counted as skipped),
+        nor what needs those; a job taking it through `input: done(RULE)` stops
+        waiting for it instead and runs without it (as locally)."""
         out: set[int] = set()
-        stack = list(self.dependents.get(i, ()))
+        stack = [i]
+        jobs = self.g.jobs
         while stack:
-            k = stack.pop()
-            if k not in out:
-                out.add(k)
-                stack.extend(self.dependents.get(k, ()))
+            x = stack.pop()
+            for k in self.dependents.get(x, ()):
+                if x in jobs[k].soft:
+                    self.waiting[k] -= 1
+                    if self.waiting[k] == 0 and k not in self.blocked and k not in out:
+                        self.ready.setdefault(self.shape(k), deque()).append(k)
+                elif k not in out and k not in self.blocked:
+                    out.add(k)
+                    stack.append(k)
         return out
 
     def outcome(self, i: int, status: str, exit_code: int | None, start: float | None, end: float | None, rss_kb: int,
                 attempt: int, host: str | None, worker: str) -> Outcome:
         job: Job = self.g.jobs[i]
         ok = status == "done"
+        ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
         return Outcome(
             rule=job.rule, hash=job.hash, status=status,
-            fingerprint=self.plan.fingerprints[i] if ok else None,
+            fingerprint=fp if ok else None,
             cmd_hash=self.plan.cmd_hashes[i] if ok else None,
-            inputs_hash=self.plan.inputs_hashes[i] if ok else None,
+            inputs_hash=ins if ok else None,
             exit_code=exit_code, start=start, end=end, host=host,
             max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt, backend="dask",
-            backend_job_id=worker or None, run_id=self.run_id,
+            backend_job_id=worker or None, run_id=self.run_id, results=self.results.pop(i, None) if ok else None,
         )
 
     # -- stopping

@@ -89,7 +89,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeBackend]:
 
 
 def test_every_registered_backend_implements_the_interface() -> None:
-    assert backends.names() == ("local", "slurm")
+    assert backends.names() == ("local", "slurm", "dask")
     for name in backends.names():
         b = backends.get(name)
         assert b.name == name
@@ -130,7 +130,7 @@ def test_unknown_backend_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(SystemExit) as e:
         main(["build", "--backend", "nope"])
     assert e.value.code == 2
-    assert "argument --backend: invalid choice: 'nope' (choose from 'local', 'slurm')" in capsys.readouterr().err
+    assert "argument --backend: invalid choice: 'nope' (choose from 'local', 'slurm', 'dask')" in capsys.readouterr().err
 
 
 def test_local_refuses_batch_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -28,7 +28,8 @@ except ImportError:  # tests/ is a package
     from tests import docrun
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples", "python-function"]
+ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples",
+       "python-function", "dask-local"]
 
 
 def run_readme(name: str, tmp_path: Path, env: dict[str, str] | None = None, slurm: bool = False) -> Path:
@@ -256,3 +257,20 @@ def test_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert [h.split(":")[0] for h in history].count("attempt 2") == 4
     nothing_to_do(p)
     run_shown("restart", p)
+
+
+def test_dask_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = run_readme("dask-local", tmp_path)  # a real LocalCluster of two worker processes
+    df = results(p, monkeypatch)
+    assert len(df) == 36 and set(df["_status"]) == {"done"}
+    for row in df.to_dict("records"):
+        assert math.isclose(row["y"], math.sin(row["k"] * math.pi * row["x"]), abs_tol=1e-6)
+        assert row["_runtime_s"] >= 0 and row["_max_rss_mb"] > 0
+    peaks = results(p, monkeypatch, "peak")
+    for row in peaks.to_dict("records"):
+        ys = df.loc[df.k == row["k"], "y"]
+        assert row["n"] == 9 and math.isclose(row["y_max"], ys.max())
+    runs = sweepc.load(p).runs()
+    assert list(runs["backend"]) == ["dask"] and list(runs["status"]) == ["ok"]
+    nothing_to_do(p)
+    run_shown("dask-local", p)

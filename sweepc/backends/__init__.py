@@ -5,6 +5,7 @@ outcomes recorded in the store, a Summary, and notes for the CLI.
     jobdir.py   preparing a job's folder, the same way on every backend
     local/      this machine: a process pool aware of cpus and memory
     slurm/      SLURM job arrays: rendering, submission, completion records
+    dask/       a dask cluster: LocalCluster, dask_jobqueue, or a running scheduler
 
 `get(name)` returns a backend by name; `names()` lists them for the CLI. A new
 backend is a new subpackage with a class implementing base.Backend and one
@@ -22,6 +23,7 @@ from sweepc.backends.base import Backend
 _REGISTRY: dict[str, str] = {
     "local": "sweepc.backends.local:LocalBackend",
     "slurm": "sweepc.backends.slurm:SlurmBackend",
+    "dask": "sweepc.backends.dask:DaskBackend",
 }
 
 

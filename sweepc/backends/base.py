@@ -67,7 +67,7 @@ class BuildOptions:
     wait: bool = False  # batch backends: wait until the submitted jobs finish
     render_only: bool = False  # batch backends: write what would be submitted, submit nothing
     dry_run: bool = False  # `check` is asked for a dry run: warn instead of refusing where it can
-    time_limits: bool = True  # local: stop a job at its rule's `time` resource (--no-time-limits)
+    time_limits: bool = True  # local, dask: stop a job at its rule's `time` resource (--no-time-limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
     c.add_argument("--backend", choices=backend_names(), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
-    c.add_argument("--no-time-limits", action="store_true", help="local: let jobs run past their rule's `time` resource")
+    c.add_argument("--no-time-limits", action="store_true", help="local, dask: let jobs run past their rule's `time` resource")
     c.add_argument("--force", action="append", default=[], metavar="RULE", help="rerun RULE and everything downstream of it")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds, e.g. 'a > 1 and b == 20'")
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")

@@ -28,6 +28,7 @@ SETTINGS = ("workdir", "max_psets")
 # grow linearly.)
 DEFAULT_MAX_PSETS = 1_000_000
 STATE_DIR = ".sweepc"
+BACKENDS = ("slurm", "local", "dask")  # blocks the backends read and check themselves
 PARAM_FUNCTIONS = ("range", "linspace", "logspace")
 SWEEP_FUNCTIONS = ("zip", "star", "csv", "npy")
 EXAMPLES = {
@@ -180,8 +181,8 @@ def _backend(
 ) -> None:
     if st.name in backends:
         p.bail(f"duplicate backend block '{st.name}'", st.name_span, "merge the two blocks into one")
-    if st.name not in ("slurm", "local"):
-        p.bail(f"unknown backend '{st.name}'", st.name_span, did_you_mean(st.name, ("slurm", "local")) or "backends are 'local' and 'slurm'")
+    if st.name not in BACKENDS:
+        p.bail(f"unknown backend '{st.name}'", st.name_span, did_you_mean(st.name, BACKENDS) or "backends are 'local', 'slurm' and 'dask'")
     values: dict[str, Scalar | tuple[Scalar, ...]] = {}
     for item in st.settings:
         if item.name in values:

@@ -1,0 +1,176 @@
+"""What runs on a dask worker: a batch of sweepc jobs, one after another.
+
+Each job is the local backend's job (time limit included): its rendered command under
+`bash -e -o pipefail -c`, in its own session, cwd its job folder, stdout and
+stderr to its log, spawned by the local backend's small spawner process
+(sweepc.backends.local.procs.ProcessPool, one per worker thread), so the peak
+memory (ru_maxrss of wait4) is the job's, not the ~100 MB worker's. Start, end,
+exit code, host and peak memory are measured here and sent back; the worker
+never touches the state store (sweepc records what comes back).
+
+A batch stops early, between jobs or by killing the running job's process
+tree (TERM, 2 s, KILL), when
+- sweepc said so: set_flag(run_id, "drain") (no new job: a failure without -k)
+  or set_flag(run_id, "stop") (Ctrl-C: kill), sent with Client.run;
+- dask cancelled the task (sweepc's client went away: the scheduler releases
+  what it wanted);
+- the worker is closing (its scheduler went away, or the cluster is shut down).
+When the worker process itself dies, its spawners see their sockets close and
+kill every job tree they run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import NamedTuple
+
+from sweepc.backends.local.limits import TimeLimits
+from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+
+POLL_SECONDS = 0.2
+
+# run id -> "drain" | "stop": set by sweepc through Client.run, read by batches
+_FLAGS: dict[str, str] = {}
+_LOCAL = threading.local()
+
+
+class JobSpec(NamedTuple):
+    key: int  # the job id in sweepc's graph
+    command: str
+    cwd: str
+    log: str
+    env: dict[str, str]  # added to the worker's environment
+    append_log: bool
+    time_s: int | None = None  # the rule's `time` resource, enforced here as locally (None: no limit)
+
+
+class JobResult(NamedTuple):
+    key: int
+    state: str  # ran | timeout | interrupted | not-run | error
+    exit_code: int | None
+    signal: int | None
+    start: float
+    end: float
+    max_rss_kb: int
+    host: str
+    worker: str
+    message: str
+
+
+def set_flag(run_id: str, flag: str) -> str:
+    """Client.run target: tell every batch of this build on this worker to drain or stop."""
+    if _FLAGS.get(run_id) != "stop":
+        _FLAGS[run_id] = flag
+    return flag
+
+
+def clear_flag(run_id: str) -> None:
+    _FLAGS.pop(run_id, None)
+
+
+def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
+    """Run the jobs one after another; one JobResult per spec, in order."""
+    pool = _pool()
+    host = socket.gethostname()
+    me = _worker_address()
+    out: list[JobResult] = []
+    for n, spec in enumerate(specs):
+        why = _stop_reason(run_id, drain=True)
+        if why:
+            out.extend(_not_run(s, host, me, why) for s in specs[n:])
+            break
+        env = dict(os.environ)
+        env.update(spec.env)
+        try:
+            pool.start(Spawn(key=spec.key, command=spec.command, cwd=spec.cwd, log_path=spec.log, env=env, append_log=spec.append_log))
+        except OSError as e:
+            now = _now()
+            out.append(JobResult(spec.key, "error", None, None, now, now, 0, host, me, f"cannot start: {e}"))
+            continue
+        limits = TimeLimits() if spec.time_s else None
+        if limits is not None and spec.time_s:
+            limits.add(spec.key, spec.time_s)
+        ended: list[Exit] = []
+        while not ended:
+            ended = pool.wait(limits.wait_timeout(POLL_SECONDS) if limits else POLL_SECONDS)
+            if limits is not None:
+                limits.enforce(pool.pids())
+            if ended:
+                break
+            why = _stop_reason(run_id, drain=False)
+            if why:
+                killed = pool.kill_all()
+                if limits is not None:
+                    limits.close()
+                ex = killed[0] if killed else None
+                if ex is not None and not ex.interrupted:  # it had ended on its own just before
+                    out.append(_ran(ex, host, me))
+                elif ex is not None:
+                    out.append(JobResult(spec.key, "interrupted", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, me, why))
+                out.extend(_not_run(s, host, me, why) for s in specs[n + 1:])
+                return out
+        ran = _ran(ended[0], host, me)
+        if limits is not None:
+            if limits.ended(spec.key):  # its time limit stopped it
+                ran = ran._replace(state="timeout")
+            limits.close()  # what ignored the SIGTERM gets the SIGKILL
+        out.append(ran)
+    return out
+
+
+def _ran(ex: Exit, host: str, worker: str) -> JobResult:
+    return JobResult(ex.key, "ran", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, worker, "")
+
+
+def _not_run(spec: JobSpec, host: str, worker: str, why: str) -> JobResult:
+    now = _now()
+    return JobResult(spec.key, "not-run", None, None, now, now, 0, host, worker, why)
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _pool() -> ProcessPool:
+    pool: ProcessPool | None = getattr(_LOCAL, "pool", None)
+    if pool is None:
+        pool = ProcessPool()
+        _LOCAL.pool = pool
+    return pool
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return ""
+
+
+def _stop_reason(run_id: str, drain: bool) -> str:
+    """Why this batch must stop now ("" to go on)."""
+    flag = _FLAGS.get(run_id)
+    if flag == "stop" or (drain and flag == "drain"):
+        return f"sweepc asked to {flag}"
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+    except (ImportError, ValueError):
+        return ""  # not on a dask worker (unit tests call this directly)
+    status = getattr(getattr(w, "status", None), "name", "running")
+    if status in ("closing", "closed", "failed"):
+        return "the dask worker is closing"
+    try:  # sweepc's client went away, or cancelled this task
+        key = w.get_current_task()
+        ts = w.state.tasks.get(key)
+        if ts is None or ts.state in ("cancelled", "released", "forgotten"):
+            return "dask cancelled the task"
+    except Exception:  # noqa: BLE001 - internals of the worker state may move; then rely on the rest
+        pass
+    return ""

@@ -28,6 +28,19 @@ SUMMARY_RE = re.compile(r"^sweepc: (.*) in \d+\.\ds$")
 DASHBOARD = 'dashboard = "127.0.0.1:0"'
 
 
+@pytest.fixture(autouse=True)
+def _close_this_threads_pool():
+    """run_batch keeps one process pool (and its spawner) per thread, as a
+    dask worker thread does; a test calling it on pytest's own thread closes
+    that pool after it, or the spawner outlives the test (tests/test_procs.py
+    counts every child process of the test run)."""
+    yield
+    pool = getattr(tasks._LOCAL, "pool", None)
+    if pool is not None:
+        pool.close()
+        tasks._LOCAL.pool = None
+
+
 def summary_of(out: str) -> str:
     lines = [ln for ln in out.splitlines() if SUMMARY_RE.match(ln)]
     assert len(lines) == 1, out

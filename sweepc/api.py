@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweepc import backends
+from sweepc.backends import templates
+from sweepc.backends.temps import TempJanitor, TempReporter
 from sweepc.backends.base import Backend, BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
 from sweepc.errors import MachineError, UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
@@ -30,6 +32,8 @@ from sweepc.plan.store import BuildLock, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from sweepc.results.view import ViewResult
 
 
 def load(path: str | Path = "sweepfile", overrides: Sequence[str] = ()) -> Study:
@@ -118,8 +122,11 @@ class Study:
             store.close()
 
     def check(self, plan: Plan, backend: str = "local", options: BuildOptions | None = None) -> list[str]:
-        """What `backend` would refuse in this plan (raised) or warn about (returned)."""
-        return backends.get(backend).check(self.graph, plan, options or BuildOptions(dry_run=True))
+        """What `backend` would refuse in this plan (raised) or warn about (returned);
+        a template that fails for a job of the plan is refused too (a dry run says so)."""
+        warnings = backends.get(backend).check(self.graph, plan, options or BuildOptions(dry_run=True))
+        templates.check(self.graph, plan.run)
+        return warnings
 
     def refresh(self) -> None:
         """Take in what finished outside this process (SLURM completion
@@ -215,10 +222,15 @@ class Study:
         if on_plan is not None:
             on_plan(p)
         store.put_sources(p.source_updates)
+        janitor = TempJanitor(p)
+        if not options.render_only:
+            janitor.sweep()  # temp outputs whose readers finished since (a SLURM build that did not wait)
         if not p.run:
             return BuildResult(p, None, None, None)
         # a build refused for its resources never starts, so it is no run
         warnings = tuple(chosen.check(g, p, options))
+        # before anything runs: a template that fails for one pset stops the build
+        templates.check(g, p.run)
         run_id = new_run_id()
         if options.render_only:  # submits nothing, so it is no run either
             ex = chosen.execute(p, store, run_id, reporter, options)
@@ -233,7 +245,7 @@ class Study:
         status = "interrupted"
         ended = False
         try:
-            ex = chosen.execute(p, store, run_id, reporter, options)
+            ex = chosen.execute(p, store, run_id, TempReporter(reporter, janitor), options)
             summary, status = ex.summary, ex.status
             ended = True
         except Interrupted as e:
@@ -343,6 +355,18 @@ class Study:
         plots.save(fig, str(path))
         return path
 
+    def view(self, dest: str | Path, rule: str | None = None, where: str | None = None) -> ViewResult:
+        """Make (or update) a tree of symlinks to the job folders, named by
+        parameters: DEST/<rule>/a=1/b=88 (see sweepc.results.view). A
+        relative DEST is relative to the current folder."""
+        from sweepc.results.view import make_view
+
+        g = self.graph
+        if rule is not None and rule not in g.rule_index:
+            raise UsageError(f"unknown rule '{rule}'", did_you_mean(rule, g.rule_index) or f"rules: {listing(g.rule_index)}")
+        ids = select(g, [rule] if rule else [], where=where, with_ancestors=False)
+        return make_view(g, ids, Path(dest))
+
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""
         import pandas as pd
@@ -377,6 +401,9 @@ class Study:
         for j in g.jobs:
             for src in j.sources:
                 files[(g.root / src).resolve()] = None
+        for r in g.rules:
+            for tf in r.templates:
+                files[(g.root / tf.source).resolve()] = None
         module = parse(g.source, g.sweepfile.name)
         stack: list[object] = list(module.statements)
         while stack:

@@ -35,6 +35,9 @@ class Diagnostic:
     # the line number to show, where it differs from span.line (the text of a
     # -D override is kept after the sweepfile's lines, but it is line 1 of "-D")
     shown_line: int | None = None
+    # the text of `filename` when it is not the sweepfile (a template file);
+    # a span with column 0 then names a whole line: `file:line: message`
+    source: str | None = None
 
 
 class SweepcError(Exception):
@@ -51,7 +54,7 @@ class SweepfileError(SweepcError):
 
     def render(self) -> str:
         lines = self.source.splitlines()
-        return "\n".join(render(d, lines) for d in self.diagnostics)
+        return "\n".join(render(d, lines if d.source is None else d.source.splitlines()) for d in self.diagnostics)
 
 
 class UsageError(SweepcError):
@@ -106,6 +109,11 @@ def render(diag: Diagnostic, source_lines: Sequence[str]) -> str:
         head = f"{diag.filename}: {diag.message}"
         return head + (f"\n  hint: {diag.hint}" if diag.hint else "")
     span = diag.span
+    if span.column == 0:  # a whole line (jinja2 knows lines, not columns)
+        out = [f"{diag.filename}:{span.line}: {diag.message}"]
+        if 1 <= span.line <= len(source_lines):
+            out.append("  " + source_lines[span.line - 1])
+        return "\n".join(out + ([f"  hint: {diag.hint}"] if diag.hint else []))
     out = [f"{diag.filename}:{diag.shown_line or span.line}:{span.column}: {diag.message}"]
     if 1 <= span.line <= len(source_lines):
         text = source_lines[span.line - 1]

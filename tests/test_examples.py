@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import os
 import shutil
 import subprocess
 import tarfile
@@ -29,14 +30,19 @@ except ImportError:  # tests/ is a package
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ALL = ["quickstart", "batched-csv", "hpc-two-step", "save-data-on-disk", "failing-workloads", "restart", "generated-samples",
-       "python-function", "dask-local"]
+       "python-function", "dask-local", "input-templates"]
 
 
 def run_readme(name: str, tmp_path: Path, env: dict[str, str] | None = None, slurm: bool = False) -> Path:
     """Copy the example to tmp_path and run its README there; returns the copy."""
     src = EXAMPLES / name
     dst = tmp_path / name
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("calc", ".sweepc", "archive", "__pycache__"))
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        # a project's own calc/ (not templates/calc/, psweep's layout)
+        top = {"calc", ".sweepc", "archive", "view"} if Path(folder) == src else set()
+        return {n for n in names if n in top or n == "__pycache__"}
+
+    shutil.copytree(src, dst, ignore=ignore)
     session = docrun.Session(dst, env=env, timeout=300 if slurm else 120)
     ran = session.run_blocks(docrun.parse((src / "README.md").read_text()), f"examples/{name}/README.md", slurm=slurm)
     assert ran > 0, f"examples/{name}/README.md shows no commands"
@@ -274,3 +280,32 @@ def test_dask_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(runs["backend"]) == ["dask"] and list(runs["status"]) == ["ok"]
     nothing_to_do(p)
     run_shown("dask-local", p)
+
+
+def test_input_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = run_readme("input-templates", tmp_path)
+    df = results(p, monkeypatch)
+    assert len(df) == 8 and set(df["_status"]) == {"done"}
+    g = sweepc.load(p).graph
+    by_hash = {j.hash: j for j in g.jobs if j.rule == "simulate"}
+    assert len(by_hash) == 8
+    for row in df.to_dict("records"):
+        h = row["_pset_hash"]
+        folder = p / "calc" / "simulate" / h[:2] / h
+        # the rendered deck: raw values, the .j2 dropped, the README's edit (x0 = 2.0) in
+        deck = (folder / "input.deck").read_text()
+        assert f"scheme = {row['scheme']}\ndt = {row['dt']}\ngamma = {row['gamma']}\nsteps = {round(10 / row['dt'])}\nx0 = 2.0\n" in deck
+        assert os.access(folder / "run.sh", os.X_OK)  # a template keeps its executable bit
+        assert json.loads((folder / "pset.json").read_text())["params"] == {"scheme": row["scheme"], "dt": row["dt"], "gamma": row["gamma"]}
+        assert not (folder / "trajectory.dat").exists()  # temp(): gone once analyse read it
+        # the code run by hand on the rendered deck gives the energy in the table
+        out = subprocess.run(["python3", str(p / "oscillator.py"), "input.deck"], cwd=folder, capture_output=True, text=True, check=True)
+        t, x, v = (float(s) for s in out.stdout.splitlines()[-1].split())
+        assert math.isclose(row["energy"], round(0.5 * (x * x + v * v), 6)) and row["steps"] == round(10 / row["dt"])
+        link = p / "view" / "simulate" / f"scheme={row['scheme']}" / f"dt={row['dt']}" / f"gamma={row['gamma']}"
+        assert not os.path.isabs(os.readlink(link)) and link.resolve() == folder.resolve()
+    # a leapfrog step loses less energy than a semi-implicit Euler step
+    e = {(r["scheme"], r["dt"], r["gamma"]): r["energy"] for r in df.to_dict("records")}
+    assert e[("leapfrog", 0.05, 0.1)] > e[("euler", 0.05, 0.1)]
+    nothing_to_do(p)
+    run_shown("input-templates", p)

@@ -14,7 +14,8 @@ ALLOWED = {
     "evaluate": {"syntax", "problems", "sweeps", "expr", "names"},
     "join": {"syntax", "problems", "sweeps", "graph", "placeholders", "resources", "names", "evaluate"},
     "commands": {"syntax", "problems", "sweeps", "graph", "placeholders", "resources", "names", "evaluate", "join"},
-    "compiler": {"syntax", "problems", "graph", "names", "evaluate", "join", "commands"},
+    "templates": {"syntax", "problems", "graph", "names", "join", "sweeps"},
+    "compiler": {"syntax", "problems", "graph", "names", "evaluate", "join", "commands", "templates"},
 }
 BOTTOM = {"sweepc.errors", "sweepc.values", "sweepc.hashing"}
 

@@ -10,6 +10,14 @@ may be a link, e.g. to scratch space: that is the user's setting, checked by
 the compiler.) Every job folder sweepc prepares gets a marker file
 (MARKER_NAME, holding the folder's <rule>/<hh>/<hash>), so `sweepc clean`
 can tell the folders sweepc made from anything else, even without the store.
+
+prepare_job_dir() is the one call a backend makes before a job's command
+starts: it marks the folder, removes the job's declared outputs (leftovers
+of an earlier run must not survive a run that fails to write them), writes
+the input list, renders the rule's templates into the folder and writes
+pset.json, each file to a temporary name and renamed, never through a link.
+(Every template was rendered once already, before anything ran, to report
+errors: backends/templates.py.)
 """
 
 from __future__ import annotations
@@ -25,7 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, BuildGraph, Job, RuleSpec
+from sweepc.backends import templates
+from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, BuildGraph, Job, RuleSpec
+
+PSET_JSON_VERSION = 1
+PSET_JSON_ENV = "SWEEPC_PSET_JSON"  # the environment variable naming it, set for every command
 
 _USES_INPUT_LIST = re.compile(r"\{\s*input\s*\.\s*list\s*\}")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -124,6 +136,9 @@ def prepare_job_dir(g: BuildGraph, job: Job, input_list: bool, clear_outputs: bo
                     os.unlink(LOG_NAME, dir_fd=fd)
         if input_list:
             write_input_list(g, job, d, dir_fd=fd, only=only)
+        for dest, data, mode in templates.rendered(g, job):
+            _write_below(fd, dest.split("/"), data, mode)
+        _write_below(fd, [PSET_JSON_NAME], pset_json_text(g, job).encode("utf-8"), 0o644)
     finally:
         os.close(fd)
     return d
@@ -312,3 +327,91 @@ def check_end(g: BuildGraph, rule: str, d: Path) -> tuple[str | None, str | None
     if read.problem is not None:
         return read.problem, None
     return None, json.dumps(read.values, ensure_ascii=False, separators=(",", ":"))
+
+
+def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
+    """Write parts[-1] below folder fd (making the folders on the way, never
+    through a link): to a temporary name, then renamed. data: the bytes, or
+    a file to copy."""
+    if len(parts) > 1:
+        try:
+            below = os.open(parts[0], _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parts[0], 0o777, dir_fd=fd)
+            below = os.open(parts[0], _DIR_FLAGS, dir_fd=fd)
+        try:
+            _write_below(below, parts[1:], data, mode)
+        finally:
+            os.close(below)
+        return
+    name = parts[0]
+    tmp = name + ".sweepc-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=fd)
+    out = os.open(tmp, WRITE_FLAGS | os.O_EXCL, mode, dir_fd=fd)
+    with os.fdopen(out, "wb") as f:
+        if isinstance(data, Path):
+            with open(data, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+        else:
+            f.write(data)
+        if mode & 0o111:  # a script stays runnable (the umask may have dropped the x bits)
+            os.fchmod(f.fileno(), mode)
+    os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces a link, never writes through it
+
+
+_NAMED = re.compile(r"(?:sweep|parameter) '(\w+)'")
+
+
+def sweep_name(rule: RuleSpec) -> str | None:
+    """The sweep (or parameter) a rule is over, when it is named; None for an
+    expression or a rule without `over`."""
+    m = _NAMED.fullmatch(rule.over or "")
+    return m.group(1) if m else None
+
+
+def _type_name(v: object) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+
+
+def pset_json_text(g: BuildGraph, job: Job) -> str:
+    """The job's parameters with their types, its pset hash, rule and sweep, as JSON."""
+    rule = g.rule(job.rule)
+    doc = {
+        "sweepc": PSET_JSON_VERSION,
+        "rule": job.rule,
+        "sweep": sweep_name(rule),
+        "hash": job.hash,
+        "seq": job.seq,
+        "params": dict(job.params),
+        "types": {k: _type_name(v) for k, v in job.params.items()},
+    }
+    # allow_nan: a float parameter may be nan or inf (Python's json reads them back)
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def remove_temp_outputs(g: BuildGraph, job: Job, names: tuple[str, ...], dry_run: bool = False) -> list[Path]:
+    """Remove the given (temp) outputs of a job, never through a link; the
+    paths that were there. A job folder that is not there (or not a real
+    folder) has nothing to remove."""
+    d = g.job_dir(job)
+    if not any(os.path.lexists(d / n) for n in names):
+        return []  # the common case on a no-op build: gone already, one stat each
+    try:
+        fd = open_job_dir(g.workdir_path, job.reldir, create=False)
+    except OSError:
+        return []
+    gone: list[Path] = []
+    try:
+        for name in names:
+            try:
+                os.lstat(name, dir_fd=fd)
+            except OSError:
+                continue
+            if not dry_run:
+                _remove_below(fd, name.split("/"))
+            gone.append(d / name)
+    finally:
+        os.close(fd)
+    return gone

@@ -73,9 +73,15 @@ def register(sub: Any) -> None:
     c.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     c.set_defaults(func=cmd_status)
 
+    c = sub.add_parser("view", help="a tree of symlinks to the job folders, named by parameters")
+    c.add_argument("dir", metavar="DIR", help="the folder to make or update, e.g. view/")
+    c.add_argument("--rule", metavar="R", help="only rule R (default: every rule)")
+    c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
+    c.set_defaults(func=cmd_view)
+
     c = sub.add_parser("clean", help="remove outputs, batch files or orphans")
-    c.add_argument("what", nargs="?", choices=("outputs", "batch", "orphans", "all"), default="outputs",
-                   help="outputs (default): job folders and records; batch: SLURM scripts and logs; orphans: psets no longer in the sweepfile; all: workdir and .sweepc/")
+    c.add_argument("what", nargs="?", choices=("outputs", "temp", "batch", "orphans", "all"), default="outputs",
+                   help="outputs (default): job folders and records; temp: temp() outputs only (nothing becomes stale); batch: SLURM scripts and logs; orphans: psets no longer in the sweepfile; all: workdir and .sweepc/")
     c.add_argument("--rule", action="append", default=[], metavar="R", help="only rule R (repeatable)")
     c.add_argument("--where", metavar="EXPR", help="only psets for which EXPR holds")
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each per-pset rule's psets")
@@ -456,11 +462,22 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
     for r in g.rules:
         if not wanted or r.name in wanted:
             rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}}
+    temps = {r.name: [o.path for o in r.outputs if o.temp] for r in g.rules if any(o.temp for o in r.outputs)}
+    for name in temps:
+        if name in rows:
+            rows[name]["temp_removed"] = 0
     for i in p.selected:
-        row = rows.get(g.jobs[i].rule)
+        job = g.jobs[i]
+        row = rows.get(job.rule)
         if row is not None:
             row["jobs"] += 1
-            row[p.state(i)] += 1
+            state = p.state(i)
+            row[state] += 1
+            # done, with its temp() outputs removed since (rebuilt when a reader must run)
+            if state == "done" and job.rule in temps:
+                d = g.job_dir(job)
+                if any(not os.path.lexists(d / n) for n in temps[job.rule]):
+                    row["temp_removed"] += 1
     return list(rows.values())
 
 
@@ -475,6 +492,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     sys.stdout.write("  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")
     for r in rows:
         sys.stdout.write("  ".join(str(r[h]).ljust(w) if k == 0 else str(r[h]).rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")
+    for r in rows:
+        if r.get("temp_removed"):
+            sys.stdout.write(f"{r['rule']}: {r['temp_removed']} of its done jobs have their temp() outputs removed (rebuilt when a job that reads them must run)\n")
+    return EXIT_OK
+
+
+# ---- view -----------------------------------------------------------------------
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    study = _study(args)
+    v = study.view(args.dir, rule=args.rule, where=args.where)
+    sys.stdout.write(f"sweepc: view {args.dir}: {v.links} links ({v.made} new or changed, {v.removed} removed)\n")
     return EXIT_OK
 
 
@@ -570,6 +600,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     if args.what == "all":
         return _clean_all(args, g, out)
+    if args.what == "temp":
+        with _holding_lock(root) if not args.dry_run and sd.exists() else contextlib.nullcontext():
+            return _clean_temp(args, g, out, verb)
     if args.what == "batch":
         batch = sd / "slurm"
         if not os.path.lexists(batch):
@@ -725,6 +758,25 @@ def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
     if keep:
         out.write(f"kept {keep}\n")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _clean_temp(args: argparse.Namespace, g: BuildGraph, out: TextIO, verb: str) -> int:
+    """Remove temp() outputs: a missing one never makes a job stale, so this
+    only frees space; a job that reads one and must rerun rebuilds it."""
+    from sweepc.backends.jobdir import remove_temp_outputs
+    from sweepc.plan.selection import select
+
+    _refuse_while_queued(g)  # a queued reader may still need them
+    ids = select(g, args.rule, where=args.where, psets=args.psets, with_ancestors=False)
+    temps = {r.name: [o.path for o in r.outputs if o.temp] for r in g.rules if any(o.temp for o in r.outputs)}
+    n = 0
+    for i in ids:
+        job = g.jobs[i]
+        for p in remove_temp_outputs(g, job, tuple(temps.get(job.rule, ())), dry_run=args.dry_run):
+            out.write(f"{verb} {_rel(g, p)}\n")
+            n += 1
+    out.write(f"sweepc: {verb} {n} temp outputs\n" if n else "sweepc: nothing to clean\n")
+    return EXIT_OK
 
 
 def _refuse_while_queued(g: BuildGraph) -> None:

@@ -7,6 +7,7 @@ in a rule; every independent mistake is reported at once):
     names.resolve     the namespace, settings, backend blocks, parameter values
     evaluate.evaluate sweeps (and each rule's 'over') to psets
     join.join         rules checked, ordered, joined to their upstream jobs
+    templates.collect each rule's templates: field checked against the files
     commands.render   every job, its hash, folder, inputs and command
 """
 
@@ -21,6 +22,7 @@ from sweepc.lang.graph import BuildGraph
 from sweepc.lang.join import join
 from sweepc.lang.names import resolve
 from sweepc.lang.problems import fail
+from sweepc.lang.templates import attach, collect
 
 
 def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None) -> BuildGraph:
@@ -30,8 +32,9 @@ def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None =
     names = resolve(module, root, sweepfile or root / path.name)
     swept = evaluate(module, names, root)
     joined = join(module, names, swept, root)
-    found = names.diagnostics + swept.diagnostics + joined.diagnostics
+    templates = collect(module, names, joined, root)
+    found = names.diagnostics + swept.diagnostics + joined.diagnostics + templates.diagnostics
     rendered = render(module, names, swept, joined, root, path) if not found else None
     if rendered is None or rendered.graph is None:
         raise fail(module, found + (rendered.diagnostics if rendered else ()))
-    return rendered.graph
+    return attach(rendered.graph, templates)

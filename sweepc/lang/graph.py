@@ -23,7 +23,8 @@ RECORD_NAME = "sweepc-record.json"
 MARKER_NAME = ".sweepc-job"  # "sweepc made this folder": what `sweepc clean` may remove
 # What a `python:` rule's function returned: its results file.
 PYTHON_RESULT_NAME = "sweepc-result.json"
-RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME})
+PSET_JSON_NAME = "pset.json"
+RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME, PSET_JSON_NAME})
 
 
 class Resources(NamedTuple):
@@ -85,6 +86,17 @@ class OutputSpec:
     name: str | None
     path: str  # relative to the job directory
     span: Span
+    temp: bool = False  # temp("..."): removed once every job that reads it is done
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateFile:
+    """One file a rule's templates: field puts into every job folder."""
+
+    source: str  # project-relative path of the template file
+    dest: str  # job-folder-relative path it is written to (a trailing .j2 dropped)
+    text: bool  # rendered with jinja2; False: copied as it is (not UTF-8 text)
+    span: Span  # the templates: item it comes from
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,10 @@ class RuleSpec:
     # `python: "FILE.py:FUNC"`: (FILE.py relative to the project, FUNC); the
     # jobs' `command` is then a stand-in that calls it (see commands.py)
     python: tuple[str, str] | None = None
+    templates: tuple[TemplateFile, ...] = ()
+    # what of the job beyond its pset the templates use ("seq", "resources"):
+    # part of the fingerprint only then, so adding a pset does not rerun the rest
+    template_uses: tuple[str, ...] = ()
 
     @property
     def job_ids(self) -> range:

@@ -30,7 +30,7 @@ from sweepc.lang.resources import RESOURCE_NAMES, resource_value
 from sweepc.lang.sweeps import Psets, keys_of
 from sweepc.values import Scalar, join_key
 
-RULE_FIELDS = ("input", "output", "shell", "python", "restart", "resources", "retries", "results", "local")
+RULE_FIELDS = ("input", "output", "shell", "python", "restart", "resources", "retries", "results", "local", "templates")
 PSET_ATTRS = ("hash", "dir", "seq")
 
 # A resource: its expression, and how to get it per pset: None (a constant),
@@ -336,14 +336,21 @@ class _Joiner:
     def rule_outputs(self, rd: s.RuleDef, f: s.Field | None, rf: s.Field | None, python: bool = False) -> tuple[tuple[OutputSpec, ...], tuple[str, ...]]:
         outs: list[OutputSpec] = []
         for it in f.items if f else ():
-            if not isinstance(it.value, s.Str):
-                self.p.bail("an output is a quoted file name", it.value.span, 'for example: output: "out.txt"')
-            outs.append(OutputSpec(it.name, self.job_path(it.value, "output"), it.value.span))
+            v, temp = it.value, False
+            if isinstance(v, s.Call) and v.func == "temp":  # temp("big.dat"): removed once its readers are done
+                if len(v.args) != 1 or v.args[0].name is not None or not isinstance(v.args[0].value, s.Str):
+                    self.p.bail("temp() takes one quoted file name", v.span, 'for example: output: temp("big.dat")')
+                v, temp = v.args[0].value, True
+            if not isinstance(v, s.Str):
+                self.p.bail("an output is a quoted file name", it.value.span, 'for example: output: "out.txt", or temp("big.dat") for one removed once its readers are done')
+            outs.append(OutputSpec(it.name, self.job_path(v, "output"), v.span, temp))
         results: list[str] = []
         for it in rf.items if rf else ():
             if not isinstance(it.value, s.Str) or it.name is not None:
                 self.p.bail("results: names a JSON file the job writes", it.value.span, 'for example: results: "result.json"')
             p = self.job_path(it.value, "results")
+            if any(o.temp and o.path == p for o in outs):
+                self.p.bail("a results file cannot be temp()", it.value.span, "results are read after the build; drop temp() from this output")
             results.append(p)
             if all(o.path != p for o in outs):
                 outs.append(OutputSpec(None, p, it.value.span))  # results files are outputs too

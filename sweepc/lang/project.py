@@ -4,7 +4,8 @@ compiled-graph cache.
 The cache (`.sweepc/graph.cache`) holds the last BuildGraph, pickled, under a
 key made of everything the compiler reads: the sweepfile's text and full
 path, the content digest of every CSV or .npy file `csv()`/`npy()` read (or
-that it is missing: samples a rule has not made yet), and the identity of the compiler itself (this package's lang/ modules, hashing,
+that it is missing: samples a rule has not made yet) and of every
+`templates:` file (and the listing of every template folder), and the identity of the compiler itself (this package's lang/ modules, hashing,
 values and errors, the grammar: size and mtime of each; the Python version).
 A command whose key matches loads the graph (at 100k psets ~10x faster than
 parsing and compiling, and lark and networkx are not even imported); any
@@ -175,6 +176,13 @@ def _code_identity() -> list[str]:
 
 def _digest(path: Path) -> str | None:
     h = hashlib.sha256()
+    if os.path.isdir(path):
+        # a template folder (templates:): what is in it decides the graph
+        for top, dirs, names in os.walk(path):
+            dirs.sort()
+            for n in sorted(names):
+                h.update(os.path.relpath(os.path.join(top, n), path).encode("utf-8", "surrogateescape") + b"\0")
+        return "dir:" + h.hexdigest()
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

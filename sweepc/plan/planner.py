@@ -43,6 +43,7 @@ OUTPUT_MISSING = "output-missing"
 COMMAND_CHANGED = "command-changed"
 INPUT_CHANGED = "input-changed"
 UPSTREAM = "upstream"
+TEMP_NEEDED = "temp-needed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,8 @@ def _plan(
     live = live or {}
     jobs = g.jobs
     wd = str(g.workdir_path)
-    outputs = {r.name: tuple(o.path for o in r.outputs) for r in g.rules}
+    # a missing temp() output alone never makes a job stale (see _rebuild_temps)
+    outputs = {r.name: tuple(o.path for o in r.outputs if not o.temp) for r in g.rules}
     forced = _forced(g, selected, forced_rules)
     fps, cmds, ins = _hashes(g, selected, digests)
     # The fast path needs one string per job (Store.states()); the whole rows
@@ -191,6 +193,7 @@ def _plan(
     finally:
         if wd_fd >= 0:
             os.close(wd_fd)
+    _rebuild_temps(g, selected, will_run, queued, wd)
     run = tuple(i for i in selected if i in will_run)
     return Plan(
         graph=g,
@@ -273,7 +276,8 @@ def _plan_soft(
     live = live or {}
     jobs = g.jobs
     wd = str(g.workdir_path)
-    outputs = {r.name: tuple(o.path for o in r.outputs) for r in g.rules}
+    # a missing temp() output alone never makes a job stale (see _rebuild_temps)
+    outputs = {r.name: tuple(o.path for o in r.outputs if not o.temp) for r in g.rules}
     forced = _forced(g, selected, forced_rules)
 
     # indexed by job id; lists, because this loop is the no-op build at 100k psets
@@ -284,19 +288,20 @@ def _plan_soft(
     will_run: dict[int, tuple[Reason, ...]] = {}
     queued: dict[int, str] = {}
     dynamic: dict[int, tuple[str, ...]] = {}
+    tparts = _SourceParts(g, digests)
     for i in selected:
         job = jobs[i]
         cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
         soft = job.soft
         parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
-        if job.sources:
-            parts.extend(digests[p] for p in job.sources)
+        if job.sources or job.rule in tparts.rules:
+            parts.extend(tparts.of(job))
         inputs_hash = text_hash(*parts)
         if soft:
             # up to date means: built with the done() inputs that are done now
             inputs_hash = soft_inputs_hash(inputs_hash, [fps[d] for d in job.deps if d in soft and _done_now(jobs[d], d, records, will_run, queued)])
         if soft or (dynamic and any(d in dynamic for d in job.deps)):
-            dynamic[i] = tuple(digests[p] for p in job.sources)
+            dynamic[i] = tuple(tparts.of(job))
         fp = text_hash(cmd_hash, job.hash, inputs_hash)
         fps[i] = fp
         cmds[i] = cmd_hash
@@ -380,12 +385,13 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str]) 
     fps = [""] * len(jobs)
     cmds = [""] * len(jobs)
     ins = [""] * len(jobs)
+    tparts = _SourceParts(g, digests)
     for i in selected:
         job = jobs[i]
         cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
         parts = [fps[d] for d in job.deps]
-        if job.sources:
-            parts.extend(digests[p] for p in job.sources)
+        if job.sources or job.rule in tparts.rules:
+            parts.extend(tparts.of(job))
         inputs_hash = text_hash(*parts)
         fps[i] = text_hash(cmd_hash, job.hash, inputs_hash)
         cmds[i] = cmd_hash
@@ -400,6 +406,7 @@ class _Derived(Sequence[str]):
 
     def __init__(self, g: BuildGraph, fps: Sequence[str], digests: Mapping[str, str], cmd: bool) -> None:
         self.g, self.fps, self.digests, self.cmd = g, fps, digests, cmd
+        self.parts = _SourceParts(g, digests)
 
     @overload
     def __getitem__(self, i: int) -> str: ...
@@ -413,7 +420,7 @@ class _Derived(Sequence[str]):
         job = self.g.jobs[i]
         if self.cmd:
             return text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
-        return text_hash(*[self.fps[d] for d in job.deps], *[self.digests[p] for p in job.sources])
+        return text_hash(*[self.fps[d] for d in job.deps], *self.parts.of(job))
 
     def __len__(self) -> int:
         return len(self.g.jobs)
@@ -442,6 +449,58 @@ def _write_fingerprints(path: Path, key: str, digests: Mapping[str, str], fps: l
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _rebuild_temps(g: BuildGraph, selected: Sequence[int], will_run: dict[int, tuple[Reason, ...]], queued: Mapping[int, str], wd: str) -> None:
+    """A job whose temp() output is gone runs again when a job that reads it
+    must run. Its fingerprint does not change, so nothing else reruns for it.
+    Downstream first, so the upstream job's own removed inputs come back too."""
+    temps = {r.name: tuple(o.path for o in r.outputs if o.temp) for r in g.rules if any(o.temp for o in r.outputs)}
+    if not temps or not will_run:
+        return
+    chosen = set(selected)
+    jobs = g.jobs
+    for i in reversed(selected):
+        if i not in will_run:
+            continue
+        for d in jobs[i].deps:
+            dj = jobs[d]
+            if d in will_run or d in queued or d not in chosen or dj.rule not in temps:
+                continue
+            base = f"{wd}/{dj.reldir}/"
+            gone = [n for n in temps[dj.rule] if not os.path.exists(base + n)]
+            if gone:
+                will_run[d] = (Reason(TEMP_NEEDED, f"temp output {gone[0]} was removed and {jobs[i].label} needs it"),)
+
+
+class _SourceParts:
+    """What a job's fingerprint takes from files: its source inputs' digests
+    and, for a rule with templates:, one digest over its template files
+    (their names and contents; the job's seq and resources too when the
+    templates mention them). The same in every place fingerprints are made."""
+
+    def __init__(self, g: BuildGraph, digests: Mapping[str, str]) -> None:
+        self.g, self.digests = g, digests
+        self.rules: dict[str, str] = {}
+        for r in g.rules:
+            if r.templates and all(t.source in digests for t in r.templates):
+                self.rules[r.name] = text_hash("templates", *(f"{t.dest}\0{digests[t.source]}" for t in r.templates), *r.template_uses)
+
+    def of(self, job: Job) -> list[str]:
+        digests = self.digests
+        out = [digests[p] for p in job.sources]
+        t = self.rules.get(job.rule)
+        if t is not None:
+            uses = self.g.rule(job.rule).template_uses
+            if uses:
+                extra = [t]
+                if "seq" in uses:
+                    extra.append(f"seq={job.seq}")
+                if "resources" in uses:
+                    extra.append("resources=" + repr(tuple(job.resources)))
+                t = text_hash(*extra)
+            out.append(t)
+        return out
 
 
 def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | None:
@@ -486,6 +545,12 @@ def _which_input(g: BuildGraph, job: Job, records: Mapping[tuple[str, str], Reco
                 return f": {p}"
         except OSError:
             pass
+    for t in g.rule(job.rule).templates:
+        try:
+            if os.stat(g.root / t.source).st_mtime > rec.end:
+                return f": template {t.source}"
+        except OSError:
+            pass
     return ""
 
 
@@ -507,6 +572,16 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
     for i in selected:
         for p in g.jobs[i].sources:
             paths.setdefault(p, i)
+    # template files are hashed the same way: editing one reruns the jobs of
+    # the rules that use it, a touch reruns nothing
+    templates: dict[str, str] = {}
+    if any(r.templates for r in g.rules):
+        rules_selected = {g.jobs[i].rule: i for i in selected}
+        for r in g.rules:
+            if r.name in rules_selected:
+                for tf in r.templates:
+                    templates.setdefault(tf.source, r.name)
+                    paths.setdefault(tf.source, rules_selected[r.name])
     if not paths:
         return {}, []
     known = store.sources()
@@ -518,7 +593,11 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
         try:
             st = os.stat(full)
         except OSError:
-            missing.append(_missing(g, g.jobs[first], p))
+            if p in templates:
+                tf = next(t for t in g.rule(templates[p]).templates if t.source == p)
+                missing.append(Diagnostic(f"template '{p}' does not exist", tf.span, f"rule '{templates[p]}' needs it; restore it or fix templates:", g.sweepfile.name))
+            else:
+                missing.append(_missing(g, g.jobs[first], p))
             continue
         old = known.get(p)
         if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:

@@ -28,8 +28,8 @@ from typing import Any
 
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import MachineError, UsageError, machine_error
-from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
+from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
+from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
@@ -414,6 +414,7 @@ class _Runner:
             command = job.restart
         env = dict(self.base_env)
         env["SWEEPC_JOB_DIR"] = str(d)
+        env[PSET_JSON_ENV] = str(d / PSET_JSON_NAME)
         env["SWEEPC_RULE"] = job.rule
         env["SWEEPC_PSET_HASH"] = job.hash
         env["SWEEPC_ATTEMPT"] = str(attempt)

@@ -308,7 +308,8 @@ class _Build:
         for i in batch:
             job = g.jobs[i]
             try:
-                # render-only: submit.sh needs the folders and input lists, nothing else changes
+                # render-only: submit.sh needs the folders and their inputs (templates, pset.json,
+                # input list); no output is removed
                 d = prepare_job_dir(g, job, input_list=self.uses_list[job.rule], clear_outputs=not self.render_only)
             except JobDirError as e:
                 raise UsageError(f"refusing to submit {job.label}: {e}") from None

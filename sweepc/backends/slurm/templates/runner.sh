@@ -84,7 +84,7 @@ sweepc_pset() {
   [ ! -L "$dir/@LOG@" ] || rm -f -- "$dir/@LOG@"
   (
     cd -- "$dir" || exit 127
-    export SWEEPC_JOB_DIR="$dir" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"
+    export SWEEPC_JOB_DIR="$dir" SWEEPC_PSET_JSON="$dir/pset.json" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"
     exec bash -e -o pipefail -c "$cmd"
   ) </dev/null >"$dir/@LOG@" 2>&1 &
   wait "$!"

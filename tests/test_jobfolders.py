@@ -1,0 +1,400 @@
+"""Job folders a simulation code can use: templates:, pset.json, temp(), view.
+
+Real local builds in a tmp project through the CLI (sweepc.cli.main); the
+bad-input messages of the compiler are golden files in tests/cases/errors/
+(template_*, temp_*), the ones that need a build or a folder git cannot hold
+are pinned here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import sweepc
+from sweepc.cli import main
+from sweepc.results.view import escape, value_text
+
+SWEEPFILE = '''
+param a = [1, 2]
+param b = [88, 99]
+param title = "my run"
+sweep grid = a * b * title
+
+rule sim over grid:
+    templates: "templates/input.deck.j2", "templates/calc/"
+    resources: cpus = 1
+    output: "out.txt"
+    shell: "cat input.deck > {output}; printenv SWEEPC_PSET_JSON > env.txt"
+
+rule post over grid:
+    input: sim
+    output: "post.txt"
+    shell: "cat {input} > {output}"
+
+rule plain over a:
+    output: "plain.txt"
+    shell: "echo {a} > {output}"
+'''
+
+DECK = """title = {{ title }}
+a = {{ a }} b = {{ b }} sum = {{ a + b }}
+hash = {{ pset.hash }} rule = {{ rule }} cpus = {{ resources.cpus }} n = {{ pset | length }}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    p = tmp_path / "proj"
+    (p / "templates" / "calc" / "sub").mkdir(parents=True)
+    (p / "sweepfile").write_text(SWEEPFILE)
+    (p / "templates" / "input.deck.j2").write_text(DECK)
+    (p / "templates" / "calc" / "params.in").write_text("x = {{ a * 2 }}\n")
+    (p / "templates" / "calc" / "sub" / "mesh.bin").write_bytes(b"\x00\x01{{ a }}\xff")
+    run = p / "templates" / "calc" / "run.sh.j2"
+    run.write_text("#!/bin/sh\necho $HOME {{ b }}\n")
+    run.chmod(0o755)
+    monkeypatch.chdir(p)
+    return p
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def job_dir(project: Path, rule: str, **params: object) -> Path:
+    g = sweepc.load(project).graph
+    (job,) = [j for j in g.jobs if j.rule == rule and all(j.params[k] == v for k, v in params.items())]
+    return g.job_dir(job)
+
+
+def ran(out: str) -> list[str]:
+    return [ln.split(":")[0].removeprefix("run ") for ln in out.splitlines() if ln.startswith("run ")]
+
+
+# -- templates ------------------------------------------------------------------
+
+
+def test_templates_are_rendered_into_every_job_folder(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "build", "-j", "2")
+    assert code == 0, err
+    d = job_dir(project, "sim", a=2, b=99)
+    h = d.name
+    # raw values (no shell quoting), pset, pset.hash, rule, resources, filters
+    assert (d / "input.deck").read_text() == f"title = my run\na = 2 b = 99 sum = 101\nhash = {h} rule = sim cpus = 1 n = 3\n"
+    assert (d / "out.txt").read_text() == (d / "input.deck").read_text()
+    # a folder keeps its layout; .j2 dropped; a binary file copied byte for byte; the x bit kept
+    assert (d / "params.in").read_text() == "x = 4\n"
+    assert (d / "sub" / "mesh.bin").read_bytes() == b"\x00\x01{{ a }}\xff"
+    assert (d / "run.sh").read_text() == "#!/bin/sh\necho $HOME 99\n" and os.access(d / "run.sh", os.X_OK)
+    assert not (d / "run.sh.j2").exists()
+    # only the rule that names templates gets them
+    assert sorted(p.name for p in job_dir(project, "post", a=2, b=99).iterdir()) == [".sweepc-job", "post.txt", "pset.json", "sweepc.log"]
+
+
+def test_templates_and_pset_json_never_write_through_a_link(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = job_dir(project, "sim", a=1, b=88)
+    (d / "sub").mkdir(parents=True)
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    for name in ("input.deck", "pset.json", "sub/mesh.bin"):
+        (outside / name.replace("/", "-")).write_text("keep")
+        (d / name).symlink_to(outside / name.replace("/", "-"))
+    assert cli(capsys, "build")[0] == 0
+    assert sorted(p.read_text() for p in outside.iterdir()) == ["keep"] * 3
+    assert not (d / "input.deck").is_symlink() and (d / "input.deck").read_text().startswith("title = my run")
+    assert json.loads((d / "pset.json").read_text())["params"]["a"] == 1
+    assert (d / "sub" / "mesh.bin").read_bytes() == b"\x00\x01{{ a }}\xff"
+
+
+def test_editing_a_template_reruns_exactly_its_rules_jobs_and_touch_reruns_nothing(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build")[0] == 0
+    deck = project / "templates" / "input.deck.j2"
+    later = time.time() + 5
+    os.utime(deck, (later, later))
+    assert cli(capsys, "build") == (0, "sweepc: nothing to do (10 jobs up to date)\n", "")
+    deck.write_text(DECK + "# edited\n")
+    os.utime(deck, (later + 5, later + 5))
+    code, out, _ = cli(capsys, "build", "-n")
+    assert code == 0
+    assert out.splitlines()[0] == "run sim[a=1,b=88,title=my run]: input changed: template templates/input.deck.j2"
+    assert sorted(ran(out)) == sorted([f"sim[a={a},b={b},title=my run]" for a in (1, 2) for b in (88, 99)] + [f"post[a={a},b={b},title=my run]" for a in (1, 2) for b in (88, 99)])
+    # a file added to a template folder too (the compiled graph is cached: the folder is part of its key)
+    assert cli(capsys, "build")[0] == 0
+    (project / "templates" / "calc" / "extra.txt").write_text("{{ b }}\n")
+    code, out, _ = cli(capsys, "build", "-n")
+    assert len(ran(out)) == 8
+    assert cli(capsys, "build")[0] == 0
+    assert (job_dir(project, "sim", a=1, b=99) / "extra.txt").read_text() == "99\n"
+    # a binary file of a template folder counts too
+    assert cli(capsys, "build")[0] == 0
+    (project / "templates" / "calc" / "sub" / "mesh.bin").write_bytes(b"\x00\x02")
+    code, out, _ = cli(capsys, "build", "-n")
+    assert len(ran(out)) == 8 and all(not r.startswith("plain") for r in ran(out))
+
+
+def test_a_template_that_fails_for_one_pset_stops_the_build_before_anything_runs(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "templates" / "input.deck.j2").write_text("a = {{ a }}\n{% if a == 2 %}{{ titel }}{% endif %}\n")
+    code, out, err = cli(capsys, "build")
+    assert code == 2 and out == ""
+    assert err == (
+        "templates/input.deck.j2:2: 'titel' is undefined\n"
+        "  {% if a == 2 %}{{ titel }}{% endif %}\n"
+        "  hint: it failed for pset a=2, b=88, title='my run' of rule 'sim'; did you mean 'title'?\n"
+    )
+    assert not (project / "calc").exists()  # nothing ran, not even 'plain'
+    assert cli(capsys, "build", "-n") == (2, "", err)  # a dry run says so too
+    # any error raised inside a template is reported the same way
+    (project / "templates" / "input.deck.j2").write_text("a = {{ a }}\nr = {{ b / (a - 1) }}\n")
+    code, out, err = cli(capsys, "build")
+    assert code == 2
+    assert err.splitlines()[0] == "templates/input.deck.j2:2: ZeroDivisionError: division by zero"
+    assert err.splitlines()[2] == "  hint: it failed for pset a=1, b=88, title='my run' of rule 'sim'"
+
+
+def test_an_empty_template_folder_is_an_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "templates" / "empty").mkdir()
+    (project / "sweepfile").write_text(SWEEPFILE.replace('"templates/calc/"', '"templates/empty"'))
+    code, out, err = cli(capsys, "check")
+    assert code == 2
+    assert err == (
+        "sweepfile:8:43: template folder 'templates/empty' is empty\n"
+        '      templates: "templates/input.deck.j2", "templates/empty"\n'
+        "                                            ^^^^^^^^^^^^^^^^^\n"
+        "  hint: put the files every job folder should get into it, or remove it from templates:\n"
+    )
+
+
+def test_a_template_that_mentions_seq_reruns_when_the_pset_moves(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build")[0] == 0
+    (project / "sweepfile").write_text(SWEEPFILE.replace("param a = [1, 2]", "param a = [0, 1, 2]"))
+    code, out, _ = cli(capsys, "build", "-n")
+    # the deck does not use seq: only the new psets run
+    assert sorted(ran(out)) == sorted([f"{r}[a=0,b={b},title=my run]" for r in ("sim", "post") for b in (88, 99)] + ["plain[a=0]"])
+    (project / "templates" / "input.deck.j2").write_text(DECK + "seq = {{ pset.seq }}\n")
+    assert cli(capsys, "build")[0] == 0
+    assert (job_dir(project, "sim", a=2, b=99) / "input.deck").read_text().endswith("seq = 5\n")
+
+
+# -- pset.json ------------------------------------------------------------------
+
+
+def test_every_job_folder_has_pset_json_and_the_command_sees_its_path(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build")[0] == 0
+    d = job_dir(project, "sim", a=1, b=99)
+    doc = json.loads((d / "pset.json").read_text())
+    assert doc == {
+        "sweepc": 1, "rule": "sim", "sweep": "grid", "hash": d.name, "seq": 1,
+        "params": {"a": 1, "b": 99, "title": "my run"}, "types": {"a": "int", "b": "int", "title": "str"},
+    }
+    assert (d / "env.txt").read_text() == f"{d / 'pset.json'}\n"
+    plain = json.loads((job_dir(project, "plain", a=2) / "pset.json").read_text())
+    assert plain["sweep"] == "a" and plain["params"] == {"a": 2}
+    assert not list(project.glob("calc/*/*/*/pset.json.tmp"))
+
+
+def test_pset_json_keeps_float_and_bool_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text('param x = [1.0, 2.5]\nparam f = [true]\nrule r over x * f:\n    output: "o"\n    shell: "touch o"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build")[0] == 0
+    docs = sorted((json.loads(p.read_text()) for p in tmp_path.glob("calc/r/*/*/pset.json")), key=lambda d: d["params"]["x"])
+    assert [d["params"] for d in docs] == [{"x": 1.0, "f": True}, {"x": 2.5, "f": True}]
+    assert docs[0]["types"] == {"x": "float", "f": "bool"} and docs[0]["sweep"] is None
+    assert isinstance(docs[0]["params"]["x"], float)
+
+
+# -- temp() -----------------------------------------------------------------------
+
+TEMP = '''
+param a = [1, 2]
+rule make over a:
+    output: big = temp("big.dat"), "small.txt"
+    shell: "echo {a} > big.dat; echo s > small.txt"
+rule use over a:
+    input: make
+    output: "use.txt"
+    shell: "cat {input.make} > {output}; echo v1 >> {output}"
+rule lonely over a:
+    output: temp("kept.dat")
+    shell: "echo {a} > kept.dat"
+'''
+
+
+def test_temp_outputs_go_once_their_readers_are_done_and_come_back_when_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text(TEMP)
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build", "-j", "1")[0] == 0
+    make1 = job_dir(tmp_path, "make", a=1)
+    assert not (make1 / "big.dat").exists() and (make1 / "small.txt").exists()
+    assert (job_dir(tmp_path, "use", a=1) / "use.txt").read_text() == "1\ns\nv1\n"
+    assert (job_dir(tmp_path, "lonely", a=1) / "kept.dat").exists()  # nobody reads it: kept
+    # a missing temp output alone reruns nothing
+    assert cli(capsys, "build") == (0, "sweepc: nothing to do (6 jobs up to date)\n", "")
+    code, out, _ = cli(capsys, "status")
+    assert out.splitlines()[-1] == "make: 2 of its done jobs have their temp() outputs removed (rebuilt when a job that reads them must run)"
+    assert out.splitlines()[1].split() == ["make", "2", "2", "0", "0", "0", "0", "0", "0", "0"]
+    code, out, _ = cli(capsys, "status", "--format", "json")
+    assert json.loads(out)[0]["temp_removed"] == 2 and "temp_removed" not in json.loads(out)[1]
+    # a reader that must run brings it back first, and nothing else reruns
+    (tmp_path / "sweepfile").write_text(TEMP.replace("v1", "v2"))
+    code, out, _ = cli(capsys, "build", "-n", "--where", "a == 2")
+    assert out == (
+        "run make[a=2]: temp output big.dat was removed and use[a=2] needs it\n"
+        "run use[a=2]: command changed\n"
+        "2 of 3 jobs to run (make 1, use 1), 1 up to date\n"
+    )
+    assert cli(capsys, "build", "--where", "a == 2")[0] == 0
+    assert (job_dir(tmp_path, "use", a=2) / "use.txt").read_text() == "2\ns\nv2\n"
+    assert not (job_dir(tmp_path, "make", a=2) / "big.dat").exists()  # gone again
+    code, out, _ = cli(capsys, "build", "-n")
+    assert ran(out) == ["make[a=1]", "use[a=1]"]
+
+
+def test_a_failed_reader_keeps_the_temp_output_and_clean_temp_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweepfile").write_text(TEMP.replace("echo v1 >> {output}", "test {a} = 1"))
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build", "-k")[0] == 1  # use[a=2] fails
+    assert not (job_dir(tmp_path, "make", a=1) / "big.dat").exists()
+    big2 = job_dir(tmp_path, "make", a=2) / "big.dat"
+    assert big2.exists()
+    code, out, _ = cli(capsys, "clean", "temp", "-n")
+    assert out.splitlines() == [f"would remove {os.path.relpath(big2)}", f"would remove {os.path.relpath(job_dir(tmp_path, 'lonely', a=1) / 'kept.dat')}",
+                                f"would remove {os.path.relpath(job_dir(tmp_path, 'lonely', a=2) / 'kept.dat')}", "sweepc: would remove 3 temp outputs"]
+    code, out, _ = cli(capsys, "clean", "temp", "--rule", "make")
+    assert out.splitlines()[-1] == "sweepc: removed 1 temp outputs" and not big2.exists()
+    # still done; the failed reader reruns, and so does its maker
+    code, out, _ = cli(capsys, "build", "-n")
+    assert ran(out) == ["make[a=2]", "use[a=2]"]
+
+
+def test_the_janitor_removes_a_temp_output_whichever_job_is_reported_first(tmp_path: Path) -> None:
+    """A batch backend may report a reader's end before its maker's (SLURM
+    records taken in one poll): the temp output still goes."""
+    from sweepc.backends.temps import TempJanitor
+    from sweepc.plan.store import Outcome
+
+    (tmp_path / "sweepfile").write_text(TEMP)
+    study = sweepc.load(tmp_path)
+    g = study.graph
+    plan = study.plan()
+    make, use = (next(j for j in g.jobs if j.rule == r and j.params["a"] == 1) for r in ("make", "use"))
+    big = g.job_dir(make) / "big.dat"
+    big.parent.mkdir(parents=True)
+    big.write_text("1\n")
+    janitor = TempJanitor(plan)
+    done = Outcome(rule="", hash="", status="done", fingerprint=None, cmd_hash=None, inputs_hash=None, exit_code=0,
+                   start=0.0, end=0.0, host="", max_rss_mb=0.0, attempts=1, backend="slurm", backend_job_id=None, run_id="r")
+    janitor.ended(use, done)
+    assert big.exists()  # its maker has not been reported yet
+    janitor.ended(make, done)
+    assert not big.exists() and janitor.removed == 1
+
+
+# -- view -------------------------------------------------------------------------
+
+
+def test_view_links_job_folders_by_parameters(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build")[0] == 0
+    code, out, _ = cli(capsys, "view", "view")
+    assert out == "sweepc: view view: 10 links (10 new or changed, 0 removed)\n"
+    link = project / "view" / "sim" / "a=2" / "b=99" / "title=my%20run"
+    d = job_dir(project, "sim", a=2, b=99)
+    assert os.readlink(link) == f"../../../../calc/sim/{d.name[:2]}/{d.name}"
+    assert (link / "input.deck").read_text().startswith("title = my run")
+    assert os.readlink(project / "view" / "plain" / "a=1").startswith("../../calc/plain/")
+    # relative: the project moves, the links still work
+    moved = project.parent / "moved"
+    project.rename(moved)
+    assert (moved / "view" / "sim" / "a=2" / "b=99" / "title=my%20run" / "input.deck").is_file()
+
+
+def test_view_updates_and_never_touches_what_it_did_not_make(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "build")[0] == 0
+    view = project / "view"
+    assert cli(capsys, "view", "view")[0] == 0
+    (view / "sim" / "notes.txt").write_text("mine")
+    (view / "plain" / "a=3").mkdir()  # someone else's folder
+    code, out, _ = cli(capsys, "view", "view", "--rule", "sim", "--where", "a == 1")
+    assert out == "sweepc: view view: 2 links (0 new or changed, 8 removed)\n"
+    assert sorted(str(p.relative_to(view)) for p in view.rglob("*")) == [
+        ".sweepc-view.json", "plain", "plain/a=3", "sim", "sim/a=1", "sim/a=1/b=88", "sim/a=1/b=88/title=my%20run",
+        "sim/a=1/b=99", "sim/a=1/b=99/title=my%20run", "sim/notes.txt",
+    ]
+    # a file of someone else's where a link should go: refused before any change
+    (view / "sim" / "a=2").mkdir()
+    (view / "sim" / "a=2" / "b=88").write_text("mine")
+    code, out, err = cli(capsys, "view", "view")
+    assert code == 2 and out == ""
+    assert err == f"sweepc: refusing to replace {view / 'sim' / 'a=2' / 'b=88'}: sweepc view did not make it\n  hint: move it away, or choose another folder\n"
+    assert (view / "sim" / "a=2" / "b=88").read_text() == "mine" and not (view / "post").exists()
+
+
+def test_view_refuses_the_workdir(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "view", "calc/v")
+    assert code == 2
+    assert err == f"sweepc: refusing to make a view in {project / 'calc' / 'v'}: it would mix with the project's own files\n  hint: choose a new folder, e.g. sweepc view view/\n"
+
+
+def test_view_names_escape_unsafe_characters_and_refuse_overlong_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert escape("path=a/b c%d") == "path=a%2Fb%20c%25d"
+    assert escape("name=é..") == "name=%C3%A9.."
+    assert [value_text(v) for v in (True, 1, 0.001, 1e-05, "x")] == ["true", "1", "0.001", "1e-05", "x"]
+    long = "x" * 300
+    (tmp_path / "sweepfile").write_text(f'param s = ["a/b", "..", "{long}"]\nrule r over s:\n    output: "o"\n    shell: "touch o"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build")[0] == 0
+    code, out, err = cli(capsys, "view", "v")
+    assert code == 2
+    assert err == (
+        f"sweepc: the view name of parameter 's' for r[s={long}] would be 302 bytes long; file names are limited to 255\n"
+        "  hint: use a shorter value, or leave this rule out: sweepc view DIR --rule OTHER\n"
+    )
+    assert not (tmp_path / "v").exists()
+    code, out, err = cli(capsys, "view", "v", "--where", "s != '" + long + "'")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "v" / "r").iterdir()) == ["s=..", "s=a%2Fb"]
+    assert (tmp_path / "v" / "r" / "s=a%2Fb" / "o").exists()
+
+
+# -- on SLURM -----------------------------------------------------------------------
+
+SLURM = '''
+param a = [1, 2, 3]
+param s = ["it's $HOME"]
+sweep grid = a * s
+rule sim over grid:
+    templates: "deck.j2"
+    output: big = temp("big.dat")
+    shell: "cat deck > big.dat; cat $SWEEPC_PSET_JSON > seen.json"
+rule use over grid:
+    input: sim
+    output: "use.txt"
+    shell: "cat {input} > {output}"
+backend slurm:
+    bundle = 2
+'''
+
+
+@pytest.mark.slurm
+def test_on_slurm_templates_are_in_place_pset_json_is_seen_and_temp_outputs_go(
+    slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sweepfile").write_text(SLURM)
+    (tmp_path / "deck.j2").write_text("s = {{ s }}\na = {{ a }}\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "build", "--backend", "slurm", "--wait")
+    assert code == 0, out + err
+    assert "sweepc: 6 done, 0 up to date" in out
+    for a in (1, 2, 3):
+        d = job_dir(tmp_path, "sim", a=a)
+        assert (d / "deck").read_text() == f"s = it's $HOME\na = {a}\n"  # rendered at submission, raw values
+        assert json.loads((d / "seen.json").read_text())["params"] == {"a": a, "s": "it's $HOME"}
+        assert not (d / "big.dat").exists()  # its reader finished done
+        assert (job_dir(tmp_path, "use", a=a) / "use.txt").read_text() == f"s = it's $HOME\na = {a}\n"
+    assert cli(capsys, "build", "--backend", "slurm", "--wait")[1] == "sweepc: nothing to do (6 jobs up to date)\n"

@@ -302,6 +302,7 @@ def test_input_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         out = subprocess.run(["python3", str(p / "oscillator.py"), "input.deck"], cwd=folder, capture_output=True, text=True, check=True)
         t, x, v = (float(s) for s in out.stdout.splitlines()[-1].split())
         assert math.isclose(row["energy"], round(0.5 * (x * x + v * v), 6)) and row["steps"] == round(10 / row["dt"])
+        assert row["scheme_seen"] == row["scheme"]  # analyse.py read it from $SWEEPC_PSET_JSON
         link = p / "view" / "simulate" / f"scheme={row['scheme']}" / f"dt={row['dt']}" / f"gamma={row['gamma']}"
         assert not os.path.isabs(os.readlink(link)) and link.resolve() == folder.resolve()
     # a leapfrog step loses less energy than a semi-implicit Euler step

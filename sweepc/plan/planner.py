@@ -314,6 +314,7 @@ def _plan_soft(
                            will_run, queued, building)
         if reasons:
             will_run[i] = reasons
+    _rebuild_temps(g, selected, will_run, queued, wd)
     run = tuple(i for i in selected if i in will_run)
     return Plan(
         graph=g,

@@ -398,3 +398,21 @@ def test_on_slurm_templates_are_in_place_pset_json_is_seen_and_temp_outputs_go(
         assert not (d / "big.dat").exists()  # its reader finished done
         assert (job_dir(tmp_path, "use", a=a) / "use.txt").read_text() == f"s = it's $HOME\na = {a}\n"
     assert cli(capsys, "build", "--backend", "slurm", "--wait")[1] == "sweepc: nothing to do (6 jobs up to date)\n"
+
+
+# -- on dask ------------------------------------------------------------------------
+
+
+def test_on_dask_templates_pset_json_and_temp_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real LocalCluster: the dask backend prepares folders through jobdir too."""
+    (tmp_path / "sweepfile").write_text(SLURM.replace("backend slurm:\n    bundle = 2\n", 'backend dask:\n    workers = 1\n    cores = 1\n    dashboard = "127.0.0.1:0"\n'))
+    (tmp_path / "deck.j2").write_text("s = {{ s }}\na = {{ a }}\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "build", "--backend", "dask")
+    assert code == 0, out + err
+    for a in (1, 2, 3):
+        d = job_dir(tmp_path, "sim", a=a)
+        assert (d / "deck").read_text() == f"s = it's $HOME\na = {a}\n"
+        assert json.loads((d / "seen.json").read_text())["params"] == {"a": a, "s": "it's $HOME"}
+        assert not (d / "big.dat").exists()
+    assert cli(capsys, "build", "--backend", "dask")[1] == "sweepc: nothing to do (6 jobs up to date)\n"

@@ -33,10 +33,10 @@ from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params
 from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
 from sweepc.backends.dask.tasks import JobResult, JobSpec, clear_flag, run_batch, set_flag
-from sweepc.backends.jobdir import WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
+from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.backends.local.limits import format_limit
 from sweepc.errors import MachineError, UsageError, machine_error
-from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
+from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.plan.store import Outcome, Store
 
@@ -300,7 +300,8 @@ class _Runner:
             return None
         command = job.restart if attempt > 1 and job.restart is not None else job.command
         env = dict(self.base_env)
-        env.update({"SWEEPC_JOB_DIR": str(d), "SWEEPC_RULE": job.rule, "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)})
+        env.update({"SWEEPC_JOB_DIR": str(d), PSET_JSON_ENV: str(d / PSET_JSON_NAME), "SWEEPC_RULE": job.rule,
+                    "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)})
         return JobSpec(i, command, str(d), str(log), env, attempt > 1, job.resources.time_s if self.time_limits else None)
 
     # -- what comes back

@@ -38,7 +38,7 @@ from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
-_JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
+_JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_PSET_JSON", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:

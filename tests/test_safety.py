@@ -573,3 +573,38 @@ def test_two_stop_signals_in_quick_succession_end_in_the_orderly_stop(local_proj
     assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     con.close()
     assert not p.job_processes()
+
+
+# -- a spawner that dies never hangs the build (issue 10, item 3) -------------------
+
+
+def test_a_dead_spawner_stops_the_build_with_a_message_and_exit_3(local_project: Any) -> None:
+    import json
+    import time
+
+    import psutil
+
+    p = local_project.write(
+        'param a = range(0, 6)\nrule r over a:\n    output: "o"\n    shell: "sleep 30; echo {a} > {output}"\n'
+    )
+    proc = p.spawn("build", "-j", "2")
+    deadline = time.monotonic() + 30
+    spawner = None
+    while spawner is None and time.monotonic() < deadline:
+        for c in psutil.Process(proc.pid).children():
+            if "-S" in c.cmdline() and len(psutil.Process(c.pid).children()) == 2:  # the spawner, with both jobs
+                spawner = c
+        time.sleep(0.05)
+    assert spawner is not None, "no spawner with two running jobs"
+    spawner.kill()
+    out, err = proc.communicate(timeout=30)  # never a hang
+    assert proc.returncode == 3, (out, err)
+    assert re.fullmatch(
+        r"sweepc: sweepc's job spawner \(pid \d+\) died unexpectedly; its jobs were killed\.\n"
+        r"  hint: the 2 jobs that were running are recorded as interrupted; build again to run them "
+        r"\(if it happens again, look for the out-of-memory killer: dmesg\)\n",
+        err,
+    ), err
+    assert "Traceback" not in out + err
+    rows = {r["rule"]: r for r in json.loads(p.sweepc("status", "--format", "json").out)}
+    assert rows["r"]["interrupted"] == 2

@@ -263,6 +263,24 @@ class _Runner:
             done, interrupted = self.stop_all(running, attempts, done, failures)
             self.flush()
             raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
+        except ChildProcessError as e:
+            # The spawner died (killed, out of memory): its jobs died with it.
+            # Record them interrupted (they rerun) and stop; never hang, never
+            # a traceback.
+            now = time.time()
+            for i, attempt in running.items():
+                ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
+                self.pending.append(self.outcome(i, "interrupted", ex, attempt))
+            with contextlib.suppress(Exception):
+                self.pool.close()
+            if self.limits is not None:
+                self.limits.close()
+            with contextlib.suppress(MachineError):
+                self.flush()
+            raise MachineError(
+                f"{e.strerror or e}.\n  hint: the {len(running)} jobs that were running are recorded as interrupted; "
+                "build again to run them (if it happens again, look for the out-of-memory killer: dmesg)"
+            ) from None
         except MachineError:
             # A full disk / read-only store: stop what runs and record what we can
             # (the store may be what cannot be written: the jobs then stay

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sweepc.results.view import ViewResult
+    from sweepc.backends.slurm.conductor import Conductor
 
 
 def load(path: str | Path = "sweepfile", overrides: Sequence[str] = ()) -> Study:
@@ -263,6 +264,22 @@ class Study:
                 if ended:  # else the first error (the disk filled up during the build) is the one to tell
                     raise
         return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
+
+    def detach(self, argv: Sequence[str]) -> tuple[Conductor | None, int | None, str]:
+        """Start a conductor: `sweepc ARGV` (a `build --backend slurm --wait
+        --conductor ...`) in the background, in its own session, output to
+        .sweepc/conductor.log. Returns once it holds the build lock, with
+        its pid and start time; or, when it ended first, its exit code and
+        what it printed."""
+        from sweepc.backends.slurm import conductor
+
+        return conductor.start(self.root, list(argv))
+
+    def conductor(self) -> Conductor | None:
+        """The background conductor of this project, when one is running."""
+        from sweepc.backends.slurm import conductor
+
+        return conductor.running(self.root)
 
     def cancel(self) -> Cancelled:
         """Stop what every backend has queued or running for this project;

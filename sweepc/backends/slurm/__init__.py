@@ -42,6 +42,10 @@ class SlurmBackend:
     def validate(self, options: BuildOptions) -> None:
         if options.render_only and options.wait:
             raise UsageError("--render-only submits nothing, so there is nothing to --wait for")
+        if options.detach and (options.render_only or options.wait):
+            other = "--render-only" if options.render_only else "--wait"
+            raise UsageError(f"--detach and {other} do not go together",
+                             "--detach waits in the background (a conductor); --wait waits here; --render-only submits nothing")
 
     def live(self, graph: BuildGraph, store: Store) -> LiveJobs:
         if not store.has_status("queued"):
@@ -113,10 +117,16 @@ class SlurmBackend:
         return Execution(s, "ok" if s is not None and s.ok and not result.left else "failed", tuple(notes))
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
+        from dataclasses import replace
+
+        from sweepc.backends.slurm import conductor
         from sweepc.backends.slurm.backend import cancel
         from sweepc.backends.slurm.scheduler import SubprocessScheduler
 
-        return cancel(graph, store, SubprocessScheduler())
+        # the conductor first: it would resubmit what is cancelled
+        stopped = conductor.stop(graph.root)
+        c = cancel(graph, store, SubprocessScheduler())
+        return replace(c, conductor=stopped.pid) if stopped is not None else c
 
 
 __all__ = ["SlurmBackend"]

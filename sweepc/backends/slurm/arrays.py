@@ -32,6 +32,7 @@ class Array:
     tasks: tuple[tuple[int, ...], ...]  # job ids per array index, in run order
     restart: frozenset[int] = frozenset()  # jobs that run their restart: command
     attempts: Mapping[int, int] | None = None  # job id -> attempt number (default 1)
+    pack: int = 1  # psets of a task that run at once, each with `resources`
 
     @property
     def jobs(self) -> tuple[int, ...]:

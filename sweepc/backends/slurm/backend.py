@@ -120,6 +120,7 @@ class _Build:
         self.attempt: dict[int, int] = {}
         self.unexplained: dict[int, int] = {}
         self.started: set[int] = set()
+        self.seen: set[int] = set()  # jobs whose final record of their latest submission was read
         # (job, record status or "lost", exit code, note, record) read since the last decide()
         self.events: list[tuple[int, str, int | None, str, rec_.TaskRecord | None]] = []
         self.pending: list[Outcome] = []
@@ -131,6 +132,36 @@ class _Build:
         self.t0 = time.monotonic()
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.rounds = 0  # resubmission rounds
+        self.resume: set[int] = set()  # jobs whose first submission here runs their restart: command
+        self.resume_attempts()
+
+    def resume_attempts(self) -> None:
+        """A job whose last attempt (submitted by an earlier build that did not
+        wait for it) failed, timed out or vanished, with this same fingerprint
+        and attempts left, goes on counting: attempt n+1, with its `restart:`
+        command when it has one. Without attempts left, or after a change, a
+        build runs it afresh (attempt 1, `shell:`)."""
+        g, plan = self.g, self.plan
+        for i in self.unsubmitted:
+            job = g.jobs[i]
+            row = plan.records.get((job.rule, job.hash))
+            if row is None or row.backend != "slurm" or row.status not in ("failed", "timeout", "queued", "running"):
+                continue
+            if row.status in ("failed", "timeout"):
+                rec = rec_.read_record(g.job_dir(job))
+                if rec is None or not rec.final or rec.fingerprint != plan.fingerprints[i] or rec.submission != row.run_id:
+                    continue
+                last = rec.attempt
+            else:  # its task ended without a final record (killed, node failure): that was an attempt too
+                last = row.attempts or 1
+            if last <= g.rule(job.rule).retries:
+                self.attempt[i] = last + 1
+                if job.restart is not None:
+                    self.resume.add(i)
+        if self.attempt:
+            with_restart = f", {len(self.resume)} with their restart: command" if self.resume else ""
+            self.reporter.note(f"sweepc: {plural(len(self.attempt), 'job')} failed in an earlier submission and "
+                               f"{'has' if len(self.attempt) == 1 else 'have'} attempts left: resubmitting them{with_restart}")
 
     # -- the build ---------------------------------------------------------------
     def run(self) -> Result:
@@ -241,6 +272,8 @@ class _Build:
         if resubmission:
             self.rounds += 1
         prefix = f"r{self.rounds}-" if resubmission else ""
+        restart = set(restart) | (self.resume & set(batch))
+        self.resume -= set(batch)
         new = make_arrays(g, batch, self.settings.bundle, self.max_array, first=first + 1, prefix=prefix,
                           restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch})
         where = {i: loc for i, loc in self.loc.items() if i not in self.final}
@@ -278,10 +311,11 @@ class _Build:
             for i in task:
                 self.loc[i] = (k, t)
                 self.attempt.setdefault(i, arr.attempt(i))
+                self.seen.discard(i)
                 rows.append((self.g.jobs[i].rule, self.g.jobs[i].hash, f"{job_id}_{t}"))
             self.next[(k, t)] = 0
             self.unfinished.add((k, t))
-        self.store.set_queued(rows, self.sub)
+        self.store.set_queued(rows, self.sub, {(self.g.jobs[i].rule, self.g.jobs[i].hash): self.attempt[i] for i in arr.jobs})
         sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
         self.result.arrays.append(sub)
         self.reporter.note(f"submitted {sub.rule}: job {job_id}, {plural(sub.psets, 'pset')} in {plural(sub.tasks, 'task')}"
@@ -342,21 +376,37 @@ class _Build:
             time.sleep(min(tick, max(0.05, next_squeue - time.monotonic())))
 
     def read_records(self, only: Iterable[tuple[int, int]] | None = None) -> bool:
+        """New final records of unfinished tasks. A task writes them in order,
+        except that a packed task runs up to `pack` psets at once: past the
+        first pset without a final record, up to pack - 1 more are looked at."""
         moved = False
         for key in list(only if only is not None else self.unfinished):
             if key not in self.unfinished:
                 continue
             a, t = key
-            task = self.arrays[a].tasks[t]
+            arr = self.arrays[a]
+            task = arr.tasks[t]
             k = self.next[key]
-            while k < len(task):
-                i = task[k]
+            open_ = 0  # psets without a final record looked at so far
+            j = k
+            while j < len(task) and open_ < arr.pack:
+                i = task[j]
+                if i in self.seen:
+                    j += 1
+                    continue
                 rec = rec_.read_record(self.g.job_dir(self.g.jobs[i]))
                 if rec is None or rec.submission != self.sub or rec.array_job_id != self.ids[a] or rec.array_task_id != str(t):
-                    break
-                self.events.append((i, rec.status, rec.exit_code, rec.note, rec))
+                    open_ += 1
+                elif not rec.final:
+                    self.start(i)
+                    open_ += 1
+                else:
+                    self.events.append((i, rec.status, rec.exit_code, rec.note, rec))
+                    self.seen.add(i)
+                    moved = True
+                j += 1
+            while k < len(task) and task[k] in self.seen:
                 k += 1
-                moved = True
             self.next[key] = k
             if k == len(task):
                 self.unfinished.discard(key)
@@ -410,17 +460,20 @@ class _Build:
                 continue
             a, t = key
             task = self.arrays[a].tasks[t]
-            rest = task[self.next[key]:]
+            rest = [i for i in task[self.next[key]:] if i not in self.seen]
             tid = f"{self.ids[a]}_{t}"
+            # the first psets without a record were running (up to `pack` of them), the rest never started
+            running = min(len(rest), self.arrays[a].pack)
             if st.state == "CANCELLED" and "Dependency" in st.reason:
                 kinds = ["not-run"] * len(rest)
             elif st.state == "TIMEOUT":
-                kinds = ["timeout"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["timeout"] * running + ["not-run"] * (len(rest) - running)
             elif st.state == "CANCELLED":
-                kinds = ["cancelled"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["cancelled"] * running + ["not-run"] * (len(rest) - running)
             else:
-                kinds = ["lost"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["lost"] * running + ["not-run"] * (len(rest) - running)
             for i, kind in zip(rest, kinds):
+                self.seen.add(i)
                 note = f"array task {tid} ended {st.state.lower()} without a completion record"
                 self.events.append((i, kind, None, note, None))
             self.unfinished.discard(key)
@@ -450,7 +503,7 @@ class _Build:
                 kind, exit_code, note = rec_.FAILED, 0, problem
             if kind in (rec_.FAILED, rec_.TIMEOUT, "lost"):
                 code = exit_code if exit_code is not None else (rec_.TERM_EXIT if kind == rec_.TIMEOUT else None)
-                outcome = self.outcome(i, "failed", code, rec, bid)
+                outcome = self.outcome(i, "timeout" if kind == rec_.TIMEOUT else "failed", code, rec, bid)
                 if attempt <= g.rule(job.rule).retries and not self.stopping:
                     self.end(i, outcome, True)
                     self.attempt[i] = attempt + 1
@@ -474,6 +527,7 @@ class _Build:
         retrying = set(retry)
         again: list[int] = []
         replan: list[tuple[str, str]] = []
+        skipped: list[tuple[str, str]] = []  # an input failed for good: `skipped` in the store
         for i, _note in not_run:
             if i in self.started:
                 self.end(i, None, False)
@@ -484,12 +538,13 @@ class _Build:
                 self.unexplained[i] = self.unexplained.get(i, 0) + 1
             if self.stopping or dead or self.unexplained.get(i, 0) > MAX_UNEXPLAINED:
                 self.final[i] = "skipped"
-                replan.append((g.jobs[i].rule, g.jobs[i].hash))
+                (skipped if dead else replan).append((g.jobs[i].rule, g.jobs[i].hash))
             else:
                 again.append(i)
-        if replan:
+        if replan or skipped:
             self.flush()
             self.store.set_status(replan, "planned")
+            self.store.set_status(skipped, "skipped")
         batch = sorted(retrying | set(again))
         if batch:
             self.flush()
@@ -505,7 +560,8 @@ class _Build:
             fingerprint=self.plan.fingerprints[i] if ok else None, cmd_hash=self.plan.cmd_hashes[i] if ok else None,
             inputs_hash=self.plan.inputs_hashes[i] if ok else None, exit_code=exit_code,
             start=rec.start if rec else None, end=rec.end if rec else now, host=rec.host if rec else None,
-            max_rss_mb=None, attempts=self.attempt.get(i, 1), backend="slurm", backend_job_id=bid, run_id=self.sub,
+            max_rss_mb=rec.max_rss_mb if rec else None, attempts=self.attempt.get(i, 1), backend="slurm",
+            backend_job_id=bid, run_id=self.sub, cpu_s=rec.cpu_s if rec else None,
         )
 
     def end(self, i: int, outcome: Outcome | None, will_retry: bool) -> None:

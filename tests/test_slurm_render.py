@@ -103,12 +103,16 @@ def test_golden(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert got == golden.read_text()
 
 
-def test_render_only_submits_nothing_and_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_only_submits_nothing_and_records_the_jobs_as_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     render_case(CASES / "throttle_bundle.sweep", tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "sbatch.log").exists()
     store = Store.open(tmp_path / "project", create=False)
-    assert store.records() == {}
+    recs = store.records()
     store.close()
+    # queued under placeholders "rendered:ARRAY:TASK": submit.sh's records count once they are here
+    assert {r.status for r in recs.values()} == {"queued"}
+    assert sorted({r.backend_job_id for r in recs.values()})[:2] == ["rendered:01-gen:0", "rendered:01-gen:1"]
+    assert len({r.run_id for r in recs.values()}) == 1
 
 
 def test_submit_sh_submits_in_order_with_dependencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

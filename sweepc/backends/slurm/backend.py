@@ -33,7 +33,7 @@ from sweepc.backends.local.backend import execute as local_execute
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store, state_dir
 from sweepc.backends.slurm import records as rec_
-from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays
+from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays, task_time_s
 from sweepc.backends.slurm.render import (
     LOG_DIR,
     PsetLine,
@@ -167,8 +167,7 @@ class _Build:
     def run(self) -> Result:
         g, plan = self.g, self.plan
         self.max_array = self.sched.max_array_size()
-        if not self.render_only:
-            self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
+        self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
         try:
             self.advance()
             if self.wait and not self.render_only:
@@ -275,7 +274,7 @@ class _Build:
         restart = set(restart) | (self.resume & set(batch))
         self.resume -= set(batch)
         new = make_arrays(g, batch, self.settings.bundle, self.max_array, first=first + 1, prefix=prefix,
-                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch})
+                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch}, pack=self.settings.pack)
         where = {i: loc for i, loc in self.loc.items() if i not in self.final}
         for k, arr in enumerate(new, start=first):
             for t, task in enumerate(arr.tasks):
@@ -293,8 +292,12 @@ class _Build:
             write_text(path, submit_script(self.folder, new, deps), 0o755)
             self.result.submit_sh = path
             names = [f"$j{k}" for k in range(len(new))]
+            rows: list[tuple[str, str, str]] = []
             for arr, d, script in zip(new, deps, scripts):
                 self.result.arrays.append(Submitted(arr.name, arr.rule, None, len(arr.jobs), len(arr.tasks), d.flag(names), script))
+                rows.extend((g.jobs[i].rule, g.jobs[i].hash, rec_.rendered_id(arr.name, t)) for t, task in enumerate(arr.tasks) for i in task)
+            # queued under a placeholder id: their records count once submit.sh has run (here or elsewhere)
+            self.store.set_queued(rows, self.sub)
             return
         for arr, d, script in zip(new, deps, scripts):
             self.submit_one(arr, d, script)
@@ -302,7 +305,7 @@ class _Build:
     def submit_one(self, arr: Array, d: Deps, script: Path) -> None:
         flag = d.flag(self.ids)
         options = [f"--dependency={flag}", "--kill-on-invalid-dep=yes"] if flag else []
-        job_id = self.sched.submit(script, options, self.g.root)
+        job_id = self.sched.submit(script, options, self.folder)  # a job runs where it was submitted from
         k = len(self.arrays)
         self.arrays.append(arr)
         self.ids.append(job_id)
@@ -580,8 +583,8 @@ class _Build:
         job = self.g.jobs[i]
         log = self.g.job_dir(job) / LOG_NAME
         if kind == rec_.TIMEOUT:
-            res = job.resources
-            limit = f" ({_hms(res.time_s * self.arrays[self.loc[i][0]].bundle)} for the array task)" if res.time_s else ""
+            task_s = task_time_s(self.arrays[self.loc[i][0]])
+            limit = f" ({_hms(task_s)} for the array task)" if task_s else ""
             message = f"time limit reached{limit}, array task {bid}"
         elif kind == "lost":
             message = note
@@ -608,7 +611,8 @@ def cancel(g: BuildGraph, store: Store, scheduler: Scheduler) -> Cancelled:
     """scancel every array this project has queued or running; record what had
     not finished as `cancelled` (the next build runs it again)."""
     rows = rec_.queued_rows(store)
-    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=lambda s: (len(s), s))
+    rec_.adopt(g, store, rows)
+    arrays = rec_.scheduler_ids(rows.values())
     if arrays:
         scheduler.cancel(arrays)
     remaining = rec_.ingest(g, store, rows)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,6 +56,19 @@ class TaskRecord(NamedTuple):
     @property
     def backend_job_id(self) -> str:
         return f"{self.array_job_id}_{self.array_task_id}"
+
+
+RENDERED = "rendered:"  # backend job id of a --render-only job: "rendered:ARRAY:TASK"
+
+
+def rendered_id(array: str, task: int) -> str:
+    return f"{RENDERED}{array}:{task}"
+
+
+def scheduler_ids(rows: Iterable[Record]) -> list[str]:
+    """The SLURM array ids of queued rows (not the placeholders of --render-only ones)."""
+    ids = {(r.backend_job_id or "").partition("_")[0] for r in rows}
+    return sorted((i for i in ids if i.isdigit()), key=_num)
 
 
 def job_dir(g: BuildGraph, rule: str, h: str) -> Path:
@@ -171,7 +184,39 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
 
 
 def belongs(rec: TaskRecord, row: Record) -> bool:
-    return (rec.rule, rec.hash) == (row.rule, row.hash) and rec.submission == row.run_id and rec.backend_job_id == row.backend_job_id
+    if (rec.rule, rec.hash) != (row.rule, row.hash) or rec.submission != row.run_id:
+        return False
+    if (row.backend_job_id or "").startswith(RENDERED):  # submitted by submit.sh, which sweepc did not see
+        return row.backend_job_id == rendered_id(rec.array, int(rec.array_task_id)) if rec.array_task_id.isdigit() else False
+    return rec.backend_job_id == row.backend_job_id
+
+
+def adopt(g: BuildGraph, store: Store, rows: dict[tuple[str, str], Record]) -> None:
+    """Rendered rows whose array submit.sh submitted here (it wrote NAME.jobid
+    next to the jobscript) get the real id, so squeue can be asked about them."""
+    from sweepc.plan.store import state_dir
+
+    found: list[tuple[str, str, str]] = []
+    ids: dict[tuple[str, str], str | None] = {}
+    for key, row in rows.items():
+        bid = row.backend_job_id or ""
+        if not bid.startswith(RENDERED) or row.run_id is None:
+            continue
+        array, _, task = bid[len(RENDERED):].rpartition(":")
+        where = (row.run_id, array)
+        if where not in ids:
+            try:
+                text = (state_dir(g.root) / "slurm" / row.run_id / f"{array}.jobid").read_text().strip()
+            except OSError:
+                text = ""
+            ids[where] = text if text.isdigit() else None
+        jid = ids[where]
+        if jid is not None:
+            found.append((row.rule, row.hash, f"{jid}_{task}"))
+            rows[key] = row._replace(backend_job_id=f"{jid}_{task}")
+    if found:
+        with store.transaction() as c:
+            c.executemany("UPDATE jobs SET backend_job_id=? WHERE rule=? AND hash=?", ((j, r, h) for r, h, j in found))
 
 
 def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, str], str]:
@@ -183,7 +228,8 @@ def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, s
     rows = queued_rows(store)
     if not rows:
         return {}
-    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=_num)
+    adopt(g, store, rows)
+    arrays = scheduler_ids(rows.values())
     states = scheduler.queue_state(arrays, finished=False) if arrays else {}
     remaining = ingest(g, store, rows)
     return {

@@ -21,6 +21,9 @@
 
 _sweepc_stop=
 _sweepc_rc=0
+# this file is <project>/.sweepc/slurm/<submission>/runner.sh: the project is three folders up
+SWEEPC_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd) || exit 2
+export SWEEPC_ROOT
 trap '_sweepc_stop=1' TERM
 
 # the time as epoch seconds with a fraction, in $_sweepc_t (bash 5: no fork)
@@ -83,7 +86,7 @@ sys.exit(128 - code if code < 0 else code)'
 # _sweepc_exec USAGE_FILE COMMAND: exec the command, measured as the node allows
 _sweepc_exec() {
   case $_sweepc_measure in
-    python3) exec python3 -c "$_sweepc_wait4" "$1" bash -e -o pipefail -c "$2" ;;
+    python3) exec python3 -S -c "$_sweepc_wait4" "$1" bash -e -o pipefail -c "$2" ;;
     time) exec /usr/bin/time -o "$1" -f '%M %U %S' bash -e -o pipefail -c "$2" ;;
     *) exec bash -e -o pipefail -c "$2" ;;
   esac
@@ -102,10 +105,41 @@ _sweepc_read_usage() {
 
 # sweepc_pset HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]  (the command on stdin)
 # UPSTREAM: RULE/HH/HASH of a job of this submission, or RULE/HH/HASH@SUBMISSION
+# With SWEEPC_PACK=N > 1 a pset runs in the background as soon as fewer than N
+# run (each with its own TERM trap and record); the task waits for them all.
 sweepc_pset() {
   local cmd=
   IFS= read -r -d '' cmd
-  _sweepc_one "$cmd" "$@"
+  case $SWEEPC_WORKDIR in /*) ;; *) SWEEPC_WORKDIR=$SWEEPC_ROOT/$SWEEPC_WORKDIR ;; esac
+  if [ "${SWEEPC_PACK:-1}" -le 1 ] || [ -n "$_sweepc_stop" ]; then
+    _sweepc_one "$cmd" "$@"
+    return 0
+  fi
+  local -a live
+  while :; do
+    mapfile -t live < <(jobs -pr)
+    [ "${#live[@]}" -ge "$SWEEPC_PACK" ] || break
+    wait -n 2>/dev/null
+    [ -z "$_sweepc_stop" ] || break
+  done
+  if [ -n "$_sweepc_stop" ]; then
+    _sweepc_one "$cmd" "$@"
+    return 0
+  fi
+  ( trap '_sweepc_stop=1' TERM; _sweepc_one "$cmd" "$@"; exit "$_sweepc_rc" ) &
+}
+
+# wait for the packed psets still running (a trap interrupts wait: look again)
+_sweepc_wait_all() {
+  local -a live
+  local rc
+  while :; do
+    mapfile -t live < <(jobs -pr)
+    [ "${#live[@]}" -gt 0 ] || return 0
+    wait -n 2>/dev/null
+    rc=$?
+    [ "$rc" -ne 1 ] || _sweepc_rc=1  # a pset whose record could not be written
+  done
 }
 
 # _sweepc_one COMMAND HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]: one pset, start to record
@@ -187,4 +221,5 @@ if [ $# -ne 1 ] || [ ! -r "$1" ]; then
   exit 2
 fi
 . "$1"
+_sweepc_wait_all
 exit "$_sweepc_rc"

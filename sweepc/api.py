@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from sweepc.results.view import ViewResult
     from sweepc.backends.slurm.conductor import Conductor
+    from sweepc.results.resources import Usage
 
 
 def load(path: str | Path = "sweepfile", overrides: Sequence[str] = ()) -> Study:
@@ -383,6 +384,22 @@ class Study:
             raise UsageError(f"unknown rule '{rule}'", did_you_mean(rule, g.rule_index) or f"rules: {listing(g.rule_index)}")
         ids = select(g, [rule] if rule else [], where=where, with_ancestors=False)
         return make_view(g, ids, Path(dest))
+
+    def resources(self, rule: str | None = None) -> list[Usage]:
+        """Per rule (or only `rule`): what its recorded jobs (local or SLURM)
+        used against what they requested, and a suggested `resources:` line
+        (see sweepc/results/resources.py)."""
+        from sweepc.results.resources import usage
+
+        if rule is not None and rule not in self.graph.rule_index:
+            raise UsageError(f"unknown rule '{rule}'", did_you_mean(rule, self.graph.rule_index) or f"rules: {listing(self.graph.rule_index)}")
+        self.refresh()
+        store = Store.open(self.root, create=False)
+        try:
+            records = store.records()
+        finally:
+            store.close()
+        return usage(self.graph, records, [rule] if rule else None)
 
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""

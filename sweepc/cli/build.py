@@ -62,6 +62,10 @@ def register(sub: Any) -> None:
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
 
+    c = sub.add_parser("resources", help="what each rule's jobs used against what they asked for, and a resources: line to use")
+    c.add_argument("--rule", metavar="R", help="only rule R")
+    c.set_defaults(func=cmd_resources)
+
     c = sub.add_parser("cancel", help="cancel what this project has queued or running in SLURM")
     c.set_defaults(func=cmd_cancel)
 
@@ -886,6 +890,48 @@ def cmd_runs(args: argparse.Namespace) -> int:
     df = _study(args).runs()
     text = write(df, args.format, None)
     sys.stdout.write(text or "")
+    return EXIT_OK
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    from sweepc.lang.resources import format_time
+    from sweepc.results.resources import Stats, format_mem
+
+    usages = _study(args).resources(args.rule)
+
+    def trio(st: Stats | None, fmt: str) -> str:
+        return "-" if st is None else " / ".join(fmt.format(v) for v in (st.median, st.p95, st.max))
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.0f}%"
+
+    rows = []
+    for u in usages:
+        asked = [f"{u.cpus} cpu{'s' if u.cpus != 1 else ''}"]
+        asked.append(format_mem(u.mem_mb) if u.mem_mb is not None else "mem -")
+        asked.append(format_time(u.time_s) if u.time_s is not None else "time -")
+        rows.append({
+            "rule": u.rule, "jobs": str(u.jobs),
+            "runtime s (median/p95/max)": trio(u.runtime_s, "{:.1f}"),
+            "peak MB (median/p95/max)": trio(u.max_rss_mb, "{:.0f}"),
+            "requested": ", ".join(asked),
+            "time used": pct(u.time_eff), "mem used": pct(u.mem_eff), "cpu used": pct(u.cpu_eff),
+            "hit time": str(u.hit_time), "hit mem": str(u.hit_mem),
+        })
+    out = sys.stdout
+    if not rows:
+        out.write("sweepc: no rules\n")
+        return EXIT_OK
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+    out.write("  ".join(h.ljust(w) if k in (0, 4) else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))).rstrip() + "\n")
+    for r in rows:
+        out.write("  ".join(r[h].ljust(w) if k in (0, 4) else r[h].rjust(w) for k, (h, w) in enumerate(zip(headers, widths))).rstrip() + "\n")
+    for u in usages:
+        if u.suggestion:
+            out.write(f"{u.rule}: suggested {u.suggestion}\n")
+        else:
+            out.write(f"{u.rule}: no job has run yet\n")
     return EXIT_OK
 
 

@@ -292,7 +292,8 @@ class Study:
             parts = [backends.get(name).cancel(self.graph, store) for name in backends.names()]
         finally:
             store.close()
-        return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts))
+        return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts),
+                         next((c.conductor for c in parts if c.conductor is not None), None))
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,

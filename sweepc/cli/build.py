@@ -153,7 +153,8 @@ class Progress:
         self.tty = out.isatty()
         self.done = self.failed = self.running = 0
         self.t0 = time.monotonic()
-        self.last = 0.0 if self.tty else self.t0  # off a terminal: the first line after 5 s
+        self.last = 0.0 if self.tty else self.t0  # off a terminal: the first line after `every` s
+        self.every = 5.0
 
     def job_started(self, job: Job, attempt: int) -> None:
         self.running += 1
@@ -191,7 +192,7 @@ class Progress:
                 self.out.write("\r\033[K" + self.text())
                 self.out.flush()
                 self.last = now
-        elif force or now - self.last > 5.0:
+        elif force or now - self.last > self.every:
             self.out.write(self.text() + "\n")
             self.out.flush()
             self.last = now
@@ -435,8 +436,6 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
     reporter = _Reporter(out)
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait
-    if args.conductor:  # a log file: a line per event, no progress line
-        shows_progress = False
 
     said_new = False
 
@@ -452,6 +451,8 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
             print_plan(p, True, out)
         if p.run and shows_progress and not args.render_only:
             reporter.progress = Progress(len(p.run), out)
+            if args.conductor:  # its log: failures and retries as they happen, counts once a minute
+                reporter.progress.every = 60.0
 
     argv = getattr(args, "command_line", None) or ["sweepc", "build", *args.targets]
     # the summary is printed inside too: a second Ctrl-C must not cut it short either

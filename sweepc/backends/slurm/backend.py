@@ -20,6 +20,7 @@ resubmitted too. The runner never prints: it tells a reporter.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -152,6 +153,8 @@ class _Build:
                 if rec is None or not rec.final or rec.fingerprint != plan.fingerprints[i] or rec.submission != row.run_id:
                     continue
                 last = rec.attempt
+            elif (row.backend_job_id or "").startswith(rec_.RENDERED):
+                continue  # rendered by --render-only, never submitted as far as we know: no attempt
             else:  # its task ended without a final record (killed, node failure): that was an attempt too
                 last = row.attempts or 1
             if last <= g.rule(job.rule).retries:
@@ -284,9 +287,13 @@ class _Build:
         lines = {i: self.pset_line(i) for i in batch}
         self.prepare_dirs(batch)
         prepare_folder(self.folder)
-        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
         handed = set(batch)
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
+        if not self.render_only:  # each array goes out as soon as it is written
+            for arr, d in zip(new, deps):
+                self.submit_one(arr, d, write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle))
+            return
+        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
         if self.render_only:
             path = self.folder / "submit.sh"
             write_text(path, submit_script(self.folder, new, deps), 0o755)
@@ -298,9 +305,6 @@ class _Build:
                 rows.extend((g.jobs[i].rule, g.jobs[i].hash, rec_.rendered_id(arr.name, t)) for t, task in enumerate(arr.tasks) for i in task)
             # queued under a placeholder id: their records count once submit.sh has run (here or elsewhere)
             self.store.set_queued(rows, self.sub)
-            return
-        for arr, d, script in zip(new, deps, scripts):
-            self.submit_one(arr, d, script)
 
     def submit_one(self, arr: Array, d: Deps, script: Path) -> None:
         flag = d.flag(self.ids)
@@ -340,7 +344,9 @@ class _Build:
 
     def prepare_dirs(self, batch: Sequence[int]) -> None:
         """As the local backend does before a job starts: leftovers of an earlier
-        run must not survive a run that fails to write them."""
+        run must not survive a run that fails to write them. (Every job folder
+        is made here: it gets its pset.json and rendered templates. The runner
+        still makes a folder that is missing, with sweepc's marker.)"""
         g = self.g
         for i in batch:
             job = g.jobs[i]

@@ -29,7 +29,7 @@ import jinja2
 
 from sweepc.lang.resources import format_time
 from sweepc.errors import UsageError, did_you_mean
-from sweepc.lang.graph import LOG_NAME, RECORD_NAME, BuildGraph
+from sweepc.lang.graph import LOG_NAME, MARKER_NAME, RECORD_NAME, BuildGraph
 from sweepc.backends.slurm.arrays import Array, Deps, task_time_s
 from sweepc.backends.slurm.settings import SlurmSettings
 
@@ -132,7 +132,7 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
 
 def runner_text() -> str:
     text = resources.files("sweepc.backends.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
-    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME)
+    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME).replace("@MARKER@", MARKER_NAME)
 
 
 def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:

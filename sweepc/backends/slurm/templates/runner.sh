@@ -147,6 +147,10 @@ _sweepc_one() {
   local cmd=$1 hash=$2 fp=$3 ch=$4 ih=$5 attempt=$6 dir up rel sub line out start rc status missing usage rss= cpu=
   shift 6
   dir=$SWEEPC_WORKDIR/$SWEEPC_RULE/${hash:0:2}/$hash
+  # a folder sweepc did not make before submitting: made here, with sweepc's marker
+  if [ ! -d "$dir" ]; then
+    mkdir -p -- "$dir" && printf '%s\n' "$SWEEPC_RULE/${hash:0:2}/$hash" >"$dir/@MARKER@" || _sweepc_rc=1
+  fi
   _sweepc_now
   if [ -n "$_sweepc_stop" ]; then
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" not-run "" "" "$_sweepc_t" "the array task was stopped before this pset started"

@@ -268,7 +268,7 @@ def test_timeout_then_restart(calls: Path, tmp_path: Path, monkeypatch: pytest.M
     p = make(tmp_path, TIMEOUT, monkeypatch, capsys)
     code, out = p.sweepc("build", "--backend", "slurm", "--wait")
     assert code == 0, out
-    assert "sim[a=1] failed (reached its time limit), retrying (attempt 2)\n" in out
+    assert "sim[a=1] reached its time limit, retrying (attempt 2)\n" in out
     assert "sweepc: 4 done, 0 up to date" in out
     assert p.outputs("sim", "out.txt") == ["first\n", "restarted\n"]
     # post[a=1] was cancelled with its broken dependency, and went out again after the restart

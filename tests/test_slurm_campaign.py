@@ -238,7 +238,7 @@ def test_detach_starts_a_conductor_that_retries_and_exits_when_done(slurm_cluste
 
     assert until(gone, 240, 3), (p.root / ".sweepc" / "conductor.log").read_text()
     log = (p.root / ".sweepc" / "conductor.log").read_text()
-    assert "sim[a=1] failed (reached its time limit), retrying (attempt 2)" in log, log
+    assert "sim[a=1] reached its time limit, retrying (attempt 2)" in log, log
     assert "sweepc: 2 done, 0 up to date" in log, log
     code, out = p.sweepc("status")
     assert "conductor" not in out

@@ -360,7 +360,16 @@ def test_runner_on_sigterm_records_the_running_pset_and_not_the_rest(tmp_path: P
     assert not (job(tmp_path, "cc03") / "out.txt").exists()
 
 
+def test_runner_makes_a_missing_job_folder_with_the_marker(tmp_path: Path) -> None:
+    p = run_task(tmp_path, pset("aa01", "echo 1 > out.txt"))  # no job folder: the runner makes it
+    assert p.returncode == 0
+    assert record(tmp_path, "aa01")["status"] == "done"
+    assert (job(tmp_path, "aa01") / ".sweepc-job").read_text() == "r/aa/aa01\n"
+
+
 def test_runner_exits_1_when_a_record_cannot_be_written(tmp_path: Path) -> None:
-    p = run_task(tmp_path, pset("aa01", "true"))  # no job folder
+    (tmp_path / "calc" / "r" / "aa").mkdir(parents=True)
+    (tmp_path / "calc" / "r" / "aa" / "aa01").write_text("a file where the job folder should be")
+    p = run_task(tmp_path, pset("aa01", "true"))
     assert p.returncode == 1
     assert "cannot write" in (p.stderr.read() if p.stderr else "")

@@ -145,7 +145,7 @@ def test_status_says_running_for_a_running_task_and_cancel_records_it(slurm_clus
     code, out = p.sweepc("results", "--format", "json")
     assert json.loads(out)[0]["_status"] == "running"
     code, out = p.sweepc("cancel")
-    assert code == 0 and re.match(r"sweepc: cancelled 1 job array \(\d+\); 1 jobs recorded as cancelled\n", out), out
+    assert code == 0 and re.match(r"sweepc: cancelled 1 job array \(\d+\); 1 job recorded as cancelled\n", out), out
     assert p.status()["hold"]["cancelled"] == 1
 
 

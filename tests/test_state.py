@@ -334,31 +334,24 @@ def test_an_interrupted_build_records_what_it_ran(local_project):
         con.close()
 
 
-def test_a_schema_1_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
-    # schema 2 added jobs.cpu_s; a schema-1 store (no such column) is upgraded when opened
+def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    # schema 3 added jobs.cpu_s; a schema-2 store (no such column) is upgraded when opened
     import sqlite3
 
     from sweepc.plan.store import Store
 
-    (tmp_path / ".sweepc").mkdir()
+    Store.open(tmp_path).close()  # a current store, made a schema-2 one below
     con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
     con.executescript(
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "INSERT INTO meta VALUES ('schema_version', '1');"
-        "CREATE TABLE jobs (rule TEXT NOT NULL, hash TEXT NOT NULL, status TEXT NOT NULL, fingerprint TEXT, cmd_hash TEXT,"
-        " inputs_hash TEXT, exit_code INTEGER, start REAL, end REAL, host TEXT, max_rss_mb REAL,"
-        " attempts INTEGER NOT NULL DEFAULT 0, backend TEXT, backend_job_id TEXT, run_id TEXT, params TEXT,"
-        " PRIMARY KEY (rule, hash)) WITHOUT ROWID;"
-        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, started REAL NOT NULL, ended REAL, argv TEXT,"
-        " backend TEXT, git_commit TEXT, git_dirty INTEGER, ran INTEGER, failed INTEGER, uptodate INTEGER, status TEXT);"
-        "CREATE TABLE sources (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL) WITHOUT ROWID;"
+        "ALTER TABLE jobs DROP COLUMN cpu_s;"
+        "UPDATE meta SET value='2' WHERE key='schema_version';"
         "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts) VALUES ('gen', 'ab12', 'done', 'fp', 12.5, 1);"
     )
     con.commit()
     con.close()
     s = Store.open(tmp_path)
     try:
-        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
         rec = s.records()[("gen", "ab12")]
         assert (rec.status, rec.fingerprint, rec.max_rss_mb, rec.cpu_s) == ("done", "fp", 12.5, None)
     finally:

@@ -198,6 +198,8 @@ def test_a_timeout_is_resubmitted_with_restart_by_the_next_plain_build(slurm_clu
     cleanup.append(p)
     code, out = p.sweepc("build", "--backend", "slurm")
     assert code == 0, out
+    # the queue is shared: the task may pend a while; then SLURM's limit is a minute plus its check interval
+    assert until(lambda: p.status()["sim"]["running"] + p.status()["sim"]["timeout"] >= 1, 180, 2), p.status()
     assert until(lambda: p.status()["sim"]["timeout"] == 1, 180, 3), p.status()
     st = p.status()["sim"]
     assert (st["done"], st["timeout"], st["pending"], st["running"]) == (1, 1, 0, 0)

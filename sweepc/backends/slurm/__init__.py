@@ -35,6 +35,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _in_slurm(store: Store) -> bool:
+    """Whether any job is handed to SLURM and not taken back in: `queued`, or
+    `running` (its runner said it started)."""
+    return store.has_status("queued") or store.has_status("running")
+
+
 class SlurmBackend:
     name: ClassVar[str] = "slurm"
     batch: ClassVar[bool] = True
@@ -48,7 +54,7 @@ class SlurmBackend:
                              "--detach waits in the background (a conductor); --wait waits here; --render-only submits nothing")
 
     def live(self, graph: BuildGraph, store: Store) -> LiveJobs:
-        if not store.has_status("queued"):
+        if not _in_slurm(store):
             return {}  # nothing queued: no need to import records.py and subprocess
         from sweepc.backends.slurm.records import queued_rows, sync
         from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
@@ -61,7 +67,7 @@ class SlurmBackend:
             return {}  # without SLURM's commands here nothing can be live
 
     def refresh(self, graph: BuildGraph, store: Store) -> None:
-        if not store.has_status("queued"):
+        if not _in_slurm(store):
             return
         from sweepc.backends.slurm.records import ingest, queued_rows
 

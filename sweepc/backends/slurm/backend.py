@@ -20,7 +20,6 @@ resubmitted too. The runner never prints: it tells a reporter.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace

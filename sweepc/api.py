@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from sweepc.results.view import ViewResult
+    from sweepc.backends.slurm.conductor import Conductor
+    from sweepc.results.resources import Usage
 
 
 def load(path: str | Path = "sweepfile", overrides: Sequence[str] = ()) -> Study:
@@ -264,6 +266,22 @@ class Study:
                     raise
         return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
 
+    def detach(self, argv: Sequence[str]) -> tuple[Conductor | None, int | None, str]:
+        """Start a conductor: `sweepc ARGV` (a `build --backend slurm --wait
+        --conductor ...`) in the background, in its own session, output to
+        .sweepc/conductor.log. Returns once it holds the build lock, with
+        its pid and start time; or, when it ended first, its exit code and
+        what it printed."""
+        from sweepc.backends.slurm import conductor
+
+        return conductor.start(self.root, list(argv))
+
+    def conductor(self) -> Conductor | None:
+        """The background conductor of this project, when one is running."""
+        from sweepc.backends.slurm import conductor
+
+        return conductor.running(self.root)
+
     def cancel(self) -> Cancelled:
         """Stop what every backend has queued or running for this project;
         what had not finished is recorded as cancelled."""
@@ -274,7 +292,8 @@ class Study:
             parts = [backends.get(name).cancel(self.graph, store) for name in backends.names()]
         finally:
             store.close()
-        return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts))
+        return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts),
+                         next((c.conductor for c in parts if c.conductor is not None), None))
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
@@ -366,6 +385,22 @@ class Study:
             raise UsageError(f"unknown rule '{rule}'", did_you_mean(rule, g.rule_index) or f"rules: {listing(g.rule_index)}")
         ids = select(g, [rule] if rule else [], where=where, with_ancestors=False)
         return make_view(g, ids, Path(dest))
+
+    def resources(self, rule: str | None = None) -> list[Usage]:
+        """Per rule (or only `rule`): what its recorded jobs (local or SLURM)
+        used against what they requested, and a suggested `resources:` line
+        (see sweepc/results/resources.py)."""
+        from sweepc.results.resources import usage
+
+        if rule is not None and rule not in self.graph.rule_index:
+            raise UsageError(f"unknown rule '{rule}'", did_you_mean(rule, self.graph.rule_index) or f"rules: {listing(self.graph.rule_index)}")
+        self.refresh()
+        store = Store.open(self.root, create=False)
+        try:
+            records = store.records()
+        finally:
+            store.close()
+        return usage(self.graph, records, [rule] if rule else None)
 
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""

@@ -31,7 +31,7 @@ rule post over s:
     shell: "cat {input} > {output}"
 '''
 
-STATUS_HEADER = "rule  jobs  done  stale  failed  interrupted  cancelled  queued  running  never built"
+STATUS_HEADER = "rule  jobs  done  stale  pending  running  failed  timeout  interrupted  cancelled  skipped  never built  retried"
 
 
 def mixed(p):
@@ -53,18 +53,18 @@ def test_status_table_and_json_after_a_mixed_build(local_project):
     assert (r.code, r.err) == (0, "")
     assert r.out == (
         f"{STATUS_HEADER}\n"
-        "gen      5     3      0       1            1          0       0        0            0\n"
-        "post     5     2      1       0            0          0       0        0            2\n"
+        "gen      5     3      0        0        0       1        0            1          0        0            0        0\n"
+        "post     5     2      1        0        0       0        0            0          0        0            2        0\n"
     )
     r = p.sweepc("status", "--format", "json")
     assert json.loads(r.out) == [
-        {"rule": "gen", "jobs": 5, "done": 3, "stale": 0, "failed": 1, "interrupted": 1, "cancelled": 0, "queued": 0, "running": 0, "never built": 0},
-        {"rule": "post", "jobs": 5, "done": 2, "stale": 1, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "running": 0, "never built": 2},
+        {"rule": "gen", "jobs": 5, "done": 3, "stale": 0, "pending": 0, "running": 0, "failed": 1, "timeout": 0, "interrupted": 1, "cancelled": 0, "skipped": 0, "never built": 0, "retried": 0},
+        {"rule": "post", "jobs": 5, "done": 2, "stale": 1, "pending": 0, "running": 0, "failed": 0, "timeout": 0, "interrupted": 0, "cancelled": 0, "skipped": 0, "never built": 2, "retried": 0},
     ]
     # --rule and --where narrow the rows and the counts
     r = p.sweepc("status", "--rule", "post", "--where", "a >= 3", "--format", "json")
     assert json.loads(r.out) == [
-        {"rule": "post", "jobs": 3, "done": 1, "stale": 0, "failed": 0, "interrupted": 0, "cancelled": 0, "queued": 0, "running": 0, "never built": 2},
+        {"rule": "post", "jobs": 3, "done": 1, "stale": 0, "pending": 0, "running": 0, "failed": 0, "timeout": 0, "interrupted": 0, "cancelled": 0, "skipped": 0, "never built": 2, "retried": 0},
     ]
     # status only reads
     assert p.sweepc("build", "-n").out.splitlines()[-1] == "5 of 10 jobs to run (gen 2, post 3), 5 up to date"
@@ -79,9 +79,9 @@ def test_status_of_a_fresh_project_and_of_a_finished_one(local_project):
             output: "out.txt"
             shell: "echo {a} > {output}"
     ''')
-    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     0      0       0            0          0       0        0            2\n"
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     0      0        0        0       0        0            0          0        0            2        0\n"
     assert p.sweepc("build").code == 0
-    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     2      0       0            0          0       0        0            0\n"
+    assert p.sweepc("status").out == f"{STATUS_HEADER}\ngen      2     2      0        0        0       0        0            0          0        0            0        0\n"
     r = p.sweepc("status", "--rule", "gne")
     assert (r.code, r.err) == (2, "sweepc: unknown target 'gne'\n  hint: did you mean 'gen'?\n")
 
@@ -293,7 +293,7 @@ def test_a_dry_run_and_status_during_a_build_name_the_running_build(local_projec
         r = p.sweepc("build", "-n")
         assert (r.code, r.out) == (0, "".join(f"run slow[a={a}]: {why}\n" for a in range(4)) + "4 of 4 jobs to run (slow 4), 0 up to date\n")
         r = p.sweepc("status")
-        assert r.out == f"{STATUS_HEADER}\nslow     4     0      0       0            0          0       0        4            0\n"
+        assert r.out == f"{STATUS_HEADER}\nslow     4     0      0        0        4       0        0            0          0        0            0        0\n"
         r = p.sweepc("results", "--columns", "a,_status", "--format", "csv")
         assert r.out == "a,_status\n0,running\n1,running\n2,running\n3,running\n"
     finally:

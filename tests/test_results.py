@@ -24,7 +24,7 @@ from sweepc.results.table import default_rule, flatten
 
 BOOKKEEPING = [
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
-    "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_error",
+    "_status", "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error",
 ]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -327,7 +327,7 @@ def test_unknown_column(built: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert (code, out) == (2, "")
     assert err == (
         "sweepc: no column 'zzzzz'\n"
-        "  hint: columns: _error, _exec_host, _exit_code, _job_dir, _log, _max_rss_mb, _pset_hash, _pset_seq, ... (19 in all)\n"
+        "  hint: columns: _attempts, _cpu_s, _error, _exec_host, _exit_code, _job_dir, _log, _max_rss_mb, ... (21 in all)\n"
     )
     with pytest.raises(sweepc.UsageError) as e:
         sweepc.load(built).results(columns="a,sqq")
@@ -412,8 +412,8 @@ def test_results_follow_the_job_folders(built: Path, capsys: pytest.CaptureFixtu
     assert rows2[1]["new.k"] is None
     df = pd.read_json(io.StringIO(json.dumps(rows2)))
     # parameters and bookkeeping first, then every results key found in any row
-    assert list(df.columns)[:15] == ["a", "b", *BOOKKEEPING]
-    assert sorted(df.columns[15:]) == ["nest.x", "nest.y.z", "new.k", "sq", "tag"]
+    assert list(df.columns)[:17] == ["a", "b", *BOOKKEEPING]
+    assert sorted(df.columns[17:]) == ["nest.x", "nest.y.z", "new.k", "sq", "tag"]
 
 
 def test_stale_rows_keep_their_results(built: Path, capsys: pytest.CaptureFixture[str]) -> None:

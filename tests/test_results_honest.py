@@ -205,7 +205,7 @@ def test_history_keeps_every_runs_results(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_store_of_schema_1_is_refused_with_the_older_sweepc_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     root = project(tmp_path, HISTORY, monkeypatch)
     assert run(capsys, "build")[0] == 0
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     con = sqlite3.connect(root / ".sweepc" / "state.db")
     con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     con.commit()
@@ -213,7 +213,7 @@ def test_a_store_of_schema_1_is_refused_with_the_older_sweepc_message(tmp_path: 
     code, out, err = run(capsys, "results")
     assert (code, out) == (2, "")
     assert err == (
-        "sweepc: the state store .sweepc/state.db was written by an older sweepc (schema 1; this sweepc reads schema 2).\n"
+        "sweepc: the state store .sweepc/state.db was written by an older sweepc (schema 1; this sweepc reads schema 3).\n"
         "  hint: move the store away to start over (every job will then rebuild): mv .sweepc/state.db .sweepc/state.db.v1\n"
     )
 
@@ -275,8 +275,8 @@ def test_one_table_of_every_per_pset_rule(tmp_path: Path, monkeypatch: pytest.Mo
     first = rows[0]
     # the main rule's own table first (its bookkeeping unprefixed), then each
     # other rule's bookkeeping as RULE._col and its results; `note` is in two rules
-    assert list(first)[:18] == ["a", "b", "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host",
-                                "_runtime_s", "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_error", "z",
+    assert list(first)[:20] == ["a", "b", "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host",
+                                "_runtime_s", "_status", "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error", "z",
                                 "prep._pset_hash", "prep._run_id"]
     assert {"prep._status", "scale", "sim._status", "y", "sim.note", "check._status", "check.note"} <= set(first)
     assert "note" not in first and "mean._status" not in first and "other._status" not in first

@@ -103,12 +103,16 @@ def test_golden(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert got == golden.read_text()
 
 
-def test_render_only_submits_nothing_and_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_only_submits_nothing_and_records_the_jobs_as_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     render_case(CASES / "throttle_bundle.sweep", tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "sbatch.log").exists()
     store = Store.open(tmp_path / "project", create=False)
-    assert store.records() == {}
+    recs = store.records()
     store.close()
+    # queued under placeholders "rendered:ARRAY:TASK": submit.sh's records count once they are here
+    assert {r.status for r in recs.values()} == {"queued"}
+    assert sorted({r.backend_job_id for r in recs.values()})[:2] == ["rendered:01-gen:0", "rendered:01-gen:1"]
+    assert len({r.run_id for r in recs.values()}) == 1
 
 
 def test_submit_sh_submits_in_order_with_dependencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -356,7 +360,16 @@ def test_runner_on_sigterm_records_the_running_pset_and_not_the_rest(tmp_path: P
     assert not (job(tmp_path, "cc03") / "out.txt").exists()
 
 
+def test_runner_makes_a_missing_job_folder_with_the_marker(tmp_path: Path) -> None:
+    p = run_task(tmp_path, pset("aa01", "echo 1 > out.txt"))  # no job folder: the runner makes it
+    assert p.returncode == 0
+    assert record(tmp_path, "aa01")["status"] == "done"
+    assert (job(tmp_path, "aa01") / ".sweepc-job").read_text() == "r/aa/aa01\n"
+
+
 def test_runner_exits_1_when_a_record_cannot_be_written(tmp_path: Path) -> None:
-    p = run_task(tmp_path, pset("aa01", "true"))  # no job folder
+    (tmp_path / "calc" / "r" / "aa").mkdir(parents=True)
+    (tmp_path / "calc" / "r" / "aa" / "aa01").write_text("a file where the job folder should be")
+    p = run_task(tmp_path, pset("aa01", "true"))
     assert p.returncode == 1
     assert "cannot write" in (p.stderr.read() if p.stderr else "")

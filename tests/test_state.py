@@ -332,3 +332,27 @@ def test_an_interrupted_build_records_what_it_ran(local_project):
         assert con.execute("SELECT status, ran FROM runs").fetchall() == [("interrupted", 1)]
     finally:
         con.close()
+
+
+def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    # schema 3 added jobs.cpu_s; a schema-2 store (no such column) is upgraded when opened
+    import sqlite3
+
+    from sweepc.plan.store import Store
+
+    Store.open(tmp_path).close()  # a current store, made a schema-2 one below
+    con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
+    con.executescript(
+        "ALTER TABLE jobs DROP COLUMN cpu_s;"
+        "UPDATE meta SET value='2' WHERE key='schema_version';"
+        "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts) VALUES ('gen', 'ab12', 'done', 'fp', 12.5, 1);"
+    )
+    con.commit()
+    con.close()
+    s = Store.open(tmp_path)
+    try:
+        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        rec = s.records()[("gen", "ab12")]
+        assert (rec.status, rec.fingerprint, rec.max_rss_mb, rec.cpu_s) == ("done", "fp", 12.5, None)
+    finally:
+        s.close()

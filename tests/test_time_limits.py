@@ -48,7 +48,7 @@ def test_a_job_past_its_time_limit_is_stopped_and_recorded_timeout(local_project
         "1 of 1 job to run (sim 1), 0 up to date",
     ]
     [status] = json.loads(p.sweepc("status", "--format", "json").out)
-    assert (status["jobs"], status["failed"]) == (1, 1)
+    assert (status["jobs"], status["failed"], status["timeout"]) == (1, 0, 1)  # its own column, as on SLURM
 
 
 def test_a_timed_out_job_is_retried_with_its_restart_command(local_project):

@@ -68,6 +68,7 @@ class BuildOptions:
     render_only: bool = False  # batch backends: write what would be submitted, submit nothing
     dry_run: bool = False  # `check` is asked for a dry run: warn instead of refusing where it can
     time_limits: bool = True  # local, dask: stop a job at its rule's `time` resource (--no-time-limits)
+    detach: bool = False  # batch backends: what `wait` does, in a background process (a conductor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class Cancelled:
     arrays: tuple[str, ...]  # scheduler ids that were cancelled
     jobs: int  # psets recorded as cancelled
     finished: int  # psets whose records came in first
+    conductor: int | None = None  # pid of the background conductor that was stopped first
 
 
 class Backend(Protocol):

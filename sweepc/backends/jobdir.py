@@ -235,7 +235,7 @@ def _remove_below(fd: int, parts: list[str]) -> None:
 # A results key may not take one of these names, nor a parameter's.
 BOOKKEEPING = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
-    "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_error",
+    "_status", "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error",
 )
 # and `_index`, the row id of a csv(..., index=) sweep
 RESERVED_KEYS = frozenset((*BOOKKEEPING, "_index"))

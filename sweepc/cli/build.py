@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of each rule's psets (Python slice, STOP excluded)")
     c.add_argument("--wait", action="store_true", help="slurm: wait until the submitted jobs finish")
     c.add_argument("--render-only", action="store_true", help="slurm: write job scripts and submit.sh, submit nothing")
+    c.add_argument("--detach", action="store_true",
+                   help="slurm: what --wait does, in a background process (a conductor; log in .sweepc/conductor.log)")
+    c.add_argument("--conductor", action="store_true", help=argparse.SUPPRESS)  # the process --detach starts
     c.add_argument("--git-commit", action="store_true", help="commit the sweepfile and the files it names first, with the run id in the message")
     c.set_defaults(func=cmd_build)
 
@@ -58,6 +61,10 @@ def register(sub: Any) -> None:
     c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table", help="output format (default: table; parquet needs -o)")
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
+
+    c = sub.add_parser("resources", help="what each rule's jobs used against what they asked for, and a resources: line to use")
+    c.add_argument("--rule", metavar="R", help="only rule R")
+    c.set_defaults(func=cmd_resources)
 
     c = sub.add_parser("cancel", help="cancel what this project has queued or running in SLURM")
     c.set_defaults(func=cmd_cancel)
@@ -146,7 +153,8 @@ class Progress:
         self.tty = out.isatty()
         self.done = self.failed = self.running = 0
         self.t0 = time.monotonic()
-        self.last = 0.0 if self.tty else self.t0  # off a terminal: the first line after 5 s
+        self.last = 0.0 if self.tty else self.t0  # off a terminal: the first line after `every` s
+        self.every = 5.0
 
     def job_started(self, job: Job, attempt: int) -> None:
         self.running += 1
@@ -184,7 +192,7 @@ class Progress:
                 self.out.write("\r\033[K" + self.text())
                 self.out.flush()
                 self.last = now
-        elif force or now - self.last > 5.0:
+        elif force or now - self.last > self.every:
             self.out.write(self.text() + "\n")
             self.out.flush()
             self.last = now
@@ -316,14 +324,45 @@ class _Reporter:
             self.out.flush()
 
 
+def _detach(study: Study, args: argparse.Namespace, out: TextIO) -> int:
+    """Start a conductor: this build with --wait, in the background."""
+    from sweepc.backends.slurm.conductor import CONDUCTOR_FLAG, log_path
+
+    child = ["-f", str(study.graph.sweepfile.resolve()), "build", "--backend", args.backend, "--wait", CONDUCTOR_FLAG]
+    if args.jobs:
+        child += ["-j", str(args.jobs)]
+    for flag, value in (("--where", args.where), ("--psets", args.psets)):
+        if value is not None:
+            child += [flag, value]
+    for r in args.force:
+        child += ["--force", r]
+    if args.explain:
+        child.append("--explain")
+    child += ["--", *args.targets]
+    c, code, text = study.detach(child)
+    if c is None:  # it ended before taking the lock: nothing to do, or a mistake
+        out.write(text)
+        return code if code is not None else EXIT_FAILED
+    log = _rel(study.graph, log_path(study.root))
+    out.write(f"sweepc: conductor started (pid {c.pid}); it submits, resubmits and waits in the background, log in {log}\n")
+    out.write("sweepc: follow it with `sweepc status`, stop it and its jobs with `sweepc cancel`\n")
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from sweepc import backends
     from sweepc.backends.base import BuildOptions
 
     backend = backends.get(args.backend)
-    backend.validate(BuildOptions(jobs=args.jobs, keep_going=args.keep_going, wait=args.wait, render_only=args.render_only))
+    if args.detach and not backend.batch:
+        raise UsageError(f"--detach is for batch backends; the {args.backend} backend runs jobs while sweepc runs",
+                         "use --backend slurm --detach")
+    backend.validate(BuildOptions(jobs=args.jobs, keep_going=args.keep_going, wait=args.wait, render_only=args.render_only,
+                                  detach=args.detach and not args.dry_run))
     study = _study(args)
     out = sys.stdout
+    if args.detach and not args.dry_run:
+        return _detach(study, args, out)
     if args.dry_run:
         p = study.plan(args.targets, where=args.where, psets=args.psets, force=args.force, explain=args.explain,
                        backend=args.backend)
@@ -412,6 +451,8 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
             print_plan(p, True, out)
         if p.run and shows_progress and not args.render_only:
             reporter.progress = Progress(len(p.run), out)
+            if args.conductor:  # its log: failures and retries as they happen, counts once a minute
+                reporter.progress.every = 60.0
 
     argv = getattr(args, "command_line", None) or ["sweepc", "build", *args.targets]
     # the summary is printed inside too: a second Ctrl-C must not cut it short either
@@ -450,7 +491,7 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
 
 # ---- status ---------------------------------------------------------------------
 
-STATES = ("done", "stale", "failed", "interrupted", "cancelled", "queued", "running", "never built")
+STATES = ("done", "stale", "pending", "running", "failed", "timeout", "interrupted", "cancelled", "skipped", "never built")
 
 
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
@@ -461,7 +502,7 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
     wanted = set(rules)
     for r in g.rules:
         if not wanted or r.name in wanted:
-            rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}}
+            rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}, "retried": 0}
     temps = {r.name: [o.path for o in r.outputs if o.temp] for r in g.rules if any(o.temp for o in r.outputs)}
     for name in temps:
         if name in rows:
@@ -478,6 +519,9 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
                 d = g.job_dir(job)
                 if any(not os.path.lexists(d / n) for n in temps[job.rule]):
                     row["temp_removed"] += 1
+            rec = p.records.get((job.rule, job.hash))
+            if rec is not None and rec.attempts > 1:
+                row["retried"] += 1  # its last run is on (or ended after) its second attempt or later
     return list(rows.values())
 
 
@@ -487,7 +531,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_OK
-    headers = ["rule", "jobs", *STATES]
+    c = study.conductor()
+    if c is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.started))
+        from sweepc.backends.slurm.conductor import log_path
+
+        conductor_line = f"sweepc: a conductor is running since {since} (pid {c.pid}); log: {_rel(study.graph, log_path(study.root))}\n"
+    else:
+        conductor_line = ""
+    headers = ["rule", "jobs", *STATES, "retried"]
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) if rows else len(h) for h in headers]
     sys.stdout.write("  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")
     for r in rows:
@@ -495,6 +547,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         if r.get("temp_removed"):
             sys.stdout.write(f"{r['rule']}: {r['temp_removed']} of its done jobs have their temp() outputs removed (rebuilt when a job that reads them must run)\n")
+    sys.stdout.write(conductor_line)
     return EXIT_OK
 
 
@@ -841,10 +894,55 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_resources(args: argparse.Namespace) -> int:
+    from sweepc.lang.resources import format_time
+    from sweepc.results.resources import Stats, format_mem
+
+    usages = _study(args).resources(args.rule)
+
+    def trio(st: Stats | None, fmt: str) -> str:
+        return "-" if st is None else " / ".join(fmt.format(v) for v in (st.median, st.p95, st.max))
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.0f}%"
+
+    rows = []
+    for u in usages:
+        asked = [f"{u.cpus} cpu{'s' if u.cpus != 1 else ''}"]
+        asked.append(format_mem(u.mem_mb) if u.mem_mb is not None else "mem -")
+        asked.append(format_time(u.time_s) if u.time_s is not None else "time -")
+        rows.append({
+            "rule": u.rule, "jobs": str(u.jobs),
+            "runtime s (median/p95/max)": trio(u.runtime_s, "{:.1f}"),
+            "peak MB (median/p95/max)": trio(u.max_rss_mb, "{:.0f}"),
+            "requested": ", ".join(asked),
+            "time used": pct(u.time_eff), "mem used": pct(u.mem_eff), "cpu used": pct(u.cpu_eff),
+            "hit time": str(u.hit_time), "hit mem": str(u.hit_mem),
+        })
+    out = sys.stdout
+    if not rows:
+        out.write("sweepc: no rules\n")
+        return EXIT_OK
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+    out.write("  ".join(h.ljust(w) if k in (0, 4) else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))).rstrip() + "\n")
+    for r in rows:
+        out.write("  ".join(r[h].ljust(w) if k in (0, 4) else r[h].rjust(w) for k, (h, w) in enumerate(zip(headers, widths))).rstrip() + "\n")
+    for u in usages:
+        if u.suggestion:
+            out.write(f"{u.rule}: suggested {u.suggestion}\n")
+        else:
+            out.write(f"{u.rule}: no job has run yet\n")
+    return EXIT_OK
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     c = _study(args).cancel()
+    if c.conductor is not None:
+        sys.stdout.write(f"sweepc: stopped the conductor (pid {c.conductor})\n")
     if not c.arrays and not c.jobs:
-        sys.stdout.write("sweepc: nothing to cancel\n")
+        if c.conductor is None:
+            sys.stdout.write("sweepc: nothing to cancel\n")
         return EXIT_OK
     ids = ", ".join(c.arrays)
     sys.stdout.write(

@@ -148,6 +148,7 @@ class _Renderer:
         return Resources(
             cpus=vals.get("cpus") or 1, mem_mb=vals.get("mem"), time_s=vals.get("time"),
             nodes=vals.get("nodes") or 1, tasks=vals.get("tasks") or 1, gpus=vals.get("gpus") or 0,
+            pack=vals.get("pack"),
         )
 
     def python_command(self, inst: Pset, h: str) -> str:
@@ -252,7 +253,7 @@ class _Ctx:
             return shell_path(f"{self.rd.workdir}/{self.reldir}")
         if root == "resources":
             res = self.res
-            v = {"cpus": res.cpus, "mem": res.mem_mb, "time": res.time_s, "nodes": res.nodes, "tasks": res.tasks, "gpus": res.gpus}[attr or ""]
+            v = {"cpus": res.cpus, "mem": res.mem_mb, "time": res.time_s, "nodes": res.nodes, "tasks": res.tasks, "gpus": res.gpus, "pack": res.pack}[attr or ""]
             if attr == "time" and v is not None:
                 return format_time(v)
             return "" if v is None else str(v)

@@ -34,6 +34,7 @@ class Resources(NamedTuple):
     nodes: int = 1
     tasks: int = 1
     gpus: int = 0
+    pack: int | None = None  # SLURM: psets an array task runs at once (None: the backend block's, else 1)
 
 
 class Job(NamedTuple):

@@ -16,7 +16,7 @@ from sweepc.lang import sweeps as alg
 from sweepc.lang.problems import Problems
 from sweepc.values import Scalar, display
 
-RESOURCE_NAMES = ("cpus", "mem", "time", "nodes", "tasks", "gpus")
+RESOURCE_NAMES = ("cpus", "mem", "time", "nodes", "tasks", "gpus", "pack")
 
 
 def resource_value(p: Problems, name: str, v: Scalar, span: Span, pset: Mapping[str, Scalar] | None) -> int | None:

@@ -39,6 +39,7 @@ INTERRUPTED = "interrupted"
 UNFINISHED = "unfinished"
 RUNNING = "running"  # planned by the build running right now
 CANCELLED = "cancelled"
+SKIPPED = "skipped"
 OUTPUT_MISSING = "output-missing"
 COMMAND_CHANGED = "command-changed"
 INPUT_CHANGED = "input-changed"
@@ -75,22 +76,31 @@ class Plan:
         return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
 
     def state(self, i: int) -> str:
-        """What `status` and `results` call a selected job: done, stale, failed,
-        interrupted, cancelled, queued, running (in the build running now) or
-        never built."""
+        """What `status` and `results` call a selected job: done, stale,
+        pending, running, failed, timeout, interrupted, cancelled, skipped or
+        never built (STATES, in the order `status` shows them)."""
+        job = self.graph.jobs[i]
+        rec = self.records.get((job.rule, job.hash))
         if i in self.queued:
-            return "queued"
+            return "running" if rec is not None and rec.status == "running" else "pending"
         reasons = self.reasons.get(i)
         if not reasons:
             return "done"
         codes = {r.code for r in reasons}
-        for code, name in ((RUNNING, "running"), (NEVER_BUILT, "never built"), (FAILED, "failed"), (INTERRUPTED, "interrupted"), (CANCELLED, "cancelled")):
+        if RUNNING in codes:
+            return "running"  # in the build running now
+        if NEVER_BUILT in codes:
+            return "never built"
+        st = rec.status if rec is not None else None
+        if FAILED in codes:
+            return "timeout" if st == "timeout" else "failed"
+        for code, name in ((INTERRUPTED, "interrupted"), (CANCELLED, "cancelled"), (SKIPPED, "skipped")):
             if code in codes:
                 return name
-        job = self.graph.jobs[i]
-        rec = self.records.get((job.rule, job.hash))
-        if rec is not None and rec.status == "queued":
-            return "queued"  # submitted, and its completion record is not in yet
+        if st == "queued":
+            return "pending"  # submitted, and no completion record says it started
+        if st == "running":
+            return "running"  # its runner said it started, and no record says it ended
         return "stale"
 
     @property
@@ -522,12 +532,16 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
         return Reason(FAILED, "last run reached its time limit")
     if st == "interrupted":
         return Reason(INTERRUPTED, "last run was interrupted")
+    if st == "skipped":
+        return Reason(SKIPPED, "last run did not run it: an input was not done")
     if st == "cancelled":
         return Reason(CANCELLED, "last run was cancelled")
     if st == "planned" and rec.fingerprint is None:
         return Reason(NEVER_BUILT, "never built")
     if st == "queued":
         return Reason(UNFINISHED, f"was queued as job {rec.backend_job_id} and never reported back")
+    if st == "running":
+        return Reason(UNFINISHED, f"was running as job {rec.backend_job_id} and never reported back")
     return Reason(UNFINISHED, "the last build stopped before this job finished")
 
 

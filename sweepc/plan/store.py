@@ -18,8 +18,15 @@ Job statuses:
   timeout      stopped by the local backend at its rule's `time` limit (after
                its retries); SLURM time-outs are recorded `failed`, exit 143
   interrupted  stopped by Ctrl-C / SIGTERM
-  queued       submitted to a batch scheduler and not ingested yet
+  queued       submitted to a batch scheduler, not started yet (as far as the
+               completion records say)
+  running      submitted to a batch scheduler, and its runner said it started
+  timeout      stopped by the scheduler at its time limit (after its retries)
+  skipped      not run by its batch task because an input was not done
   cancelled    cancelled in the scheduler (sweepc cancel)
+
+Schema 3 added jobs.cpu_s (user + system CPU seconds); a schema-2 store is
+upgraded in place when opened (the column starts empty).
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ from typing import Any, NamedTuple
 from sweepc.errors import StateError, SweepcError, machine_error
 
 # 2: the results table (every run's results, for `sweepc results --history`)
-SCHEMA_VERSION = 2
+# 3: jobs.cpu_s (user + system CPU seconds)
+SCHEMA_VERSION = 3
+# older schemas this sweepc upgrades in place: version -> SQL that makes it the next one
+_UPGRADES = {2: "ALTER TABLE jobs ADD COLUMN cpu_s REAL;"}
 STATE_DIR = ".sweepc"
 DB_NAME = "state.db"
 
@@ -61,6 +71,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     backend_job_id TEXT,
     run_id TEXT,
     params TEXT,
+    cpu_s REAL,
     PRIMARY KEY (rule, hash)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -118,6 +129,7 @@ class Record(NamedTuple):
     backend_job_id: str | None
     run_id: str | None
     params: str | None
+    cpu_s: float | None = None
 
 
 _COLUMNS = Record._fields
@@ -183,6 +195,7 @@ class Outcome(NamedTuple):
     # the flattened values of a done job's results files (JSON text), read and
     # checked when the job ended; kept in the results table for the history
     results: str | None = None
+    cpu_s: float | None = None  # user + system CPU time of the job and its descendants
 
 
 class HistoryRow(NamedTuple):
@@ -298,6 +311,12 @@ class Store:
                 version = int(row[0]) if row else 0
             except (TypeError, ValueError):  # fix: a non-number here was a traceback
                 version = 0
+            while version in _UPGRADES and version < SCHEMA_VERSION:
+                c.executescript(
+                    "BEGIN IMMEDIATE;" + _UPGRADES[version]
+                    + f"UPDATE meta SET value='{version + 1}' WHERE key='schema_version'; COMMIT;"
+                )
+                version += 1
             if version != SCHEMA_VERSION:
                 who = "a newer" if version > SCHEMA_VERSION else "an older"
                 raise StateError(
@@ -449,12 +468,12 @@ class Store:
         with self.transaction() as c:
             c.executemany(
                 "UPDATE jobs SET status=?, fingerprint=COALESCE(?, fingerprint), cmd_hash=COALESCE(?, cmd_hash), "
-                "inputs_hash=COALESCE(?, inputs_hash), exit_code=?, start=?, end=?, host=?, max_rss_mb=?, "
+                "inputs_hash=COALESCE(?, inputs_hash), exit_code=?, start=?, end=?, host=?, max_rss_mb=?, cpu_s=?, "
                 "attempts=?, backend=?, backend_job_id=?, run_id=? WHERE rule=? AND hash=?",
                 (
                     (
                         o.status, o.fingerprint if o.status == "done" else None, o.cmd_hash if o.status == "done" else None,
-                        o.inputs_hash if o.status == "done" else None, o.exit_code, o.start, o.end, o.host, o.max_rss_mb,
+                        o.inputs_hash if o.status == "done" else None, o.exit_code, o.start, o.end, o.host, o.max_rss_mb, o.cpu_s,
                         o.attempts, o.backend, o.backend_job_id, o.run_id, o.rule, o.hash,
                     )
                     for o in outcomes
@@ -470,13 +489,17 @@ class Store:
                 ),
             )
 
-    def set_queued(self, rows: Iterable[tuple[str, str, str]], run_id: str | None = None) -> None:
+    def set_queued(self, rows: Iterable[tuple[str, str, str]], run_id: str | None = None,
+                   attempts: Mapping[tuple[str, str], int] | None = None) -> None:
         """(rule, hash, backend job id) of jobs handed to a scheduler, by the
-        build run_id (the submission whose completion records count)."""
+        build run_id (the submission whose completion records count), with
+        the attempt each one is on (default 1)."""
+        att = attempts or {}
         with self.transaction() as c:
             c.executemany(
-                "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=?, run_id=COALESCE(?, run_id) WHERE rule=? AND hash=?",
-                ((j, run_id, r, h) for r, h, j in rows),
+                "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=?, run_id=COALESCE(?, run_id), attempts=? "
+                "WHERE rule=? AND hash=?",
+                ((j, run_id, att.get((r, h), 1), r, h) for r, h, j in rows),
             )
 
     def set_status(self, rows: Iterable[tuple[str, str]], status: str) -> None:

@@ -89,7 +89,9 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             _runtime_s=round(runtime, 3) if runtime is not None else None,
             _status=status,
             _exit_code=rec.exit_code if has_run and rec else None,
+            _attempts=rec.attempts if has_run and rec and rec.attempts else None,
             _max_rss_mb=rec.max_rss_mb if has_run and rec else None,
+            _cpu_s=rec.cpu_s if has_run and rec else None,
             _job_dir=prefix + job.reldir,
             _log=f"{prefix}{job.reldir}/{LOG_NAME}" if has_run else None,
         )
@@ -114,7 +116,7 @@ def _frame(rows: list[dict[str, Any]], rule: RuleSpec, indexed: bool = False) ->
     columns = list(rule.keys) + (["_index"] if indexed else []) + list(BOOKKEEPING)
     df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=columns)
     # never-built rows have no exit code or run: keep these columns integers next to the gaps
-    for col in ("_run_seq", "_exit_code", "_pset_seq"):
+    for col in ("_run_seq", "_exit_code", "_pset_seq", "_attempts"):
         if col in df.columns:
             df[col] = df[col].astype("Int64")
     # gaps in measurements are NaN (empty in csv, null in json), not None: a column
@@ -196,7 +198,7 @@ def history(plan: Plan, rule: RuleSpec, runs: Sequence[Run], rows: Sequence[Hist
             _time_utc=pd.Timestamp(dt.datetime.fromtimestamp(h.start, dt.UTC)) if h.start else None,
             _exec_host=h.host,
             _runtime_s=round(h.end - h.start, 3) if h.start is not None and h.end is not None else None,
-            _status=DONE, _exit_code=h.exit_code, _max_rss_mb=h.max_rss_mb,
+            _status=DONE, _exit_code=h.exit_code, _attempts=h.attempts, _max_rss_mb=h.max_rss_mb, _cpu_s=None,
             _job_dir=prefix + job.reldir, _log=f"{prefix}{job.reldir}/{LOG_NAME}", _error=None,
         )
         try:

@@ -252,7 +252,7 @@ class _Runner:
                         self.reporter.job_ended(job, self.outcome(i, status, ex, attempt), True)
                         ready.appendleft(i)
                         continue
-                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status))
+                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))
                     if not self.keep_going:
                         stopping = True
                     blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
@@ -315,7 +315,7 @@ class _Runner:
                     self.pending.append(outcome)
                     self.reporter.job_ended(g.jobs[i], outcome, False)
                 else:
-                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt))
+                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, cpu_s=ex.cpu_s))
                 continue
             outcome = self.outcome(i, "interrupted", ex, attempt)
             self.pending.append(outcome)
@@ -483,16 +483,18 @@ class _Runner:
             exit_code=ex.exit_code, start=ex.start, end=ex.end, host=self.host,
             max_rss_mb=round(ex.max_rss_kb / 1024, 1), attempts=attempt, backend="local",
             backend_job_id=None, run_id=self.run_id, results=self.results.pop(i, None) if ok else None,
+            cpu_s=round(ex.cpu_s, 3) if ex.cpu_s is not None else None,
         )
 
     def fail(self, i: int, exit_code: int | None, start: float, end: float, rss_kb: int, message: str, attempt: int,
-             status: str = "failed") -> Failure:
+             status: str = "failed", cpu_s: float | None = None) -> Failure:
         job = self.g.jobs[i]
         log = self.wd / job.reldir / LOG_NAME
         outcome = Outcome(
             rule=job.rule, hash=job.hash, status=status, fingerprint=None, cmd_hash=None, inputs_hash=None,
             exit_code=exit_code if exit_code is not None else -1, start=start, end=end, host=self.host,
             max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt, backend="local", backend_job_id=None, run_id=self.run_id,
+            cpu_s=round(cpu_s, 3) if cpu_s is not None else None,
         )
         self.pending.append(outcome)
         self.reporter.job_ended(job, outcome, False)

@@ -157,6 +157,7 @@ class Exit:
     # counters (seen: 8980 against a floor of 9104): max_rss_kb <=
     # rss_floor_kb means "the job peaked at most about this high".
     rss_floor_kb: int = 0
+    cpu_s: float | None = None  # ru_utime + ru_stime from wait4 (None: not measured)
 
 
 class ProcessPool:
@@ -607,11 +608,12 @@ class _ViaSpawner:
         self._inbox.clear()
 
     def _ended(self, record: tuple[Any, ...]) -> None:
-        _, serial, key, status, max_rss_kb, start, end, floor_kb, interrupted = record
+        _, serial, key, status, max_rss_kb, start, end, floor_kb, interrupted = record[:9]
+        cpu_s = record[9] if len(record) > 9 else None
         if self._jobs.pop(serial, None) is not None:  # not seen before
             code, sig = _decode_status(status)
             self.finished.append(
-                Exit(key, code, sig, start, end, max_rss_kb, interrupted, floor_kb)
+                Exit(key, code, sig, start, end, max_rss_kb, interrupted, floor_kb, cpu_s)
             )
 
     def _died(self) -> ChildProcessError:
@@ -788,7 +790,8 @@ class _InProcess:
         end = time.time()
         code, sig = _decode_status(status)
         self.finished.append(
-            Exit(job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb)
+            Exit(job.key, code, sig, job.start, end, usage.ru_maxrss, interrupted, job.rss_floor_kb,
+                 usage.ru_utime + usage.ru_stime)
         )
         return True
 

@@ -147,7 +147,7 @@ class PythonPool:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(5)
             for t in w.queue:
-                self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, "interrupted"))
+                self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, error="interrupted"))
             w.queue.clear()
             self._drop(w)
         out, self._finished = self._finished, []
@@ -254,7 +254,7 @@ class PythonPool:
             with contextlib.suppress(OSError), open(t.log_path, "a") as f:
                 f.write(f"\n{why}\n")
             code = 128 + sig if sig is not None else (rc or 1)
-            self._finished.append(PyExit(t.key, code, sig, now, now, 0, False, 0, why))
+            self._finished.append(PyExit(t.key, code, sig, now, now, 0, False, 0, error=why))
             for rest in list(w.queue):
                 self._assign(rest)
             w.queue.clear()
@@ -265,7 +265,7 @@ class PythonPool:
         rc = int(msg["rc"])  # type: ignore[call-overload]
         self._finished.append(PyExit(
             t.key, rc, None, float(msg["t0"]), float(msg["t1"]),  # type: ignore[arg-type]
-            int(msg["rss"]), False, 0, str(msg["err"]),  # type: ignore[call-overload]
+            int(msg["rss"]), False, 0, error=str(msg["err"]),  # type: ignore[call-overload]
         ))
         if rc != 0:
             # the worker exits after a failure: what was queued behind goes elsewhere

@@ -34,7 +34,7 @@ ends run the same interpreter, so marshal (builtin, fast, no import) is safe.
   spawner -> sweepc, a list of records per datagram (batched):
     (READY, pid, floor_kb, fs_encoding, fs_errors)   once, first
     (STARTED, serial, key, pid)    pid 0: it could not be started
-    (ENDED, serial, key, wait_status, max_rss_kb, start, end, floor_kb, interrupted)
+    (ENDED, serial, key, wait_status, max_rss_kb, start, end, floor_kb, interrupted, cpu_s)
     (KILLED, [serials still alive after SIGKILL])
     (SYNCED,)
 
@@ -461,7 +461,7 @@ class _Spawner:
             pass
         self.out.append((STARTED, serial, key, 0))
         end = time.time()
-        self.out.append((ENDED, serial, key, _EXIT_START_FAILED, 0, start, end, floor_kb, False))
+        self.out.append((ENDED, serial, key, _EXIT_START_FAILED, 0, start, end, floor_kb, False, 0.0))
 
     def reap(self, job: _Job, interrupted: bool) -> None:
         """Reap `job` if it has exited (its pidfd was readable)."""
@@ -472,8 +472,9 @@ class _Spawner:
             if pid == 0:
                 return
             max_rss_kb = usage.ru_maxrss
+            cpu_s = usage.ru_utime + usage.ru_stime
         except ChildProcessError:  # cannot happen: SIGCHLD is SIG_DFL here
-            status, max_rss_kb = 255 << 8, 0
+            status, max_rss_kb, cpu_s = 255 << 8, 0, 0.0
         end = time.time()
         del self.jobs[job.pidfd]
         self.epoll.unregister(job.pidfd)
@@ -489,6 +490,7 @@ class _Spawner:
                 end,
                 job.floor_kb,
                 interrupted,
+                cpu_s,
             )
         )
 

@@ -35,6 +35,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _in_slurm(store: Store) -> bool:
+    """Whether any job is handed to SLURM and not taken back in: `queued`, or
+    `running` (its runner said it started)."""
+    return store.has_status("queued") or store.has_status("running")
+
+
 class SlurmBackend:
     name: ClassVar[str] = "slurm"
     batch: ClassVar[bool] = True
@@ -42,9 +48,13 @@ class SlurmBackend:
     def validate(self, options: BuildOptions) -> None:
         if options.render_only and options.wait:
             raise UsageError("--render-only submits nothing, so there is nothing to --wait for")
+        if options.detach and (options.render_only or options.wait):
+            other = "--render-only" if options.render_only else "--wait"
+            raise UsageError(f"--detach and {other} do not go together",
+                             "--detach waits in the background (a conductor); --wait waits here; --render-only submits nothing")
 
     def live(self, graph: BuildGraph, store: Store) -> LiveJobs:
-        if not store.has_status("queued"):
+        if not _in_slurm(store):
             return {}  # nothing queued: no need to import records.py and subprocess
         from sweepc.backends.slurm.records import queued_rows, sync
         from sweepc.backends.slurm.scheduler import SchedulerError, SubprocessScheduler
@@ -57,7 +67,7 @@ class SlurmBackend:
             return {}  # without SLURM's commands here nothing can be live
 
     def refresh(self, graph: BuildGraph, store: Store) -> None:
-        if not store.has_status("queued"):
+        if not _in_slurm(store):
             return
         from sweepc.backends.slurm.records import ingest, queued_rows
 
@@ -113,10 +123,16 @@ class SlurmBackend:
         return Execution(s, "ok" if s is not None and s.ok and not result.left else "failed", tuple(notes))
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
+        from dataclasses import replace
+
+        from sweepc.backends.slurm import conductor
         from sweepc.backends.slurm.backend import cancel
         from sweepc.backends.slurm.scheduler import SubprocessScheduler
 
-        return cancel(graph, store, SubprocessScheduler())
+        # the conductor first: it would resubmit what is cancelled
+        stopped = conductor.stop(graph.root)
+        c = cancel(graph, store, SubprocessScheduler())
+        return replace(c, conductor=stopped.pid) if stopped is not None else c
 
 
 __all__ = ["SlurmBackend"]

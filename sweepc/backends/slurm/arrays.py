@@ -32,6 +32,7 @@ class Array:
     tasks: tuple[tuple[int, ...], ...]  # job ids per array index, in run order
     restart: frozenset[int] = frozenset()  # jobs that run their restart: command
     attempts: Mapping[int, int] | None = None  # job id -> attempt number (default 1)
+    pack: int = 1  # psets of a task that run at once, each with `resources`
 
     @property
     def jobs(self) -> tuple[int, ...]:
@@ -62,8 +63,18 @@ class Deps:
         return ",".join(parts) or None
 
 
-def default_bundle(n: int) -> int:
-    return max(1, math.ceil(n / DEFAULT_MAX_TASKS))
+def default_bundle(n: int, pack: int = 1) -> int:
+    """The smallest bundle that fits n psets in DEFAULT_MAX_TASKS tasks; a
+    multiple of `pack`, so a packed task has a pset for every slot."""
+    b = max(1, math.ceil(n / DEFAULT_MAX_TASKS))
+    return math.ceil(b / pack) * pack
+
+
+def task_time_s(arr: Array) -> int | None:
+    """An array task's time limit: the rule's per-pset `time` for each round of
+    `pack` psets it runs."""
+    t = arr.resources.time_s
+    return None if t is None else t * math.ceil(arr.bundle / arr.pack)
 
 
 def make_arrays(
@@ -75,8 +86,10 @@ def make_arrays(
     prefix: str = "",
     restart: Collection[int] = (),
     attempts: Mapping[int, int] | None = None,
+    pack: int | None = None,
 ) -> list[Array]:
-    """Group jobs (topologically ordered) into arrays; `first` numbers the first array's name."""
+    """Group jobs (topologically ordered) into arrays; `first` numbers the first array's name.
+    `pack`: the backend block's, for rules without a `pack` resource."""
     groups: dict[tuple[str, Resources], list[int]] = {}
     for i in jobs:
         job = g.jobs[i]
@@ -85,7 +98,9 @@ def make_arrays(
     restart_set = frozenset(restart)
     out: list[Array] = []
     for (rule, res), ids in groups.items():
-        b = bundle or default_bundle(len(ids))
+        want = res.pack or pack or 1
+        b = bundle or default_bundle(len(ids), want)
+        p = min(want, b)  # more slots than psets in a task would only waste cpus
         tasks = [tuple(ids[k : k + b]) for k in range(0, len(ids), b)]
         for k in range(0, len(tasks), per_array):
             chunk = tuple(tasks[k : k + per_array])
@@ -95,6 +110,7 @@ def make_arrays(
                 rule=rule, resources=res, bundle=b, tasks=chunk,
                 restart=restart_set & members,
                 attempts={i: a for i, a in (attempts or {}).items() if i in members} or None,
+                pack=p,
             ))
     return out
 

@@ -33,7 +33,7 @@ from sweepc.backends.local.backend import execute as local_execute
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store, state_dir
 from sweepc.backends.slurm import records as rec_
-from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays
+from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays, task_time_s
 from sweepc.backends.slurm.render import (
     LOG_DIR,
     PsetLine,
@@ -120,6 +120,7 @@ class _Build:
         self.attempt: dict[int, int] = {}
         self.unexplained: dict[int, int] = {}
         self.started: set[int] = set()
+        self.seen: set[int] = set()  # jobs whose final record of their latest submission was read
         # (job, record status or "lost", exit code, note, record) read since the last decide()
         self.events: list[tuple[int, str, int | None, str, rec_.TaskRecord | None]] = []
         self.pending: list[Outcome] = []
@@ -131,13 +132,44 @@ class _Build:
         self.t0 = time.monotonic()
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.rounds = 0  # resubmission rounds
+        self.resume: set[int] = set()  # jobs whose first submission here runs their restart: command
+        self.resume_attempts()
+
+    def resume_attempts(self) -> None:
+        """A job whose last attempt (submitted by an earlier build that did not
+        wait for it) failed, timed out or vanished, with this same fingerprint
+        and attempts left, goes on counting: attempt n+1, with its `restart:`
+        command when it has one. Without attempts left, or after a change, a
+        build runs it afresh (attempt 1, `shell:`)."""
+        g, plan = self.g, self.plan
+        for i in self.unsubmitted:
+            job = g.jobs[i]
+            row = plan.records.get((job.rule, job.hash))
+            if row is None or row.backend != "slurm" or row.status not in ("failed", "timeout", "queued", "running"):
+                continue
+            if row.status in ("failed", "timeout"):
+                rec = rec_.read_record(g.job_dir(job))
+                if rec is None or not rec.final or rec.fingerprint != plan.fingerprints[i] or rec.submission != row.run_id:
+                    continue
+                last = rec.attempt
+            elif (row.backend_job_id or "").startswith(rec_.RENDERED):
+                continue  # rendered by --render-only, never submitted as far as we know: no attempt
+            else:  # its task ended without a final record (killed, node failure): that was an attempt too
+                last = row.attempts or 1
+            if last <= g.rule(job.rule).retries:
+                self.attempt[i] = last + 1
+                if job.restart is not None:
+                    self.resume.add(i)
+        if self.attempt:
+            with_restart = f", {len(self.resume)} with their restart: command" if self.resume else ""
+            self.reporter.note(f"sweepc: {plural(len(self.attempt), 'job')} failed in an earlier submission and "
+                               f"{'has' if len(self.attempt) == 1 else 'have'} attempts left: resubmitting them{with_restart}")
 
     # -- the build ---------------------------------------------------------------
     def run(self) -> Result:
         g, plan = self.g, self.plan
         self.max_array = self.sched.max_array_size()
-        if not self.render_only:
-            self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
+        self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
         try:
             self.advance()
             if self.wait and not self.render_only:
@@ -241,8 +273,10 @@ class _Build:
         if resubmission:
             self.rounds += 1
         prefix = f"r{self.rounds}-" if resubmission else ""
+        restart = set(restart) | (self.resume & set(batch))
+        self.resume -= set(batch)
         new = make_arrays(g, batch, self.settings.bundle, self.max_array, first=first + 1, prefix=prefix,
-                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch})
+                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch}, pack=self.settings.pack)
         where = {i: loc for i, loc in self.loc.items() if i not in self.final}
         for k, arr in enumerate(new, start=first):
             for t, task in enumerate(arr.tasks):
@@ -252,24 +286,29 @@ class _Build:
         lines = {i: self.pset_line(i) for i in batch}
         self.prepare_dirs(batch)
         prepare_folder(self.folder)
-        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
         handed = set(batch)
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
+        if not self.render_only:  # each array goes out as soon as it is written
+            for arr, d in zip(new, deps):
+                self.submit_one(arr, d, write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle))
+            return
+        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
         if self.render_only:
             path = self.folder / "submit.sh"
             write_text(path, submit_script(self.folder, new, deps), 0o755)
             self.result.submit_sh = path
             names = [f"$j{k}" for k in range(len(new))]
+            rows: list[tuple[str, str, str]] = []
             for arr, d, script in zip(new, deps, scripts):
                 self.result.arrays.append(Submitted(arr.name, arr.rule, None, len(arr.jobs), len(arr.tasks), d.flag(names), script))
-            return
-        for arr, d, script in zip(new, deps, scripts):
-            self.submit_one(arr, d, script)
+                rows.extend((g.jobs[i].rule, g.jobs[i].hash, rec_.rendered_id(arr.name, t)) for t, task in enumerate(arr.tasks) for i in task)
+            # queued under a placeholder id: their records count once submit.sh has run (here or elsewhere)
+            self.store.set_queued(rows, self.sub)
 
     def submit_one(self, arr: Array, d: Deps, script: Path) -> None:
         flag = d.flag(self.ids)
         options = [f"--dependency={flag}", "--kill-on-invalid-dep=yes"] if flag else []
-        job_id = self.sched.submit(script, options, self.g.root)
+        job_id = self.sched.submit(script, options, self.folder)  # a job runs where it was submitted from
         k = len(self.arrays)
         self.arrays.append(arr)
         self.ids.append(job_id)
@@ -278,10 +317,11 @@ class _Build:
             for i in task:
                 self.loc[i] = (k, t)
                 self.attempt.setdefault(i, arr.attempt(i))
+                self.seen.discard(i)
                 rows.append((self.g.jobs[i].rule, self.g.jobs[i].hash, f"{job_id}_{t}"))
             self.next[(k, t)] = 0
             self.unfinished.add((k, t))
-        self.store.set_queued(rows, self.sub)
+        self.store.set_queued(rows, self.sub, {(self.g.jobs[i].rule, self.g.jobs[i].hash): self.attempt[i] for i in arr.jobs})
         sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
         self.result.arrays.append(sub)
         self.reporter.note(f"submitted {sub.rule}: job {job_id}, {plural(sub.psets, 'pset')} in {plural(sub.tasks, 'task')}"
@@ -303,7 +343,9 @@ class _Build:
 
     def prepare_dirs(self, batch: Sequence[int]) -> None:
         """As the local backend does before a job starts: leftovers of an earlier
-        run must not survive a run that fails to write them."""
+        run must not survive a run that fails to write them. (Every job folder
+        is made here: it gets its pset.json and rendered templates. The runner
+        still makes a folder that is missing, with sweepc's marker.)"""
         g = self.g
         for i in batch:
             job = g.jobs[i]
@@ -342,21 +384,37 @@ class _Build:
             time.sleep(min(tick, max(0.05, next_squeue - time.monotonic())))
 
     def read_records(self, only: Iterable[tuple[int, int]] | None = None) -> bool:
+        """New final records of unfinished tasks. A task writes them in order,
+        except that a packed task runs up to `pack` psets at once: past the
+        first pset without a final record, up to pack - 1 more are looked at."""
         moved = False
         for key in list(only if only is not None else self.unfinished):
             if key not in self.unfinished:
                 continue
             a, t = key
-            task = self.arrays[a].tasks[t]
+            arr = self.arrays[a]
+            task = arr.tasks[t]
             k = self.next[key]
-            while k < len(task):
-                i = task[k]
+            open_ = 0  # psets without a final record looked at so far
+            j = k
+            while j < len(task) and open_ < arr.pack:
+                i = task[j]
+                if i in self.seen:
+                    j += 1
+                    continue
                 rec = rec_.read_record(self.g.job_dir(self.g.jobs[i]))
                 if rec is None or rec.submission != self.sub or rec.array_job_id != self.ids[a] or rec.array_task_id != str(t):
-                    break
-                self.events.append((i, rec.status, rec.exit_code, rec.note, rec))
+                    open_ += 1
+                elif not rec.final:
+                    self.start(i)
+                    open_ += 1
+                else:
+                    self.events.append((i, rec.status, rec.exit_code, rec.note, rec))
+                    self.seen.add(i)
+                    moved = True
+                j += 1
+            while k < len(task) and task[k] in self.seen:
                 k += 1
-                moved = True
             self.next[key] = k
             if k == len(task):
                 self.unfinished.discard(key)
@@ -410,17 +468,20 @@ class _Build:
                 continue
             a, t = key
             task = self.arrays[a].tasks[t]
-            rest = task[self.next[key]:]
+            rest = [i for i in task[self.next[key]:] if i not in self.seen]
             tid = f"{self.ids[a]}_{t}"
+            # the first psets without a record were running (up to `pack` of them), the rest never started
+            running = min(len(rest), self.arrays[a].pack)
             if st.state == "CANCELLED" and "Dependency" in st.reason:
                 kinds = ["not-run"] * len(rest)
             elif st.state == "TIMEOUT":
-                kinds = ["timeout"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["timeout"] * running + ["not-run"] * (len(rest) - running)
             elif st.state == "CANCELLED":
-                kinds = ["cancelled"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["cancelled"] * running + ["not-run"] * (len(rest) - running)
             else:
-                kinds = ["lost"] + ["not-run"] * (len(rest) - 1)
+                kinds = ["lost"] * running + ["not-run"] * (len(rest) - running)
             for i, kind in zip(rest, kinds):
+                self.seen.add(i)
                 note = f"array task {tid} ended {st.state.lower()} without a completion record"
                 self.events.append((i, kind, None, note, None))
             self.unfinished.discard(key)
@@ -450,7 +511,7 @@ class _Build:
                 kind, exit_code, note = rec_.FAILED, 0, problem
             if kind in (rec_.FAILED, rec_.TIMEOUT, "lost"):
                 code = exit_code if exit_code is not None else (rec_.TERM_EXIT if kind == rec_.TIMEOUT else None)
-                outcome = self.outcome(i, "failed", code, rec, bid)
+                outcome = self.outcome(i, "timeout" if kind == rec_.TIMEOUT else "failed", code, rec, bid)
                 if attempt <= g.rule(job.rule).retries and not self.stopping:
                     self.end(i, outcome, True)
                     self.attempt[i] = attempt + 1
@@ -474,6 +535,7 @@ class _Build:
         retrying = set(retry)
         again: list[int] = []
         replan: list[tuple[str, str]] = []
+        skipped: list[tuple[str, str]] = []  # an input failed for good: `skipped` in the store
         for i, _note in not_run:
             if i in self.started:
                 self.end(i, None, False)
@@ -484,12 +546,13 @@ class _Build:
                 self.unexplained[i] = self.unexplained.get(i, 0) + 1
             if self.stopping or dead or self.unexplained.get(i, 0) > MAX_UNEXPLAINED:
                 self.final[i] = "skipped"
-                replan.append((g.jobs[i].rule, g.jobs[i].hash))
+                (skipped if dead else replan).append((g.jobs[i].rule, g.jobs[i].hash))
             else:
                 again.append(i)
-        if replan:
+        if replan or skipped:
             self.flush()
             self.store.set_status(replan, "planned")
+            self.store.set_status(skipped, "skipped")
         batch = sorted(retrying | set(again))
         if batch:
             self.flush()
@@ -505,7 +568,8 @@ class _Build:
             fingerprint=self.plan.fingerprints[i] if ok else None, cmd_hash=self.plan.cmd_hashes[i] if ok else None,
             inputs_hash=self.plan.inputs_hashes[i] if ok else None, exit_code=exit_code,
             start=rec.start if rec else None, end=rec.end if rec else now, host=rec.host if rec else None,
-            max_rss_mb=None, attempts=self.attempt.get(i, 1), backend="slurm", backend_job_id=bid, run_id=self.sub,
+            max_rss_mb=rec.max_rss_mb if rec else None, attempts=self.attempt.get(i, 1), backend="slurm",
+            backend_job_id=bid, run_id=self.sub, cpu_s=rec.cpu_s if rec else None,
         )
 
     def end(self, i: int, outcome: Outcome | None, will_retry: bool) -> None:
@@ -524,8 +588,8 @@ class _Build:
         job = self.g.jobs[i]
         log = self.g.job_dir(job) / LOG_NAME
         if kind == rec_.TIMEOUT:
-            res = job.resources
-            limit = f" ({_hms(res.time_s * self.arrays[self.loc[i][0]].bundle)} for the array task)" if res.time_s else ""
+            task_s = task_time_s(self.arrays[self.loc[i][0]])
+            limit = f" ({_hms(task_s)} for the array task)" if task_s else ""
             message = f"time limit reached{limit}, array task {bid}"
         elif kind == "lost":
             message = note
@@ -552,7 +616,8 @@ def cancel(g: BuildGraph, store: Store, scheduler: Scheduler) -> Cancelled:
     """scancel every array this project has queued or running; record what had
     not finished as `cancelled` (the next build runs it again)."""
     rows = rec_.queued_rows(store)
-    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=lambda s: (len(s), s))
+    rec_.adopt(g, store, rows)
+    arrays = rec_.scheduler_ids(rows.values())
     if arrays:
         scheduler.cancel(arrays)
     remaining = rec_.ingest(g, store, rows)

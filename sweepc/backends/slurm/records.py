@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +25,7 @@ from sweepc.backends.slurm.scheduler import Scheduler
 
 # Record statuses (what the runner writes).
 DONE, FAILED, TIMEOUT, CANCELLED, SKIPPED, NOT_RUN = "done", "failed", "timeout", "cancelled", "skipped", "not-run"
+RUNNING = "running"  # written when a pset starts; replaced by one of the above when it ends
 TERM_EXIT = 143  # what a shell reports for a command stopped by SIGTERM
 
 
@@ -44,10 +45,30 @@ class TaskRecord(NamedTuple):
     cmd_hash: str | None
     inputs_hash: str | None
     note: str
+    max_rss_mb: float | None = None  # measured on the node (see runner.sh); None when it could not be
+    cpu_s: float | None = None
+    array: str = ""  # the array's name in the submission folder, e.g. "01-gen"
+
+    @property
+    def final(self) -> bool:
+        return self.status != RUNNING
 
     @property
     def backend_job_id(self) -> str:
         return f"{self.array_job_id}_{self.array_task_id}"
+
+
+RENDERED = "rendered:"  # backend job id of a --render-only job: "rendered:ARRAY:TASK"
+
+
+def rendered_id(array: str, task: int) -> str:
+    return f"{RENDERED}{array}:{task}"
+
+
+def scheduler_ids(rows: Iterable[Record]) -> list[str]:
+    """The SLURM array ids of queued rows (not the placeholders of --render-only ones)."""
+    ids = {(r.backend_job_id or "").partition("_")[0] for r in rows}
+    return sorted((i for i in ids if i.isdigit()), key=_num)
 
 
 def job_dir(g: BuildGraph, rule: str, h: str) -> Path:
@@ -66,7 +87,8 @@ def read_record(d: Path) -> TaskRecord | None:
             array_job_id=str(data.get("array_job_id", "")), array_task_id=str(data.get("array_task_id", "")),
             attempt=_int(data.get("attempt")) or 1, fingerprint=data.get("fingerprint") or None,
             cmd_hash=data.get("cmd_hash") or None, inputs_hash=data.get("inputs_hash") or None,
-            note=str(data.get("note") or ""),
+            note=str(data.get("note") or ""), max_rss_mb=_float(data.get("max_rss_mb")),
+            cpu_s=_float(data.get("cpu_s")), array=str(data.get("array") or ""),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -102,41 +124,51 @@ def to_outcome(rec: TaskRecord, status: str, exit_code: int | None = None, resul
         fingerprint=rec.fingerprint if done else None, cmd_hash=rec.cmd_hash if done else None,
         inputs_hash=rec.inputs_hash if done else None,
         exit_code=exit_code if exit_code is not None else rec.exit_code,
-        start=rec.start, end=rec.end, host=rec.host, max_rss_mb=None, attempts=rec.attempt,
+        start=rec.start, end=rec.end, host=rec.host, max_rss_mb=rec.max_rss_mb, attempts=rec.attempt,
         backend="slurm", backend_job_id=rec.backend_job_id, run_id=rec.submission, results=results if done else None,
+        cpu_s=rec.cpu_s,
     )
 
 
 def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None, str | None] | None:
-    """(store status, exit code, results) for a record; None for a pset that
-    never ran (skipped, not-run), whose row goes back to `planned`."""
+    """(store status, exit code, results) for a final record; None for a pset
+    whose task stopped before it started (not-run), whose row goes back to `planned`."""
     if rec.status == DONE:
         problem, results = check_done(g, rec)
         return ("done", 0, results) if problem is None else ("failed", 0, None)
     if rec.status == CANCELLED:
         return "cancelled", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
     if rec.status == TIMEOUT:
-        return "failed", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
-    if rec.status in (SKIPPED, NOT_RUN):
+        return "timeout", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
+    if rec.status == SKIPPED:
+        return "skipped", None, None
+    if rec.status == NOT_RUN:
         return None
     return "failed", rec.exit_code, None
 
 
 def queued_rows(store: Store) -> dict[tuple[str, str], Record]:
-    return {k: r for k, r in store.records(status="queued").items() if r.backend == "slurm"}
+    """Rows of jobs handed to SLURM that have not ended: `queued` or `running`."""
+    out = {k: r for k, r in store.records(status="queued").items() if r.backend == "slurm"}
+    out.update((k, r) for k, r in store.records(status="running").items() if r.backend == "slurm")
+    return out
 
 
 def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] | None = None) -> dict[tuple[str, str], Record]:
-    """Take in the records of queued jobs. Returns the queued rows that have none yet."""
+    """Take in the records of queued jobs. Returns the queued rows that have no
+    final record yet (those whose record says they started become `running`)."""
     if rows is None:
         rows = queued_rows(store)
     outcomes: list[Outcome] = []
     replan: list[tuple[str, str]] = []
+    started: list[tuple[str, str]] = []
     remaining: dict[tuple[str, str], Record] = {}
     for key, row in rows.items():
         rec = read_record(job_dir(g, *key))
-        if rec is None or not belongs(rec, row):
+        if rec is None or not belongs(rec, row) or not rec.final:
             remaining[key] = row
+            if rec is not None and not rec.final and row.status == "queued" and belongs(rec, row):
+                started.append(key)
             continue
         st = store_status(g, rec)
         if st is None:
@@ -146,11 +178,45 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
     store.record(outcomes)
     if replan:
         store.set_status(replan, "planned")
+    if started:
+        store.set_status(started, "running")
     return remaining
 
 
 def belongs(rec: TaskRecord, row: Record) -> bool:
-    return (rec.rule, rec.hash) == (row.rule, row.hash) and rec.submission == row.run_id and rec.backend_job_id == row.backend_job_id
+    if (rec.rule, rec.hash) != (row.rule, row.hash) or rec.submission != row.run_id:
+        return False
+    if (row.backend_job_id or "").startswith(RENDERED):  # submitted by submit.sh, which sweepc did not see
+        return row.backend_job_id == rendered_id(rec.array, int(rec.array_task_id)) if rec.array_task_id.isdigit() else False
+    return rec.backend_job_id == row.backend_job_id
+
+
+def adopt(g: BuildGraph, store: Store, rows: dict[tuple[str, str], Record]) -> None:
+    """Rendered rows whose array submit.sh submitted here (it wrote NAME.jobid
+    next to the jobscript) get the real id, so squeue can be asked about them."""
+    from sweepc.plan.store import state_dir
+
+    found: list[tuple[str, str, str]] = []
+    ids: dict[tuple[str, str], str | None] = {}
+    for key, row in rows.items():
+        bid = row.backend_job_id or ""
+        if not bid.startswith(RENDERED) or row.run_id is None:
+            continue
+        array, _, task = bid[len(RENDERED):].rpartition(":")
+        where = (row.run_id, array)
+        if where not in ids:
+            try:
+                text = (state_dir(g.root) / "slurm" / row.run_id / f"{array}.jobid").read_text().strip()
+            except OSError:
+                text = ""
+            ids[where] = text if text.isdigit() else None
+        jid = ids[where]
+        if jid is not None:
+            found.append((row.rule, row.hash, f"{jid}_{task}"))
+            rows[key] = row._replace(backend_job_id=f"{jid}_{task}")
+    if found:
+        with store.transaction() as c:
+            c.executemany("UPDATE jobs SET backend_job_id=? WHERE rule=? AND hash=?", ((j, r, h) for r, h, j in found))
 
 
 def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, str], str]:
@@ -162,7 +228,8 @@ def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, s
     rows = queued_rows(store)
     if not rows:
         return {}
-    arrays = sorted({(r.backend_job_id or "").partition("_")[0] for r in rows.values()} - {""}, key=_num)
+    adopt(g, store, rows)
+    arrays = scheduler_ids(rows.values())
     states = scheduler.queue_state(arrays, finished=False) if arrays else {}
     remaining = ingest(g, store, rows)
     return {

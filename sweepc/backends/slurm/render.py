@@ -29,8 +29,8 @@ import jinja2
 
 from sweepc.lang.resources import format_time
 from sweepc.errors import UsageError, did_you_mean
-from sweepc.lang.graph import LOG_NAME, RECORD_NAME, BuildGraph
-from sweepc.backends.slurm.arrays import Array, Deps
+from sweepc.lang.graph import LOG_NAME, MARKER_NAME, RECORD_NAME, BuildGraph
+from sweepc.backends.slurm.arrays import Array, Deps, task_time_s
 from sweepc.backends.slurm.settings import SlurmSettings
 
 RUNNER_NAME = "runner.sh"
@@ -39,7 +39,7 @@ LOG_DIR = "logs"
 TEMPLATE_VARIABLES = (
     "rule", "array", "output", "cpus", "mem", "time", "time_s", "nodes", "ntasks", "gpus",
     "partition", "account", "qos", "directives", "n_psets", "n_tasks", "bundle", "submission",
-    "tasks", "runner", "root", "workdir", "psets_text", "tasks_text",
+    "tasks", "runner", "root", "workdir", "psets_text", "tasks_text", "pack",
 )
 
 
@@ -100,13 +100,13 @@ def render_jobscript(tpl: jinja2.Template, context: Mapping[str, Any], root: Pat
 def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path, submission: str, throttle: int | None) -> dict[str, Any]:
     res = arr.resources
     n = len(arr.tasks)
-    time_s = res.time_s * arr.bundle if res.time_s is not None else None  # a task runs `bundle` psets in a row
+    time_s = task_time_s(arr)  # a task runs `bundle` psets, `pack` at a time
     return {
         "rule": arr.rule,
         "array": f"0-{n - 1}" + (f"%{throttle}" if throttle else ""),
-        "output": f"{folder / LOG_DIR}/%A_%a.out",
-        "cpus": res.cpus,
-        "mem": f"{res.mem_mb}M" if res.mem_mb is not None else None,
+        "output": f"{LOG_DIR}/%A_%a.out",  # relative: a job runs in the submission folder
+        "cpus": res.cpus * arr.pack,  # each of the `pack` psets running at once has the rule's cpus
+        "mem": f"{res.mem_mb * arr.pack}M" if res.mem_mb is not None else None,
         "time": format_time(time_s) if time_s is not None else None,
         "time_s": time_s,
         "nodes": res.nodes,
@@ -121,9 +121,10 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
         "tasks_text": plural(n, "array task"),
         "n_tasks": n,
         "bundle": arr.bundle,
+        "pack": arr.pack,
         "submission": submission,
-        "tasks": str(folder / arr.name),
-        "runner": str(folder / RUNNER_NAME),
+        "tasks": arr.name,  # relative to the submission folder, so it can be copied elsewhere
+        "runner": RUNNER_NAME,
         "root": str(g.root),
         "workdir": str(g.workdir_path),
     }
@@ -131,7 +132,7 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
 
 def runner_text() -> str:
     text = resources.files("sweepc.backends.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
-    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME)
+    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME).replace("@MARKER@", MARKER_NAME)
 
 
 def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
@@ -141,8 +142,9 @@ def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], subm
         f"# sweepc: task {t} of {arr.name}, {plural(len(lines), 'pset')} of rule {arr.rule}; run by {RUNNER_NAME}\n",
         f"SWEEPC_SUBMISSION={q(submission)}\n",
         f"SWEEPC_RULE={q(arr.rule)}\n",
-        f"SWEEPC_ROOT={q(str(g.root))}\n",
-        f"SWEEPC_WORKDIR={q(str(g.workdir_path))}\n",
+        f"SWEEPC_ARRAY={q(arr.name)}\n",
+        f"SWEEPC_PACK={arr.pack}\n",
+        f"SWEEPC_WORKDIR={q(workdir_text(g))}\n",
         "SWEEPC_OUTPUTS=(" + " ".join(q(o.path) for o in rule.outputs) + ")\n",
         f"SWEEPC_TIME_LIMIT={time_s if time_s is not None else ''}\n",
     ]
@@ -156,6 +158,15 @@ def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], subm
         out.append(command if command.endswith("\n") else command + "\n")
         out.append(end + "\n")
     return "".join(out)
+
+
+def workdir_text(g: BuildGraph) -> str:
+    """The workdir as the task files name it: relative to the project folder
+    (the runner finds that from where it is) unless it lies outside."""
+    try:
+        return g.workdir_path.resolve().relative_to(g.root.resolve()).as_posix() or "."
+    except ValueError:
+        return str(g.workdir_path)
 
 
 def _one_line(text: str) -> str:
@@ -176,10 +187,12 @@ def submit_script(folder: Path, arrays: Sequence[Array], deps: Sequence[Deps]) -
     out = [
         "#!/bin/bash\n",
         "# Submits this build's job arrays in order, with their dependencies (written by\n",
-        "# `sweepc build --backend slurm --render-only`). sweepc does not track jobs submitted\n",
-        "# this way: their records are not ingested, and the next sweepc build plans them again.\n",
+        "# `sweepc build --backend slurm --render-only`). Nothing here names the project's\n",
+        "# folder: copy the project (with this folder) to a cluster and run it there. Each\n",
+        "# array's id goes to NAME.jobid; the completion records land in the job folders,\n",
+        "# and sweepc status/results/build take them in here (or once they are copied back).\n",
         "set -euo pipefail\n",
-        f"cd {shlex.quote(str(folder))}\n",
+        'cd -- "$(dirname -- "${BASH_SOURCE[0]}")"\n',
     ]
     names = [f"$j{k}" for k in range(len(arrays))]
     for k, (arr, d) in enumerate(zip(arrays, deps)):
@@ -187,6 +200,7 @@ def submit_script(folder: Path, arrays: Sequence[Array], deps: Sequence[Deps]) -
         opts = f"--dependency={flag} --kill-on-invalid-dep=yes " if flag else ""
         out.append(f'j{k}=$(sbatch --parsable {opts}{shlex.quote(arr.name + ".sh")})\n')
         out.append(f"j{k}=${{j{k}%%;*}}\n")
+        out.append(f'echo "$j{k}" > {shlex.quote(arr.name + ".jobid")}\n')
         out.append(f'echo "{arr.rule}: job $j{k}, {plural(len(arr.jobs), "pset")} in {plural(len(arr.tasks), "task")} ({arr.name}.sh)"\n')
     return "".join(out)
 

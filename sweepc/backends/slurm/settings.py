@@ -29,13 +29,14 @@ class SlurmSettings:
     directives: tuple[str, ...] = ()  # extra #SBATCH lines, e.g. "--constraint=x"
     bundle: int | None = None  # psets per array task; None: the default (see arrays.default_bundle)
     throttle: int | None = None  # at most this many tasks of an array running (%N)
+    pack: int | None = None  # psets an array task runs at once (a rule's `pack` resource wins)
     template: Path | None = None  # the jobscript template; None: the built-in one
 
 
 def settings(g: BuildGraph) -> SlurmSettings:
     block = g.backends.get("slurm", {})
     where = f"{g.sweepfile.name}: backend slurm"
-    known = ("partition", "account", "qos", "directives", "bundle", "throttle", "template")
+    known = ("partition", "account", "qos", "directives", "bundle", "throttle", "pack", "template")
     for key in block:
         if key not in known:
             raise UsageError(f"{where}: unknown setting '{key}'", did_you_mean(key, known) or f"settings: {listing(known)}")
@@ -83,5 +84,5 @@ def settings(g: BuildGraph) -> SlurmSettings:
         template = g.root / PROJECT_TEMPLATE
     return SlurmSettings(
         partition=text("partition"), account=text("account"), qos=text("qos"), directives=tuple(directives),
-        bundle=count("bundle"), throttle=count("throttle"), template=template,
+        bundle=count("bundle"), throttle=count("throttle"), pack=count("pack"), template=template,
     )

@@ -1,6 +1,8 @@
 #!/bin/bash
-# sweepc array task runner, written by sweepc. Pure bash (+ mv): the compute
-# node needs no sweepc.
+# sweepc array task runner, written by sweepc. Bash (+ mv): the compute node
+# needs no sweepc. Each command's peak memory and CPU time are measured with
+# python3 (os.wait4) when the node has it, else with /usr/bin/time (+ awk),
+# else not at all (the record then says null).
 #
 #   bash runner.sh TASKFILE        (the jobscript runs this; SLURM sets SLURM_ARRAY_*)
 #
@@ -8,8 +10,9 @@
 # with the pset's command on stdin. For each pset, in order:
 #   - after SIGTERM (time limit or scancel): record "not-run";
 #   - if an upstream job has no record saying "done": record "skipped";
-#   - else run the command in the job folder with bash -e -o pipefail, stdout
-#     and stderr to @LOG@, and record "done" (exit 0 and every output there)
+#   - else record "running", run the command in the job folder with
+#     bash -e -o pipefail, stdout and stderr to @LOG@, and record "done"
+#     (exit 0 and every output there)
 #     or "failed"; if SIGTERM arrives while it runs, record "timeout" (the
 #     task's time limit is up) or "cancelled".
 # Records go to <job folder>/@RECORD@ through a temporary file in the same
@@ -18,6 +21,9 @@
 
 _sweepc_stop=
 _sweepc_rc=0
+# this file is <project>/.sweepc/slurm/<submission>/runner.sh: the project is three folders up
+SWEEPC_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd) || exit 2
+export SWEEPC_ROOT
 trap '_sweepc_stop=1' TERM
 
 # the time as epoch seconds with a fraction, in $_sweepc_t (bash 5: no fork)
@@ -39,13 +45,13 @@ _sweepc_json() {
   _sweepc_j=$s
 }
 
-# _sweepc_record DIR HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT STATUS EXIT START END NOTE
+# _sweepc_record DIR HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT STATUS EXIT START END NOTE [MAX_RSS_MB CPU_S]
 _sweepc_record() {
-  local dir=$1 tmp="$1/.@RECORD@.$$.tmp"
+  local dir=$1 tmp="$1/.@RECORD@.$BASHPID.tmp"
   _sweepc_json "${11}"
-  if printf '{"version": 1, "submission": "%s", "rule": "%s", "hash": "%s", "status": "%s", "exit_code": %s, "start": %s, "end": %s, "host": "%s", "array_job_id": "%s", "array_task_id": "%s", "job_id": "%s", "attempt": %s, "fingerprint": "%s", "cmd_hash": "%s", "inputs_hash": "%s", "note": "%s"}\n' \
-      "$SWEEPC_SUBMISSION" "$SWEEPC_RULE" "$2" "$7" "${8:-null}" "${9:-null}" "${10}" "${HOSTNAME:-}" \
-      "${SLURM_ARRAY_JOB_ID:-}" "${SLURM_ARRAY_TASK_ID:-}" "${SLURM_JOB_ID:-}" "$6" "$3" "$4" "$5" "$_sweepc_j" \
+  if printf '{"version": 1, "submission": "%s", "rule": "%s", "hash": "%s", "status": "%s", "exit_code": %s, "start": %s, "end": %s, "host": "%s", "array": "%s", "array_job_id": "%s", "array_task_id": "%s", "job_id": "%s", "attempt": %s, "fingerprint": "%s", "cmd_hash": "%s", "inputs_hash": "%s", "max_rss_mb": %s, "cpu_s": %s, "note": "%s"}\n' \
+      "$SWEEPC_SUBMISSION" "$SWEEPC_RULE" "$2" "$7" "${8:-null}" "${9:-null}" "${10:-null}" "${HOSTNAME:-}" "${SWEEPC_ARRAY:-}" \
+      "${SLURM_ARRAY_JOB_ID:-}" "${SLURM_ARRAY_TASK_ID:-}" "${SLURM_JOB_ID:-}" "$6" "$3" "$4" "$5" "${12:-null}" "${13:-null}" "$_sweepc_j" \
       >"$tmp" 2>/dev/null && mv -f -- "$tmp" "$dir/@RECORD@"; then
     return 0
   fi
@@ -53,13 +59,98 @@ _sweepc_record() {
   _sweepc_rc=1
 }
 
+# How commands are measured: a python3 parent that waits for the command with
+# os.wait4 and writes "MAX_RSS_MB CPU_S" (user + system, the command and the
+# descendants it waited for) to the file named first; it passes SIGTERM on
+# and exits as the command did (128+N for signal N).
+_sweepc_measure=
+if command -v python3 >/dev/null 2>&1; then
+  _sweepc_measure=python3
+elif [ -x /usr/bin/time ] && command -v awk >/dev/null 2>&1; then
+  _sweepc_measure=time
+fi
+_sweepc_wait4='import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGTERM, lambda s, f: os.kill(pid, signal.SIGTERM))
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%.1f %.3f\n" % (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)'
+
+# _sweepc_exec USAGE_FILE COMMAND: exec the command, measured as the node allows
+_sweepc_exec() {
+  case $_sweepc_measure in
+    python3) exec python3 -S -c "$_sweepc_wait4" "$1" bash -e -o pipefail -c "$2" ;;
+    time) exec /usr/bin/time -o "$1" -f '%M %U %S' bash -e -o pipefail -c "$2" ;;
+    *) exec bash -e -o pipefail -c "$2" ;;
+  esac
+}
+
+# "MAX_RSS_MB CPU_S" from a usage file, in $_sweepc_usage ("" when there is none)
+_sweepc_read_usage() {
+  _sweepc_usage=
+  [ -s "$1" ] || return 0
+  case $_sweepc_measure in
+    python3) IFS= read -r _sweepc_usage <"$1" ;;
+    time) _sweepc_usage=$(awk 'END { if (NF == 3) printf "%.1f %.3f", $1 / 1024, $2 + $3 }' "$1" 2>/dev/null) ;;
+  esac
+  rm -f -- "$1"
+}
+
 # sweepc_pset HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]  (the command on stdin)
 # UPSTREAM: RULE/HH/HASH of a job of this submission, or RULE/HH/HASH@SUBMISSION
+# With SWEEPC_PACK=N > 1 a pset runs in the background as soon as fewer than N
+# run (each with its own TERM trap and record); the task waits for them all.
 sweepc_pset() {
-  local hash=$1 fp=$2 ch=$3 ih=$4 attempt=$5 cmd= dir up rel sub line out start rc status missing
-  shift 5
+  local cmd=
   IFS= read -r -d '' cmd
+  case $SWEEPC_WORKDIR in /*) ;; *) SWEEPC_WORKDIR=$SWEEPC_ROOT/$SWEEPC_WORKDIR ;; esac
+  if [ "${SWEEPC_PACK:-1}" -le 1 ] || [ -n "$_sweepc_stop" ]; then
+    _sweepc_one "$cmd" "$@"
+    return 0
+  fi
+  local -a live
+  while :; do
+    mapfile -t live < <(jobs -pr)
+    [ "${#live[@]}" -ge "$SWEEPC_PACK" ] || break
+    wait -n 2>/dev/null
+    [ -z "$_sweepc_stop" ] || break
+  done
+  if [ -n "$_sweepc_stop" ]; then
+    _sweepc_one "$cmd" "$@"
+    return 0
+  fi
+  ( trap '_sweepc_stop=1' TERM; _sweepc_one "$cmd" "$@"; exit "$_sweepc_rc" ) &
+}
+
+# wait for the packed psets still running (a trap interrupts wait: look again)
+_sweepc_wait_all() {
+  local -a live
+  local rc
+  while :; do
+    mapfile -t live < <(jobs -pr)
+    [ "${#live[@]}" -gt 0 ] || return 0
+    wait -n 2>/dev/null
+    rc=$?
+    [ "$rc" -ne 1 ] || _sweepc_rc=1  # a pset whose record could not be written
+  done
+}
+
+# _sweepc_one COMMAND HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]: one pset, start to record
+_sweepc_one() {
+  local cmd=$1 hash=$2 fp=$3 ch=$4 ih=$5 attempt=$6 dir up rel sub line out start rc status missing usage rss= cpu=
+  shift 6
   dir=$SWEEPC_WORKDIR/$SWEEPC_RULE/${hash:0:2}/$hash
+  # a folder sweepc did not make before submitting: made here, with sweepc's marker
+  if [ ! -d "$dir" ]; then
+    mkdir -p -- "$dir" && printf '%s\n' "$SWEEPC_RULE/${hash:0:2}/$hash" >"$dir/@MARKER@" || _sweepc_rc=1
+  fi
   _sweepc_now
   if [ -n "$_sweepc_stop" ]; then
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" not-run "" "" "$_sweepc_t" "the array task was stopped before this pset started"
@@ -82,28 +173,40 @@ sweepc_pset() {
   start=$_sweepc_t
   # never write through a link: a @LOG@ that is one loses the link, not its target
   [ ! -L "$dir/@LOG@" ] || rm -f -- "$dir/@LOG@"
+  usage="$dir/.sweepc-usage"
+  rm -f -- "$usage"
+  _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" running "" "$start" "" ""
   (
     cd -- "$dir" || exit 127
     export SWEEPC_JOB_DIR="$dir" SWEEPC_PSET_JSON="$dir/pset.json" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"
-    exec bash -e -o pipefail -c "$cmd"
+    _sweepc_exec "$usage" "$cmd"
   ) </dev/null >"$dir/@LOG@" 2>&1 &
   wait "$!"
   rc=$?
   # SIGTERM reaches every process of the job at about the same time: when the
   # command died of it first, give our own trap a moment to run
   if [ "$rc" -eq 143 ] && [ -z "$_sweepc_stop" ]; then sleep 0.5; fi
+  if [ -n "$_sweepc_stop" ]; then
+    # the trap interrupted wait: pass SIGTERM on, give the measurement up to a second
+    kill -TERM "$!" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do [ -s "$usage" ] && break; sleep 0.1; done
+  fi
+  _sweepc_read_usage "$usage"
+  if [ -n "$_sweepc_usage" ]; then
+    rss=${_sweepc_usage% *}
+    cpu=${_sweepc_usage#* }
+  fi
   _sweepc_now
   if [ -n "$_sweepc_stop" ]; then
     status=cancelled
     if [ -n "${SWEEPC_TIME_LIMIT:-}" ] && [ $(( ${_sweepc_t%.*} - ${_sweepc_task_start%.*} + 5 )) -ge "$SWEEPC_TIME_LIMIT" ]; then
       status=timeout
     fi
-    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" "$status" "" "$start" "$_sweepc_t" "stopped by SIGTERM"
-    kill -TERM "$!" 2>/dev/null
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" "$status" "" "$start" "$_sweepc_t" "stopped by SIGTERM" "$rss" "$cpu"
     return 0
   fi
   if [ "$rc" -ne 0 ]; then
-    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed "$rc" "$start" "$_sweepc_t" ""
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed "$rc" "$start" "$_sweepc_t" "" "$rss" "$cpu"
     return 0
   fi
   missing=
@@ -111,9 +214,9 @@ sweepc_pset() {
     [ -e "$dir/$out" ] || missing="$missing $out"
   done
   if [ -n "$missing" ]; then
-    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed 0 "$start" "$_sweepc_t" "exited 0 but did not write${missing}"
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed 0 "$start" "$_sweepc_t" "exited 0 but did not write${missing}" "$rss" "$cpu"
   else
-    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" done 0 "$start" "$_sweepc_t" ""
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" done 0 "$start" "$_sweepc_t" "" "$rss" "$cpu"
   fi
 }
 
@@ -122,4 +225,5 @@ if [ $# -ne 1 ] || [ ! -r "$1" ]; then
   exit 2
 fi
 . "$1"
+_sweepc_wait_all
 exit "$_sweepc_rc"

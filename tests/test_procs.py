@@ -65,13 +65,27 @@ def hwm_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+# Processes below the test run that earlier tests started on purpose and that
+# outlive them (a dask worker thread's pool, multiprocessing's resource
+# tracker): not this test's to account for.
+_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before_this_test() -> Iterator[None]:
+    _BEFORE.clear()
+    _BEFORE.update(p.pid for p in psutil.Process().children(recursive=True))
+    yield
+
+
 def leftovers(pool: ProcessPool) -> list[psutil.Process]:
     """Every live process below us but the pool's spawner: the jobs and their
     children wherever they run (under us or under the spawner), and any
-    spawner that should not be there."""
+    spawner that should not be there. Only those started by this test."""
     keep = spawner_pid(pool) if via_spawner(pool) else None
     return [
-        p for p in psutil.Process().children(recursive=True) if p.pid != keep and not gone(p.pid)
+        p for p in psutil.Process().children(recursive=True)
+        if p.pid != keep and p.pid not in _BEFORE and not gone(p.pid)
     ]
 
 
@@ -640,7 +654,7 @@ def test_an_interrupted_spawner_launch_leaves_nothing(
                 pass
             pool.close()
             assert pool.running == 0
-            left = [p for p in psutil.Process().children(recursive=True)]
+            left = [p for p in psutil.Process().children(recursive=True) if p.pid not in _BEFORE]
             assert left == [], f"trial {trial}: {left}"
             # Only where signals really are deferred: with other threads in the
             # process (a full test run imports numpy), the kernel may hand

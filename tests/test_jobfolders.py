@@ -238,7 +238,7 @@ def test_temp_outputs_go_once_their_readers_are_done_and_come_back_when_needed(t
     assert cli(capsys, "build") == (0, "sweepc: nothing to do (6 jobs up to date)\n", "")
     code, out, _ = cli(capsys, "status")
     assert out.splitlines()[-1] == "make: 2 of its done jobs have their temp() outputs removed (rebuilt when a job that reads them must run)"
-    assert out.splitlines()[1].split() == ["make", "2", "2", "0", "0", "0", "0", "0", "0", "0"]
+    assert out.splitlines()[1].split() == ["make", "2", "2", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
     code, out, _ = cli(capsys, "status", "--format", "json")
     assert json.loads(out)[0]["temp_removed"] == 2 and "temp_removed" not in json.loads(out)[1]
     # a reader that must run brings it back first, and nothing else reruns

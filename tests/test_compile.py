@@ -407,7 +407,7 @@ def test_resources_from_a_parameter(tmp_path: Path) -> None:
 def test_no_output_rule_and_default_resources(tmp_path: Path) -> None:
     (job,) = build('rule r:\n    shell: "true"\n', tmp_path).jobs
     assert job.command == "true"
-    assert tuple(job.resources) == (1, None, None, 1, 1, 0)
+    assert tuple(job.resources) == (1, None, None, 1, 1, 0, None)
 
 
 def test_triple_quoted_command_is_dedented(tmp_path: Path) -> None:

@@ -287,7 +287,9 @@ def test_sigkill_at_random_moments_reruns_only_the_jobs_that_were_running(local_
     for rid, labels in runs.items():  # dicts keep the order of first appearance
         reruns.append(len(set(labels) & earlier))
         earlier |= set(labels)
-    assert len(runs) == kills + 1
+    # every killed build started jobs; the last build may find nothing left
+    # (when a killed build had finished its last jobs just before the kill)
+    assert kills <= len(runs) <= kills + 1
     assert all(n <= 2 for n in reruns), reruns
     assert earlier == {str(a) for a in range(150)}
 

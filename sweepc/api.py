@@ -459,7 +459,30 @@ def unknown_outputs(p: Plan) -> int:
     if not p.new_store:
         return 0
     g = p.graph
-    return sum(1 for i in p.run if any(os.path.lexists(o) for o in g.output_paths(g.jobs[i])))
+    # One listing per shard folder, not an lstat per output: 100k jobs to run in an
+    # empty (or absent) workdir cost almost nothing.
+    wd = str(g.workdir_path)
+    present: dict[str, frozenset[str]] = {}
+
+    def folders(shard: str) -> frozenset[str]:
+        got = present.get(shard)
+        if got is None:
+            try:
+                got = frozenset(os.listdir(f"{wd}/{shard}"))
+            except OSError:  # absent, or not a folder: nothing of it is there
+                got = frozenset()
+            present[shard] = got
+        return got
+
+    n = 0
+    for i in p.run:
+        job = g.jobs[i]
+        if job.hash not in folders(f"{job.rule}/{job.hash[:2]}"):
+            continue
+        d = f"{wd}/{job.reldir}"
+        if any(os.path.lexists(f"{d}/{o.path}") for o in g.rule(job.rule).outputs):
+            n += 1
+    return n
 
 
 def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> BuildResult:

@@ -48,19 +48,26 @@ def canonical_text(pset: Mapping[str, Scalar]) -> str:
 
 
 def pset_hash(pset: Mapping[str, Scalar]) -> str:
-    # Same text as canonical_text(), built from memoised "[key,[tag,text]]"
-    # fragments: sweeps repeat values, and this is the hot path of planning.
+    # Same text as canonical_text(), built from memoised fragments: the
+    # '["key",' part once per key, the value part once per value (an int's is
+    # written directly: json.dumps(["n", str(v)]) is always '["n","<digits>"]').
     # Sorting fragments sorts by key because keys are identifiers and '"' sorts
     # before every identifier character (tests check both agree).
     frags = []
     for k, v in pset.items():
-        key = (k, type(v), v)
-        f = _frags.get(key)
-        if f is None:
-            f = json.dumps([unicodedata.normalize("NFC", k), canonical_value(v)], ensure_ascii=False, separators=(",", ":"))
-            if len(_frags) < 2_000_000:
-                _frags[key] = f
-        frags.append(f)
+        kf = _key_frags.get(k)
+        if kf is None:
+            kf = _key_frags[k] = "[" + json.dumps(unicodedata.normalize("NFC", k), ensure_ascii=False) + ","
+        if type(v) is int:
+            frags.append(kf + '["n","' + str(v) + '"]]')
+            continue
+        key = (type(v), v)
+        vf = _value_frags.get(key)
+        if vf is None:
+            vf = json.dumps(canonical_value(v), ensure_ascii=False, separators=(",", ":")) + "]"
+            if len(_value_frags) < 1_000_000:
+                _value_frags[key] = vf
+        frags.append(kf + vf)
     frags.sort()
     text = "[" + ",".join(frags) + "]"
     return hashlib.sha256(_PREFIX + text.encode("utf-8")).hexdigest()[:HASH_LEN]
@@ -72,7 +79,8 @@ def pset_hash_reference(pset: Mapping[str, Scalar]) -> str:
     return digest[:HASH_LEN]
 
 
-_frags: dict[tuple[str, type, Scalar], str] = {}
+_key_frags: dict[str, str] = {}
+_value_frags: dict[tuple[type, Scalar], str] = {}
 
 
 def text_hash(*parts: str) -> str:

@@ -51,6 +51,8 @@ _quoted: dict[tuple[type, Scalar], str] = {}
 
 def shell_quote(v: Scalar) -> str:
     """shell_str(v), quoted for bash. Memoised: sweeps repeat values a lot."""
+    if type(v) is int:
+        return str(v)  # digits and a '-': nothing a shell would read as special
     key = (type(v), v)
     q = _quoted.get(key)
     if q is None:

@@ -118,6 +118,8 @@ def check(g: BuildGraph, jobs: Sequence[int]) -> int:
     the template, its line and the pset, once for every rule that fails."""
     failed: dict[str, Diagnostic] = {}  # per rule: its first failure
     n = 0
+    if not any(r.templates for r in g.rules):
+        return 0
     for i in jobs:
         job = g.jobs[i]
         if job.rule in failed or not g.rule(job.rule).templates:

@@ -122,11 +122,16 @@ def _rel(g: BuildGraph, p: Path) -> str:
 
 
 def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
+    jobs, reasons = p.graph.jobs, p.reasons
     g = p.graph
+    lines: list[str] = []
     for i in p.run:
-        reasons = p.reasons[i]
-        shown = reasons if explain else reasons[:1]
-        out.write(f"run {g.jobs[i].label}: {'; '.join(r.text for r in shown)}\n")
+        shown = reasons[i] if explain else reasons[i][:1]
+        lines.append(f"run {jobs[i].label}: {'; '.join([r.text for r in shown])}\n")
+        if len(lines) >= 4096:
+            out.writelines(lines)
+            lines.clear()
+    out.writelines(lines)
     for i, jid in p.queued.items():
         out.write(f"skip {g.jobs[i].label}: queued as job {jid}\n")
     counts = p.counts_by_rule()

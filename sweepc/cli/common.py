@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +21,9 @@ def sweepfile_of(args: argparse.Namespace) -> Path:
 
 
 def graph_of(args: argparse.Namespace) -> BuildGraph:
-    g = load_graph(sweepfile_of(args), args.define)
     # One command per process: what exists now (the graph above all) lives to
     # the end, so the cyclic collector need never scan it again.
-    gc.freeze()
-    return g
+    return load_graph(sweepfile_of(args), args.define, freeze=True)
 
 
 def study_of(args: argparse.Namespace) -> Study:

@@ -31,6 +31,8 @@ from sweepc.lang.resources import format_time, resource_value
 from sweepc.lang.sweeps import Pset, keys_of
 from sweepc.values import Scalar, shell_quote, shell_str
 
+# placeholder roots that are not parameters
+_SPECIAL = frozenset({"input", "output", "pset", "resources", "root"})
 # A single argument to exec() may not exceed this (Linux MAX_ARG_STRLEN).
 MAX_COMMAND = 128 * 1024 - 1024
 
@@ -125,6 +127,52 @@ class _Renderer:
             self.constant_resources = self.resources({})
         self.source_templates = {inp.path: parse_template(inp.path) for inp in r.inputs if inp.path is not None}
         self.reported: set[str] = set()
+        # the command templates with what is the same for every job written out once
+        self.shell_parts = self.folded(r.shell)
+        self.restart_parts = self.folded(r.restart) if r.restart is not None else None
+        # only parameters left to fill in: no per-job context needed
+        placeholders = [part for part in (*self.shell_parts, *(self.restart_parts or ())) if not isinstance(part, str)]
+        # {input} or {input.NAME} in a command: the jobs need their input paths
+        self.needs_paths = any(ph.root == "input" for ph in placeholders)
+        self.params_only = all(
+            isinstance(part, str) or (part.root in r.keys and part.root not in _SPECIAL and part.attr is None) for part in self.shell_parts
+        )
+        # Jobs made from the pset alone: only upstream rules as inputs (no source
+        # files, no done()), constant resources, no restart:, a command of
+        # parameters only (the usual per-pset rule; job() has a fast path)
+        self.plain = (
+            self.params_only and r.python is None and r.restart is None and self.constant_resources is not None
+            and all(inp.rule is not None and not inp.only_done for inp in r.inputs)
+        )
+        self.plain_resources = self.constant_resources or Resources()
+
+    def folded(self, t: Template) -> tuple[str | Placeholder, ...]:
+        out: list[str | Placeholder] = []
+        for part in t.parts:
+            if not isinstance(part, str):
+                c = self.constant(part)
+                if c is None:
+                    out.append(part)
+                    continue
+                part = c
+            if out and isinstance(out[-1], str):
+                out[-1] += part
+            else:
+                out.append(part)
+        return tuple(out)
+
+    def constant(self, ph: Placeholder) -> str | None:
+        """The text of a placeholder that is the same for every job of the rule (as _Ctx.value gives it)."""
+        root, attr = ph.root, ph.attr
+        if root == "input":
+            return INPUT_LIST_NAME if attr == "list" else None
+        if root == "output":
+            return self.all_outputs if attr is None else self.output_text[attr]
+        if root == "root":
+            return shell_path(self.root_rel)
+        if root == "resources" and self.constant_resources is not None:
+            return resource_text(self.constant_resources, attr)
+        return None
 
     def fail_once(self, key: str, message: str, span: Span, hint: str) -> None:
         if key not in self.reported:
@@ -162,11 +210,34 @@ class _Renderer:
             shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func, params, self.r.name, h)
         )
 
+    def too_long(self, command: str, inst: Pset) -> None:
+        if len(command.encode()) <= MAX_COMMAND:
+            return
+        r = self.r
+        # point at what makes it long: the first {input} (or {input.NAME})
+        big = next((ph for ph in r.shell.placeholders if ph.root == "input" and ph.attr != "list"), None)
+        node = self.r.shell_node
+        self.fail_once(
+            "long",
+            f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long"
+            + (f" for pset {alg.describe(inst)}" if inst else "")
+            + "; the limit is 127 KiB",
+            self.p.span_in(node, big.text, big.offset) if big is not None else node.span,
+            "use {input.list}, the path of a file that names one input per line, instead of "
+            + (big.text if big is not None else "{input}"),
+        )
+
     def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job:
         r = self.r
         h = self.hashes.of(inst)
+        if self.plain:
+            deps = [d for ids in matches for d in ids]
+            command = "".join([part if isinstance(part, str) else shell_quote(inst[part.root]) for part in self.shell_parts])
+            if len(command) * 4 > MAX_COMMAND:
+                self.too_long(command, inst)
+            return Job(jid, r.name, h, seq, inst, tuple(deps), (), command, None, self.plain_resources)
         reldir = f"{r.name}/{h[:2]}/{h}"
-        deps: list[int] = []
+        deps = []
         soft: list[int] = []
         inputs_by_name: dict[str, list[str]] = {}
         all_inputs: list[str] = []
@@ -176,8 +247,11 @@ class _Renderer:
                 deps.extend(ids)
                 if inp.only_done:
                     soft.extend(ids)
+                if not self.needs_paths:
+                    continue
                 outs = self.upstream_outputs[inp.rule]
-                paths = [f"../../../{self.jobs[i].reldir}/{o}" for i in ids for o in outs]
+                jobs = self.jobs
+                paths = [f"../../../{jobs[i].reldir}/{o}" for i in ids for o in outs]
             else:
                 assert inp.path is not None
                 t = self.source_templates[inp.path]
@@ -197,22 +271,17 @@ class _Renderer:
                 inputs_by_name.setdefault(inp.name, []).extend(paths)
             all_inputs.extend(paths)
         res = self.resources(inst)
-        ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
-        command = ctx.render(r.shell) if r.python is None else self.python_command(inst, h)
-        restart = ctx.render(r.restart) if r.restart is not None else None
-        if len(command.encode()) > MAX_COMMAND:
-            # point at what makes it long: the first {input} (or {input.NAME})
-            big = next((ph for ph in r.shell.placeholders if ph.root == "input" and ph.attr != "list"), None)
-            node = self.r.shell_node
-            self.fail_once(
-                "long",
-                f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long"
-                + (f" for pset {alg.describe(inst)}" if inst else "")
-                + "; the limit is 127 KiB",
-                self.p.span_in(node, big.text, big.offset) if big is not None else node.span,
-                "use {input.list}, the path of a file that names one input per line, instead of "
-                + (big.text if big is not None else "{input}"),
-            )
+        if r.python is not None:
+            command = self.python_command(inst, h)
+        elif self.params_only:
+            command = "".join([part if isinstance(part, str) else shell_quote(inst[part.root]) for part in self.shell_parts])
+        else:
+            command = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self).render(self.shell_parts)
+        restart = None
+        if self.restart_parts is not None:
+            restart = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self).render(self.restart_parts)
+        if len(command) * 4 > MAX_COMMAND:
+            self.too_long(command, inst)
         if soft:  # a job named by done() and also by a plain input is a plain (hard) input
             soft_set = frozenset(soft) - {d for inp, ids in zip(r.inputs, matches) if inp.rule is not None and not inp.only_done for d in ids}
             return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res, soft_set)
@@ -226,9 +295,9 @@ class _Ctx:
         self.inst, self.h, self.seq, self.reldir = inst, h, seq, reldir
         self.all_inputs, self.by_name, self.res, self.rd = all_inputs, by_name, res, rd
 
-    def render(self, t: Template) -> str:
+    def render(self, parts: tuple[str | Placeholder, ...]) -> str:
         out: list[str] = []
-        for part in t.parts:
+        for part in parts:
             if isinstance(part, str):
                 out.append(part)
             else:
@@ -252,14 +321,18 @@ class _Ctx:
                 return str(self.seq)
             return shell_path(f"{self.rd.workdir}/{self.reldir}")
         if root == "resources":
-            res = self.res
-            v = {"cpus": res.cpus, "mem": res.mem_mb, "time": res.time_s, "nodes": res.nodes, "tasks": res.tasks, "gpus": res.gpus, "pack": res.pack}[attr or ""]
-            if attr == "time" and v is not None:
-                return format_time(v)
-            return "" if v is None else str(v)
+            return resource_text(self.res, attr)
         if root == "root":
             return shell_path(self.rd.root_rel)
         return shell_quote(self.inst[root])
+
+
+def resource_text(res: Resources, attr: str | None) -> str:
+    """What {resources.ATTR} becomes in a command."""
+    v = {"cpus": res.cpus, "mem": res.mem_mb, "time": res.time_s, "nodes": res.nodes, "tasks": res.tasks, "gpus": res.gpus, "pack": res.pack}[attr or ""]
+    if attr == "time" and v is not None:
+        return format_time(v)
+    return "" if v is None else str(v)
 
 
 def shell_path(p: str) -> str:

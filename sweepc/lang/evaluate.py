@@ -84,6 +84,7 @@ class _Evaluator:
         self.shape = False
         self.shapes: dict[str, Psets | None] = {}
         self.indexes: list[alg.IndexColumn] = []
+        self.param_psets: dict[str, Psets] = {}
 
     def read(self, rules: frozenset[str] | set[str]) -> None:
         if self.collect:
@@ -142,7 +143,10 @@ class _Evaluator:
             values = n.values.get(e.id)
             if values is None:
                 raise Bail  # its own error is already reported
-            return alg.from_values(e.id, values)
+            ps = self.param_psets.get(e.id)
+            if ps is None:  # one set of pset objects per parameter: rules over it share their hashes
+                ps = self.param_psets[e.id] = alg.from_values(e.id, values)
+            return ps
         if e.id in n.sweep_defs:
             ps = self.sweep(e.id)
             self.read(self.reads.get(e.id, frozenset()))

@@ -61,7 +61,7 @@ class Job(NamedTuple):
     def label(self) -> str:
         if not self.params:
             return self.rule
-        inner = ",".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        inner = ",".join([f"{k}={v}" if type(v) is int or type(v) is str else f"{k}={_short(v)}" for k, v in self.params.items()])
         return f"{self.rule}[{inner}]"
 
 

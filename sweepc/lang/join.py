@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import networkx as nx
+import heapq
 
 from sweepc.errors import Diagnostic, Span, did_you_mean, listing
 from sweepc.lang import sweeps as alg
@@ -485,22 +485,19 @@ class _Joiner:
         return t
 
     def rule_order(self, rules: Mapping[str, Rule]) -> list[str]:
-        g: nx.DiGraph[str] = nx.DiGraph()
         index = {n: i for i, n in enumerate(self.n.rule_defs)}
-        g.add_nodes_from(rules)
+        succ: dict[str, list[str]] = {n: [] for n in rules}
         reads = self.swept.over_reads
         for r in rules.values():
-            for inp in r.inputs:
-                if inp.rule is not None and inp.rule in rules:
-                    g.add_edge(inp.rule, r.name)
-            for sampler in reads.get(r.name, ()):  # its sweep reads what that rule makes
-                if sampler in rules:
-                    g.add_edge(sampler, r.name)
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            return list(nx.lexicographical_topological_sort(g, key=lambda n: index[n]))
-        names = [u for u, _ in cycle]
+            ups = [inp.rule for inp in r.inputs if inp.rule is not None and inp.rule in rules]
+            ups += [sampler for sampler in reads.get(r.name, ()) if sampler in rules]  # its sweep reads what that rule makes
+            for u in ups:
+                if r.name not in succ[u]:
+                    succ[u].append(r.name)
+        cycle = _find_cycle(succ)
+        if cycle is None:
+            return _topological(succ, index)
+        names = cycle
         # start the story at the rule defined first, and point at its input
         k = min(range(len(names)), key=lambda i: index[names[i]])
         names = names[k:] + names[:k]
@@ -514,6 +511,52 @@ class _Joiner:
             "a rule cannot need its own outputs, directly or through other rules",
         )
         return []
+
+
+def _find_cycle(succ: Mapping[str, list[str]]) -> list[str] | None:
+    """The rules of the first dependency cycle a depth-first walk meets
+    (from the rules in order, along their edges in order), or None."""
+    done: set[str] = set()
+    for start in succ:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        nexts = [iter(succ[start])]
+        while nexts:
+            n = next(nexts[-1], None)
+            if n is None:
+                left = path.pop()
+                done.add(left)
+                on_path.discard(left)
+                nexts.pop()
+                continue
+            if n in on_path:
+                return path[path.index(n):]
+            if n not in done:
+                path.append(n)
+                on_path.add(n)
+                nexts.append(iter(succ[n]))
+    return None
+
+
+def _topological(succ: Mapping[str, list[str]], index: Mapping[str, int]) -> list[str]:
+    """Kahn's order, taking the rule defined first whenever several are ready."""
+    need = {n: 0 for n in succ}
+    for outs in succ.values():
+        for n in outs:
+            need[n] += 1
+    ready = [(index[n], n) for n, k in need.items() if k == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        for m in succ[n]:
+            need[m] -= 1
+            if need[m] == 0:
+                heapq.heappush(ready, (index[m], m))
+    return order
 
 
 def _top_level_names(tree: ast.Module) -> dict[str, bool]:

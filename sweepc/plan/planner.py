@@ -18,7 +18,7 @@ import gc
 import hashlib
 import os
 import pickle
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
@@ -155,10 +155,19 @@ def _plan(
     # a missing temp() output alone never makes a job stale (see _rebuild_temps)
     outputs = {r.name: tuple(o.path for o in r.outputs if not o.temp) for r in g.rules}
     forced = _forced(g, selected, forced_rules)
-    fps, cmds, ins = _hashes(g, selected, digests)
     # The fast path needs one string per job (Store.states()); the whole rows
     # are read only once some job is not up to date, or for --explain.
     states = store.states()
+    fps: Sequence[str]
+    cmds: Sequence[str]
+    ins: Sequence[str]
+    if states:
+        fps, cmds, ins = _hashes(g, selected, digests)
+    else:
+        # nothing was ever built: every job is "never built" and no hash is
+        # compared; they are made when a backend first asks (not for -n)
+        later = _Later(lambda: _hashes(g, selected, digests))
+        fps, cmds, ins = later.part(0), later.part(1), later.part(2)
     full: RecordMap | None = None
     try:
         wd_fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -182,8 +191,9 @@ def _plan(
             if live and (job.rule, job.hash) in live:
                 queued[i] = live[(job.rule, job.hash)]
                 continue
-            fp = fps[i]
-            if not explain and rule_states.get(job.hash) == fp and wd_fd >= 0 and i not in forced:
+            state = rule_states.get(job.hash)
+            fp = "" if state is None else fps[i]  # never built: no hash needed
+            if not explain and state == fp and wd_fd >= 0 and i not in forced:
                 # done with this very fingerprint: up to date if its outputs are
                 # there and nothing it needs will run
                 h = job.hash
@@ -196,8 +206,9 @@ def _plan(
                         continue
             if full is None:
                 full = store.records()
-            reasons = _reasons(g, job, i, fp, cmds[i], ins[i], full, explain, i in forced, wd, outputs[job.rule], will_run, queued,
-                               building)
+            cmd_hash, inputs_hash = ("", "") if state is None else (cmds[i], ins[i])
+            reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, full, explain, i in forced, wd, outputs[job.rule], will_run,
+                               queued, building)
             if reasons:
                 will_run[i] = reasons
     finally:
@@ -227,6 +238,8 @@ def _reasons(
 ) -> tuple[Reason, ...]:
     """Every reason job i runs (the first one only, unless explain)."""
     rec = records.raw((job.rule, job.hash))
+    if rec is None and not forced and not explain:
+        return _NEVER_BUILT
     reasons: list[Reason] = []
     if forced:
         reasons.append(Reason(FORCED, "forced"))
@@ -270,6 +283,9 @@ def _reasons(
                 reasons.append(Reason(UPSTREAM, f"upstream {dj.label} {how}"))
                 break
     return tuple(reasons)
+
+
+_NEVER_BUILT = (Reason(NEVER_BUILT, "never built"),)
 
 
 def _plan_soft(
@@ -410,6 +426,43 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str]) 
     if key is not None and len(selected) == len(jobs) and path.parent.is_dir():
         _write_fingerprints(path, key, digests, fps)
     return fps, cmds, ins
+
+
+class _Later:
+    """The three hash sequences of _hashes(), made on first use."""
+
+    def __init__(self, make: Callable[[], tuple[Sequence[str], Sequence[str], Sequence[str]]]) -> None:
+        self.make: Callable[[], tuple[Sequence[str], Sequence[str], Sequence[str]]] | None = make
+        self.got: tuple[Sequence[str], Sequence[str], Sequence[str]] | None = None
+
+    def get(self, k: int) -> Sequence[str]:
+        if self.got is None:
+            assert self.make is not None
+            self.got, self.make = self.make(), None
+        return self.got[k]
+
+    def part(self, k: int) -> _LaterPart:
+        return _LaterPart(self, k)
+
+
+class _LaterPart(Sequence[str]):
+    def __init__(self, later: _Later, k: int) -> None:
+        self.later, self.k = later, k
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        return self.later.get(self.k)[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.later.get(self.k))
+
+    def __len__(self) -> int:
+        return len(self.later.get(self.k))
 
 
 class _Derived(Sequence[str]):

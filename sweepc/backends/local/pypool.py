@@ -356,6 +356,8 @@ def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
     interpreter (as a worker would, from the project folder): one message
     per module that fails, with the traceback's last frames."""
     wanted: dict[tuple[str, str], str] = {}
+    if not any(r.python for r in graph.rules):
+        return []
     for i in jobs:
         rule = graph.rule(graph.jobs[i].rule)
         if rule.python is not None:

@@ -281,3 +281,46 @@ def test_on_slurm_submitted_then_taken_in_by_status_and_build(slurm_cluster: dic
     assert (d / "sum.txt").read_text() == '{"y": 1}\n{"y": 2}\n{"y": 3}\n'
     assert (root / "calc" / "after").exists()
     assert run(capsys, "build", "--backend", "slurm")[1].startswith("sweepc: nothing to do")
+
+
+@pytest.mark.slurm
+def test_on_slurm_the_conductor_retries_the_inputs_before_the_gather(slurm_cluster: dict[str, str], root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "build", "--backend", "slurm", "--detach")
+    assert code == 0, out
+    m = re.match(r"sweepc: conductor started \(pid (\d+)\)", out)
+    assert m is not None, out
+    pid = int(m.group(1))
+    try:
+        deadline = time.monotonic() + 180
+        while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the conductor did not end"
+            time.sleep(1)
+    finally:
+        run(capsys, "cancel")
+    log = (root / ".sweepc" / "conductor.log").read_text()
+    # sim[a=2] fails twice (retries: 1) before summary goes out, over the two that ended done
+    assert log.index("sim[a=2] failed (exit 4), retrying (attempt 2)\n") < log.index("FAILED sim[a=2] (exit 4)\n") \
+        < log.index("summary runs without 1 of the 3 jobs of done(sim) that did not end done: sim[a=2]\n") \
+        < log.index("submitted summary: job "), log
+    assert "sweepc: 4 done, 1 failed, 0 up to date" in log, log
+    assert (summary_dir(root) / "sweepc-inputs.txt").read_text().splitlines() == listed(root, 1, 3)
+    rows = {r["rule"]: r for r in json.loads(run(capsys, "status", "--format", "json")[1])}
+    assert (rows["sim"]["done"], rows["sim"]["failed"], rows["summary"]["stale"], rows["after"]["stale"]) == (2, 1, 1, 1), rows
+
+
+@pytest.mark.slurm
+def test_on_slurm_a_local_gather_takes_what_the_slurm_jobs_ended_as(slurm_cluster: dict[str, str], root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (root / "sweepfile").write_text(SWEEPFILE.replace("    input: done(sim)\n", "    local: true\n    input: done(sim)\n"))
+    code, out = run(capsys, "build", "--backend", "slurm", "--wait")
+    assert code == 1, out
+    assert "summary runs without 1 of the 3 jobs of done(sim) that did not end done: sim[a=2]\n" in out
+    d = summary_dir(root)
+    assert (d / "sweepc-inputs.txt").read_text().splitlines() == listed(root, 1, 3)
+    code, out = run(capsys, "build", "--backend", "slurm", "--wait")
+    assert "summary is up to date: the jobs of its done() inputs that ended done are those it was built with\n" in out, out
+    # sim[a=2] ends done in the same build that runs summary: summary takes it
+    (root / "fixed").touch()
+    code, out = run(capsys, "build", "--backend", "slurm", "--wait")
+    assert code == 0 and "runs without" not in out, out
+    assert (d / "sum.txt").read_text() == '{"y": 1}\n{"y": 2}\n{"y": 3}\n'
+    assert run(capsys, "build", "--backend", "slurm")[1].startswith("sweepc: nothing to do")

@@ -288,8 +288,16 @@ class _Build:
 
         sub_plan = replace(self.plan, run=tuple(ids))
         if any(i in self.plan.dynamic for i in ids):
-            # what SLURM jobs ended as (done() inputs) and the fingerprints they ended with
-            sub_plan = replace(sub_plan, fingerprints=list(self.fps), records=self.store.records())
+            # what the SLURM jobs of this build ended as (done() inputs), and the
+            # fingerprints they ended with; the rest as planned
+            self.flush()
+            now = self.store.records()
+            records = dict(self.plan.records)
+            for j in self.final:
+                key = (self.g.jobs[j].rule, self.g.jobs[j].hash)
+                if key in now:
+                    records[key] = now[key]
+            sub_plan = replace(sub_plan, fingerprints=list(self.fps), records=records)
         s = local_execute(sub_plan, self.store, self.sub, _Catch(), jobs=self.jobs, keep_going=True)
         self.failures.extend(s.failed)
         for i in ids:

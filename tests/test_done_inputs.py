@@ -324,3 +324,34 @@ def test_on_slurm_a_local_gather_takes_what_the_slurm_jobs_ended_as(slurm_cluste
     assert code == 0 and "runs without" not in out, out
     assert (d / "sum.txt").read_text() == '{"y": 1}\n{"y": 2}\n{"y": 3}\n'
     assert run(capsys, "build", "--backend", "slurm")[1].startswith("sweepc: nothing to do")
+
+
+def runner_function(name: str) -> str:
+    from sweepc.backends.slurm.render import runner_text
+
+    m = re.search(rf"^{name}\(\) {{\n.*?^}}\n", runner_text(), re.S | re.M)
+    assert m is not None
+    return m.group(0)
+
+
+def test_the_runner_hashes_as_sweepc_does() -> None:
+    from sweepc.hashing import text_hash
+
+    parts = ["done()", "0123abcd" * 4, "", "ffff" * 8]
+    script = runner_function("_sweepc_hash") + '_sweepc_hash "$@"; echo "$_sweepc_h"; _sweepc_hash; echo "$_sweepc_h"\n'
+    out = subprocess.run(["bash", "-c", script, "bash", *parts], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [text_hash(*parts), text_hash()]
+
+
+def test_the_runner_removes_a_kept_output_never_through_a_link(tmp_path: Path) -> None:
+    job, elsewhere = tmp_path / "job", tmp_path / "elsewhere"
+    (job / "plots").mkdir(parents=True)
+    (job / "plots" / "a.png").write_text("old")
+    elsewhere.mkdir()
+    (elsewhere / "b.png").write_text("not sweepc's")
+    (job / "sub").symlink_to(elsewhere)
+    (job / "out.txt").symlink_to(elsewhere / "b.png")
+    script = runner_function("_sweepc_rm_output") + 'for o in plots out.txt sub/b.png missing/x; do _sweepc_rm_output "$1" "$o"; done\n'
+    subprocess.run(["bash", "-c", script, "bash", str(job)], check=True)
+    assert sorted(p.name for p in job.iterdir()) == []  # the folder, the two links: gone
+    assert (elsewhere / "b.png").read_text() == "not sweepc's"

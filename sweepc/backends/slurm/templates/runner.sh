@@ -185,17 +185,17 @@ _sweepc_wait_all() {
   done
 }
 
-# _sweepc_filter_inputs DIR NAME: the input list of DIR without the lines of the
-# jobs that are keys of the associative array NAME ("../../../RULE/HH/HASH/..." lines)
+# _sweepc_filter_inputs DIR: the input list of DIR without the lines of the jobs
+# that are keys of the caller's associative array `left` ("../../../RULE/HH/HASH/..."
+# lines; bash functions see their caller's locals)
 _sweepc_filter_inputs() {
   local dir=$1 l r a b c tmp="$1/.@INPUTS@.$BASHPID.tmp"
-  local -n _drop=$2
   {
     while IFS= read -r l || [ -n "$l" ]; do
       r=${l#../../../}
       if [ "$r" != "$l" ]; then
         a=${r%%/*}; r=${r#*/}; b=${r%%/*}; r=${r#*/}; c=${r%%/*}
-        [ -z "${_drop[$a/$b/$c]+x}" ] || continue
+        [ -z "${left[$a/$b/$c]+x}" ] || continue
       fi
       printf '%s\n' "$l"
     done <"$dir/@INPUTS@"
@@ -265,7 +265,7 @@ _sweepc_one() {
     fp=$_sweepc_h
     if [ "${#left[@]}" -gt 0 ]; then
       note="ran without ${#left[@]} of the $n_soft done() inputs that were not done when it started"
-      [ ! -f "$dir/@INPUTS@" ] || _sweepc_filter_inputs "$dir" left || _sweepc_rc=1
+      [ ! -f "$dir/@INPUTS@" ] || _sweepc_filter_inputs "$dir" || _sweepc_rc=1
     fi
     if [ -n "$keep" ] && [ "$fp" = "$keep" ]; then
       missing=

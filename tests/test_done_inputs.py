@@ -267,12 +267,15 @@ def test_on_slurm_submitted_then_taken_in_by_status_and_build(slurm_cluster: dic
         "run after: upstream summary will run",
     ], out
     # again: sim[a=2] fails again, and the runner keeps summary and after as they are
+    (before,) = json.loads(run(capsys, "results", "--rule", "summary", "--format", "json")[1])
     mtime = (d / "sum.txt").stat().st_mtime_ns
     assert run(capsys, "build", "--backend", "slurm")[0] == 0
     wait_for_slurm(capsys)
     assert (d / "sum.txt").stat().st_mtime_ns == mtime
     assert (d / "sweepc-inputs.txt").read_text().splitlines() == listed(root, 1, 3)
     assert json.loads((d / "sweepc-record.json").read_text())["note"] == "up to date: its inputs came out as they were"
+    (row,) = json.loads(run(capsys, "results", "--rule", "summary", "--format", "json")[1])
+    assert row["_runtime_s"] == before["_runtime_s"] and row["_runtime_s"] is not None, (row, before)
     # fixed: the set changes, summary and after run again
     (root / "fixed").touch()
     assert run(capsys, "build", "--backend", "slurm")[0] == 0

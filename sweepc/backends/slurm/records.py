@@ -178,6 +178,10 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
         st = store_status(g, rec)
         if st is None:
             replan.append(key)
+        elif st[0] == "done" and rec.note == KEPT_NOTE and row.fingerprint == rec.fingerprint and row.start is not None:
+            # not run: the times and measurements of the run it was kept from (still in the row)
+            outcomes.append(to_outcome(rec, *st)._replace(
+                start=row.start, end=row.end, host=row.host, max_rss_mb=row.max_rss_mb, cpu_s=row.cpu_s))
         else:
             outcomes.append(to_outcome(rec, *st))
     store.record(outcomes)

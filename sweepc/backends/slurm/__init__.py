@@ -79,15 +79,6 @@ class SlurmBackend:
         from sweepc.backends.slurm.settings import settings
 
         settings(graph)  # a bad `backend slurm:` block is a sweepfile error before anything
-        soft = next((graph.jobs[i] for i in plan.run if graph.jobs[i].soft), None)
-        if soft is not None:
-            # its input list depends on which upstream tasks end done: afterany and a
-            # list made in the task would do it; until then, say so before submitting
-            ups = ", ".join(dict.fromkeys(f"done({graph.jobs[d].rule})" for d in sorted(soft.soft)))
-            raise UsageError(
-                f"{soft.label} takes {ups}, which the slurm backend cannot run yet",
-                f"build it on this machine once the SLURM jobs have ended: sweepc build {soft.rule}",
-            )
         return []
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:

@@ -51,15 +51,23 @@ class Deps:
     ok: tuple[int, ...] = ()  # afterok on these whole arrays
     ok_tasks: tuple[tuple[int, int], ...] = ()  # afterok on single tasks (array index, task index)
     external: tuple[str, ...] = ()  # afterok on jobs queued by earlier builds ("ID" or "ID_TASK")
+    # afterany (input: done(RULE)): started once these have ended, whatever their outcome
+    any: tuple[int, ...] = ()
+    any_tasks: tuple[tuple[int, int], ...] = ()
+    external_any: tuple[str, ...] = ()
 
     def flag(self, ids: Sequence[str]) -> str | None:
-        """The --dependency value, given the scheduler ids (or shell variables) of the arrays."""
+        """The --dependency value, given the scheduler ids (or shell variables) of
+        the arrays. sbatch: `type:id[:id...]`, types joined by `,` (all must hold)."""
         parts = []
         if self.corr:
             parts.append("aftercorr:" + ":".join(ids[a] for a in self.corr))
         oks = [ids[a] for a in self.ok] + [f"{ids[a]}_{t}" for a, t in self.ok_tasks] + list(self.external)
         if oks:
             parts.append("afterok:" + ":".join(oks))
+        anys = [ids[a] for a in self.any] + [f"{ids[a]}_{t}" for a, t in self.any_tasks] + list(self.external_any)
+        if anys:
+            parts.append("afterany:" + ":".join(anys))
         return ",".join(parts) or None
 
 
@@ -135,21 +143,43 @@ def dependencies(
     order, checked pset by pset). exact=True names single upstream tasks
     instead of whole arrays (for resubmissions, whose indexes never line up).
     Array indexes are global: `arrays` are numbered from `offset` on.
+
+    A job's done() inputs (Job.soft) are waited for with afterany: it starts
+    once they have ended, done or not (the runner then lists those that ended
+    done). Where a job needs an upstream array both ways, afterok wins.
     """
     out = []
     for a, arr in enumerate(arrays, start=offset):
         pairs: dict[int, set[tuple[int, int]]] = {}  # upstream array -> {(my task, its task)}
         ext: dict[str, set[str]] = {}  # external array id -> task ids
+        soft: dict[int, set[int]] = {}  # upstream array -> its tasks, waited for with afterany
+        ext_soft: dict[str, set[str]] = {}
         for t, task in enumerate(arr.tasks):
             for i in task:
-                for d in g.jobs[i].deps:
+                job = g.jobs[i]
+                for d in job.deps:
                     loc = where.get(d)
                     if loc is not None:
-                        if loc[0] != a:  # (a job never needs another of its own array: one rule each)
+                        if loc[0] == a:  # (a job never needs another of its own array: one rule each)
+                            continue
+                        if d in job.soft:
+                            soft.setdefault(loc[0], set()).add(loc[1])
+                        else:
                             pairs.setdefault(loc[0], set()).add((t, loc[1]))
                     elif d in external:
                         arr_id, _, task_id = external[d].partition("_")
-                        ext.setdefault(arr_id, set()).add(task_id)
+                        (ext_soft if d in job.soft else ext).setdefault(arr_id, set()).add(task_id)
+        for u in pairs:
+            soft.pop(u, None)
+        for e in ext:
+            ext_soft.pop(e, None)
+        any_: list[int] = []
+        any_tasks: list[tuple[int, int]] = []
+        for u, tasks in sorted(soft.items()):
+            if exact:
+                any_tasks.extend((u, ut) for ut in sorted(tasks))
+            else:
+                any_.append(u)
         corr, ok, ok_tasks = [], [], []
         for u, links in sorted(pairs.items()):
             if exact:
@@ -158,14 +188,19 @@ def dependencies(
                 corr.append(u)
             else:
                 ok.append(u)
-        external_ids: list[str] = []
-        for arr_id, tasks in sorted(ext.items()):
-            if "" in tasks or len(tasks) > MAX_NAMED_TASKS:
-                external_ids.append(arr_id)
-            else:
-                external_ids.extend(f"{arr_id}_{t}" for t in sorted(tasks, key=_num))
-        out.append(Deps(tuple(corr), tuple(ok), tuple(ok_tasks), tuple(external_ids)))
+        out.append(Deps(tuple(corr), tuple(ok), tuple(ok_tasks), _external(ext),
+                        tuple(any_), tuple(any_tasks), _external(ext_soft)))
     return out
+
+
+def _external(ext: Mapping[str, set[str]]) -> tuple[str, ...]:
+    ids: list[str] = []
+    for arr_id, tasks in sorted(ext.items()):
+        if "" in tasks or len(tasks) > MAX_NAMED_TASKS:
+            ids.append(arr_id)
+        else:
+            ids.extend(f"{arr_id}_{t}" for t in sorted(tasks, key=_num))
+    return tuple(ids)
 
 
 def _num(s: str) -> tuple[int, str]:

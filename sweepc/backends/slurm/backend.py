@@ -30,7 +30,7 @@ from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import JobDirError, prepare_job_dir, uses_input_list
 from sweepc.backends.base import Cancelled, Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.local.backend import execute as local_execute
-from sweepc.plan.planner import Plan
+from sweepc.plan.planner import UPSTREAM, Plan
 from sweepc.plan.store import Outcome, Store, state_dir
 from sweepc.backends.slurm import records as rec_
 from sweepc.backends.slurm.arrays import Array, Deps, dependencies, make_arrays, task_time_s
@@ -133,6 +133,10 @@ class _Build:
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.rounds = 0  # resubmission rounds
         self.resume: set[int] = set()  # jobs whose first submission here runs their restart: command
+        # the fingerprints jobs really have: those of plan.dynamic come with their records
+        self.fps: list[str] = list(plan.fingerprints)
+        self.only: dict[int, set[int]] = {}  # job with done() inputs -> the inputs its list may name
+        self.keep: set[int] = set()  # jobs submitted with keep: (their outputs stay until the runner decides)
         self.resume_attempts()
 
     def resume_attempts(self) -> None:
@@ -149,7 +153,9 @@ class _Build:
                 continue
             if row.status in ("failed", "timeout"):
                 rec = rec_.read_record(g.job_dir(job))
-                if rec is None or not rec.final or rec.fingerprint != plan.fingerprints[i] or rec.submission != row.run_id:
+                same = rec is not None and (  # a job of plan.dynamic: its fingerprint is made on the node
+                    rec.cmd_hash == plan.cmd_hashes[i] if i in plan.dynamic else rec.fingerprint == plan.fingerprints[i])
+                if rec is None or not rec.final or not same or rec.submission != row.run_id:
                     continue
                 last = rec.attempt
             elif (row.backend_job_id or "").startswith(rec_.RENDERED):
@@ -204,7 +210,8 @@ class _Build:
         any_moved = False
         while True:
             moved = self.skip_dead()
-            ready = [i for i in sorted(self.local_jobs - set(self.final)) if all(self.done(d) for d in self.g.jobs[i].deps)]
+            ready = [i for i in sorted(self.local_jobs - set(self.final))
+                     if all(self.ended(d) if d in self.g.jobs[i].soft else self.done(d) for d in self.g.jobs[i].deps)]
             if ready and not self.render_only:
                 self.run_local(ready)
                 moved = True
@@ -222,11 +229,17 @@ class _Build:
             return self.final.get(d) == "done"
         return d not in self.plan.queued
 
+    def ended(self, d: int) -> bool:
+        """A done() input d has ended, whatever its outcome (or was not run here)."""
+        return d in self.final or (d not in self.in_run and d not in self.plan.queued)
+
     def skip_dead(self) -> bool:
-        """Jobs not handed out yet whose input failed will never run."""
+        """Jobs not handed out yet whose input failed will never run (a done()
+        input that failed is left out instead)."""
         moved = False
         for i in list(self.unsubmitted) + sorted(self.local_jobs - set(self.final)):
-            if i not in self.final and any(self.final.get(d, "done") != "done" for d in self.g.jobs[i].deps if d in self.final):
+            soft = self.g.jobs[i].soft
+            if i not in self.final and any(self.final.get(d, "done") != "done" for d in self.g.jobs[i].deps if d in self.final and d not in soft):
                 self.final[i] = "skipped"
                 if i in self.unsubmitted:
                     self.unsubmitted.remove(i)
@@ -237,10 +250,25 @@ class _Build:
         batch: list[int] = []
         chosen: set[int] = set()
         for i in self.unsubmitted:
-            if all(self.done(d) or d in self.plan.queued or (d in self.loc and d not in self.final) or d in chosen for d in self.g.jobs[i].deps):
+            soft = self.g.jobs[i].soft
+            if all(self.soft_ready(d, chosen) if d in soft else
+                   self.done(d) or d in self.plan.queued or (d in self.loc and d not in self.final) or d in chosen
+                   for d in self.g.jobs[i].deps):
                 batch.append(i)
                 chosen.add(i)
         return batch
+
+    def soft_ready(self, d: int, chosen: Collection[int]) -> bool:
+        """Whether a job with done() input d can be handed out. While sweepc
+        waits (--wait, the conductor), once d has its final outcome: sweepc
+        resubmits a failed d while its retries last, and afterany would start
+        the job after the first attempt. Otherwise now, with afterany on d
+        (the runner then takes d if its record says done)."""
+        if self.ended(d):
+            return True
+        if self.wait and not self.render_only and d in self.in_run:
+            return False
+        return d in self.plan.queued or d in self.loc or d in chosen
 
     # -- local jobs --------------------------------------------------------------
     def run_local(self, ids: list[int]) -> None:
@@ -259,12 +287,30 @@ class _Build:
                 outer.reporter.note(text)
 
         sub_plan = replace(self.plan, run=tuple(ids))
+        if any(i in self.plan.dynamic for i in ids):
+            # what the SLURM jobs of this build ended as (done() inputs), and the
+            # fingerprints they ended with; the rest as planned
+            self.flush()
+            now = self.store.records()
+            records = dict(self.plan.records)
+            for j in self.final:
+                key = (self.g.jobs[j].rule, self.g.jobs[j].hash)
+                if key in now:
+                    records[key] = now[key]
+            sub_plan = replace(sub_plan, fingerprints=list(self.fps), records=records)
         s = local_execute(sub_plan, self.store, self.sub, _Catch(), jobs=self.jobs, keep_going=True)
         self.failures.extend(s.failed)
         for i in ids:
             self.final.setdefault(i, "skipped")
             if self.final[i] not in ("done", "failed", "skipped"):
                 self.final[i] = "failed"
+        dyn = [i for i in ids if i in self.plan.dynamic and self.final[i] == "done"]
+        if dyn:  # their fingerprints, for the jobs that need them
+            recs = self.store.records()
+            for i in dyn:
+                r = recs.get((self.g.jobs[i].rule, self.g.jobs[i].hash))
+                if r is not None and r.fingerprint:
+                    self.fps[i] = r.fingerprint
 
     # -- submitting --------------------------------------------------------------
     def submit(self, batch: list[int], restart: Collection[int] = (), resubmission: bool = False) -> None:
@@ -330,7 +376,10 @@ class _Build:
     def pset_line(self, i: int) -> PsetLine:
         g, plan = self.g, self.plan
         upstream = []
+        soft = g.jobs[i].soft
         for d in dict.fromkeys(g.jobs[i].deps):
+            if d in soft:
+                continue
             dj = g.jobs[d]
             if d in self.in_run:
                 if d not in self.local_jobs:  # local jobs write no record; they are done before this is submitted
@@ -339,7 +388,76 @@ class _Build:
                 rec = plan.records.get((dj.rule, dj.hash))
                 if rec is not None and rec.run_id:
                     upstream.append(f"{dj.reldir}@{rec.run_id}")
+        if i in plan.dynamic:
+            return self.dynamic_line(i, tuple(upstream))
         return PsetLine(i, plan.fingerprints[i], plan.cmd_hashes[i], plan.inputs_hashes[i], tuple(upstream))
+
+    def dynamic_line(self, i: int, upstream: tuple[str, ...]) -> PsetLine:
+        """A job whose fingerprint depends on which jobs end done: the parts of
+        planner.dynamic_fingerprint(), each known here or named for the runner
+        to read from a record (runner.sh), and the done() inputs it may take."""
+        g, plan = self.g, self.plan
+        job = g.jobs[i]
+        soft = job.soft
+        spec: list[str] = []
+        for d in job.deps:
+            if d not in soft:
+                spec.append(self.part(d))
+        spec.extend("fp:" + x for x in plan.dynamic[i])
+        only = {d for d in job.deps if d not in soft}
+        left: list[int] = []
+        for d in job.deps:
+            if d not in soft:
+                continue
+            dj = g.jobs[d]
+            if d in self.in_run:
+                if d in self.final:
+                    if self.final[d] == "done":
+                        spec.append("softfp:" + self.fps[d])
+                        only.add(d)
+                    elif d not in left:
+                        left.append(d)
+                    continue
+                spec.append(f"soft:{dj.reldir}")
+            elif d in plan.queued:
+                rec = plan.records.get((dj.rule, dj.hash))
+                if rec is None or not rec.run_id:
+                    continue
+                spec.append(f"soft:{dj.reldir}@{rec.run_id}")
+            else:
+                rec = plan.records.get((dj.rule, dj.hash))
+                if rec is None or rec.status != "done":
+                    if d not in left:
+                        left.append(d)
+                    continue
+                spec.append("softfp:" + self.fps[d])
+            only.add(d)
+        if soft:
+            self.only[i] = only
+        if left:
+            names = ", ".join(g.jobs[k].label for k in left[:5]) + (", ..." if len(left) > 5 else "")
+            rules = ", ".join(f"done({r})" for r in dict.fromkeys(g.jobs[k].rule for k in left))
+            self.reporter.note(f"{job.label} runs without {len(left)} of the {len(soft)} jobs of {rules} that did not end done: {names}")
+        rec = plan.records.get((job.rule, job.hash))
+        if (all(r.code == UPSTREAM for r in plan.reasons.get(i, ())) and rec is not None and rec.status == "done"
+                and rec.fingerprint and rec.run_id):
+            # it runs only because an input may come out otherwise: kept as it is when they come out the same
+            spec.append("keep:" + rec.fingerprint)
+            self.keep.add(i)
+        else:
+            self.keep.discard(i)
+        return PsetLine(i, "dynamic-soft" if soft else "dynamic", plan.cmd_hashes[i], "", upstream, tuple(spec))
+
+    def part(self, d: int) -> str:
+        """A plain input's fingerprint in a dynamic_line(): known, or in its record."""
+        g, plan = self.g, self.plan
+        if d not in plan.dynamic or self.final.get(d) == "done" or (d not in self.in_run and d not in plan.queued):
+            return "fp:" + self.fps[d]
+        dj = g.jobs[d]
+        if d in plan.queued:
+            rec = plan.records.get((dj.rule, dj.hash))
+            return f"rf:{dj.reldir}@{rec.run_id}" if rec is not None and rec.run_id else "fp:" + self.fps[d]
+        return f"rf:{dj.reldir}"
 
     def prepare_dirs(self, batch: Sequence[int]) -> None:
         """As the local backend does before a job starts: leftovers of an earlier
@@ -352,7 +470,9 @@ class _Build:
             try:
                 # render-only: submit.sh needs the folders and their inputs (templates, pset.json,
                 # input list); no output is removed
-                d = prepare_job_dir(g, job, input_list=self.uses_list[job.rule], clear_outputs=not self.render_only)
+                # keep: the runner removes them if the job runs after all (runner.sh)
+                d = prepare_job_dir(g, job, input_list=self.uses_list[job.rule],
+                                    clear_outputs=not self.render_only and i not in self.keep, only=self.only.get(i))
             except JobDirError as e:
                 raise UsageError(f"refusing to submit {job.label}: {e}") from None
             if not self.render_only:
@@ -505,6 +625,8 @@ class _Build:
             if kind == rec_.DONE and rec is not None:
                 problem, results = rec_.check_done(g, rec)
                 if problem is None:
+                    if rec.note == rec_.KEPT_NOTE and self.kept(i, rec):
+                        continue
                     self.end(i, self.outcome(i, "done", 0, rec, bid)._replace(results=results), False)
                     self.final[i] = "done"
                     continue
@@ -539,7 +661,7 @@ class _Build:
         for i, _note in not_run:
             if i in self.started:
                 self.end(i, None, False)
-            deps = [d for d in g.jobs[i].deps if d in self.in_run]
+            deps = [d for d in g.jobs[i].deps if d in self.in_run and d not in g.jobs[i].soft]
             dead = any(self.final.get(d) in ("failed", "cancelled", "skipped") for d in deps)
             explained = any(self.final.get(d) != "done" for d in deps)  # an input is being retried
             if not explained:
@@ -559,14 +681,38 @@ class _Build:
             self.submit(batch, restart=restart, resubmission=True)
         return True
 
+    def kept(self, i: int, rec: rec_.TaskRecord) -> bool:
+        """The runner found job i up to date (its fingerprint came out as when it
+        was last done): its earlier outcome stays, as on the local backend."""
+        job = self.g.jobs[i]
+        old = self.plan.records.get((job.rule, job.hash))
+        if old is None or rec.fingerprint is None or old.fingerprint != rec.fingerprint or old.run_id is None:
+            return False
+        self.reporter.note(f"{job.label} is up to date: " + (
+            "the jobs of its done() inputs that ended done are those it was built with" if job.soft
+            else "its inputs came out as they were"))
+        self.fps[i] = rec.fingerprint
+        self.final[i] = "done"
+        self.end(i, Outcome(
+            rule=job.rule, hash=job.hash, status="done", fingerprint=old.fingerprint, cmd_hash=old.cmd_hash,
+            inputs_hash=old.inputs_hash, exit_code=old.exit_code, start=old.start, end=old.end, host=old.host,
+            max_rss_mb=old.max_rss_mb, attempts=old.attempts, backend=old.backend or "slurm",
+            backend_job_id=old.backend_job_id, run_id=old.run_id, cpu_s=old.cpu_s,
+        ), False)
+        return True
+
     def outcome(self, i: int, status: str, exit_code: int | None, rec: rec_.TaskRecord | None, bid: str) -> Outcome:
         job = self.g.jobs[i]
         ok = status == "done"
         now = time.time()
+        fp, ih = self.plan.fingerprints[i], self.plan.inputs_hashes[i]
+        if ok and i in self.plan.dynamic and rec is not None and rec.fingerprint and rec.inputs_hash:
+            fp, ih = rec.fingerprint, rec.inputs_hash  # made on the node, from what ended done
+            self.fps[i] = fp
         return Outcome(
             rule=job.rule, hash=job.hash, status=status,
-            fingerprint=self.plan.fingerprints[i] if ok else None, cmd_hash=self.plan.cmd_hashes[i] if ok else None,
-            inputs_hash=self.plan.inputs_hashes[i] if ok else None, exit_code=exit_code,
+            fingerprint=fp if ok else None, cmd_hash=self.plan.cmd_hashes[i] if ok else None,
+            inputs_hash=ih if ok else None, exit_code=exit_code,
             start=rec.start if rec else None, end=rec.end if rec else now, host=rec.host if rec else None,
             max_rss_mb=rec.max_rss_mb if rec else None, attempts=self.attempt.get(i, 1), backend="slurm",
             backend_job_id=bid, run_id=self.sub, cpu_s=rec.cpu_s if rec else None,

@@ -27,6 +27,9 @@ from sweepc.backends.slurm.scheduler import Scheduler
 DONE, FAILED, TIMEOUT, CANCELLED, SKIPPED, NOT_RUN = "done", "failed", "timeout", "cancelled", "skipped", "not-run"
 RUNNING = "running"  # written when a pset starts; replaced by one of the above when it ends
 TERM_EXIT = 143  # what a shell reports for a command stopped by SIGTERM
+# the note of a done record of a job the runner did not run: its fingerprint came
+# out as when it was last done (input: done(RULE), runner.sh's keep:)
+KEPT_NOTE = "up to date: its inputs came out as they were"
 
 
 class TaskRecord(NamedTuple):
@@ -135,6 +138,8 @@ def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None, str |
     whose task stopped before it started (not-run), whose row goes back to `planned`."""
     if rec.status == DONE:
         problem, results = check_done(g, rec)
+        if rec.note == KEPT_NOTE:
+            results = None  # not a run: no new row in the results history
         return ("done", 0, results) if problem is None else ("failed", 0, None)
     if rec.status == CANCELLED:
         return "cancelled", rec.exit_code if rec.exit_code is not None else TERM_EXIT, None
@@ -173,6 +178,10 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
         st = store_status(g, rec)
         if st is None:
             replan.append(key)
+        elif st[0] == "done" and rec.note == KEPT_NOTE and row.fingerprint == rec.fingerprint and row.start is not None:
+            # not run: the times and measurements of the run it was kept from (still in the row)
+            outcomes.append(to_outcome(rec, *st)._replace(
+                start=row.start, end=row.end, host=row.host, max_rss_mb=row.max_rss_mb, cpu_s=row.cpu_s))
         else:
             outcomes.append(to_outcome(rec, *st))
     store.record(outcomes)

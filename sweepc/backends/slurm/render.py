@@ -29,7 +29,7 @@ import jinja2
 
 from sweepc.lang.resources import format_time
 from sweepc.errors import UsageError, did_you_mean
-from sweepc.lang.graph import LOG_NAME, MARKER_NAME, RECORD_NAME, BuildGraph
+from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, RECORD_NAME, BuildGraph
 from sweepc.backends.slurm.arrays import Array, Deps, task_time_s
 from sweepc.backends.slurm.settings import SlurmSettings
 
@@ -52,6 +52,10 @@ class PsetLine:
     cmd_hash: str
     inputs_hash: str
     upstream: tuple[str, ...]  # "RULE/HH/HASH" or "RULE/HH/HASH@SUBMISSION"
+    # a job of Plan.dynamic: its fingerprint is made by the runner from these
+    # (fp:, rf:, softfp:, soft:, keep: entries; see runner.sh), with fingerprint
+    # "dynamic" or "dynamic-soft" and inputs_hash ""
+    dynamic: tuple[str, ...] = ()
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
@@ -132,7 +136,7 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
 
 def runner_text() -> str:
     text = resources.files("sweepc.backends.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
-    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME).replace("@MARKER@", MARKER_NAME)
+    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME).replace("@MARKER@", MARKER_NAME).replace("@INPUTS@", INPUT_LIST_NAME)
 
 
 def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
@@ -152,7 +156,7 @@ def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], subm
         job = g.jobs[pl.job]
         command = job.restart if (pl.job in arr.restart and job.restart is not None) else job.command
         end = _delimiter(job.hash, command)
-        args = [job.hash, pl.fingerprint, pl.cmd_hash, pl.inputs_hash, str(arr.attempt(pl.job)), *pl.upstream]
+        args = [job.hash, pl.fingerprint, pl.cmd_hash, pl.inputs_hash, str(arr.attempt(pl.job)), *pl.upstream, *pl.dynamic]
         out.append(f"\n# {_one_line(job.label)}\n")
         out.append("sweepc_pset " + " ".join(q(a) for a in args) + f" <<'{end}'\n")
         out.append(command if command.endswith("\n") else command + "\n")

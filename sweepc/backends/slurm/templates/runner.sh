@@ -9,7 +9,8 @@
 # The task file sets SWEEPC_* variables and calls sweepc_pset once per pset,
 # with the pset's command on stdin. For each pset, in order:
 #   - after SIGTERM (time limit or scancel): record "not-run";
-#   - if an upstream job has no record saying "done": record "skipped";
+#   - if an upstream job has no record saying "done": record "skipped"
+#     (an input taken through done(RULE) is left out instead: see below);
 #   - else record "running", run the command in the job folder with
 #     bash -e -o pipefail, stdout and stderr to @LOG@, and record "done"
 #     (exit 0 and every output there)
@@ -103,8 +104,50 @@ _sweepc_read_usage() {
   rm -f -- "$1"
 }
 
+# TEXTS joined by NUL bytes, SHA-256, first 32 hex digits, in $_sweepc_h ("" when
+# the node has no way to hash): sweepc's text_hash() (sweepc/hashing.py)
+_sweepc_hash() {
+  local p first=1
+  _sweepc_h=$(
+    for p in "$@"; do
+      if [ -n "$first" ]; then first=; printf '%s' "$p"; else printf '\0%s' "$p"; fi
+    done | {
+      if command -v sha256sum >/dev/null 2>&1; then sha256sum
+      elif command -v python3 >/dev/null 2>&1; then python3 -S -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'
+      else cat >/dev/null; fi
+    } 2>/dev/null
+  )
+  _sweepc_h=${_sweepc_h:0:32}
+  [[ $_sweepc_h =~ ^[0-9a-f]{32}$ ]] || _sweepc_h=
+}
+
+# remove output PATH of job folder DIR as sweepc does (jobdir.remove_outputs):
+# never through a link; a link on the way loses the link, nothing else
+_sweepc_rm_output() {
+  local cur=$1 rest=$2 part
+  while [[ $rest == */* ]]; do
+    part=${rest%%/*}
+    rest=${rest#*/}
+    cur=$cur/$part
+    if [ -L "$cur" ]; then rm -f -- "$cur"; return 0; fi
+    [ -d "$cur" ] || return 0
+  done
+  rm -rf -- "${cur:?}/$rest"
+}
+
 # sweepc_pset HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]  (the command on stdin)
 # UPSTREAM: RULE/HH/HASH of a job of this submission, or RULE/HH/HASH@SUBMISSION
+# A job whose fingerprint depends on which jobs ended done (input: done(RULE),
+# or downstream of such a job) has FINGERPRINT "dynamic" or "dynamic-soft" (it
+# has done() inputs itself); its fingerprint is made here, as sweepc's
+# planner.dynamic_fingerprint() makes it, from these UPSTREAM entries, in order:
+#   fp:DIGEST      a part of its inputs hash (an input's fingerprint, a source's digest)
+#   rf:REL[@SUB]   the fingerprint in the (done) record of that input
+#   softfp:DIGEST  a done() input known to have ended done
+#   soft:REL[@SUB] a done() input: taken when its record says done, else left
+#                  out (its lines are removed from the input list)
+#   keep:DIGEST    its fingerprint when it was last done: if it comes out the
+#                  same and the outputs are there, it is recorded done unrun
 # With SWEEPC_PACK=N > 1 a pset runs in the background as soon as fewer than N
 # run (each with its own TERM trap and record); the task waits for them all.
 sweepc_pset() {
@@ -142,6 +185,23 @@ _sweepc_wait_all() {
   done
 }
 
+# _sweepc_filter_inputs DIR: the input list of DIR without the lines of the jobs
+# that are keys of the caller's associative array `left` ("../../../RULE/HH/HASH/..."
+# lines; bash functions see their caller's locals)
+_sweepc_filter_inputs() {
+  local dir=$1 l r a b c tmp="$1/.@INPUTS@.$BASHPID.tmp"
+  {
+    while IFS= read -r l || [ -n "$l" ]; do
+      r=${l#../../../}
+      if [ "$r" != "$l" ]; then
+        a=${r%%/*}; r=${r#*/}; b=${r%%/*}; r=${r#*/}; c=${r%%/*}
+        [ -z "${left[$a/$b/$c]+x}" ] || continue
+      fi
+      printf '%s\n' "$l"
+    done <"$dir/@INPUTS@"
+  } >"$tmp" && mv -f -- "$tmp" "$dir/@INPUTS@"
+}
+
 # _sweepc_one COMMAND HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]: one pset, start to record
 _sweepc_one() {
   local cmd=$1 hash=$2 fp=$3 ch=$4 ih=$5 attempt=$6 dir up rel sub line out start rc status missing usage rss= cpu=
@@ -156,7 +216,18 @@ _sweepc_one() {
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" not-run "" "" "$_sweepc_t" "the array task was stopped before this pset started"
     return 0
   fi
+  local kind keep= note= re='"fingerprint": "([0-9a-f]+)"' n_soft=0
+  local -a parts=() softs=()
+  local -A left=()
   for up in "$@"; do
+    case $up in
+      fp:*) parts+=("${up#fp:}"); continue ;;
+      softfp:*) softs+=("${up#softfp:}"); continue ;;
+      keep:*) keep=${up#keep:}; continue ;;
+      soft:*) kind=soft; up=${up#soft:}; n_soft=$((n_soft + 1)) ;;
+      rf:*) kind=rf; up=${up#rf:} ;;
+      *) kind= ;;
+    esac
     rel=${up%@*}
     sub=$SWEEPC_SUBMISSION
     [ "$rel" = "$up" ] || sub=${up##*@}
@@ -164,12 +235,52 @@ _sweepc_one() {
     IFS= read -r line 2>/dev/null <"$SWEEPC_WORKDIR/$rel/@RECORD@"
     case $line in
       *"\"submission\": \"$sub\""*'"status": "done"'*) ;;
-      *)
-        _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" skipped "" "" "$_sweepc_t" "input $rel is not done"
-        return 0
-        ;;
+      *) line= ;;
     esac
+    if [ -n "$line" ] && [ -n "$kind" ]; then
+      if [[ $line =~ $re ]]; then
+        if [ "$kind" = soft ]; then softs+=("${BASH_REMATCH[1]}"); else parts+=("${BASH_REMATCH[1]}"); fi
+      else
+        line=
+      fi
+    fi
+    if [ -z "$line" ]; then
+      if [ "$kind" = soft ]; then left[$rel]=1; continue; fi
+      _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" skipped "" "" "$_sweepc_t" "input $rel is not done"
+      return 0
+    fi
   done
+  if [ "$fp" = dynamic ] || [ "$fp" = dynamic-soft ]; then
+    _sweepc_hash "${parts[@]}"
+    ih=$_sweepc_h
+    if [ -n "$ih" ] && [ "$fp" = dynamic-soft ]; then
+      _sweepc_hash "done()" "$ih" "${softs[@]}"
+      ih=$_sweepc_h
+    fi
+    if [ -n "$ih" ]; then _sweepc_hash "$ch" "$hash" "$ih"; fi
+    if [ -z "$_sweepc_h" ]; then
+      _sweepc_record "$dir" "$hash" "" "$ch" "" "$attempt" failed 2 "" "$_sweepc_t" "cannot make its fingerprint here: the node has neither sha256sum nor python3"
+      return 0
+    fi
+    fp=$_sweepc_h
+    if [ "${#left[@]}" -gt 0 ]; then
+      note="ran without ${#left[@]} of the $n_soft done() inputs that were not done when it started"
+      [ ! -f "$dir/@INPUTS@" ] || _sweepc_filter_inputs "$dir" || _sweepc_rc=1
+    fi
+    if [ -n "$keep" ] && [ "$fp" = "$keep" ]; then
+      missing=
+      for out in "${SWEEPC_OUTPUTS[@]}"; do
+        [ -e "$dir/$out" ] || missing=1
+      done
+      if [ -z "$missing" ]; then
+        _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" done 0 "" "$_sweepc_t" "up to date: its inputs came out as they were"
+        return 0
+      fi
+    fi
+    if [ -n "$keep" ]; then  # sweepc kept the outputs for this check: gone before it runs
+      for out in "${SWEEPC_OUTPUTS[@]}"; do _sweepc_rm_output "$dir" "$out"; done
+    fi
+  fi
   start=$_sweepc_t
   # never write through a link: a @LOG@ that is one loses the link, not its target
   [ ! -L "$dir/@LOG@" ] || rm -f -- "$dir/@LOG@"
@@ -216,7 +327,7 @@ _sweepc_one() {
   if [ -n "$missing" ]; then
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed 0 "$start" "$_sweepc_t" "exited 0 but did not write${missing}" "$rss" "$cpu"
   else
-    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" done 0 "$start" "$_sweepc_t" "" "$rss" "$cpu"
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" done 0 "$start" "$_sweepc_t" "$note" "$rss" "$cpu"
   fi
 }
 

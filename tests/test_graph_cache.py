@@ -199,3 +199,44 @@ def test_samples_made_later_or_made_again_recompile(local_project, monkeypatch):
     r = p.sweepc("build", "-n")
     assert [j.label for j in p.graph.jobs if j.rule == "sim"] == []
     assert r.code == 0
+
+
+def test_the_planner_hashes_are_the_documented_sums(tmp_path):
+    """_hashes() writes text_hash() out for speed: it must give the sums that
+    _Derived, dynamic_fingerprint() and every store written so far use:
+    cmd = H(version, command, restart); inputs = H(upstream fps..., source
+    digests...); fp = H(cmd, pset hash, inputs)."""
+    from sweepc.hashing import text_hash
+    from sweepc.plan import planner
+
+    (tmp_path / "prep.py").write_text("print('x')\n")
+    (tmp_path / "in-é.txt").write_text("data\n")
+    (tmp_path / "sweepfile").write_text(
+        'param a = [1, 2, "x y", "é"]\n'
+        "rule gen over a:\n"
+        '    input: s = "prep.py", t = "in-é.txt"\n'
+        '    output: "o.txt"\n'
+        '    shell: "python3 {input.s} {a} > {output}"\n'
+        '    restart: "echo again {a} > {output}"\n'
+        "rule square over a:\n"
+        "    input: gen\n"
+        '    output: "q.txt"\n'
+        '    shell: "cat {input} > {output}"\n'
+        "rule mean:\n"
+        "    input: square\n"
+        '    output: "m.txt"\n'
+        '    shell: "cat {input.list} > {output}"\n'
+    )
+    g = load_graph(tmp_path / "sweepfile", cache=False)
+    digests = {p: text_hash("digest of", p) for j in g.jobs for p in j.sources}
+    fps, cmds, ins = planner._hashes(g, range(len(g.jobs)), digests)
+    want: list[str] = []
+    for i, job in enumerate(g.jobs):
+        cmd = text_hash(planner.FINGERPRINT_VERSION, job.command, job.restart or "")
+        inputs = text_hash(*[want[d] for d in job.deps], *[digests[p] for p in job.sources])
+        want.append(text_hash(cmd, job.hash, inputs))
+        assert (cmds[i], ins[i]) == (cmd, inputs), job.label
+        derived = (planner._Derived(g, fps, digests, cmd=True)[i], planner._Derived(g, fps, digests, cmd=False)[i])
+        assert derived == (cmd, inputs), job.label
+    assert list(fps) == want
+    assert any(job.restart for job in g.jobs) and any(job.sources for job in g.jobs) and len(g.jobs) == 9

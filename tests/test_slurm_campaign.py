@@ -313,3 +313,73 @@ def test_render_only_scripts_run_from_a_copy_and_their_records_are_taken_in_back
     assert all(r["_exec_host"] for r in rows)
     code, out = p.sweepc("build", "--backend", "slurm", "-n")
     assert out.startswith("sweepc: nothing to do (6 jobs up to date"), out
+
+
+# -- python: rules: the bundle runner (pyrunner.py) ----------------------------------
+
+PYTHON_STUDY = """\
+param a = range(0, 6)
+
+rule prep over a:
+    output: "x.txt"
+    shell: "test {a} != 5 && echo {a} > {output}"
+
+rule work over a:
+    input: prep
+    python: "model.py:run"
+
+backend slurm:
+    bundle = 3
+    pack = 2
+"""
+
+PYTHON_MODEL = """\
+import ctypes, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "imports.txt"), "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+def run(pset):
+    if pset["a"] == 1:
+        raise ValueError("a is one")
+    if pset["a"] == 2:
+        ctypes.string_at(0)  # a segfault
+    return {"y": VALUE * pset["a"], "sweepc_loaded": "sweepc" in sys.modules, "cwd_ok": os.getcwd() == pset["_job_dir"]}
+"""
+
+
+def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, PYTHON_STUDY, monkeypatch, capsys)
+    (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "10"))
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
+    assert code == 1, out
+    assert "submitted work: job " in out and ", 6 psets in 2 tasks\n" in out
+    (folder,) = p.root.glob(".sweepc/slurm/*/")
+    assert (folder / "pyrunner.py").is_file() and (folder / "sweepc_pyjob.py").is_file()
+    # imported once in each of the two array tasks, not once per pset
+    assert len((p.root / "imports.txt").read_text().split()) == 2
+    rows = {r["a"]: r for r in p.results("work")}
+    assert {a: r["_status"] for a, r in rows.items()} == {0: "done", 1: "failed", 2: "failed", 3: "done", 4: "done", 5: "skipped"}
+    assert rows[1]["_error"] == "ValueError: a is one"
+    assert rows[2]["_error"] == "the Python process of this pset was killed by signal 11 (SIGSEGV)"
+    assert "Traceback (most recent call last):" in (p.root / str(rows[1]["_log"])).read_text()
+    for a in (0, 3, 4):
+        r = rows[a]
+        assert r["y"] == 10 * a and r["sweepc_loaded"] is False and r["cwd_ok"] is True, r
+        assert isinstance(r["_max_rss_mb"], float) and r["_max_rss_mb"] > 0 and isinstance(r["_cpu_s"], float), r
+    # what ended done is up to date; what failed (and prep[a=5], and so work[a=5]) runs again
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert out.splitlines()[-1] == "4 of 12 jobs to run (prep 1, work 3), 8 up to date", out
+    # editing the module reruns its jobs (touching it does not)
+    os.utime(p.root / "model.py")
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert out.splitlines()[-1] == "4 of 12 jobs to run (prep 1, work 3), 8 up to date", out
+    (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "100").replace('pset["a"] == 1', "False").replace('pset["a"] == 2', "False"))
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
+    assert code == 1, out  # prep[a=5] still fails
+    assert len((p.root / "imports.txt").read_text().split()) == 4
+    rows = {r["a"]: r for r in p.results("work")}
+    assert {a: (r["_status"], r["y"]) for a, r in rows.items() if a != 5} == {a: ("done", 100 * a) for a in range(5)}
+    assert rows[5]["_status"] == "skipped"
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert out.splitlines()[-1] == "2 of 12 jobs to run (prep 1, work 1), 10 up to date", out

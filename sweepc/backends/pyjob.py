@@ -148,7 +148,7 @@ def report_failure(ex: BaseException) -> str:
     else:
         line = error_line(ex)
         tb = traceback.TracebackException.from_exception(ex)
-        tb.stack = traceback.StackSummary.from_list([f for f in tb.stack if not f.filename.endswith("pyjob.py")])
+        tb.stack = traceback.StackSummary.from_list([f for f in tb.stack if not f.filename.endswith(("pyjob.py", "pyrunner.py"))])
         sys.stderr.write("".join(tb.format()))
     sys.stderr.flush()
     return line

@@ -54,7 +54,14 @@ class DaskBackend:
             finally:
                 client.close()
         check_fit(graph, plan.run, shape.worker_cpus, shape.worker_mem_mb, shape.text)
-        return []
+        # a python: module that fails to import here fails every job there (the
+        # workers see the same files): say so before any starts, as locally
+        from sweepc.backends.local.pypool import import_problems
+
+        problems = import_problems(graph, plan.run)
+        if problems and not options.dry_run:
+            raise UsageError("\n".join(problems), "fix the module; sweepc imports it from the project folder, as its workers do")
+        return problems
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.dask.backend import execute, no_interrupts

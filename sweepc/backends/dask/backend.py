@@ -32,7 +32,7 @@ from typing import Any
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
-from sweepc.backends.dask.tasks import JobResult, JobSpec, clear_flag, run_batch, set_flag
+from sweepc.backends.dask.tasks import JobResult, JobSpec, PyCall, clear_flag, run_batch, set_flag
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.backends.local.limits import format_limit
 from sweepc.errors import MachineError, UsageError, machine_error
@@ -302,7 +302,11 @@ class _Runner:
         env = dict(self.base_env)
         env.update({"SWEEPC_JOB_DIR": str(d), PSET_JSON_ENV: str(d / PSET_JSON_NAME), "SWEEPC_RULE": job.rule,
                     "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)})
-        return JobSpec(i, command, str(d), str(log), env, attempt > 1, job.resources.time_s if self.time_limits else None)
+        python = None
+        rule = self.g.rule(job.rule)
+        if rule.python is not None:  # called in a Python worker on the dask worker (tasks.py), not as `command`
+            python = PyCall(str(self.g.root / rule.python[0]), rule.python[1], dict(job.params), job.rule, job.hash)
+        return JobSpec(i, command, str(d), str(log), env, attempt > 1, job.resources.time_s if self.time_limits else None, python)
 
     # -- what comes back
     def wait_some(self, timeout: float) -> list[Any]:
@@ -372,6 +376,8 @@ class _Runner:
 
     def check(self, i: int, r: JobResult) -> tuple[bool, str]:
         if r.exit_code != 0:
+            if r.message:  # a python: job: the exception's last line, or how its worker died
+                return False, r.message
             if r.signal is not None:
                 return False, f"killed by signal {r.signal}"
             return False, f"exit {r.exit_code}"

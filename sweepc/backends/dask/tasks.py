@@ -17,6 +17,15 @@ tree (TERM, 2 s, KILL), when
 - the worker is closing (its scheduler went away, or the cluster is shut down).
 When the worker process itself dies, its spawners see their sockets close and
 kill every job tree they run.
+
+A `python:` job (JobSpec.python set) goes instead to the local backend's
+pool of Python workers (sweepc.backends.local.pypool.PythonPool, one worker
+per dask worker thread): the module is imported once in that process and the
+function called for job after job, with the same log, time limit, stopping
+and measures (peak RSS per call, see pypool.py). The pool's process is
+replaced after a failed call (pypool's rule), and when the module's file
+changed since it was imported (its path, mtime and size are the cache key:
+a long-lived cluster runs the edited function, not the old one).
 """
 
 from __future__ import annotations
@@ -28,12 +37,24 @@ from typing import NamedTuple
 
 from sweepc.backends.local.limits import TimeLimits
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local.pypool import PyExit, PythonPool, PyTask
+from sweepc.values import Scalar
 
 POLL_SECONDS = 0.2
 
 # run id -> "drain" | "stop": set by sweepc through Client.run, read by batches
 _FLAGS: dict[str, str] = {}
 _LOCAL = threading.local()
+
+
+class PyCall(NamedTuple):
+    """What a `python:` job calls: FILE.py (absolute) and FUNC, with its pset."""
+
+    module: str
+    func: str
+    params: dict[str, Scalar]
+    rule: str
+    pset_hash: str
 
 
 class JobSpec(NamedTuple):
@@ -44,6 +65,7 @@ class JobSpec(NamedTuple):
     env: dict[str, str]  # added to the worker's environment
     append_log: bool
     time_s: int | None = None  # the rule's `time` resource, enforced here as locally (None: no limit)
+    python: PyCall | None = None  # a python: job: called in a Python worker, `command` is not run
 
 
 class JobResult(NamedTuple):
@@ -72,7 +94,6 @@ def clear_flag(run_id: str) -> None:
 
 def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
     """Run the jobs one after another; one JobResult per spec, in order."""
-    pool = _pool()
     host = socket.gethostname()
     me = _worker_address()
     out: list[JobResult] = []
@@ -81,10 +102,18 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
         if why:
             out.extend(_not_run(s, host, me, why) for s in specs[n:])
             break
-        env = dict(os.environ)
-        env.update(spec.env)
+        pool: ProcessPool | PythonPool
         try:
-            pool.start(Spawn(key=spec.key, command=spec.command, cwd=spec.cwd, log_path=spec.log, env=env, append_log=spec.append_log))
+            if spec.python is not None:
+                py = spec.python
+                pool = _pypool(py.module)
+                pool.start(PyTask(spec.key, py.module, py.func, spec.cwd, spec.log, py.params, py.rule, py.pset_hash,
+                                  spec.env, append_log=spec.append_log))
+            else:
+                pool = _pool()
+                env = dict(os.environ)
+                env.update(spec.env)
+                pool.start(Spawn(key=spec.key, command=spec.command, cwd=spec.cwd, log_path=spec.log, env=env, append_log=spec.append_log))
         except OSError as e:
             now = _now()
             out.append(JobResult(spec.key, "error", None, None, now, now, 0, host, me, f"cannot start: {e}"))
@@ -121,7 +150,9 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
 
 
 def _ran(ex: Exit, host: str, worker: str) -> JobResult:
-    return JobResult(ex.key, "ran", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, worker, "")
+    # a python: job that failed: why, in a few words (the exception's last line)
+    why = ex.error if isinstance(ex, PyExit) and ex.exit_code != 0 else ""
+    return JobResult(ex.key, "ran", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, worker, why)
 
 
 def _not_run(spec: JobSpec, host: str, worker: str, why: str) -> JobResult:
@@ -140,6 +171,28 @@ def _pool() -> ProcessPool:
     if pool is None:
         pool = ProcessPool()
         _LOCAL.pool = pool
+    return pool
+
+
+def _pypool(module: str) -> PythonPool:
+    """This thread's pool of one Python worker; a new one when `module`
+    changed on disk since this pool's worker may have imported it."""
+    try:
+        st = os.stat(module)
+        sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        sig = None  # the worker's import says what is wrong
+    pool: PythonPool | None = getattr(_LOCAL, "pypool", None)
+    seen: dict[str, tuple[int, int] | None] = getattr(_LOCAL, "pymodules", {})
+    if pool is not None and module in seen and seen[module] != sig:
+        pool.close()
+        pool = None
+    if pool is None:
+        pool = PythonPool(dict(os.environ), 1)
+        seen = {}
+        _LOCAL.pypool = pool
+    seen[module] = sig
+    _LOCAL.pymodules = seen
     return pool
 
 

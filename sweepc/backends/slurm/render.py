@@ -1,6 +1,8 @@
 """Writing a submission folder: `.sweepc/slurm/<submission>/`.
 
     runner.sh               the task runner (pure bash), the same for every array
+    pyrunner.py             the task runner of python: rules (with sweepc_pyjob.py, a copy of
+                            backends/pyjob.py; standard library only), which runner.sh execs
     01-gen.sh               one jobscript per array, rendered from the jinja2 template
     01-gen/task-0.sh ...    one small bash file per array task: its psets and their commands
     logs/%A_%a.out          what SLURM writes (the commands' own output goes to
@@ -16,6 +18,7 @@ shell-quoting the compiler did is kept byte for byte.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -34,6 +37,10 @@ from sweepc.backends.slurm.arrays import Array, Deps, task_time_s
 from sweepc.backends.slurm.settings import SlurmSettings
 
 RUNNER_NAME = "runner.sh"
+# a python: rule's runner and its copy of backends/pyjob.py (stdlib only: the node needs no sweepc)
+PYRUNNER_NAME = "pyrunner.py"
+PYJOB_NAME = "sweepc_pyjob.py"
+PY_END = "SWEEPC_TASK"  # ends the here-document (no JSON line is only this)
 LOG_DIR = "logs"
 # What a template may use (documented in docs/slurm.md).
 TEMPLATE_VARIABLES = (
@@ -142,6 +149,8 @@ def runner_text() -> str:
 def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
     rule = g.rule(arr.rule)
     q = shlex.quote
+    if rule.python is not None:
+        return python_task_text(g, arr, t, lines, submission, time_s)
     out = [
         f"# sweepc: task {t} of {arr.name}, {plural(len(lines), 'pset')} of rule {arr.rule}; run by {RUNNER_NAME}\n",
         f"SWEEPC_SUBMISSION={q(submission)}\n",
@@ -161,6 +170,34 @@ def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], subm
         out.append("sweepc_pset " + " ".join(q(a) for a in args) + f" <<'{end}'\n")
         out.append(command if command.endswith("\n") else command + "\n")
         out.append(end + "\n")
+    return "".join(out)
+
+
+def python_task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
+    """The task file of a `python:` rule: runner.sh hands its JSON (a header
+    line, then a line per pset) to pyrunner.py (see there)."""
+    rule = g.rule(arr.rule)
+    assert rule.python is not None
+    module, func = rule.python
+    header = {
+        "submission": submission, "rule": arr.rule, "array": arr.name, "pack": arr.pack, "workdir": workdir_text(g),
+        "outputs": [o.path for o in rule.outputs], "time_limit": time_s,
+        "module": module, "func": func,
+        "names": {"record": RECORD_NAME, "log": LOG_NAME, "marker": MARKER_NAME},
+    }
+    out = [
+        f"# sweepc: task {t} of {arr.name}, {plural(len(lines), 'pset')} of rule {arr.rule} "
+        f"(python: {_one_line(module)}:{func}); {RUNNER_NAME} hands them to {PYRUNNER_NAME}\n",
+        f"sweepc_python <<'{PY_END}'\n",
+        json.dumps(header, ensure_ascii=True) + "\n",
+    ]
+    for pl in lines:
+        job = g.jobs[pl.job]
+        out.append(json.dumps({
+            "hash": job.hash, "fp": pl.fingerprint, "ch": pl.cmd_hash, "ih": pl.inputs_hash, "attempt": arr.attempt(pl.job),
+            "up": list(pl.upstream), "time": job.resources.time_s, "params": dict(job.params),
+        }, ensure_ascii=True, allow_nan=True) + "\n")
+    out.append(PY_END + "\n")
     return "".join(out)
 
 
@@ -244,6 +281,11 @@ def prepare_folder(folder: Path) -> None:
     runner = folder / RUNNER_NAME
     if not runner.exists():
         write_text(runner, runner_text(), 0o755)
+    # for python: rules (small; written with every submission so runner.sh can rely on them)
+    for name, module in ((PYRUNNER_NAME, "sweepc.backends.slurm"), (PYJOB_NAME, "sweepc.backends")):
+        if not (folder / name).exists():
+            source = "pyrunner.py" if name == PYRUNNER_NAME else "pyjob.py"
+            write_text(folder / name, resources.files(module).joinpath(source).read_text(encoding="utf-8"))
 
 
 def _rel(p: Path, root: Path) -> str:

@@ -331,6 +331,14 @@ _sweepc_one() {
   fi
 }
 
+# sweepc_python: the task file of a `python:` rule calls this with its JSON on
+# stdin; pyrunner.py (next to this file, with sweepc_pyjob.py) imports the
+# module once and does for each pset what _sweepc_one does for a command.
+# SWEEPC_PYTHON names another interpreter (default: python3 on the PATH).
+sweepc_python() {
+  exec "${SWEEPC_PYTHON:-python3}" "$(dirname -- "${BASH_SOURCE[0]}")/pyrunner.py"
+}
+
 if [ $# -ne 1 ] || [ ! -r "$1" ]; then
   echo "usage: bash runner.sh TASKFILE (got: $*)" >&2
   exit 2

@@ -35,10 +35,11 @@ def _close_this_threads_pool():
     that pool after it, or the spawner outlives the test (tests/test_procs.py
     counts every child process of the test run)."""
     yield
-    pool = getattr(tasks._LOCAL, "pool", None)
-    if pool is not None:
-        pool.close()
-        tasks._LOCAL.pool = None
+    for name in ("pool", "pypool"):
+        pool = getattr(tasks._LOCAL, name, None)
+        if pool is not None:
+            pool.close()
+            setattr(tasks._LOCAL, name, None)
 
 
 def summary_of(out: str) -> str:
@@ -577,3 +578,95 @@ backend dask:
     assert "total is up to date: the jobs of its done() inputs that ended done are those it was built with\n" in r2.out, r2.out
     assert summary_of(r2.out) == "1 done, 1 failed, 2 up to date"
     assert p.rows()["total"]["run_id"] != p.last_run_id()  # its record stays from the first build
+
+
+# ---------------------------------------------------------------- python: jobs
+
+
+def test_a_batch_calls_python_functions_in_one_worker_and_reimports_an_edited_module(tmp_path):
+    from sweepc.backends.dask.tasks import PyCall
+
+    model = tmp_path / "model.py"
+    model.write_text("import os\nPID = os.getpid()\nV = 1\ndef run(pset):\n    return {'y': V * pset['a'], 'pid': PID}\n")
+
+    def specs(keys):  # type: ignore[no-untyped-def]
+        out = []
+        for k in keys:
+            d = tmp_path / f"j{k}"
+            d.mkdir(exist_ok=True)
+            out.append(JobSpec(k, "false", str(d), str(d / "sweepc.log"), {}, False,
+                               python=PyCall(str(model), "run", {"a": k}, "work", f"h{k}")))
+        return out
+
+    import json
+
+    res = run_batch("r1", specs([1, 2, 3]))
+    assert [(r.state, r.exit_code, r.message) for r in res] == [("ran", 0, "")] * 3
+    got = [json.loads((tmp_path / f"j{k}" / "sweepc-result.json").read_text()) for k in (1, 2, 3)]
+    assert [g["y"] for g in got] == [1, 2, 3] and len({g["pid"] for g in got}) == 1  # imported once
+    assert all(r.max_rss_kb > 0 for r in res)
+    # an edited module (a long-lived cluster between two builds) is imported afresh
+    model.write_text(model.read_text().replace("V = 1", "V = 100 "))
+    (r4,) = run_batch("r2", specs([4]))
+    g4 = json.loads((tmp_path / "j4" / "sweepc-result.json").read_text())
+    assert r4.exit_code == 0 and g4["y"] == 400 and g4["pid"] != got[0]["pid"]
+
+
+PYTHON_STUDY = '''
+param a = range(0, 12)
+
+rule work over a:
+    python: "model.py:run"
+
+backend dask:
+    workers = 2
+    cores = 1
+''' + "    " + DASHBOARD + "\n"
+
+PYTHON_MODEL = """\
+import ctypes, os
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "imports.txt"), "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+def run(pset):
+    if pset["a"] == 1:
+        raise ValueError("a is one")
+    if pset["a"] == 2:
+        ctypes.string_at(0)  # a segfault
+    return {"y": VALUE * pset["a"], "pid": os.getpid(), "cwd_ok": os.getcwd() == pset["_job_dir"]}
+"""
+
+
+def test_python_jobs_run_on_local_cluster_workers_importing_the_module_once_per_worker(local_project):
+    import json
+
+    p = local_project.write(PYTHON_STUDY, **{"model.py": PYTHON_MODEL.replace("VALUE", "10")})
+    r = build(p, "-k")
+    assert r.code == 1, r
+    assert summary_of(r.out) == "10 done, 2 failed, 0 up to date"
+    assert "FAILED work[a=1]: ValueError: a is one\n" in r.out
+    assert "FAILED work[a=2]: the Python worker was killed by signal 11 (SIGSEGV)\n" in r.out
+    imports = (p.root / "imports.txt").read_text().split()
+    # sweepc's check before the build, one per worker, one more after each failure: not one per pset
+    assert len(imports) <= 5, imports
+    rows = {row["a"]: row for row in json.loads(p.sweepc("results", "--format", "json").out)}
+    assert rows[1]["_status"] == "failed" and rows[1]["_error"] == "ValueError: a is one"
+    assert rows[2]["_status"] == "failed" and rows[2]["_error"] == "the Python worker was killed by signal 11 (SIGSEGV)"
+    done = [row for a, row in rows.items() if a not in (1, 2)]
+    assert all(row["_status"] == "done" and row["y"] == 10 * row["a"] and row["cwd_ok"] is True for row in done), done
+    assert all(str(int(row["pid"])) in imports for row in done)  # (a float column: the failed rows have none)
+    assert len({row["pid"] for row in done}) < len(done)  # a worker called several psets
+    assert all(isinstance(row["_max_rss_mb"], float) and row["_max_rss_mb"] > 0 for row in done)
+    assert p.job_processes() == []
+    # what ended done is up to date; touching the module changes nothing, editing it reruns all
+    assert p.run("build", "--backend", "dask", "-n").out.splitlines()[-1] == "2 of 12 jobs to run (work 2), 10 up to date"
+    os.utime(p.root / "model.py")
+    assert p.run("build", "--backend", "dask", "-n").out.splitlines()[-1] == "2 of 12 jobs to run (work 2), 10 up to date"
+    (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "100").replace('pset["a"] == 1', "False").replace('pset["a"] == 2', "False"))
+    r = build(p)
+    assert r.code == 0, r
+    assert summary_of(r.out) == "12 done, 0 up to date"
+    rows = {row["a"]: row for row in json.loads(p.sweepc("results", "--format", "json").out)}
+    assert {a: row["y"] for a, row in rows.items()} == {a: 100 * a for a in range(12)}
+    assert build(p).out == "sweepc: nothing to do (12 jobs up to date)\n"

@@ -414,3 +414,132 @@ def test_a_time_limit_stops_the_worker_and_fails_only_that_job(local_project):
     assert "FAILED work[a=2]: time limit reached (00:00:01)" in r.out
     assert summary(r.out) == "2 done, 1 failed, 0 up to date"
     assert p.statuses()["work[a=2]"] == "timeout"
+
+
+# ------------------------------------------- the SLURM bundle runner, without SLURM
+# (the rendered array task run as SLURM would run it; on the real cluster:
+# tests/test_slurm_campaign.py)
+
+
+def render_slurm(p, sweepfile: str, module: str) -> Path:  # type: ignore[no-untyped-def]
+    p.write(textwrap.dedent(sweepfile) + "\nbackend slurm:\n    bundle = 4\n    pack = 2\n")
+    write_module(p, module)
+    r = p.sweepc("build", "--backend", "slurm", "--render-only")
+    assert r.code == 0, r
+    (folder,) = (p.root / ".sweepc" / "slurm").glob("*/")
+    return folder
+
+
+def start_task(folder: Path, task: int = 0):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "77", "SLURM_JOB_ID": "78"}
+    return subprocess.Popen(["bash", "01-work.sh"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def records(p) -> dict[int, dict[str, object]]:  # type: ignore[no-untyped-def]
+    g = sweepc.load(p.root / "sweepfile").graph
+    out = {}
+    for job in g.jobs:
+        f = g.job_dir(job) / "sweepc-record.json"
+        if f.exists():
+            out[int(job.params["a"])] = json.loads(f.read_text())
+    return out
+
+
+def test_the_slurm_runner_enforces_a_psets_time_and_fails_bad_results_per_pset(local_project):
+    p = local_project
+    folder = render_slurm(p, '''
+        param a = [1, 2, 3, 4]
+
+        rule work over a:
+            python: "model.py:run"
+            resources: time = "00:00:01"
+    ''', '''
+        import time
+        def run(pset):
+            if pset["a"] == 2:
+                time.sleep(60)
+            if pset["a"] == 3:
+                return {"a": 1}
+            return {"y": pset["a"]}
+    ''')
+    t0 = time.monotonic()
+    proc = start_task(folder)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert time.monotonic() - t0 < 15
+    recs = records(p)
+    assert {a: r["status"] for a, r in recs.items()} == {1: "done", 2: "timeout", 3: "failed", 4: "done"}
+    assert recs[2]["note"] == "time limit reached (00:00:01)" and recs[2]["array_task_id"] == "0"
+    log2 = (p.dir("work[a=2]") / "sweepc.log").read_text()
+    assert log2.endswith("\n=== sweepc: time limit reached (00:00:01), pset stopped ===\n"), log2
+    assert (p.dir("work[a=3]") / "sweepc.log").read_text() == (
+        "the function returned key 'a', which is a parameter name; rename the result\n")
+    assert json.loads((p.dir("work[a=4]") / "sweepc-result.json").read_text()) == {"y": 4}
+    # sweepc takes the records in as after a SLURM build (here: at `status`)
+    assert p.sweepc("status").code == 0
+    st = p.statuses()
+    assert st["work[a=1]"] == "done" and st["work[a=2]"] == "timeout" and st["work[a=3]"] == "failed", st
+
+
+def test_sigterm_to_the_slurm_runner_records_the_running_psets_cancelled_and_the_rest_not_run(local_project):
+    p = local_project
+    folder = render_slurm(p, '''
+        param a = [1, 2, 3, 4]
+
+        rule work over a:
+            python: "model.py:run"
+    ''', '''
+        import subprocess
+        def run(pset):
+            subprocess.run(["sleep", "60"])
+    ''')
+    proc = start_task(folder)
+    wait_until(lambda: sum(1 for r in records(p).values() if r["status"] == "running") == 2, what="two psets to run")
+    runner = psutil.Process(proc.pid)
+    wait_until(lambda: sum(1 for c in runner.children(recursive=True) if c.name() == "sleep") == 2, what="two sleeps")
+    tree = runner.children(recursive=True)
+    proc.send_signal(signal.SIGTERM)  # as SLURM does at scancel: the runner is the exec'd python3
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    recs = records(p)
+    assert {a: r["status"] for a, r in recs.items()} == {1: "cancelled", 2: "cancelled", 3: "not-run", 4: "not-run"}, recs
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in tree)
+
+
+def test_a_module_that_fails_to_import_on_the_node_fails_each_pset_with_the_traceback(local_project):
+    p = local_project
+    folder = render_slurm(p, '''
+        param a = [1, 2]
+
+        rule work over a:
+            python: "model.py:run"
+    ''', '''
+        def run(pset):
+            return None
+    ''')
+    write_module(p, "import no_such_module_here\n")
+    proc = start_task(folder)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert {a: r["status"] for a, r in records(p).items()} == {1: "failed", 2: "failed"}
+    log = (p.dir("work[a=1]") / "sweepc.log").read_text()
+    assert log.startswith('sweepc: python: "model.py:run" cannot be imported on '), log
+    assert log.endswith("ModuleNotFoundError: No module named 'no_such_module_here'\n"), log
+
+
+def test_a_module_that_fails_to_import_here_is_an_error_before_a_slurm_build_submits(local_project):
+    p = local_project.write(GRID + "\nbackend slurm:\n    bundle = 2\n")
+    write_module(p, "raise RuntimeError('no config here')\ndef run(pset):\n    return None\n")
+    r = p.sweepc("build", "--backend", "slurm")
+    assert r.code == 2, r
+    lines = r.err.splitlines()
+    assert lines[0] == "sweepc: python: \"model.py:run\" of rule 'work' cannot be imported:"
+    assert lines[-2:] == [
+        "    RuntimeError: no config here",
+        "  hint: fix the module; sweepc imports it from the project folder, as the array tasks do",
+    ]
+    assert not (p.root / ".sweepc" / "slurm").exists() and not (p.root / "calc").exists()
+    # --render-only writes the folder anyway: it may run on a cluster with other software
+    assert p.sweepc("build", "--backend", "slurm", "--render-only").code == 0

@@ -337,7 +337,7 @@ PYTHON_MODEL = """\
 import ctypes, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "imports.txt"), "a") as f:
-    f.write(f"{os.getpid()}\\n")
+    f.write(f"{os.getpid()} {os.environ.get('SLURM_ARRAY_TASK_ID', 'here')}\\n")
 
 def run(pset):
     if pset["a"] == 1:
@@ -356,8 +356,12 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     assert "submitted work: job " in out and ", 6 psets in 2 tasks\n" in out
     (folder,) = p.root.glob(".sweepc/slurm/*/")
     assert (folder / "pyrunner.py").is_file() and (folder / "sweepc_pyjob.py").is_file()
-    # imported once in each of the two array tasks, not once per pset
-    assert len((p.root / "imports.txt").read_text().split()) == 2
+    # imported once in each of the two array tasks, not once per pset (and by sweepc's check before submitting)
+
+    def imports() -> list[str]:
+        return sorted(ln.split()[1] for ln in (p.root / "imports.txt").read_text().splitlines() if not ln.endswith(" here"))
+
+    assert imports() == ["0", "1"]
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: r["_status"] for a, r in rows.items()} == {0: "done", 1: "failed", 2: "failed", 3: "done", 4: "done", 5: "skipped"}
     assert rows[1]["_error"] == "ValueError: a is one"
@@ -377,7 +381,7 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "100").replace('pset["a"] == 1', "False").replace('pset["a"] == 2', "False"))
     code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
     assert code == 1, out  # prep[a=5] still fails
-    assert len((p.root / "imports.txt").read_text().split()) == 4
+    assert imports() == ["0", "0", "1", "1"]
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: (r["_status"], r["y"]) for a, r in rows.items() if a != 5} == {a: ("done", 100 * a) for a in range(5)}
     assert rows[5]["_status"] == "skipped"

@@ -79,7 +79,16 @@ class SlurmBackend:
         from sweepc.backends.slurm.settings import settings
 
         settings(graph)  # a bad `backend slurm:` block is a sweepfile error before anything
-        return []
+        if options.render_only:
+            return []  # the folder may go to a cluster whose Python differs from this one's
+        # a python: module that fails to import here would fail every pset on the
+        # nodes (the same files, usually the same software): say so before submitting
+        from sweepc.backends.local.pypool import import_problems
+
+        problems = import_problems(graph, plan.run)
+        if problems and not options.dry_run:
+            raise UsageError("\n".join(problems), "fix the module; sweepc imports it from the project folder, as the array tasks do")
+        return problems
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.slurm.backend import execute

@@ -4,6 +4,7 @@ sbatch, and outcomes in the store as completion records come back.
     settings.py   the `backend slurm:` block, checked
     arrays.py     jobs -> arrays (grouping, bundling, splitting) and their dependencies
     render.py     the submission folder: jobscripts, task files, runner.sh, submit.sh
+    pyrunner.py   the array-task runner of python: rules (stdlib only, shipped with the folder)
     scheduler.py  sbatch/squeue/scancel/scontrol behind a small interface
     records.py    completion records -> the state store (ingest, sync before planning)
     backend.py    execute(): submit, wait, retry; cancel()

@@ -218,7 +218,7 @@ class Runner:
             _append(log, f"\n=== sweepc: time limit reached ({limit}), pset stopped ===\n")
             self.record(p, "timeout", 128 - code if code < 0 else code, p.start, end, f"time limit reached ({limit})", rss, cpu)
             return
-        if self.stop:
+        if self.stop and code != 0:  # (one that had ended well before the SIGTERM is judged as usual)
             status_ = "cancelled"
             if self.time_limit and end - self.task_start + 5 >= self.time_limit:
                 status_ = "timeout"

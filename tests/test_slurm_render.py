@@ -23,7 +23,7 @@ import pytest
 
 from sweepc.cli import main
 from sweepc.lang.graph import RECORD_NAME
-from sweepc.backends.slurm.render import RUNNER_NAME, runner_text
+from sweepc.backends.slurm.render import PYJOB_NAME, PYRUNNER_NAME, RUNNER_NAME, runner_text
 from sweepc.plan.store import Store
 
 CASES = Path(__file__).parent / "golden" / "slurm"
@@ -80,13 +80,18 @@ def render_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     (folder,) = (project / ".sweepc" / "slurm").iterdir()
     parts = [out]
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != RUNNER_NAME):
+        if f.name in (PYRUNNER_NAME, PYJOB_NAME):  # copies of sweepc's own files: pinned as there, not here
+            parts.append(f"==> {f.relative_to(folder)} <== (copied from sweepc)\n")
+            continue
         parts.append(f"==> {f.relative_to(folder)} <==\n{f.read_text()}")
     text = "".join(parts).replace(str(project), "<root>").replace(folder.name, "<submission>")
     # the planner's hashes are the planner's business (and versioned): pin where they go, not what they are
+    text = _PLANNER_HASHES_JSON.sub(r'"fp": "<fingerprint>", "ch": "<cmd_hash>", "ih": "<inputs_hash>"', text)
     return _PLANNER_HASHES.sub(r"\1 <fingerprint> <cmd_hash> <inputs_hash> ", text)
 
 
 _PLANNER_HASHES = re.compile(r"^(sweepc_pset [0-9a-f]+) [0-9a-f]+ [0-9a-f]+ [0-9a-f]+ ", re.MULTILINE)
+_PLANNER_HASHES_JSON = re.compile(r'"fp": "[0-9a-f]+", "ch": "[0-9a-f]+", "ih": "[0-9a-f]+"')
 
 
 def test_there_are_cases() -> None:

@@ -331,7 +331,7 @@ class _Build:
         deps = dependencies(g, new, where, self.plan.queued, exact=resubmission, offset=first)
         lines = {i: self.pset_line(i) for i in batch}
         self.prepare_dirs(batch)
-        prepare_folder(self.folder)
+        prepare_folder(self.folder, python=any(g.rule(arr.rule).python is not None for arr in new))
         handed = set(batch)
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
         if not self.render_only:  # each array goes out as soon as it is written

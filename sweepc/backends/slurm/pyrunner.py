@@ -166,6 +166,8 @@ class Runner:
         if pid == 0:  # the child: never returns
             self.child(p, log)
         p.pid = pid
+        with _suppress():  # (the child does the same: whichever runs first, a killpg now reaches it)
+            os.setpgid(pid, pid)
         if p.time:
             p.deadline = now + p.time
         self.running[pid] = p

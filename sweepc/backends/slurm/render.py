@@ -276,12 +276,15 @@ def write_array(
     return script
 
 
-def prepare_folder(folder: Path) -> None:
+def prepare_folder(folder: Path, python: bool = False) -> None:
+    """The logs folder and runner.sh; with python, also what the arrays of
+    python: rules run (pyrunner.py and its copy of pyjob.py)."""
     (folder / LOG_DIR).mkdir(parents=True, exist_ok=True)
     runner = folder / RUNNER_NAME
     if not runner.exists():
         write_text(runner, runner_text(), 0o755)
-    # for python: rules (small; written with every submission so runner.sh can rely on them)
+    if not python:
+        return
     for name, module in ((PYRUNNER_NAME, "sweepc.backends.slurm"), (PYJOB_NAME, "sweepc.backends")):
         if not (folder / name).exists():
             source = "pyrunner.py" if name == PYRUNNER_NAME else "pyjob.py"

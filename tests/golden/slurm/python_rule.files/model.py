@@ -1,0 +1,2 @@
+def run(pset):
+    return {"y": pset["a"]}

@@ -327,6 +327,7 @@ rule prep over a:
 rule work over a:
     input: prep
     python: "model.py:run"
+    retries: 1
 
 backend slurm:
     bundle = 3
@@ -344,6 +345,9 @@ def run(pset):
         raise ValueError("a is one")
     if pset["a"] == 2:
         ctypes.string_at(0)  # a segfault
+    if pset["a"] == 3 and not os.path.exists(os.path.join(here, "tried")):
+        open(os.path.join(here, "tried"), "w").close()
+        raise RuntimeError("first attempt")
     return {"y": VALUE * pset["a"], "sweepc_loaded": "sweepc" in sys.modules, "cwd_ok": os.getcwd() == pset["_job_dir"]}
 """
 
@@ -361,9 +365,11 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     def imports() -> list[str]:
         return sorted(ln.split()[1] for ln in (p.root / "imports.txt").read_text().splitlines() if not ln.endswith(" here"))
 
-    assert imports() == ["0", "1"]
+    # (and once more in the one task that retried a=1, 2 and 3)
+    assert imports() == ["0", "0", "1"]
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: r["_status"] for a, r in rows.items()} == {0: "done", 1: "failed", 2: "failed", 3: "done", 4: "done", 5: "skipped"}
+    assert {a: r["_attempts"] for a, r in rows.items() if a != 5} == {0: 1, 1: 2, 2: 2, 3: 2, 4: 1}
     assert rows[1]["_error"] == "ValueError: a is one"
     assert rows[2]["_error"] == "the Python process of this pset was killed by signal 11 (SIGSEGV)"
     assert "Traceback (most recent call last):" in (p.root / str(rows[1]["_log"])).read_text()
@@ -381,7 +387,7 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "100").replace('pset["a"] == 1', "False").replace('pset["a"] == 2', "False"))
     code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
     assert code == 1, out  # prep[a=5] still fails
-    assert imports() == ["0", "0", "1", "1"]
+    assert imports() == ["0", "0", "0", "1", "1"]
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: (r["_status"], r["y"]) for a, r in rows.items() if a != 5} == {a: ("done", 100 * a) for a in range(5)}
     assert rows[5]["_status"] == "skipped"

@@ -393,3 +393,69 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     assert rows[5]["_status"] == "skipped"
     code, out = p.sweepc("build", "--backend", "slurm", "-n")
     assert out.splitlines()[-1] == "2 of 12 jobs to run (prep 1, work 1), 10 up to date", out
+
+
+PYTHON_DONE = """\
+param a = [1, 2, 3]
+
+rule sim over a:
+    output: "r.txt"
+    shell: "if [ {a} = 2 ] && [ ! -e {root}/fixed ]; then exit 4; fi; echo {a} > {output}"
+
+rule summary:
+    input: done(sim)
+    python: "gather.py:run"
+
+rule after:
+    input: summary
+    python: "gather.py:after"
+"""
+
+PYTHON_GATHER = """\
+import glob
+
+def run(pset):  # (a python: function gets no input list: it finds what sim wrote)
+    paths = glob.glob("../../../sim/*/*/r.txt")
+    return {"total": sum(int(open(p).read()) for p in paths), "n": len(paths)}
+
+def after(pset):
+    return {"ok": True}
+"""
+
+
+def test_a_python_gather_of_done_inputs_decides_on_the_node(slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # submitted without --wait: sim and summary are in one submission, so which
+    # sim jobs ended done (and whether summary must run at all) is decided by pyrunner.py
+    p = make(tmp_path, PYTHON_DONE, monkeypatch, capsys)
+    (p.root / "gather.py").write_text(PYTHON_GATHER)
+
+    def settle() -> dict[str, dict[str, int]]:
+        assert until(lambda: all(r["pending"] == 0 and r["running"] == 0 for r in p.status().values()), 120)
+        return p.status()
+
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    rows = settle()
+    # summary ran over the two that ended done; status calls it stale, as locally (sim[a=2] runs next)
+    assert (rows["sim"]["done"], rows["sim"]["failed"], rows["summary"]["stale"], rows["after"]["stale"]) == (2, 1, 1, 1), rows
+    (s,) = p.results("summary")
+    assert (s["total"], s["n"]) == (4, 2), s
+    (d,) = (p.root / "calc" / "summary").glob("*/*")
+    assert json.loads((d / "sweepc-record.json").read_text())["note"] == "ran without 1 of the 3 done() inputs that were not done when it started"
+    # again: sim[a=2] fails again, and summary (and after) are kept as they were, on the node
+    mtime = (d / "sweepc-result.json").stat().st_mtime_ns
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    settle()
+    assert (d / "sweepc-result.json").stat().st_mtime_ns == mtime
+    assert json.loads((d / "sweepc-record.json").read_text())["note"] == "up to date: its inputs came out as they were"
+    # fixed: sim[a=2] runs, summary runs again over the three
+    (p.root / "fixed").touch()
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    rows = settle()
+    assert (rows["sim"]["done"], rows["summary"]["done"], rows["after"]["done"]) == (3, 1, 1), rows
+    (s,) = p.results("summary")
+    assert (s["total"], s["n"]) == (6, 3), s
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert out.startswith("sweepc: nothing to do"), out

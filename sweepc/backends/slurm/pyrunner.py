@@ -26,7 +26,9 @@ measure does; the CPU time is the child's alone).
 
 For each pset, in order, up to `pack` at once, everything runner.sh does:
 the job folder (made here with sweepc's marker when sweepc did not make it),
-"not-run" after SIGTERM, "skipped" when an upstream record is not "done",
+"not-run" after SIGTERM, "skipped" when an upstream record is not "done"
+(a done() input is left out instead, and a job whose fingerprint depends on
+which jobs ended done gets it made here, as runner.sh makes it),
 "running" at start, then "done" (exit 0 and every output there), "failed"
 (with the exit code; 128+N for signal N), "timeout" (the rule's `time`,
 enforced per pset: SIGTERM to its process group, SIGKILL 2 s later; or the
@@ -39,9 +41,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -60,7 +64,7 @@ TERM_GRACE = 1.0  # after SIGTERM to the task: how long its psets get to end and
 
 
 class Pset:
-    __slots__ = ("attempt", "ch", "dir", "fp", "hash", "ih", "params", "pid", "time", "start", "deadline", "killed_at", "timed_out", "up")
+    __slots__ = ("attempt", "ch", "dir", "fp", "hash", "ih", "note", "params", "pid", "time", "start", "deadline", "killed_at", "timed_out", "up")
 
     def __init__(self, d: dict[str, Any], workdir: str, rule: str) -> None:
         self.hash: str = d["hash"]
@@ -77,6 +81,7 @@ class Pset:
         self.deadline: float | None = None
         self.killed_at: float | None = None
         self.timed_out = False
+        self.note = ""
 
 
 class Runner:
@@ -94,6 +99,7 @@ class Runner:
         self.record_name: str = names["record"]
         self.log_name: str = names["log"]
         self.marker_name: str = names["marker"]
+        self.inputs_name: str = names.get("inputs", "sweepc-inputs.txt")
         self.host = os.environ.get("HOSTNAME") or socket.gethostname()
         self.task_start = time.time()
         self.stop = False
@@ -125,18 +131,89 @@ class Runner:
             print(f"sweepc: cannot write {path}", file=sys.stderr)
             self.rc = 1
 
-    def upstream_not_done(self, p: Pset) -> str | None:
+    def done_record(self, up: str) -> tuple[str, dict[str, Any] | None]:
+        """(REL, its record when it says done for the right submission, else None)."""
+        rel, _, sub = up.partition("@")
+        try:
+            with open(os.path.join(self.workdir, rel, self.record_name), encoding="utf-8") as f:
+                rec = json.loads(f.readline())
+            if isinstance(rec, dict) and rec.get("submission") == (sub or self.sub) and rec.get("status") == "done":
+                return rel, rec
+        except (OSError, ValueError):
+            pass
+        return rel, None
+
+    def inputs_ready(self, p: Pset, now: float) -> bool:
+        """runner.sh's upstream check, and for a job whose fingerprint depends
+        on which jobs ended done (fingerprint "dynamic" or "dynamic-soft"),
+        its fingerprint made here as sweepc's planner.dynamic_fingerprint()
+        makes it (see runner.sh for the fp:, rf:, softfp:, soft:, keep:
+        entries). False when the pset ends here (skipped, or up to date)."""
+        parts: list[str] = []
+        softs: list[str] = []
+        left: set[str] = set()
+        keep: str | None = None
+        n_soft = 0
         for up in p.up:
-            rel, _, sub = up.partition("@")
-            try:
-                with open(os.path.join(self.workdir, rel, self.record_name), encoding="utf-8") as f:
-                    rec = json.loads(f.readline())
-                ok = rec.get("submission") == (sub or self.sub) and rec.get("status") == "done"
-            except (OSError, ValueError, AttributeError):
-                ok = False
-            if not ok:
-                return rel
-        return None
+            kind = ""
+            if up.startswith("fp:"):
+                parts.append(up[3:])
+                continue
+            if up.startswith("softfp:"):
+                softs.append(up[7:])
+                continue
+            if up.startswith("keep:"):
+                keep = up[5:]
+                continue
+            if up.startswith("soft:"):
+                kind, up = "soft", up[5:]
+                n_soft += 1
+            elif up.startswith("rf:"):
+                kind, up = "rf", up[3:]
+            rel, rec = self.done_record(up)
+            if rec is not None and kind:
+                fp = rec.get("fingerprint")
+                if isinstance(fp, str) and fp and all(c in "0123456789abcdef" for c in fp):
+                    (softs if kind == "soft" else parts).append(fp)
+                else:
+                    rec = None
+            if rec is None:
+                if kind == "soft":
+                    left.add(rel)
+                    continue
+                self.record(p, "skipped", None, None, now, f"input {rel} is not done")
+                return False
+        if p.fp not in ("dynamic", "dynamic-soft"):
+            return True
+        ih = _text_hash(*parts)
+        if p.fp == "dynamic-soft":
+            ih = _text_hash("done()", ih, *softs)
+        p.ih, p.fp = ih, _text_hash(p.ch, p.hash, ih)
+        if left:
+            p.note = f"ran without {len(left)} of the {n_soft} done() inputs that were not done when it started"
+            if os.path.isfile(os.path.join(p.dir, self.inputs_name)):
+                self.filter_inputs(p, left)
+        if keep is not None:
+            if p.fp == keep and all(os.path.exists(os.path.join(p.dir, o)) for o in self.outputs):
+                self.record(p, "done", 0, None, now, "up to date: its inputs came out as they were")
+                return False
+            for o in self.outputs:  # sweepc kept the outputs for this check: gone before it runs
+                _rm_output(p.dir, o)
+        return True
+
+    def filter_inputs(self, p: Pset, left: set[str]) -> None:
+        """The input list without the lines of the jobs in left ("../../../RULE/HH/HASH/...")."""
+        path = os.path.join(p.dir, self.inputs_name)
+        tmp = os.path.join(p.dir, f".{self.inputs_name}.{os.getpid()}.tmp")
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                lines = f.read().splitlines()
+            keep = [ln for ln in lines if not (ln.startswith("../../../") and "/".join(ln[9:].split("/")[:3]) in left)]
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, path)
+        except OSError:
+            self.rc = 1
 
     # -- one pset
     def begin(self, p: Pset) -> None:
@@ -151,9 +228,7 @@ class Runner:
         if self.stop:
             self.record(p, "not-run", None, None, now, "the array task was stopped before this pset started")
             return
-        rel = self.upstream_not_done(p)
-        if rel is not None:
-            self.record(p, "skipped", None, None, now, f"input {rel} is not done")
+        if not self.inputs_ready(p, now):
             return
         log = os.path.join(p.dir, self.log_name)
         if os.path.islink(log):  # never write through a link: it loses the link, not its target
@@ -246,7 +321,7 @@ class Runner:
         if missing:
             self.record(p, "failed", 0, p.start, end, "exited 0 but did not write " + " ".join(missing), rss, cpu)
         else:
-            self.record(p, "done", 0, p.start, end, "", rss, cpu)
+            self.record(p, "done", 0, p.start, end, p.note, rss, cpu)
 
     # -- the loop
     def reap(self, block: bool) -> None:
@@ -337,6 +412,31 @@ class Runner:
                     _killpg(p.pid, signal.SIGKILL)
                 deadline = time.time() + 60  # they die now: take them in
         return self.rc
+
+
+def _text_hash(*parts: str) -> str:
+    """sweepc.hashing.text_hash: the texts joined by NUL bytes, SHA-256, 32 hex digits."""
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _rm_output(d: str, rel: str) -> None:
+    """Remove output REL of job folder d as sweepc does (jobdir.remove_outputs):
+    never through a link; a link on the way loses the link, nothing else."""
+    cur = d
+    parts = rel.split("/")
+    with _suppress():
+        for part in parts[:-1]:
+            cur = os.path.join(cur, part)
+            if os.path.islink(cur):
+                os.unlink(cur)
+                return
+            if not os.path.isdir(cur):
+                return
+        target = os.path.join(cur, parts[-1])
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.unlink(target)
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -183,7 +183,7 @@ def python_task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine
         "submission": submission, "rule": arr.rule, "array": arr.name, "pack": arr.pack, "workdir": workdir_text(g),
         "outputs": [o.path for o in rule.outputs], "time_limit": time_s,
         "module": module, "func": func,
-        "names": {"record": RECORD_NAME, "log": LOG_NAME, "marker": MARKER_NAME},
+        "names": {"record": RECORD_NAME, "log": LOG_NAME, "marker": MARKER_NAME, "inputs": INPUT_LIST_NAME},
     }
     out = [
         f"# sweepc: task {t} of {arr.name}, {plural(len(lines), 'pset')} of rule {arr.rule} "
@@ -195,7 +195,7 @@ def python_task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine
         job = g.jobs[pl.job]
         out.append(json.dumps({
             "hash": job.hash, "fp": pl.fingerprint, "ch": pl.cmd_hash, "ih": pl.inputs_hash, "attempt": arr.attempt(pl.job),
-            "up": list(pl.upstream), "time": job.resources.time_s, "params": dict(job.params),
+            "up": [*pl.upstream, *pl.dynamic], "time": job.resources.time_s, "params": dict(job.params),
         }, ensure_ascii=True, allow_nan=True) + "\n")
     out.append(PY_END + "\n")
     return "".join(out)

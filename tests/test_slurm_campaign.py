@@ -338,7 +338,7 @@ PYTHON_MODEL = """\
 import ctypes, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "imports.txt"), "a") as f:
-    f.write(f"{os.getpid()} {os.environ.get('SLURM_ARRAY_TASK_ID', 'here')}\\n")
+    f.write(f"{os.getpid()} {os.environ.get('SLURM_ARRAY_JOB_ID', 'here')}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}\\n")
 
 def run(pset):
     if pset["a"] == 1:
@@ -363,10 +363,13 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     # imported once in each of the two array tasks, not once per pset (and by sweepc's check before submitting)
 
     def imports() -> list[str]:
-        return sorted(ln.split()[1] for ln in (p.root / "imports.txt").read_text().splitlines() if not ln.endswith(" here"))
+        """The array tasks (JOB_TASK) that imported the module, one line per import."""
+        return [ln.split()[1] for ln in (p.root / "imports.txt").read_text().splitlines() if not ln.endswith(" here_")]
 
-    # (and once more in the one task that retried a=1, 2 and 3)
-    assert imports() == ["0", "0", "1"]
+    # the two tasks of the first round, and the retry tasks (one or two rounds, as the
+    # failures come in): each imported it once, whatever number of psets it ran
+    first = imports()
+    assert len(first) == len(set(first)) and 3 <= len(first) <= 4, first
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: r["_status"] for a, r in rows.items()} == {0: "done", 1: "failed", 2: "failed", 3: "done", 4: "done", 5: "skipped"}
     assert {a: r["_attempts"] for a, r in rows.items() if a != 5} == {0: 1, 1: 2, 2: 2, 3: 2, 4: 1}
@@ -387,7 +390,8 @@ def test_a_python_rule_runs_in_bundles_importing_its_module_once_per_task(slurm_
     (p.root / "model.py").write_text(PYTHON_MODEL.replace("VALUE", "100").replace('pset["a"] == 1', "False").replace('pset["a"] == 2', "False"))
     code, out = p.sweepc("build", "--backend", "slurm", "--wait", "-k")
     assert code == 1, out  # prep[a=5] still fails
-    assert imports() == ["0", "0", "0", "1", "1"]
+    again = imports()[len(first):]
+    assert len(again) == len(set(again)) == 2, again  # the 6 psets of work in 2 tasks
     rows = {r["a"]: r for r in p.results("work")}
     assert {a: (r["_status"], r["y"]) for a, r in rows.items() if a != 5} == {a: ("done", 100 * a) for a in range(5)}
     assert rows[5]["_status"] == "skipped"

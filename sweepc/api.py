@@ -320,14 +320,15 @@ class Study:
             p = make_plan(g, store, select(g, [r.name for r in rules], where=where, psets=psets))
             runs = store.runs()
             rows = store.history(spec.name) if history else []
+            stored = {} if history else {r.name: store.latest_results(r.name) for r in rules if r.results}
         finally:
             store.close()
         if history:
             df = res.history(p, spec, runs, rows)
         elif rule is None:
-            df = res.one_table(p, runs)
+            df = res.one_table(p, runs, stored=stored)
         else:
-            df = res.table(p, spec, runs)
+            df = res.table(p, spec, runs, stored=stored.get(spec.name))
         return res.select_columns(df, columns)
 
     def report(self, output: str | Path = "report.html") -> Path:
@@ -342,9 +343,10 @@ class Study:
         try:
             p = make_plan(g, store, select(g, [r.name for r in g.rules]))
             runs = store.runs()
+            stored = {r.name: store.latest_results(r.name) for r in g.rules if r.results}
         finally:
             store.close()
-        tables = {r.name: res.table(p, r, runs) for r in g.rules}
+        tables = {r.name: res.table(p, r, runs, stored=stored.get(r.name)) for r in g.rules}
         main, _ = res.one_table_rules(g)
         data = rep.ReportData(g, tuple(runs), tables, res.one_table(p, runs, frames=tables), main.name)
         path = Path(output)

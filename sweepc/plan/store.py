@@ -437,6 +437,21 @@ class Store:
         )
         return [HistoryRow(*r) for r in rows]
 
+    def latest_results(self, rule: str) -> dict[str, tuple[str, float | None]]:
+        """pset hash -> (the values of its results files as recorded when it
+        ended, its end time) for each job of `rule` whose latest run ended
+        done with results: one query, for the results table (which still
+        reads a file changed since; see results/table.py)."""
+        try:
+            rows = self.conn.execute(
+                "SELECT j.hash, r.values_json, j.end FROM jobs j JOIN results r "
+                "ON r.rule = j.rule AND r.hash = j.hash AND r.run_id = j.run_id "
+                "WHERE j.rule = ? AND j.status = 'done'", (rule,))
+            return {h: (v, end) for h, v, end in rows}
+        except sqlite3.DatabaseError as e:
+            shown = _rel(self.path)
+            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+
     def runs(self) -> list[Run]:
         rows = self.conn.execute(
             "SELECT run_id, seq, started, ended, argv, backend, git_commit, git_dirty, ran, failed, uptodate, status FROM runs ORDER BY seq"

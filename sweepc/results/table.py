@@ -58,8 +58,15 @@ def pick_rule(g: BuildGraph, name: str | None) -> RuleSpec:
     return g.rule(name)
 
 
-def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = None) -> pd.DataFrame:
-    """The results DataFrame of one rule, from a plan that selected its jobs."""
+def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = None,
+          stored: Mapping[str, tuple[str, float | None]] | None = None) -> pd.DataFrame:
+    """The results DataFrame of one rule, from a plan that selected its jobs.
+
+    stored: Store.latest_results(rule.name), the values the store recorded
+    when each job's latest run ended done. A row takes them instead of
+    reading its results files when none of those files has changed since
+    (see _stored_values); without it, or for any other row, the files are
+    read, as they always were."""
     g = plan.graph
     run_seq = {r.run_id: r.seq for r in runs}
     indexed = g.has_index(rule.keys)
@@ -97,6 +104,12 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
         )
         row["_error"] = error_text(g, rule, Path(d), rec.exit_code) if rec is not None and status == "failed" else None
         if status in (DONE, STALE) and rule.results:
+            known = stored.get(job.hash) if stored else None
+            values = _stored_values(d, rule.results, known) if known is not None else None
+            if values is not None:
+                row.update({k: v for k, v in values.items() if k not in row})
+                rows.append(row)
+                continue
             read = read_results(d, rule.results, ())
             # A results file that is also an output makes the job "stale" when it
             # is deleted; "results missing" / "results malformed" says better why
@@ -110,6 +123,29 @@ def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = No
             row.update({k: v for k, v in read.values.items() if k not in row})
         rows.append(row)
     return _frame(rows, rule, indexed)
+
+
+def _stored_values(d: str, names: Sequence[str], known: tuple[str, float | None]) -> dict[str, Any] | None:
+    """The values the store recorded when the job ended, if every results
+    file is still the one it read then: there, and not written, renamed or
+    touched since the job ended (the file's ctime, which nothing but a
+    change sets and nobody can set back, is not after the recorded end).
+    None means: read the files (a file changed or gone since, a job rerun
+    by hand in its folder, an end time not recorded)."""
+    values_json, end = known
+    if end is None:
+        return None
+    for name in names:
+        try:
+            if os.stat(os.path.join(d, name)).st_ctime > end:
+                return None
+        except OSError:
+            return None
+    try:
+        values = json.loads(values_json)
+    except ValueError:
+        return None
+    return values if isinstance(values, dict) else None
 
 
 def _frame(rows: list[dict[str, Any]], rule: RuleSpec, indexed: bool = False) -> pd.DataFrame:
@@ -235,7 +271,8 @@ def one_table_rules(g: BuildGraph) -> tuple[RuleSpec, tuple[RuleSpec, ...]]:
     return main, rules
 
 
-def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None,
+              stored: Mapping[str, Mapping[str, tuple[str, float | None]]] | None = None) -> pd.DataFrame:
     """One row per selected pset of the main sweep: the main rule's table, then
     for each other rule of the one table its bookkeeping as `RULE._status`,
     `RULE._run_id`, ... and its results (as `RULE.key` when two rules share a
@@ -246,7 +283,7 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
     made = dict(frames or {})  # tables already made (the report makes every rule's)
     for r in rules:
         if r.name not in made:
-            made[r.name] = table(plan, r, runs, cwd)
+            made[r.name] = table(plan, r, runs, cwd, stored=(stored or {}).get(r.name))
     base = made[main.name]
     if len(rules) == 1:
         return base

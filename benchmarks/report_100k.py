@@ -6,9 +6,10 @@
     python3 benchmarks/report_100k.py --n 2000 --dir /tmp/r2k
     python3 benchmarks/report_100k.py --profile /tmp/prof   # + a cProfile of each command
 
-The study is built for real, once (`sweepc build -k -j 2`: ~215 trivial jobs
-a second here, so ~8 minutes at 100k; the folder is kept and reused while its
-sweepfile is the same, and a build that was stopped is finished):
+The study is built for real, once, by this checkout (`sweepc build -k -j 2`:
+~215 trivial jobs a second on an idle 2-core machine, 8 minutes at 100k; 25
+minutes under load; the folder is kept and reused while its sweepfile is the
+same, and a build that was stopped is finished the next time):
 
     param a = range(0, N / 1000)   param b = range(0, 100)   param c = range(0, 10)
     sweep grid = a * b * c
@@ -22,17 +23,23 @@ gather over what succeeded, and failures with their error text.
 
 Then each command runs as its own process, as a user runs it, ROUNDS times:
 
-    results   sweepc results --format csv -o FILE     (the one table, every column)
+    results   sweepc results                          (the terminal table, to a pipe)
+    csv       sweepc results --format csv -o FILE     (the one table, every column)
     report    sweepc report -o FILE
 
-and the script prints, per command, the median wall time and the median CPU
+and the script prints, per command, the median (and least) wall time and CPU
 time (user + system of the process and its children, os.wait4), and the load
 average before and after (on a shared machine, quote it). Not a test: nothing
 is asserted.
 
---profile DIR writes DIR/results.prof and DIR/report.prof (one more run of
-each under cProfile; read them with `python3 -m pstats FILE`, `sort cumtime`,
-`stats 30`).
+--baseline DIR times another checkout too (`git worktree add /tmp/base
+main`, or `git archive main sweepc grammar | tar -x -C /tmp/base`), in turn
+with this one (the first alternating between rounds), so that the load of a
+shared machine hits both alike: a before/after on the same study.
+
+--profile DIR writes DIR/NAME-this.prof (and NAME-baseline.prof): one more
+run of each command under cProfile; read them with `python3 -m pstats FILE`,
+`sort cumtime`, `stats 30`.
 """
 
 from __future__ import annotations
@@ -76,10 +83,14 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 SWEEPC = [sys.executable, "-m", "sweepc"]
 
 
-def run(argv: list[str], cwd: Path, check: bool = True) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds (user + system, with children), exit code)."""
+def run(argv: list[str], cwd: Path, check: bool = True, code: Path | None = None) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds (user + system, with children), exit code);
+    `code`: the sweepc checkout to run (first on PYTHONPATH)."""
+    env = dict(ENV)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
     err = proc.stderr.read()  # before wait4: a full pipe would block the command
     _, status, usage = os.wait4(proc.pid, 0)
@@ -99,16 +110,22 @@ def make_study(d: Path, n: int, jobs: int) -> None:
     sf = d / "sweepfile"
     if not sf.exists() or sf.read_text() != text:
         sf.write_text(text)
-    # a no-op when the study is built already; finishes a build that was stopped
+    built = d / "built.txt"  # the sweepfile a finished build built (a rebuild would rerun the failures)
+    if built.exists() and built.read_text() == text:
+        return
     print(f"building {d} (sweepc build -k -j {jobs}) ...", flush=True)
-    wall, cpu, code = run([*SWEEPC, "build", "-k", "-j", str(jobs)], d, check=False)
+    wall, cpu, code = run([*SWEEPC, "build", "-k", "-j", str(jobs)], d, check=False, code=ROOT)
     print(f"  {wall:.1f} s wall, {cpu:.1f} s CPU, exit {code} (1: the planned failures)", flush=True)
+    if code in (0, 1):
+        built.write_text(text)
 
 
 COMMANDS = {
-    "results": ["results", "--format", "csv", "-o", "{out}/results.csv"],
+    "results": ["results"],  # the terminal table (to a pipe here)
+    "csv": ["results", "--format", "csv", "-o", "{out}/results.csv"],
     "report": ["report", "-o", "{out}/report.html"],
 }
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -118,24 +135,35 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="-j of the build that makes the study")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="write a cProfile of each command into this folder")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another sweepc checkout (e.g. `git worktree add /tmp/base main`) timed in turn with this one")
     args = ap.parse_args()
     d = (args.dir or Path(f"/tmp/sweepc-report-{args.n // 1000}k")).resolve()
-    make_study(d, args.n, args.jobs)
+    make_study(d, args.n, args.jobs)  # with this checkout
     out = d / "bench-out"
     out.mkdir(exist_ok=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    codes: dict[str, Path | None] = {"this": ROOT}
+    if args.baseline is not None:
+        codes["baseline"] = args.baseline.resolve()
     for name, argv in COMMANDS.items():
         full = [a.format(out=out) for a in argv]
-        times = [run([*SWEEPC, *full], d) for _ in range(args.rounds)]
-        wall = statistics.median(t[0] for t in times)
-        cpu = statistics.median(t[1] for t in times)
-        print(f"{name:8} sweepc {' '.join(full)}: median of {args.rounds}: {wall:.2f} s wall, {cpu:.2f} s CPU"
-              f" (walls {', '.join(f'{t[0]:.2f}' for t in times)})", flush=True)
+        times: dict[str, list[tuple[float, float, int]]] = {c: [] for c in codes}
+        for k in range(args.rounds):
+            # this checkout and the baseline in turn, the first alternating, so load hits both alike
+            for c in (list(codes) if k % 2 == 0 else list(codes)[::-1]):
+                times[c].append(run([*SWEEPC, *full], d, code=codes[c]))
+        print(f"{name}: sweepc {' '.join(full)}", flush=True)
+        for c, ts in times.items():
+            print(f"  {c:8} median of {args.rounds}: {statistics.median(t[0] for t in ts):6.2f} s wall, "
+                  f"{statistics.median(t[1] for t in ts):6.2f} s CPU   (min {min(t[0] for t in ts):.2f} s wall, "
+                  f"{min(t[1] for t in ts):.2f} s CPU)", flush=True)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-            prof = args.profile / f"{name}.prof"
-            run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "sweepc", *full], d)
-            print(f"         profile: {prof}")
+            for c, where in codes.items():
+                prof = args.profile / f"{name}-{c}.prof"
+                run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "sweepc", *full], d, code=where)
+                print(f"  profile: {prof}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -166,3 +166,28 @@ def test_a_job_whose_build_was_killed_is_read_from_its_files(root: Path, monkeyp
     df, reads = same(root, monkeypatch)
     assert reads == 1
     assert df.iloc[0]["_status"] == "stale" and df.iloc[0]["y"] == 17
+
+
+def _csv_by_rows(df: pd.DataFrame) -> str:
+    """to_csv as it was: one cell at a time (the reference for the fast one)."""
+    lines = [",".join(res._csv_text(str(c), False) for c in df.columns)]
+    for row in df.itertuples(index=False, name=None):
+        lines.append(",".join(res._csv_cell(v) for v in row))
+    return "\n".join(lines) + "\n"
+
+
+def test_csv_column_by_column_is_the_csv_cell_by_cell() -> None:
+    t = pd.Timestamp("2026-11-30 00:16:00.293646", tz="UTC")
+    df = pd.DataFrame({
+        "i": [1, -2, 3, 10**15],
+        "f": [0.1, float("nan"), float("inf"), -0.0],
+        "n": pd.array([1, None, 3, 0], dtype="Int64"),
+        "b": [True, False, True, False],
+        "s": ["done", "1", "NA", 'say "hi", x'],
+        "o": [None, 1, "true", [1, 2]],
+        "m": [1, True, 1.0, "1"],  # equal values of different types
+        "t": [t, None, t, t.floor("s")],
+        "u": pd.Series([t, t.tz_convert("Europe/Paris"), None, t], dtype=object),
+    })
+    assert res.to_csv(df) == _csv_by_rows(df)
+    assert res.to_csv(df.iloc[:0]) == _csv_by_rows(df.iloc[:0])

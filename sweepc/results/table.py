@@ -102,27 +102,26 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None,
     taken = frozenset((*rule.keys, *BOOKKEEPING, *(("_index",) if indexed else ())))
     wd, prefix = _workdir(g, here)
     records = plan.records
-    raw = records.raw if isinstance(records, RecordMap) else None
-    jobs = g.jobs
+    # the raw row (a Record is one too): no NamedTuple made per job
+    get = records.raw if isinstance(records, RecordMap) else records.get
+    jobs, state, name, results = g.jobs, plan.state, rule.name, rule.results
+    log_tail = "/" + LOG_NAME
     fromtimestamp, utc, timestamp = dt.datetime.fromtimestamp, dt.UTC, pd.Timestamp
     for i in rule.job_ids:
         if i not in selected:
             continue
         job = jobs[i]
-        key = (job.rule, job.hash)
-        r = raw(key) if raw is not None else records.get(key)
-        rec = Record(*r) if r is not None else None
-        status = plan.state(i)
+        h = job.hash
+        rec = get((name, h))
+        status = state(i)
         reldir = job.reldir
-        d = f"{wd}/{reldir}"
-        has_run = rec is not None and rec.start is not None
         row_values: Mapping[str, Any] = _NO_VALUES
-        error = error_text(g, rule, Path(d), rec.exit_code) if rec is not None and status == "failed" else None
-        if status in (DONE, STALE) and rule.results:
-            known = stored.get(job.hash) if stored else None
-            got = _stored_values(d, rule.results, known) if known is not None else None
+        if results and (status == DONE or status == STALE):
+            d = f"{wd}/{reldir}"
+            known = stored.get(h) if stored else None
+            got = _stored_values(d, results, known) if known is not None else None
             if got is None:
-                read = read_results(d, rule.results, ())
+                read = read_results(d, results, ())
                 got = read.values
                 # A results file that is also an output makes the job "stale" when it
                 # is deleted; "results missing" / "results malformed" says better why
@@ -136,17 +135,22 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None,
             row_values = got if taken.isdisjoint(got) else {k: v for k, v in got.items() if k not in taken}
         params.append(job.params if type(job.params) is dict else dict(job.params))
         values.append(row_values)
-        if rec is not None and has_run:
-            start, end = rec.start, rec.end
-            book: tuple[Any, ...] = (
-                job.hash, job.seq, rec.run_id, run_seq.get(rec.run_id) if rec.run_id else None,
-                timestamp(fromtimestamp(start, utc)) if start else None, rec.host,
-                round(end - start, 3) if end is not None and start is not None else None,
-                status, rec.exit_code, rec.attempts or None, rec.max_rss_mb, rec.cpu_s,
-                prefix + reldir, f"{prefix}{reldir}/{LOG_NAME}", error,
-            )
+        if rec is None:
+            book: tuple[Any, ...] = (h, job.seq, None, None, None, None, None, status, None, None, None, None, prefix + reldir, None, None)
         else:
-            book = (job.hash, job.seq, None, None, None, None, None, status, None, None, None, None, prefix + reldir, None, error)
+            error = error_text(g, rule, Path(f"{wd}/{reldir}"), rec[I_EXIT_CODE]) if status == "failed" else None
+            start = rec[I_START]
+            if start is None:  # never ran (planned, queued)
+                book = (h, job.seq, None, None, None, None, None, status, None, None, None, None, prefix + reldir, None, error)
+            else:
+                end, run_id = rec[I_END], rec[I_RUN_ID]
+                book = (
+                    h, job.seq, run_id, run_seq.get(run_id) if run_id else None,
+                    timestamp(fromtimestamp(start, utc)) if start else None, rec[I_HOST],
+                    round(end - start, 3) if end is not None else None,
+                    status, rec[I_EXIT_CODE], rec[I_ATTEMPTS] or None, rec[I_MAX_RSS_MB], rec[I_CPU_S],
+                    prefix + reldir, prefix + reldir + log_tail, error,
+                )
         books.append((g.index_of(job.params), *book) if indexed else book)  # csv(..., index=...): the row id
     if not books:
         return _frame([], rule, indexed)
@@ -165,6 +169,10 @@ _BOOK_COLUMNS = (
 )
 assert set(_BOOK_COLUMNS) == set(BOOKKEEPING)
 _NO_VALUES: Mapping[str, Any] = {}
+# positions in a store row (Record._fields)
+I_START, I_END, I_HOST, I_EXIT_CODE, I_ATTEMPTS, I_MAX_RSS_MB, I_CPU_S, I_RUN_ID = (
+    Record._fields.index(f) for f in ("start", "end", "host", "exit_code", "attempts", "max_rss_mb", "cpu_s", "run_id")
+)
 
 
 def _stored_values(d: str, names: Sequence[str], known: tuple[str, float | None]) -> dict[str, Any] | None:

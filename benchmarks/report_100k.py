@@ -33,9 +33,11 @@ average before and after (on a shared machine, quote it). Not a test: nothing
 is asserted.
 
 --baseline DIR times another checkout too (`git worktree add /tmp/base
-main`, or `git archive main sweepc grammar | tar -x -C /tmp/base`), in turn
-with this one (the first alternating between rounds), so that the load of a
-shared machine hits both alike: a before/after on the same study.
+main`, or `git archive main sweepc grammar | tar -x -C /tmp/base`) right
+after this one (who goes first alternates between commands): a before/after
+on the same study. Each checkout's rounds come after one uncounted run: the
+graph cache holds for one checkout's code at a time, so the first run after
+the other checkout compiles the sweepfile again.
 
 --profile DIR writes DIR/NAME-this.prof (and NAME-baseline.prof): one more
 run of each command under cProfile; read them with `python3 -m pstats FILE`,
@@ -146,13 +148,16 @@ def main() -> None:
     codes: dict[str, Path | None] = {"this": ROOT}
     if args.baseline is not None:
         codes["baseline"] = args.baseline.resolve()
-    for name, argv in COMMANDS.items():
+    for n_command, (name, argv) in enumerate(COMMANDS.items()):
         full = [a.format(out=out) for a in argv]
         times: dict[str, list[tuple[float, float, int]]] = {c: [] for c in codes}
-        for k in range(args.rounds):
-            # this checkout and the baseline in turn, the first alternating, so load hits both alike
-            for c in (list(codes) if k % 2 == 0 else list(codes)[::-1]):
-                times[c].append(run([*SWEEPC, *full], d, code=codes[c]))
+        order = list(codes) if n_command % 2 == 0 else list(codes)[::-1]  # who goes first alternates
+        for c in order:
+            # one run first, not counted: the graph and fingerprint caches hold
+            # for one checkout's code at a time (lang/project.py), so the first
+            # run after the other checkout compiles the sweepfile again
+            run([*SWEEPC, *full], d, code=codes[c])
+            times[c] = [run([*SWEEPC, *full], d, code=codes[c]) for _ in range(args.rounds)]
         print(f"{name}: sweepc {' '.join(full)}", flush=True)
         for c, ts in times.items():
             print(f"  {c:8} median of {args.rounds}: {statistics.median(t[0] for t in ts):6.2f} s wall, "

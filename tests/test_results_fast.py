@@ -183,11 +183,13 @@ def test_csv_column_by_column_is_the_csv_cell_by_cell() -> None:
         "f": [0.1, float("nan"), float("inf"), -0.0],
         "n": pd.array([1, None, 3, 0], dtype="Int64"),
         "b": [True, False, True, False],
-        "s": ["done", "1", "NA", 'say "hi", x'],
+        "s": ["done", "1", None, 'say "hi", x'],
+        "S": pd.array(["NA", None, "true", " x"], dtype="string"),
         "o": [None, 1, "true", [1, 2]],
         "m": [1, True, 1.0, "1"],  # equal values of different types
         "t": [t, None, t, t.floor("s")],
         "u": pd.Series([t, t.tz_convert("Europe/Paris"), None, t], dtype=object),
     })
+    assert str(df["s"].dtype) == "str" and str(df["n"].dtype) == "Int64"
     assert res.to_csv(df) == _csv_by_rows(df)
     assert res.to_csv(df.iloc[:0]) == _csv_by_rows(df.iloc[:0])

@@ -475,8 +475,15 @@ def to_csv(df: pd.DataFrame) -> str:
 
 
 def _csv_column(col: pd.Series[Any]) -> list[str]:
-    values = list(col)  # Python scalars for numpy columns, as itertuples gives them
     dtype = col.dtype
+    if dtype == "Int64":  # integers with gaps (_run_seq, _exit_code, ...)
+        gaps = col.isna().to_numpy()
+        ints = col.to_numpy(dtype="int64", na_value=0).tolist()
+        return ["" if gap else str(v) for v, gap in zip(ints, gaps.tolist())]
+    if isinstance(dtype, pd.StringDtype):
+        values = list(col.to_numpy(dtype=object))  # str, and the dtype's gap (NaN or NA)
+    else:
+        values = list(col)  # Python scalars for numpy columns, as itertuples gives them
     if dtype == "int64":
         return [str(v) for v in values]
     if dtype == "float64":

@@ -131,10 +131,6 @@ def plan(
     was = gc.isenabled()
     gc.disable()
     try:
-        if any(job.soft for job in g.jobs):
-            # input: done(RULE): fingerprints depend on which jobs ended done,
-            # so nothing is cached and every job is decided in one pass
-            return _plan_soft(g, store, selected, forced_rules, explain, live)
         return _plan(g, store, selected, forced_rules, explain, live)
     finally:
         if was:
@@ -162,7 +158,17 @@ def _plan(
     fps: Sequence[str]
     cmds: Sequence[str]
     ins: Sequence[str]
-    if states:
+    # input: done(RULE): the fingerprint of such a job (and of every job
+    # downstream of one) depends on which of those inputs ended done; it is
+    # made here, in order, over the static ones (_hashes) of the rest
+    dyn = _dynamic_jobs(g, selected)
+    dynamic: dict[int, tuple[str, ...]] = {}
+    if dyn:
+        static, cmds, static_ins = _hashes(g, selected, digests)
+        fps = list(static)
+        ins = _Overlay(static_ins)
+        tparts = _SourceParts(g, digests)
+    elif states:
         fps, cmds, ins = _hashes(g, selected, digests)
     else:
         # nothing was ever built: every job is "never built" and no hash is
@@ -189,6 +195,20 @@ def _plan(
                 rule = job.rule
                 rule_states = states.get(rule, {})
                 outs = outputs[rule]
+            if i in dyn:
+                assert isinstance(fps, list) and isinstance(ins, _Overlay)
+                dynamic[i] = tuple(tparts.of(job))
+                soft = job.soft
+                parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
+                inputs_hash = text_hash(*parts, *dynamic[i])
+                if soft:
+                    # up to date means: built with the done() inputs that are done now
+                    inputs_hash = soft_inputs_hash(inputs_hash, [
+                        fps[d] for d in job.deps
+                        if d in soft and d not in will_run and d not in queued and _is_done(states, jobs[d])
+                    ])
+                fps[i] = text_hash(cmds[i], job.hash, inputs_hash)
+                ins.over[i] = inputs_hash
             if live and (job.rule, job.hash) in live:
                 queued[i] = live[(job.rule, job.hash)]
                 continue
@@ -229,7 +249,51 @@ def _plan(
         new_store=store.new,
         records=full if full is not None else store.records_later(),
         source_updates=tuple(updates),
+        dynamic=dynamic,
     )
+
+
+def _dynamic_jobs(g: BuildGraph, selected: Sequence[int]) -> set[int]:
+    """The selected jobs with done() inputs, and every selected job downstream of one."""
+    jobs = g.jobs
+    if not any(r.inputs and any(inp.only_done for inp in r.inputs) for r in g.rules):
+        return set()
+    dyn: set[int] = set()
+    for i in selected:
+        job = jobs[i]
+        if job.soft or (dyn and any(d in dyn for d in job.deps)):
+            dyn.add(i)
+    return dyn
+
+
+def _is_done(states: Mapping[str, Mapping[str, str]], job: Job) -> bool:
+    """Whether the job's row says done (Store.states(): a done row is its
+    fingerprint, or "!done" when it has none; any other is "!" + its status)."""
+    st = states.get(job.rule, {}).get(job.hash)
+    return st is not None and (st[:1] != "!" or st == "!done")
+
+
+class _Overlay(Sequence[str]):
+    """Hashes by job id: a few made during planning over the rest."""
+
+    def __init__(self, base: Sequence[str]) -> None:
+        self.base = base
+        self.over: dict[int, str] = {}
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        got = self.over.get(i)
+        return self.base[i] if got is None else got
+
+    def __len__(self) -> int:
+        return len(self.base)
 
 
 def _reasons(
@@ -289,76 +353,6 @@ def _reasons(
 _NEVER_BUILT = (Reason(NEVER_BUILT, "never built"),)
 
 
-def _plan_soft(
-    g: BuildGraph,
-    store: Store,
-    selected: Sequence[int],
-    forced_rules: Collection[str],
-    explain: bool,
-    live: Mapping[tuple[str, str], str] | None,
-) -> Plan:
-    """plan() for a graph with done() inputs: hashes made as jobs are decided."""
-    records = store.records()
-    digests, updates = _source_digests(g, store, selected)
-    live = live or {}
-    jobs = g.jobs
-    wd = str(g.workdir_path)
-    # a missing temp() output alone never makes a job stale (see _rebuild_temps)
-    outputs = {r.name: tuple(o.path for o in r.outputs if not o.temp) for r in g.rules}
-    forced = _forced(g, selected, forced_rules)
-
-    # indexed by job id; lists, because this loop is the no-op build at 100k psets
-    building: list[LiveBuild | None] = []  # read once, at the first `planned` row
-    fps: list[str] = [""] * len(jobs)
-    cmds: list[str] = [""] * len(jobs)
-    ins: list[str] = [""] * len(jobs)
-    will_run: dict[int, tuple[Reason, ...]] = {}
-    queued: dict[int, str] = {}
-    dynamic: dict[int, tuple[str, ...]] = {}
-    tparts = _SourceParts(g, digests)
-    for i in selected:
-        job = jobs[i]
-        cmd_hash = text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")
-        soft = job.soft
-        parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
-        if job.sources or job.rule in tparts.rules:
-            parts.extend(tparts.of(job))
-        inputs_hash = text_hash(*parts)
-        if soft:
-            # up to date means: built with the done() inputs that are done now
-            inputs_hash = soft_inputs_hash(inputs_hash, [fps[d] for d in job.deps if d in soft and _done_now(jobs[d], d, records, will_run, queued)])
-        if soft or (dynamic and any(d in dynamic for d in job.deps)):
-            dynamic[i] = tuple(tparts.of(job))
-        fp = text_hash(cmd_hash, job.hash, inputs_hash)
-        fps[i] = fp
-        cmds[i] = cmd_hash
-        ins[i] = inputs_hash
-        key = (job.rule, job.hash)
-        if live and key in live:
-            queued[i] = live[key]
-            continue
-        reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, records, explain, i in forced, wd, outputs[job.rule],
-                           will_run, queued, building)
-        if reasons:
-            will_run[i] = reasons
-    _rebuild_temps(g, selected, will_run, queued, wd)
-    run = tuple(i for i in selected if i in will_run)
-    return Plan(
-        graph=g,
-        selected=tuple(selected),
-        run=run,
-        reasons=will_run,
-        queued=queued,
-        cmd_hashes=cmds,
-        inputs_hashes=ins,
-        fingerprints=fps,
-        new_store=store.new,
-        records=records,
-        source_updates=tuple(updates),
-        dynamic=dynamic,
-    )
-
-
 def soft_inputs_hash(base: str, done_fingerprints: Sequence[str]) -> str:
     """The inputs hash of a job with `input: done(RULE)`: its other inputs
     (base) and the fingerprints of the done() inputs that ended done."""
@@ -377,13 +371,6 @@ def dynamic_fingerprint(p: Plan, i: int, fps: Sequence[str], ended_done: Collect
     if soft:
         inputs_hash = soft_inputs_hash(inputs_hash, [fps[d] for d in job.deps if d in soft and d in ended_done])
     return inputs_hash, text_hash(p.cmd_hashes[i], job.hash, inputs_hash)
-
-
-def _done_now(job: Job, d: int, records: RecordMap, will_run: Mapping[int, object], queued: Mapping[int, str]) -> bool:
-    if d in will_run or d in queued:
-        return False
-    rec = records.raw((job.rule, job.hash))
-    return rec is not None and rec[I_STATUS] == "done"
 
 
 # -- fingerprints ---------------------------------------------------------------

@@ -11,7 +11,7 @@ task and records its reply, which carries the function's results. A worker
 
 * exits after a task that failed (an exception may have left the module's
   state broken) and after ``max_jobs`` tasks (SWEEPC_PY_MAX_JOBS, default
-  1000; against leaks); the next task goes to a fresh worker;
+  10000; against leaks); the next task goes to a fresh worker;
 * that dies (a segfault, ``os._exit``, the OOM killer, a time limit) fails
   only the task it was running; tasks queued behind it go to a fresh worker;
 * dies with the build: PR_SET_PDEATHSIG (SIGKILL when sweepc's thread
@@ -44,22 +44,24 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from sweepc.backends.jobdir import WRITE_FLAGS
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
 
 __all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_problems"]
 
-DEFAULT_MAX_JOBS = 1000
+DEFAULT_MAX_JOBS = 10000
 # The scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus: it
 # starts up to QUEUE_DEPTH a cpu, which wait in the pool (pending) until a
 # worker takes them.
-QUEUE_DEPTH = 64
+QUEUE_DEPTH = 256
 # Tasks a worker holds: one running, the rest queued behind it, so that the
 # round trip to sweepc after a task does not leave the worker idle, and
 # sweepc takes in many replies (one store commit) at a time: about
@@ -68,6 +70,11 @@ QUEUE_DEPTH = 64
 QUEUE_SECONDS = 0.05
 MAX_QUEUE = 64
 TASK_OVERHEAD_S = 0.0003  # a task's cost beyond its function's time (its folder, the round trip)
+# wait() takes in replies for up to GATHER_S (at most GATHER_MAX) while at
+# least GATHER_MIN_PENDING tasks are pending: one store commit for many ends.
+GATHER_S = 0.05
+GATHER_MAX = 2000
+GATHER_MIN_PENDING = 16
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PYJOB = os.path.join(os.path.dirname(_HERE), "pyjob.py")
 _PYWORKER = os.path.join(_HERE, "pyworker.py")
@@ -115,11 +122,12 @@ class PyExit(Exit):
 
 
 class _Worker:
-    __slots__ = ("assigned", "buf", "out", "proc", "queue", "rfd", "stdin")
+    __slots__ = ("assigned", "buf", "out", "proc", "queue", "rfd", "spool", "stdin")
 
-    def __init__(self, proc: subprocess.Popen[bytes], rfd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], rfd: int, spool: int) -> None:
         self.proc = proc
         self.rfd = rfd
+        self.spool = spool  # the running task's stdout and stderr (pyworker.py), read when the worker dies
         self.stdin = proc.stdin
         self.buf = b""
         self.out: list[str] = []  # task lines not sent yet (sent together, before waiting)
@@ -192,10 +200,31 @@ class PythonPool:
         if not self._finished and self.running:
             for key, _ in self._sel.select(timeout):
                 self._read(key.data)
-            self._fill()
-            self._send()
+            if timeout != 0:
+                self._gather()
         out, self._finished = self._finished, []
         return out
+
+    def _gather(self) -> None:
+        """After the first replies: take in more for up to GATHER_S while the
+        workers have work (pending tasks keep them fed), so that sweepc
+        records many ends in one store commit. Stops at once at a failure,
+        and when the pending tasks run low (sweepc starts more)."""
+        end = time.monotonic() + GATHER_S
+        fin = self._finished
+        while fin and len(fin) < GATHER_MAX and len(self._pending) >= GATHER_MIN_PENDING:
+            if any(ex.exit_code != 0 for ex in fin):
+                return
+            self._fill()
+            self._send()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            ready = self._sel.select(left)
+            if not ready:
+                return
+            for key, _ in ready:
+                self._read(key.data)
 
     def drop_pending(self) -> list[int]:
         """Take back the tasks no worker has been given (they are not
@@ -225,14 +254,18 @@ class PythonPool:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(5)
             # what it answered before it died ended on its own
-            while w in self._workers and w.queue:
-                before = (len(w.queue), len(w.buf))
-                self._read(w)
-                if (len(w.queue), len(w.buf)) == before and w in self._workers:
-                    break  # nothing more to read (a child of the function holds the pipe)
+            while w.queue:
+                try:
+                    data = os.read(w.rfd, 1 << 18)
+                except OSError:  # (BlockingIOError: a child of the function holds the pipe)
+                    break
+                if not data:
+                    break
+                self._take(w, data)
             now = time.time()
             if w.queue:
                 t = w.queue[0]
+                _save_output(w, t, "")
                 self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, error="interrupted"))
             w.queue.clear()
             self._drop(w)
@@ -315,20 +348,23 @@ class PythonPool:
                     pass  # it died: its EOF fails (or hands on) its tasks
 
     def _spawn(self) -> _Worker:
+        with tempfile.TemporaryFile() as f:  # (unnamed: gone with the last fd on it)
+            spool = os.dup(f.fileno())
         r, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, "sweepc_pyworker", _PYWORKER, _PYJOB, str(wfd)],
+                [sys.executable, "-c", _BOOT, "sweepc_pyworker", _PYWORKER, _PYJOB, str(wfd), str(spool)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(wfd,), start_new_session=True, env=self._env, cwd=self._cwd,
+                pass_fds=(wfd, spool), start_new_session=True, env=self._env, cwd=self._cwd,
             )
         except BaseException:
             os.close(r)
             os.close(wfd)
+            os.close(spool)
             raise
         os.close(wfd)
         os.set_blocking(r, False)
-        w = _Worker(proc, r)
+        w = _Worker(proc, r, spool)
         self._workers.append(w)
         self._sel.register(r, selectors.EVENT_READ, w)
         return w
@@ -349,10 +385,7 @@ class PythonPool:
         except OSError:
             data = b""
         if data:
-            w.buf += data
-            *lines, w.buf = w.buf.split(b"\n")
-            for line in lines:
-                self._reply(w, json.loads(line))
+            self._take(w, data)
             return
         # EOF: the worker ended; what it had not answered was running or queued
         w.out = []
@@ -362,7 +395,6 @@ class PythonPool:
         except subprocess.TimeoutExpired:
             _signal_group(w.proc.pid, signal.SIGKILL)
             rc = w.proc.wait()
-        self._drop(w)
         if w.queue and not self._stopping:
             t = w.queue.popleft()
             now = time.time()
@@ -374,11 +406,23 @@ class PythonPool:
                 why = f"the Python worker was killed by signal {sig} ({name})"
             else:
                 why = f"the Python worker exited with code {rc} (os._exit or sys.exit outside the function's control)"
-            with contextlib.suppress(OSError), open(t.log_path, "a") as f:
-                f.write(f"\n{why}\n")
+            _save_output(w, t, f"\n{why}\n")
             code = 128 + sig if sig is not None else (rc or 1)
             self._end(PyExit(t.key, code, sig, now, now, 0, False, 0, error=why))
             self._hand_back(w)
+        elif w.queue:  # it died as kill_all began: its task was running (the others were not)
+            t = w.queue[0]
+            _save_output(w, t, "")
+            now = time.time()
+            self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, error="interrupted"))
+            w.queue.clear()
+        self._drop(w)
+
+    def _take(self, w: _Worker, data: bytes) -> None:
+        w.buf += data
+        *lines, w.buf = w.buf.split(b"\n")
+        for line in lines:
+            self._reply(w, json.loads(line))
 
     def _hand_back(self, w: _Worker) -> None:
         """w ends: the tasks queued behind its last one are pending again, first."""
@@ -423,11 +467,39 @@ class PythonPool:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(w.rfd)
             os.close(w.rfd)
+        if w.spool >= 0:
+            os.close(w.spool)
+            w.spool = -1
         self._retire(w)
         if kill:
             _signal_group(w.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(5)
+
+
+def _save_output(w: _Worker, t: PyTask, then: str) -> None:
+    """w died running t: what t printed (w's spool) goes to t's log, then `then`."""
+    if w.spool < 0:
+        return
+    try:
+        fd = os.open(t.log_path, WRITE_FLAGS | (os.O_APPEND if t.append_log else os.O_TRUNC), 0o666)
+    except OSError:
+        return
+    try:
+        size = os.fstat(w.spool).st_size
+        off = 0
+        while off < size:
+            data = os.pread(w.spool, min(size - off, 1 << 20), off)
+            if not data:
+                break
+            os.write(fd, data)
+            off += len(data)
+        if then:
+            os.write(fd, then.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _signal_group(pid: int, sig: int) -> None:

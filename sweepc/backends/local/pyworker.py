@@ -1,11 +1,14 @@
 """A worker of the local pool of Python workers (pypool.py): the loop that
 runs in the worker process. Standard library only, and loaded by its path
-(``python -c <boot> pyworker.py PYJOB_PY RESULT_FD``), like backends/pyjob.py,
+(``python -c <boot> pyworker.py PYJOB_PY RESULT_FD SPOOL_FD``), like backends/pyjob.py,
 whose ``load``, ``check_result``, ``write_result`` and ``report_failure`` it
 uses: a worker needs neither sweepc on sys.path nor its package imports.
 
 Tasks arrive on stdin, one JSON object a line (pypool.py writes several at
-a time); one reply a line goes to RESULT_FD. A task may carry ``prep``: the
+a time); one reply a line goes to RESULT_FD. A task's stdout and stderr go
+to the spool, a file of sweepc's emptied before each task; when the task
+printed anything, that becomes its sweepc.log (a job that printed nothing
+has no log), and when the worker dies sweepc copies it there itself. A task may carry ``prep``: the
 worker then makes the job folder itself (one step at a time from the
 workdir, never through a link, the folders above it kept open), writes the
 marker and pset.json sweepc sent, and removes the outputs of an earlier run
@@ -124,8 +127,9 @@ def _remove(fd: int, name: str) -> None:
         os.unlink(name, dir_fd=fd)
 
 
-def prepare(dirs: _Dirs, prep: dict[str, Any]) -> int:
-    """Make and fill the job folder; its fd. OSError when anything fails."""
+def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
+    """Make and fill the job folder: its fd, and whether it was made now.
+    OSError when anything fails."""
     rel: str = prep["r"]  # <rule>/<hh>/<hash>
     head, _, name = rel.rpartition("/")
     parent = dirs.below(prep["w"], head)
@@ -134,7 +138,7 @@ def prepare(dirs: _Dirs, prep: dict[str, Any]) -> int:
         if made:  # a new, empty folder: nothing to remove, no link to step around
             _write_new(fd, MARKER_NAME, (rel + "\n").encode())
             _write_new(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
-            return fd
+            return fd, True
         try:
             _write_new(fd, MARKER_NAME, (rel + "\n").encode())
         except FileExistsError:
@@ -147,19 +151,48 @@ def prepare(dirs: _Dirs, prep: dict[str, Any]) -> int:
         except FileNotFoundError:
             pass
         _replace(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
-        return fd
+        return fd, False
     except BaseException:
         os.close(fd)
         raise
 
 
+def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
+    """What the task printed (the spool, fds 1 and 2) becomes the job's log;
+    a task that printed nothing leaves no log (and none of an earlier run)."""
+    size = os.fstat(spool).st_size
+    if size == 0:
+        if not append and not fresh:
+            try:
+                os.unlink(LOG_NAME, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+        return
+    # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
+    log = os.open(LOG_NAME, _WRITE_FLAGS | (os.O_APPEND if append else os.O_TRUNC), 0o666, dir_fd=dfd)
+    try:
+        off = 0
+        while off < size:
+            data = os.pread(spool, min(size - off, 1 << 20), off)
+            if not data:
+                break
+            os.write(log, data)
+            off += len(data)
+    finally:
+        os.close(log)
+
+
 def main(argv: list[str]) -> int:
+    """argv: the path of pyjob.py, the fd for replies, the spool's fd (a file
+    sweepc made: fds 1 and 2 of every task; sweepc reads it when a worker dies)."""
     pyjob = _load_pyjob(argv[0])
     result_fd = int(argv[1])
+    spool = int(argv[2])
     pyjob._die_with_parent()
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
+    os.dup2(spool, 1)
+    os.dup2(spool, 2)
+    os.close(spool)
+    spool = 1
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     peak = pyjob._Peak()
     dirs = _Dirs()
@@ -181,9 +214,10 @@ def main(argv: list[str]) -> int:
         job_dir: str = task["d"]
         t0 = time.time()
         prep = task.get("prep")
+        fresh = False
         if prep is not None:
             try:
-                dfd = prepare(dirs, prep)
+                dfd, fresh = prepare(dirs, prep)
             except OSError as ex:
                 reply({"k": key, "np": str(ex)})
                 continue
@@ -193,22 +227,13 @@ def main(argv: list[str]) -> int:
             except OSError as ex:
                 reply({"k": key, "rc": 127, "err": f"cannot open the job folder: {ex}", "t0": t0, "t1": time.time(), "rss": 0})
                 continue
-        # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
-        flags = _WRITE_FLAGS | (os.O_APPEND if task.get("a") else os.O_TRUNC)
-        try:
-            log = os.open(LOG_NAME, flags, 0o666, dir_fd=dfd)
-        except OSError as ex:
-            os.close(dfd)
-            reply({"k": key, "rc": 127, "err": f"cannot open the log: {ex}", "t0": t0, "t1": time.time(), "rss": 0})
-            continue
         ok = True
         err = ""
         res = None
         can_reset = False
+        os.ftruncate(spool, 0)
+        os.lseek(spool, 0, os.SEEK_SET)
         try:
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
             os.fchdir(dfd)
             os.environ.update({
                 "SWEEPC_JOB_DIR": job_dir, "SWEEPC_PSET_JSON": job_dir + "/" + PSET_JSON_NAME, "SWEEPC_RULE": task["r"],
@@ -233,8 +258,11 @@ def main(argv: list[str]) -> int:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+        try:
+            _keep_output(spool, dfd, bool(task.get("a")), fresh)
+        except OSError as ex:
+            if ok:
+                ok, err = False, f"cannot write the log: {ex}"
         os.close(dfd)
         try:
             os.fchdir(home)

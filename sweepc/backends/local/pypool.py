@@ -67,8 +67,8 @@ QUEUE_DEPTH = 256
 # sweepc takes in many replies (one store commit) at a time: about
 # QUEUE_SECONDS of work (by the tasks' recent times), at most MAX_QUEUE.
 # Queued tasks have not started; a worker that ends hands them back.
-QUEUE_SECONDS = 0.05
-MAX_QUEUE = 64
+QUEUE_SECONDS = 0.01
+MAX_QUEUE = 16
 TASK_OVERHEAD_S = 0.0003  # a task's cost beyond its function's time (its folder, the round trip)
 # wait() takes in replies for up to GATHER_S (at most GATHER_MAX) while at
 # least GATHER_MIN_PENDING tasks are pending: one store commit for many ends.
@@ -294,7 +294,7 @@ class PythonPool:
         return max(2, min(MAX_QUEUE, 1 + int(QUEUE_SECONDS / self._task_s)))
 
     def _fill(self) -> None:
-        """Give pending tasks to workers (the emptiest first, new ones up to
+        """Give pending tasks to workers (to the emptiest, new ones up to
         max_workers), each up to its depth."""
         pending = self._pending
         if not pending or self._stopping:
@@ -316,8 +316,7 @@ class PythonPool:
                         return
             if len(w.queue) >= depth:
                 return
-            while pending and len(w.queue) < depth and w.stdin is not None:
-                self._give(w, pending.popleft())
+            self._give(w, pending.popleft())  # one at a time: the workers' queues stay even
 
     def _give(self, w: _Worker, task: PyTask) -> None:
         w.queue.append(task)

@@ -109,6 +109,7 @@ class PyTask:
     attempt: int = 1  # SWEEPC_ATTEMPT; the worker sets SWEEPC_JOB_DIR, ... from cwd, rule and hash
     append_log: bool = False
     prep: PyPrep | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # more for the call's os.environ (set last)
 
     @property
     def log_path(self) -> str:
@@ -145,6 +146,8 @@ def _task_line(task: PyTask) -> str:
         msg["n"] = task.attempt
     if task.append_log:
         msg["a"] = True
+    if task.env:
+        msg["e"] = dict(task.env)
     if task.prep is not None:
         pr = task.prep
         msg["prep"] = {"w": pr.workdir, "r": pr.reldir, "o": pr.outputs, "j": pr.pset_json}

@@ -239,6 +239,7 @@ def main(argv: list[str]) -> int:
                 "SWEEPC_JOB_DIR": job_dir, "SWEEPC_PSET_JSON": job_dir + "/" + PSET_JSON_NAME, "SWEEPC_RULE": task["r"],
                 "SWEEPC_PSET_HASH": task["h"], "SWEEPC_ATTEMPT": str(task.get("n", 1)),
             })
+            os.environ.update(task.get("e") or {})
             can_reset = peak.reset()
             t0 = time.time()
             fn = pyjob.load(task["m"], task["f"])

@@ -9,7 +9,8 @@ in a fresh folder (its defaults: save=True writes calc/database.pk), timed
 around the call in a subprocess too, so both pay for their imports
 (`python3 -c 'import psweep'` and `sweepc --help` start-up are printed for
 reference). Needs `pip install psweep`. Prints ms/pset for both and
-sweepc/psweep. Results: see docs/language.md (python:) and the note of
+sweepc/psweep, and the CPU time of each command with its children (the
+workers): on a shared machine wall time also counts the others' load. Results: see docs/language.md (python:) and the note of
 issue 15.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,28 +45,33 @@ print(time.perf_counter() - t0)
 '''
 
 
-def time_psweep(n: int, workers: int, tmp: Path) -> float:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def time_psweep(n: int, workers: int, tmp: Path) -> tuple[float, float]:
     d = tmp / f"psweep-{n}"
     d.mkdir()
     (d / "model.py").write_text(FUNC)
     (d / "bench.py").write_text(PSWEEP)
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     subprocess.run([sys.executable, "bench.py", str(n), str(workers)], cwd=d, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu() - c0
 
 
-def time_sweepc(n: int, workers: int, tmp: Path) -> float:
+def time_sweepc(n: int, workers: int, tmp: Path) -> tuple[float, float]:
     d = tmp / f"sweepc-{n}"
     d.mkdir()
     (d / "model.py").write_text(FUNC)
     (d / "sweepfile").write_text(f'param a = range(0, {n})\nsweep s = a\n\nrule f over s:\n    python: "model.py:run"\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", str(workers)], cwd=d, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _cpu() - c0
     if p.returncode != 0 or f"{n} done" not in p.stdout:
         raise SystemExit(p.stdout + p.stderr)
-    return dt
+    return dt, cpu
 
 
 def main() -> None:
@@ -77,15 +84,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sweepc-pybench-") as t:
         tmp = Path(t)
         for n in args.psets:
-            ps_s = time_psweep(n, args.workers, tmp)
-            sc_s = time_sweepc(n, args.workers, tmp)
-            rows.append((n, ps_s, sc_s))
+            ps_s, ps_cpu = time_psweep(n, args.workers, tmp)
+            sc_s, sc_cpu = time_sweepc(n, args.workers, tmp)
+            rows.append((n, ps_s, sc_s, ps_cpu, sc_cpu))
             shutil.rmtree(tmp / f"psweep-{n}")
             shutil.rmtree(tmp / f"sweepc-{n}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'psets':>8} {'psweep s':>9} {'ms/pset':>8} {'sweepc s':>9} {'ms/pset':>8} {'sweepc/psweep':>14}")
-    for n, ps_s, sc_s in rows:
-        print(f"{n:>8} {ps_s:>9.2f} {1000 * ps_s / n:>8.3f} {sc_s:>9.2f} {1000 * sc_s / n:>8.3f} {sc_s / ps_s:>14.2f}")
+    print(f"{'psets':>8} {'psweep s':>9} {'ms/pset':>8} {'sweepc s':>9} {'ms/pset':>8} {'sweepc/psweep':>14} {'psweep cpu s':>13} {'sweepc cpu s':>13}")
+    for n, ps_s, sc_s, ps_cpu, sc_cpu in rows:
+        print(f"{n:>8} {ps_s:>9.2f} {1000 * ps_s / n:>8.3f} {sc_s:>9.2f} {1000 * sc_s / n:>8.3f} {sc_s / ps_s:>14.2f} {ps_cpu:>13.2f} {sc_cpu:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -341,12 +341,17 @@ def test_ctrl_c_stops_every_worker_and_its_children(local_project):
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, (out, err)
     assert time.monotonic() - t0 < 10
-    # two ran; the four queued to the workers behind them count as interrupted too
-    assert summary(out) == "0 done, 6 interrupted, 0 up to date"
+    # two ran and are interrupted; the four queued to the workers behind them never began
+    assert summary(out) == "0 done, 4 not started, 2 interrupted, 0 up to date"
     for q in [*sleeps, *workers]:
         assert not q.is_running() or q.status() == psutil.STATUS_ZOMBIE
     assert p.job_processes() == []
-    assert sorted(p.statuses().values()) == ["interrupted"] * 6
+    statuses = p.statuses()
+    began = {f"work[a={f.name.removeprefix('started-')}]" for f in p.root.glob("started-*")}
+    assert len(began) == 2
+    assert {k for k, v in statuses.items() if v == "interrupted"} == began
+    # as a shell job that had not started: planned in this build, not run
+    assert sorted(v for k, v in statuses.items() if k not in began) == ["planned"] * 4
 
 
 def test_ctrl_c_in_the_terminal_reaches_sweepc_not_the_workers(local_project):
@@ -357,7 +362,7 @@ def test_ctrl_c_in_the_terminal_reaches_sweepc_not_the_workers(local_project):
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, (out, err)
-    assert summary(out) == "0 done, 6 interrupted, 0 up to date"
+    assert summary(out) == "0 done, 4 not started, 2 interrupted, 0 up to date"
     assert p.job_processes() == []
 
 
@@ -543,3 +548,90 @@ def test_a_module_that_fails_to_import_here_is_an_error_before_a_slurm_build_sub
     assert not (p.root / ".sweepc" / "slurm").exists() and not (p.root / "calc").exists()
     # --render-only writes the folder anyway: it may run on a cluster with other software
     assert p.sweepc("build", "--backend", "slurm", "--render-only").code == 0
+
+
+KILL_MODULE = '''
+import os, time
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+def run(pset):
+    a = pset["a"]
+    if a >= 30:
+        open(os.path.join(ROOT, f"started-{a}"), "w").close()
+        time.sleep(60)
+    with open(os.path.join(ROOT, "ran.txt"), "a") as f:
+        f.write(f"{a}\\n")
+    return {"y": a}
+'''
+
+
+def test_kill_9_mid_build_reruns_no_job_that_had_ended(local_project):
+    # 30 quick jobs end, then two slow ones run: sweepc has recorded every end
+    # it took in (within its 50 ms gathering), so after a SIGKILL only the 10
+    # slow ones (2 running, 8 queued or pending) are left to run
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 40)"))
+    write_module(p, KILL_MODULE)
+    proc = p.spawn("build", "-j", "2")
+    wait_until(lambda: len(list(p.root.glob("started-*"))) == 2, what="two slow jobs running")
+    ran = (p.root / "ran.txt").read_text().split()
+    assert sorted(map(int, ran)) == list(range(30))
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_until(lambda: p.job_processes() == [], what="the workers of the killed build to stop")
+    r = p.sweepc("build", "-n")
+    assert r.out.splitlines()[-1] == "10 of 40 jobs to run (work 10), 30 up to date", r.out
+    statuses = p.statuses()
+    assert sorted(k for k, v in statuses.items() if v == "done") == sorted(f"work[a={a}]" for a in range(30))
+    assert {v for k, v in statuses.items() if v != "done"} == {"planned"}
+
+
+def test_a_job_that_printed_nothing_has_no_log(local_project):
+    # the output goes to the worker's spool and becomes sweepc.log only when
+    # there is some; a log of an earlier run does not outlive the job's new run
+    p = local_project.write(GRID)
+    write_module(p, '''
+        import os
+        def run(pset):
+            if pset["a"] % 2 or os.environ.get("LOUD"):
+                print("hello", pset["a"])
+            return {"y": pset["a"]}
+    ''')
+    assert p.sweepc("build", "-j", "2").code == 0
+    assert (p.dir("work[a=1]") / "sweepc.log").read_text() == "hello 1\n"
+    assert not (p.dir("work[a=2]") / "sweepc.log").exists()
+    assert not (p.dir("work[a=4]") / "sweepc.log").exists()
+    assert (p.dir("work[a=2]") / "pset.json").exists() and (p.dir("work[a=2]") / ".sweepc-job").exists()
+    (p.root / "model.py").write_text((p.root / "model.py").read_text().replace("% 2", "% 2 == 0 and not 1"))
+    assert p.sweepc("build", "-j", "2").code == 0
+    assert not (p.dir("work[a=1]") / "sweepc.log").exists()  # the old one is gone with the old run
+    assert sweepc.load(p.root / "sweepfile").results()["y"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_failure_stops_the_build_before_the_pending_jobs(local_project):
+    # without -k: what no worker had begun is not run (the worker's queue, about
+    # 10 ms of work, may still run)
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 2000)"))
+    write_module(p, '''
+        import time
+        def run(pset):
+            if pset["a"] == 0:
+                raise ValueError("first")
+            time.sleep(0.002)
+            return {"y": pset["a"]}
+    ''')
+    r = p.sweepc("build", "-j", "1")
+    assert r.code == 1, r
+    s = summary(r.out)
+    done, failed, not_started = (int(x.split()[0]) for x in s.split(", ")[:3])
+    assert failed == 1 and done + failed + not_started == 2000
+    assert done < 100, s  # (a queue of about 10 ms at 2 ms a task, and replies taken in before the stop)
+    assert s.split(", ")[2].endswith("not started (use -k to keep going after a failure)")
+
+
+def test_the_worker_knows_sweepcs_file_names():
+    # pyworker.py is standard library only: its copies of the names must agree
+    from sweepc.backends.local import pyworker
+    from sweepc.lang import graph
+
+    assert (pyworker.LOG_NAME, pyworker.PSET_JSON_NAME, pyworker.MARKER_NAME) == (graph.LOG_NAME, graph.PSET_JSON_NAME, graph.MARKER_NAME)

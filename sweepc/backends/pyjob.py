@@ -7,11 +7,10 @@ Three ways in:
 * ``python3 -m sweepc.backends.pyjob FILE.py FUNC PARAMS_JSON RULE HASH``:
   one job, in the job folder, stdout/stderr already the log (the job's
   ``command``, as a shell backend runs it; one Python start-up per pset).
-* ``python3 -m sweepc.backends.pyjob --worker RESULT_FD``: a worker of the
-  local backend's pool (backends/local/pypool.py). Tasks arrive on stdin, one
-  JSON object a line; one reply a line goes to RESULT_FD. The worker imports
-  each module once and calls the function for task after task; it exits
-  after a failed task (the pool starts a fresh one) and when stdin closes.
+* a worker of the local backend's pool (backends/local/pyworker.py, which
+  uses ``load``, ``check_result``, ``write_result``, ``report_failure``,
+  ``_Peak`` and ``_die_with_parent`` from here): it imports each module once
+  and calls the function for task after task.
 * ``python3 -m sweepc.backends.pyjob --check FILE.py FUNC``: import the
   module and find the function, before a build starts; exit 1 with the
   traceback's last frames on stderr when that fails.
@@ -101,7 +100,8 @@ def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def write_result(result: dict[str, Any], job_dir: str = ".") -> None:
+def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
+    """Write the results file; its text."""
     try:
         text = json.dumps(result, default=_json_default, allow_nan=True)
     except (TypeError, ValueError) as ex:
@@ -120,6 +120,7 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+    return text
 
 
 def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: str, pset_hash: str, job_dir: str) -> None:
@@ -241,70 +242,8 @@ class _Peak:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _worker(argv: list[str]) -> int:
-    result_fd = int(argv[0])
-    _die_with_parent()
-    out = os.fdopen(result_fd, "w", buffering=1, encoding="utf-8")
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    home = os.getcwd()
-    peak = _Peak()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        except (AttributeError, ValueError):
-            pass
-    for raw in sys.stdin:
-        task = json.loads(raw)
-        # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if task.get("a") else os.O_TRUNC)
-        ok = True
-        err = ""
-        t0 = time.time()
-        can_reset = False
-        try:
-            log = os.open(task["l"], flags, 0o666)
-        except OSError as ex:
-            out.write(json.dumps({"k": task["k"], "rc": 127, "err": f"cannot open the log: {ex}", "t0": t0, "t1": time.time(), "rss": 0}) + "\n")
-            continue
-        try:
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
-            os.chdir(task["d"])
-            os.environ.update(task.get("e") or {})
-            can_reset = peak.reset()
-            t0 = time.time()
-            fn = load(task["m"], task["f"])
-            call(fn, task["p"], task["r"], task["h"], task["d"])
-        except BaseException as ex:  # noqa: BLE001 - every failure is the job's
-            ok = False
-            err = report_failure(ex)
-        t1 = time.time()
-        rss = peak.kb(can_reset)
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        try:
-            os.chdir(home)
-        except OSError:
-            pass
-        out.write(json.dumps({"k": task["k"], "rc": 0 if ok else 1, "err": err, "t0": t0, "t1": t1, "rss": rss}) + "\n")
-        if not ok:
-            out.flush()
-            return 0  # may have left the process broken: the pool starts a fresh worker
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--worker":
-        return _worker(args[1:])
     if args and args[0] == "--check":
         return _check(args[1:])
     return _one(args)

@@ -107,8 +107,8 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
             if spec.python is not None:
                 py = spec.python
                 pool = _pypool(py.module)
-                pool.start(PyTask(spec.key, py.module, py.func, spec.cwd, spec.log, py.params, py.rule, py.pset_hash,
-                                  spec.env, append_log=spec.append_log))
+                pool.start(PyTask(spec.key, py.module, py.func, spec.cwd, py.params, py.rule, py.pset_hash,
+                                  append_log=spec.append_log, env=spec.env))  # (its log: spec.cwd/sweepc.log)
             else:
                 pool = _pool()
                 env = dict(os.environ)

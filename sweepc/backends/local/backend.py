@@ -28,17 +28,16 @@ from typing import Any
 
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import MachineError, UsageError, machine_error
-from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
+from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job
+from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, pset_json_text, uses_input_list
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
-from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyTask
+from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
-_JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_PSET_JSON", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -129,10 +128,19 @@ class _Runner:
         self.base_env["SWEEPC_RUN_ID"] = run_id
         self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
         # shell jobs, and a pool of Python workers for `python:` rules (pypool.py)
-        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root))
+        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root), prepare=self.prepare_py)
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.python_rules = {r.name for r in self.g.rules if r.python is not None}
+        # python: rules -> (module path, function, outputs the worker removes, or None
+        # when sweepc prepares the folder itself: templates, or an output in a subfolder)
+        self.py_calls: dict[str, tuple[str, str, tuple[str, ...] | None]] = {}
+        for r in self.g.rules:
+            if r.python is not None:
+                outs = tuple(o.path for o in r.outputs)
+                simple = not r.templates and not self.uses_list[r.name] and all("/" not in o for o in outs)
+                self.py_calls[r.name] = (str(self.g.root / r.python[0]), r.python[1], outs if simple else None)
+        self.wd_str = str(self.wd)
         self.pending: list[Outcome] = []
         self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
         self.done_ids: set[int] = set()  # jobs of this build that ended done
@@ -211,14 +219,24 @@ class _Runner:
                     running[i] = attempt
                     started_at[i] = time.time()
                     limit = g.jobs[i].resources.time_s
-                    if self.limits is not None and limit:
-                        self.limits.add(i, limit)
+                    if self.limits is not None and limit and g.jobs[i].rule not in self.python_rules:
+                        self.limits.add(i, limit)  # (a python: job's runs from when its worker begins it)
                     used_cpus += self.cpu_cost(g.jobs[i])
                     used_mem += mem
+                if stopping:  # python: jobs no worker has begun are not run
+                    for k in self.pool.drop_pending():
+                        running.pop(k)
+                        used_cpus -= self.cpu_cost(g.jobs[k])
+                        used_mem -= g.jobs[k].resources.mem_mb or 0
                 if not running:
                     break
                 limits = self.limits
                 exits = self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS)
+                for k in self.pool.started():  # python: jobs begin when their worker is done with those before
+                    self.reporter.job_started(g.jobs[k], running[k])
+                    limit = g.jobs[k].resources.time_s
+                    if limits is not None and limit:
+                        limits.add(k, limit)
                 if limits is not None:
                     limits.enforce(self.pool.pids())
                 for ex in exits:
@@ -403,7 +421,6 @@ class _Runner:
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:
         job = self.g.jobs[i]
-        d = self.wd / job.reldir
         only: set[int] | None = None
         if i in self.plan.dynamic:
             kept = self.done_inputs(job)
@@ -417,16 +434,19 @@ class _Runner:
                 names = ", ".join(self.g.jobs[k].label for k in left[:5]) + (", ..." if len(left) > 5 else "")
                 rules = ", ".join(f"done({r})" for r in dict.fromkeys(self.g.jobs[k].rule for k in left))
                 self.reporter.note(f"{job.label} runs without {len(left)} of the {len(job.soft)} jobs of {rules} that did not end done: {names}")
-        try:
-            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
-        except JobDirError as e:
-            return str(e)
-        except OSError as e:
-            # a full disk fails every job after this one too: stop the build (MachineError)
-            err = machine_error(_shown(d), _shown(self.wd), e)
-            if err is not None:
-                raise err from None
-            return f"cannot prepare {d}: {e}"
+        py = self.py_calls.get(job.rule)
+        if py is not None and attempt == 1 and py[2] is not None:
+            # the worker makes the folder (pyworker.py), and comes back to prepare_py when it cannot
+            prep = PyPrep(self.wd_str, job.reldir, py[2], pset_json_text(self.g, job))
+            try:
+                self.pool.start(PyTask(i, py[0], py[1], f"{self.wd_str}/{job.reldir}", job.params, job.rule, job.hash, prep=prep))
+            except OSError as e:  # no worker could be started
+                return f"cannot start: {e}"
+            return None  # reported started when its worker begins it
+        problem = self.prepare(job, only)
+        if problem is not None:
+            return problem
+        d = self.wd / job.reldir
         command = job.command
         if attempt > 1 and job.restart is not None:
             command = job.restart
@@ -440,12 +460,10 @@ class _Runner:
             log = d / LOG_NAME
             if attempt > 1:  # keep what the earlier attempts said
                 _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
-            python = self.g.rule(job.rule).python
-            if python is not None:
-                self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], str(d), str(log), job.params, job.rule, job.hash,
-                                       {k: env[k] for k in _JOB_ENV}, append_log=attempt > 1))
-            else:
-                self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
+            if py is not None:
+                self.pool.start(PyTask(i, py[0], py[1], str(d), job.params, job.rule, job.hash, attempt=attempt, append_log=attempt > 1))
+                return None  # reported started when its worker begins it
+            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
@@ -456,6 +474,25 @@ class _Runner:
         self.reporter.job_started(job, attempt)
         return None
 
+    def prepare(self, job: Job, only: set[int] | None = None) -> str | None:
+        """Make the job's folder ready (jobdir.prepare_job_dir): None, or why it cannot."""
+        d = self.wd / job.reldir
+        try:
+            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
+        except JobDirError as e:
+            return str(e)
+        except OSError as e:
+            # a full disk fails every job after this one too: stop the build (MachineError)
+            err = machine_error(_shown(d), _shown(self.wd), e)
+            if err is not None:
+                raise err from None
+            return f"cannot prepare {d}: {e}"
+        return None
+
+    def prepare_py(self, task: PyTask) -> str | None:
+        """A worker could not make a python: job's folder: make it here, or say why not."""
+        return self.prepare(self.g.jobs[task.key])
+
     def check(self, i: int, ex: Exit) -> tuple[bool, str]:
         if ex.exit_code != 0:
             if isinstance(ex, PyExit) and ex.error:
@@ -464,7 +501,10 @@ class _Runner:
                 return False, f"killed by signal {ex.signal}"
             return False, f"exit {ex.exit_code}"
         job = self.g.jobs[i]
-        problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
+        if isinstance(ex, PyExit) and ex.results is not None:  # the worker sent what it wrote to the results file
+            problem, results = check_end(self.g, job.rule, f"{self.wd_str}/{job.reldir}", {PYTHON_RESULT_NAME: ex.results})
+        else:
+            problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
         if problem is not None:
             return False, problem
         if results is not None:

@@ -1,14 +1,17 @@
 """The local backend's pool of Python workers, for `python:` rules.
 
-A worker is ``python -c <load backends/pyjob.py> --worker FD`` in its own
-session (a Ctrl-C in the terminal reaches sweepc only; sweepc then stops
+A worker is ``python -c <load pyworker.py> pyworker.py pyjob.py FD`` in its
+own session (a Ctrl-C in the terminal reaches sweepc only; sweepc then stops
 each worker's process group). It imports a module once and calls its
 function for task after task: tasks go down its stdin, one JSON line each,
-replies come back on a pipe. A worker
+several in one write, replies come back on a pipe (pyworker.py). For a job
+without templates the worker makes the job folder itself (marker, pset.json,
+outputs of an earlier run removed): sweepc's main process only sends the
+task and records its reply, which carries the function's results. A worker
 
 * exits after a task that failed (an exception may have left the module's
   state broken) and after ``max_jobs`` tasks (SWEEPC_PY_MAX_JOBS, default
-  1000; against leaks); the next task goes to a fresh worker;
+  10000; against leaks); the next task goes to a fresh worker;
 * that dies (a segfault, ``os._exit``, the OOM killer, a time limit) fails
   only the task it was running; tasks queued behind it go to a fresh worker;
 * dies with the build: PR_SET_PDEATHSIG (SIGKILL when sweepc's thread
@@ -20,6 +23,11 @@ the current RSS, and reads VmHWM after (Linux >= 4.0; elsewhere the
 worker's ru_maxrss, a peak since the worker started). The peak includes the
 interpreter and the imported modules, which every task of the worker
 shares; it does not include processes the function starts.
+
+A task is *started* when it is the first its worker has not answered (the
+one it runs); the others are queued behind it, not started: ``started()``
+says which began since it was last asked, ``kill_all`` reports only the
+started ones as interrupted.
 
 ``PythonPool`` has the shape of procs.ProcessPool (start, wait, pids,
 kill_all, close, running); ``Pools`` puts the two behind one such face, so
@@ -36,29 +44,57 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from sweepc.backends.jobdir import WRITE_FLAGS
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
 
-__all__ = ["Pools", "PyExit", "PyTask", "PythonPool", "import_problems"]
+__all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_problems"]
 
-DEFAULT_MAX_JOBS = 1000
+DEFAULT_MAX_JOBS = 10000
+# The scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus: it
+# starts up to QUEUE_DEPTH a cpu, which wait in the pool (pending) until a
+# worker takes them.
+QUEUE_DEPTH = 256
 # Tasks a worker holds: one running, the rest queued behind it, so that the
-# round trip to sweepc after a task does not leave the worker idle. The
-# scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus.
-QUEUE_DEPTH = 4
-_PYJOB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyjob.py")
-# Loads pyjob.py by its path: the worker needs neither sweepc on sys.path nor its package imports.
+# round trip to sweepc after a task does not leave the worker idle, and
+# sweepc takes in many replies (one store commit) at a time: about
+# QUEUE_SECONDS of work (by the tasks' recent times), at most MAX_QUEUE.
+# Queued tasks have not started; a worker that ends hands them back.
+QUEUE_SECONDS = 0.01
+MAX_QUEUE = 16
+TASK_OVERHEAD_S = 0.0003  # a task's cost beyond its function's time (its folder, the round trip)
+# wait() takes in replies for up to GATHER_S (at most GATHER_MAX) while at
+# least GATHER_MIN_PENDING tasks are pending: one store commit for many ends.
+GATHER_S = 0.05
+GATHER_MAX = 2000
+GATHER_MIN_PENDING = 16
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PYJOB = os.path.join(os.path.dirname(_HERE), "pyjob.py")
+_PYWORKER = os.path.join(_HERE, "pyworker.py")
+# Loads pyjob.py (or pyworker.py) by its path: the worker needs neither sweepc on sys.path nor its package imports.
 _BOOT = (
     "import importlib.util as u,sys;"
-    "s=u.spec_from_file_location('sweepc_pyjob',sys.argv[1]);m=u.module_from_spec(s);"
-    "sys.modules['sweepc_pyjob']=m;s.loader.exec_module(m);sys.exit(m.main(sys.argv[2:]))"
+    "s=u.spec_from_file_location(sys.argv[1],sys.argv[2]);m=u.module_from_spec(s);"
+    "sys.modules[s.name]=m;s.loader.exec_module(m);sys.exit(m.main(sys.argv[3:]))"
 )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PyPrep:
+    """What the worker does to make the job folder (pyworker.prepare): the
+    work of jobdir.prepare_job_dir for a job without templates."""
+
+    workdir: str
+    reldir: str  # <rule>/<hh>/<hash>
+    outputs: tuple[str, ...]  # removed when the folder was there already (single names)
+    pset_json: str  # the text of pset.json
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,36 +102,63 @@ class PyTask:
     key: int
     module: str  # absolute path of the .py file
     func: str
-    cwd: str  # the job folder (exists already)
-    log_path: str
+    cwd: str  # the job folder (made by the worker when prep is given)
     params: Mapping[str, Scalar]
     rule: str
     pset_hash: str
-    env: Mapping[str, str]  # set in the worker's os.environ for the call (SWEEPC_JOB_DIR, ...)
+    attempt: int = 1  # SWEEPC_ATTEMPT; the worker sets SWEEPC_JOB_DIR, ... from cwd, rule and hash
     append_log: bool = False
+    prep: PyPrep | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # more for the call's os.environ (set last)
+
+    @property
+    def log_path(self) -> str:
+        return self.cwd + "/sweepc.log"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PyExit(Exit):
     error: str = ""  # why it failed, in a few words (the exception's last line)
+    results: str | None = None  # the text of sweepc-result.json the worker wrote (when it returned)
 
 
 class _Worker:
-    __slots__ = ("assigned", "buf", "out", "proc", "queue", "rfd", "stdin")
+    __slots__ = ("assigned", "buf", "out", "proc", "queue", "rfd", "spool", "stdin")
 
-    def __init__(self, proc: subprocess.Popen[bytes], rfd: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], rfd: int, spool: int) -> None:
         self.proc = proc
         self.rfd = rfd
+        self.spool = spool  # the running task's stdout and stderr (pyworker.py), read when the worker dies
         self.stdin = proc.stdin
         self.buf = b""
-        self.out: list[bytes] = []  # task lines not sent yet (sent together, before waiting)
+        self.out: list[str] = []  # task lines not sent yet (sent together, before waiting)
         self.queue: deque[PyTask] = deque()  # sent, not answered; the first one is running
         self.assigned = 0
 
 
+def _task_line(task: PyTask) -> str:
+    """The task as the worker reads it (pyworker.py), one JSON line without its newline."""
+    msg: dict[str, object] = {
+        "k": task.key, "m": task.module, "f": task.func, "d": task.cwd, "p": task.params,
+        "r": task.rule, "h": task.pset_hash,
+    }
+    if task.attempt != 1:
+        msg["n"] = task.attempt
+    if task.append_log:
+        msg["a"] = True
+    if task.env:
+        msg["e"] = dict(task.env)
+    if task.prep is not None:
+        pr = task.prep
+        msg["prep"] = {"w": pr.workdir, "r": pr.reldir, "o": pr.outputs, "j": pr.pset_json}
+    return json.dumps(msg)
+
+
 class PythonPool:
     def __init__(self, env: Mapping[str, str], max_workers: int, cwd: str | None = None,
-                 max_jobs: int | None = None) -> None:
+                 max_jobs: int | None = None, prepare: Callable[[PyTask], str | None] | None = None) -> None:
+        """prepare(task): make the task's job folder in this process, after a
+        worker could not (see pyworker.py); an error message, or None."""
         self._env = dict(env)
         self._env["SWEEPC_POOL_PID"] = str(os.getpid())
         self._max_workers = max(1, max_workers)
@@ -103,15 +166,22 @@ class PythonPool:
         if max_jobs is None:
             max_jobs = int(os.environ.get("SWEEPC_PY_MAX_JOBS", DEFAULT_MAX_JOBS) or DEFAULT_MAX_JOBS)
         self._max_jobs = max(1, max_jobs)
+        self._prepare = prepare
         self._workers: list[_Worker] = []
+        self._pending: deque[PyTask] = deque()  # started by sweepc, given to no worker yet
+        self._task_s = 0.0  # a task's time, on average lately (its function's, plus the round trip)
         self._sel = selectors.DefaultSelector()
         self._finished: list[Exit] = []
+        self._started: list[int] = []
+        self._began: set[int] = set()  # tasks reported started that have not ended
+        self._stopping = False  # in kill_all: nothing is handed on or sent again
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_workers, self._workers)
 
     @property
     def running(self) -> int:
-        return sum(len(w.queue) for w in self._workers)
+        """Tasks not answered yet: running, queued to a worker, or pending."""
+        return len(self._pending) + sum(len(w.queue) for w in self._workers)
 
     def pids(self) -> dict[int, int]:
         return {w.queue[0].key: w.proc.pid for w in self._workers if w.queue}
@@ -119,19 +189,60 @@ class PythonPool:
     def start(self, task: PyTask) -> None:
         if self._closed:
             raise ValueError("start() on a closed PythonPool")
-        self._assign(task)
+        self._pending.append(task)
+
+    def started(self) -> list[int]:
+        """The tasks that began running (each once) since the last call."""
+        self._fill()
+        out, self._started = self._started, []
+        return out
 
     def wait(self, timeout: float | None) -> list[Exit]:
+        self._fill()
         self._send()
         if not self._finished and self.running:
             for key, _ in self._sel.select(timeout):
                 self._read(key.data)
+            if timeout != 0:
+                self._gather()
         out, self._finished = self._finished, []
         return out
 
+    def _gather(self) -> None:
+        """After the first replies: take in more for up to GATHER_S while the
+        workers have work (pending tasks keep them fed), so that sweepc
+        records many ends in one store commit. Stops at once at a failure,
+        and when the pending tasks run low (sweepc starts more)."""
+        end = time.monotonic() + GATHER_S
+        fin = self._finished
+        while fin and len(fin) < GATHER_MAX and len(self._pending) >= GATHER_MIN_PENDING:
+            if any(ex.exit_code != 0 for ex in fin):
+                return
+            self._fill()
+            self._send()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            ready = self._sel.select(left)
+            if not ready:
+                return
+            for key, _ in ready:
+                self._read(key.data)
+
+    def drop_pending(self) -> list[int]:
+        """Take back the tasks no worker has been given (they are not
+        started): the build stops. Their keys."""
+        out = [t.key for t in self._pending]
+        self._pending.clear()
+        return out
+
     def kill_all(self, grace: float = 2.0) -> list[Exit]:
-        """Stop every worker's process group; Exits of the tasks they had
-        (interrupted=True), and of those that had ended (interrupted=False)."""
+        """Stop every worker's process group. Exits of the tasks that had
+        ended (interrupted=False) and of those that were running
+        (interrupted=True); the tasks queued behind those, or pending, never
+        began, and are not in the list."""
+        self._stopping = True
+        self._pending.clear()
         for key, _ in self._sel.select(0):
             self._read(key.data)
         busy = [w for w in self._workers if w.queue]
@@ -141,50 +252,97 @@ class PythonPool:
         for w in busy:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(max(0.0, end - time.monotonic()))
-        now = time.time()
         for w in busy:
             _signal_group(w.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(5)
-            for t in w.queue:
+            # what it answered before it died ended on its own
+            while w.queue:
+                try:
+                    data = os.read(w.rfd, 1 << 18)
+                except OSError:  # (BlockingIOError: a child of the function holds the pipe)
+                    break
+                if not data:
+                    break
+                self._take(w, data)
+            now = time.time()
+            if w.queue:
+                t = w.queue[0]
+                _save_output(w, t, "")
                 self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, error="interrupted"))
             w.queue.clear()
             self._drop(w)
+        self._started = []
+        self._began.clear()
         out, self._finished = self._finished, []
+        self._stopping = False
         return out
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._pending.clear()
         for w in list(self._workers):
             self._drop(w, kill=True)
         self._sel.close()
 
     # -- inside
-    def _assign(self, task: PyTask) -> None:
-        live = [w for w in self._workers if w.stdin is not None]
-        idle = [w for w in live if not w.queue]
-        if idle:
-            w = idle[0]
-        elif len(live) < self._max_workers:
-            w = self._spawn()
-        else:
-            w = min(live, key=lambda x: len(x.queue))
-        line = json.dumps({
-            "k": task.key, "m": task.module, "f": task.func, "d": task.cwd, "l": task.log_path, "p": dict(task.params),
-            "r": task.rule, "h": task.pset_hash, "e": dict(task.env), "a": task.append_log,
-        }) + "\n"
+    def _depth(self) -> int:
+        """How many tasks a worker holds (one running, the others queued
+        behind): about QUEUE_SECONDS of work, at least 2 (no idle gap while
+        sweepc answers), at most MAX_QUEUE."""
+        if self._task_s <= 0:
+            return 2
+        return max(2, min(MAX_QUEUE, 1 + int(QUEUE_SECONDS / self._task_s)))
+
+    def _fill(self) -> None:
+        """Give pending tasks to workers (to the emptiest, new ones up to
+        max_workers), each up to its depth."""
+        pending = self._pending
+        if not pending or self._stopping:
+            return
+        depth = self._depth()
+        while pending:
+            live = [w for w in self._workers if w.stdin is not None]
+            w = min(live, key=lambda x: len(x.queue)) if live else None
+            if w is None or (w.queue and len(live) < self._max_workers):
+                try:
+                    w = self._spawn()
+                except OSError as e:
+                    if w is None:  # no worker at all: the tasks cannot run
+                        now = time.time()
+                        for t in pending:
+                            self._started.append(t.key)  # (and ended at once)
+                            self._end(PyExit(t.key, -1, None, now, now, 0, False, 0, error=f"cannot start a Python worker: {e}"))
+                        pending.clear()
+                        return
+            if len(w.queue) >= depth:
+                return
+            self._give(w, pending.popleft())  # one at a time: the workers' queues stay even
+
+    def _give(self, w: _Worker, task: PyTask) -> None:
         w.queue.append(task)
+        self._head(w)
         w.assigned += 1
-        w.out.append(line.encode())  # sent by the next wait(), with the others started till then
+        w.out.append(_task_line(task))  # sent together, by _send
         if w.assigned >= self._max_jobs:
             self._retire(w)
+
+    def _head(self, w: _Worker) -> None:
+        """w's first task runs now (reported once by started())."""
+        if w.queue and w.queue[0].key not in self._began:
+            self._began.add(w.queue[0].key)
+            self._started.append(w.queue[0].key)
+
+    def _end(self, ex: PyExit) -> None:
+        self._began.discard(ex.key)
+        self._finished.append(ex)
 
     def _send(self, only: _Worker | None = None) -> None:
         for w in (only,) if only is not None else self._workers:
             if w.out and w.stdin is not None:
-                data, w.out = b"".join(w.out), []
+                data, w.out = ("\n".join(w.out) + "\n").encode(), []
                 try:
                     w.stdin.write(data)
                     w.stdin.flush()
@@ -192,20 +350,23 @@ class PythonPool:
                     pass  # it died: its EOF fails (or hands on) its tasks
 
     def _spawn(self) -> _Worker:
+        with tempfile.TemporaryFile() as f:  # (unnamed: gone with the last fd on it)
+            spool = os.dup(f.fileno())
         r, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, _PYJOB, "--worker", str(wfd)],
+                [sys.executable, "-c", _BOOT, "sweepc_pyworker", _PYWORKER, _PYJOB, str(wfd), str(spool)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(wfd,), start_new_session=True, env=self._env, cwd=self._cwd,
+                pass_fds=(wfd, spool), start_new_session=True, env=self._env, cwd=self._cwd,
             )
         except BaseException:
             os.close(r)
             os.close(wfd)
+            os.close(spool)
             raise
         os.close(wfd)
         os.set_blocking(r, False)
-        w = _Worker(proc, r)
+        w = _Worker(proc, r, spool)
         self._workers.append(w)
         self._sel.register(r, selectors.EVENT_READ, w)
         return w
@@ -220,16 +381,13 @@ class PythonPool:
 
     def _read(self, w: _Worker) -> None:
         try:
-            data = os.read(w.rfd, 1 << 16)
+            data = os.read(w.rfd, 1 << 18)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if data:
-            w.buf += data
-            *lines, w.buf = w.buf.split(b"\n")
-            for line in lines:
-                self._reply(w, json.loads(line))
+            self._take(w, data)
             return
         # EOF: the worker ended; what it had not answered was running or queued
         w.out = []
@@ -239,8 +397,7 @@ class PythonPool:
         except subprocess.TimeoutExpired:
             _signal_group(w.proc.pid, signal.SIGKILL)
             rc = w.proc.wait()
-        self._drop(w)
-        if w.queue:
+        if w.queue and not self._stopping:
             t = w.queue.popleft()
             now = time.time()
             sig = -rc if rc < 0 else None
@@ -251,30 +408,60 @@ class PythonPool:
                 why = f"the Python worker was killed by signal {sig} ({name})"
             else:
                 why = f"the Python worker exited with code {rc} (os._exit or sys.exit outside the function's control)"
-            with contextlib.suppress(OSError), open(t.log_path, "a") as f:
-                f.write(f"\n{why}\n")
+            _save_output(w, t, f"\n{why}\n")
             code = 128 + sig if sig is not None else (rc or 1)
-            self._finished.append(PyExit(t.key, code, sig, now, now, 0, False, 0, error=why))
-            for rest in list(w.queue):
-                self._assign(rest)
+            self._end(PyExit(t.key, code, sig, now, now, 0, False, 0, error=why))
+            self._hand_back(w)
+        elif w.queue:  # it died as kill_all began: its task was running (the others were not)
+            t = w.queue[0]
+            _save_output(w, t, "")
+            now = time.time()
+            self._finished.append(PyExit(t.key, 130, signal.SIGTERM, now, now, 0, True, 0, error="interrupted"))
             w.queue.clear()
+        self._drop(w)
+
+    def _take(self, w: _Worker, data: bytes) -> None:
+        w.buf += data
+        *lines, w.buf = w.buf.split(b"\n")
+        for line in lines:
+            self._reply(w, json.loads(line))
+
+    def _hand_back(self, w: _Worker) -> None:
+        """w ends: the tasks queued behind its last one are pending again, first."""
+        self._pending.extendleft(reversed(w.queue))
+        w.queue.clear()
+        w.out = []
 
     def _reply(self, w: _Worker, msg: dict[str, object]) -> None:
         t = w.queue.popleft()
         assert t.key == msg["k"], (t.key, msg)
+        self._head(w)
+        why = msg.get("np")
+        if why is not None:
+            # the worker could not make the folder: sweepc makes it (or says why it cannot)
+            if self._stopping:
+                self._began.discard(t.key)
+                return
+            err = self._prepare(t) if self._prepare is not None else str(why)
+            if err is None:  # and runs it next (it stays reported started)
+                self._pending.appendleft(dataclasses.replace(t, prep=None))
+                return
+            now = time.time()
+            self._end(PyExit(t.key, -1, None, now, now, 0, False, 0, error=err))
+            return
         rc = int(msg["rc"])  # type: ignore[call-overload]
-        self._finished.append(PyExit(
-            t.key, rc, None, float(msg["t0"]), float(msg["t1"]),  # type: ignore[arg-type]
-            int(msg["rss"]), False, 0, error=str(msg["err"]),  # type: ignore[call-overload]
+        res = msg.get("res")
+        t0, t1 = float(msg["t0"]), float(msg["t1"])  # type: ignore[arg-type]
+        self._task_s = 0.8 * self._task_s + 0.2 * (t1 - t0 + TASK_OVERHEAD_S) if self._task_s else t1 - t0 + TASK_OVERHEAD_S
+        self._end(PyExit(
+            t.key, rc, None, t0, t1, int(msg["rss"]), False, 0, error=str(msg["err"]),  # type: ignore[call-overload]
+            results=res if isinstance(res, str) else None,
         ))
         if rc != 0:
             # the worker exits after a failure: what was queued behind goes elsewhere
-            w.out = []
             self._retire(w)
-            rest = list(w.queue)
-            w.queue.clear()
-            for r in rest:
-                self._assign(r)
+            if not self._stopping:
+                self._hand_back(w)
 
     def _drop(self, w: _Worker, kill: bool = False) -> None:
         if w in self._workers:
@@ -282,11 +469,39 @@ class PythonPool:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(w.rfd)
             os.close(w.rfd)
+        if w.spool >= 0:
+            os.close(w.spool)
+            w.spool = -1
         self._retire(w)
         if kill:
             _signal_group(w.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(5)
+
+
+def _save_output(w: _Worker, t: PyTask, then: str) -> None:
+    """w died running t: what t printed (w's spool) goes to t's log, then `then`."""
+    if w.spool < 0:
+        return
+    try:
+        fd = os.open(t.log_path, WRITE_FLAGS | (os.O_APPEND if t.append_log else os.O_TRUNC), 0o666)
+    except OSError:
+        return
+    try:
+        size = os.fstat(w.spool).st_size
+        off = 0
+        while off < size:
+            data = os.pread(w.spool, min(size - off, 1 << 20), off)
+            if not data:
+                break
+            os.write(fd, data)
+            off += len(data)
+        if then:
+            os.write(fd, then.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -303,9 +518,10 @@ class Pools:
     """A ProcessPool for shell jobs and a PythonPool for `python:` jobs, with
     ProcessPool's face. The Python pool is made at its first task."""
 
-    def __init__(self, procs: ProcessPool, env: Mapping[str, str], max_workers: int, cwd: str | None = None) -> None:
+    def __init__(self, procs: ProcessPool, env: Mapping[str, str], max_workers: int, cwd: str | None = None,
+                 prepare: Callable[[PyTask], str | None] | None = None) -> None:
         self.procs = procs
-        self._env, self._max_workers, self._cwd = env, max_workers, cwd
+        self._env, self._max_workers, self._cwd, self._prepare = env, max_workers, cwd, prepare
         self.py: PythonPool | None = None
 
     @property
@@ -315,10 +531,19 @@ class Pools:
     def start(self, spec: Spawn | PyTask) -> None:
         if isinstance(spec, PyTask):
             if self.py is None:
-                self.py = PythonPool(self._env, self._max_workers, self._cwd)
+                self.py = PythonPool(self._env, self._max_workers, self._cwd, prepare=self._prepare)
             self.py.start(spec)
         else:
             self.procs.start(spec)
+
+    def started(self) -> list[int]:
+        """The `python:` tasks that began running since the last call (a shell
+        job starts when it is started)."""
+        return self.py.started() if self.py is not None else []
+
+    def drop_pending(self) -> list[int]:
+        """The `python:` tasks no worker has begun, taken back (PythonPool.drop_pending)."""
+        return self.py.drop_pending() if self.py is not None else []
 
     def pids(self) -> dict[int, int]:
         return {**self.procs.pids(), **(self.py.pids() if self.py else {})}
@@ -365,7 +590,7 @@ def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
     out: list[str] = []
     for (path, func), rule_name in wanted.items():
         proc = subprocess.run(
-            [sys.executable, "-c", _BOOT, _PYJOB, "--check", str(graph.root / path), func],
+            [sys.executable, "-c", _BOOT, "sweepc_pyjob", _PYJOB, "--check", str(graph.root / path), func],
             cwd=graph.root, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:

@@ -1,0 +1,278 @@
+"""A worker of the local pool of Python workers (pypool.py): the loop that
+runs in the worker process. Standard library only, and loaded by its path
+(``python -c <boot> pyworker.py PYJOB_PY RESULT_FD SPOOL_FD``), like backends/pyjob.py,
+whose ``load``, ``check_result``, ``write_result`` and ``report_failure`` it
+uses: a worker needs neither sweepc on sys.path nor its package imports.
+
+Tasks arrive on stdin, one JSON object a line (pypool.py writes several at
+a time); one reply a line goes to RESULT_FD. A task's stdout and stderr go
+to the spool, a file of sweepc's emptied before each task; when the task
+printed anything, that becomes its sweepc.log (a job that printed nothing
+has no log), and when the worker dies sweepc copies it there itself. A task may carry ``prep``: the
+worker then makes the job folder itself (one step at a time from the
+workdir, never through a link, the folders above it kept open), writes the
+marker and pset.json sweepc sent, and removes the outputs of an earlier run
+(jobdir.prepare_job_dir's work, for a job without templates or nested
+outputs; sweepc does the rest). When anything of that fails, the worker
+does not run the task: it replies ``{"k": key, "np": why}`` and sweepc
+prepares the folder itself (and reports the error it finds, in its own
+words), then sends the task again without ``prep``.
+
+A reply: ``{"k", "rc", "err", "t0", "t1", "rss"}`` and, when the function
+returned, ``"res"``: the text of sweepc-result.json as written, so sweepc
+need not read the file back. The worker exits after a failed task (the
+module may be broken) and when stdin closes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from types import ModuleType
+from typing import Any
+
+LOG_NAME = "sweepc.log"  # = sweepc.lang.graph.LOG_NAME
+PSET_JSON_NAME = "pset.json"  # = sweepc.lang.graph.PSET_JSON_NAME
+MARKER_NAME = ".sweepc-job"  # = sweepc.lang.graph.MARKER_NAME (tests/test_python_jobs.py checks the three)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_OPEN_DIRS = 512  # folders above job folders kept open (rule and shard folders)
+
+
+def _load_pyjob(path: str) -> ModuleType:
+    mod = sys.modules.get("sweepc_pyjob")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("sweepc_pyjob", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["sweepc_pyjob"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+class _Dirs:
+    """Open folders below the workdir, by their path relative to it: each
+    reached from its parent without following a link (as
+    jobdir.open_job_dir), made when missing."""
+
+    def __init__(self) -> None:
+        self.fds: dict[tuple[str, str], int] = {}
+
+    def below(self, workdir: str, rel: str) -> int:
+        key = (workdir, rel)
+        fd = self.fds.get(key)
+        if fd is not None:
+            return fd
+        if len(self.fds) >= _MAX_OPEN_DIRS:
+            self.close()
+        head, _, name = rel.rpartition("/")
+        if name == "":
+            parent = None
+            fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            parent = self.below(workdir, head)
+            fd = _open_or_make(parent, name)[0]
+        self.fds[key] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def _open_or_make(parent: int, name: str) -> tuple[int, bool]:
+    """(fd, made): folder `name` below `parent`, made when missing."""
+    try:
+        os.mkdir(name, 0o777, dir_fd=parent)
+        made = True
+    except FileExistsError:
+        made = False
+    return os.open(name, _DIR_FLAGS, dir_fd=parent), made
+
+
+def _write_new(fd: int, name: str, data: bytes) -> None:
+    out = os.open(name, _WRITE_FLAGS | os.O_EXCL, 0o644, dir_fd=fd)
+    try:
+        os.write(out, data)
+    finally:
+        os.close(out)
+
+
+def _replace(fd: int, name: str, data: bytes) -> None:
+    """As jobdir._write_below: to a temporary name, then renamed over a link or file."""
+    tmp = name + ".sweepc-tmp"
+    try:
+        os.unlink(tmp, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    _write_new(fd, tmp, data)
+    os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+
+
+def _remove(fd: int, name: str) -> None:
+    """An output of an earlier run (a single name): never through a link."""
+    try:
+        st = os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=fd)
+    else:
+        os.unlink(name, dir_fd=fd)
+
+
+def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
+    """Make and fill the job folder: its fd, and whether it was made now.
+    OSError when anything fails."""
+    rel: str = prep["r"]  # <rule>/<hh>/<hash>
+    head, _, name = rel.rpartition("/")
+    parent = dirs.below(prep["w"], head)
+    fd, made = _open_or_make(parent, name)
+    try:
+        if made:  # a new, empty folder: nothing to remove, no link to step around
+            _write_new(fd, MARKER_NAME, (rel + "\n").encode())
+            _write_new(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
+            return fd, True
+        try:
+            _write_new(fd, MARKER_NAME, (rel + "\n").encode())
+        except FileExistsError:
+            pass
+        for out in prep["o"]:
+            _remove(fd, out)
+        try:
+            if stat.S_ISLNK(os.lstat(LOG_NAME, dir_fd=fd).st_mode):
+                os.unlink(LOG_NAME, dir_fd=fd)  # the new log replaces a link; its target is not touched
+        except FileNotFoundError:
+            pass
+        _replace(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
+        return fd, False
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
+    """What the task printed (the spool, fds 1 and 2) becomes the job's log;
+    a task that printed nothing leaves no log (and none of an earlier run)."""
+    size = os.fstat(spool).st_size
+    if size == 0:
+        if not append and not fresh:
+            try:
+                os.unlink(LOG_NAME, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+        return
+    # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
+    log = os.open(LOG_NAME, _WRITE_FLAGS | (os.O_APPEND if append else os.O_TRUNC), 0o666, dir_fd=dfd)
+    try:
+        off = 0
+        while off < size:
+            data = os.pread(spool, min(size - off, 1 << 20), off)
+            if not data:
+                break
+            os.write(log, data)
+            off += len(data)
+    finally:
+        os.close(log)
+
+
+def main(argv: list[str]) -> int:
+    """argv: the path of pyjob.py, the fd for replies, the spool's fd (a file
+    sweepc made: fds 1 and 2 of every task; sweepc reads it when a worker dies)."""
+    pyjob = _load_pyjob(argv[0])
+    result_fd = int(argv[1])
+    spool = int(argv[2])
+    pyjob._die_with_parent()
+    os.dup2(spool, 1)
+    os.dup2(spool, 2)
+    os.close(spool)
+    spool = 1
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    peak = pyjob._Peak()
+    dirs = _Dirs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+    dumps = json.dumps
+
+    def reply(msg: dict[str, Any]) -> None:
+        data = (dumps(msg) + "\n").encode()
+        while data:
+            data = data[os.write(result_fd, data):]
+
+    for raw in sys.stdin.buffer:
+        task = json.loads(raw)
+        key = task["k"]
+        job_dir: str = task["d"]
+        t0 = time.time()
+        prep = task.get("prep")
+        fresh = False
+        if prep is not None:
+            try:
+                dfd, fresh = prepare(dirs, prep)
+            except OSError as ex:
+                reply({"k": key, "np": str(ex)})
+                continue
+        else:
+            try:
+                dfd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as ex:
+                reply({"k": key, "rc": 127, "err": f"cannot open the job folder: {ex}", "t0": t0, "t1": time.time(), "rss": 0})
+                continue
+        ok = True
+        err = ""
+        res = None
+        can_reset = False
+        os.ftruncate(spool, 0)
+        os.lseek(spool, 0, os.SEEK_SET)
+        try:
+            os.fchdir(dfd)
+            os.environ.update({
+                "SWEEPC_JOB_DIR": job_dir, "SWEEPC_PSET_JSON": job_dir + "/" + PSET_JSON_NAME, "SWEEPC_RULE": task["r"],
+                "SWEEPC_PSET_HASH": task["h"], "SWEEPC_ATTEMPT": str(task.get("n", 1)),
+            })
+            os.environ.update(task.get("e") or {})
+            can_reset = peak.reset()
+            t0 = time.time()
+            fn = pyjob.load(task["m"], task["f"])
+            params = task["p"]
+            pset = dict(params)
+            pset["_pset_hash"] = task["h"]
+            pset["_job_dir"] = job_dir
+            pset["_rule"] = task["r"]
+            res = pyjob.write_result(pyjob.check_result(fn(pset), params))
+        except BaseException as ex:  # noqa: BLE001 - every failure is the job's
+            ok = False
+            err = pyjob.report_failure(ex)
+        t1 = time.time()
+        rss = peak.kb(can_reset)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        try:
+            _keep_output(spool, dfd, bool(task.get("a")), fresh)
+        except OSError as ex:
+            if ok:
+                ok, err = False, f"cannot write the log: {ex}"
+        os.close(dfd)
+        try:
+            os.fchdir(home)
+        except OSError:
+            pass
+        msg: dict[str, Any] = {"k": key, "rc": 0 if ok else 1, "err": err, "t0": t0, "t1": t1, "rss": rss}
+        if ok:
+            msg["res"] = res
+        reply(msg)
+        if not ok:
+            return 0  # may have left the process broken: the pool starts a fresh worker
+    return 0

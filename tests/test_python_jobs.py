@@ -635,3 +635,15 @@ def test_the_worker_knows_sweepcs_file_names():
     from sweepc.lang import graph
 
     assert (pyworker.LOG_NAME, pyworker.PSET_JSON_NAME, pyworker.MARKER_NAME) == (graph.LOG_NAME, graph.PSET_JSON_NAME, graph.MARKER_NAME)
+
+
+def test_the_function_may_not_return_any_column_sweepc_fills():
+    # pyjob.py runs on nodes without sweepc: its copy of the reserved keys must
+    # cover every bookkeeping column of the results table
+    from sweepc.backends import jobdir, pyjob
+
+    assert jobdir.RESERVED_KEYS <= pyjob.RESERVED_KEYS
+    for key in ("_attempts", "_cpu_s", "_rule"):
+        with pytest.raises(pyjob.JobError) as e:
+            pyjob.check_result({key: 1}, {"a": 1})
+        assert str(e.value) == f"the function returned key '{key}', which is a column sweepc fills itself; rename the result"

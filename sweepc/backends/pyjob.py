@@ -39,7 +39,7 @@ BOOKKEEPING_IN = ("_pset_hash", "_job_dir", "_rule")
 # Columns of the results table that are sweepc's (sweepc.results.table.BOOKKEEPING)
 RESERVED_KEYS = frozenset({
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
-    "_status", "_exit_code", "_max_rss_mb", "_job_dir", "_log", "_index", "_rule", "_error",
+    "_status", "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_index", "_rule", "_error",
 })
 
 

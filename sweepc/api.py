@@ -174,6 +174,14 @@ class Study:
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             remember(self.graph)  # .sweepc/ exists now: cache the compiled graph
+            from sweepc.backends.local.journal import replay
+
+            # a local build killed before it recorded every end its job spawner saw: those first
+            replayed = replay(self.graph, store)
+            if replayed:
+                (reporter or QuietReporter()).note(
+                    f"sweepc: the last build stopped before it recorded {replayed} job{'s' if replayed > 1 else ''} "
+                    "that ended done; recorded now (from .sweepc/journal)")
             try:
                 if not self.graph.sample_rules:
                     return stage(store, lock, targets, where=where, psets=psets)

@@ -9,6 +9,18 @@ transaction for the jobs that ended together) before the next job starts, so
 a build killed at any moment, even by SIGKILL, reruns only the jobs that were
 running then.
 
+Shell jobs are handed to the spawner ahead of time (up to QUEUE_AHEAD more
+than run): it starts the next the moment a slot frees, within the build's
+cpus and memory, with no round trip to sweepc (spawner.py); sweepc prepares
+a job's folder before it queues it and learns that it started from the
+spawner. A job whose failure stops the build (no -k, no retry left) carries
+`stop`: when it fails, the spawner drops the queue itself before anything
+else starts; the folders of dropped jobs that sweepc had just made are
+removed again. The spawner journals each end (journal.py), so a job that
+ended just before sweepc was killed is recorded by the next build instead of
+run again. A plan with `python:` jobs runs as before, one start per free slot
+(the Python pool shares the cpus and has no queue in the spawner).
+
 A rule's `time` resource is enforced (limits.py) unless time_limits=False: a
 job still running at its limit is stopped, tree and all, and recorded
 `timeout`; like a failure it is retried while `retries:` last, with the
@@ -20,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -32,12 +45,16 @@ from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
-from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local.journal import journal_path, make_tag
+from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
 from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
+# Shell jobs queued in the spawner beyond those running: enough that a slot
+# never waits for sweepc; few, so that a failure leaves little to drop.
+QUEUE_AHEAD = 2
 _JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_PSET_JSON", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
@@ -140,6 +157,11 @@ class _Runner:
         # the fingerprints jobs really have: those of plan.dynamic are made when they start
         self.fps: list[str] = list(plan.fingerprints)
         self.dyn_fp: dict[int, tuple[str, str]] = {}  # job id -> (inputs hash, fingerprint) it ran with
+        self.stop_on_failure = not keep_going
+        self.queue = False  # shell jobs go through the spawner's queue (set in run())
+        self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
+        self.journal: Path | None = None
+        self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
 
     # -- bookkeeping
     def flush(self) -> None:
@@ -156,6 +178,13 @@ class _Runner:
         check_fit(g, run, self.cpus, self.mem_mb)
         t0 = time.monotonic()
         self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
+        procs = self.pool.procs
+        if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():
+            self.queue = True
+            procs.limit(self.cpus, self.mem_mb)
+            self.journal = journal_path(g.root)
+            procs.journal(str(self.journal))
+        queued: set[int] = set()  # handed to the spawner's queue, not started yet
         in_plan = set(run)
         waiting = {i: sum(1 for d in set(g.jobs[i].deps) if d in in_plan) for i in run}
         dependents: dict[int, list[int]] = {}
@@ -179,7 +208,10 @@ class _Runner:
                     i = ready[0]
                     res = g.jobs[i].resources
                     mem = res.mem_mb or 0
-                    if running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
+                    if self.queue:  # the spawner keeps within cpus and memory
+                        if len(queued) >= QUEUE_AHEAD:
+                            break
+                    elif running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
                         break
                     ready.popleft()
                     kept = self.kept(i)
@@ -206,9 +238,13 @@ class _Runner:
                         failures.append(self.fail(i, None, now, now, 0, err, attempt))
                         if not self.keep_going:
                             stopping = True
+                            self.drop_queue()
                         blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                         continue
                     running[i] = attempt
+                    if self.queue:
+                        queued.add(i)  # the rest when the spawner starts it
+                        continue
                     started_at[i] = time.time()
                     limit = g.jobs[i].resources.time_s
                     if self.limits is not None and limit:
@@ -218,15 +254,23 @@ class _Runner:
                 if not running:
                     break
                 limits = self.limits
-                exits = self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS)
+                # kept on self until handled: a Ctrl-C while they are (or while
+                # job_started is told) leaves them to stop_all, not lost
+                exits = self.unhandled = deque(
+                    self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS))
+                if self.queue:
+                    self.take_started(queued, running, started_at)
+                    self.take_dropped(queued, running)
                 if limits is not None:
                     limits.enforce(self.pool.pids())
-                for ex in exits:
+                while exits:
+                    ex = exits.popleft()
                     i = ex.key
                     attempt = running.pop(i)
                     res = g.jobs[i].resources
-                    used_cpus -= self.cpu_cost(g.jobs[i])
-                    used_mem -= res.mem_mb or 0
+                    if not self.queue:
+                        used_cpus -= self.cpu_cost(g.jobs[i])
+                        used_mem -= res.mem_mb or 0
                     job = g.jobs[i]
                     timed_out = limits is not None and limits.ended(i)
                     if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
@@ -255,20 +299,24 @@ class _Runner:
                     failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))
                     if not self.keep_going:
                         stopping = True
+                        self.drop_queue()  # the spawner has, unless it exited 0 without its results
                     blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                 self.flush()
             if self.limits is not None:
                 self.limits.close()
         except KeyboardInterrupt:
-            done, interrupted = self.stop_all(running, attempts, done, failures)
+            done, interrupted = self.stop_all(running, attempts, done, failures, queued, started_at)
             self.flush()
+            self.journal_recorded()
             raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
         except ChildProcessError as e:
             # The spawner died (killed, out of memory): its jobs died with it.
             # Record them interrupted (they rerun) and stop; never hang, never
             # a traceback.
             now = time.time()
-            for i, attempt in running.items():
+            queued -= set(self.pool.procs.take_started())  # started, though not reported yet
+            ran = {i: attempt for i, attempt in running.items() if i not in queued}  # the rest never started
+            for i, attempt in ran.items():
                 ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
                 self.pending.append(self.outcome(i, "interrupted", ex, attempt))
             with contextlib.suppress(Exception):
@@ -278,26 +326,67 @@ class _Runner:
             with contextlib.suppress(MachineError):
                 self.flush()
             raise MachineError(
-                f"{e.strerror or e}.\n  hint: the {len(running)} jobs that were running are recorded as interrupted; "
+                f"{e.strerror or e}.\n  hint: the {len(ran)} jobs that were running are recorded as interrupted; "
                 "build again to run them (if it happens again, look for the out-of-memory killer: dmesg)"
             ) from None
         except MachineError:
             # A full disk / read-only store: stop what runs and record what we can
             # (the store may be what cannot be written: the jobs then stay
             # 'planned', which reruns them, and nothing is wrongly marked done).
-            self.stop_all(running, attempts, done, failures)
+            self.stop_all(running, attempts, done, failures, queued, started_at)
             with contextlib.suppress(MachineError):
                 self.flush()
             raise
         self.flush()
+        self.journal_recorded()
         return self.summary(run, done, failures, blocked, (), t0)
 
-    def stop_all(self, running: dict[int, int], attempts: Mapping[int, int], done: int, failures: list[Failure]) -> tuple[int, list[int]]:
+    # -- the spawner's queue
+    def take_started(self, queued: set[int], running: Mapping[int, int], started_at: dict[int, float]) -> None:
+        """Queued jobs the spawner has started: now they run (time limit, progress)."""
+        for i in self.pool.procs.take_started():
+            queued.discard(i)
+            self.fresh.discard(i)  # a job ran in it: never removed
+            started_at[i] = time.time()
+            job = self.g.jobs[i]
+            limit = job.resources.time_s
+            if self.limits is not None and limit:
+                self.limits.add(i, limit)
+            self.reporter.job_started(job, running[i])
+
+    def take_dropped(self, queued: set[int], running: dict[int, int]) -> None:
+        """Queued jobs the spawner dropped (a failure, or a kill): they never
+        started; a folder this build made for one is removed again."""
+        for i in self.pool.procs.take_dropped():
+            queued.discard(i)
+            running.pop(i, None)
+            if i in self.fresh:
+                self.fresh.discard(i)
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(self.wd / self.g.jobs[i].reldir)
+
+    def drop_queue(self) -> None:
+        if self.queue:
+            self.pool.procs.drop()
+
+    def journal_recorded(self) -> None:
+        """Every end is in the store now: the journal has nothing left to tell."""
+        if self.journal is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.journal)
+
+    def stop_all(self, running: dict[int, int], attempts: Mapping[int, int], done: int, failures: list[Failure],
+                 queued: set[int] | None = None, started_at: dict[int, float] | None = None) -> tuple[int, list[int]]:
         """Kill every running job; record each as interrupted, or as what it was
-        when it had ended on its own just before. Returns (done, interrupted)."""
+        when it had ended on its own just before. Queued jobs are dropped: never
+        started, they are not reported. Returns (done, interrupted)."""
         g = self.g
         interrupted = []
-        killed = self.pool.kill_all()
+        killed = [*self.unhandled, *self.pool.kill_all()]
+        self.unhandled = deque()
+        if self.queue and queued is not None and started_at is not None:
+            self.take_started(queued, running, started_at)
+            self.take_dropped(queued, running)
         if self.limits is not None:
             self.limits.close()
         for ex in killed:
@@ -417,6 +506,7 @@ class _Runner:
                 names = ", ".join(self.g.jobs[k].label for k in left[:5]) + (", ..." if len(left) > 5 else "")
                 rules = ", ".join(f"done({r})" for r in dict.fromkeys(self.g.jobs[k].rule for k in left))
                 self.reporter.note(f"{job.label} runs without {len(left)} of the {len(job.soft)} jobs of {rules} that did not end done: {names}")
+        fresh = self.queue and not os.path.lexists(d)
         try:
             prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
         except JobDirError as e:
@@ -444,6 +534,18 @@ class _Runner:
             if python is not None:
                 self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], str(d), str(log), job.params, job.rule, job.hash,
                                        {k: env[k] for k in _JOB_ENV}, append_log=attempt > 1))
+            elif self.queue:
+                ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
+                tag = make_tag(job.rule, job.hash, job.reldir, self.run_id, attempt, fp, self.plan.cmd_hashes[i], ins, self.host)
+                rule = self.g.rule(job.rule)
+                queue = Queue(cpus=float(job.resources.cpus), mem_mb=job.resources.mem_mb or 0,
+                              stop=self.stop_on_failure and attempt > rule.retries,
+                              outputs=tuple(o.path for o in rule.outputs), tag=tag)
+                self.pool.procs.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env,
+                                            append_log=attempt > 1), queue)
+                if fresh:
+                    self.fresh.add(i)
+                return None  # reported started when the spawner starts it
             else:
                 self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
         except OSError as e:

@@ -416,3 +416,27 @@ def test_on_dask_templates_pset_json_and_temp_outputs(tmp_path: Path, monkeypatc
         assert json.loads((d / "seen.json").read_text())["params"] == {"a": a, "s": "it's $HOME"}
         assert not (d / "big.dat").exists()
     assert cli(capsys, "build", "--backend", "dask")[1] == "sweepc: nothing to do (6 jobs up to date)\n"
+
+
+def test_pset_json_text_is_exactly_json_dumps_with_indent_2() -> None:
+    """jobdir writes pset.json with the C encoder, value by value (json's
+    indenting encoder is pure Python, ~0.2 ms a job): the text must not change."""
+    import json
+    import random
+
+    from sweepc.backends.jobdir import _indented
+
+    rng = random.Random(7)
+    docs: list[dict[str, object]] = [
+        {}, {"a": {}},
+        {"sweepc": 1, "rule": "gen", "sweep": None, "hash": "ab", "seq": 3,
+         "params": {"i": 0, "x": 1.5, "s": 'h\u00e9"\\\n\x00\u2028', "b": True, "n": float("nan"),
+                    "inf": float("-inf"), "big": 10**30, "f": 1e-300},
+         "types": {"i": "int"}},
+    ]
+    for _ in range(500):
+        values = [rng.random() * 10 ** rng.randint(-30, 30), rng.randint(-10**20, 10**20),
+                  "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(5)), rng.random() < 0.5]
+        docs.append({"sweepc": 1, "rule": "r", "params": {f"k{j}": rng.choice(values) for j in range(rng.randint(0, 4))}})
+    for doc in docs:
+        assert _indented(doc) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n", doc

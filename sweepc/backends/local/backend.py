@@ -55,6 +55,8 @@ WAIT_SECONDS = 0.5
 # Shell jobs queued in the spawner beyond those running: enough that a slot
 # never waits for sweepc; few, so that a failure leaves little to drop.
 QUEUE_AHEAD = 2
+# How often a queued run commits the ends it has seen (see _Runner.flush_due).
+FLUSH_SECONDS = 0.1
 _JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_PSET_JSON", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
@@ -162,6 +164,10 @@ class _Runner:
         self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
         self.journal: Path | None = None
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
+        self.wd_str = str(self.wd)
+        self.rule_facts = {r.name: (r.retries, tuple(o.path for o in r.outputs)) for r in self.g.rules}
+        self.last_flush = 0.0
+        self.flush_now = False  # an outcome the journal does not hold is pending
 
     # -- bookkeeping
     def flush(self) -> None:
@@ -171,6 +177,15 @@ class _Runner:
         if self.pending:
             self.store.record(self.pending)
             self.pending = []
+        self.flush_now = False
+        self.last_flush = time.monotonic()
+
+    def flush_due(self) -> None:
+        """In a queued run, the spawner's journal holds every end that counts
+        (a job done): committing every FLUSH_SECONDS is then as safe against
+        a kill -9, and costs less than a commit per wait."""
+        if not self.queue or self.flush_now or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
 
     def run(self) -> Summary:
         g, plan = self.g, self.plan
@@ -182,6 +197,7 @@ class _Runner:
         if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():
             self.queue = True
             procs.limit(self.cpus, self.mem_mb)
+            procs.base_env(self.base_env)
             self.journal = journal_path(g.root)
             procs.journal(str(self.journal))
         queued: set[int] = set()  # handed to the spawner's queue, not started yet
@@ -223,6 +239,7 @@ class _Runner:
                         done += 1
                         self.done_ids.add(i)
                         self.pending.append(kept)
+                        self.flush_now = True  # not in the journal: it did not run
                         self.reporter.job_ended(g.jobs[i], kept, False)
                         for k in dependents.get(i, ()):
                             waiting[k] -= 1
@@ -301,7 +318,7 @@ class _Runner:
                         stopping = True
                         self.drop_queue()  # the spawner has, unless it exited 0 without its results
                     blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
-                self.flush()
+                self.flush_due()
             if self.limits is not None:
                 self.limits.close()
         except KeyboardInterrupt:
@@ -520,34 +537,32 @@ class _Runner:
         command = job.command
         if attempt > 1 and job.restart is not None:
             command = job.restart
-        env = dict(self.base_env)
-        env["SWEEPC_JOB_DIR"] = str(d)
-        env[PSET_JSON_ENV] = str(d / PSET_JSON_NAME)
-        env["SWEEPC_RULE"] = job.rule
-        env["SWEEPC_PSET_HASH"] = job.hash
-        env["SWEEPC_ATTEMPT"] = str(attempt)
+        ds = f"{self.wd_str}/{job.reldir}"  # str(d), without pathlib's cost
+        env = {"SWEEPC_JOB_DIR": ds, PSET_JSON_ENV: f"{ds}/{PSET_JSON_NAME}", "SWEEPC_RULE": job.rule,
+               "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)}
+        if not self.queue:  # queued jobs: the spawner adds these to base_env, sent once
+            env = {**self.base_env, **env}
         try:
-            log = d / LOG_NAME
+            log = f"{ds}/{LOG_NAME}"
             if attempt > 1:  # keep what the earlier attempts said
-                _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+                _append(Path(log), f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
             python = self.g.rule(job.rule).python
             if python is not None:
-                self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], str(d), str(log), job.params, job.rule, job.hash,
+                self.pool.start(PyTask(i, str(self.g.root / python[0]), python[1], ds, log, job.params, job.rule, job.hash,
                                        {k: env[k] for k in _JOB_ENV}, append_log=attempt > 1))
             elif self.queue:
                 ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
                 tag = make_tag(job.rule, job.hash, job.reldir, self.run_id, attempt, fp, self.plan.cmd_hashes[i], ins, self.host)
-                rule = self.g.rule(job.rule)
+                retries, outputs = self.rule_facts[job.rule]
                 queue = Queue(cpus=float(job.resources.cpus), mem_mb=job.resources.mem_mb or 0,
-                              stop=self.stop_on_failure and attempt > rule.retries,
-                              outputs=tuple(o.path for o in rule.outputs), tag=tag)
-                self.pool.procs.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env,
+                              stop=self.stop_on_failure and attempt > retries, outputs=outputs, tag=tag, merge_env=True)
+                self.pool.procs.start(Spawn(key=i, command=command, cwd=ds, log_path=log, env=env,
                                             append_log=attempt > 1), queue)
                 if fresh:
                     self.fresh.add(i)
                 return None  # reported started when the spawner starts it
             else:
-                self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
+                self.pool.start(Spawn(key=i, command=command, cwd=ds, log_path=log, env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
@@ -599,6 +614,7 @@ class _Runner:
             cpu_s=round(cpu_s, 3) if cpu_s is not None else None,
         )
         self.pending.append(outcome)
+        self.flush_now = True  # rare: recorded at once, as before the journal (a full disk shows here first)
         self.reporter.job_ended(job, outcome, False)
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
 

@@ -6,8 +6,9 @@ So that a job that finished is never run again because sweepc was killed
 (SIGKILL, the out-of-memory killer) just then, the spawner appends the end
 of every queued job to this file (``.sweepc/journal``) as it reaps it; the
 next build replays it into the store before it plans (``replay()``, called
-by ``Study.build`` under the build lock). A normal build removes the file
-once every end is in the store.
+by ``Study.build`` under the build lock, and by ``build -n``, `status` and
+the like when no build is running). A normal build removes the file once
+every end is in the store.
 
 An entry counts only for a job that exited 0 and was not interrupted, whose
 store row is still the `planned` row of the run that started it (so nothing
@@ -25,7 +26,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sweepc.backends.jobdir import check_end
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.store import Outcome, Store, state_dir
 
@@ -73,6 +73,8 @@ def replay(graph: BuildGraph, store: Store) -> int:
     path = journal_path(graph.root)
     if not os.path.lexists(path):
         return 0
+    from sweepc.backends.jobdir import check_end  # (templates, jinja2: only when there is a journal)
+
     entries = read(path)
     planned = store.records(status="planned") if entries else None
     rules = {r.name for r in graph.rules}

@@ -150,6 +150,7 @@ class Queue:
     stop: bool = False  # its failure (or a missing output) drops the queue and holds it
     outputs: tuple[str, ...] = ()  # declared outputs, relative to its folder
     tag: Any = None  # marshal-able; journalled with its end (ProcessPool.journal)
+    merge_env: bool = False  # Spawn.env holds only what differs from base_env()'s
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -223,6 +224,13 @@ class ProcessPool:
                 self._impl.command((_sp.JOURNAL,), [fd])
             finally:
                 os.close(fd)
+
+    def base_env(self, env: Mapping[str, str]) -> None:
+        """The environment that queued jobs with Queue.merge_env start from
+        (sent once, not with every job)."""
+        impl = self._impl
+        if isinstance(impl, _ViaSpawner):
+            impl.command((_sp.BASE_ENV, impl.env_of(env)), [])
 
     def drop(self) -> None:
         """Drop every queued job and every one queued after (until limit()).
@@ -315,6 +323,8 @@ class ProcessPool:
                 if queue is not None and isinstance(self._impl, _ViaSpawner):
                     self._impl.start(spec, log_fd, dir_fd, single_threaded, queue)
                 else:
+                    if queue is not None and queue.merge_env:
+                        raise ValueError("Queue.merge_env needs the spawner (see queueing())")
                     if queue is not None and not spec.append_log:
                         os.ftruncate(log_fd, 0)
                     self._impl.start(spec, log_fd, dir_fd, single_threaded)
@@ -533,6 +543,7 @@ class _ViaSpawner:
     def pids(self) -> dict[int, int]:
         with _signals_deferred():
             self._sync()
+            self._drain(keep_ended=True)  # queued jobs started meanwhile
         while any(job.pid is None and not job.queued for job in self._jobs.values()):
             self._poller.poll()
             with _signals_deferred():
@@ -544,22 +555,23 @@ class _ViaSpawner:
             raise self._died()
         self._send(marshal.dumps(message), fds)
 
+    def env_of(self, env: Mapping[str, str]) -> dict[str, str] | dict[bytes, bytes]:
+        """`env` as the spawner takes it: a dict; of bytes when it would encode str differently."""
+        if self._encode:
+            return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+        return env if isinstance(env, dict) and type(env) is dict else dict(env)
+
     def start(self, spec: Spawn, log_fd: int, dir_fd: int, single_threaded: bool, queue: Queue | None = None) -> None:
         if self._dead:
             raise self._died()
-        command: str | bytes = spec.command
-        env: Mapping[str, str] | dict[bytes, bytes] = spec.env
-        if self._encode:
-            command = os.fsencode(command)
-            env = {os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}
-        elif type(env) is not dict:
-            env = dict(env)
+        command: str | bytes = os.fsencode(spec.command) if self._encode else spec.command
+        env = self.env_of(spec.env)
         self._serial += 1
         serial = self._serial
         if queue is None:
             payload = marshal.dumps((_sp.START, serial, spec.key, command, env))
         else:
-            q = (queue.cpus, queue.mem_mb, queue.stop, queue.outputs, queue.tag, spec.append_log)
+            q = (queue.cpus, queue.mem_mb, queue.stop, queue.outputs, queue.tag, spec.append_log, queue.merge_env)
             payload = marshal.dumps((_sp.START, serial, spec.key, command, env, q))
         try:
             # Registered before it is sent: the spawner never runs a job we

@@ -27,7 +27,9 @@ ends run the same interpreter, so marshal (builtin, fast, no import) is safe.
   sweepc -> spawner, one command per datagram:
     (START, serial, key, command, env)  fds: job directory (O_PATH), log file
     (START, serial, key, command, env, queue)   the same, queued (see below);
-                                   queue = (cpus, mem_mb, stop, outputs, tag, append)
+                                   queue = (cpus, mem_mb, stop, outputs, tag, append, merge)
+                                   merge: env holds only what differs from BASE_ENV's
+    (BASE_ENV, env)                the environment queued jobs with `merge` share
     (LIMIT, cpus, mem_mb)          the budget of queued jobs; also lifts a hold
     (JOURNAL,)                     fds: the journal file (O_APPEND)
     (DROP,)                        drop every queued job and hold: answered by
@@ -113,7 +115,7 @@ else:
 SOCKET_FD = 3
 SHELL_ARGS = ("bash", "-e", "-o", "pipefail", "-c")
 # Message kinds, sweepc -> spawner
-START, KILL, BIG, SYNC, LIMIT, JOURNAL, DROP = 0, 1, 2, 3, 4, 5, 6
+START, KILL, BIG, SYNC, LIMIT, JOURNAL, DROP, BASE_ENV = 0, 1, 2, 3, 4, 5, 6, 7
 # Record kinds, spawner -> sweepc
 READY, STARTED, ENDED, KILLED, SYNCED, DROPPED = 0, 1, 2, 3, 4, 5
 # Largest datagram either side sends; larger START commands go by memfd.
@@ -328,16 +330,17 @@ class _Job:
 
 
 class _Queued:
-    __slots__ = ("append", "command", "cpus", "dirfd", "env", "key", "log_fd", "mem", "outputs", "serial", "stop", "tag")
+    __slots__ = ("append", "command", "cpus", "dirfd", "env", "key", "log_fd", "mem", "merge", "outputs", "serial", "stop", "tag")
 
     def __init__(self, serial: int, key: int, command: "str | bytes", env: dict[str, str],
                  dirfd: int, log_fd: int, queue: tuple[object, ...]) -> None:
         self.serial, self.key, self.command, self.env = serial, key, command, env
         self.dirfd, self.log_fd = dirfd, log_fd
-        cpus, mem, stop, outputs, tag, append = queue
+        cpus, mem, stop, outputs, tag, append, merge = queue
         assert isinstance(cpus, (int, float)) and isinstance(mem, int) and isinstance(outputs, tuple)
         self.cpus, self.mem, self.stop, self.outputs, self.tag = float(cpus), mem, bool(stop), outputs, tag
         self.append = bool(append)
+        self.merge = bool(merge)
 
 
 class _Spawner:
@@ -362,6 +365,7 @@ class _Spawner:
         self.queued_running = 0  # running jobs that came through the queue
         self.held = False  # a stop job failed, or DROP: queued STARTs are dropped
         self.journal = -1
+        self.base_env: dict[str, str] = {}
 
     def run(self) -> None:
         encoding = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
@@ -462,6 +466,10 @@ class _Spawner:
             self.journal = fds.pop(0)
         elif kind == DROP:
             self.drop(hold=True)
+        elif kind == BASE_ENV:
+            env = command[1]
+            assert isinstance(env, dict)
+            self.base_env = env
         else:
             raise ValueError(f"unknown command {kind!r}")
 
@@ -550,7 +558,8 @@ class _Spawner:
                         os.ftruncate(q.log_fd, 0)
                     except OSError:
                         pass
-                job = self.spawn(q.serial, q.key, q.command, q.env, q.dirfd, q.log_fd)
+                env = {**self.base_env, **q.env} if q.merge else q.env
+                job = self.spawn(q.serial, q.key, q.command, env, q.dirfd, q.log_fd)
             finally:
                 os.close(q.log_fd)
             if job is None:  # could not start: ended with 127 (failed() wrote why)
@@ -577,7 +586,7 @@ class _Spawner:
     def journal_end(self, tag: object, status: int, start: float, end: float, rss: int, cpu: float, interrupted: bool) -> None:
         if self.journal < 0 or tag is None:
             return
-        data = marshal.dumps((tag, status, start, end, rss, cpu, interrupted))
+        data = marshal.dumps((tag, status, start, end, rss, cpu, interrupted))  # type: ignore[arg-type]  # tag: sweepc's, marshal-ed by it before
         try:
             os.write(self.journal, len(data).to_bytes(4, "little") + data)
         except OSError:  # a full disk: sweepc's own record is the one that counts

@@ -55,8 +55,6 @@ WAIT_SECONDS = 0.5
 # Shell jobs queued in the spawner beyond those running: enough that a slot
 # never waits for sweepc; few, so that a failure leaves little to drop.
 QUEUE_AHEAD = 2
-# How often a queued run commits the ends it has seen (see _Runner.flush_due).
-FLUSH_SECONDS = 0.1
 _JOB_ENV = ("SWEEPC_JOB_DIR", "SWEEPC_PSET_JSON", "SWEEPC_RULE", "SWEEPC_PSET_HASH", "SWEEPC_ATTEMPT")
 
 
@@ -166,8 +164,6 @@ class _Runner:
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
         self.wd_str = str(self.wd)
         self.rule_facts = {r.name: (r.retries, tuple(o.path for o in r.outputs)) for r in self.g.rules}
-        self.last_flush = 0.0
-        self.flush_now = False  # an outcome the journal does not hold is pending
 
     # -- bookkeeping
     def flush(self) -> None:
@@ -177,15 +173,6 @@ class _Runner:
         if self.pending:
             self.store.record(self.pending)
             self.pending = []
-        self.flush_now = False
-        self.last_flush = time.monotonic()
-
-    def flush_due(self) -> None:
-        """In a queued run, the spawner's journal holds every end that counts
-        (a job done): committing every FLUSH_SECONDS is then as safe against
-        a kill -9, and costs less than a commit per wait."""
-        if not self.queue or self.flush_now or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
-            self.flush()
 
     def run(self) -> Summary:
         g, plan = self.g, self.plan
@@ -239,7 +226,6 @@ class _Runner:
                         done += 1
                         self.done_ids.add(i)
                         self.pending.append(kept)
-                        self.flush_now = True  # not in the journal: it did not run
                         self.reporter.job_ended(g.jobs[i], kept, False)
                         for k in dependents.get(i, ()):
                             waiting[k] -= 1
@@ -277,7 +263,6 @@ class _Runner:
                     self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS))
                 if self.queue:
                     self.take_started(queued, running, started_at)
-                    self.take_dropped(queued, running)
                 if limits is not None:
                     limits.enforce(self.pool.pids())
                 while exits:
@@ -318,7 +303,9 @@ class _Runner:
                         stopping = True
                         self.drop_queue()  # the spawner has, unless it exited 0 without its results
                     blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
-                self.flush_due()
+                self.flush()
+                if self.queue:  # after the commit: what removing their folders frees is not what it needs
+                    self.take_dropped(queued, running)
             if self.limits is not None:
                 self.limits.close()
         except KeyboardInterrupt:
@@ -614,7 +601,6 @@ class _Runner:
             cpu_s=round(cpu_s, 3) if cpu_s is not None else None,
         )
         self.pending.append(outcome)
-        self.flush_now = True  # rare: recorded at once, as before the journal (a full disk shows here first)
         self.reporter.job_ended(job, outcome, False)
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
 

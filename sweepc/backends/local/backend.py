@@ -5,9 +5,10 @@ left of -j and of the machine's memory. The runner never prints: it tells a
 Reporter. Before anything runs every job of the plan is marked `planned`, so
 a build killed at any moment leaves no job looking up to date unless its end
 was recorded; and every end is committed to the store (SQLite WAL, one
-transaction for the jobs that ended together) before the next job starts, so
-a build killed at any moment, even by SIGKILL, reruns only the jobs that were
-running then.
+transaction for the jobs that ended together) as sweepc sees it, and, for
+queued jobs, journalled by the spawner before the next one starts (below),
+so a build killed at any moment, even by SIGKILL, reruns only the jobs that
+were running then.
 
 Shell jobs are handed to the spawner ahead of time (up to QUEUE_AHEAD more
 than run): it starts the next the moment a slot frees, within the build's

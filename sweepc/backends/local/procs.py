@@ -21,6 +21,13 @@ spawner), so ``pids()`` may block briefly until the spawner has reported them.
 One consequence for job scripts: a job's parent ($PPID) is the spawner, not
 sweepc (whose pid jobs find in $SWEEPC_BUILD_PID).
 
+Queued starts (``start(spec, Queue(...))``, when ``queueing()``): the spawner
+holds the job and starts it itself the moment it fits in ``limit()`` (so a
+slot never waits for a round trip to sweepc), journals its end
+(``journal()``), and drops its queue when a ``stop`` job fails or on
+``drop()``/``kill_all()``. ``take_started()`` and ``take_dropped()`` tell the
+caller what became of queued jobs; see spawner.py for the protocol.
+
 If the spawner cannot be started (``sys.executable`` missing, unusable or a
 frozen app, or it does not say hello within 10 s), the pool spawns
 in-process exactly as before it existed (``_InProcess``): jobs then report

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -20,9 +22,11 @@ from typing import TYPE_CHECKING
 
 from sweepc import backends
 from sweepc.backends import templates
+from sweepc.backends.local.journal import journal_path
+from sweepc.backends.local.journal import replay as replay_journal
 from sweepc.backends.temps import TempJanitor, TempReporter
 from sweepc.backends.base import Backend, BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
-from sweepc.errors import MachineError, UsageError, did_you_mean, listing
+from sweepc.errors import MachineError, SweepcError, UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
@@ -118,6 +122,7 @@ class Study:
         queued jobs show as queued)."""
         store = Store.open(self.root, create=False)
         try:
+            self._take_in_journal(store)
             live = backends.get(backend).live(self.graph, store) if backend is not None else None
             return self._plan(store, targets, where, psets, force, explain, live=live)
         finally:
@@ -137,10 +142,30 @@ class Study:
             return
         store = Store.open(self.root, create=False)
         try:
+            self._take_in_journal(store)
             for name in backends.names():
                 backends.get(name).refresh(self.graph, store)
         finally:
             store.close()
+
+    def _take_in_journal(self, store: Store) -> None:
+        """The job ends a killed local build left in its journal, into the
+        store, as a build would first; only when no build is running (whose
+        journal is live), and best effort (a dry run on a read-only store)."""
+        if not os.path.lexists(journal_path(self.root)):
+            return
+        try:
+            fd = os.open(state_dir(self.root) / "build.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the fd; the file is left as it is
+            with contextlib.suppress(SweepcError, OSError):
+                replay_journal(self.graph, store)
+        except BlockingIOError:
+            pass  # a build is running
+        finally:
+            os.close(fd)
 
     def build(self, targets: Sequence[str] = (), jobs: int | None = None, keep_going: bool = False,
               force: Sequence[str] = (), where: str | None = None, psets: str | None = None,
@@ -174,6 +199,12 @@ class Study:
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
             remember(self.graph)  # .sweepc/ exists now: cache the compiled graph
+            # a local build killed before it recorded every end its job spawner saw: those first
+            replayed = replay_journal(self.graph, store)
+            if replayed:
+                (reporter or QuietReporter()).note(
+                    f"sweepc: the last build stopped before it recorded {replayed} job{'s' if replayed > 1 else ''} "
+                    "that ended done; recorded now (from .sweepc/journal)")
             try:
                 if not self.graph.sample_rules:
                     return stage(store, lock, targets, where=where, psets=psets)

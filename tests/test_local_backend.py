@@ -209,6 +209,8 @@ def test_sigkill_mid_build_no_half_written_output_counts_as_done(local_project):
     wait_until(lambda: not p.job_processes(), what="job processes to die")
 
     labels = [f"w[a={a}]" for a in range(40)]
+    # (a dry run first takes in the ends the killed build's spawner journalled)
+    out = p.sweepc("build", "-n").out
     st = p.statuses()
     complete = {f"w[a={a}]" for a in range(40) if _complete(p, f"w[a={a}]", a)}
     done = {k for k, v in st.items() if v == "done"}
@@ -219,7 +221,6 @@ def test_sigkill_mid_build_no_half_written_output_counts_as_done(local_project):
     half = {f"w[a={a}]" for a in range(40) if p.out(f"w[a={a}]").exists() and not _complete(p, f"w[a={a}]", a)}
     assert not (half & done)
 
-    out = p.sweepc("build", "-n").out
     rerun = {line[4:].split(":")[0] for line in out.splitlines() if line.startswith("run ")}
     assert rerun == set(labels) - done
     assert rerun >= set(labels) - complete, "an incomplete output would not be rebuilt"
@@ -561,3 +562,67 @@ def test_a_job_that_ended_on_its_own_as_ctrl_c_came_is_recorded_done(local_proje
     assert p.statuses() == {"quick[a=1]": "done", "slow[a=1]": "interrupted"}
     assert p.sweepc("build", "-n").out == "run slow[a=1]: last run was interrupted\n1 of 2 jobs to run (slow 1), 1 up to date\n"
     assert p.job_processes() == []
+
+
+HELD_AND_SLOW = '''
+    param a = [1]
+    sweep s = a
+
+    rule quick over s:
+        output: "out.txt"
+        shell: "touch {root}/quick-started; while [ ! -e {root}/go ]; do sleep 0.02; done; echo {a} >> {root}/quick-runs; echo {a} > {output}"
+
+    rule slow over s:
+        output: "out.txt"
+        shell: "touch {root}/slow-started; sleep 60; echo {a} > {output}"
+'''
+
+
+def test_a_job_that_ended_after_sweepc_was_sigkilled_is_recorded_done_by_the_next_build(local_project):
+    # The spawner starts the next queued job without waiting for sweepc, so
+    # sweepc may die (kill -9) after a job ended and before that end reached
+    # the store. The spawner journalled the end: the next build records the
+    # job done (its output is there) and runs only what was running.
+    p = local_project.write(HELD_AND_SLOW)
+    proc = p.spawn("build", "-j", "2")
+    wait_until(lambda: (p.root / "quick-started").exists() and (p.root / "slow-started").exists(), what="both jobs to start")
+    os.kill(proc.pid, signal.SIGSTOP)  # sweepc sees nothing from here on
+    (p.root / "go").touch()
+    journal = p.root / ".sweepc" / "journal"
+    wait_until(lambda: journal.exists() and journal.stat().st_size > 0, what="quick's end in the journal")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_until(lambda: not p.job_processes(), what="the killed build's jobs to stop")
+    assert p.statuses() == {"quick[a=1]": "planned", "slow[a=1]": "planned"}
+
+    (p.root / "slow-started").unlink()
+    proc = p.spawn("build", "-j", "2")
+    wait_until(lambda: (p.root / "slow-started").exists(), what="slow to start again")
+    assert p.statuses()["quick[a=1]"] == "done"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.splitlines()[0] == (
+        "sweepc: the last build stopped before it recorded 1 job that ended done; recorded now (from .sweepc/journal)")
+    assert (p.root / "quick-runs").read_text() == "1\n", "quick ran again"
+    assert p.out("quick[a=1]").read_text() == "1\n"
+    assert not journal.exists()
+    r = p.sweepc("build", "-n")
+    assert r.out == "run slow[a=1]: last run was interrupted\n1 of 2 jobs to run (slow 1), 1 up to date\n"
+
+
+def test_a_build_that_ends_leaves_no_journal_and_a_stale_one_changes_nothing(local_project):
+    p = local_project.write(HELD_AND_SLOW.replace("sleep 60; ", ""))
+    (p.root / "go").touch()
+    assert p.sweepc("build", "-j", "2").code == 0
+    journal = p.root / ".sweepc" / "journal"
+    assert not journal.exists()
+    # a journal of an earlier run (its run id no longer the jobs'), and a torn entry
+    import marshal
+
+    tag = ("quick", "0" * 16, "quick/00/x", "old-run", 1, "fp", "cmd", "ins", "host")
+    body = marshal.dumps((tag, 0, 1.0, 2.0, 1000, 0.1, False))
+    journal.write_bytes(len(body).to_bytes(4, "little") + body + b"\x40\x00\x00\x00torn")
+    before = p.rows()
+    r = p.sweepc("build")
+    assert r.out == "sweepc: nothing to do (2 jobs up to date)\n"
+    assert p.rows() == before and not journal.exists()

@@ -706,3 +706,94 @@ def test_interrupted_wait_never_loses_an_exit(pool: ProcessPool, tmp_path: Path)
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert interrupted > 0
+
+
+# -- the spawner's queue (local/backend.py's full runs) ------------------------
+
+
+def _collect_until(pool: ProcessPool, keys: set[int], timeout: float = 20.0) -> dict[int, Exit]:
+    """Wait until each of `keys` ended or was dropped; Exits by key."""
+    exits: dict[int, Exit] = {}
+    dropped: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while set(exits) | dropped != keys:
+        assert time.monotonic() < deadline, (exits, dropped)
+        exits.update((ex.key, ex) for ex in pool.wait(0.2))
+        dropped |= set(pool.take_dropped())
+    return exits
+
+
+def test_queued_jobs_start_as_slots_free_within_the_limit(tmp_path: Path) -> None:
+    with ProcessPool() as pool:
+        assert pool.queueing()
+        pool.limit(2, 0)
+        # each job records how many of the jobs were running when it started
+        for k in range(1, 7):
+            pool.start(spec(tmp_path, f"find {tmp_path} -maxdepth 1 -name 'run*' | wc -l > {tmp_path}/seen{k}; "
+                            f"touch {tmp_path}/run{k}; sleep 0.2; rm {tmp_path}/run{k}".replace("$k", str(k)), k),
+                       procs.Queue(cpus=1))
+        exits = _collect_until(pool, set(range(1, 7)))
+        assert sorted(exits) == list(range(1, 7)) and all(ex.exit_code == 0 for ex in exits.values())
+        assert max(int((tmp_path / f"seen{k}").read_text()) for k in range(1, 7)) <= 1  # never 3 at once
+        assert pool.take_started() == list(range(1, 7))  # first come, first served
+
+
+def test_a_failing_stop_job_drops_the_queue_before_anything_else_starts(tmp_path: Path) -> None:
+    with ProcessPool() as pool:
+        pool.queueing()
+        pool.limit(1, 0)
+        (tmp_path / "2.log").write_text("an earlier run's log\n")
+        pool.start(spec(tmp_path, "sleep 0.2; exit 3", 1), procs.Queue(stop=True))
+        for k in (2, 3):
+            pool.start(spec(tmp_path, f"touch {tmp_path}/ran{k}", k), procs.Queue())
+        exits = _collect_until(pool, {1, 2, 3})
+        assert list(exits) == [1] and exits[1].exit_code == 3
+        assert not (tmp_path / "ran2").exists() and not (tmp_path / "ran3").exists()
+        assert (tmp_path / "2.log").read_text() == "an earlier run's log\n"  # a dropped job's log is left as it was
+        assert pool.take_started() == [1]
+        # held: what is queued after the failure is dropped too (sweepc may have sent it before it saw the failure)
+        pool.start(spec(tmp_path, f"touch {tmp_path}/ran4", 4), procs.Queue())
+        assert _collect_until(pool, {4}) == {}
+        # until a new limit
+        pool.limit(1, 0)
+        pool.start(spec(tmp_path, f"touch {tmp_path}/ran5", 5), procs.Queue())
+        assert _collect_until(pool, {5})[5].exit_code == 0 and (tmp_path / "ran5").exists()
+
+
+def test_a_stop_job_that_exits_0_without_its_output_drops_the_queue_and_a_plain_failure_does_not(tmp_path: Path) -> None:
+    with ProcessPool() as pool:
+        pool.queueing()
+        pool.limit(1, 0)
+        pool.start(spec(tmp_path, "sleep 0.2; exit 5", 1), procs.Queue(stop=False))  # -k, or a retry left
+        pool.start(spec(tmp_path, "sleep 0.2; touch here.txt", 2), procs.Queue(stop=True, outputs=("here.txt",)))
+        pool.start(spec(tmp_path, "sleep 0.2", 3), procs.Queue(stop=True, outputs=("missing.txt",)))
+        pool.start(spec(tmp_path, f"touch {tmp_path}/ran4", 4), procs.Queue())
+        exits = _collect_until(pool, {1, 2, 3, 4})
+        assert {k: ex.exit_code for k, ex in exits.items()} == {1: 5, 2: 0, 3: 0}
+        assert not (tmp_path / "ran4").exists()
+
+
+def test_kill_all_drops_the_queue_and_journals_every_end(tmp_path: Path) -> None:
+    import marshal
+
+    journal = tmp_path / "journal"
+    with ProcessPool() as pool:
+        pool.queueing()
+        pool.limit(1, 0)
+        pool.journal(str(journal))
+        pool.start(spec(tmp_path, "true", 1), procs.Queue(tag=("tag", 1)))
+        pool.start(spec(tmp_path, "exec sleep 30", 2), procs.Queue(tag=("tag", 2)))
+        pool.start(spec(tmp_path, f"touch {tmp_path}/ran3", 3), procs.Queue(tag=("tag", 3)))
+        wait_for(lambda: 2 in pool.pids())
+        ended = {ex.key: ex for ex in pool.kill_all(grace=0.5)}
+        ended.update((ex.key, ex) for ex in pool.wait(0))
+        assert pool.take_dropped() == [3] and not (tmp_path / "ran3").exists()
+        assert ended[2].interrupted and not ended[1].interrupted
+        assert pool.running == 0
+    data = journal.read_bytes()
+    entries = []
+    while data:
+        size = int.from_bytes(data[:4], "little")
+        entries.append(marshal.loads(data[4 : 4 + size]))
+        data = data[4 + size :]
+    assert [(e[0], e[1], e[6]) for e in entries] == [(("tag", 1), 0, False), (("tag", 2), 15, True)]

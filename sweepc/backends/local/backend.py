@@ -5,9 +5,22 @@ left of -j and of the machine's memory. The runner never prints: it tells a
 Reporter. Before anything runs every job of the plan is marked `planned`, so
 a build killed at any moment leaves no job looking up to date unless its end
 was recorded; and every end is committed to the store (SQLite WAL, one
-transaction for the jobs that ended together) before the next job starts, so
-a build killed at any moment, even by SIGKILL, reruns only the jobs that were
-running then.
+transaction for the jobs that ended together) as sweepc sees it, and, for
+queued jobs, journalled by the spawner before the next one starts (below),
+so a build killed at any moment, even by SIGKILL, reruns only the jobs that
+were running then.
+
+Shell jobs are handed to the spawner ahead of time (up to QUEUE_AHEAD more
+than run): it starts the next the moment a slot frees, within the build's
+cpus and memory, with no round trip to sweepc (spawner.py); sweepc prepares
+a job's folder before it queues it and learns that it started from the
+spawner. A job whose failure stops the build (no -k, no retry left) carries
+`stop`: when it fails, the spawner drops the queue itself before anything
+else starts; the folders of dropped jobs that sweepc had just made are
+removed again. The spawner journals each end (journal.py), so a job that
+ended just before sweepc was killed is recorded by the next build instead of
+run again. A plan with `python:` jobs runs as before, one start per free slot
+(the Python pool shares the cpus and has no queue in the spawner).
 
 A rule's `time` resource is enforced (limits.py) unless time_limits=False: a
 job still running at its limit is stopped, tree and all, and recorded
@@ -20,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -32,12 +46,16 @@ from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, Buil
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, pset_json_text, uses_input_list
 from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
 from sweepc.backends.local.limits import TimeLimits, format_limit
-from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
+from sweepc.backends.local.journal import journal_path, make_tag
+from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
 from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PyTask
 from sweepc.plan.store import Outcome, Store
 
 # How long one wait for job ends lasts at most (the progress line's beat).
 WAIT_SECONDS = 0.5
+# Shell jobs queued in the spawner beyond those running: enough that a slot
+# never waits for sweepc; few, so that a failure leaves little to drop.
+QUEUE_AHEAD = 2
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -132,6 +150,19 @@ class _Runner:
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.python_rules = {r.name for r in self.g.rules if r.python is not None}
+        self.pending: list[Outcome] = []
+        self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
+        self.done_ids: set[int] = set()  # jobs of this build that ended done
+        self.in_run = set(plan.run)
+        # the fingerprints jobs really have: those of plan.dynamic are made when they start
+        self.fps: list[str] = list(plan.fingerprints)
+        self.dyn_fp: dict[int, tuple[str, str]] = {}  # job id -> (inputs hash, fingerprint) it ran with
+        self.stop_on_failure = not keep_going
+        self.queue = False  # shell jobs go through the spawner's queue (set in run())
+        self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
+        self.journal: Path | None = None
+        self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
+        self.wd_str = str(self.wd)
         # python: rules -> (module path, function, outputs the worker removes, or None
         # when sweepc prepares the folder itself: templates, or an output in a subfolder)
         self.py_calls: dict[str, tuple[str, str, tuple[str, ...] | None]] = {}
@@ -140,14 +171,7 @@ class _Runner:
                 outs = tuple(o.path for o in r.outputs)
                 simple = not r.templates and not self.uses_list[r.name] and all("/" not in o for o in outs)
                 self.py_calls[r.name] = (str(self.g.root / r.python[0]), r.python[1], outs if simple else None)
-        self.wd_str = str(self.wd)
-        self.pending: list[Outcome] = []
-        self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
-        self.done_ids: set[int] = set()  # jobs of this build that ended done
-        self.in_run = set(plan.run)
-        # the fingerprints jobs really have: those of plan.dynamic are made when they start
-        self.fps: list[str] = list(plan.fingerprints)
-        self.dyn_fp: dict[int, tuple[str, str]] = {}  # job id -> (inputs hash, fingerprint) it ran with
+        self.rule_facts = {r.name: (r.retries, tuple(o.path for o in r.outputs)) for r in self.g.rules}
 
     # -- bookkeeping
     def flush(self) -> None:
@@ -164,6 +188,14 @@ class _Runner:
         check_fit(g, run, self.cpus, self.mem_mb)
         t0 = time.monotonic()
         self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
+        procs = self.pool.procs
+        if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():
+            self.queue = True
+            procs.limit(self.cpus, self.mem_mb)
+            procs.base_env(self.base_env)
+            self.journal = journal_path(g.root)
+            procs.journal(str(self.journal))
+        queued: set[int] = set()  # handed to the spawner's queue, not started yet
         in_plan = set(run)
         waiting = {i: sum(1 for d in set(g.jobs[i].deps) if d in in_plan) for i in run}
         dependents: dict[int, list[int]] = {}
@@ -187,7 +219,10 @@ class _Runner:
                     i = ready[0]
                     res = g.jobs[i].resources
                     mem = res.mem_mb or 0
-                    if running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
+                    if self.queue:  # the spawner keeps within cpus and memory
+                        if len(queued) >= QUEUE_AHEAD:
+                            break
+                    elif running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
                         break
                     ready.popleft()
                     kept = self.kept(i)
@@ -214,9 +249,13 @@ class _Runner:
                         failures.append(self.fail(i, None, now, now, 0, err, attempt))
                         if not self.keep_going:
                             stopping = True
+                            self.drop_queue()
                         blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                         continue
                     running[i] = attempt
+                    if self.queue:
+                        queued.add(i)  # the rest when the spawner starts it
+                        continue
                     started_at[i] = time.time()
                     limit = g.jobs[i].resources.time_s
                     if self.limits is not None and limit and g.jobs[i].rule not in self.python_rules:
@@ -231,20 +270,27 @@ class _Runner:
                 if not running:
                     break
                 limits = self.limits
-                exits = self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS)
+                # kept on self until handled: a Ctrl-C while they are (or while
+                # job_started is told) leaves them to stop_all, not lost
+                exits = self.unhandled = deque(
+                    self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS))
                 for k in self.pool.started():  # python: jobs begin when their worker is done with those before
                     self.reporter.job_started(g.jobs[k], running[k])
                     limit = g.jobs[k].resources.time_s
                     if limits is not None and limit:
                         limits.add(k, limit)
+                if self.queue:
+                    self.take_started(queued, running, started_at)
                 if limits is not None:
                     limits.enforce(self.pool.pids())
-                for ex in exits:
+                while exits:
+                    ex = exits.popleft()
                     i = ex.key
                     attempt = running.pop(i)
                     res = g.jobs[i].resources
-                    used_cpus -= self.cpu_cost(g.jobs[i])
-                    used_mem -= res.mem_mb or 0
+                    if not self.queue:
+                        used_cpus -= self.cpu_cost(g.jobs[i])
+                        used_mem -= res.mem_mb or 0
                     job = g.jobs[i]
                     timed_out = limits is not None and limits.ended(i)
                     if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
@@ -273,20 +319,26 @@ class _Runner:
                     failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))
                     if not self.keep_going:
                         stopping = True
+                        self.drop_queue()  # the spawner has, unless it exited 0 without its results
                     blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
                 self.flush()
+                if self.queue:  # after the commit: what removing their folders frees is not what it needs
+                    self.take_dropped(queued, running)
             if self.limits is not None:
                 self.limits.close()
         except KeyboardInterrupt:
-            done, interrupted = self.stop_all(running, attempts, done, failures)
+            done, interrupted = self.stop_all(running, attempts, done, failures, queued, started_at)
             self.flush()
+            self.journal_recorded()
             raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
         except ChildProcessError as e:
             # The spawner died (killed, out of memory): its jobs died with it.
             # Record them interrupted (they rerun) and stop; never hang, never
             # a traceback.
             now = time.time()
-            for i, attempt in running.items():
+            queued -= set(self.pool.procs.take_started())  # started, though not reported yet
+            ran = {i: attempt for i, attempt in running.items() if i not in queued}  # the rest never started
+            for i, attempt in ran.items():
                 ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
                 self.pending.append(self.outcome(i, "interrupted", ex, attempt))
             with contextlib.suppress(Exception):
@@ -296,26 +348,67 @@ class _Runner:
             with contextlib.suppress(MachineError):
                 self.flush()
             raise MachineError(
-                f"{e.strerror or e}.\n  hint: the {len(running)} jobs that were running are recorded as interrupted; "
+                f"{e.strerror or e}.\n  hint: the {len(ran)} jobs that were running are recorded as interrupted; "
                 "build again to run them (if it happens again, look for the out-of-memory killer: dmesg)"
             ) from None
         except MachineError:
             # A full disk / read-only store: stop what runs and record what we can
             # (the store may be what cannot be written: the jobs then stay
             # 'planned', which reruns them, and nothing is wrongly marked done).
-            self.stop_all(running, attempts, done, failures)
+            self.stop_all(running, attempts, done, failures, queued, started_at)
             with contextlib.suppress(MachineError):
                 self.flush()
             raise
         self.flush()
+        self.journal_recorded()
         return self.summary(run, done, failures, blocked, (), t0)
 
-    def stop_all(self, running: dict[int, int], attempts: Mapping[int, int], done: int, failures: list[Failure]) -> tuple[int, list[int]]:
+    # -- the spawner's queue
+    def take_started(self, queued: set[int], running: Mapping[int, int], started_at: dict[int, float]) -> None:
+        """Queued jobs the spawner has started: now they run (time limit, progress)."""
+        for i in self.pool.procs.take_started():
+            queued.discard(i)
+            self.fresh.discard(i)  # a job ran in it: never removed
+            started_at[i] = time.time()
+            job = self.g.jobs[i]
+            limit = job.resources.time_s
+            if self.limits is not None and limit:
+                self.limits.add(i, limit)
+            self.reporter.job_started(job, running[i])
+
+    def take_dropped(self, queued: set[int], running: dict[int, int]) -> None:
+        """Queued jobs the spawner dropped (a failure, or a kill): they never
+        started; a folder this build made for one is removed again."""
+        for i in self.pool.procs.take_dropped():
+            queued.discard(i)
+            running.pop(i, None)
+            if i in self.fresh:
+                self.fresh.discard(i)
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(self.wd / self.g.jobs[i].reldir)
+
+    def drop_queue(self) -> None:
+        if self.queue:
+            self.pool.procs.drop()
+
+    def journal_recorded(self) -> None:
+        """Every end is in the store now: the journal has nothing left to tell."""
+        if self.journal is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.journal)
+
+    def stop_all(self, running: dict[int, int], attempts: Mapping[int, int], done: int, failures: list[Failure],
+                 queued: set[int] | None = None, started_at: dict[int, float] | None = None) -> tuple[int, list[int]]:
         """Kill every running job; record each as interrupted, or as what it was
-        when it had ended on its own just before. Returns (done, interrupted)."""
+        when it had ended on its own just before. Queued jobs are dropped: never
+        started, they are not reported. Returns (done, interrupted)."""
         g = self.g
         interrupted = []
-        killed = self.pool.kill_all()
+        killed = [*self.unhandled, *self.pool.kill_all()]
+        self.unhandled = deque()
+        if self.queue and queued is not None and started_at is not None:
+            self.take_started(queued, running, started_at)
+            self.take_dropped(queued, running)
         if self.limits is not None:
             self.limits.close()
         for ex in killed:
@@ -421,6 +514,7 @@ class _Runner:
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:
         job = self.g.jobs[i]
+        d = self.wd / job.reldir
         only: set[int] | None = None
         if i in self.plan.dynamic:
             kept = self.done_inputs(job)
@@ -443,27 +537,38 @@ class _Runner:
             except OSError as e:  # no worker could be started
                 return f"cannot start: {e}"
             return None  # reported started when its worker begins it
+        fresh = self.queue and not os.path.lexists(d)
         problem = self.prepare(job, only)
         if problem is not None:
             return problem
-        d = self.wd / job.reldir
         command = job.command
         if attempt > 1 and job.restart is not None:
             command = job.restart
-        env = dict(self.base_env)
-        env["SWEEPC_JOB_DIR"] = str(d)
-        env[PSET_JSON_ENV] = str(d / PSET_JSON_NAME)
-        env["SWEEPC_RULE"] = job.rule
-        env["SWEEPC_PSET_HASH"] = job.hash
-        env["SWEEPC_ATTEMPT"] = str(attempt)
+        ds = f"{self.wd_str}/{job.reldir}"  # str(d), without pathlib's cost
+        env = {"SWEEPC_JOB_DIR": ds, PSET_JSON_ENV: f"{ds}/{PSET_JSON_NAME}", "SWEEPC_RULE": job.rule,
+               "SWEEPC_PSET_HASH": job.hash, "SWEEPC_ATTEMPT": str(attempt)}
+        if not self.queue:  # queued jobs: the spawner adds these to base_env, sent once
+            env = {**self.base_env, **env}
         try:
-            log = d / LOG_NAME
+            log = f"{ds}/{LOG_NAME}"
             if attempt > 1:  # keep what the earlier attempts said
-                _append(log, f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
+                _append(Path(log), f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
             if py is not None:
-                self.pool.start(PyTask(i, py[0], py[1], str(d), job.params, job.rule, job.hash, attempt=attempt, append_log=attempt > 1))
+                self.pool.start(PyTask(i, py[0], py[1], ds, job.params, job.rule, job.hash, attempt=attempt, append_log=attempt > 1))
                 return None  # reported started when its worker begins it
-            self.pool.start(Spawn(key=i, command=command, cwd=str(d), log_path=str(log), env=env, append_log=attempt > 1))
+            if self.queue:
+                ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
+                tag = make_tag(job.rule, job.hash, job.reldir, self.run_id, attempt, fp, self.plan.cmd_hashes[i], ins, self.host)
+                retries, outputs = self.rule_facts[job.rule]
+                queue = Queue(cpus=float(job.resources.cpus), mem_mb=job.resources.mem_mb or 0,
+                              stop=self.stop_on_failure and attempt > retries, outputs=outputs, tag=tag, merge_env=True)
+                self.pool.procs.start(Spawn(key=i, command=command, cwd=ds, log_path=log, env=env,
+                                            append_log=attempt > 1), queue)
+                if fresh:
+                    self.fresh.add(i)
+                return None  # reported started when the spawner starts it
+            else:
+                self.pool.start(Spawn(key=i, command=command, cwd=ds, log_path=log, env=env, append_log=attempt > 1))
         except OSError as e:
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"

@@ -21,6 +21,13 @@ spawner), so ``pids()`` may block briefly until the spawner has reported them.
 One consequence for job scripts: a job's parent ($PPID) is the spawner, not
 sweepc (whose pid jobs find in $SWEEPC_BUILD_PID).
 
+Queued starts (``start(spec, Queue(...))``, when ``queueing()``): the spawner
+holds the job and starts it itself the moment it fits in ``limit()`` (so a
+slot never waits for a round trip to sweepc), journals its end
+(``journal()``), and drops its queue when a ``stop`` job fails or on
+``drop()``/``kill_all()``. ``take_started()`` and ``take_dropped()`` tell the
+caller what became of queued jobs; see spawner.py for the protocol.
+
 If the spawner cannot be started (``sys.executable`` missing, unusable or a
 frozen app, or it does not say hello within 10 s), the pool spawns
 in-process exactly as before it existed (``_InProcess``): jobs then report
@@ -94,7 +101,7 @@ else:
 
 from sweepc.backends.local import spawner as _sp
 
-__all__ = ["Exit", "ProcessPool", "Spawn"]
+__all__ = ["Exit", "ProcessPool", "Queue", "Spawn"]
 
 _SHELL_ARGS = _sp.SHELL_ARGS
 _sigmask = _signal.pthread_sigmask
@@ -138,6 +145,19 @@ class Spawn:
     log_path: str  # stdout AND stderr of the job go here (created/truncated)
     env: Mapping[str, str]  # the FULL environment for the child
     append_log: bool = False  # a retry adds to the log instead of wiping the first attempt's
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Queue:
+    """How a queued job is started by the spawner itself (see spawner.py):
+    when it fits in the pool's limit(), the moment an earlier job ends."""
+
+    cpus: float = 1.0
+    mem_mb: int = 0
+    stop: bool = False  # its failure (or a missing output) drops the queue and holds it
+    outputs: tuple[str, ...] = ()  # declared outputs, relative to its folder
+    tag: Any = None  # marshal-able; journalled with its end (ProcessPool.journal)
+    merge_env: bool = False  # Spawn.env holds only what differs from base_env()'s
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,8 +210,61 @@ class ProcessPool:
         though its pid may be gone already."""
         return {} if self._impl is None else self._impl.pids()
 
-    def start(self, spec: Spawn) -> None:
-        """Start the job. Raises OSError (missing cwd, unwritable log, ...)
+    def queueing(self) -> bool:
+        """Whether start(spec, queue) really queues (jobs go through the
+        spawner); False in the in-process fallback, where it starts at once."""
+        if self._impl is None and not self._closed:
+            self._impl = _launch_spawner(self._bash) or _InProcess(self._bash)
+        return isinstance(self._impl, _ViaSpawner)
+
+    def limit(self, cpus: float, mem_mb: int) -> None:
+        """The budget of queued jobs (and the end of a hold, see drop())."""
+        if isinstance(self._impl, _ViaSpawner):
+            self._impl.command((_sp.LIMIT, cpus, mem_mb), [])
+
+    def journal(self, path: str) -> None:
+        """Have the spawner append the end of every queued job to `path`
+        (created or truncated; never through a link)."""
+        if isinstance(self._impl, _ViaSpawner):
+            fd = os.open(path, _LOG_FLAGS | os.O_APPEND, 0o666)
+            try:
+                self._impl.command((_sp.JOURNAL,), [fd])
+            finally:
+                os.close(fd)
+
+    def base_env(self, env: Mapping[str, str]) -> None:
+        """The environment that queued jobs with Queue.merge_env start from
+        (sent once, not with every job)."""
+        impl = self._impl
+        if isinstance(impl, _ViaSpawner):
+            impl.command((_sp.BASE_ENV, impl.env_of(env)), [])
+
+    def drop(self) -> None:
+        """Drop every queued job and every one queued after (until limit()).
+        Their keys come back from take_dropped() once the spawner confirms."""
+        if isinstance(self._impl, _ViaSpawner):
+            self._impl.command((_sp.DROP,), [])
+
+    def take_started(self) -> list[int]:
+        """Keys of queued jobs the spawner has started since the last call."""
+        impl = self._impl
+        if not isinstance(impl, _ViaSpawner) or not impl.started:
+            return []
+        started, impl.started = impl.started, []
+        return started
+
+    def take_dropped(self) -> list[int]:
+        """Keys of queued jobs that will never start (drop(), kill_all(), or
+        the failure of a `stop` job), since the last call."""
+        impl = self._impl
+        if not isinstance(impl, _ViaSpawner) or not impl.dropped:
+            return []
+        dropped, impl.dropped = impl.dropped, []
+        return dropped
+
+    def start(self, spec: Spawn, queue: Queue | None = None) -> None:
+        """Start the job; or, with `queue` (when queueing()), hand it to the
+        spawner's queue, which starts it when it fits (take_started()). Raises OSError (missing cwd, unwritable log, ...)
         with no process or fd left behind; the log file may already exist.
         Through the spawner the spawn itself happens after we return; should
         it fail there (E2BIG, EAGAIN, ...) the job ends with exit code 127
@@ -200,9 +273,9 @@ class ProcessPool:
             raise ValueError("start() on a closed ProcessPool")
         if _single_threaded():
             with _signals_deferred():
-                self._start(spec, single_threaded=True)
+                self._start(spec, True, queue)
         else:
-            self._start(spec, single_threaded=False)
+            self._start(spec, False, queue)
 
     def wait(self, timeout: float | None) -> list[Exit]:
         """Block until at least one job ended or `timeout` s passed; return
@@ -241,17 +314,27 @@ class ProcessPool:
         if self._impl is not None:
             self._impl.close()
 
-    def _start(self, spec: Spawn, single_threaded: bool) -> None:
+    def _start(self, spec: Spawn, single_threaded: bool, queue: Queue | None) -> None:
         # Opened before the spawner is started: a first start() that fails
-        # leaves no spawner behind either.
+        # leaves no spawner behind either. A queued job's log is truncated by
+        # the spawner when the job starts: a job dropped before leaves it as it was.
         flags = (_LOG_FLAGS & ~os.O_TRUNC) | os.O_APPEND if spec.append_log else _LOG_FLAGS
+        if queue is not None:
+            flags &= ~os.O_TRUNC
         log_fd = _above_stdio(os.open(spec.log_path, flags, 0o666))
         try:
             dir_fd = os.open(spec.cwd, _DIR_FLAGS)  # the missing-cwd OSError
             try:
                 if self._impl is None:
                     self._impl = _launch_spawner(self._bash) or _InProcess(self._bash)
-                self._impl.start(spec, log_fd, dir_fd, single_threaded)
+                if queue is not None and isinstance(self._impl, _ViaSpawner):
+                    self._impl.start(spec, log_fd, dir_fd, single_threaded, queue)
+                else:
+                    if queue is not None and queue.merge_env:
+                        raise ValueError("Queue.merge_env needs the spawner (see queueing())")
+                    if queue is not None and not spec.append_log:
+                        os.ftruncate(log_fd, 0)
+                    self._impl.start(spec, log_fd, dir_fd, single_threaded)
             finally:
                 os.close(dir_fd)
         finally:
@@ -262,11 +345,12 @@ class ProcessPool:
 
 
 class _Remote:
-    __slots__ = ("key", "pid")
+    __slots__ = ("key", "pid", "queued")
 
-    def __init__(self, key: int) -> None:
+    def __init__(self, key: int, queued: bool = False) -> None:
         self.key = key
         self.pid: int | None = None  # until the spawner reports it; 0: failed to start
+        self.queued = queued  # in the spawner's queue: not started yet
 
 
 class _NoHello(Exception):
@@ -447,8 +531,11 @@ class _ViaSpawner:
         # Received but not yet returned; kept here so that an interrupt
         # between receiving and returning loses no Exit.
         self.finished: list[Exit] = []
+        self.started: list[int] = []  # keys of queued jobs reported STARTED, not yet taken
+        self.dropped: list[int] = []  # keys of queued jobs reported DROPPED, not yet taken
         self._killed: list[int] | None = None  # set by a KILLED record
         self._synced = False  # set by a SYNCED record
+        self._queued_at_sync: set[int] = set()  # serials the spawner held queued at SYNCED
         self._unsure = False  # a start() was interrupted around its send
         self._dead = False
         # A pool that is dropped without close() (local.py's) still stops
@@ -463,29 +550,40 @@ class _ViaSpawner:
     def pids(self) -> dict[int, int]:
         with _signals_deferred():
             self._sync()
-        while any(job.pid is None for job in self._jobs.values()):
+            self._drain(keep_ended=True)  # queued jobs started meanwhile
+        while any(job.pid is None and not job.queued for job in self._jobs.values()):
             self._poller.poll()
             with _signals_deferred():
                 self._drain(keep_ended=True)
         return {job.key: job.pid for job in self._jobs.values() if job.pid}
 
-    def start(self, spec: Spawn, log_fd: int, dir_fd: int, single_threaded: bool) -> None:
+    def command(self, message: tuple[Any, ...], fds: list[int]) -> None:
         if self._dead:
             raise self._died()
-        command: str | bytes = spec.command
-        env: Mapping[str, str] | dict[bytes, bytes] = spec.env
+        self._send(marshal.dumps(message), fds)
+
+    def env_of(self, env: Mapping[str, str]) -> dict[str, str] | dict[bytes, bytes]:
+        """`env` as the spawner takes it: a dict; of bytes when it would encode str differently."""
         if self._encode:
-            command = os.fsencode(command)
-            env = {os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}
-        elif type(env) is not dict:
-            env = dict(env)
+            return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+        return env if isinstance(env, dict) and type(env) is dict else dict(env)
+
+    def start(self, spec: Spawn, log_fd: int, dir_fd: int, single_threaded: bool, queue: Queue | None = None) -> None:
+        if self._dead:
+            raise self._died()
+        command: str | bytes = os.fsencode(spec.command) if self._encode else spec.command
+        env = self.env_of(spec.env)
         self._serial += 1
         serial = self._serial
-        payload = marshal.dumps((_sp.START, serial, spec.key, command, env))
+        if queue is None:
+            payload = marshal.dumps((_sp.START, serial, spec.key, command, env))
+        else:
+            q = (queue.cpus, queue.mem_mb, queue.stop, queue.outputs, queue.tag, spec.append_log, queue.merge_env)
+            payload = marshal.dumps((_sp.START, serial, spec.key, command, env, q))
         try:
             # Registered before it is sent: the spawner never runs a job we
             # do not know of.
-            self._jobs[serial] = _Remote(spec.key)
+            self._jobs[serial] = _Remote(spec.key, queued=queue is not None)
             self._send(payload, [dir_fd, log_fd])
         except OSError:  # refused by the kernel: not sent
             self._jobs.pop(serial, None)
@@ -544,7 +642,8 @@ class _ViaSpawner:
         while not self._synced:
             self._poller.poll()
             self._drain(keep_ended=True)
-        for serial in [s for s, job in self._jobs.items() if job.pid is None]:
+        held = self._queued_at_sync
+        for serial in [s for s, job in self._jobs.items() if job.pid is None and not (job.queued and s in held)]:
             del self._jobs[serial]
         self._unsure = False
 
@@ -591,6 +690,14 @@ class _ViaSpawner:
                     job = self._jobs.get(record[1])
                     if job is not None:
                         job.pid = record[3]
+                        if job.queued:
+                            job.queued = False
+                            self.started.append(job.key)
+                elif kind == _sp.DROPPED:
+                    for serial in record[1]:
+                        job = self._jobs.pop(serial, None)
+                        if job is not None:
+                            self.dropped.append(job.key)
                 elif kind == _sp.ENDED:
                     if keep_ended:
                         self._inbox.append(record)
@@ -600,6 +707,7 @@ class _ViaSpawner:
                     self._killed = record[1]
                 elif kind == _sp.SYNCED:
                     self._synced = True
+                    self._queued_at_sync = set(record[1]) if len(record) > 1 else set()
             self._sock.recv(1, socket.MSG_DONTWAIT)  # consumed: the rest is dropped
 
     def _apply_inbox(self) -> None:

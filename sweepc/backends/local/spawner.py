@@ -26,6 +26,14 @@ ends run the same interpreter, so marshal (builtin, fast, no import) is safe.
 
   sweepc -> spawner, one command per datagram:
     (START, serial, key, command, env)  fds: job directory (O_PATH), log file
+    (START, serial, key, command, env, queue)   the same, queued (see below);
+                                   queue = (cpus, mem_mb, stop, outputs, tag, append, merge)
+                                   merge: env holds only what differs from BASE_ENV's
+    (BASE_ENV, env)                the environment queued jobs with `merge` share
+    (LIMIT, cpus, mem_mb)          the budget of queued jobs; also lifts a hold
+    (JOURNAL,)                     fds: the journal file (O_APPEND)
+    (DROP,)                        drop every queued job and hold: answered by
+                                   DROPPED; later queued STARTs are dropped too
     (BIG,)                         fds: directory, log, memfd holding a
                                    marshal-ed START too big for a datagram
     (KILL, grace)
@@ -36,7 +44,32 @@ ends run the same interpreter, so marshal (builtin, fast, no import) is safe.
     (STARTED, serial, key, pid)    pid 0: it could not be started
     (ENDED, serial, key, wait_status, max_rss_kb, start, end, floor_kb, interrupted, cpu_s)
     (KILLED, [serials still alive after SIGKILL])
-    (SYNCED,)
+    (SYNCED, [serials queued])
+    (DROPPED, [serials])           queued jobs that will never start
+
+The queue: a queued START is not spawned at once but held in a FIFO and
+started the moment it fits in the budget (LIMIT: cpus and MB of memory that
+the running queued jobs may use together; a job that does not fit waits, and
+so does everything behind it, unless nothing runs), so a job slot never waits
+for a round trip to sweepc. `stop` marks a job whose failure stops the build
+(no -k, no retry left): when it ends with a non-zero status, or exits 0
+without one of its declared `outputs` (paths below its folder), the spawner
+drops the whole queue at once, before anything else can start, reports the
+dropped serials (DROPPED) and holds: queued STARTs that arrive later are
+dropped too, until a LIMIT. KILL drops the queue as well (DROPPED before
+KILLED). A queued job's log was opened by sweepc without truncating it; the
+spawner truncates it (unless `append`) just before the job starts, so a
+dropped job leaves an earlier run's log as it was.
+
+The journal: for every queued job that ends, the spawner appends one
+record, (tag, wait_status, start, end, max_rss_kb, cpu_s, interrupted),
+marshal-ed behind its 4-byte little-endian length, to the journal with one
+write(2), before it reports the end or starts the next job. `tag` is
+sweepc's, opaque here. sweepc records every end in its store as usual; the
+journal is for when sweepc is killed (SIGKILL) after a job ended and before
+that end reached the store: the next build replays it (see local/backend.py
+replay_journal). Like the store's commits (WAL, synchronous=NORMAL) it is not
+fsync-ed: it survives the death of any process, not of the machine.
 
 A serial numbers one start of one pool; the key is the caller's, echoed.
 sweepc registers a job before sending its START. If a signal handler raises
@@ -82,9 +115,9 @@ else:
 SOCKET_FD = 3
 SHELL_ARGS = ("bash", "-e", "-o", "pipefail", "-c")
 # Message kinds, sweepc -> spawner
-START, KILL, BIG, SYNC = 0, 1, 2, 3
+START, KILL, BIG, SYNC, LIMIT, JOURNAL, DROP, BASE_ENV = 0, 1, 2, 3, 4, 5, 6, 7
 # Record kinds, spawner -> sweepc
-READY, STARTED, ENDED, KILLED, SYNCED = 0, 1, 2, 3, 4
+READY, STARTED, ENDED, KILLED, SYNCED, DROPPED = 0, 1, 2, 3, 4, 5
 # Largest datagram either side sends; larger START commands go by memfd.
 MAX_MESSAGE = 60 * 1024
 # When sweepc goes away, jobs get this long between SIGTERM and SIGKILL.
@@ -276,7 +309,7 @@ def _alive(victim: Victim, alive_pidfds: set[int]) -> bool:
 
 
 class _Job:
-    __slots__ = ("floor_kb", "key", "pid", "pidfd", "serial", "start")
+    __slots__ = ("cpus", "dirfd", "floor_kb", "key", "mem", "outputs", "pid", "pidfd", "serial", "start", "stop", "tag")
 
     def __init__(
         self, serial: int, key: int, pid: int, pidfd: int, start: float, floor_kb: int
@@ -287,6 +320,27 @@ class _Job:
         self.pidfd = pidfd
         self.start = start
         self.floor_kb = floor_kb
+        # queued jobs only: what they take of the budget, and what their end needs
+        self.cpus = 0.0
+        self.mem = 0
+        self.stop = False
+        self.outputs: tuple[str, ...] = ()
+        self.tag: object = None
+        self.dirfd = -1  # kept open while it runs: its outputs are checked below it
+
+
+class _Queued:
+    __slots__ = ("append", "command", "cpus", "dirfd", "env", "key", "log_fd", "mem", "merge", "outputs", "serial", "stop", "tag")
+
+    def __init__(self, serial: int, key: int, command: "str | bytes", env: dict[str, str],
+                 dirfd: int, log_fd: int, queue: tuple[object, ...]) -> None:
+        self.serial, self.key, self.command, self.env = serial, key, command, env
+        self.dirfd, self.log_fd = dirfd, log_fd
+        cpus, mem, stop, outputs, tag, append, merge = queue
+        assert isinstance(cpus, (int, float)) and isinstance(mem, int) and isinstance(outputs, tuple)
+        self.cpus, self.mem, self.stop, self.outputs, self.tag = float(cpus), mem, bool(stop), outputs, tag
+        self.append = bool(append)
+        self.merge = bool(merge)
 
 
 class _Spawner:
@@ -304,6 +358,14 @@ class _Spawner:
         self.epoll = select.epoll()
         self.epoll.register(self.sock_fd, select.EPOLLIN)
         self.sigdef = _default_in_jobs()
+        self.queue: list[_Queued] = []  # FIFO of queued STARTs (short: sweepc keeps a few ahead)
+        self.budget = (float("inf"), 1 << 62)  # LIMIT: (cpus, mem_mb) of queued jobs
+        self.used_cpus = 0.0
+        self.used_mem = 0
+        self.queued_running = 0  # running jobs that came through the queue
+        self.held = False  # a stop job failed, or DROP: queued STARTs are dropped
+        self.journal = -1
+        self.base_env: dict[str, str] = {}
 
     def run(self) -> None:
         encoding = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
@@ -328,9 +390,12 @@ class _Spawner:
                     job = self.jobs.get(fd)
                     if job is not None:
                         self.reap(job, interrupted=False)
+            if self.queue:
+                self.pump()
             self.flush()
 
     def stop_all(self) -> None:
+        self.drop(hold=True)
         jobs = list(self.jobs.values())
         if jobs:
             stop_trees([(job.pid, job.pidfd) for job in jobs], ORPHAN_GRACE)
@@ -370,16 +435,41 @@ class _Spawner:
             command = marshal.loads(os.pread(fds[2], size, 0))
             kind = command[0]
         if kind == START:
-            serial, key, text, env = command[1:]
+            serial, key, text, env = command[1:5]
             assert isinstance(serial, int) and isinstance(key, int)
             assert isinstance(text, (str, bytes)) and isinstance(env, dict)
-            self.spawn(serial, key, text, env, fds[0], fds[1])
+            queue = command[5] if len(command) > 5 else None
+            if queue is None:
+                self.spawn(serial, key, text, env, fds[0], fds[1])
+            elif self.held:
+                self.out.append((DROPPED, [serial]))
+            else:
+                assert isinstance(queue, tuple)
+                # the fds stay open (taken off the list the caller closes) until it starts
+                self.queue.append(_Queued(serial, key, text, env, fds[0], fds[1], queue))
+                del fds[:2]
         elif kind == KILL:
             grace = command[1]
             assert isinstance(grace, (int, float))
+            self.drop(hold=False)
             self.kill(float(grace))
         elif kind == SYNC:
-            self.out.append((SYNCED,))
+            self.out.append((SYNCED, [q.serial for q in self.queue]))
+        elif kind == LIMIT:
+            cpus, mem = command[1:3]
+            assert isinstance(cpus, (int, float)) and isinstance(mem, int)
+            self.budget = (float(cpus), mem)
+            self.held = False
+        elif kind == JOURNAL:
+            if self.journal >= 0:
+                os.close(self.journal)
+            self.journal = fds.pop(0)
+        elif kind == DROP:
+            self.drop(hold=True)
+        elif kind == BASE_ENV:
+            env = command[1]
+            assert isinstance(env, dict)
+            self.base_env = env
         else:
             raise ValueError(f"unknown command {kind!r}")
 
@@ -417,7 +507,7 @@ class _Spawner:
         env: dict[str, str],
         dirfd: int,
         log_fd: int,
-    ) -> None:
+    ) -> _Job | None:
         floor_kb = hwm_kb()
         start = time.time()
         try:
@@ -440,7 +530,7 @@ class _Spawner:
                 os.chdir("/")
         except OSError as err:
             self.failed(serial, key, log_fd, start, floor_kb, f"cannot start the job: {err}")
-            return
+            return None
         try:
             pidfd = os.pidfd_open(pid)  # our unreaped child: only EMFILE & co.
             self.epoll.register(pidfd, select.EPOLLIN)
@@ -448,9 +538,59 @@ class _Spawner:
             _signal_group(pid, _signal.SIGKILL)
             os.wait4(pid, 0)
             self.failed(serial, key, log_fd, start, floor_kb, f"cannot watch the job: {err}")
-            return
-        self.jobs[pidfd] = _Job(serial, key, pid, pidfd, start, floor_kb)
+            return None
+        job = self.jobs[pidfd] = _Job(serial, key, pid, pidfd, start, floor_kb)
         self.out.append((STARTED, serial, key, pid))
+        return job
+
+    def pump(self) -> None:
+        """Start queued jobs, first come first served, while they fit."""
+        queue = self.queue
+        cpus, mem = self.budget
+        while queue and not self.held:
+            q = queue[0]
+            if self.queued_running and (self.used_cpus + q.cpus > cpus or self.used_mem + q.mem > mem):
+                return
+            del queue[0]
+            try:
+                if not q.append:
+                    try:
+                        os.ftruncate(q.log_fd, 0)
+                    except OSError:
+                        pass
+                env = {**self.base_env, **q.env} if q.merge else q.env
+                job = self.spawn(q.serial, q.key, q.command, env, q.dirfd, q.log_fd)
+            finally:
+                os.close(q.log_fd)
+            if job is None:  # could not start: ended with 127 (failed() wrote why)
+                os.close(q.dirfd)
+                self.journal_end(q.tag, _EXIT_START_FAILED, time.time(), time.time(), 0, 0.0, False)
+                if q.stop:
+                    self.drop(hold=True)
+                continue
+            job.cpus, job.mem, job.stop, job.outputs, job.tag, job.dirfd = q.cpus, q.mem, q.stop, q.outputs, q.tag, q.dirfd
+            self.used_cpus += q.cpus
+            self.used_mem += q.mem
+            self.queued_running += 1
+
+    def drop(self, hold: bool) -> None:
+        """Forget every queued job (reported DROPPED); hold: and those to come."""
+        self.held = self.held or hold
+        if self.queue:
+            dropped, self.queue = self.queue, []
+            for q in dropped:
+                os.close(q.dirfd)
+                os.close(q.log_fd)
+            self.out.append((DROPPED, [q.serial for q in dropped]))
+
+    def journal_end(self, tag: object, status: int, start: float, end: float, rss: int, cpu: float, interrupted: bool) -> None:
+        if self.journal < 0 or tag is None:
+            return
+        data = marshal.dumps((tag, status, start, end, rss, cpu, interrupted))  # type: ignore[arg-type]  # tag: sweepc's, marshal-ed by it before
+        try:
+            os.write(self.journal, len(data).to_bytes(4, "little") + data)
+        except OSError:  # a full disk: sweepc's own record is the one that counts
+            pass
 
     def failed(
         self, serial: int, key: int, log_fd: int, start: float, floor_kb: int, why: str
@@ -479,6 +619,14 @@ class _Spawner:
         del self.jobs[job.pidfd]
         self.epoll.unregister(job.pidfd)
         os.close(job.pidfd)
+        if job.dirfd >= 0:
+            self.used_cpus -= job.cpus
+            self.used_mem -= job.mem
+            self.queued_running -= 1
+            self.journal_end(job.tag, status, job.start, end, max_rss_kb, cpu_s, interrupted)
+            if job.stop and not interrupted and (status != 0 or not _all_there(job.dirfd, job.outputs)):
+                self.drop(hold=True)  # before anything else can start
+            os.close(job.dirfd)
         self.out.append(
             (
                 ENDED,
@@ -508,6 +656,15 @@ class _Spawner:
                 if job.pidfd not in alive:
                     self.reap(job, interrupted=True)
         self.out.append((KILLED, [job.serial for job in self.jobs.values()]))
+
+
+def _all_there(dirfd: int, paths: tuple[str, ...]) -> bool:
+    for path in paths:
+        try:
+            os.stat(path, dir_fd=dirfd)
+        except OSError:
+            return False
+    return True
 
 
 def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

@@ -426,16 +426,17 @@ def test_pset_json_text_is_exactly_json_dumps_with_indent_2(tmp_path: Path) -> N
 
     from sweepc.backends.jobdir import PSET_JSON_VERSION, _type_name, pset_json_text, sweep_name
     from sweepc.lang.project import load_graph
+    from sweepc.values import Scalar
 
     (tmp_path / "sweepfile").write_text('param a = [1, 2]\nrule r over a:\n    output: "o"\n    shell: "true > {output}"\n')
     g = load_graph(tmp_path / "sweepfile", cache=False)
     job = g.jobs[0]
     rng = random.Random(7)
-    psets: list[dict[str, object]] = [
+    psets: list[dict[str, Scalar]] = [
         {}, {"i": 0, "x": 1.5, "s": 'h\u00e9"\\\n\x00\u2028', "b": True, "n": float("nan"), "inf": float("-inf"), "big": 10**30, "f": 1e-300},
     ]
     for _ in range(500):
-        values = [rng.random() * 10 ** rng.randint(-30, 30), rng.randint(-10**20, 10**20),
+        values: list[Scalar] = [rng.random() * 10 ** rng.randint(-30, 30), rng.randint(-10**20, 10**20),
                   "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(5)), rng.random() < 0.5]
         psets.append({f"k{j}": rng.choice(values) for j in range(rng.randint(0, 4))})
     for params in psets:

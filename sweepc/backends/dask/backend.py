@@ -37,7 +37,8 @@ from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, chec
 from sweepc.backends.local.limits import format_limit
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
-from sweepc.plan.planner import UPSTREAM, Plan, dynamic_fingerprint
+from sweepc.plan.planner import Plan, dynamic_fingerprint
+from sweepc.backends import soft
 from sweepc.plan.store import Outcome, Store
 
 FLUSH_SECONDS = 0.5  # how long the loop waits for a batch to come back
@@ -415,41 +416,10 @@ class _Runner:
         return True
 
     def kept(self, i: int) -> Outcome | None:
-        job = self.g.jobs[i]
-        if i not in self.plan.dynamic or any(r.code != UPSTREAM for r in self.plan.reasons.get(i, ())):
-            return None
-        rec = self.plan.records.get((job.rule, job.hash))
-        if rec is None or rec.status != "done" or rec.fingerprint is None or rec.run_id is None:
-            return None
-        _, fp = dynamic_fingerprint(self.plan, i, self.fps, self.done_inputs(job))
-        if fp != rec.fingerprint:
-            return None
-        d = self.wd / job.reldir
-        if any(not os.path.exists(d / o.path) for o in self.g.rule(job.rule).outputs):
-            return None
-        self.fps[i] = fp
-        return Outcome(
-            rule=job.rule, hash=job.hash, status="done", fingerprint=rec.fingerprint, cmd_hash=rec.cmd_hash,
-            inputs_hash=rec.inputs_hash, exit_code=rec.exit_code, start=rec.start, end=rec.end, host=rec.host,
-            max_rss_mb=rec.max_rss_mb, attempts=rec.attempts, backend=rec.backend or "dask",
-            backend_job_id=rec.backend_job_id, run_id=rec.run_id,
-        )
+        return soft.kept(self.plan, i, self.fps, self.done_ids, self.in_run, self.wd, "dask")
 
     def done_inputs(self, job: Job) -> list[int]:
-        """The done() inputs of job that ended done: in this build, or before it
-        and not run again."""
-        recs, in_run = self.plan.records, self.in_run
-        out = []
-        for d in job.deps:
-            if d in job.soft:
-                if d in self.done_ids:
-                    out.append(d)
-                elif d not in in_run:
-                    dj = self.g.jobs[d]
-                    rec = recs.get((dj.rule, dj.hash))
-                    if rec is not None and rec.status == "done":
-                        out.append(d)
-        return out
+        return soft.done_inputs(self.plan, job, self.done_ids, self.in_run)
 
     def judge_failure(self, i: int, attempt: int, exit_code: int | None, start: float, end: float, rss_kb: int,
                       message: str, host: str | None, worker: str, status: str = "failed") -> None:

@@ -372,9 +372,78 @@ def test_runner_makes_a_missing_job_folder_with_the_marker(tmp_path: Path) -> No
     assert (job(tmp_path, "aa01") / ".sweepc-job").read_text() == "r/aa/aa01\n"
 
 
+def test_runner_refuses_a_file_in_place_of_the_job_folder_with_a_record_in_the_submission_folder(tmp_path: Path) -> None:
+    (tmp_path / "calc" / "r" / "aa").mkdir(parents=True)
+    (tmp_path / "calc" / "r" / "aa" / "aa01").write_text("a file where the job folder should be")
+    p = run_task(tmp_path, pset("aa01", "touch out.txt") + pset("bb02", "touch out.txt"))
+    assert p.returncode == 0
+    rec = json.loads((tmp_path / "refused" / "r" / "aa01" / RECORD_NAME).read_text())
+    assert (rec["status"], rec["exit_code"], rec["note"]) == (
+        "failed", None, f"refusing to run it: {tmp_path}/calc/r/aa/aa01 is in the way: it is not a folder; move it away")
+    assert (tmp_path / "calc" / "r" / "aa" / "aa01").read_text() == "a file where the job folder should be"
+    assert record(tmp_path, "bb02")["status"] == "done"  # its sibling still ran
+
+
 def test_runner_exits_1_when_a_record_cannot_be_written(tmp_path: Path) -> None:
     (tmp_path / "calc" / "r" / "aa").mkdir(parents=True)
     (tmp_path / "calc" / "r" / "aa" / "aa01").write_text("a file where the job folder should be")
+    (tmp_path / "refused").write_text("and a file where the refused records go")
     p = run_task(tmp_path, pset("aa01", "true"))
     assert p.returncode == 1
     assert "cannot write" in (p.stderr.read() if p.stderr else "")
+
+
+@pytest.mark.parametrize("where", ["job", "shard", "rule"])
+def test_runner_never_writes_through_a_symbolic_link_in_place_of_a_job_folder(tmp_path: Path, where: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "out.txt").write_text("not sweepc's")
+    link = {"job": tmp_path / "calc" / "r" / "aa" / "aa01", "shard": tmp_path / "calc" / "r" / "aa", "rule": tmp_path / "calc" / "r"}[where]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if where == "job":
+        link.symlink_to(outside)
+    else:  # the link leads to a tree that looks like the rest of the path
+        (outside / "aa" / "aa01").mkdir(parents=True) if where == "rule" else (outside / "aa01").mkdir()
+        link.symlink_to(outside)
+    before = sorted((str(q), q.read_bytes() if q.is_file() else b"") for q in outside.rglob("*"))
+    p = run_task(tmp_path, "SWEEPC_MAKE_DIRS=1\n_sweepc_pj='{}'\n" + pset("aa01", "echo hi > out.txt"))
+    assert p.returncode == 0
+    rec = json.loads((tmp_path / "refused" / "r" / "aa01" / RECORD_NAME).read_text())
+    assert rec["status"] == "failed" and rec["exit_code"] is None
+    assert rec["note"] == (f"refusing to run it: {link} is a symbolic link (to {outside}); sweepc writes job files only "
+                           "into real folders inside the workdir: remove the link")
+    assert sorted((str(q), q.read_bytes() if q.is_file() else b"") for q in outside.rglob("*")) == before  # nothing touched there
+
+
+def test_runner_prepares_a_folder_left_to_it_as_sweepc_would(tmp_path: Path) -> None:
+    """SWEEPC_MAKE_DIRS=1: marker and pset.json byte for byte, stale outputs removed
+    (never through a link), a pset.json link replaced, not written through."""
+    text = '{\n  "params": {\n    "s": "it\'s \\"q\\" é $HOME `x`"\n  }\n}\n'
+    import shlex
+    d = job(tmp_path, "bb02")
+    (d / "out.txt").write_text("stale")
+    (d / "sub").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.txt").write_text("keep")
+    (outside / "pset.json").write_text("keep")
+    (d / "deep").symlink_to(outside)
+    (d / "pset.json").symlink_to(outside / "pset.json")
+    body = ("SWEEPC_MAKE_DIRS=1\n"
+            f"_sweepc_pj={shlex.quote(text)}\n" + pset("aa01", "cp pset.json copy.json; echo 1 > out.txt; mkdir deep; echo 2 > deep/x.txt")
+            + f"_sweepc_pj={shlex.quote(text)}\n" + pset("bb02", "exit 3"))
+    p = run_task(tmp_path, body, outputs="out.txt deep/x.txt")
+    assert p.returncode == 0
+    a = job(tmp_path, "aa01")
+    assert (a / "pset.json").read_bytes() == text.encode() == (a / "copy.json").read_bytes()
+    assert (a / ".sweepc-job").read_text() == "r/aa/aa01\n"
+    assert record(tmp_path, "aa01")["status"] == "done"
+    # bb02 existed: its stale output is gone though the run failed; the link lost, its target kept
+    assert record(tmp_path, "bb02")["status"] == "failed"
+    assert not (d / "out.txt").exists() and not os.path.lexists(d / "deep")
+    assert (outside / "x.txt").read_text() == "keep" and (outside / "pset.json").read_text() == "keep"
+    assert not (d / "pset.json").is_symlink() and (d / "pset.json").read_bytes() == text.encode()
+    assert (d / ".sweepc-job").read_text() == "r/bb/bb02\n"
+    assert not list(tmp_path.rglob("*.sweepc-tmp"))
+
+

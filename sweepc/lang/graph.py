@@ -24,6 +24,8 @@ MARKER_NAME = ".sweepc-job"  # "sweepc made this folder": what `sweepc clean` ma
 # What a `python:` rule's function returned: its results file.
 PYTHON_RESULT_NAME = "sweepc-result.json"
 PSET_JSON_NAME = "pset.json"
+# SLURM: where (in the submission folder) the runner records a pset whose job folder it refused
+REFUSED_DIR = "refused"
 RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME, PSET_JSON_NAME})
 
 

@@ -38,6 +38,7 @@ from sweepc.backends.slurm.render import (
     LOG_DIR,
     PsetLine,
     load_template,
+    made_by_runner,
     prepare_folder,
     submit_script,
     write_array,
@@ -131,6 +132,7 @@ class _Build:
         self.max_array = 0
         self.t0 = time.monotonic()
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
+        self.by_runner = {r.name: made_by_runner(r) for r in self.g.rules}
         self.rounds = 0  # resubmission rounds
         self.resume: set[int] = set()  # jobs whose first submission here runs their restart: command
         # the fingerprints jobs really have: those of plan.dynamic come with their records
@@ -329,15 +331,21 @@ class _Build:
                 for i in task:
                     where[i] = (k, t)
         deps = dependencies(g, new, where, self.plan.queued, exact=resubmission, offset=first)
-        lines = {i: self.pset_line(i) for i in batch}
-        self.prepare_dirs(batch)
+        # sweepc prepares some folders itself (templates, input lists), before anything is
+        # submitted, so that a folder it must refuse stops the whole batch; their task lines
+        # come first (a dynamic line decides whether the job's outputs are kept)
+        prepared = [i for i in batch if not self.by_runner[g.jobs[i].rule]]
+        lines = {i: self.pset_line(i) for i in prepared}
+        self.prepare_dirs(prepared)
         prepare_folder(self.folder, python=any(g.rule(arr.rule).python is not None for arr in new))
         handed = set(batch)
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
         if not self.render_only:  # each array goes out as soon as it is written
             for arr, d in zip(new, deps):
+                lines.update((i, self.pset_line(i)) for i in arr.jobs if i not in lines)
                 self.submit_one(arr, d, write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle))
             return
+        lines.update((i, self.pset_line(i)) for i in batch if i not in lines)
         scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
         if self.render_only:
             path = self.folder / "submit.sh"
@@ -461,9 +469,10 @@ class _Build:
 
     def prepare_dirs(self, batch: Sequence[int]) -> None:
         """As the local backend does before a job starts: leftovers of an earlier
-        run must not survive a run that fails to write them. (Every job folder
-        is made here: it gets its pset.json and rendered templates. The runner
-        still makes a folder that is missing, with sweepc's marker.)"""
+        run must not survive a run that fails to write them. Only for the jobs
+        of rules with templates or an input list (sweepc renders those): the
+        runner prepares every other job folder on the node, the same way
+        (render.made_by_runner), which keeps 100k-pset submissions fast."""
         g = self.g
         for i in batch:
             job = g.jobs[i]
@@ -508,6 +517,7 @@ class _Build:
         except that a packed task runs up to `pack` psets at once: past the
         first pset without a final record, up to pack - 1 more are looked at."""
         moved = False
+        refused = rec_.any_refused(self.folder)  # a job folder the runner refused (a link): one stat
         for key in list(only if only is not None else self.unfinished):
             if key not in self.unfinished:
                 continue
@@ -523,6 +533,8 @@ class _Build:
                     j += 1
                     continue
                 rec = rec_.read_record(self.g.job_dir(self.g.jobs[i]))
+                if refused and (rec is None or rec.submission != self.sub or rec.array_job_id != self.ids[a]):
+                    rec = rec_.refused_record(self.folder, self.g.jobs[i].rule, self.g.jobs[i].hash) or rec
                 if rec is None or rec.submission != self.sub or rec.array_job_id != self.ids[a] or rec.array_task_id != str(t):
                     open_ += 1
                 elif not rec.final:
@@ -742,6 +754,8 @@ class _Build:
             log = self.folder / LOG_DIR / f"{bid}.out"
         elif note:
             message = note
+            if note.startswith(rec_.REFUSED_NOTE):  # its folder is a link: the task's log says more
+                log = self.folder / LOG_DIR / f"{bid}.out"
         else:
             message = f"exit {exit_code}"
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)

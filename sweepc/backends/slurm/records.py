@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sweepc.backends.jobdir import check_end
-from sweepc.lang.graph import RECORD_NAME, BuildGraph
-from sweepc.plan.store import Outcome, Record, Store
+from sweepc.lang.graph import RECORD_NAME, REFUSED_DIR, BuildGraph
+from sweepc.plan.store import Outcome, Record, Store, state_dir
 from sweepc.backends.slurm.scheduler import Scheduler
 
 # Record statuses (what the runner writes).
@@ -30,6 +30,9 @@ TERM_EXIT = 143  # what a shell reports for a command stopped by SIGTERM
 # the note of a done record of a job the runner did not run: its fingerprint came
 # out as when it was last done (input: done(RULE), runner.sh's keep:)
 KEPT_NOTE = "up to date: its inputs came out as they were"
+# The note of a pset whose job folder the runner refused (a symbolic link, a
+# file in the way): its record is in <submission folder>/refused/<rule>/<hash>/.
+REFUSED_NOTE = "refusing to run it: "
 
 
 class TaskRecord(NamedTuple):
@@ -74,6 +77,10 @@ def scheduler_ids(rows: Iterable[Record]) -> list[str]:
     return sorted((i for i in ids if i.isdigit()), key=_num)
 
 
+def submission_folder(g: BuildGraph, submission: str) -> Path:
+    return state_dir(g.root) / "slurm" / submission
+
+
 def job_dir(g: BuildGraph, rule: str, h: str) -> Path:
     return g.workdir_path / rule / h[:2] / h
 
@@ -95,6 +102,17 @@ def read_record(d: Path) -> TaskRecord | None:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def any_refused(submission_folder: Path) -> bool:
+    """Whether the runner refused a job folder of this submission (one stat)."""
+    return os.path.isdir(submission_folder / REFUSED_DIR)
+
+
+def refused_record(submission_folder: Path, rule: str, h: str) -> TaskRecord | None:
+    """The record the runner wrote in the submission folder for a pset whose
+    job folder it refused: never written (nor read) through the link."""
+    return read_record(submission_folder / REFUSED_DIR / rule / h)
 
 
 def remove_record(d: Path) -> None:
@@ -168,8 +186,16 @@ def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] |
     replan: list[tuple[str, str]] = []
     started: list[tuple[str, str]] = []
     remaining: dict[tuple[str, str], Record] = {}
+    refused: dict[str, Path | None] = {}  # submission -> its folder, when the runner refused a job folder
     for key, row in rows.items():
         rec = read_record(job_dir(g, *key))
+        if (rec is None or not belongs(rec, row)) and row.run_id is not None:
+            if row.run_id not in refused:
+                folder = submission_folder(g, row.run_id)
+                refused[row.run_id] = folder if any_refused(folder) else None
+            where = refused[row.run_id]
+            if where is not None:
+                rec = refused_record(where, *key) or rec
         if rec is None or not belongs(rec, row) or not rec.final:
             remaining[key] = row
             if rec is not None and not rec.final and row.status == "queued" and belongs(rec, row):
@@ -203,8 +229,6 @@ def belongs(rec: TaskRecord, row: Record) -> bool:
 def adopt(g: BuildGraph, store: Store, rows: dict[tuple[str, str], Record]) -> None:
     """Rendered rows whose array submit.sh submitted here (it wrote NAME.jobid
     next to the jobscript) get the real id, so squeue can be asked about them."""
-    from sweepc.plan.store import state_dir
-
     found: list[tuple[str, str, str]] = []
     ids: dict[tuple[str, str], str | None] = {}
     for key, row in rows.items():
@@ -250,8 +274,6 @@ def sync(g: BuildGraph, store: Store, scheduler: Scheduler) -> dict[tuple[str, s
 def refresh(g: BuildGraph) -> None:
     """For `sweepc status` and `sweepc results`: ingest the records of queued
     SLURM jobs, if there are any. No scheduler call."""
-    from sweepc.plan.store import state_dir
-
     if not (state_dir(g.root) / "state.db").exists():
         return
     store = Store.open(g.root, create=False)

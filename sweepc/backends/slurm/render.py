@@ -30,9 +30,10 @@ from typing import Any
 
 import jinja2
 
+from sweepc.backends.jobdir import pset_json_text, uses_input_list
 from sweepc.lang.resources import format_time
 from sweepc.errors import UsageError, did_you_mean
-from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, RECORD_NAME, BuildGraph
+from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, RECORD_NAME, REFUSED_DIR, BuildGraph, RuleSpec
 from sweepc.backends.slurm.arrays import Array, Deps, task_time_s
 from sweepc.backends.slurm.settings import SlurmSettings
 
@@ -143,11 +144,25 @@ def jobscript_context(g: BuildGraph, s: SlurmSettings, arr: Array, folder: Path,
 
 def runner_text() -> str:
     text = resources.files("sweepc.backends.slurm").joinpath("templates/runner.sh").read_text(encoding="utf-8")
-    return text.replace("@RECORD@", RECORD_NAME).replace("@LOG@", LOG_NAME).replace("@MARKER@", MARKER_NAME).replace("@INPUTS@", INPUT_LIST_NAME)
+    for key, value in (("@RECORD@", RECORD_NAME), ("@LOG@", LOG_NAME), ("@MARKER@", MARKER_NAME),
+                       ("@PSET_JSON@", PSET_JSON_NAME), ("@REFUSED@", REFUSED_DIR), ("@INPUTS@", INPUT_LIST_NAME)):
+        text = text.replace(key, value)
+    return text
+
+
+def made_by_runner(rule: RuleSpec) -> bool:
+    """Whether the runner prepares the rule's job folders on the node (folder,
+    marker, pset.json, stale outputs removed): when sweepc has nothing else to
+    write there first (no templates, no input list) and the rule is run by
+    runner.sh itself (not a python: rule). Making 100k folders on
+    the submitting machine would cost more than everything else a submission
+    does (docs/slurm.md, "Submission at scale")."""
+    return not rule.templates and not uses_input_list(rule) and rule.python is None  # (pyrunner.py makes none)
 
 
 def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], submission: str, time_s: int | None) -> str:
     rule = g.rule(arr.rule)
+    make_dirs = made_by_runner(rule)
     q = shlex.quote
     if rule.python is not None:
         return python_task_text(g, arr, t, lines, submission, time_s)
@@ -161,12 +176,16 @@ def task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine], subm
         "SWEEPC_OUTPUTS=(" + " ".join(q(o.path) for o in rule.outputs) + ")\n",
         f"SWEEPC_TIME_LIMIT={time_s if time_s is not None else ''}\n",
     ]
+    if make_dirs:
+        out.append("SWEEPC_MAKE_DIRS=1\n")
     for pl in lines:
         job = g.jobs[pl.job]
         command = job.restart if (pl.job in arr.restart and job.restart is not None) else job.command
         end = _delimiter(job.hash, command)
         args = [job.hash, pl.fingerprint, pl.cmd_hash, pl.inputs_hash, str(arr.attempt(pl.job)), *pl.upstream, *pl.dynamic]
         out.append(f"\n# {_one_line(job.label)}\n")
+        if make_dirs:
+            out.append(f"_sweepc_pj={q(pset_json_text(g, job))}\n")
         out.append("sweepc_pset " + " ".join(q(a) for a in args) + f" <<'{end}'\n")
         out.append(command if command.endswith("\n") else command + "\n")
         out.append(end + "\n")

@@ -7,7 +7,18 @@
 #   bash runner.sh TASKFILE        (the jobscript runs this; SLURM sets SLURM_ARRAY_*)
 #
 # The task file sets SWEEPC_* variables and calls sweepc_pset once per pset,
-# with the pset's command on stdin. For each pset, in order:
+# with the pset's command on stdin (and, for a rule whose job folders sweepc
+# left to the runner, SWEEPC_MAKE_DIRS=1 and the pset's pset.json text in
+# _sweepc_pj just before). For each pset, in order:
+#   - enter its job folder <workdir>/<rule>/<hh>/<hash> one folder at a time
+#     from the workdir, making what is missing, never through a symbolic
+#     link: a link (or a file) on the way is refused, and the pset gets a
+#     "failed" record in <submission folder>/@REFUSED@/<rule>/<hash>/ instead
+#     (nothing is written through the link); from then on everything is
+#     written relative to the folder entered. A folder without sweepc's
+#     marker gets one. With SWEEPC_MAKE_DIRS=1, write pset.json, and remove
+#     the outputs of an earlier run just before the command runs (as sweepc
+#     does before submitting the jobs it prepares itself);
 #   - after SIGTERM (time limit or scancel): record "not-run";
 #   - if an upstream job has no record saying "done": record "skipped"
 #     (an input taken through done(RULE) is left out instead: see below);
@@ -23,8 +34,11 @@
 _sweepc_stop=
 _sweepc_rc=0
 # this file is <project>/.sweepc/slurm/<submission>/runner.sh: the project is three folders up
-SWEEPC_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd) || exit 2
+_sweepc_sub_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd) || exit 2
+SWEEPC_ROOT=$(cd -- "$_sweepc_sub_dir/../../.." && pwd) || exit 2
 export SWEEPC_ROOT
+_sweepc_wd=  # the workdir's physical path, found at the first pset
+_sweepc_pj=  # the next pset's pset.json (SWEEPC_MAKE_DIRS=1)
 trap '_sweepc_stop=1' TERM
 
 # the time as epoch seconds with a fraction, in $_sweepc_t (bash 5: no fork)
@@ -56,6 +70,7 @@ _sweepc_record() {
       >"$tmp" 2>/dev/null && mv -f -- "$tmp" "$dir/@RECORD@"; then
     return 0
   fi
+  [ "$dir" != . ] || dir=$PWD
   echo "sweepc: cannot write $dir/@RECORD@" >&2
   _sweepc_rc=1
 }
@@ -91,6 +106,55 @@ _sweepc_exec() {
     time) exec /usr/bin/time -o "$1" -f '%M %U %S' bash -e -o pipefail -c "$2" ;;
     *) exec bash -e -o pipefail -c "$2" ;;
   esac
+}
+
+# _sweepc_enter HASH: cd into the job folder, from the workdir one folder at a
+# time, making what is missing and never following a symbolic link (each step
+# checks that the folder entered is the one named). $_sweepc_new says whether
+# the job folder was made here. On refusal: status 1, the reason in $_sweepc_why.
+_sweepc_enter() {
+  local part shown=$SWEEPC_WORKDIR want target
+  _sweepc_new=
+  cd -P -- "$_sweepc_wd" 2>/dev/null || { _sweepc_why="cannot enter the workdir $SWEEPC_WORKDIR"; return 1; }
+  for part in "$SWEEPC_RULE" "${1:0:2}" "$1"; do
+    shown=$shown/$part
+    want=$PWD/$part
+    if [ ! -e "$part" ] && [ ! -L "$part" ] && mkdir -- "$part" 2>/dev/null && [ "$part" = "$1" ]; then
+      _sweepc_new=1
+    fi
+    if [ -L "$part" ]; then
+      target=$(readlink -- "$part" 2>/dev/null) && target=" (to $target)" || target=
+      _sweepc_why="$shown is a symbolic link$target; sweepc writes job files only into real folders inside the workdir: remove the link"
+      return 1
+    fi
+    if [ ! -d "$part" ]; then
+      _sweepc_why="$shown is in the way: it is not a folder; move it away"
+      return 1
+    fi
+    if ! cd -P -- "$part" 2>/dev/null || [ "$PWD" != "$want" ]; then
+      _sweepc_why="$shown changed while the runner entered it (a symbolic link?); nothing was written there"
+      return 1
+    fi
+  done
+}
+
+# _sweepc_put NAME TEXT: write a file of the folder entered, never through a
+# link: straight into a folder made just now (O_EXCL), else through a
+# temporary file and mv (which replaces a link, never writes through it)
+_sweepc_put() {
+  local tmp=$1.sweepc-tmp
+  if [ -n "$_sweepc_new" ]; then
+    tmp=$1
+  elif [ -e "$tmp" ] || [ -L "$tmp" ]; then
+    rm -f -- "$tmp"
+  fi
+  set -C  # noclobber: the file is opened with O_EXCL
+  printf '%s' "$2" 2>/dev/null >"$tmp"
+  local rc=$?
+  set +C
+  [ "$rc" -eq 0 ] && { [ "$tmp" = "$1" ] || mv -f -- "$tmp" "$1"; } && return 0
+  echo "sweepc: cannot write $PWD/$1" >&2
+  return 1
 }
 
 # "MAX_RSS_MB CPU_S" from a usage file, in $_sweepc_usage ("" when there is none)
@@ -151,11 +215,17 @@ _sweepc_rm_output() {
 # With SWEEPC_PACK=N > 1 a pset runs in the background as soon as fewer than N
 # run (each with its own TERM trap and record); the task waits for them all.
 sweepc_pset() {
-  local cmd=
+  local cmd= pj=$_sweepc_pj
+  _sweepc_pj=
   IFS= read -r -d '' cmd
   case $SWEEPC_WORKDIR in /*) ;; *) SWEEPC_WORKDIR=$SWEEPC_ROOT/$SWEEPC_WORKDIR ;; esac
+  if [ -z "$_sweepc_wd" ]; then
+    # the workdir itself may be a link (to scratch space): the user's setting
+    [ -d "$SWEEPC_WORKDIR" ] || mkdir -p -- "$SWEEPC_WORKDIR" 2>/dev/null
+    _sweepc_wd=$(cd -P -- "$SWEEPC_WORKDIR" 2>/dev/null && pwd -P) || _sweepc_wd=$SWEEPC_WORKDIR
+  fi
   if [ "${SWEEPC_PACK:-1}" -le 1 ] || [ -n "$_sweepc_stop" ]; then
-    _sweepc_one "$cmd" "$@"
+    _sweepc_one "$cmd" "$pj" "$@"
     return 0
   fi
   local -a live
@@ -166,10 +236,10 @@ sweepc_pset() {
     [ -z "$_sweepc_stop" ] || break
   done
   if [ -n "$_sweepc_stop" ]; then
-    _sweepc_one "$cmd" "$@"
+    _sweepc_one "$cmd" "$pj" "$@"
     return 0
   fi
-  ( trap '_sweepc_stop=1' TERM; _sweepc_one "$cmd" "$@"; exit "$_sweepc_rc" ) &
+  ( trap '_sweepc_stop=1' TERM; _sweepc_one "$cmd" "$pj" "$@"; exit "$_sweepc_rc" ) &
 }
 
 # wait for the packed psets still running (a trap interrupts wait: look again)
@@ -202,14 +272,30 @@ _sweepc_filter_inputs() {
   } >"$tmp" && mv -f -- "$tmp" "$dir/@INPUTS@"
 }
 
-# _sweepc_one COMMAND HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]: one pset, start to record
+# _sweepc_one COMMAND PSET_JSON HASH FINGERPRINT CMD_HASH INPUTS_HASH ATTEMPT [UPSTREAM...]: one pset, start to record
 _sweepc_one() {
-  local cmd=$1 hash=$2 fp=$3 ch=$4 ih=$5 attempt=$6 dir up rel sub line out start rc status missing usage rss= cpu=
-  shift 6
-  dir=$SWEEPC_WORKDIR/$SWEEPC_RULE/${hash:0:2}/$hash
-  # a folder sweepc did not make before submitting: made here, with sweepc's marker
-  if [ ! -d "$dir" ]; then
-    mkdir -p -- "$dir" && printf '%s\n' "$SWEEPC_RULE/${hash:0:2}/$hash" >"$dir/@MARKER@" || _sweepc_rc=1
+  local cmd=$1 pj=$2 hash=$3 fp=$4 ch=$5 ih=$6 attempt=$7 dir=. jobdir up rel sub line out start rc status missing usage rss= cpu=
+  shift 7
+  jobdir=$SWEEPC_WORKDIR/$SWEEPC_RULE/${hash:0:2}/$hash
+  if ! _sweepc_enter "$hash"; then
+    # its record goes where sweepc looks when the job folder is refused
+    _sweepc_now
+    dir=$_sweepc_sub_dir/@REFUSED@/$SWEEPC_RULE/$hash
+    if ! mkdir -p -- "$dir" 2>/dev/null; then
+      echo "sweepc: cannot write $dir/@RECORD@" >&2
+      _sweepc_rc=1
+      return 0
+    fi
+    _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed "" "" "$_sweepc_t" "refusing to run it: $_sweepc_why"
+    return 0
+  fi
+  # sweepc's marker (kept once written), on every folder the runner enters
+  if [ ! -e @MARKER@ ] && [ ! -L @MARKER@ ]; then
+    _sweepc_put @MARKER@ "$SWEEPC_RULE/${hash:0:2}/$hash"$'\n' || _sweepc_rc=1
+  fi
+  local made_here=$_sweepc_new
+  if [ "${SWEEPC_MAKE_DIRS:-}" = 1 ]; then
+    [ -z "$pj" ] || _sweepc_put @PSET_JSON@ "$pj" || _sweepc_rc=1
   fi
   _sweepc_now
   if [ -n "$_sweepc_stop" ]; then
@@ -281,17 +367,21 @@ _sweepc_one() {
       for out in "${SWEEPC_OUTPUTS[@]}"; do _sweepc_rm_output "$dir" "$out"; done
     fi
   fi
+  if [ "${SWEEPC_MAKE_DIRS:-}" = 1 ] && [ -z "$made_here" ] && [ -z "$keep" ]; then
+    # an earlier run's outputs go before it runs (never through a link), as sweepc
+    # removes them before submitting the jobs it prepares (keep: removed above)
+    for out in "${SWEEPC_OUTPUTS[@]}"; do _sweepc_rm_output . "$out"; done
+  fi
   start=$_sweepc_t
   # never write through a link: a @LOG@ that is one loses the link, not its target
-  [ ! -L "$dir/@LOG@" ] || rm -f -- "$dir/@LOG@"
-  usage="$dir/.sweepc-usage"
+  [ ! -L @LOG@ ] || rm -f -- @LOG@
+  usage=.sweepc-usage
   rm -f -- "$usage"
   _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" running "" "$start" "" ""
   (
-    cd -- "$dir" || exit 127
-    export SWEEPC_JOB_DIR="$dir" SWEEPC_PSET_JSON="$dir/pset.json" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"
+    export SWEEPC_JOB_DIR="$jobdir" SWEEPC_PSET_JSON="$jobdir/@PSET_JSON@" SWEEPC_RULE SWEEPC_PSET_HASH="$hash" SWEEPC_ATTEMPT="$attempt" SWEEPC_ROOT SWEEPC_RUN_ID="$SWEEPC_SUBMISSION"
     _sweepc_exec "$usage" "$cmd"
-  ) </dev/null >"$dir/@LOG@" 2>&1 &
+  ) </dev/null >@LOG@ 2>&1 &
   wait "$!"
   rc=$?
   # SIGTERM reaches every process of the job at about the same time: when the
@@ -322,7 +412,7 @@ _sweepc_one() {
   fi
   missing=
   for out in "${SWEEPC_OUTPUTS[@]}"; do
-    [ -e "$dir/$out" ] || missing="$missing $out"
+    [ -e "$out" ] || missing="$missing $out"
   done
   if [ -n "$missing" ]; then
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" failed 0 "$start" "$_sweepc_t" "exited 0 but did not write${missing}" "$rss" "$cpu"

@@ -209,6 +209,28 @@ def test_pset_json_keeps_float_and_bool_types(tmp_path: Path, monkeypatch: pytes
     assert isinstance(docs[0]["params"]["x"], float)
 
 
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"a": 1},
+    {"x": 2.5, "y": float("nan"), "z": float("inf"), "w": -float("inf"), "n": -0.0, "big": 10**30, "e": 1e-300},
+    {"s": 'it\'s "q" \\ $HOME `x`\n\ttab \u00e9\u4e2d\U0001f600 \x00\x1f', "t": True, "f": False, "\u00e9": "k"},
+])
+def test_pset_json_text_is_byte_for_byte_what_json_dumps_with_indent_writes(params: dict[str, object]) -> None:
+    """pset_json_text() writes the indented JSON by hand (json's indent is slow);
+    the runner on a SLURM node writes this same text for the folders it makes."""
+    from types import SimpleNamespace
+
+    from sweepc.backends.jobdir import pset_json_text
+
+    for over in ("sweep 'grid'", None):
+        rule = SimpleNamespace(over=over)
+        g = SimpleNamespace(rule=lambda name: rule)
+        job = SimpleNamespace(rule="r", hash="ab12", seq=7, params=params)
+        doc = {"sweepc": 1, "rule": "r", "sweep": "grid" if over else None, "hash": "ab12", "seq": 7, "params": dict(params),
+               "types": {k: {bool: "bool", int: "int", float: "float", str: "str"}[type(v)] for k, v in params.items()}}
+        assert pset_json_text(g, job) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"  # type: ignore[arg-type]
+
 # -- temp() -----------------------------------------------------------------------
 
 TEMP = '''

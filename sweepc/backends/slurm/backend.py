@@ -177,7 +177,9 @@ class _Build:
     def run(self) -> Result:
         g, plan = self.g, self.plan
         self.max_array = self.sched.max_array_size()
-        self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
+        # in key order: SQLite walks its primary-key B-tree once instead of jumping
+        # around it (half the time at 200k rows)
+        self.store.mark_planned(sorted((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
         try:
             self.advance()
             if self.wait and not self.render_only:
@@ -375,6 +377,7 @@ class _Build:
                 rows.append((self.g.jobs[i].rule, self.g.jobs[i].hash, f"{job_id}_{t}"))
             self.next[(k, t)] = 0
             self.unfinished.add((k, t))
+        rows.sort()  # key order, as in mark_planned
         self.store.set_queued(rows, self.sub, {(self.g.jobs[i].rule, self.g.jobs[i].hash): self.attempt[i] for i in arr.jobs})
         sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
         self.result.arrays.append(sub)

@@ -258,11 +258,13 @@ def test_cancel_stops_the_conductor_and_its_jobs(slurm_cluster: dict[str, str], 
     assert code == 0, out
     pid = int(re.findall(r"pid (\d+)", out)[0])
     assert until(lambda: p.status()["hold"]["pending"] + p.status()["hold"]["running"] == 1, 60), p.status()
+    c = p.status()["hold"]["conductor"]
+    assert (c["pid"], c["log"]) == (pid, ".sweepc/conductor.log"), c  # as the text status says
     code, out = p.sweepc("cancel")
     assert code == 0, out
     assert out.startswith(f"sweepc: stopped the conductor (pid {pid})\nsweepc: cancelled 1 job array ("), out + (p.root / ".sweepc" / "conductor.log").read_text()
     assert "conductor" not in p.sweepc("status")[1]
-    assert p.status()["hold"]["cancelled"] == 1
+    assert p.status()["hold"]["cancelled"] == 1 and "conductor" not in p.status()["hold"]
 
 
 # -- portable --render-only --------------------------------------------------------

@@ -447,3 +447,28 @@ def test_runner_prepares_a_folder_left_to_it_as_sweepc_would(tmp_path: Path) -> 
     assert not list(tmp_path.rglob("*.sweepc-tmp"))
 
 
+
+
+def test_status_json_names_a_running_conductor_on_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A conductor is found through the build lock it holds (conductor.running):
+    a lock naming this very process, with the conductor's flag, stands in for one."""
+    import socket
+
+    (tmp_path / "sweepfile").write_text('param a = [1, 2]\nrule r over a:\n    output: "o"\n    shell: "touch o"\nrule s:\n    input: r\n    output: "t"\n    shell: "touch t"\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".sweepc").mkdir()
+    started = 1796000000.25
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+    (tmp_path / ".sweepc" / "build.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "argv": ["build", "--backend", "slurm", "--wait", "--conductor"]}))
+    assert main(["status", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rule"] for r in rows] == ["r", "s"]
+    for r in rows:
+        assert r["conductor"] == {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "started": started,
+                                  "log": ".sweepc/conductor.log"}
+    assert main(["status"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"sweepc: a conductor is running since {since} (pid {os.getpid()}); log: .sweepc/conductor.log"
+    (tmp_path / ".sweepc" / "build.lock").write_text("")  # none running: no field
+    assert main(["status", "--format", "json"]) == 0
+    assert all("conductor" not in r for r in json.loads(capsys.readouterr().out))

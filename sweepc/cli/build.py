@@ -533,17 +533,20 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
 def cmd_status(args: argparse.Namespace) -> int:
     study = _study(args)
     rows = status_rows(study, args.rule, args.where, args.psets)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return EXIT_OK
     c = study.conductor()
+    conductor_line = ""
     if c is not None:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.started))
         from sweepc.backends.slurm.conductor import log_path
 
-        conductor_line = f"sweepc: a conductor is running since {since} (pid {c.pid}); log: {_rel(study.graph, log_path(study.root))}\n"
-    else:
-        conductor_line = ""
+        log = _rel(study.graph, log_path(study.root))
+        conductor_line = f"sweepc: a conductor is running since {since} (pid {c.pid}); log: {log}\n"
+        # json: the same, on every row (the conductor builds every rule); absent when none runs
+        for r in rows:
+            r["conductor"] = {"pid": c.pid, "host": c.host, "since": since, "started": c.started, "log": log}
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
     headers = ["rule", "jobs", *STATES, "retried"]
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) if rows else len(h) for h in headers]
     sys.stdout.write("  ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(headers, widths))) + "\n")

@@ -502,7 +502,7 @@ STATES = ("done", "stale", "pending", "running", "failed", "timeout", "interrupt
 def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: str | None = None) -> list[dict[str, Any]]:
     g = study.graph
     study.refresh()  # take in the completion records of SLURM jobs first
-    p = study.plan(where=where, targets=rules, psets=psets)
+    p, states, retried = study.status(where=where, targets=rules, psets=psets)
     rows: dict[str, dict[str, Any]] = {}
     wanted = set(rules)
     for r in g.rules:
@@ -517,15 +517,14 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
         row = rows.get(job.rule)
         if row is not None:
             row["jobs"] += 1
-            state = p.state(i)
+            state = states[i]
             row[state] += 1
             # done, with its temp() outputs removed since (rebuilt when a reader must run)
             if state == "done" and job.rule in temps:
                 d = g.job_dir(job)
                 if any(not os.path.lexists(d / n) for n in temps[job.rule]):
                     row["temp_removed"] += 1
-            rec = p.records.get((job.rule, job.hash))
-            if rec is not None and rec.attempts > 1:
+            if i in retried:
                 row["retried"] += 1  # its last run is on (or ended after) its second attempt or later
     return list(rows.values())
 

@@ -390,6 +390,24 @@ class Store:
         """Whether any job has this status (one indexed-less probe, stops at the first)."""
         return self.conn.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (status,)).fetchone() is not None
 
+    def unfinished(self) -> dict[tuple[str, str], str]:
+        """(rule, hash) -> status of the jobs handed to a scheduler and not
+        taken back in (`queued`, `running`): what `sweepc status` tells of
+        them without planning them."""
+        rows = self._query("SELECT rule, hash, status FROM jobs WHERE status IN ('queued', 'running')")
+        return {(r, h): st for r, h, st in rows}
+
+    def retried(self) -> set[tuple[str, str]]:
+        """The jobs whose last run was a second attempt or later."""
+        return {(r, h) for r, h in self._query("SELECT rule, hash FROM jobs WHERE attempts > 1")}
+
+    def _query(self, query: str) -> list[Any]:
+        try:
+            return self.conn.execute(query).fetchall()
+        except sqlite3.DatabaseError as e:
+            shown = _rel(self.path)
+            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+
     def states(self) -> dict[str, dict[str, str]]:
         """rule -> pset hash -> the fingerprint of a `done` job, or "!" + the
         status of any other: all the planner needs to see that a job is up to

@@ -70,11 +70,11 @@ class SlurmBackend:
     def refresh(self, graph: BuildGraph, store: Store) -> None:
         if not _in_slurm(store):
             return
-        from sweepc.backends.slurm.records import ingest, queued_rows
+        from sweepc.backends.slurm.records import ingest, queued_raw
 
-        rows = queued_rows(store)
+        rows = queued_raw(store)
         if rows:
-            ingest(graph, store, rows)
+            ingest(graph, store, rows, remaining_rows=False)
 
     def check(self, graph: BuildGraph, plan: Plan, options: BuildOptions) -> list[str]:
         from sweepc.backends.slurm.settings import settings

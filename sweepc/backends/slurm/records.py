@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from sweepc.backends.jobdir import check_end
 from sweepc.lang.graph import RECORD_NAME, REFUSED_DIR, BuildGraph
-from sweepc.plan.store import Outcome, Record, Store, state_dir
+from sweepc.plan.store import Outcome, Record, RecordMap, Store, state_dir
 from sweepc.backends.slurm.scheduler import Scheduler
 
 # Record statuses (what the runner writes).
@@ -85,10 +85,10 @@ def job_dir(g: BuildGraph, rule: str, h: str) -> Path:
     return g.workdir_path / rule / h[:2] / h
 
 
-def read_record(d: Path) -> TaskRecord | None:
+def read_record(d: Path | str) -> TaskRecord | None:
     """The record in job folder d, or None when there is none (or it is not one)."""
     try:
-        with open(d / RECORD_NAME, encoding="utf-8") as f:
+        with open(os.path.join(d, RECORD_NAME), encoding="utf-8") as f:
             data: Any = json.loads(f.readline())
         return TaskRecord(
             submission=str(data["submission"]), rule=str(data["rule"]), hash=str(data["hash"]),
@@ -107,6 +107,15 @@ def read_record(d: Path) -> TaskRecord | None:
 def any_refused(submission_folder: Path) -> bool:
     """Whether the runner refused a job folder of this submission (one stat)."""
     return os.path.isdir(submission_folder / REFUSED_DIR)
+
+
+def refusing_submissions(g: BuildGraph) -> set[str]:
+    """The submissions some of whose job folders the runner refused (a stat per submission)."""
+    try:
+        names = os.listdir(state_dir(g.root) / "slurm")
+    except OSError:
+        return set()
+    return {n for n in names if any_refused(submission_folder(g, n))}
 
 
 def refused_record(submission_folder: Path, rule: str, h: str) -> TaskRecord | None:
@@ -170,34 +179,60 @@ def store_status(g: BuildGraph, rec: TaskRecord) -> tuple[str, int | None, str |
     return "failed", rec.exit_code, None
 
 
+_BACKEND = Record._fields.index("backend")
+
+
 def queued_rows(store: Store) -> dict[tuple[str, str], Record]:
     """Rows of jobs handed to SLURM that have not ended: `queued` or `running`."""
-    out = {k: r for k, r in store.records(status="queued").items() if r.backend == "slurm"}
-    out.update((k, r) for k, r in store.records(status="running").items() if r.backend == "slurm")
-    return out
+    return dict(queued_raw(store).items())
 
 
-def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] | None = None) -> dict[tuple[str, str], Record]:
+def queued_raw(store: Store) -> RecordMap:
+    """queued_rows(), each row made a Record only when asked for (`sweepc status`
+    of 200k queued jobs asks for the few that have a record)."""
+    raw: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for status in ("queued", "running"):
+        m = store.records(status=status)
+        for k in m:
+            r = m.raw(k)
+            if r is not None and r[_BACKEND] == "slurm":
+                raw[k] = r
+    return RecordMap(raw)
+
+
+def ingest(g: BuildGraph, store: Store, rows: Mapping[tuple[str, str], Record] | None = None,
+           remaining_rows: bool = True) -> dict[tuple[str, str], Record]:
     """Take in the records of queued jobs. Returns the queued rows that have no
-    final record yet (those whose record says they started become `running`)."""
+    final record yet (those whose record says they started become `running`);
+    nothing without `remaining_rows`."""
     if rows is None:
         rows = queued_rows(store)
     outcomes: list[Outcome] = []
     replan: list[tuple[str, str]] = []
     started: list[tuple[str, str]] = []
     remaining: dict[tuple[str, str], Record] = {}
-    refused: dict[str, Path | None] = {}  # submission -> its folder, when the runner refused a job folder
-    for key, row in rows.items():
-        rec = read_record(job_dir(g, *key))
-        if (rec is None or not belongs(rec, row)) and row.run_id is not None:
-            if row.run_id not in refused:
-                folder = submission_folder(g, row.run_id)
-                refused[row.run_id] = folder if any_refused(folder) else None
-            where = refused[row.run_id]
-            if where is not None:
-                rec = refused_record(where, *key) or rec
+    refused = refusing_submissions(g)  # usually none: then no row is looked at without a record
+    wd = str(g.workdir_path)
+    # the runner makes job folders as it reaches them: a shard folder (<rule>/<hh>) that
+    # is not there yet holds no record (one stat per shard, not one open per job)
+    shards: dict[str, bool] = {}
+    for key in rows:
+        rule, h = key
+        shard = f"{wd}/{rule}/{h[:2]}"
+        there = shards.get(shard)
+        if there is None:
+            there = shards[shard] = os.path.isdir(shard)
+        rec = read_record(f"{shard}/{h}") if there else None
+        if rec is None and not refused:
+            if remaining_rows:
+                remaining[key] = rows[key]
+            continue
+        row = rows[key]
+        if (rec is None or not belongs(rec, row)) and row.run_id in refused:
+            rec = refused_record(submission_folder(g, row.run_id), rule, h) or rec
         if rec is None or not belongs(rec, row) or not rec.final:
-            remaining[key] = row
+            if remaining_rows:
+                remaining[key] = row
             if rec is not None and not rec.final and row.status == "queued" and belongs(rec, row):
                 started.append(key)
             continue
@@ -278,9 +313,9 @@ def refresh(g: BuildGraph) -> None:
         return
     store = Store.open(g.root, create=False)
     try:
-        rows = queued_rows(store)
+        rows = queued_raw(store)
         if rows:
-            ingest(g, store, rows)
+            ingest(g, store, rows, remaining_rows=False)
     finally:
         store.close()
 

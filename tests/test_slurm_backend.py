@@ -13,6 +13,8 @@ import json
 import re
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -333,3 +335,101 @@ def test_a_project_folder_with_a_space_in_its_path(calls: Path, tmp_path: Path, 
     assert p.outputs("gen", "out.txt") == ["1\n", "2\n", "3\n"]
     logs = list((root / ".sweepc" / "slurm").glob("*/logs/*.out"))
     assert len(logs) == 2  # one scheduler log per array task, in the quoted folder
+
+
+# -- job folders the runner makes on the node ------------------------------------------
+
+PLAIN = """\
+param a = [1, 2]
+param x = [0.5, 2.0]
+param s = ["it's \\"q\\" é $HOME"]
+sweep grid = a * x * s
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "cat pset.json > {output}"
+
+backend slurm:
+    bundle = 2
+"""
+
+
+def until(cond: Callable[[], bool], timeout: float, step: float = 1.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def _job_files(root: Path) -> dict[str, tuple[bytes, bytes]]:
+    return {d.name: ((d / "pset.json").read_bytes(), (d / ".sweepc-job").read_bytes()) for d in sorted((root / "calc" / "gen").glob("*/*"))}
+
+
+def test_the_runner_makes_a_template_less_job_folder_as_a_local_build_does(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "local").mkdir()
+    local = make(tmp_path / "local", PLAIN, monkeypatch, capsys)
+    code, out = local.sweepc("build")
+    assert code == 0, out
+    p = make(tmp_path, PLAIN, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    # sweepc made no job folder before submitting: the task files carry pset.json, the runner writes it
+    (task,) = p.root.glob(".sweepc/slurm/*/01-gen/task-0.sh")
+    assert "SWEEPC_MAKE_DIRS=1\n" in task.read_text() and "_sweepc_pj=" in task.read_text()
+    assert until(lambda: p.status()["gen"]["done"] == 4, 120), p.status()
+    made, expected = _job_files(p.root), _job_files(local.root)
+    assert len(made) == 4 and made == expected  # byte for byte
+    assert p.outputs("gen", "out.txt") == sorted(v[0].decode() for v in expected.values())  # the command saw it
+
+
+def test_a_link_planted_at_a_job_folder_is_refused_on_the_node(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, PLAIN, monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm", "--render-only")  # to learn the job folders; no folder is made
+    assert code == 0, out
+    from sweepc.lang.project import load_graph
+
+    g = load_graph(p.root / "sweepfile")
+    victim = next(j for j in g.jobs if j.params["a"] == 1 and j.params["x"] == 0.5)
+    assert not (p.root / "calc").exists()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "out.txt").write_text("not sweepc's\n")
+    link = p.root / "calc" / victim.reldir
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 1, out
+    assert (f"FAILED {victim.label}: refusing to run it: {link} is a symbolic link (to {outside}); sweepc writes job files "
+            "only into real folders inside the workdir: remove the link\n") in out, out
+    assert "sweepc: 3 done, 1 failed, 0 up to date" in out, out
+    assert sorted(q.name for q in outside.iterdir()) == ["out.txt"] and (outside / "out.txt").read_text() == "not sweepc's\n"
+    assert link.is_symlink()  # not sweepc's to remove
+    st = p.status()["gen"]
+    assert (st["done"], st["failed"]) == (3, 1), st
+    # its record is in the submission folder, never written through the link
+    (rec,) = p.root.glob(f".sweepc/slurm/*/refused/gen/{victim.hash}/sweepc-record.json")
+    data = json.loads(rec.read_text())
+    assert (data["status"], data["exit_code"], data["hash"]) == ("failed", None, victim.hash)
+    assert data["note"].startswith(f"refusing to run it: {link} is a symbolic link"), data
+    # the next build runs it again (and is refused again while the link is there)
+    code, out = p.sweepc("build", "--backend", "slurm", "-n")
+    assert out.endswith("1 of 4 jobs to run (gen 1), 3 up to date\n"), out
+
+
+def test_status_takes_in_the_record_of_a_refused_job_folder(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    p = make(tmp_path, PLAIN, monkeypatch, capsys)
+    from sweepc.lang.project import load_graph
+
+    g = load_graph(p.root / "sweepfile")
+    victim = g.jobs[0]
+    (tmp_path / "outside").mkdir()
+    link = p.root / "calc" / victim.reldir
+    link.parent.mkdir(parents=True)
+    link.symlink_to(tmp_path / "outside")
+    code, out = p.sweepc("build", "--backend", "slurm")  # no --wait: status takes the records in
+    assert code == 0, out
+    assert until(lambda: p.status()["gen"]["done"] == 3, 120), p.status()
+    assert until(lambda: p.status()["gen"]["failed"] == 1, 10), p.status()
+    assert list((tmp_path / "outside").iterdir()) == []

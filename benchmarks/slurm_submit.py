@@ -16,6 +16,13 @@ Reports: sweepc's CPU time (user + sys) and wall time until the first sbatch
 starts and until it returns, the whole command's CPU and wall time, and the
 machine's load average. With --profile FILE the build runs under cProfile
 (the numbers then include the profiler's overhead). Asserts nothing.
+
+Mind the cluster: SLURM counts every task of an array against MaxJobCount
+(10 000 on the local cluster), and keeps a cancelled array's record for
+MinJobAge (an hour there). Each run holds 2 x 1000 tasks for that hour, so
+more than about four runs an hour fill the table, and then every sbatch on
+the cluster (other people's tests too) waits with "Slurm temporarily unable
+to accept job". Use --render-only or fewer --psets to try things out.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ WRAPPER = """\
 #!/bin/bash
 read -r -a st < /proc/$PPID/stat
 echo "start $(date +%s.%N) $(( ${{st[13]}} + ${{st[14]}} )) $(getconf CLK_TCK)" >> {log}
-out=$({sbatch} --hold "$@"); rc=$?
+out=$({sbatch} --hold "$@" 2>>{log}.err); rc=$?
 echo "end $(date +%s.%N) ${{out%%;*}}" >> {log}
 printf '%s\\n' "$out"
 exit $rc
@@ -112,7 +119,11 @@ def main() -> int:
     print(f"\npsets: {args.psets} x 2 rules; load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if starts:
         print(f"until the first sbatch starts:  sweepc CPU {starts[0][1]:.2f} s, wall {starts[0][0] - t0:.2f} s")
+    if ends:
         print(f"until the first sbatch returns: wall {ends[0] - t0:.2f} s")
+    if len(ends) < len(starts) or done.returncode != 0:
+        err = Path(f"{log}.err")
+        print(f"an sbatch failed or did not return: {err.read_text().strip() if err.exists() else ''}")
     print(f"the whole command:              CPU {cpu:.2f} s, wall {wall:.2f} s (exit {done.returncode})")
     if ids:
         print(f"submitted (held) and cancelled: {' '.join(ids)}")

@@ -22,7 +22,9 @@ Mind the cluster: SLURM counts every task of an array against MaxJobCount
 MinJobAge (an hour there). Each run holds 2 x 1000 tasks for that hour, so
 more than about four runs an hour fill the table, and then every sbatch on
 the cluster (other people's tests too) waits with "Slurm temporarily unable
-to accept job". Use --render-only or fewer --psets to try things out.
+to accept job". Use --no-submit (sweepc's time is the same: nothing it
+does before the first sbatch depends on the cluster), --render-only or
+fewer --psets to try things out.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ rule square over grid:
     shell: "read x y < {{input}}; echo $((x * y)) > {{output}}"
 """
 
+# --no-submit: the same log, and a made-up job id instead of a submission
+FAKE = """\
+#!/bin/bash
+read -r -a st < /proc/$PPID/stat
+echo "start $(date +%s.%N) $(( ${{st[13]}} + ${{st[14]}} )) $(getconf CLK_TCK)" >> {log}
+n=$(wc -l < {log})
+echo "end $(date +%s.%N) fake"  >> {log}
+echo "$((900000 + n))"
+"""
+
 WRAPPER = """\
 #!/bin/bash
 read -r -a st < /proc/$PPID/stat
@@ -67,12 +79,14 @@ def main() -> int:
     ap.add_argument("--psets", type=int, default=100_000, help="psets per rule (a multiple of 100)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/slurm-submit"), help="scratch folder (emptied)")
     ap.add_argument("--render-only", action="store_true", help="time `--render-only` instead (no sbatch)")
+    ap.add_argument("--no-submit", action="store_true",
+                    help="the wrapper does not call sbatch (prints a made-up id): sweepc's side only, no load on the cluster")
     ap.add_argument("--cold", action="store_true", help="no graph cache: the timed build compiles the sweepfile")
     ap.add_argument("--profile", type=Path, help="run the build under cProfile, stats to this file")
     args = ap.parse_args()
 
     real = shutil.which("sbatch")
-    if real is None and not args.render_only:
+    if real is None and not (args.render_only or args.no_submit):
         print("sbatch is not on PATH (set SLURM_CONF and start the local cluster)", file=sys.stderr)
         return 2
     base = args.dir
@@ -81,7 +95,7 @@ def main() -> int:
     proj.mkdir(parents=True)
     bindir.mkdir()
     (proj / "sweepfile").write_text(SWEEPFILE.format(na=max(1, args.psets // 100)))
-    (bindir / "sbatch").write_text(WRAPPER.format(log=log, sbatch=real))
+    (bindir / "sbatch").write_text((FAKE if args.no_submit else WRAPPER).format(log=log, sbatch=real))
     (bindir / "sbatch").chmod(0o755)
 
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")

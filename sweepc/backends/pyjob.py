@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import ModuleType

@@ -271,15 +271,14 @@ class _Renderer:
                 inputs_by_name.setdefault(inp.name, []).extend(paths)
             all_inputs.extend(paths)
         res = self.resources(inst)
+        ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
         if r.python is not None:
             command = self.python_command(inst, h)
         elif self.params_only:
             command = "".join([part if isinstance(part, str) else shell_quote(inst[part.root]) for part in self.shell_parts])
         else:
-            command = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self).render(self.shell_parts)
-        restart = None
-        if self.restart_parts is not None:
-            restart = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self).render(self.restart_parts)
+            command = ctx.render(self.shell_parts)
+        restart = ctx.render(self.restart_parts) if self.restart_parts is not None else None
         if len(command) * 4 > MAX_COMMAND:
             self.too_long(command, inst)
         if soft:  # a job named by done() and also by a plain input is a plain (hard) input

@@ -60,7 +60,7 @@ def check_fit(g: BuildGraph, run: Sequence[int], worker_cpus: int | None, worker
             if res.cpus > 1:
                 raise UsageError(
                     f"{job.label} needs {res.cpus} cpus, but the workers of {where} declare no 'cpus' resource",
-                    f'start the workers with: dask-worker --resources "cpus=N" ..., or lower its resources: cpus',
+                    'start the workers with: dask-worker --resources "cpus=N" ..., or lower its resources: cpus',
                 )
         elif res.cpus > worker_cpus:
             raise UsageError(

@@ -564,6 +564,47 @@ def test_a_job_that_ended_on_its_own_as_ctrl_c_came_is_recorded_done(local_proje
     assert p.job_processes() == []
 
 
+def test_a_ctrl_c_while_sweepc_judges_an_ended_job_is_acted_on_after_it_is_recorded(local_project, monkeypatch):
+    """The CI failure: the job after `quick` sent SIGINT while sweepc was
+    still judging quick's exit (taken from the pool, not yet queued for the
+    store): the exit was lost and quick stayed 'planned'. A real SIGINT to
+    this process at that very point must wait for the next wait for jobs."""
+    import sweepc
+    from sweepc.backends.base import Interrupted
+    from sweepc.backends.local.backend import _Runner
+
+    p = local_project.write('''
+        param a = [1]
+        sweep s = a
+
+        rule quick over s:
+            output: "out.txt"
+            shell: "echo {a} > {output}"
+
+        rule slow over s:
+            output: "out.txt"
+            shell: "sleep 30; echo {a} > {output}"
+    ''')
+    check = _Runner.check
+    signalled = []
+
+    def check_with_ctrl_c(self, i, ex):
+        if not signalled:
+            signalled.append(i)
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs here, at the next bytecode
+        return check(self, i, ex)
+
+    monkeypatch.setattr(_Runner, "check", check_with_ctrl_c)
+    with pytest.raises(Interrupted) as e:
+        sweepc.load(p.root).build(jobs=2)
+    assert len(signalled) == 1
+    s = e.value.summary
+    assert (s.done, len(s.interrupted), s.failed) == (1, 1, ())
+    assert p.statuses() == {"quick[a=1]": "done", "slow[a=1]": "interrupted"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert p.job_processes() == []
+
+
 HELD_AND_SLOW = '''
     param a = [1]
     sweep s = a

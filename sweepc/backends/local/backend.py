@@ -45,6 +45,7 @@ from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, pset_json_text, uses_input_list
 from sweepc.plan.planner import Plan, dynamic_fingerprint
+from sweepc.backends.local.hold import StopsHeld
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.journal import journal_path, make_tag
 from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
@@ -214,152 +215,161 @@ class _Runner:
         blocked: set[int] = set()  # downstream of a failure
         stopping = False
         running: dict[int, int] = {}  # job id -> attempt
-        try:
-            while True:
-                while ready and not stopping:
-                    i = ready[0]
-                    res = g.jobs[i].resources
-                    mem = res.mem_mb or 0
-                    if self.queue:  # the spawner keeps within cpus and memory
-                        if len(queued) >= QUEUE_AHEAD:
+        hold = StopsHeld()
+        with hold:
+            try:
+                hold.on = True
+                while True:
+                    while ready and not stopping:
+                        i = ready[0]
+                        res = g.jobs[i].resources
+                        mem = res.mem_mb or 0
+                        if self.queue:  # the spawner keeps within cpus and memory
+                            if len(queued) >= QUEUE_AHEAD:
+                                break
+                        elif running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
                             break
-                    elif running and (used_cpus + self.cpu_cost(g.jobs[i]) > self.cpus or used_mem + mem > self.mem_mb):
+                        ready.popleft()
+                        kept = self.kept(i)
+                        if kept is not None:  # its done() inputs came out as they were: nothing to do
+                            self.reporter.note(
+                                f"{g.jobs[i].label} is up to date: "
+                                + ("the jobs of its done() inputs that ended done are those it was built with" if g.jobs[i].soft else "its inputs came out as they were")
+                            )
+                            done += 1
+                            self.done_ids.add(i)
+                            self.pending.append(kept)
+                            self.reporter.job_ended(g.jobs[i], kept, False)
+                            for k in dependents.get(i, ()):
+                                waiting[k] -= 1
+                                if waiting[k] == 0 and k not in blocked:
+                                    ready.append(k)
+                            continue
+                        attempt = attempts.get(i, 0) + 1
+                        attempts[i] = attempt
+                        err = self.start(i, attempt)
+                        if err is not None:
+                            # could not even start (e.g. the job folder cannot be made)
+                            now = time.time()
+                            failures.append(self.fail(i, None, now, now, 0, err, attempt))
+                            if not self.keep_going:
+                                stopping = True
+                                self.drop_queue()
+                            blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
+                            continue
+                        running[i] = attempt
+                        if self.queue:
+                            queued.add(i)  # the rest when the spawner starts it
+                            continue
+                        started_at[i] = time.time()
+                        limit = g.jobs[i].resources.time_s
+                        if self.limits is not None and limit and g.jobs[i].rule not in self.python_rules:
+                            self.limits.add(i, limit)  # (a python: job's runs from when its worker begins it)
+                        used_cpus += self.cpu_cost(g.jobs[i])
+                        used_mem += mem
+                    if stopping:  # python: jobs no worker has begun are not run
+                        for k in self.pool.drop_pending():
+                            running.pop(k)
+                            used_cpus -= self.cpu_cost(g.jobs[k])
+                            used_mem -= g.jobs[k].resources.mem_mb or 0
+                    if not running:
                         break
-                    ready.popleft()
-                    kept = self.kept(i)
-                    if kept is not None:  # its done() inputs came out as they were: nothing to do
-                        self.reporter.note(
-                            f"{g.jobs[i].label} is up to date: "
-                            + ("the jobs of its done() inputs that ended done are those it was built with" if g.jobs[i].soft else "its inputs came out as they were")
-                        )
-                        done += 1
-                        self.done_ids.add(i)
-                        self.pending.append(kept)
-                        self.reporter.job_ended(g.jobs[i], kept, False)
-                        for k in dependents.get(i, ()):
-                            waiting[k] -= 1
-                            if waiting[k] == 0 and k not in blocked:
-                                ready.append(k)
-                        continue
-                    attempt = attempts.get(i, 0) + 1
-                    attempts[i] = attempt
-                    err = self.start(i, attempt)
-                    if err is not None:
-                        # could not even start (e.g. the job folder cannot be made)
-                        now = time.time()
-                        failures.append(self.fail(i, None, now, now, 0, err, attempt))
+                    limits = self.limits
+                    # A stop signal is acted on here, while waiting, and held
+                    # everywhere else (hold.py): an ended job is always recorded.
+                    # What ended is kept on self until handled: a Ctrl-C right
+                    # after the wait leaves it to stop_all, not lost.
+                    exits = self.unhandled
+                    hold.open()
+                    self.pool.wait_into(exits, limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS)
+                    hold.on = True
+                    for k in self.pool.started():  # python: jobs begin when their worker is done with those before
+                        self.reporter.job_started(g.jobs[k], running[k])
+                        limit = g.jobs[k].resources.time_s
+                        if limits is not None and limit:
+                            limits.add(k, limit)
+                    if self.queue:
+                        self.take_started(queued, running, started_at)
+                    if limits is not None:
+                        limits.enforce(self.pool.pids())
+                    while exits:
+                        ex = exits.popleft()
+                        i = ex.key
+                        attempt = running.pop(i)
+                        res = g.jobs[i].resources
+                        if not self.queue:
+                            used_cpus -= self.cpu_cost(g.jobs[i])
+                            used_mem -= res.mem_mb or 0
+                        job = g.jobs[i]
+                        timed_out = limits is not None and limits.ended(i)
+                        if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
+                            ok, message = False, f"time limit reached ({format_limit(res.time_s or 0)})"
+                            with contextlib.suppress(OSError):
+                                _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
+                        else:
+                            ok, message = self.check(i, ex)
+                        if ok:
+                            done += 1
+                            self.done_ids.add(i)
+                            outcome = self.outcome(i, "done", ex, attempt)
+                            self.pending.append(outcome)
+                            self.reporter.job_ended(job, outcome, False)
+                            for k in dependents.get(i, ()):
+                                waiting[k] -= 1
+                                if waiting[k] == 0 and k not in blocked:
+                                    ready.append(k)
+                            continue
+                        retries = g.rule(job.rule).retries
+                        status = "timeout" if timed_out else "failed"
+                        if attempt <= retries and not stopping:
+                            self.reporter.job_ended(job, self.outcome(i, status, ex, attempt), True)
+                            ready.appendleft(i)
+                            continue
+                        failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))
                         if not self.keep_going:
                             stopping = True
-                            self.drop_queue()
+                            self.drop_queue()  # the spawner has, unless it exited 0 without its results
                         blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
-                        continue
-                    running[i] = attempt
-                    if self.queue:
-                        queued.add(i)  # the rest when the spawner starts it
-                        continue
-                    started_at[i] = time.time()
-                    limit = g.jobs[i].resources.time_s
-                    if self.limits is not None and limit and g.jobs[i].rule not in self.python_rules:
-                        self.limits.add(i, limit)  # (a python: job's runs from when its worker begins it)
-                    used_cpus += self.cpu_cost(g.jobs[i])
-                    used_mem += mem
-                if stopping:  # python: jobs no worker has begun are not run
-                    for k in self.pool.drop_pending():
-                        running.pop(k)
-                        used_cpus -= self.cpu_cost(g.jobs[k])
-                        used_mem -= g.jobs[k].resources.mem_mb or 0
-                if not running:
-                    break
-                limits = self.limits
-                # kept on self until handled: a Ctrl-C while they are (or while
-                # job_started is told) leaves them to stop_all, not lost
-                exits = self.unhandled = deque(
-                    self.pool.wait(timeout=limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS))
-                for k in self.pool.started():  # python: jobs begin when their worker is done with those before
-                    self.reporter.job_started(g.jobs[k], running[k])
-                    limit = g.jobs[k].resources.time_s
-                    if limits is not None and limit:
-                        limits.add(k, limit)
-                if self.queue:
-                    self.take_started(queued, running, started_at)
-                if limits is not None:
-                    limits.enforce(self.pool.pids())
-                while exits:
-                    ex = exits.popleft()
-                    i = ex.key
-                    attempt = running.pop(i)
-                    res = g.jobs[i].resources
-                    if not self.queue:
-                        used_cpus -= self.cpu_cost(g.jobs[i])
-                        used_mem -= res.mem_mb or 0
-                    job = g.jobs[i]
-                    timed_out = limits is not None and limits.ended(i)
-                    if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
-                        ok, message = False, f"time limit reached ({format_limit(res.time_s or 0)})"
-                        with contextlib.suppress(OSError):
-                            _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
-                    else:
-                        ok, message = self.check(i, ex)
-                    if ok:
-                        done += 1
-                        self.done_ids.add(i)
-                        outcome = self.outcome(i, "done", ex, attempt)
-                        self.pending.append(outcome)
-                        self.reporter.job_ended(job, outcome, False)
-                        for k in dependents.get(i, ()):
-                            waiting[k] -= 1
-                            if waiting[k] == 0 and k not in blocked:
-                                ready.append(k)
-                        continue
-                    retries = g.rule(job.rule).retries
-                    status = "timeout" if timed_out else "failed"
-                    if attempt <= retries and not stopping:
-                        self.reporter.job_ended(job, self.outcome(i, status, ex, attempt), True)
-                        ready.appendleft(i)
-                        continue
-                    failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))
-                    if not self.keep_going:
-                        stopping = True
-                        self.drop_queue()  # the spawner has, unless it exited 0 without its results
-                    blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
+                    self.flush()
+                    if self.queue:  # after the commit: what removing their folders frees is not what it needs
+                        self.take_dropped(queued, running)
+                hold.open()  # a stop signal held since the last wait is acted on
+                if self.limits is not None:
+                    self.limits.close()
+            except KeyboardInterrupt:
+                hold.on = True
+                done, interrupted = self.stop_all(running, attempts, done, failures, queued, started_at)
                 self.flush()
-                if self.queue:  # after the commit: what removing their folders frees is not what it needs
-                    self.take_dropped(queued, running)
-            if self.limits is not None:
-                self.limits.close()
-        except KeyboardInterrupt:
-            done, interrupted = self.stop_all(running, attempts, done, failures, queued, started_at)
-            self.flush()
-            self.journal_recorded()
-            raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
-        except ChildProcessError as e:
-            # The spawner died (killed, out of memory): its jobs died with it.
-            # Record them interrupted (they rerun) and stop; never hang, never
-            # a traceback.
-            now = time.time()
-            queued -= set(self.pool.procs.take_started())  # started, though not reported yet
-            ran = {i: attempt for i, attempt in running.items() if i not in queued}  # the rest never started
-            for i, attempt in ran.items():
-                ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
-                self.pending.append(self.outcome(i, "interrupted", ex, attempt))
-            with contextlib.suppress(Exception):
-                self.pool.close()
-            if self.limits is not None:
-                self.limits.close()
-            with contextlib.suppress(MachineError):
-                self.flush()
-            raise MachineError(
-                f"{e.strerror or e}.\n  hint: the {len(ran)} jobs that were running are recorded as interrupted; "
-                "build again to run them (if it happens again, look for the out-of-memory killer: dmesg)"
-            ) from None
-        except MachineError:
-            # A full disk / read-only store: stop what runs and record what we can
-            # (the store may be what cannot be written: the jobs then stay
-            # 'planned', which reruns them, and nothing is wrongly marked done).
-            self.stop_all(running, attempts, done, failures, queued, started_at)
-            with contextlib.suppress(MachineError):
-                self.flush()
-            raise
+                self.journal_recorded()
+                raise Interrupted(self.summary(run, done, failures, blocked, tuple(interrupted), t0)) from None
+            except ChildProcessError as e:
+                # The spawner died (killed, out of memory): its jobs died with it.
+                # Record them interrupted (they rerun) and stop; never hang, never
+                # a traceback.
+                now = time.time()
+                queued -= set(self.pool.procs.take_started())  # started, though not reported yet
+                ran = {i: attempt for i, attempt in running.items() if i not in queued}  # the rest never started
+                for i, attempt in ran.items():
+                    ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
+                    self.pending.append(self.outcome(i, "interrupted", ex, attempt))
+                with contextlib.suppress(Exception):
+                    self.pool.close()
+                if self.limits is not None:
+                    self.limits.close()
+                with contextlib.suppress(MachineError):
+                    self.flush()
+                raise MachineError(
+                    f"{e.strerror or e}.\n  hint: the {len(ran)} jobs that were running are recorded as interrupted; "
+                    "build again to run them (if it happens again, look for the out-of-memory killer: dmesg)"
+                ) from None
+            except MachineError:
+                # A full disk / read-only store: stop what runs and record what we can
+                # (the store may be what cannot be written: the jobs then stay
+                # 'planned', which reruns them, and nothing is wrongly marked done).
+                self.stop_all(running, attempts, done, failures, queued, started_at)
+                with contextlib.suppress(MachineError):
+                    self.flush()
+                raise
         self.flush()
         self.journal_recorded()
         return self.summary(run, done, failures, blocked, (), t0)
@@ -405,7 +415,9 @@ class _Runner:
         started, they are not reported. Returns (done, interrupted)."""
         g = self.g
         interrupted = []
-        killed = [*self.unhandled, *self.pool.kill_all()]
+        unhandled = self.unhandled
+        # (kill_all's list may repeat some of them: ProcessPool.wait_into)
+        killed = [*unhandled, *(ex for ex in self.pool.kill_all() if not any(ex is u for u in unhandled))]
         self.unhandled = deque()
         if self.queue and queued is not None and started_at is not None:
             self.take_started(queued, running, started_at)

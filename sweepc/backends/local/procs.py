@@ -90,6 +90,7 @@ import sys
 import time
 import weakref
 from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Self
@@ -289,6 +290,18 @@ class ProcessPool:
         # next call) or in the caller, after we returned.
         finished, impl.finished = impl.finished, []
         return finished
+
+    def wait_into(self, into: deque[Exit], timeout: float | None) -> None:
+        """wait(), putting the Exits at the end of `into`. Never lost: a
+        signal handler raising in here leaves them here (for the next call or
+        kill_all), or, right after `into` got them, in both; whoever handles
+        kill_all's list then skips those already in `into`."""
+        impl = self._impl
+        if impl is None:
+            return
+        impl.wait(timeout)
+        into.extend(impl.finished)
+        impl.finished.clear()
 
     def kill_all(self, grace: float = 2.0) -> list[Exit]:
         """SIGTERM every job's process tree, give it `grace` s, SIGKILL what is

@@ -198,6 +198,12 @@ class PythonPool:
         return out
 
     def wait(self, timeout: float | None) -> list[Exit]:
+        self.wait_for(timeout)
+        out, self._finished = self._finished, []
+        return out
+
+    def wait_for(self, timeout: float | None) -> None:
+        """Block until a task ended or `timeout` s passed; the Exits stay here."""
         self._fill()
         self._send()
         if not self._finished and self.running:
@@ -205,8 +211,12 @@ class PythonPool:
                 self._read(key.data)
             if timeout != 0:
                 self._gather()
-        out, self._finished = self._finished, []
-        return out
+
+    def wait_into(self, into: deque[Exit], timeout: float | None) -> None:
+        """wait(), putting the Exits at the end of `into` (as ProcessPool.wait_into)."""
+        self.wait_for(timeout)
+        into.extend(self._finished)
+        self._finished.clear()
 
     def _gather(self) -> None:
         """After the first replies: take in more for up to GATHER_S while the
@@ -548,24 +558,29 @@ class Pools:
     def pids(self) -> dict[int, int]:
         return {**self.procs.pids(), **(self.py.pids() if self.py else {})}
 
-    def wait(self, timeout: float | None) -> list[Exit]:
+    def wait_into(self, into: deque[Exit], timeout: float | None) -> None:
+        """Block until a job ended or `timeout` s passed; put the Exits at
+        the end of `into` (never lost to a signal: ProcessPool.wait_into)."""
         py = self.py
         if py is None or not py.running:
-            return self.procs.wait(timeout)
+            self.procs.wait_into(into, timeout)
+            return
         if not self.procs.running:
-            return py.wait(timeout)
+            py.wait_into(into, timeout)
+            return
         # both kinds run: take what ended, else poll both in short turns
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            out = self.procs.wait(0) + py.wait(0)
-            if out:
-                return out
+            self.procs.wait_into(into, 0)
+            py.wait_into(into, 0)
+            if into:
+                return
             left = 0.01 if end is None else min(0.01, end - time.monotonic())
             if left <= 0:
-                return []
-            out = py.wait(left)
-            if out:
-                return out
+                return
+            py.wait_into(into, left)
+            if into:
+                return
 
     def kill_all(self, grace: float = 2.0) -> list[Exit]:
         return self.procs.kill_all(grace) + (self.py.kill_all(grace) if self.py else [])

@@ -155,6 +155,7 @@ def test_a_batch_runs_its_jobs_in_order_measuring_each(tmp_path):
     assert all(r.start <= r.end for r in res) and res[0].end <= res[1].start
     # peak memory is the job's, measured through the small spawner
     assert res[0].max_rss_kb < 40_000 and res[2].max_rss_kb > 60_000, res
+    assert all(r.cpu_s is not None and 0 <= r.cpu_s < 5 for r in res), res
 
 
 def test_stop_kills_the_running_jobs_tree_and_leaves_the_rest_unrun(tmp_path):
@@ -246,6 +247,7 @@ def test_a_multi_rule_study_with_a_gather_runs_on_a_local_cluster(local_project)
         assert row["status"] == "done" and row["backend"] == "dask", (label, row)
         assert row["backend_job_id"].startswith("tcp://127.0.0.1:")
         assert row["start"] <= row["end"] and row["max_rss_mb"] is not None and 0 < row["max_rss_mb"] < 60
+        assert row["cpu_s"] is not None and 0 <= row["cpu_s"] < 5, (label, row)  # wait4's, as locally
     assert (p.dir("square[a=3]") / "sweepc.log").read_text().startswith("host ")
     # a 2-cpu job takes both slots of a worker: never more than two run at once
     spans = sorted((float((p.dir(f"wide[a={a}]") / "start").read_text()), float((p.dir(f"wide[a={a}]") / "end").read_text()))
@@ -658,6 +660,7 @@ def test_python_jobs_run_on_local_cluster_workers_importing_the_module_once_per_
     assert all(str(int(row["pid"])) in imports for row in done)  # (a float column: the failed rows have none)
     assert len({row["pid"] for row in done}) < len(done)  # a worker called several psets
     assert all(isinstance(row["_max_rss_mb"], float) and row["_max_rss_mb"] > 0 for row in done)
+    assert all(isinstance(row["_cpu_s"], float) and 0 <= row["_cpu_s"] < 5 for row in done), done  # measured by the worker
     assert p.job_processes() == []
     # what ended done is up to date; touching the module changes nothing, editing it reruns all
     assert p.run("build", "--backend", "dask", "-n").out.splitlines()[-1] == "2 of 12 jobs to run (work 2), 10 up to date"

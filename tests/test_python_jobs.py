@@ -284,6 +284,36 @@ def test_peak_memory_is_per_job_in_a_shared_worker(local_project):
     assert rss[3] < 100, rss  # reset after the big job: one worker ran all three
 
 
+def test_cpu_time_is_per_job_in_a_shared_worker_and_counts_the_children_it_waited_for(local_project):
+    p = local_project.write(GRID)
+    write_module(p, '''
+        import subprocess, sys, time
+
+        def busy(seconds):
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+
+        def run(pset):
+            a = pset["a"]
+            if a == 1:
+                busy(0.4)
+            elif a == 2:
+                time.sleep(0.4)
+            elif a == 3:
+                subprocess.run([sys.executable, "-c", "import time\\nend = time.process_time() + 0.4\\nwhile time.process_time() < end: pass"], check=True)
+            return None
+    ''')
+    assert p.sweepc("build", "-j", "1").code == 0
+    df = sweepc.load(p.root / "sweepfile").results()
+    cpu = dict(zip(df["a"], df["_cpu_s"]))
+    assert 0.35 <= cpu[1] < 1.0, cpu  # its own work
+    assert cpu[2] < 0.1, cpu  # sleeping is no CPU time
+    assert 0.35 <= cpu[3] < 1.5, cpu  # a child it waited for counts (with its start-up)
+    assert 0 <= cpu[4] < 0.1, cpu  # and nothing of the jobs before it in the same worker
+    assert (df["_runtime_s"] >= 0.35).sum() == 3
+
+
 def test_editing_the_module_reruns_and_touching_it_does_not(local_project):
     p = local_project.write(GRID)
     f = write_module(p, "def run(pset):\n    return {'y': 1}\n")

@@ -129,6 +129,7 @@ class _Runner:
         # as the local backend: results JSON between check() and outcome(), jobs that
         # ended done, and the fingerprints jobs really have (plan.dynamic: made at start)
         self.results: dict[int, str] = {}
+        self.cpu: dict[int, float | None] = {}  # job id -> CPU seconds of its last attempt
         self.done_ids: set[int] = set()
         self.in_run = set(plan.run)
         self.fps: list[str] = list(plan.fingerprints)
@@ -341,6 +342,7 @@ class _Runner:
 
     def judge(self, i: int, attempt: int, r: JobResult) -> None:
         job = self.g.jobs[i]
+        self.cpu[i] = r.cpu_s  # (its outcome's, whichever it is)
         if r.state == "not-run":
             self.attempts[i] = attempt - 1
             if self.stopping:
@@ -482,6 +484,7 @@ class _Runner:
             inputs_hash=ins if ok else None,
             exit_code=exit_code, start=start, end=end, host=host,
             max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt, backend="dask",
+            cpu_s=round(cpu, 3) if (cpu := self.cpu.get(i)) is not None else None,
             backend_job_id=worker or None, run_id=self.run_id, results=self.results.pop(i, None) if ok else None,
         )
 

@@ -79,6 +79,7 @@ class JobResult(NamedTuple):
     host: str
     worker: str
     message: str
+    cpu_s: float | None = None  # user + system CPU seconds (the spawner's wait4, a python: worker's getrusage)
 
 
 def set_flag(run_id: str, flag: str) -> str:
@@ -137,7 +138,7 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
                 if ex is not None and not ex.interrupted:  # it had ended on its own just before
                     out.append(_ran(ex, host, me))
                 elif ex is not None:
-                    out.append(JobResult(spec.key, "interrupted", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, me, why))
+                    out.append(JobResult(spec.key, "interrupted", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, me, why, ex.cpu_s))
                 out.extend(_not_run(s, host, me, why) for s in specs[n + 1:])
                 return out
         ran = _ran(ended[0], host, me)
@@ -152,7 +153,7 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
 def _ran(ex: Exit, host: str, worker: str) -> JobResult:
     # a python: job that failed: why, in a few words (the exception's last line)
     why = ex.error if isinstance(ex, PyExit) and ex.exit_code != 0 else ""
-    return JobResult(ex.key, "ran", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, worker, why)
+    return JobResult(ex.key, "ran", ex.exit_code, ex.signal, ex.start, ex.end, ex.max_rss_kb, host, worker, why, ex.cpu_s)
 
 
 def _not_run(spec: JobSpec, host: str, worker: str, why: str) -> JobResult:

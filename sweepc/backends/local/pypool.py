@@ -463,9 +463,10 @@ class PythonPool:
         res = msg.get("res")
         t0, t1 = float(msg["t0"]), float(msg["t1"])  # type: ignore[arg-type]
         self._task_s = 0.8 * self._task_s + 0.2 * (t1 - t0 + TASK_OVERHEAD_S) if self._task_s else t1 - t0 + TASK_OVERHEAD_S
+        cpu = msg.get("cpu")
         self._end(PyExit(
             t.key, rc, None, t0, t1, int(msg["rss"]), False, 0, error=str(msg["err"]),  # type: ignore[call-overload]
-            results=res if isinstance(res, str) else None,
+            cpu_s=float(cpu) if isinstance(cpu, (int, float)) else None, results=res if isinstance(res, str) else None,
         ))
         if rc != 0:
             # the worker exits after a failure: what was queued behind goes elsewhere

@@ -18,7 +18,9 @@ does not run the task: it replies ``{"k": key, "np": why}`` and sweepc
 prepares the folder itself (and reports the error it finds, in its own
 words), then sends the task again without ``prep``.
 
-A reply: ``{"k", "rc", "err", "t0", "t1", "rss"}`` and, when the function
+A reply: ``{"k", "rc", "err", "t0", "t1", "rss", "cpu"}`` (``cpu``: the
+task's CPU seconds, its own and its waited-for children's, from getrusage
+around the call) and, when the function
 returned, ``"res"``: the text of sweepc-result.json as written, so sweepc
 need not read the file back. The worker exits after a failed task (the
 module may be broken) and when stdin closes.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import stat
 import sys
@@ -182,6 +185,14 @@ def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
         os.close(log)
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this worker and of the children it
+    waited for: the task's CPU time is the difference around its call."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: list[str]) -> int:
     """argv: the path of pyjob.py, the fd for replies, the spool's fd (a file
     sweepc made: fds 1 and 2 of every task; sweepc reads it when a worker dies)."""
@@ -231,6 +242,7 @@ def main(argv: list[str]) -> int:
         err = ""
         res = None
         can_reset = False
+        c0: float | None = None
         os.ftruncate(spool, 0)
         os.lseek(spool, 0, os.SEEK_SET)
         try:
@@ -241,6 +253,7 @@ def main(argv: list[str]) -> int:
             })
             os.environ.update(task.get("e") or {})
             can_reset = peak.reset()
+            c0 = _cpu()
             t0 = time.time()
             fn = pyjob.load(task["m"], task["f"])
             params = task["p"]
@@ -253,6 +266,7 @@ def main(argv: list[str]) -> int:
             ok = False
             err = pyjob.report_failure(ex)
         t1 = time.time()
+        cpu = _cpu() - c0 if c0 is not None else None
         rss = peak.kb(can_reset)
         try:
             sys.stdout.flush()
@@ -270,6 +284,8 @@ def main(argv: list[str]) -> int:
         except OSError:
             pass
         msg: dict[str, Any] = {"k": key, "rc": 0 if ok else 1, "err": err, "t0": t0, "t1": t1, "rss": rss}
+        if cpu is not None:
+            msg["cpu"] = round(cpu, 4)
         if ok:
             msg["res"] = res
         reply(msg)

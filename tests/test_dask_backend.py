@@ -585,6 +585,31 @@ backend dask:
 # ---------------------------------------------------------------- python: jobs
 
 
+def test_a_python_done_gather_gets_the_inputs_that_ended_done_as_inputs(local_project):
+    import json
+
+    p = local_project.write('''
+param a = [1, 2, 3]
+rule work over a:
+    output: "o.txt"
+    shell: "if [ {a} = 2 ]; then exit 1; fi; echo {a} > {output}"
+rule total:
+    input: done(work)
+    python: "gather.py:total"
+backend dask:
+    workers = 2
+''' + "    " + DASHBOARD + "\n", **{"gather.py": '''
+def total(pset):
+    paths = pset["_inputs"]
+    return {"total": sum(int(open(q).read()) for q in paths), "n": len(paths)}
+'''})
+    r = build(p, "-k")
+    assert r.code == 1, r
+    assert summary_of(r.out) == "3 done, 1 failed, 0 up to date"
+    (t,) = json.loads(p.sweepc("results", "--rule", "total", "--format", "json").out)
+    assert (t["total"], t["n"]) == (4, 2), t
+
+
 def test_a_batch_calls_python_functions_in_one_worker_and_reimports_an_edited_module(tmp_path):
     from sweepc.backends.dask.tasks import PyCall
 

@@ -314,6 +314,67 @@ def test_cpu_time_is_per_job_in_a_shared_worker_and_counts_the_children_it_waite
     assert (df["_runtime_s"] >= 0.35).sum() == 3
 
 
+INPUTS_STUDY = '''
+param a = [1, 2, 3]
+sweep s = a
+
+rule prep over s:
+    output: "x.txt"
+    shell: "echo {a} > {output}"
+
+rule square over s:
+    input: prep, "data.csv"
+    python: "model.py:square"
+
+rule total:
+    input: done(square)
+    python: "model.py:total"
+
+rule plain over s:
+    python: "model.py:plain"
+'''
+
+INPUTS_MODEL = '''
+import json, os
+
+def square(pset):
+    a = pset["a"]
+    if a == 2 and not os.path.exists(os.path.join(os.path.dirname(pset["_job_dir"]), "..", "..", "..", "fixed")):
+        raise ValueError("not yet")
+    x_txt, data = pset["_inputs"]
+    return {"y": int(open(x_txt).read()) ** 2, "data": open(data).read().strip(), "inputs": "|".join(pset["_inputs"])}
+
+def total(pset):
+    ys = [json.load(open(p))["y"] for p in pset["_inputs"]]
+    return {"total": sum(ys), "n": len(ys)}
+
+def plain(pset):
+    return {"has_inputs": "_inputs" in pset}
+'''
+
+
+def test_a_python_rule_with_inputs_gets_them_as_inputs_and_a_done_gather_only_those_done(local_project):
+    p = local_project.write(INPUTS_STUDY)
+    write_module(p, INPUTS_MODEL)
+    (p.root / "data.csv").write_text("d\n")
+    r = p.sweepc("build", "-k", "-j", "2")
+    assert r.code == 1, r
+    rows = {row["a"]: row for row in json.loads(p.sweepc("results", "--rule", "square", "--format", "json").out)}
+    sq1 = rows[1]
+    # relative to the job folder (its working directory), as a shell rule's {input}; not the module itself
+    prep1 = os.path.relpath(p.dir("prep[a=1]"), p.dir("square[a=1]"))
+    assert sq1["inputs"] == f"{prep1}/x.txt|{os.path.relpath(p.root, p.dir('square[a=1]'))}/data.csv", sq1
+    assert (sq1["y"], sq1["data"]) == (1, "d")
+    (t,) = json.loads(p.sweepc("results", "--rule", "total", "--format", "json").out)
+    assert (t["total"], t["n"]) == (1 + 9, 2), t  # square[a=2] failed: not in total's _inputs
+    plain = json.loads(p.sweepc("results", "--rule", "plain", "--format", "json").out)
+    assert [row["has_inputs"] for row in plain] == [False] * 3  # no inputs besides its module: no _inputs
+    (p.root / "fixed").touch()
+    assert p.sweepc("build", "-j", "2").code == 0
+    (t,) = json.loads(p.sweepc("results", "--rule", "total", "--format", "json").out)
+    assert (t["total"], t["n"]) == (1 + 4 + 9, 3), t
+
+
 def test_editing_the_module_reruns_and_touching_it_does_not(local_project):
     p = local_project.write(GRID)
     f = write_module(p, "def run(pset):\n    return {'y': 1}\n")
@@ -665,6 +726,9 @@ def test_the_worker_knows_sweepcs_file_names():
     from sweepc.lang import graph
 
     assert (pyworker.LOG_NAME, pyworker.PSET_JSON_NAME, pyworker.MARKER_NAME) == (graph.LOG_NAME, graph.PSET_JSON_NAME, graph.MARKER_NAME)
+    from sweepc.backends import pyjob
+
+    assert (pyjob.RESULT_NAME, pyjob.INPUT_LIST_NAME) == (graph.PYTHON_RESULT_NAME, graph.INPUT_LIST_NAME)
 
 
 def test_the_function_may_not_return_any_column_sweepc_fills():

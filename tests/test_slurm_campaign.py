@@ -418,14 +418,16 @@ rule after:
 """
 
 PYTHON_GATHER = """\
-import glob
+import json
 
-def run(pset):  # (a python: function gets no input list: it finds what sim wrote)
-    paths = glob.glob("../../../sim/*/*/r.txt")
+def run(pset):  # _inputs: the input list, of the sim jobs that ended done (decided on the node)
+    paths = pset["_inputs"]
+    assert all(p.startswith("../../../sim/") and p.endswith("/r.txt") for p in paths), paths
     return {"total": sum(int(open(p).read()) for p in paths), "n": len(paths)}
 
 def after(pset):
-    return {"ok": True}
+    (summary,) = pset["_inputs"]  # summary's result file
+    return {"ok": True, "seen": json.load(open(summary))["total"]}
 """
 
 
@@ -463,5 +465,7 @@ def test_a_python_gather_of_done_inputs_decides_on_the_node(slurm_cluster: dict[
     assert (rows["sim"]["done"], rows["summary"]["done"], rows["after"]["done"]) == (3, 1, 1), rows
     (s,) = p.results("summary")
     assert (s["total"], s["n"]) == (6, 3), s
+    (a,) = p.results("after")
+    assert a["seen"] == 6, a
     code, out = p.sweepc("build", "--backend", "slurm", "-n")
     assert out.startswith("sweepc: nothing to do"), out

@@ -57,6 +57,11 @@ class JobDirError(OSError):
 
 
 def uses_input_list(rule: RuleSpec) -> bool:
+    """The job folder gets the input list: the command names {input.list},
+    or a `python:` rule has inputs besides its module (its function gets
+    them as `_inputs`, read from the list)."""
+    if rule.python is not None:
+        return any(i.rule is not None or i.path != rule.python[0] for i in rule.inputs)
     return bool(_USES_INPUT_LIST.search(rule.shell) or (rule.restart and _USES_INPUT_LIST.search(rule.restart)))
 
 
@@ -66,7 +71,8 @@ def input_list_text(g: BuildGraph, job: Job, d: Path, only: Container[int] | Non
     deps = job.deps if only is None else [dep for dep in job.deps if dep in only]
     lines = [f"../../../{g.jobs[dep].reldir}/{o.path}\n" for dep in deps for o in g.rule(g.jobs[dep].rule).outputs]
     root_rel = os.path.relpath(g.root, d)
-    lines.extend(f"{root_rel}/{p}\n" for p in job.sources)
+    module = g.rule(job.rule).python
+    lines.extend(f"{root_rel}/{p}\n" for p in job.sources if module is None or p != module[0])  # (not the function's own file)
     return "".join(lines)
 
 

@@ -16,7 +16,8 @@ Three ways in:
   traceback's last frames on stderr when that fails.
 
 The function gets the job's parameters plus ``_pset_hash``, ``_job_dir``
-and ``_rule`` (psweep's bookkeeping fields), runs with the job folder as its
+and ``_rule`` (psweep's bookkeeping fields), and ``_inputs`` when the rule
+has inputs besides its module (the input list's lines), runs with the job folder as its
 working directory, and returns a dict or None. The dict is written to
 sweepc-result.json, the rule's implicit results file. A traceback goes to
 the log, and its last line (``ValueError: ...``) is the log's last line.
@@ -34,7 +35,8 @@ from types import ModuleType
 from typing import Any
 
 RESULT_NAME = "sweepc-result.json"  # = sweepc.lang.graph.PYTHON_RESULT_NAME
-BOOKKEEPING_IN = ("_pset_hash", "_job_dir", "_rule")
+INPUT_LIST_NAME = "sweepc-inputs.txt"  # = sweepc.lang.graph.INPUT_LIST_NAME
+BOOKKEEPING_IN = ("_pset_hash", "_job_dir", "_rule", "_inputs")
 # Columns of the results table that are sweepc's (sweepc.results.table.BOOKKEEPING)
 RESERVED_KEYS = frozenset({
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
@@ -122,12 +124,24 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
     return text
 
 
-def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: str, pset_hash: str, job_dir: str) -> None:
-    """Call fn for one pset in the current folder (the job's) and write its result."""
+def inputs_here() -> list[str]:
+    """The job's inputs, from the input list sweepc (or the SLURM runner, for
+    a done() gather) wrote in the current folder: one path a line, relative
+    to the job folder, as a shell rule's {input} names them."""
+    with open(INPUT_LIST_NAME, encoding="utf-8", newline="") as f:
+        return f.read().splitlines()
+
+
+def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: str, pset_hash: str, job_dir: str,
+         inputs: bool = False) -> None:
+    """Call fn for one pset in the current folder (the job's) and write its
+    result; with `inputs`, the pset has `_inputs` (inputs_here)."""
     pset = dict(params)
     pset["_pset_hash"] = pset_hash
     pset["_job_dir"] = job_dir
     pset["_rule"] = rule
+    if inputs:
+        pset["_inputs"] = inputs_here()
     result = check_result(fn(pset), params)
     write_result(result)
 
@@ -172,7 +186,7 @@ def _one(argv: list[str]) -> int:
     try:
         params = json.loads(params_json)
         fn = load(path, func)
-        call(fn, params, rule, pset_hash, os.getcwd())
+        call(fn, params, rule, pset_hash, os.getcwd(), inputs=os.path.isfile(INPUT_LIST_NAME))
     except BaseException as ex:  # noqa: BLE001 - every failure is the job's
         report_failure(ex)
         return 130 if isinstance(ex, KeyboardInterrupt) else 1

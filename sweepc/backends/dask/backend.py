@@ -307,7 +307,8 @@ class _Runner:
         python = None
         rule = self.g.rule(job.rule)
         if rule.python is not None:  # called in a Python worker on the dask worker (tasks.py), not as `command`
-            python = PyCall(str(self.g.root / rule.python[0]), rule.python[1], dict(job.params), job.rule, job.hash)
+            python = PyCall(str(self.g.root / rule.python[0]), rule.python[1], dict(job.params), job.rule, job.hash,
+                            self.uses_list[job.rule])
         return JobSpec(i, command, str(d), str(log), env, attempt > 1, job.resources.time_s if self.time_limits else None, python)
 
     # -- what comes back

@@ -55,6 +55,7 @@ class PyCall(NamedTuple):
     params: dict[str, Scalar]
     rule: str
     pset_hash: str
+    inputs: bool = False  # the job folder has the input list: the function gets it as _inputs
 
 
 class JobSpec(NamedTuple):
@@ -109,7 +110,7 @@ def run_batch(run_id: str, specs: list[JobSpec]) -> list[JobResult]:
                 py = spec.python
                 pool = _pypool(py.module)
                 pool.start(PyTask(spec.key, py.module, py.func, spec.cwd, py.params, py.rule, py.pset_hash,
-                                  append_log=spec.append_log, env=spec.env))  # (its log: spec.cwd/sweepc.log)
+                                  append_log=spec.append_log, env=spec.env, inputs=py.inputs))  # (its log: spec.cwd/sweepc.log)
             else:
                 pool = _pool()
                 env = dict(os.environ)

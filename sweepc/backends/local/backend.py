@@ -532,7 +532,8 @@ class _Runner:
             if attempt > 1:  # keep what the earlier attempts said
                 _append(Path(log), f"\n=== sweepc: attempt {attempt}{' (restart)' if job.restart is not None else ''} ===\n")
             if py is not None:
-                self.pool.start(PyTask(i, py[0], py[1], ds, job.params, job.rule, job.hash, attempt=attempt, append_log=attempt > 1))
+                self.pool.start(PyTask(i, py[0], py[1], ds, job.params, job.rule, job.hash, attempt=attempt, append_log=attempt > 1,
+                                       inputs=self.uses_list[job.rule]))
                 return None  # reported started when its worker begins it
             if self.queue:
                 ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])

@@ -110,6 +110,7 @@ class PyTask:
     append_log: bool = False
     prep: PyPrep | None = None
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # more for the call's os.environ (set last)
+    inputs: bool = False  # the job folder has the input list: the function gets it as _inputs
 
     @property
     def log_path(self) -> str:
@@ -148,6 +149,8 @@ def _task_line(task: PyTask) -> str:
         msg["a"] = True
     if task.env:
         msg["e"] = dict(task.env)
+    if task.inputs:
+        msg["i"] = True
     if task.prep is not None:
         pr = task.prep
         msg["prep"] = {"w": pr.workdir, "r": pr.reldir, "o": pr.outputs, "j": pr.pset_json}

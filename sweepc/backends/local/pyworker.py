@@ -261,6 +261,8 @@ def main(argv: list[str]) -> int:
             pset["_pset_hash"] = task["h"]
             pset["_job_dir"] = job_dir
             pset["_rule"] = task["r"]
+            if task.get("i"):
+                pset["_inputs"] = pyjob.inputs_here()
             res = pyjob.write_result(pyjob.check_result(fn(pset), params))
         except BaseException as ex:  # noqa: BLE001 - every failure is the job's
             ok = False

@@ -9,7 +9,8 @@ not sweepc.
                           the task's JSON on stdin)
 
 stdin: a header line {"submission", "rule", "array", "pack", "workdir",
-"outputs", "time_limit", "module", "func", "names"} and then one line per
+"outputs", "time_limit", "module", "func", "inputs", "names"} ("inputs": the
+function gets the input list as _inputs) and then one line per
 pset {"hash", "fp", "ch", "ih", "attempt", "up", "time", "params"} ("time":
 the rule's `time` resource for it, in seconds, or null).
 
@@ -100,6 +101,7 @@ class Runner:
         self.log_name: str = names["log"]
         self.marker_name: str = names["marker"]
         self.inputs_name: str = names.get("inputs", "sweepc-inputs.txt")
+        self.has_inputs = bool(header.get("inputs"))  # the function gets the input list as _inputs
         self.host = os.environ.get("HOSTNAME") or socket.gethostname()
         self.task_start = time.time()
         self.stop = False
@@ -270,7 +272,7 @@ class Runner:
                 sys.stderr.write(self.import_error)
             else:
                 try:
-                    pyjob.call(self.fn, p.params, self.rule, p.hash, p.dir)
+                    pyjob.call(self.fn, p.params, self.rule, p.hash, p.dir, inputs=self.has_inputs)
                     code = 0
                 except BaseException as ex:  # noqa: BLE001 - every failure is the pset's
                     pyjob.report_failure(ex)

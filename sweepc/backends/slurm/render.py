@@ -201,7 +201,7 @@ def python_task_text(g: BuildGraph, arr: Array, t: int, lines: Sequence[PsetLine
     header = {
         "submission": submission, "rule": arr.rule, "array": arr.name, "pack": arr.pack, "workdir": workdir_text(g),
         "outputs": [o.path for o in rule.outputs], "time_limit": time_s,
-        "module": module, "func": func,
+        "module": module, "func": func, "inputs": uses_input_list(rule),
         "names": {"record": RECORD_NAME, "log": LOG_NAME, "marker": MARKER_NAME, "inputs": INPUT_LIST_NAME},
     }
     out = [

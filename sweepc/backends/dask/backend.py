@@ -32,6 +32,7 @@ from typing import Any
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.backends.dask.cluster import Session, capacity
 from sweepc.backends.dask.settings import DaskSettings
+from sweepc.backends.hold import StopsHeld
 from sweepc.backends.dask.tasks import JobResult, JobSpec, PyCall, clear_flag, run_batch, set_flag
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
 from sweepc.backends.local.limits import format_limit
@@ -174,28 +175,38 @@ class _Runner:
         self.blocked: set[int] = set()
         self.stopping = False
         self.interrupted: list[int] = []
-        try:
-            while True:
-                if not self.stopping:
-                    self.submit_ready()
-                if not self.inflight:
-                    break
-                for fut in self.wait_some(FLUSH_SECONDS):
-                    self.collect(fut)
-                self.flush()
-        except KeyboardInterrupt:
-            with no_interrupts():
-                self.stop_all()
-                self.flush(force=True)
-            raise Interrupted(self.summary(run, t0)) from None
-        except MachineError:
-            # A full disk / read-only store: stop what runs and record what we can
-            # (if the store cannot be written the jobs stay 'planned' and rerun), as locally.
-            with no_interrupts():
-                self.stop_all()
-                with contextlib.suppress(MachineError):
+        # A stop signal is acted on while waiting for batches, and held while
+        # their results are judged (backends/hold.py): none is lost half-judged.
+        hold = StopsHeld()
+        with hold:
+            try:
+                hold.on = True
+                while True:
+                    if not self.stopping:
+                        self.submit_ready()
+                    if not self.inflight:
+                        break
+                    hold.open()
+                    ended = self.wait_some(FLUSH_SECONDS)  # (still in self.inflight until collected)
+                    hold.on = True
+                    for fut in ended:
+                        self.collect(fut)
+                    self.flush()
+                hold.open()
+            except KeyboardInterrupt:
+                hold.on = True
+                with no_interrupts():
+                    self.stop_all()
                     self.flush(force=True)
-            raise
+                raise Interrupted(self.summary(run, t0)) from None
+            except MachineError:
+                # A full disk / read-only store: stop what runs and record what we can
+                # (if the store cannot be written the jobs stay 'planned' and rerun), as locally.
+                with no_interrupts():
+                    self.stop_all()
+                    with contextlib.suppress(MachineError):
+                        self.flush(force=True)
+                raise
         self.flush(force=True)
         if self.s.scheduler is not None:  # a cluster that outlives us: leave no flag behind
             self.tell(clear_flag, self.run_id)

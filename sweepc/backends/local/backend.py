@@ -45,7 +45,7 @@ from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, pset_json_text, uses_input_list
 from sweepc.plan.planner import Plan, dynamic_fingerprint
-from sweepc.backends.local.hold import StopsHeld
+from sweepc.backends.hold import StopsHeld
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.journal import journal_path, make_tag
 from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn

@@ -466,3 +466,32 @@ def test_pset_json_text_is_exactly_json_dumps_with_indent_2(tmp_path: Path) -> N
         doc = {"sweepc": PSET_JSON_VERSION, "rule": j.rule, "sweep": sweep_name(g.rule(j.rule)), "hash": j.hash, "seq": j.seq,
                "params": params, "types": {k: _type_name(v) for k, v in params.items()}}
         assert pset_json_text(g, j) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n", params
+
+
+def test_job_dirs_keep_the_folders_above_open_and_walk_again_when_one_goes(tmp_path):
+    import shutil
+
+    from sweepc.backends.jobdir import JobDirError, JobDirs
+
+    wd = tmp_path / "calc"
+    dirs = JobDirs(wd)
+    try:
+        fd, made = dirs.job("r/ab/ab1")
+        os.close(fd)
+        assert made and (wd / "r" / "ab" / "ab1").is_dir() and list(dirs.fds) == ["r/ab"]
+        fd, made = dirs.job("r/ab/ab1")  # there already: not made now
+        os.close(fd)
+        assert not made
+        shutil.rmtree(wd / "r" / "ab")  # removed behind sweepc's back: the next job walks again
+        fd, made = dirs.job("r/ab/ab2")
+        os.close(fd)
+        assert made and (wd / "r" / "ab" / "ab2").is_dir()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (wd / "r" / "cd").symlink_to(elsewhere)  # a link in the way is refused, never followed
+        with pytest.raises(JobDirError, match="is a symbolic link"):
+            dirs.job("r/cd/cd1")
+        assert list(elsewhere.iterdir()) == []
+    finally:
+        dirs.close()
+    assert dirs.fds == {}

@@ -595,13 +595,19 @@ def test_a_ctrl_c_while_sweepc_judges_an_ended_job_is_acted_on_after_it_is_recor
         return check(self, i, ex)
 
     monkeypatch.setattr(_Runner, "check", check_with_ctrl_c)
-    with pytest.raises(Interrupted) as e:
-        sweepc.load(p.root).build(jobs=2)
+    # Python's own Ctrl-C handler (an earlier test may have imported
+    # dask_jobqueue's runner module, which puts sys.exit() in its place)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted) as e:
+            sweepc.load(p.root).build(jobs=2)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert len(signalled) == 1
     s = e.value.summary
     assert (s.done, len(s.interrupted), s.failed) == (1, 1, ())
     assert p.statuses() == {"quick[a=1]": "done", "slow[a=1]": "interrupted"}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert p.job_processes() == []
 
 

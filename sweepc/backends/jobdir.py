@@ -130,24 +130,115 @@ def prepare_job_dir(g: BuildGraph, job: Job, input_list: bool, clear_outputs: bo
                     only: Container[int] | None = None) -> Path:
     """Make the job folder safely (see the module doc), mark it as sweepc's,
     remove the outputs of an earlier run, write the input list. Returns the folder."""
+    prepare_job_folder(g, job, input_list, clear_outputs, only)
+    return g.job_dir(job)
+
+
+def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs: bool = True,
+                       only: Container[int] | None = None, above: JobDirs | None = None) -> bool:
+    """prepare_job_dir(); True when the job folder was made now. A folder
+    made now is empty: nothing of an earlier run to remove, and its files are
+    written at once (O_EXCL, no temporary name and rename; a file that
+    appeared meanwhile takes the careful way). `above`: the folders above
+    job folders, kept open across calls (one walk per rule and shard, not
+    per job)."""
     d = g.job_dir(job)
-    fd = open_job_dir(g.workdir_path, job.reldir)
+    if above is not None:
+        fd, made = above.job(job.reldir)
+    else:
+        fd, made = open_job_dir_made(g.workdir_path, job.reldir)
     try:
         write_marker(fd, job.reldir)
-        if clear_outputs:
+        if clear_outputs and not made:
             remove_outputs(g, job, d, dir_fd=fd)
             # the new log replaces a link in its place; the link's target is not touched
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.lstat(LOG_NAME, dir_fd=fd).st_mode):
                     os.unlink(LOG_NAME, dir_fd=fd)
-        if input_list:
+        if input_list and not (made and _write_new(fd, INPUT_LIST_NAME, input_list_text(g, job, d, only).encode())):
             write_input_list(g, job, d, dir_fd=fd, only=only)
         for dest, data, mode in templates.rendered(g, job):
             _write_below(fd, dest.split("/"), data, mode)
-        _write_below(fd, [PSET_JSON_NAME], pset_json_text(g, job).encode("utf-8"), 0o644)
+        pset_json = pset_json_text(g, job).encode("utf-8")
+        if not (made and _write_new(fd, PSET_JSON_NAME, pset_json)):
+            _write_below(fd, [PSET_JSON_NAME], pset_json, 0o644)
     finally:
         os.close(fd)
-    return d
+    return made
+
+
+def _write_new(dir_fd: int, name: str, data: bytes) -> bool:
+    """Write a file that is not there yet, at once; False when something is
+    in its place already (the caller then replaces it the careful way)."""
+    try:
+        out = os.open(name, WRITE_FLAGS | os.O_EXCL, 0o644, dir_fd=dir_fd)
+    except FileExistsError:
+        return False
+    try:
+        os.write(out, data)  # (a regular file takes a short write whole)
+    finally:
+        os.close(out)
+    return True
+
+
+def open_job_dir_made(wd: Path, reldir: str) -> tuple[int, bool]:
+    """open_job_dir(wd, reldir) and whether the job folder (the last one) was made now."""
+    head, _, name = reldir.rpartition("/")
+    parent = open_job_dir(wd, head) if head else os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return _open_below(parent, name, wd / reldir)
+    finally:
+        os.close(parent)
+
+
+def _open_below(parent: int, name: str, path: Path) -> tuple[int, bool]:
+    """(fd, made now) of folder `name` below `parent`, made when missing, never through a link."""
+    made = False
+    try:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent), False
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent)
+                made = True
+            except FileExistsError:
+                pass
+            return os.open(name, _DIR_FLAGS, dir_fd=parent), made
+    except OSError as e:
+        raise _refusal(parent, name, path, e) from None
+
+
+class JobDirs:
+    """The folders above job folders (<workdir>/<rule>/<hh>), opened once
+    (each reached as open_job_dir does, never through a link) and kept open
+    for the build: a job folder then costs one mkdir and one open, not a
+    walk from the workdir. At most MAX_OPEN kept; close() when done."""
+
+    MAX_OPEN = 600
+
+    def __init__(self, wd: Path) -> None:
+        self.wd = wd
+        self.fds: dict[str, int] = {}
+
+    def job(self, reldir: str) -> tuple[int, bool]:
+        head, _, name = reldir.rpartition("/")
+        parent = self.fds.get(head)
+        if parent is None:
+            if len(self.fds) >= self.MAX_OPEN:
+                self.close()
+            parent = self.fds[head] = open_job_dir(self.wd, head)
+        try:
+            return _open_below(parent, name, self.wd / reldir)
+        except FileNotFoundError:  # the folder above went away meanwhile (removed by hand): walk again
+            self.fds.pop(head, None)
+            os.close(parent)
+            parent = self.fds[head] = open_job_dir(self.wd, head)
+            return _open_below(parent, name, self.wd / reldir)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def write_marker(dir_fd: int, reldir: str) -> None:

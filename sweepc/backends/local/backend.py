@@ -43,7 +43,9 @@ from typing import Any
 from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params_json, tail_lines
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job
-from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, pset_json_text, uses_input_list
+from sweepc.backends.jobdir import (
+    PSET_JSON_ENV, WRITE_FLAGS, JobDirError, JobDirs, check_end, prepare_job_folder, pset_json_text, uses_input_list,
+)
 from sweepc.plan.planner import Plan, dynamic_fingerprint
 from sweepc.backends.hold import StopsHeld
 from sweepc.backends.local.limits import TimeLimits, format_limit
@@ -129,6 +131,7 @@ def execute(
     try:
         return runner.run()
     finally:
+        runner.dirs.close()
         # Stopped here, not by the pool's finalizer at interpreter exit, where a
         # late Ctrl-C would land outside every handler and kill sweepc by SIGINT.
         runner.pool.close()
@@ -164,6 +167,8 @@ class _Runner:
         self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
         self.journal: Path | None = None
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
+        self.dirs = JobDirs(self.wd)  # rule and shard folders, open for the build
+        self.made = False  # whether the last prepare() made the job folder
         self.wd_str = str(self.wd)
         # python: rules -> (module path, function, outputs the worker removes, or None
         # when sweepc prepares the folder itself: templates, or an output in a subfolder)
@@ -515,10 +520,10 @@ class _Runner:
             except OSError as e:  # no worker could be started
                 return f"cannot start: {e}"
             return None  # reported started when its worker begins it
-        fresh = self.queue and not os.path.lexists(d)
         problem = self.prepare(job, only)
         if problem is not None:
             return problem
+        fresh = self.queue and self.made
         command = job.command
         if attempt > 1 and job.restart is not None:
             command = job.restart
@@ -559,10 +564,10 @@ class _Runner:
         return None
 
     def prepare(self, job: Job, only: set[int] | None = None) -> str | None:
-        """Make the job's folder ready (jobdir.prepare_job_dir): None, or why it cannot."""
+        """Make the job's folder ready (jobdir.prepare_job_folder): None, or why it cannot."""
         d = self.wd / job.reldir
         try:
-            prepare_job_dir(self.g, job, input_list=self.uses_list[job.rule], only=only)
+            self.made = prepare_job_folder(self.g, job, input_list=self.uses_list[job.rule], only=only, above=self.dirs)
         except JobDirError as e:
             return str(e)
         except OSError as e:

@@ -228,9 +228,12 @@ class PythonPool:
         and when the pending tasks run low (sweepc starts more)."""
         end = time.monotonic() + GATHER_S
         fin = self._finished
+        seen = 0  # the ends before it were looked at (each once: no rescan per reply)
         while fin and len(fin) < GATHER_MAX and len(self._pending) >= GATHER_MIN_PENDING:
-            if any(ex.exit_code != 0 for ex in fin):
-                return
+            for n in range(seen, len(fin)):
+                if fin[n].exit_code != 0:
+                    return
+            seen = len(fin)
             self._fill()
             self._send()
             left = end - time.monotonic()

@@ -1,7 +1,7 @@
 """A trivial Python function over N psets: sweepc's `python:` rule against
 psweep's `ps.run(func, params, poolsize=2)`, in the same run.
 
-    python3 benchmarks/python_jobs.py [--psets 10000 100000] [--workers 2]
+    python3 benchmarks/python_jobs.py [--psets 10000 100000] [--workers 2] [--dir /dev/shm]
 
 sweepc: a fresh project, `sweepc build -j WORKERS` as a subprocess (wall
 time of the whole command: compile, plan, run, record). psweep: `ps.run`
@@ -78,10 +78,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--psets", type=int, nargs="+", default=[10000, 100000])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dir", default=None, help="make the projects in this folder (default: the system's temporary "
+                    "folder); e.g. /dev/shm to see what the file system's cost of a folder and files per pset is")
     args = ap.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; cpus: {os.cpu_count()}")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="sweepc-pybench-") as t:
+    with tempfile.TemporaryDirectory(prefix="sweepc-pybench-", dir=args.dir) as t:
         tmp = Path(t)
         for n in args.psets:
             ps_s, ps_cpu = time_psweep(n, args.workers, tmp)

@@ -212,19 +212,24 @@ class JobDirs:
     """The folders above job folders (<workdir>/<rule>/<hh>), opened once
     (each reached as open_job_dir does, never through a link) and kept open
     for the build: a job folder then costs one mkdir and one open, not a
-    walk from the workdir. At most MAX_OPEN kept; close() when done."""
+    walk from the workdir. At most MAX_OPEN kept (and a quarter of the
+    process's open-files limit); close() when done."""
 
-    MAX_OPEN = 600
+    MAX_OPEN = 512
 
     def __init__(self, wd: Path) -> None:
+        import resource
+
         self.wd = wd
         self.fds: dict[str, int] = {}
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_open = self.MAX_OPEN if soft == resource.RLIM_INFINITY else max(1, min(self.MAX_OPEN, soft // 4))
 
     def job(self, reldir: str) -> tuple[int, bool]:
         head, _, name = reldir.rpartition("/")
         parent = self.fds.get(head)
         if parent is None:
-            if len(self.fds) >= self.MAX_OPEN:
+            if len(self.fds) >= self.max_open:
                 self.close()
             parent = self.fds[head] = open_job_dir(self.wd, head)
         try:

@@ -32,7 +32,7 @@ from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
 from sweepc.lang.project import find_sweepfile, load_graph, remember
 from sweepc.plan.selection import select
-from sweepc.plan.store import BuildLock, Store, new_run_id, state_dir
+from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,18 +137,19 @@ class Study:
         by one (the planner passes them over as queued; what needs them is
         stale): 200k queued SLURM jobs take a second, not half a minute."""
         g = self.graph
-        store = Store.open(self.root, create=False)
+        # open until every state is known: Plan.state reads the rows it needs one by one
+        store = LookupStore.open(self.root, create=False)
         try:
             flying = store.unfinished()
             retried = store.retried()
             p = self._plan(store, targets, where, psets, (), False, live={k: st for k, st in flying.items()})
+            states: dict[int, str] = {}
+            for i in p.selected:
+                job = g.jobs[i]
+                st = flying.get((job.rule, job.hash)) if i in p.queued else None
+                states[i] = ("running" if st == "running" else "pending") if st is not None else p.state(i)
         finally:
             store.close()
-        states: dict[int, str] = {}
-        for i in p.selected:
-            job = g.jobs[i]
-            st = flying.get((job.rule, job.hash)) if i in p.queued else None
-            states[i] = ("running" if st == "running" else "pending") if st is not None else p.state(i)
         return p, states, {i for i in p.selected if (g.jobs[i].rule, g.jobs[i].hash) in retried}
 
     def check(self, plan: Plan, backend: str = "local", options: BuildOptions | None = None) -> list[str]:
@@ -369,20 +370,19 @@ class Study:
             rules = (spec,)
         if history:
             rules = (spec,)
-        store = Store.open(self.root, create=False)
+        # the store stays open while the table is made: the rows come as they are read
+        store = LookupStore.open(self.root, create=False)
         try:
             p = make_plan(g, store, select(g, [r.name for r in rules], where=where, psets=psets))
             runs = store.runs()
-            rows = store.history(spec.name) if history else []
-            stored = {} if history else {r.name: store.latest_results(r.name) for r in rules if r.results}
+            if history:
+                df = res.history(p, spec, runs, store.history(spec.name))
+            elif rule is None:
+                df = res.one_table(p, runs, read=store.job_rows)
+            else:
+                df = res.table(p, spec, runs, rows=store.job_rows(spec.name))
         finally:
             store.close()
-        if history:
-            df = res.history(p, spec, runs, rows)
-        elif rule is None:
-            df = res.one_table(p, runs, stored=stored)
-        else:
-            df = res.table(p, spec, runs, stored=stored.get(spec.name))
         return res.select_columns(df, columns)
 
     def report(self, output: str | Path = "report.html") -> Path:
@@ -393,14 +393,13 @@ class Study:
 
         plots.require_matplotlib()
         g = self.graph
-        store = Store.open(self.root, create=False)
+        store = LookupStore.open(self.root, create=False)
         try:
             p = make_plan(g, store, select(g, [r.name for r in g.rules]))
             runs = store.runs()
-            stored = {r.name: store.latest_results(r.name) for r in g.rules if r.results}
+            tables = {r.name: res.table(p, r, runs, rows=store.job_rows(r.name)) for r in g.rules}
         finally:
             store.close()
-        tables = {r.name: res.table(p, r, runs, stored=stored.get(r.name)) for r in g.rules}
         main, _ = res.one_table_rules(g)
         data = rep.ReportData(g, tuple(runs), tables, res.one_table(p, runs, frames=tables), main.name)
         path = Path(output)

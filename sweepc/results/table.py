@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +60,35 @@ def pick_rule(g: BuildGraph, name: str | None) -> RuleSpec:
     return g.rule(name)
 
 
+# A row of Store.job_rows(): hash, start, end, host, exit_code, attempts,
+# max_rss_mb, cpu_s, run_id, values_json (the values the store recorded when
+# the job's latest run ended done, else None).
+JobRow = tuple[Any, ...]
+
+
 def table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None = None,
-          stored: Mapping[str, tuple[str, float | None]] | None = None) -> pd.DataFrame:
+          rows: Iterable[JobRow] | None = None) -> pd.DataFrame:
     """The results DataFrame of one rule, from a plan that selected its jobs.
 
-    stored: Store.latest_results(rule.name), the values the store recorded
-    when each job's latest run ended done. A row takes them instead of
-    reading its results files when none of those files has changed since
-    (see _stored_values); without it, or for any other row, the files are
-    read, as they always were."""
+    rows: Store.job_rows(rule.name), the store's rows of the rule's jobs, read
+    one at a time. A row takes the values the store recorded when its job's
+    latest run ended done instead of reading its results files when none of
+    those files has changed since (see _stored_values); for any other row the
+    files are read, as they always were. Without rows: the plan's records,
+    and the files."""
     with _no_gc():
-        return _table(plan, rule, runs, cwd, stored)
+        return _table(plan, rule, runs, cwd, _rows_of(plan, rule) if rows is None else rows)
+
+
+def _rows_of(plan: Plan, rule: RuleSpec) -> Iterator[JobRow]:
+    """Store.job_rows()'s rows from the plan's records (no stored values)."""
+    records = plan.records
+    get = records.raw if isinstance(records, RecordMap) else records.get
+    for name, h in records:
+        if name == rule.name:
+            rec = get((name, h))
+            if rec is not None:
+                yield (h, *(rec[k] for k in _REC_FIELDS), None)
 
 
 @contextlib.contextmanager
@@ -86,39 +104,39 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None,
-           stored: Mapping[str, tuple[str, float | None]] | None) -> pd.DataFrame:
+def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, rows: Iterable[JobRow]) -> pd.DataFrame:
     g = plan.graph
     run_seq = {r.run_id: r.seq for r in runs}
     indexed = g.has_index(rule.keys)
     here = cwd or Path.cwd()
     selected = set(plan.selected)
-    # Column by column, not a dict per row: at 100k rows the dicts and
-    # NamedTuples were most of the time of a table (the frame is the same:
-    # pandas converts each column on its own either way).
-    params: list[Mapping[str, Any]] = []
-    books: list[tuple[Any, ...]] = []
-    values: list[Mapping[str, Any]] = []
+    jobs, state, results = g.jobs, plan.state, rule.results
+    ids = [i for i in rule.job_ids if i in selected]
+    del selected
+    n = len(ids)
+    if not n:
+        return _frame([], rule, indexed)
+    # Column by column, each a list by row, filled as the store's rows come
+    # (in its order, not the table's): no record, dict or tuple is held per
+    # job (at 100k rows those were most of the memory of a table).
+    at = {jobs[i].hash: k for k, i in enumerate(ids)}
     taken = frozenset((*rule.keys, *BOOKKEEPING, *(("_index",) if indexed else ())))
     wd, prefix = _workdir(g, here)
-    records = plan.records
-    # the raw row (a Record is one too): no NamedTuple made per job
-    get = records.raw if isinstance(records, RecordMap) else records.get
-    jobs, state, name, results = g.jobs, plan.state, rule.name, rule.results
-    log_tail = "/" + LOG_NAME
     fromtimestamp, utc, timestamp = dt.datetime.fromtimestamp, dt.UTC, pd.Timestamp
-    for i in rule.job_ids:
-        if i not in selected:
-            continue
-        job = jobs[i]
-        h = job.hash
-        rec = get((name, h))
+    log_tail = "/" + LOG_NAME
+    statuses: list[str | None] = [None] * n
+    nothing: list[Any] = [None] * n
+    run_id, seq, time_utc, host, runtime, exit_code, attempts, rss, cpu, log, error = (nothing.copy() for _ in range(11))
+    del nothing
+    values: dict[str, list[Any]] = {}  # results key -> its column (NaN where a row lacks it, as from_records makes it)
+    first: dict[str, tuple[int, int]] = {}  # results key -> (the first row that has it, its place there)
+    texts: dict[Any, Any] = {}  # run ids and hosts: each distinct one once
+
+    def take(k: int, i: int, known: tuple[str, float | None] | None) -> str:
+        """The status of row k (job i), and its values into `values`."""
         status = state(i)
-        reldir = job.reldir
-        row_values: Mapping[str, Any] = _NO_VALUES
         if results and (status == DONE or status == STALE):
-            d = f"{wd}/{reldir}"
-            known = stored.get(h) if stored else None
+            d = f"{wd}/{jobs[i].reldir}"
             got = _stored_values(d, results, known) if known is not None else None
             if got is None:
                 read = read_results(d, results, ())
@@ -130,49 +148,84 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None,
                 # statuses are for files changed since.)
                 if read.kind in ("missing", "malformed"):
                     status = RESULTS_MISSING if read.kind == "missing" else RESULTS_MALFORMED
-            # Fix: a results key named like a parameter or a bookkeeping column
-            # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
-            row_values = got if taken.isdisjoint(got) else {k: v for k, v in got.items() if k not in taken}
-        params.append(job.params if type(job.params) is dict else dict(job.params))
-        values.append(row_values)
-        if rec is None:
-            book: tuple[Any, ...] = (h, job.seq, None, None, None, None, None, status, None, None, None, None, prefix + reldir, None, None)
-        else:
-            error = error_text(g, rule, Path(f"{wd}/{reldir}"), rec[I_EXIT_CODE]) if status == "failed" else None
-            start = rec[I_START]
-            if start is None:  # never ran (planned, queued)
-                book = (h, job.seq, None, None, None, None, None, status, None, None, None, None, prefix + reldir, None, error)
-            else:
-                end, run_id = rec[I_END], rec[I_RUN_ID]
-                book = (
-                    h, job.seq, run_id, run_seq.get(run_id) if run_id else None,
-                    timestamp(fromtimestamp(start, utc)) if start else None, rec[I_HOST],
-                    round(end - start, 3) if end is not None else None,
-                    status, rec[I_EXIT_CODE], rec[I_ATTEMPTS] or None, rec[I_MAX_RSS_MB], rec[I_CPU_S],
-                    prefix + reldir, prefix + reldir + log_tail, error,
-                )
-        books.append((g.index_of(job.params), *book) if indexed else book)  # csv(..., index=...): the row id
-    if not books:
-        return _frame([], rule, indexed)
-    parts = [
-        pd.DataFrame.from_records(params),
-        pd.DataFrame.from_records(books, columns=[*(("_index",) if indexed else ()), *_BOOK_COLUMNS]),
-        pd.DataFrame.from_records(values),
-    ]
+            for j, (key, v) in enumerate(got.items()):
+                # Fix: a results key named like a parameter or a bookkeeping column
+                # ({"_status": ...}, {"a": 1.0}) overwrote it; those columns are sweepc's.
+                if key in taken:
+                    continue
+                col = values.get(key)
+                if col is None:
+                    col = values[key] = [_NAN] * n
+                    first[key] = (k, j)
+                elif (k, j) < first[key]:
+                    first[key] = (k, j)
+                col[k] = v
+        return status
+
+    for h, start, end, rec_host, rec_exit, rec_attempts, rec_rss, rec_cpu, rec_run, values_json in rows:
+        k = at.get(h)
+        if k is None or statuses[k] is not None:
+            continue  # a job not asked for (or no longer in the sweepfile)
+        i = ids[k]
+        status = statuses[k] = take(k, i, (values_json, end) if values_json is not None else None)
+        if status == "failed":
+            error[k] = error_text(g, rule, Path(f"{wd}/{jobs[i].reldir}"), rec_exit)
+        if start is None:  # never ran (planned, queued)
+            continue
+        r = run_id[k] = texts.setdefault(rec_run, rec_run)
+        seq[k] = run_seq.get(r) if r else None
+        time_utc[k] = timestamp(fromtimestamp(start, utc)) if start else None
+        host[k] = texts.setdefault(rec_host, rec_host)
+        runtime[k] = round(end - start, 3) if end is not None else None
+        exit_code[k], attempts[k], rss[k], cpu[k] = rec_exit, rec_attempts or None, rec_rss, rec_cpu
+        log[k] = prefix + jobs[i].reldir + log_tail
+    del at, texts
+    for k, i in enumerate(ids):
+        if statuses[k] is None:  # no row in the store
+            statuses[k] = take(k, i, None)
+    # the result columns in the order of the rows (and of each row's keys) that first have them
+    ordered = {key: values[key] for key in sorted(values, key=first.__getitem__)}
+    values.clear()
+    params = [jobs[i].params for i in ids]
+    book: dict[str, list[Any]] = {
+        "_pset_hash": [jobs[i].hash for i in ids], "_pset_seq": [jobs[i].seq for i in ids], "_run_id": run_id,
+        "_run_seq": seq, "_time_utc": time_utc, "_exec_host": host, "_runtime_s": runtime, "_status": statuses,
+        "_exit_code": exit_code, "_attempts": attempts, "_max_rss_mb": rss, "_cpu_s": cpu,
+        "_job_dir": [prefix + jobs[i].reldir for i in ids], "_log": log, "_error": error,
+    }
+    if indexed:  # csv(..., index=...): the row id
+        book = {"_index": [g.index_of(p) for p in params], **book}
+    del ids
+    parts = [pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])]
+    del params
+    parts.append(_columns(book))
+    del book, run_id, seq, time_utc, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses
+    parts.append(_columns(ordered))
     return _finish(pd.concat([p for p in parts if len(p.columns)], axis=1), rule, indexed)
 
 
+def _columns(cols: dict[str, list[Any]]) -> pd.DataFrame:
+    """A frame of these columns, each given the dtype pandas.DataFrame.from_records
+    gives it from rows (it converts each column on its own), one column at a
+    time: the rows as tuples of every column, and pandas' object array of
+    them, cost ~30 MB at 100k rows."""
+    out = pd.DataFrame()
+    for name in list(cols):
+        col = cols.pop(name)
+        out[name] = pd.DataFrame.from_records([(v,) for v in col]).iloc[:, 0] if col else []
+        del col
+    return out
+
+
+# the fields of a store row that job_rows() gives after the hash, in its order
+_REC_FIELDS = tuple(Record._fields.index(f) for f in ("start", "end", "host", "exit_code", "attempts", "max_rss_mb", "cpu_s", "run_id"))
+_NAN = float("nan")
 # the bookkeeping columns in the order table() makes them (_frame puts them in BOOKKEEPING's)
 _BOOK_COLUMNS = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",
     "_status", "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error",
 )
 assert set(_BOOK_COLUMNS) == set(BOOKKEEPING)
-_NO_VALUES: Mapping[str, Any] = {}
-# positions in a store row (Record._fields)
-I_START, I_END, I_HOST, I_EXIT_CODE, I_ATTEMPTS, I_MAX_RSS_MB, I_CPU_S, I_RUN_ID = (
-    Record._fields.index(f) for f in ("start", "end", "host", "exit_code", "attempts", "max_rss_mb", "cpu_s", "run_id")
-)
 
 
 def _stored_values(d: str, names: Sequence[str], known: tuple[str, float | None]) -> dict[str, Any] | None:
@@ -327,7 +380,7 @@ def one_table_rules(g: BuildGraph) -> tuple[RuleSpec, tuple[RuleSpec, ...]]:
 
 
 def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None,
-              stored: Mapping[str, Mapping[str, tuple[str, float | None]]] | None = None) -> pd.DataFrame:
+              read: Callable[[str], Iterable[JobRow]] | None = None) -> pd.DataFrame:
     """One row per selected pset of the main sweep: the main rule's table, then
     for each other rule of the one table its bookkeeping as `RULE._status`,
     `RULE._run_id`, ... and its results (as `RULE.key` when two rules share a
@@ -338,7 +391,7 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
     made = dict(frames or {})  # tables already made (the report makes every rule's)
     for r in rules:
         if r.name not in made:
-            made[r.name] = table(plan, r, runs, cwd, stored=(stored or {}).get(r.name))
+            made[r.name] = table(plan, r, runs, cwd, rows=read(r.name) if read is not None else None)
     base = made[main.name]
     if len(rules) == 1:
         return base

@@ -877,17 +877,17 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from sweepc.results.table import display_columns, write
+    from sweepc.results.table import display_columns, write, write_to
 
     study = _study(args)
     study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
     if args.format == "table" and not args.columns and not args.all_columns:
         df = display_columns(df)
-    text = write(df, args.format, args.output)
-    if text is not None:
-        sys.stdout.write(text)
-    elif args.output:
+    if args.output is None:
+        write_to(df, args.format, sys.stdout)
+    else:
+        write(df, args.format, args.output)
         sys.stderr.write(f"sweepc: wrote {plural(len(df), 'row')} to {args.output}\n")
     return EXIT_OK
 

@@ -877,6 +877,7 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from sweepc.lang.project import forget
     from sweepc.results.table import display_columns, write, write_to
 
     study = _study(args)
@@ -884,6 +885,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
     if args.format == "table" and not args.columns and not args.all_columns:
         df = display_columns(df)
+    # the graph is not needed to write the table: freed first (at 100k psets ~100 MB)
+    forget(study.graph)
+    del study
     if args.output is None:
         write_to(df, args.format, sys.stdout)
     else:

@@ -150,6 +150,14 @@ def remember(g: BuildGraph) -> None:
             _unsaved.clear()
 
 
+def forget(g: BuildGraph) -> None:
+    """Let go of a graph this process loaded (graph_key() no longer knows
+    it), so that it is freed once nothing else holds it: `sweepc results`
+    writes a 100k-row table without the 100k-job graph it was made from."""
+    _keys[:] = [(known, key) for known, key in _keys if known is not g]
+    _unsaved[:] = [entry for entry in _unsaved if entry[0] is not g]
+
+
 def _key(text: str, sweepfile: Path) -> str:
     h = hashlib.sha256()
     for part in (CACHE_FORMAT.decode(), sys.version, str(sweepfile), *_code_identity()):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import pandas as pd
 
 from sweepc.backends.jobdir import BOOKKEEPING, check_end, flatten, read_results
@@ -122,12 +123,19 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
     at = {jobs[i].hash: k for k, i in enumerate(ids)}
     taken = frozenset((*rule.keys, *BOOKKEEPING, *(("_index",) if indexed else ())))
     wd, prefix = _workdir(g, here)
-    fromtimestamp, utc, timestamp = dt.datetime.fromtimestamp, dt.UTC, pd.Timestamp
+    fromtimestamp, utc = dt.datetime.fromtimestamp, dt.UTC
     log_tail = "/" + LOG_NAME
     statuses: list[str | None] = [None] * n
     nothing: list[Any] = [None] * n
-    run_id, seq, time_utc, host, runtime, exit_code, attempts, rss, cpu, log, error = (nothing.copy() for _ in range(11))
+    run_id, host, log, error = (nothing.copy() for _ in range(4))
     del nothing
+    # numbers straight into arrays, not a Python object per row (NaN and masks
+    # are the gaps that None made in the columns from_records made of them)
+    runtime, rss, cpu = (np.full(n, np.nan) for _ in range(3))
+    seq, exit_code, attempts, time_us = (np.zeros(n, dtype=np.int64) for _ in range(4))
+    no_seq, no_exit, no_attempts = (np.ones(n, dtype=np.bool_) for _ in range(3))
+    timed = np.zeros(n, dtype=np.bool_)
+    any_cpu, first_start = False, None
     values: dict[str, list[Any]] = {}  # results key -> its column (NaN where a row lacks it, as from_records makes it)
     first: dict[str, tuple[int, int]] = {}  # results key -> (the first row that has it, its place there)
     texts: dict[Any, Any] = {}  # run ids and hosts: each distinct one once
@@ -173,11 +181,25 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
         if start is None:  # never ran (planned, queued)
             continue
         r = run_id[k] = texts.setdefault(rec_run, rec_run)
-        seq[k] = run_seq.get(r) if r else None
-        time_utc[k] = timestamp(fromtimestamp(start, utc)) if start else None
+        s = run_seq.get(r) if r else None
+        if s is not None:
+            seq[k], no_seq[k] = s, False
+        if start:
+            # the microseconds of the datetime (and so of the pd.Timestamp) the row had
+            time_us[k], timed[k] = (fromtimestamp(start, utc) - _EPOCH) // _ONE_US, True
+            if first_start is None:
+                first_start = start
         host[k] = texts.setdefault(rec_host, rec_host)
-        runtime[k] = round(end - start, 3) if end is not None else None
-        exit_code[k], attempts[k], rss[k], cpu[k] = rec_exit, rec_attempts or None, rec_rss, rec_cpu
+        if end is not None:
+            runtime[k] = round(end - start, 3)
+        if rec_exit is not None:
+            exit_code[k], no_exit[k] = rec_exit, False
+        if rec_attempts:
+            attempts[k], no_attempts[k] = rec_attempts, False
+        if rec_rss is not None:
+            rss[k] = rec_rss
+        if rec_cpu is not None:
+            cpu[k], any_cpu = rec_cpu, True
         log[k] = prefix + jobs[i].reldir + log_tail
     del at, texts
     for k, i in enumerate(ids):
@@ -187,10 +209,12 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
     ordered = {key: values[key] for key in sorted(values, key=first.__getitem__)}
     values.clear()
     params = [jobs[i].params for i in ids]
-    book: dict[str, list[Any]] = {
+    book: dict[str, Any] = {
         "_pset_hash": [jobs[i].hash for i in ids], "_pset_seq": [jobs[i].seq for i in ids], "_run_id": run_id,
-        "_run_seq": seq, "_time_utc": time_utc, "_exec_host": host, "_runtime_s": runtime, "_status": statuses,
-        "_exit_code": exit_code, "_attempts": attempts, "_max_rss_mb": rss, "_cpu_s": cpu,
+        "_run_seq": pd.arrays.IntegerArray(seq, no_seq), "_time_utc": _times(time_us, timed, first_start),
+        "_exec_host": host, "_runtime_s": runtime, "_status": statuses,
+        "_exit_code": pd.arrays.IntegerArray(exit_code, no_exit), "_attempts": pd.arrays.IntegerArray(attempts, no_attempts),
+        "_max_rss_mb": rss, "_cpu_s": cpu if any_cpu else [None] * n,  # no measure at all: a column of None, as before
         "_job_dir": [prefix + jobs[i].reldir for i in ids], "_log": log, "_error": error,
     }
     if indexed:  # csv(..., index=...): the row id
@@ -199,27 +223,42 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
     parts = [pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])]
     del params
     parts.append(_columns(book))
-    del book, run_id, seq, time_utc, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses
+    del book, run_id, seq, time_us, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses
     parts.append(_columns(ordered))
     return _finish(pd.concat([p for p in parts if len(p.columns)], axis=1), rule, indexed)
 
 
-def _columns(cols: dict[str, list[Any]]) -> pd.DataFrame:
-    """A frame of these columns, each given the dtype pandas.DataFrame.from_records
+def _columns(cols: dict[str, Any]) -> pd.DataFrame:
+    """A frame of these columns: a list is given the dtype pandas.DataFrame.from_records
     gives it from rows (it converts each column on its own), one column at a
-    time: the rows as tuples of every column, and pandas' object array of
-    them, cost ~30 MB at 100k rows."""
+    time (the rows as tuples of every column, and pandas' object array of
+    them, cost ~30 MB at 100k rows); an array is taken as it is."""
     out = pd.DataFrame()
     for name in list(cols):
         col = cols.pop(name)
-        out[name] = pd.DataFrame.from_records([(v,) for v in col]).iloc[:, 0] if col else []
+        out[name] = pd.DataFrame.from_records([(v,) for v in col]).iloc[:, 0] if isinstance(col, list) else col
         del col
     return out
+
+
+def _times(us: np.ndarray[Any, Any], timed: np.ndarray[Any, Any], sample: float | None) -> Any:
+    """_time_utc from microseconds since the epoch (NaT where not `timed`):
+    the column pandas makes of a pd.Timestamp per row, in its dtype (a column
+    of None when no row has a time, as from_records makes it)."""
+    if sample is None:
+        return [None] * len(us)
+    one = pd.Timestamp(dt.datetime.fromtimestamp(sample, dt.UTC))
+    dtype = _columns({"t": [one]})["t"].dtype
+    stamps = us.astype("datetime64[us]")
+    stamps[~timed] = np.datetime64("NaT")
+    return pd.Series(pd.DatetimeIndex(stamps).tz_localize(one.tzinfo)).astype(dtype).array
 
 
 # the fields of a store row that job_rows() gives after the hash, in its order
 _REC_FIELDS = tuple(Record._fields.index(f) for f in ("start", "end", "host", "exit_code", "attempts", "max_rss_mb", "cpu_s", "run_id"))
 _NAN = float("nan")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
 # the bookkeeping columns in the order table() makes them (_frame puts them in BOOKKEEPING's)
 _BOOK_COLUMNS = (
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s",

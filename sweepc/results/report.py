@@ -199,7 +199,10 @@ def _results(data: ReportData) -> str:
     df = data.one
     params = list(g.rule(data.main_rule).keys)
     out = ["<section id='results'><h2>Results against parameters</h2>"]
-    ok = df[df["_status"].isin(["done", "stale"])] if len(df) else df
+    # the rows with results, in the columns drawn from (parameters and results:
+    # numeric_results() passes over the rest), not a copy of the whole one table
+    shown_from = [c for c in df.columns if str(c) in params or not (str(c).startswith("_") or "._" in str(c))]
+    ok = df.loc[df["_status"].isin(["done", "stale"]), shown_from] if len(df) else df
     ys = plots.numeric_results(ok, params)
     xs = plots.varied(ok, params)
     if not len(ok) or not ys:

@@ -231,9 +231,11 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
             # the jobs as columns of plain values: pickle rebuilds a NamedTuple
             # through Python code, 200k times at 100k psets
             columns = list(zip(*g.jobs)) if g.jobs else [()] * len(Job._fields)
-            # equal hashes and params of the jobs of different rules become one
-            # object each, which pickle then stores (and loads) once
-            for name in ("hash", "params"):
+            # equal hashes and params of the jobs of different rules, and equal
+            # deps (every job over one upstream job), soft and sources, become
+            # one object each, which pickle then stores (and loads) once: ~10 MB
+            # less of every command's graph at 100k psets
+            for name in ("hash", "params", "deps", "soft", "sources"):
                 k = Job._fields.index(name)
                 columns[k] = _shared(columns[k])
             pickle.dump((dataclasses.replace(g, jobs=()), columns), f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -28,7 +28,7 @@ from sweepc.backends.base import Backend, Interrupted, Summary
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import DB_NAME, Outcome, Store, state_dir
 
-from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, study_of
+from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, arrow_frees, study_of
 
 
 def register(sub: Any) -> None:
@@ -880,6 +880,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from sweepc.lang.project import forget
     from sweepc.results.table import display_columns, write, write_to
 
+    arrow_frees()
     study = _study(args)
     study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)

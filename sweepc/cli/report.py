@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sweepc.cli.common import EXIT_OK, study_of
+from sweepc.cli.common import EXIT_OK, arrow_frees, study_of
 
 if TYPE_CHECKING:
     from sweepc.api import Study
@@ -34,6 +34,7 @@ def _study(args: argparse.Namespace) -> Study:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    arrow_frees()
     path = _study(args).report(args.output)
     sys.stderr.write(f"sweepc: wrote {path}\n")
     return EXIT_OK

@@ -220,23 +220,26 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
     if indexed:  # csv(..., index=...): the row id
         book = {"_index": [g.index_of(p) for p in params], **book}
     del ids
-    parts = [pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])]
+    by_param = pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])
     del params
-    parts.append(_columns(book))
+    columns: dict[str, Any] = {str(c): by_param[c] for c in by_param.columns}
+    del by_param
+    columns.update(_columns(book))
     del book, run_id, seq, time_us, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses
-    parts.append(_columns(ordered))
-    return _finish(pd.concat([p for p in parts if len(p.columns)], axis=1), rule, indexed)
+    columns.update(_columns(ordered))
+    # one frame of the columns as they are (no copy made by concat and consolidation)
+    return _finish(pd.DataFrame(columns, copy=False), rule, indexed)
 
 
-def _columns(cols: dict[str, Any]) -> pd.DataFrame:
-    """A frame of these columns: a list is given the dtype pandas.DataFrame.from_records
+def _columns(cols: dict[str, Any]) -> dict[str, pd.Series[Any]]:
+    """These columns as Series: a list is given the dtype pandas.DataFrame.from_records
     gives it from rows (it converts each column on its own), one column at a
     time (the rows as tuples of every column, and pandas' object array of
     them, cost ~30 MB at 100k rows); an array is taken as it is."""
-    out = pd.DataFrame()
+    out: dict[str, pd.Series[Any]] = {}
     for name in list(cols):
         col = cols.pop(name)
-        out[name] = pd.DataFrame.from_records([(v,) for v in col]).iloc[:, 0] if isinstance(col, list) else col
+        out[name] = pd.DataFrame.from_records([(v,) for v in col]).iloc[:, 0] if isinstance(col, list) else pd.Series(col, copy=False)
         del col
     return out
 
@@ -308,7 +311,9 @@ def _finish(df: pd.DataFrame, rule: RuleSpec, indexed: bool) -> pd.DataFrame:
         if col in df.columns:
             df[col] = df[col].astype("float64")
     extra = [c for c in df.columns if c not in columns]
-    df = df[[c for c in columns if c in df.columns] + extra]
+    order = [c for c in columns if c in df.columns] + extra
+    if list(df.columns) != order:  # (a copy of every column)
+        df = df[order]
     return df
 
 

@@ -37,7 +37,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,42 +136,108 @@ _COLUMNS = Record._fields
 _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM jobs"
 # positions in a raw row, for the planner's hot loop
 I_STATUS, I_FINGERPRINT, I_CMD_HASH, I_INPUTS_HASH = (_COLUMNS.index(c) for c in ("status", "fingerprint", "cmd_hash", "inputs_hash"))
+_I_END = _COLUMNS.index("end")
 
 
-class RecordMap(Mapping[tuple[str, str], Record]):
-    """(rule, hash) -> Record over the raw rows of one read.
+# How many rows a RecordMap reads one by one before it reads them all at once
+# (one by one costs ~5 us a row and no memory; all at once ~4 us a row and
+# ~1 KB each: 250 MB at 200k rows, which a build that runs 21 jobs should not pay)
+FETCH_LIMIT = 2000
+
+Key = tuple[str, str]
+Row = tuple[Any, ...]
+
+
+class RecordMap(Mapping[Key, Record]):
+    """(rule, hash) -> Record over raw rows.
 
     Rows become Records only when asked for: making 200k NamedTuples costs a
     fifth of a no-op build at 100k psets, and the planner needs four fields.
-    With a loader, the rows are read only when first asked for (a no-op
-    build never asks: it plans from Store.states())."""
+    Made with rows, it holds them. With a loader, the rows are read only
+    when first asked for. With a fetcher too (Store.lookup()), a row asked
+    for is read alone (a SELECT by primary key), up to FETCH_LIMIT of them;
+    only past that (a big rebuild, `results` of a whole rule) are all rows
+    read at once: the plan of a build that runs 21 of 200k jobs reads 21
+    rows, not 200k.
 
-    def __init__(self, rows: dict[tuple[str, str], tuple[Any, ...]] | None,
-                 loader: Callable[[], dict[tuple[str, str], tuple[Any, ...]]] | None = None) -> None:
+    pin()/pin_absent(): a row as it was when planned. The plan's records are
+    read after the build has marked its jobs `planned` (and recorded their
+    ends); a pinned key always gives the row from before."""
+
+    def __init__(self, rows: dict[Key, Row] | None, loader: Callable[[], dict[Key, Row]] | None = None,
+                 fetch: Callable[[str, tuple[Any, ...]], list[Any]] | None = None) -> None:
         self._loaded = rows
         self._loader = loader
+        self._fetch = fetch  # (query, args) -> rows, through whichever connection works
+        self._pinned: dict[Key, Row | None] = {}
+        self._left = FETCH_LIMIT
 
     @property
-    def _rows(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+    def _rows(self) -> dict[Key, Row]:
         if self._loaded is None:
-            assert self._loader is not None
-            self._loaded, self._loader = self._loader(), None
+            self._loaded, self._loader = (self._loader() if self._loader is not None else {}), None
         return self._loaded
 
-    def raw(self, key: tuple[str, str]) -> tuple[Any, ...] | None:
+    def raw(self, key: Key) -> Row | None:
+        pinned = self._pinned
+        if key in pinned:
+            return pinned[key]
+        if self._loaded is None and self._fetch is not None and self._left > 0:
+            self._left -= 1
+            got = self._fetch(_SELECT + " WHERE rule=? AND hash=?", key)
+            # rows read one by one are kept as read: rows of jobs a build
+            # does not run do not change while it runs
+            row = pinned[key] = got[0] if got else None
+            return row
         return self._rows.get(key)
 
-    def __getitem__(self, key: tuple[str, str]) -> Record:
-        return Record(*self._rows[key])
+    def pin(self, key: Key) -> None:
+        """Keep the row of key as it is now (see the class)."""
+        # (rows read all at once are kept as they were read: nothing to pin)
+        if self._loaded is None and key not in self._pinned:
+            self._pinned[key] = self.raw(key)
+
+    def pin_absent(self, key: Key) -> None:
+        """key has no row now (the planner knows it from Store.states())."""
+        self._pinned[key] = None
+
+    def ended_after(self, t: float, rules: Collection[str]) -> set[Key]:
+        """The keys of the jobs of these rules that ended after t: one
+        query, not a read per job (a gather over 100k jobs asks)."""
+        if self._loaded is None and self._fetch is not None:
+            marks = ", ".join("?" * len(rules))
+            got = {(r, h) for r, h in self._fetch(f"SELECT rule, hash FROM jobs WHERE end > ? AND rule IN ({marks})", (t, *rules))}
+        else:
+            got = {k for k, r in self._rows.items() if k[0] in rules and _ended_after(r, t)}
+        # (for the planner: a row pinned then is the row in the store then)
+        pinned = self._pinned
+        return {k for k in got if k not in pinned or _ended_after(pinned[k], t)} if pinned else got
+
+    def __getitem__(self, key: Key) -> Record:
+        row = self.raw(key)
+        if row is None:
+            raise KeyError(key)
+        return Record(*row)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._rows
+        return isinstance(key, tuple) and len(key) == 2 and self.raw(key) is not None
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._rows)
+    def __iter__(self) -> Iterator[Key]:
+        rows, pinned = self._rows, self._pinned
+        for k in rows:
+            if k not in pinned or pinned[k] is not None:
+                yield k
+        for k, r in pinned.items():
+            if r is not None and k not in rows:
+                yield k
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return sum(1 for _ in self)
+
+
+def _ended_after(row: Row | None, t: float) -> bool:
+    end = None if row is None else row[_I_END]
+    return end is not None and end > t
 
 
 class Outcome(NamedTuple):
@@ -424,6 +490,30 @@ class Store:
             raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
         return out
 
+    def lookup(self) -> RecordMap:
+        """records(), each row read when first asked for (by primary key; all
+        at once past FETCH_LIMIT): what the planner reads. Works on after
+        this store is closed, or from another thread, through a read-only
+        connection of its own."""
+        conns: list[sqlite3.Connection] = [self.conn]
+        path = self.path
+
+        def fetch(query: str, args: tuple[Any, ...]) -> list[Any]:
+            try:
+                try:
+                    return conns[-1].execute(query, args).fetchall()
+                except sqlite3.ProgrammingError:  # closed, or used from another thread
+                    own = _reader(path)
+                    if own is None:
+                        return []  # no store file: no rows
+                    conns.append(own)
+                    return own.execute(query, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                shown = _rel(path)
+                raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+
+        return RecordMap(None, lambda: {(r[0], r[1]): r for r in fetch(_SELECT, ())}, fetch)
+
     def records_later(self) -> RecordMap:
         """records(), read on first use (by then through a connection of its
         own: this one may be closed)."""
@@ -647,6 +737,24 @@ class _RowsOnDemand(RecordMap):
 
     def __len__(self) -> int:
         return len(self._every())
+
+
+def _reader(path: Path) -> sqlite3.Connection | None:
+    """A connection for reading the store at path, usable from any thread;
+    immutable when the folder cannot be written (see Store._open_immutable);
+    None when there is no store file."""
+    if not path.exists():
+        return None
+    for target, uri in ((str(path), False), (path.resolve().as_uri() + "?immutable=1", True)):
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(target, timeout=30.0, uri=uri, check_same_thread=False)
+            conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+            return conn
+        except (sqlite3.Error, ValueError, OSError):
+            if conn is not None:
+                conn.close()
+    return None
 
 
 def _cannot_write(path: Path, e: BaseException) -> SweepcError:

@@ -240,3 +240,44 @@ def test_the_planner_hashes_are_the_documented_sums(tmp_path):
         assert derived == (cmd, inputs), job.label
     assert list(fps) == want
     assert any(job.restart for job in g.jobs) and any(job.sources for job in g.jobs) and len(g.jobs) == 9
+
+
+def test_a_child_process_writes_the_cache_while_the_command_goes_on(built):
+    """Half a second at 100k psets that a build need not wait for: the cache
+    is written by a forked child, waited for before a cache is read and at
+    the end of a command. What it writes reads back as the graph."""
+    import os
+    import threading
+
+    assert threading.active_count() == 1  # (else it is written in-process: the next test)
+    built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
+    g = load_graph(built.root / "sweepfile")
+    (pid,) = project._writers
+    assert pid != os.getpid()
+    project.wait_writes()
+    assert project._writers == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+    assert load_graph(built.root / "sweepfile") == g == load_graph(built.root / "sweepfile", cache=False)
+    assert not list((built.root / ".sweepc").glob("*.tmp"))
+    # a command waits for its writer before it returns
+    built.edit("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]")
+    assert built.sweepc("build", "-n").out.splitlines()[-1] == "5 of 9 jobs to run (gen 4, total 1), 4 up to date"
+    assert project._writers == []
+
+
+def test_with_another_thread_alive_the_cache_is_written_in_process(built):
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
+        g = load_graph(built.root / "sweepfile")
+        assert project._writers == []
+    finally:
+        stop.set()
+        t.join()
+    got = project._read_cache(built.root / ".sweepc" / "graph.cache", project.graph_key(g) or "")
+    assert got is not None and got.jobs == g.jobs

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sweepc import __version__
 from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
 from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of
+from sweepc.lang.project import wait_writes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         print(f"sweepc: {err}", file=sys.stderr)
         return EXIT_MACHINE
+    finally:
+        wait_writes()  # the compiled-graph cache, written while the command ran
 
 
 def _drop_stdout() -> None:

@@ -18,13 +18,16 @@ never built (check, psets, build -n) leave the project as they found it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import gc
 import hashlib
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ STATE_DIR = ".sweepc"  # = plan.store.STATE_DIR (a later stage, which we cannot 
 _unsaved: list[tuple[BuildGraph, Path, str, list[tuple[str, str]]]] = []
 # The last graphs load_graph() returned, with their keys.
 _keys: list[tuple[BuildGraph, str]] = []
+# Child processes writing the cache (see _write_soon): their pids.
+_writers: list[int] = []
 
 
 def find_sweepfile(path: str | Path | None = None, directory: str | Path | None = None) -> Path:
@@ -92,6 +97,7 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
     path = root / STATE_DIR / CACHE_NAME
     key = _key(text, root / sweepfile.name)
     if cache:
+        wait_writes()  # a cache this process is still writing
         g = _read_cache(path, key)
         if g is not None:
             # the path as this command named it (relative or not), as compile() keeps it
@@ -121,7 +127,7 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
         del sweeps.FILES_READ[:]
     if cache:
         entry = (path, key, files)
-        if not _write_cache(*entry, g):
+        if not _write_soon(*entry, g):
             _unsaved[:] = [(g, *entry)]
         return _known(g, key)
     return g
@@ -146,7 +152,7 @@ def remember(g: BuildGraph) -> None:
     calls this once it has made the folder)."""
     for entry in _unsaved:
         if entry[0] is g:
-            _write_cache(*entry[1:], g)
+            _write_soon(*entry[1:], g)
             _unsaved.clear()
 
 
@@ -156,6 +162,49 @@ def forget(g: BuildGraph) -> None:
     writes a 100k-row table without the 100k-job graph it was made from."""
     _keys[:] = [(known, key) for known, key in _keys if known is not g]
     _unsaved[:] = [entry for entry in _unsaved if entry[0] is not g]
+
+
+def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
+    """_write_cache(), in a child process forked for it when this one has no
+    other thread: at 100k psets writing takes half a second, which the
+    command (planning, running jobs) need not wait for; wait_writes() (at the
+    end of a command, before a cache is read) waits for it. The child writes
+    what this process would (a temp file renamed over the old cache: a reader
+    sees the old cache or the new one, each whole under its own key)."""
+    if not path.parent.is_dir():
+        return False
+    if not hasattr(os, "fork") or threading.active_count() != 1 or os.environ.get("SWEEPC_CACHE_FORK") == "0":
+        return _write_cache(path, key, files, g)
+    try:
+        pid = os.fork()
+    except OSError:
+        return _write_cache(path, key, files, g)
+    if pid == 0:  # the child: write, and end without running any of the parent's clean-up
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle; this ends soon
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            # nothing of the parent's stays open here: its pipes would wait for
+            # this child, its build lock (flock) would outlive it
+            os.closerange(3, 1 << 16)
+            _write_cache(path, key, files, g)
+            code = 0
+        finally:
+            os._exit(code)
+    if not _writers:
+        atexit.register(wait_writes)
+    _writers.append(pid)
+    return True
+
+
+def wait_writes() -> None:
+    """Wait for the cache writers this process forked (see _write_soon)."""
+    while _writers:
+        pid = _writers.pop()
+        with contextlib.suppress(OSError):  # ChildProcessError: reaped already
+            os.waitpid(pid, 0)
 
 
 def _key(text: str, sweepfile: Path) -> str:
@@ -240,10 +289,12 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
                 columns[k] = _shared(columns[k])
             pickle.dump((dataclasses.replace(g, jobs=()), columns), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
-    except (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError):
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        return True  # not writable: do not try again in this process
+        if isinstance(e, (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError)):
+            return True  # not writable: do not try again in this process
+        raise
     return True
 
 

@@ -9,6 +9,8 @@ every output exists.
 The no-op path costs one read of the store, one stat per output path and one
 stat per source file (content is hashed only when size or mtime moved, so a
 `touch` alone reruns nothing).
+The full store row of a job is read (by primary key) only when the job is
+not up to date: adding 10 psets to a 100k study reads one row, the gather's.
 """
 
 from __future__ import annotations

@@ -279,5 +279,31 @@ def test_with_another_thread_alive_the_cache_is_written_in_process(built):
     finally:
         stop.set()
         t.join()
-    got = project._read_cache(built.root / ".sweepc" / "graph.cache", project.graph_key(g) or "")
-    assert got is not None and got.jobs == g.jobs
+    got = load_graph(built.root / "sweepfile")
+    assert got is not g and got.jobs == g.jobs and project.graph_key(got) == project.graph_key(g)
+
+
+def test_a_csv_changed_and_changed_back_reruns_the_gather_over_it(local_project):
+    """Fingerprints are cached under the graph's key with the digests of the
+    files the compiler read: under the cache key alone (the sweepfile's text),
+    the fingerprints made for one CSV were taken for another with as many
+    rows, and the gather counted as up to date over the wrong inputs."""
+    p = local_project.write(
+        'sweep rows = csv("table.csv")\n'
+        "rule gen over rows:\n"
+        '    output: "out.txt"\n'
+        '    shell: "echo {b} > {output}"\n'
+        "rule total:\n"
+        "    input: gen\n"
+        '    output: "total.txt"\n'
+        '    shell: "cat {input} > {output}"\n',
+        **{"table.csv": "b\n10\n20\n"},
+    )
+    assert p.sweepc("build").code == 0
+    (p.root / "table.csv").write_text("b\n10\n30\n")
+    assert p.sweepc("build").code == 0
+    assert p.out("total").read_text() == "10\n30\n"
+    (p.root / "table.csv").write_text("b\n10\n20\n")
+    assert p.sweepc("build", "-n").out == "run total: command changed\n1 of 3 jobs to run (total 1), 2 up to date\n"
+    assert p.sweepc("build").code == 0
+    assert p.out("total").read_text() == "10\n20\n"

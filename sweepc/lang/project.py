@@ -29,16 +29,18 @@ import hashlib
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sweepc.errors import SweepfileError, UsageError
 from sweepc.lang.graph import BuildGraph, Job
 
-CACHE_FORMAT = b"sweepc-graph-cache 1\n"
+CACHE_FORMAT = b"sweepc-graph-cache 2\n"
+_OFFSETS = struct.Struct("<QQ")  # where the second part starts, the length of the file
 CACHE_NAME = "graph.cache"
 ABSENT = "-"  # the digest of a file that does not exist
 STATE_DIR = ".sweepc"  # = plan.store.STATE_DIR (a later stage, which we cannot import)
@@ -101,10 +103,11 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
     key = _key(text, root / sweepfile.name)
     if cache:
         wait_writes()  # a cache this process is still writing
-        g = _read_cache(path, key)
-        if g is not None:
+        hit = _read_cache(path, key)
+        if hit is not None:
+            g, files = hit
             # the path as this command named it (relative or not), as compile() keeps it
-            return _known(g if g.sweepfile == sweepfile else dataclasses.replace(g, sweepfile=sweepfile), key)
+            return _known(g if g.sweepfile == sweepfile else dataclasses.replace(g, sweepfile=sweepfile), _graph_key(key, files))
     # imported here: a cache hit needs neither lark nor networkx
     from sweepc.lang import sweeps
     from sweepc.lang.compiler import compile as compile_module
@@ -132,7 +135,7 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
         entry = (path, key, files)
         if not _write_soon(*entry, g):
             _unsaved[:] = [(g, *entry)]
-        return _known(g, key)
+        return _known(g, _graph_key(key, files))
     return g
 
 
@@ -141,9 +144,20 @@ def _known(g: BuildGraph, key: str) -> BuildGraph:
     return g
 
 
+def _graph_key(key: str, files: Sequence[tuple[str, str]]) -> str:
+    """The cache key and the digests of the files the compiler read: what
+    tells one graph from another (the cache's key alone does not: the same
+    sweepfile over another CSV is another graph)."""
+    return hashlib.sha256("\0".join([key, *(f"{p}\0{d}" for p, d in files)]).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def graph_key(g: BuildGraph) -> str | None:
-    """The cache key of a graph this process loaded (None for any other):
-    what the planner keys its own cache of fingerprints with."""
+    """What tells the graph apart from any other, for a graph this process
+    loaded (None for any other): the cache key and the digests of the files
+    the compiler read. The planner keys its cache of fingerprints with it.
+    (Fix: it was the cache key alone, so fingerprints made for the jobs of
+    one CSV were taken for those of another with as many rows, and a gather
+    over it could count as up to date after the CSV changed back.)"""
     for known, key in _keys:
         if known is g:
             return key
@@ -251,28 +265,88 @@ def _digest(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def _read_cache(path: Path, key: str) -> BuildGraph | None:
+def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]] | None:
+    """The graph cached under key, with the files it read and their digests
+    (each checked: a changed CSV means compiling again)."""
+    # (a cache of another key is kept open for earlier_jobs(): the graph this
+    # one replaces, whose fingerprints the planner may reuse)
+    while _earlier:
+        _earlier.pop()[1].close()
     try:
-        with open(path, "rb") as f:
-            if f.readline() != CACHE_FORMAT:
-                return None
-            header = pickle.load(f)
-            if not isinstance(header, tuple) or len(header) != 2 or header[0] != key:
-                return None
-            for p, digest in header[1]:
-                if (_digest(Path(p)) or ABSENT) != digest:
-                    return None
-            shell, columns = pickle.load(f)
-            if not isinstance(shell, BuildGraph):
-                return None
-            # Job(*row) would run Python code per job: _make is tuple.__new__
-            return dataclasses.replace(shell, jobs=tuple(map(Job._make, zip(*columns))))
+        f = open(path, "rb")
+    except OSError:
+        return None
+    keep = False
+    try:
+        if f.readline() != CACHE_FORMAT:
+            return None
+        header = pickle.load(f)
+        if not isinstance(header, tuple) or len(header) != 2:
+            return None
+        main_end, total = _OFFSETS.unpack(f.read(_OFFSETS.size))
+        if os.fstat(f.fileno()).st_size != total:
+            return None  # truncated (or grown): not what was written
+        if header[0] != key or any((_digest(Path(p)) or ABSENT) != digest for p, digest in header[1]):
+            _earlier[:] = [(_graph_key(str(header[0]), header[1]), f, main_end)]
+            keep = True
+            return None
+        shell, columns = pickle.load(f)
+        if not isinstance(shell, BuildGraph):
+            return None
+        # Job(*row) would run Python code per job: _make is tuple.__new__
+        return dataclasses.replace(shell, jobs=tuple(map(Job._make, zip(*columns)))), header[1]
     except Exception:  # missing, truncated, unreadable, from another version: compile
         return None
+    finally:
+        if not keep:
+            f.close()
+
+
+class EarlierJobs(NamedTuple):
+    """The jobs of the graph a cache held before this process compiled
+    another, as columns by their job id then: what the planner needs to
+    reuse their fingerprints (see planner._hashes)."""
+
+    rule: tuple[str, ...]
+    hash: tuple[str, ...]
+    command: tuple[str, ...]
+    restart: tuple[str | None, ...]
+    deps: tuple[tuple[int, ...], ...]
+    sources: tuple[tuple[str, ...], ...]
+
+
+_EARLIER_FIELDS = EarlierJobs._fields
+# The cache load_graph() found under another key this process: (its key, the
+# file, still open (a writer renames a new cache over it), where its second part starts)
+_earlier: list[tuple[str, Any, int]] = []
+
+
+def earlier_jobs(key: str) -> EarlierJobs | None:
+    """The jobs of the graph `key` (graph_key()) cached before load_graph() compiled
+    a new one in this process (read once, from the second part of the old
+    cache file: a few columns, not the whole graph), or None."""
+    if not _earlier or _earlier[0][0] != key:
+        return None
+    _, f, offset = _earlier.pop()
+    try:
+        f.seek(offset)
+        columns = pickle.load(f)
+        if not isinstance(columns, tuple) or len(columns) != len(_EARLIER_FIELDS):
+            return None
+        return EarlierJobs(*columns)
+    except Exception:  # damaged: no reuse, fingerprints are made afresh
+        return None
+    finally:
+        f.close()
 
 
 def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
-    """False when there is no .sweepc/ to write into (or it cannot be written)."""
+    """False when there is no .sweepc/ to write into (or it cannot be written).
+
+    The file: the format line; (key, files read); where the second part
+    starts and the file's length; (the graph without its jobs, the jobs as
+    columns); then the columns EarlierJobs names again, for the planner of
+    a command that compiles a changed sweepfile (they are read alone)."""
     if not path.parent.is_dir():
         return False
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -280,6 +354,8 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
         with open(tmp, "wb") as f:
             f.write(CACHE_FORMAT)
             pickle.dump((key, files), f, protocol=pickle.HIGHEST_PROTOCOL)
+            at = f.tell()
+            f.write(_OFFSETS.pack(0, 0))
             # the jobs as columns of plain values: pickle rebuilds a NamedTuple
             # through Python code, 200k times at 100k psets
             columns = list(zip(*g.jobs)) if g.jobs else [()] * len(Job._fields)
@@ -291,6 +367,11 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
                 k = Job._fields.index(name)
                 columns[k] = _shared(columns[k])
             pickle.dump((dataclasses.replace(g, jobs=()), columns), f, protocol=pickle.HIGHEST_PROTOCOL)
+            main_end = f.tell()
+            pickle.dump(tuple(columns[Job._fields.index(name)] for name in _EARLIER_FIELDS), f, protocol=pickle.HIGHEST_PROTOCOL)
+            total = f.tell()
+            f.seek(at)
+            f.write(_OFFSETS.pack(main_end, total))
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

@@ -452,6 +452,10 @@ class Store:
             shown = _rel(self.path)
             raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
 
+    def has_jobs(self) -> bool:
+        """Whether the store has a row of any job."""
+        return bool(self.conn.execute("SELECT EXISTS (SELECT 1 FROM jobs)").fetchone()[0])
+
     def has_status(self, status: str) -> bool:
         """Whether any job has this status (one indexed-less probe, stops at the first)."""
         return self.conn.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (status,)).fetchone() is not None

@@ -145,6 +145,18 @@ class _Renderer:
             and all(inp.rule is not None and not inp.only_done for inp in r.inputs)
         )
         self.plain_resources = self.constant_resources or Resources()
+        # The same, but with {input} or {input.NAME} in the command (the usual
+        # rule that reads its upstream jobs' outputs): job() renders it without
+        # a _Ctx (the same text, ctx.render's)
+        self.with_inputs = (
+            not self.plain and r.python is None and r.restart is None and self.constant_resources is not None
+            and all(inp.rule is not None and not inp.only_done for inp in r.inputs)
+            and all(
+                isinstance(part, str) or (part.root == "input" and part.attr != "list")
+                or (part.root in r.keys and part.root not in _SPECIAL and part.attr is None)
+                for part in self.shell_parts
+            )
+        )
 
     def folded(self, t: Template) -> tuple[str | Placeholder, ...]:
         out: list[str | Placeholder] = []
@@ -236,6 +248,8 @@ class _Renderer:
             if len(command) * 4 > MAX_COMMAND:
                 self.too_long(command, inst)
             return Job(jid, r.name, h, seq, inst, tuple(deps), (), command, None, self.plain_resources)
+        if self.with_inputs:
+            return self.job_with_inputs(jid, seq, inst, matches, h)
         reldir = f"{r.name}/{h[:2]}/{h}"
         deps = []
         soft: list[int] = []
@@ -285,6 +299,38 @@ class _Renderer:
             soft_set = frozenset(soft) - {d for inp, ids in zip(r.inputs, matches) if inp.rule is not None and not inp.only_done for d in ids}
             return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res, soft_set)
         return Job(jid, r.name, h, seq, inst, tuple(deps), tuple(sources), command, restart, res)
+
+    def job_with_inputs(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...], h: str) -> Job:
+        """job() for a rule of self.with_inputs: the same Job, made faster."""
+        r = self.r
+        jobs = self.jobs
+        deps: list[int] = []
+        all_inputs: list[str] = []
+        by_name: dict[str, list[str]] = {}
+        for inp, ids in zip(r.inputs, matches):
+            deps.extend(ids)
+            outs = self.upstream_outputs[inp.rule]  # type: ignore[index]
+            paths = []
+            for i in ids:
+                dj = jobs[i]
+                dh = dj.hash
+                base = f"../../../{dj.rule}/{dh[:2]}/{dh}/"
+                paths.extend([base + o for o in outs])
+            if inp.name is not None:
+                by_name.setdefault(inp.name, []).extend(paths)
+            all_inputs.extend(paths)
+        out: list[str] = []
+        for part in self.shell_parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif part.root == "input":
+                out.append(" ".join([shell_path(x) for x in (all_inputs if part.attr is None else by_name.get(part.attr, ()))]))
+            else:
+                out.append(shell_quote(inst[part.root]))
+        command = "".join(out)
+        if len(command) * 4 > MAX_COMMAND:
+            self.too_long(command, inst)
+        return Job(jid, r.name, h, seq, inst, tuple(deps), (), command, None, self.plain_resources)
 
 
 class _Ctx:

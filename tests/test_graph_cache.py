@@ -242,13 +242,14 @@ def test_the_planner_hashes_are_the_documented_sums(tmp_path):
     assert any(job.restart for job in g.jobs) and any(job.sources for job in g.jobs) and len(g.jobs) == 9
 
 
-def test_a_child_process_writes_the_cache_while_the_command_goes_on(built):
+def test_a_child_process_writes_the_cache_while_the_command_goes_on(built, monkeypatch):
     """Half a second at 100k psets that a build need not wait for: the cache
-    is written by a forked child, waited for before a cache is read and at
-    the end of a command. What it writes reads back as the graph."""
+    of a big graph is written by a forked child, waited for before a cache
+    is read and at the end of a command. What it writes reads back as the graph."""
     import os
     import threading
 
+    monkeypatch.setattr(project, "FORK_WRITE_MIN_JOBS", 1)
     assert threading.active_count() == 1  # (else it is written in-process: the next test)
     built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
     g = load_graph(built.root / "sweepfile")
@@ -266,14 +267,18 @@ def test_a_child_process_writes_the_cache_while_the_command_goes_on(built):
     assert project._writers == []
 
 
-def test_with_another_thread_alive_the_cache_is_written_in_process(built):
+def test_with_another_thread_alive_or_a_small_graph_the_cache_is_written_in_process(built, monkeypatch):
     import threading
 
+    built.edit("param a = [1, 2]", "param a = [1, 2, 5]")
+    load_graph(built.root / "sweepfile")
+    assert project._writers == []  # 7 jobs: < FORK_WRITE_MIN_JOBS
+    monkeypatch.setattr(project, "FORK_WRITE_MIN_JOBS", 1)
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()
     try:
-        built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
+        built.edit("param a = [1, 2, 5]", "param a = [1, 2, 3]")
         g = load_graph(built.root / "sweepfile")
         assert project._writers == []
     finally:

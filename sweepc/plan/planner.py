@@ -165,12 +165,13 @@ def _plan(
     # made here, in order, over the static ones (_hashes) of the rest
     dyn = _dynamic_jobs(g, selected)
     dynamic: dict[int, tuple[str, ...]] = {}
+    has_rows = store.has_jobs()
     if dyn:
         static, cmds, static_ins = _hashes(g, selected, digests)
         fps = list(static)
         ins = _Overlay(static_ins)
         tparts = _SourceParts(g, digests)
-    elif store.has_jobs():
+    elif has_rows:
         fps, cmds, ins = _hashes(g, selected, digests)
     else:
         # nothing was ever built: every job is "never built" and no hash is
@@ -182,8 +183,9 @@ def _plan(
     # after the hashes: what _hashes reads of an earlier graph is gone by then.)
     states = store.states()
     # rows read one by one, as jobs turn out not to be up to date (a build
-    # that runs 21 of 200k jobs reads 21 rows, not 200k)
-    recs = store.lookup()
+    # that runs 21 of 200k jobs reads 21 rows, not 200k); none when there are
+    # none (then nothing needs pinning either: the map stays empty)
+    recs = store.lookup() if has_rows else RecordMap({})
     try:
         wd_fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:

@@ -170,6 +170,9 @@ class RecordMap(Mapping[Key, Record]):
         self._loader = loader
         self._fetch = fetch  # (query, args) -> rows, through whichever connection works
         self._pinned: dict[Key, Row | None] = {}
+        # keys pinned as having no row: rule -> pset hashes (a set of the
+        # graph's own strings, not a tuple per key: 200k new psets)
+        self._absent: dict[str, set[str]] = {}
         self._left = FETCH_LIMIT
 
     @property
@@ -182,6 +185,9 @@ class RecordMap(Mapping[Key, Record]):
         pinned = self._pinned
         if key in pinned:
             return pinned[key]
+        absent = self._absent.get(key[0])
+        if absent is not None and key[1] in absent:
+            return None
         if self._loaded is None and self._fetch is not None and self._left > 0:
             self._left -= 1
             got = self._fetch(_SELECT + " WHERE rule=? AND hash=?", key)
@@ -199,7 +205,11 @@ class RecordMap(Mapping[Key, Record]):
 
     def pin_absent(self, key: Key) -> None:
         """key has no row now (the planner knows it from Store.states())."""
-        self._pinned[key] = None
+        if self._loaded is None:
+            absent = self._absent.get(key[0])
+            if absent is None:
+                absent = self._absent[key[0]] = set()
+            absent.add(key[1])
 
     def ended_after(self, t: float, rules: Collection[str]) -> set[Key]:
         """The keys of the jobs of these rules that ended after t: one
@@ -210,7 +220,9 @@ class RecordMap(Mapping[Key, Record]):
         else:
             got = {k for k, r in self._rows.items() if k[0] in rules and _ended_after(r, t)}
         # (for the planner: a row pinned then is the row in the store then)
-        pinned = self._pinned
+        pinned, absent = self._pinned, self._absent
+        if absent:
+            got = {k for k in got if k[1] not in absent.get(k[0], ())}
         return {k for k in got if k not in pinned or _ended_after(pinned[k], t)} if pinned else got
 
     def __getitem__(self, key: Key) -> Record:
@@ -223,9 +235,9 @@ class RecordMap(Mapping[Key, Record]):
         return isinstance(key, tuple) and len(key) == 2 and self.raw(key) is not None
 
     def __iter__(self) -> Iterator[Key]:
-        rows, pinned = self._rows, self._pinned
+        rows, pinned, absent = self._rows, self._pinned, self._absent
         for k in rows:
-            if k not in pinned or pinned[k] is not None:
+            if (k not in pinned or pinned[k] is not None) and not (absent and k[1] in absent.get(k[0], ())):
                 yield k
         for k, r in pinned.items():
             if r is not None and k not in rows:

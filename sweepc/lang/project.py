@@ -14,9 +14,10 @@ format version) means compiling as before. With -D overrides the
 cache is neither read nor written. Written atomically (a temp file
 renamed over the old one), and only into an existing `.sweepc/`: commands that
 never built (check, psets, build -n) leave the project as they found it.
-Written by a child process forked for it when this one has no other thread
-(_write_soon): the command plans and runs while it writes; wait_writes()
-before a cache is read and at the end of a CLI command.
+A big graph (FORK_WRITE_MIN_JOBS) is written by a child process forked for
+it when this one has no other thread (_write_soon): the command plans and
+runs while it writes; wait_writes() before a cache is read and at the end of
+a CLI command.
 """
 
 from __future__ import annotations

@@ -248,14 +248,7 @@ class JobDirs:
 
 def write_marker(dir_fd: int, reldir: str) -> None:
     """The marker that says "sweepc made this folder" (kept once written)."""
-    try:
-        fd = os.open(MARKER_NAME, WRITE_FLAGS | os.O_EXCL, 0o644, dir_fd=dir_fd)
-    except FileExistsError:
-        return
-    try:
-        os.write(fd, (reldir + "\n").encode())
-    finally:
-        os.close(fd)
+    _write_new(dir_fd, MARKER_NAME, (reldir + "\n").encode())
 
 
 def is_marked(d: Path, reldir: str) -> bool:

@@ -296,12 +296,11 @@ def _is_done(states: Mapping[str, Mapping[str, str]], job: Job) -> bool:
     return st is not None and (st[:1] != "!" or st == "!done")
 
 
-class _Overlay(Sequence[str]):
-    """Hashes by job id: a few made during planning over the rest."""
+class _ByJob(Sequence[str]):
+    """Hashes by job id, each made by at(i) when asked for (a slice: a list)."""
 
-    def __init__(self, base: Sequence[str]) -> None:
-        self.base = base
-        self.over: dict[int, str] = {}
+    def at(self, i: int) -> str:
+        raise NotImplementedError
 
     @overload
     def __getitem__(self, i: int) -> str: ...
@@ -311,7 +310,18 @@ class _Overlay(Sequence[str]):
 
     def __getitem__(self, i: int | slice) -> str | Sequence[str]:
         if isinstance(i, slice):
-            return [self[k] for k in range(len(self))[i]]
+            return [self.at(k) for k in range(len(self))[i]]
+        return self.at(i)
+
+
+class _Overlay(_ByJob):
+    """Hashes by job id: a few made during planning over the rest."""
+
+    def __init__(self, base: Sequence[str]) -> None:
+        self.base = base
+        self.over: dict[int, str] = {}
+
+    def at(self, i: int) -> str:
         got = self.over.get(i)
         return self.base[i] if got is None else got
 
@@ -561,22 +571,14 @@ class _LaterPart(Sequence[str]):
         return len(self.later.get(self.k))
 
 
-class _Derived(Sequence[str]):
+class _Derived(_ByJob):
     """Command or inputs hashes by job id, made when asked for."""
 
     def __init__(self, g: BuildGraph, fps: Sequence[str], digests: Mapping[str, str], cmd: bool) -> None:
         self.g, self.fps, self.digests, self.cmd = g, fps, digests, cmd
         self.parts = _SourceParts(g, digests)
 
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[str]: ...
-
-    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(len(self))[i]]
+    def at(self, i: int) -> str:
         job = self.g.jobs[i]
         if self.cmd:
             return text_hash(FINGERPRINT_VERSION, job.command, job.restart or "")

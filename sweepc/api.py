@@ -37,6 +37,7 @@ from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_d
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sweepc.results.report import ReportData
     from sweepc.results.view import ViewResult
     from sweepc.backends.slurm.conductor import Conductor
     from sweepc.results.resources import Usage
@@ -387,6 +388,11 @@ class Study:
 
     def report(self, output: str | Path = "report.html") -> Path:
         """Write the HTML report (docs/results.md) to `output`; needs sweepc[report]."""
+        return write_report(self.report_data(), output)
+
+    def report_data(self) -> ReportData:
+        """What the report shows: every rule's results table, the one table,
+        the runs (write it with write_report(); needs sweepc[report])."""
         from sweepc.results import plots
         from sweepc.results import report as rep
         from sweepc.results import table as res
@@ -401,13 +407,8 @@ class Study:
         finally:
             store.close()
         main, _ = res.one_table_rules(g)
-        data = rep.ReportData(g, tuple(runs), tables, res.one_table(p, runs, frames=tables), main.name)
-        path = Path(output)
-        try:
-            path.write_text(rep.render(data), encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
-        return path
+        return rep.ReportData(rep.ReportData.lean(g), tuple(runs), tables, res.one_table(p, runs, frames=tables), main.name,
+                              len(g.jobs), {k: len(s.psets) for k, s in g.sweeps.items()})
 
     def plot(self, y: str, x: str, by: str | None = None, output: str | Path | None = None,
              rule: str | None = None, where: str | None = None) -> Path:
@@ -620,3 +621,15 @@ def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, boo
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+def write_report(data: ReportData, output: str | Path = "report.html") -> Path:
+    """The report of Study.report_data() as one HTML file."""
+    from sweepc.results import report as rep
+
+    path = Path(output)
+    try:
+        path.write_text(rep.render(data), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
+    return path

@@ -7,8 +7,12 @@ whole-at-once reads gave."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import io
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -145,3 +149,42 @@ def test_the_cli_writes_the_same_text_to_stdout_and_to_a_file(root: Path, capsys
         assert main(["results", "--format", fmt, "-o", f"t.{fmt}"]) == 0
         assert capsys.readouterr().err == f"sweepc: wrote 8 rows to t.{fmt}\n"
         assert (root / f"t.{fmt}").read_text(encoding="utf-8") == shown
+
+
+def _sweepc_process(root: Path, *args: str) -> tuple[str, set[str]]:
+    """`python -X importtime -m sweepc ARGS`, a process that runs one command
+    and ends: (stdout, the top-level packages it loaded). (importtime also
+    lists an import that failed at once, without its submodules: a package
+    counts as loaded when one of its submodules is.)"""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "sweepc", *args], cwd=root, capture_output=True,
+                       text=True, check=True, timeout=120)
+    names = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")]
+    return p.stdout, {n.split(".")[0] for n in names if "." in n}
+
+
+def test_the_command_line_makes_its_text_tables_without_pyarrow(root: Path) -> None:
+    """pandas 3 imports pyarrow whenever it is installed (~40 MB and ~0.6 s
+    of every command at 100k psets); a command that writes text does without
+    it (cli.common.text_tables) and writes what a process with it writes."""
+    # installed (the test extra), and this process's pandas uses it
+    assert importlib.util.find_spec("pyarrow") is not None and "pyarrow" in sys.modules
+
+    study = sweepc.load(root)
+    df = study.results()
+    for fmt in ("csv", "json", "table"):
+        shown, imported = _sweepc_process(root, "results", "--format", fmt)
+        assert shown == res.write(res.display_columns(df) if fmt == "table" else df, fmt, None)
+        assert "pandas" in imported and "pyarrow" not in imported
+    shown, imported = _sweepc_process(root, "runs")
+    assert shown == res.write(study.runs(), "table", None) and "pyarrow" not in imported
+    _, imported = _sweepc_process(root, "report", "-o", "cli.html")
+    assert "matplotlib" in imported and "pyarrow" not in imported
+    study.report("api.html")
+
+    def page(name: str) -> str:
+        return re.sub(r"<th>written</th><td>[^<]*</td>", "", (root / name).read_text(encoding="utf-8"))
+    assert page("cli.html") == page("api.html") and "sim[a=4]" in page("cli.html")
+    # parquet needs it, and gets it
+    _, imported = _sweepc_process(root, "results", "--format", "parquet", "-o", "r.parquet")
+    assert "pyarrow" in imported
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "r.parquet"), df, check_dtype=False)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from sweepc import __version__
 from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
-from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of
+from sweepc.cli import common as cli_common
+from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of, text_tables
 from sweepc.lang.project import wait_writes
 
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sweepc.cli import build as cli_build
 
         cli_build.DEAF_AFTER_STOP = True
+        cli_common.ONE_COMMAND = True
     try:
         code: int = args.func(args)
         return code
@@ -122,6 +124,7 @@ def _n(k: int, word: str) -> str:
 
 
 def cmd_psets(args: argparse.Namespace) -> int:
+    text_tables()  # before anything imports pandas
     from sweepc.api import Study
     from sweepc.results.table import write
 

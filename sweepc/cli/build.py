@@ -28,7 +28,7 @@ from sweepc.backends.base import Backend, Interrupted, Summary
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import DB_NAME, Outcome, Store, state_dir
 
-from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, arrow_frees, study_of
+from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, arrow_frees, study_of, text_tables
 
 
 def register(sub: Any) -> None:
@@ -877,10 +877,13 @@ def _prune_empty(d: Path, stop: Path) -> None:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    if args.format == "parquet":
+        arrow_frees()
+    else:
+        text_tables()  # before anything imports pandas
     from sweepc.lang.project import forget
     from sweepc.results.table import display_columns, write, write_to
 
-    arrow_frees()
     study = _study(args)
     study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
@@ -898,6 +901,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    text_tables()  # before anything imports pandas
     from sweepc.results.table import write
 
     df = _study(args).runs()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,28 @@ def study_of(args: argparse.Namespace) -> Study:
     from sweepc.api import Study
 
     return Study(graph_of(args), overrides=args.define)
+
+
+# True when this process runs one command and ends: `sweepc ...` (or python -m
+# sweepc) on the command line, not main([...]) inside a test or a notebook
+ONE_COMMAND = False
+
+
+def text_tables() -> None:
+    """For a command that makes a table and writes it as text (results in
+    any format but parquet, report, plot, runs, psets): pandas without
+    pyarrow, as sweepc without its `parquet` extra has it. pandas 3 imports
+    pyarrow whenever it is installed, to keep its text columns in Arrow
+    buffers: at 100k psets that is ~40 MB more peak memory and ~0.6 s more
+    of every such command, for the same text (tests/test_results_lean.py
+    compares the two). Only in a process that runs this one command and
+    ends (ONE_COMMAND), and only if nothing has imported pandas or pyarrow
+    yet; otherwise what pyarrow frees goes back to the system (arrow_frees)."""
+    if ONE_COMMAND and "pandas" not in sys.modules and "pyarrow" not in sys.modules:
+        # `import pyarrow` now raises ImportError (a None entry: Python's own way to say "no such module")
+        sys.modules["pyarrow"] = None  # type: ignore[assignment]
+        return
+    arrow_frees()
 
 
 def arrow_frees() -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sweepc.cli.common import EXIT_OK, arrow_frees, study_of
+from sweepc.cli.common import EXIT_OK, study_of, text_tables
 
 if TYPE_CHECKING:
     from sweepc.api import Study
@@ -34,13 +34,22 @@ def _study(args: argparse.Namespace) -> Study:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    arrow_frees()
-    path = _study(args).report(args.output)
+    text_tables()
+    from sweepc.api import write_report
+    from sweepc.lang.project import forget
+
+    study = _study(args)
+    data = study.report_data()
+    # the tables are made: the graph is not needed to draw them (at 100k psets ~60 MB)
+    forget(study.graph)
+    del study
+    path = write_report(data, args.output)
     sys.stderr.write(f"sweepc: wrote {path}\n")
     return EXIT_OK
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    text_tables()
     path = _study(args).plot(args.y, args.x, by=args.by, output=args.output, rule=args.rule, where=args.where)
     sys.stderr.write(f"sweepc: wrote {path}\n")
     return EXIT_OK

@@ -14,7 +14,7 @@ import datetime as dt
 import html
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -31,11 +31,22 @@ STATUS_ORDER = ("done", "stale", "failed", "results missing", "results malformed
 
 @dataclass(frozen=True)
 class ReportData:
-    graph: BuildGraph
+    """What the report is made of. Not the graph's jobs, nor its sweeps'
+    psets: once the tables are made, a caller that drops the graph (the
+    CLI) writes the report of a 100k-pset study without them (~60 MB)."""
+
+    graph: BuildGraph  # without its jobs and sweeps (lean()): root, sweepfile, params, rules
     runs: tuple[Run, ...]
     tables: Mapping[str, pd.DataFrame]  # rule -> its results table (latest run of each job)
     one: pd.DataFrame  # the one table
     main_rule: str
+    jobs: int  # how many jobs the graph has
+    sweeps: Mapping[str, int]  # sweep -> how many psets
+
+    @staticmethod
+    def lean(g: BuildGraph) -> BuildGraph:
+        """The graph as ReportData keeps it."""
+        return replace(g, jobs=(), sweeps={})
 
 
 def render(data: ReportData) -> str:
@@ -64,8 +75,8 @@ def _study(data: ReportData) -> str:
     facts = [
         ("sweepfile", str(g.sweepfile)),
         ("parameters", ", ".join(f"{k} ({len(v)} values)" for k, v in g.params.items()) or "none"),
-        ("sweeps", ", ".join(f"{k} ({len(s.psets)} psets)" for k, s in g.sweeps.items()) or "none"),
-        ("jobs", str(len(g.jobs))),
+        ("sweeps", ", ".join(f"{k} ({n} psets)" for k, n in data.sweeps.items()) or "none"),
+        ("jobs", str(data.jobs)),
         ("git commit of the last run", commit),
         ("written", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]

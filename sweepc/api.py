@@ -37,6 +37,7 @@ from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_d
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sweepc.results.plots import PlotData
     from sweepc.results.report import ReportData
     from sweepc.results.view import ViewResult
     from sweepc.backends.slurm.conductor import Conductor
@@ -415,20 +416,16 @@ class Study:
         """One picture of result y against parameter x (one line per value of
         `by`; by default the other varied parameter with the fewest values,
         "none" for one line); PNG or SVG by the extension of `output`."""
+        return write_plot(self.plot_data(y, x, by, rule, where), output)
+
+    def plot_data(self, y: str, x: str, by: str | None = None, rule: str | None = None, where: str | None = None) -> PlotData:
+        """What plot() draws from (draw it with write_plot())."""
         from sweepc.results import plots
 
         plots.require_matplotlib()
         df = self.results(rule, where=where)
-        ok = df[df["_status"].isin(["done", "stale"])]
-        if by is None:
-            keys = self.graph.rule(rule).keys if rule is not None else [k for k in df.columns if k in self.graph.params]
-            by = plots.default_by(ok, x, plots.varied(ok, list(keys)))
-        elif by == "none":
-            by = None
-        fig = plots.result_figure(ok, y, x, by)
-        path = Path(output if output is not None else f"{y}-vs-{x}.png")
-        plots.save(fig, str(path))
-        return path
+        keys = self.graph.rule(rule).keys if rule is not None else [k for k in df.columns if k in self.graph.params]
+        return plots.PlotData(df, y, x, by, tuple(keys))
 
     def view(self, dest: str | Path, rule: str | None = None, where: str | None = None) -> ViewResult:
         """Make (or update) a tree of symlinks to the job folders, named by
@@ -453,10 +450,9 @@ class Study:
         self.refresh()
         store = Store.open(self.root, create=False)
         try:
-            records = store.records()
+            return usage(self.graph, store.measured_rows, [rule] if rule else None)
         finally:
             store.close()
-        return usage(self.graph, records, [rule] if rule else None)
 
     def runs(self) -> pd.DataFrame:
         """Every build that ran something: when, what command, how it went."""
@@ -632,4 +628,15 @@ def write_report(data: ReportData, output: str | Path = "report.html") -> Path:
         path.write_text(rep.render(data), encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
+    return path
+
+
+def write_plot(data: PlotData, output: str | Path | None = None) -> Path:
+    """The picture of Study.plot_data() as a PNG or SVG file (by the
+    extension of `output`; default Y-vs-X.png)."""
+    from sweepc.results import plots
+
+    fig = data.picture()
+    path = Path(output if output is not None else f"{data.y}-vs-{data.x}.png")
+    plots.save(fig, str(path))
     return path

@@ -50,6 +50,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     text_tables()
-    path = _study(args).plot(args.y, args.x, by=args.by, output=args.output, rule=args.rule, where=args.where)
+    from sweepc.api import write_plot
+    from sweepc.lang.project import forget
+
+    study = _study(args)
+    data = study.plot_data(args.y, args.x, by=args.by, rule=args.rule, where=args.where)
+    forget(study.graph)  # the table is made: the graph is not needed to draw it
+    del study
+    path = write_plot(data, args.output)
     sys.stderr.write(f"sweepc: wrote {path}\n")
     return EXIT_OK

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,27 @@ MAX_LINES = 8  # more values of `by` than this read as noise: aggregate over it 
 MAX_TICKS = 20  # category labels on a non-numeric x axis
 MAX_POINTS = 200  # a numeric x with more values than this is binned...
 BINS = 60  # ...into this many bins
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """What `sweepc plot` draws from: the results table, the columns asked
+    for, and the parameters a default `by` is chosen among."""
+
+    frame: pd.DataFrame  # every row; picture() keeps those that ended done (or are stale)
+    y: str
+    x: str
+    by: str | None  # None: the default; "none": one line
+    params: tuple[str, ...]
+
+    def picture(self) -> Figure:
+        ok = self.frame[self.frame["_status"].isin(["done", "stale"])]
+        by = self.by
+        if by is None:
+            by = default_by(ok, self.x, varied(ok, list(self.params)))
+        elif by == "none":
+            by = None
+        return result_figure(ok, self.y, self.x, by)
 
 
 def require_matplotlib() -> None:

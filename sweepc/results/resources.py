@@ -19,12 +19,12 @@ is a lower bound, so with one the suggested time is at least twice its limit.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sweepc.lang.graph import BuildGraph, Resources
 from sweepc.lang.resources import format_time
-from sweepc.plan.store import Record
 
 MEM_HIT = 0.95  # a peak at or above this share of the requested memory counts as hitting the limit
 RAN = ("done", "failed", "timeout", "interrupted", "cancelled")
@@ -93,26 +93,39 @@ def round_time(s: float) -> int:
     return max(60, int(math.ceil(s / step) * step))
 
 
-def usage(g: BuildGraph, records: Mapping[tuple[str, str], Record], rules: Sequence[str] | None = None) -> list[Usage]:
+class Measured(NamedTuple):
+    """What `resources` takes of a job's row in the store (Store.measured_rows())."""
+
+    hash: str
+    status: str
+    start: float | None
+    end: float | None
+    max_rss_mb: float | None
+    cpu_s: float | None
+
+
+def usage(g: BuildGraph, rows_of: Callable[[str], Iterable[tuple[Any, ...]]], rules: Sequence[str] | None = None) -> list[Usage]:
     """One Usage per rule (those named, else every rule), from the rows of its
-    current jobs."""
+    current jobs (rows_of(rule): Store.measured_rows)."""
     out = []
     for spec in g.rules:
         if rules and spec.name not in rules:
             continue
+        ran = {m.hash: m for m in map(Measured._make, rows_of(spec.name)) if m.status in RAN and m.start is not None and m.end is not None}
         res: list[Resources] = []
-        rows: list[Record] = []
-        for i in spec.job_ids:
+        rows: list[Measured] = []
+        for i in spec.job_ids:  # in job order, as the sums were made before
             job = g.jobs[i]
             res.append(job.resources)
-            rec = records.get((job.rule, job.hash))
-            if rec is not None and rec.status in RAN and rec.start is not None and rec.end is not None:
-                rows.append(rec)
+            m = ran.get(job.hash)
+            if m is not None:
+                rows.append(m)
+        del ran
         out.append(_usage(spec.name, res, rows))
     return out
 
 
-def _usage(rule: str, res: Sequence[Resources], rows: Sequence[Record]) -> Usage:
+def _usage(rule: str, res: Sequence[Resources], rows: Sequence[Measured]) -> Usage:
     cpus = max((r.cpus for r in res), default=1)
     mems = [r.mem_mb for r in res if r.mem_mb is not None]
     times = [r.time_s for r in res if r.time_s is not None]

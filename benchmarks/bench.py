@@ -119,12 +119,24 @@ def write_make(d: Path, n: int) -> None:
     (d / "sq.list").write_text("".join(f"sq/{i}.txt\n" for i in range(n)))
 
 
-def fresh(base: Path, tool: str, n: int) -> Path:
-    d = base / f"{tool}-{n}"
+def fresh(base: Path, tool: str, n: int, round_: int = 0) -> Path:
+    """A new project folder for this round. The earlier rounds' folders are
+    removed only after the last round of a size (remove_rounds): on ext4,
+    creating files right after many were deleted is several times slower for
+    minutes (the kernel skips recently freed inodes, `recently_deleted`), and
+    would bill the tool that creates more files per job for the clean-up."""
+    d = base / f"{tool}-{n}" / f"r{round_}"
     if d.exists():
         shutil.rmtree(d)
     (write_sweepc if tool == "sweepc" else write_make)(d, n)
     return d
+
+
+def remove_rounds(base: Path, n: int, keep_last: int) -> None:
+    """The rounds' folders of size n but the last one (kept for --profile and --dir)."""
+    for tool in TOOLS:
+        for r in range(keep_last):
+            shutil.rmtree(base / f"{tool}-{n}" / f"r{r}", ignore_errors=True)
 
 
 def command(tool: str, step: str, jobs: int) -> list[str]:
@@ -186,7 +198,7 @@ def bench_size(n: int, base: Path, rounds: int, jobs: int, full: bool = True) ->
     got: dict[tuple[str, str], list[tuple[float, float, float]]] = {(t, s): [] for t in TOOLS for s in STEPS}
     for r in range(rounds):
         order = TOOLS if r % 2 == 0 else TOOLS[::-1]
-        dirs = {t: fresh(base, t, n) for t in order}
+        dirs = {t: fresh(base, t, n, r) for t in order}
         for step in STEPS:
             for tool in order:
                 if step == "+10":
@@ -196,6 +208,7 @@ def bench_size(n: int, base: Path, rounds: int, jobs: int, full: bool = True) ->
                     continue
                 got[(tool, step)].append(run(command(tool, step, jobs), dirs[tool]))
         print(f"  N={n:,} round {r + 1}/{rounds} done, load {load()}", file=sys.stderr, flush=True)
+    remove_rounds(base, n, rounds - 1)
     return got
 
 
@@ -217,10 +230,10 @@ def table(n: int, got: dict[tuple[str, str], list[tuple[float, float, float]]]) 
     return "\n".join(out)
 
 
-def profile_noop(n: int, base: Path, out: Path) -> None:
-    d = base / f"sweepc-{n}"
+def profile_noop(n: int, base: Path, out: Path, rounds: int) -> None:
+    d = base / f"sweepc-{n}" / f"r{rounds - 1}"
     if not (d / ".sweepc").exists():
-        d = fresh(base, "sweepc", n)
+        d = fresh(base, "sweepc", n, rounds - 1)
         run(command("sweepc", "full", 2), d)
     run(command("sweepc", "no-op", 2), d)  # warm
     subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out.resolve()), "-m", "sweepc", "build"],
@@ -230,6 +243,14 @@ def profile_noop(n: int, base: Path, out: Path) -> None:
 
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def disk(path: Path) -> str:
+    """The file system's state, which the times depend on (a nearly full inode
+    table, or many files just deleted, makes creating files several times slower)."""
+    st = os.statvfs(path)
+    used = 1 - st.f_ffree / st.f_files if st.f_files else 0.0
+    return f"{used:.0%} of its inodes and {1 - st.f_bavail / st.f_blocks:.0%} of its blocks in use"
 
 
 def main() -> int:
@@ -249,14 +270,15 @@ def main() -> int:
     base.mkdir(parents=True, exist_ok=True)
     sizes = [int(x) for x in args.sizes.split(",")]
     make_version = subprocess.run(["make", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    print(f"sweepc vs {make_version}: {os.cpu_count()} cores, python {sys.version.split()[0]}, -j {args.jobs}, load before {load()}\n")
+    print(f"sweepc vs {make_version}: {os.cpu_count()} cores, python {sys.version.split()[0]}, -j {args.jobs}, load before {load()}")
+    print(f"projects in {base}: {disk(base)}\n")
     subprocess.run(sweepc_argv() + ["--version"], env=ENV, check=True, stdout=subprocess.DEVNULL)  # writes the .pyc files
     try:
         for n in sizes:
             got = bench_size(n, base, args.rounds, args.jobs, full=not args.no_full)
             print(table(n, got) + "\n", flush=True)
         if args.profile:
-            profile_noop(max(sizes), base, Path(args.profile))
+            profile_noop(max(sizes), base, Path(args.profile), args.rounds)
     finally:
         print(f"load after {load()}")
         if not args.dir:

@@ -35,6 +35,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +110,12 @@ def main() -> int:
         cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=proj, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # (reaped here: the command's own peak memory)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(status), out.read(), err.read())
     wall = time.time() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -138,7 +144,7 @@ def main() -> int:
     if len(ends) < len(starts) or done.returncode != 0:
         err = Path(f"{log}.err")
         print(f"an sbatch failed or did not return: {err.read_text().strip() if err.exists() else ''}")
-    print(f"the whole command:              CPU {cpu:.2f} s, wall {wall:.2f} s (exit {done.returncode})")
+    print(f"the whole command:              CPU {cpu:.2f} s, wall {wall:.2f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB (exit {done.returncode})")
     if ids:
         print(f"submitted (held) and cancelled: {' '.join(ids)}")
     return done.returncode

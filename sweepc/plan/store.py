@@ -662,17 +662,15 @@ class Store:
                 ),
             )
 
-    def set_queued(self, rows: Iterable[tuple[str, str, str]], run_id: str | None = None,
-                   attempts: Mapping[tuple[str, str], int] | None = None) -> None:
-        """(rule, hash, backend job id) of jobs handed to a scheduler, by the
-        build run_id (the submission whose completion records count), with
-        the attempt each one is on (default 1)."""
-        att = attempts or {}
+    def set_queued(self, rows: Iterable[tuple[str, str, str, int]], run_id: str | None = None) -> None:
+        """(rule, hash, backend job id, the attempt it is on) of jobs handed
+        to a scheduler, by the build run_id (the submission whose completion
+        records count)."""
         with self.transaction() as c:
             c.executemany(
                 "UPDATE jobs SET status='queued', backend='slurm', backend_job_id=?, run_id=COALESCE(?, run_id), attempts=? "
                 "WHERE rule=? AND hash=?",
-                ((j, run_id, att.get((r, h), 1), r, h) for r, h, j in rows),
+                ((j, run_id, a, r, h) for r, h, j, a in rows),
             )
 
     def set_status(self, rows: Iterable[tuple[str, str]], status: str) -> None:

@@ -21,7 +21,7 @@ resubmitted too. The runner never prints: it tells a reporter.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -178,8 +178,10 @@ class _Build:
         g, plan = self.g, self.plan
         self.max_array = self.sched.max_array_size()
         # in key order: SQLite walks its primary-key B-tree once instead of jumping
-        # around it (half the time at 200k rows)
-        self.store.mark_planned(sorted((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in plan.run), self.sub)
+        # around it (half the time at 200k rows); the rows made as they are
+        # written, from the job ids in that order (a list of them held ~27 MB)
+        jobs = g.jobs
+        self.store.mark_planned(((jobs[i].rule, jobs[i].hash, params_json(jobs[i])) for i in _key_order(jobs, plan.run)), self.sub)
         try:
             self.advance()
             if self.wait and not self.render_only:
@@ -325,13 +327,15 @@ class _Build:
         prefix = f"r{self.rounds}-" if resubmission else ""
         restart = set(restart) | (self.resume & set(batch))
         self.resume -= set(batch)
+        # (only the attempts past the first: Array.attempt() says 1 for the rest)
         new = make_arrays(g, batch, self.settings.bundle, self.max_array, first=first + 1, prefix=prefix,
-                          restart=restart, attempts={i: self.attempt.get(i, 1) for i in batch}, pack=self.settings.pack)
+                          restart=restart, attempts={i: a for i in batch if (a := self.attempt.get(i, 1)) != 1}, pack=self.settings.pack)
         where = {i: loc for i, loc in self.loc.items() if i not in self.final}
         for k, arr in enumerate(new, start=first):
             for t, task in enumerate(arr.tasks):
+                at = (k, t)  # one per task, not per pset
                 for i in task:
-                    where[i] = (k, t)
+                    where[i] = at
         deps = dependencies(g, new, where, self.plan.queued, exact=resubmission, offset=first)
         # sweepc prepares some folders itself (templates, input lists), before anything is
         # submitted, so that a folder it must refuse stops the whole batch; their task lines
@@ -342,22 +346,24 @@ class _Build:
         prepare_folder(self.folder, python=any(g.rule(arr.rule).python is not None for arr in new))
         handed = set(batch)
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
-        if not self.render_only:  # each array goes out as soon as it is written
-            for arr, d in zip(new, deps):
-                lines.update((i, self.pset_line(i)) for i in arr.jobs if i not in lines)
-                self.submit_one(arr, d, write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle))
-            return
-        lines.update((i, self.pset_line(i)) for i in batch if i not in lines)
-        scripts = [write_array(g, self.settings, self.tpl, self.folder, arr, lines, self.sub, self.settings.throttle) for arr in new]
+        scripts: list[Path] = []
+        for arr, d in zip(new, deps):
+            # each line made as its task file is written, in the array's order, and not kept (200k of them held ~90 MB)
+            script = write_array(g, self.settings, self.tpl, self.folder, arr, _Lines(lines, self.pset_line), self.sub,
+                                 self.settings.throttle)
+            if self.render_only:
+                scripts.append(script)
+            else:  # each array goes out as soon as it is written
+                self.submit_one(arr, d, script)
         if self.render_only:
             path = self.folder / "submit.sh"
             write_text(path, submit_script(self.folder, new, deps), 0o755)
             self.result.submit_sh = path
             names = [f"$j{k}" for k in range(len(new))]
-            rows: list[tuple[str, str, str]] = []
+            rows: list[tuple[str, str, str, int]] = []
             for arr, d, script in zip(new, deps, scripts):
                 self.result.arrays.append(Submitted(arr.name, arr.rule, None, len(arr.jobs), len(arr.tasks), d.flag(names), script))
-                rows.extend((g.jobs[i].rule, g.jobs[i].hash, rec_.rendered_id(arr.name, t)) for t, task in enumerate(arr.tasks) for i in task)
+                rows.extend((g.jobs[i].rule, g.jobs[i].hash, rec_.rendered_id(arr.name, t), 1) for t, task in enumerate(arr.tasks) for i in task)
             # queued under a placeholder id: their records count once submit.sh has run (here or elsewhere)
             self.store.set_queued(rows, self.sub)
 
@@ -368,17 +374,19 @@ class _Build:
         k = len(self.arrays)
         self.arrays.append(arr)
         self.ids.append(job_id)
-        rows = []
+        jobs, attempt, seen, loc = self.g.jobs, self.attempt, self.seen, self.loc
+        task_ids = [f"{job_id}_{t}" for t in range(len(arr.tasks))]  # one per task, not per pset
         for t, task in enumerate(arr.tasks):
+            at = (k, t)
             for i in task:
-                self.loc[i] = (k, t)
-                self.attempt.setdefault(i, arr.attempt(i))
-                self.seen.discard(i)
-                rows.append((self.g.jobs[i].rule, self.g.jobs[i].hash, f"{job_id}_{t}"))
-            self.next[(k, t)] = 0
-            self.unfinished.add((k, t))
-        rows.sort()  # key order, as in mark_planned
-        self.store.set_queued(rows, self.sub, {(self.g.jobs[i].rule, self.g.jobs[i].hash): self.attempt[i] for i in arr.jobs})
+                loc[i] = at
+                seen.discard(i)
+            self.next[at] = 0
+            self.unfinished.add(at)
+        # key order, as in mark_planned; each row made as it is written
+        # (self.attempt holds the attempts past the first: arr.attempt(i) is made of them)
+        self.store.set_queued(((jobs[i].rule, jobs[i].hash, task_ids[loc[i][1]], attempt.get(i, 1)) for i in _key_order(jobs, arr.jobs)),
+                              self.sub)
         sub = Submitted(arr.name, arr.rule, job_id, len(arr.jobs), len(arr.tasks), flag, script)
         self.result.arrays.append(sub)
         self.reporter.note(f"submitted {sub.rule}: job {job_id}, {plural(sub.psets, 'pset')} in {plural(sub.tasks, 'task')}"
@@ -762,6 +770,29 @@ class _Build:
         else:
             message = f"exit {exit_code}"
         return Failure(i, job.label, exit_code, log, tail_lines(log), message)
+
+
+def _key_order(jobs: Sequence[Job], ids: Iterable[int]) -> list[int]:
+    """The job ids in the store's key order (rule, hash)."""
+    return sorted(ids, key=lambda i: (jobs[i].rule, jobs[i].hash))
+
+
+class _Lines(Mapping[int, PsetLine]):
+    """The task lines write_array() asks for, each once: those made already
+    (handed over and forgotten), else made now by `make`."""
+
+    def __init__(self, made: dict[int, PsetLine], make: Callable[[int], PsetLine]) -> None:
+        self.made, self.make = made, make
+
+    def __getitem__(self, i: int) -> PsetLine:
+        got = self.made.pop(i, None)
+        return self.make(i) if got is None else got
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.made)
+
+    def __len__(self) -> int:
+        return len(self.made)
 
 
 def _hms(s: int) -> str:

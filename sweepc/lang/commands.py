@@ -6,6 +6,16 @@ shell (and restart) command with every value shell-quoted. Rendering is the
 hot loop of compiling (300k jobs at 100k psets): what does not depend on
 the pset (output paths, constant resources, templates) is worked out once
 per rule.
+
+Given the jobs of the project's earlier graph (graph.EarlierJobs: a sweepfile
+edited since its graph was cached), a job of a rule on the fast paths (a
+command of parameters, and {input} of ONE upstream rule) whose render_key is
+the rule's key then takes its pset hash and command from the earlier job
+whose pset has the same values (of the same types) and, with {input}, whose
+upstream jobs had the same hashes in the same order: exactly what rendering
+it would give, without pset_hash() and the command text being made again
+(adding 10 psets to a 100k study renders 21 jobs). Anything else is
+rendered as before.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +32,7 @@ from sweepc.hashing import pset_hash
 from sweepc.lang import sweeps as alg
 from sweepc.lang import syntax as s
 from sweepc.lang.evaluate import Swept
-from sweepc.lang.graph import INPUT_LIST_NAME, BuildGraph, Job, Resources, RuleSpec, Sweep
+from sweepc.lang.graph import INPUT_LIST_NAME, BuildGraph, EarlierJobs, Job, Resources, RuleSpec, Sweep
 from sweepc.lang.join import Joined, Rule
 from sweepc.lang.names import Names
 from sweepc.lang.placeholders import Placeholder, Template, parse_template
@@ -33,6 +43,7 @@ from sweepc.values import Scalar, shell_quote, shell_str
 
 # placeholder roots that are not parameters
 _SPECIAL = frozenset({"input", "output", "pset", "resources", "root"})
+_NO_SOFT: frozenset[int] = frozenset()  # = Job's default
 # A single argument to exec() may not exceed this (Linux MAX_ARG_STRLEN).
 MAX_COMMAND = 128 * 1024 - 1024
 
@@ -43,8 +54,11 @@ class Rendered:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: Path, sweepfile: Path) -> Rendered:
-    """Make every job of every rule; stop after the first rule that fails."""
+def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: Path, sweepfile: Path,
+           earlier: EarlierJobs | None = None) -> Rendered:
+    """Make every job of every rule; stop after the first rule that fails.
+    earlier: an earlier graph's jobs, to take hashes and commands from (see
+    the module's docstring)."""
     p = Problems(module)
     hashes = _Hashes()
     workdir = names.workdir
@@ -53,14 +67,19 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
     rules = {r.name: r for r in joined.rules}
     jobs: list[Job] = []
     specs: list[RuleSpec] = []
+    prior = _Prior(earlier) if earlier is not None and earlier.params else None
     for r in joined.rules:
         first = joined.first[r.name]
         try:
             renderer = _Renderer(p, hashes, r, rules, jobs, root_rel, workdir)
         except Bail:
             return Rendered(None, tuple(p.diags))
-        for seq, (inst, matches) in enumerate(zip(r.instances, joined.matches[r.name])):
-            jobs.append(renderer.job(len(jobs), seq, inst, matches))
+        again = prior.again(renderer) if prior is not None else None
+        if again is None:
+            for seq, (inst, matches) in enumerate(zip(r.instances, joined.matches[r.name])):
+                jobs.append(renderer.job(len(jobs), seq, inst, matches))
+        else:
+            again.run(r.instances, joined.matches[r.name])
         if renderer.failed:
             return Rendered(None, tuple(p.diags))
         specs.append(
@@ -68,7 +87,7 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
                 name=r.name, span=r.span, over=r.over, by=r.by, keys=r.keys, inputs=r.inputs, outputs=r.outputs,
                 results=r.results, shell=r.shell.text, restart=r.restart.text if r.restart else None,
                 retries=r.retries, local=r.local, first_job=first, n_jobs=len(r.instances),
-                python=r.python,
+                python=r.python, render_key=renderer.render_key,
             )
         )
     sweeps = {
@@ -105,6 +124,12 @@ class _Hashes:
             h = self.hashes[id(p)] = pset_hash(p)
             self.keep.append(p)  # keeps id(p) from being reused while we cache it
         return h
+
+    def put(self, p: Pset, h: str) -> None:
+        """p's hash is h (taken from an earlier graph's job of the same pset)."""
+        if id(p) not in self.hashes:
+            self.hashes[id(p)] = h
+            self.keep.append(p)
 
 
 class _Renderer:
@@ -157,6 +182,20 @@ class _Renderer:
                 for part in self.shell_parts
             )
         )
+        # What decides a job's command besides its pset (and, with {input}, the
+        # hashes of its upstream jobs), for a rule whose jobs an earlier graph's
+        # can stand for (_Prior): the command with its constants written out
+        # (outputs, {root}, resources), the pset's keys, its one input.
+        self.render_key = ""
+        if self.plain or (self.with_inputs and len(r.inputs) == 1):
+            self.render_key = repr((
+                "plain" if self.plain else "inputs",
+                tuple(part if isinstance(part, str) else (part.root, part.attr) for part in self.shell_parts),
+                r.keys,
+                tuple((inp.name, inp.rule) for inp in r.inputs),
+                tuple((u, tuple(outs)) for u, outs in self.upstream_outputs.items()),
+                tuple(self.plain_resources),
+            ))
 
     def folded(self, t: Template) -> tuple[str | Placeholder, ...]:
         out: list[str | Placeholder] = []
@@ -386,3 +425,117 @@ def shell_path(p: str) -> str:
 
 def _fill(t: Template, inst: Mapping[str, Scalar]) -> str:
     return "".join(p if isinstance(p, str) else shell_str(inst[p.root]) for p in t.parts)
+
+
+class _Prior:
+    """The jobs of an earlier graph (EarlierJobs), for render(): where each
+    rule's jobs were (rule by rule there too)."""
+
+    def __init__(self, e: EarlierJobs) -> None:
+        self.e = e
+        self.span: dict[str, tuple[int, int]] = {}
+        rules = e.rule
+        backwards = rules[::-1]
+        for name in e.render_keys:
+            try:
+                first = rules.index(name)
+            except ValueError:
+                continue
+            self.span[name] = (first, len(rules) - backwards.index(name))
+
+    def again(self, rd: _Renderer) -> _Again | None:
+        """For a rule whose earlier jobs were made from the same texts, else None."""
+        name = rd.r.name
+        if not rd.render_key or self.e.render_keys.get(name) != rd.render_key or name not in self.span:
+            return None
+        return _Again(self.e, rd, *self.span[name])
+
+
+class _Again:
+    """The jobs of one rule, taken from the earlier graph's where they are the same."""
+
+    def __init__(self, e: EarlierJobs, rd: _Renderer, first: int, end: int) -> None:
+        self.e, self.rd, self.first, self.end = e, rd, first, end
+        self.name, self.plain, self.resources = rd.r.name, rd.plain, rd.plain_resources
+        self.by_values: dict[tuple[tuple[str, type, Scalar], ...], int] | None = None
+        self.misses = 64  # looked for by values only after this many psets were not where they were
+
+    def same(self, o: int, inst: Pset) -> bool:
+        """Whether the earlier job o's pset has inst's values, of the same types
+        (1, 1.0 and true are equal in Python, not in a command)."""
+        op = self.e.params[o]
+        return op == inst and [*map(type, op.values())] == [*map(type, map(inst.__getitem__, op))]
+
+    def find(self, inst: Pset) -> int | None:
+        """The earlier job of these values when it is not at the same place (a value removed or inserted)."""
+        if self.by_values is None:
+            self.misses -= 1
+            if self.misses >= 0:
+                return None
+            params = self.e.params
+            self.by_values = {tuple([(k, type(v), v) for k, v in params[o].items()]): o for o in range(self.first, self.end)}
+        o = self.by_values.get(tuple([(k, type(v), v) for k, v in inst.items()]))
+        return o if o is not None and self.same(o, inst) else None
+
+    def run(self, instances: Sequence[Pset], all_matches: Sequence[tuple[tuple[int, ...], ...]]) -> None:
+        """Append the rule's jobs: those _Renderer.job() would make, taken from
+        the earlier ones where they are the same (job() below, written out for
+        the usual case: the earlier job at the same place, one input job or none)."""
+        e, rd = self.e, self.rd
+        jobs, make, memo, keep = rd.jobs, rd.job, rd.hashes.hashes, rd.hashes.keep
+        params, hashes, commands, e_deps = e.params, e.hash, e.command, e.deps
+        first, end, name, plain, res = self.first, self.end, self.name, self.plain, self.resources
+        new = tuple.__new__
+        for seq, (inst, matches) in enumerate(zip(instances, all_matches)):
+            jid = len(jobs)
+            o = first + seq
+            if o < end:
+                op = params[o]
+                same = op == inst
+                if same:  # the same values; of the same types? (same() written out)
+                    for k, v in op.items():
+                        if type(v) is not type(inst[k]):
+                            same = False
+                            break
+                if same:
+                    if plain:
+                        deps = tuple([d for ids in matches for d in ids]) if matches else ()
+                    else:
+                        deps = matches[0]
+                        before = e_deps[o]
+                        if not (len(deps) == 1 == len(before) and jobs[deps[0]].hash == hashes[before[0]]):
+                            jobs.append(self.job(jid, seq, inst, matches) or make(jid, seq, inst, matches))
+                            continue
+                    h = hashes[o]
+                    if id(inst) not in memo:
+                        memo[id(inst)] = h
+                        keep.append(inst)
+                    jobs.append(new(Job, (jid, name, h, seq, inst, deps, (), commands[o], None, res, _NO_SOFT)))
+                    continue
+            jobs.append(self.job(jid, seq, inst, matches) or make(jid, seq, inst, matches))
+
+    def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job | None:
+        """The job _Renderer.job() would make, or None when it must be rendered."""
+        o = self.first + seq
+        if o >= self.end or not self.same(o, inst):
+            found = self.find(inst)
+            if found is None:
+                return None
+            o = found
+        e = self.e
+        if self.plain:  # the command is made of the pset alone
+            deps = tuple([d for ids in matches for d in ids])
+        else:  # and of the paths of its one input's jobs: the same if their hashes are
+            deps = tuple(matches[0])
+            before = e.deps[o]
+            if len(deps) != len(before):
+                return None
+            jobs, hashes = self.rd.jobs, e.hash
+            if len(deps) == 1:
+                if jobs[deps[0]].hash != hashes[before[0]]:
+                    return None
+            elif [jobs[d].hash for d in deps] != [hashes[b] for b in before]:
+                return None
+        h = e.hash[o]
+        self.rd.hashes.put(inst, h)
+        return Job(jid, self.name, h, seq, inst, deps, (), e.command[o], None, self.resources)

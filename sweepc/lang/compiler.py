@@ -8,7 +8,9 @@ in a rule; every independent mistake is reported at once):
     evaluate.evaluate sweeps (and each rule's 'over') to psets
     join.join         rules checked, ordered, joined to their upstream jobs
     templates.collect each rule's templates: field checked against the files
-    commands.render   every job, its hash, folder, inputs and command
+    commands.render   every job, its hash, folder, inputs and command (or
+                      its hash and command from an earlier graph's job made
+                      of the same texts)
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from pathlib import Path
 from sweepc.lang import syntax as s
 from sweepc.lang.commands import render
 from sweepc.lang.evaluate import evaluate
-from sweepc.lang.graph import BuildGraph
+from sweepc.lang.graph import BuildGraph, EarlierJobs
 from sweepc.lang.join import join
 from sweepc.lang.names import resolve
 from sweepc.lang.problems import fail
 from sweepc.lang.templates import attach, collect
 
 
-def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None) -> BuildGraph:
-    """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake."""
+def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None) -> BuildGraph:
+    """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake.
+
+    earlier: the jobs of an earlier graph of the project (project.py): jobs
+    made of the same texts take their hash and command from there (the same
+    graph, made faster; see commands.py)."""
     path = sweepfile or Path(module.filename)
     root = root or path.resolve().parent
     names = resolve(module, root, sweepfile or root / path.name)
@@ -34,7 +40,7 @@ def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None =
     joined = join(module, names, swept, root)
     templates = collect(module, names, joined, root)
     found = names.diagnostics + swept.diagnostics + joined.diagnostics + templates.diagnostics
-    rendered = render(module, names, swept, joined, root, path) if not found else None
+    rendered = render(module, names, swept, joined, root, path, earlier) if not found else None
     if rendered is None or rendered.graph is None:
         raise fail(module, found + (rendered.diagnostics if rendered else ()))
     return attach(rendered.graph, templates)

@@ -125,6 +125,10 @@ class RuleSpec:
     # what of the job beyond its pset the templates use ("seq", "resources"):
     # part of the fingerprint only then, so adding a pset does not rerun the rest
     template_uses: tuple[str, ...] = ()
+    # what decides the text of every job's command besides its pset and
+    # inputs, for a rule whose jobs can be taken from an earlier compile
+    # (commands.py, _Renderer.render_key); "" for any other rule
+    render_key: str = ""
 
     @property
     def job_ids(self) -> range:
@@ -133,6 +137,23 @@ class RuleSpec:
     @property
     def upstream(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(i.rule for i in self.inputs if i.rule is not None))
+
+
+class EarlierJobs(NamedTuple):
+    """The jobs of the graph the cache held before this process compiled
+    another (project.earlier_jobs()), as columns by their job id then: what
+    the renderer needs to take a job's hash and command from there instead
+    of making them again (commands.py), and the planner to reuse its
+    fingerprint (planner._hashes); and each rule's render_key then."""
+
+    rule: tuple[str, ...]
+    hash: tuple[str, ...]
+    command: tuple[str, ...]
+    restart: tuple[str | None, ...]
+    deps: tuple[tuple[int, ...], ...]
+    sources: tuple[tuple[str, ...], ...]
+    params: tuple[Mapping[str, Scalar], ...]  # () once the compiler is done with it
+    render_keys: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)

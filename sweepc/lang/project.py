@@ -35,12 +35,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sweepc.errors import SweepfileError, UsageError
-from sweepc.lang.graph import BuildGraph, Job
+from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
 
-CACHE_FORMAT = b"sweepc-graph-cache 2\n"
+__all__ = ["EarlierJobs", "earlier_jobs", "graph_key", "load_graph"]
+
+CACHE_FORMAT = b"sweepc-graph-cache 3\n"
 _OFFSETS = struct.Struct("<QQ")  # where the second part starts, the length of the file
 CACHE_NAME = "graph.cache"
 ABSENT = "-"  # the digest of a file that does not exist
@@ -119,6 +121,9 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
     from sweepc.lang.parser import parse
 
     module = parse(text, shown)
+    # the graph this one replaces (a cache of another key): the renderer takes
+    # its jobs' hashes and commands where nothing they are made of changed
+    prior = _take_earlier() if cache else None
     if overrides:
         from sweepc.lang.overrides import apply as apply_overrides
         from sweepc.lang.overrides import from_override
@@ -131,11 +136,13 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
             raise SweepfileError(from_override(e.diagnostics, module, n_lines), e.source) from None
     del sweeps.FILES_READ[:]
     try:
-        g = compile_module(module, root, sweepfile)
+        g = compile_module(module, root, sweepfile, prior[1] if prior is not None else None)
         # a file that was missing counts too (samples a rule has not made yet)
         files = [(str(p), _digest(p) or ABSENT) for p in dict.fromkeys(sweeps.FILES_READ)]
     finally:
         del sweeps.FILES_READ[:]
+        if prior is not None:  # kept for the planner (earlier_jobs()), without what it does not read
+            _loaded[:] = [(prior[0], prior[1]._replace(params=()))]
     if cache:
         entry = (path, key, files)
         if not _write_soon(*entry, g):
@@ -238,6 +245,11 @@ def _key(text: str, sweepfile: Path) -> str:
     return h.hexdigest()
 
 
+def _code_id() -> str:
+    """The compiler's identity (_code_identity()) and the Python version, as one digest."""
+    return hashlib.sha256("\0".join([sys.version, *_code_identity()]).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def _code_identity() -> list[str]:
     """Size and mtime of every file that decides what a sweepfile compiles to."""
     pkg = Path(__file__).resolve().parent.parent
@@ -278,6 +290,7 @@ def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]
     # one replaces, whose fingerprints the planner may reuse)
     while _earlier:
         _earlier.pop()[1].close()
+    _loaded.clear()
     try:
         f = open(path, "rb")
     except OSError:
@@ -308,42 +321,48 @@ def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]
             f.close()
 
 
-class EarlierJobs(NamedTuple):
-    """The jobs of the graph a cache held before this process compiled
-    another, as columns by their job id then: what the planner needs to
-    reuse their fingerprints (see planner._hashes)."""
-
-    rule: tuple[str, ...]
-    hash: tuple[str, ...]
-    command: tuple[str, ...]
-    restart: tuple[str | None, ...]
-    deps: tuple[tuple[int, ...], ...]
-    sources: tuple[tuple[str, ...], ...]
-
-
-_EARLIER_FIELDS = EarlierJobs._fields
+_EARLIER_FIELDS = EarlierJobs._fields[:-1]  # its columns: Job fields (render_keys is not one)
 # The cache load_graph() found under another key this process: (its key, the
 # file, still open (a writer renames a new cache over it), where its second part starts)
 _earlier: list[tuple[str, Any, int]] = []
+# Its second part, read by load_graph() before compiling: (its key, the columns)
+_loaded: list[tuple[str, EarlierJobs]] = []
 
 
-def earlier_jobs(key: str) -> EarlierJobs | None:
-    """The jobs of the graph `key` (graph_key()) cached before load_graph() compiled
-    a new one in this process (read once, from the second part of the old
-    cache file: a few columns, not the whole graph), or None."""
-    if not _earlier or _earlier[0][0] != key:
+def _take_earlier() -> tuple[str, EarlierJobs] | None:
+    """The jobs of the graph cached under another key (see _read_cache), read
+    from the second part of the old cache file (a few columns, not the whole
+    graph), or None."""
+    _loaded.clear()
+    if not _earlier:
         return None
-    _, f, offset = _earlier.pop()
+    key, f, offset = _earlier.pop()
     try:
         f.seek(offset)
-        columns = pickle.load(f)
-        if not isinstance(columns, tuple) or len(columns) != len(_EARLIER_FIELDS):
+        columns, render_keys, code = pickle.load(f)
+        if not isinstance(columns, tuple) or len(columns) != len(_EARLIER_FIELDS) or not isinstance(render_keys, dict):
             return None
-        return EarlierJobs(*columns)
-    except Exception:  # damaged: no reuse, fingerprints are made afresh
+        if any(not isinstance(c, tuple) or len(c) != len(columns[0]) for c in columns):
+            return None
+        earlier = EarlierJobs._make((*columns, render_keys))
+        if code != _code_id():
+            # rendered by another sweepc: its commands are no template for this
+            # one's (the planner still compares their texts, so it may reuse)
+            earlier = earlier._replace(params=(), render_keys={})
+        return key, earlier
+    except Exception:  # damaged: no reuse, everything is made afresh
         return None
     finally:
         f.close()
+
+
+def earlier_jobs(key: str) -> EarlierJobs | None:
+    """The jobs of the graph `key` (graph_key()) cached before load_graph()
+    compiled a new one in this process (their params left out), or None.
+    Handed out once."""
+    if not _loaded or _loaded[0][0] != key:
+        return None
+    return _loaded.pop()[1]
 
 
 def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
@@ -351,7 +370,8 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
 
     The file: the format line; (key, files read); where the second part
     starts and the file's length; (the graph without its jobs, the jobs as
-    columns); then the columns EarlierJobs names again, for the planner of
+    columns); then the columns EarlierJobs names again and each rule's
+    render_key and the compiler's identity, for the compiler and planner of
     a command that compiles a changed sweepfile (they are read alone)."""
     if not path.parent.is_dir():
         return False
@@ -374,7 +394,8 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
                 columns[k] = _shared(columns[k])
             pickle.dump((dataclasses.replace(g, jobs=()), columns), f, protocol=pickle.HIGHEST_PROTOCOL)
             main_end = f.tell()
-            pickle.dump(tuple(columns[Job._fields.index(name)] for name in _EARLIER_FIELDS), f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((tuple(columns[Job._fields.index(name)] for name in _EARLIER_FIELDS), {r.name: r.render_key for r in g.rules},
+                         _code_id()), f, protocol=pickle.HIGHEST_PROTOCOL)
             total = f.tell()
             f.seek(at)
             f.write(_OFFSETS.pack(main_end, total))

@@ -1,0 +1,262 @@
+"""After an edit of the sweepfile, the compiler takes the pset hash and the
+command of every job made of the same texts from the graph cached before
+(commands._Prior/_Again, project.earlier_jobs): adding psets renders the new
+jobs and the gathers, not every job. The graph must be exactly the one a
+fresh compile makes, job by job and field by field, for every kind of edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import sweepc.lang.commands as commands
+import sweepc.lang.project as project
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.project import load_graph
+
+SWEEPFILE = """
+workdir = "calc"
+param a = [1, 2, 3]
+param b = [10, 20]
+sweep grid = a * b
+sweep some = grid where a != 2
+sweep rows = csv("rows.csv")
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "echo {a} {b} > {output}"
+
+rule square over grid:
+    input: gen
+    output: "sq.txt"
+    shell: "cat {input} > {output}"
+
+rule pick over some:
+    input: sq = square
+    output: "p.txt"
+    resources: cpus = 2
+    shell: "cat {input.sq} > {output}; echo {a} {resources.cpus} {root} >> {output}"
+
+rule fromcsv over rows:
+    output: "r.txt"
+    shell: "echo {x} {y} > {output}"
+
+rule readcsv over rows:
+    input: fromcsv, "src/{y}.txt"
+    output: "rr.txt"
+    shell: "cat {input} > {output}"
+
+rule templ over grid:
+    templates: "tpl/"
+    output: "t.txt"
+    shell: "bash run.sh {a}"
+
+rule seqd over grid:
+    input: gen
+    output: "s.txt"
+    shell: "echo {pset.seq} {pset.hash} {input} > {output}"
+
+rule py over some:
+    python: "model.py:func"
+    output: "note.txt"
+
+rule mean over grid by b:
+    input: square
+    output: "mean.txt"
+    shell: "cat {input} > {output}"
+
+rule all:
+    input: mean
+    output: "all.txt"
+    shell: "cat {input} > {output}"
+"""
+
+FILES = {
+    "rows.csv": "x,y\n1,a\n2,b\n3,c\n",
+    "src/a.txt": "A\n", "src/b.txt": "B\n", "src/c.txt": "C\n", "src/d.txt": "D\n",
+    "tpl/run.sh": "echo {{ a }}\n",
+    "model.py": "def func(pset):\n    return {}\n\n\ndef other(pset):\n    return {}\n",
+}
+
+# (what, the text it replaces, the text it becomes): each applied both ways
+EDITS = [
+    ("values added", "param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"),
+    ("values added first", "param a = [1, 2, 3]", "param a = [0, 1, 2, 3]"),
+    ("values removed", "param a = [1, 2, 3]", "param a = [1, 3]"),
+    ("values reordered", "param b = [10, 20]", "param b = [20, 10]"),
+    ("a value of another type (same hash, another command)", "param a = [1, 2, 3]", "param a = [1.0, 2, 3]"),
+    ("a value of another type (bool)", "param a = [1, 2, 3]", "param a = [true, 2, 3]"),
+    ("string values", "param a = [1, 2, 3]", "param a = [\"1\", \"x y\", \"é'\"]"),
+    ("a rule's shell edited", "shell: \"echo {a} {b} > {output}\"", "shell: \"echo {b} {a} > {output}\""),
+    ("an output renamed (its downstream rules' commands)", "output: \"out.txt\"", "output: \"o.txt\""),
+    ("an input renamed", "sq = square\n    output: \"p.txt\"\n    resources: cpus = 2\n    shell: \"cat {input.sq}",
+     "sqr = square\n    output: \"p.txt\"\n    resources: cpus = 2\n    shell: \"cat {input.sqr}"),
+    ("{input.NAME} to {input}", "cat {input.sq}", "cat {input}"),
+    ("the upstream rule of a rule changed", "rule pick over some:\n    input: sq = square",
+     "rule pick over some:\n    input: sq = gen"),
+    ("a where condition", "grid where a != 2", "grid where a != 3"),
+    ("the workdir", "workdir = \"calc\"", "workdir = \"runs/deep\""),
+    ("a constant resource", "resources: cpus = 2", "resources: cpus = 3"),
+    ("a resource per pset", "resources: cpus = 2", "resources: cpus = a"),
+    ("a python: function", "python: \"model.py:func\"", "python: \"model.py:other\""),
+    ("a comment only", "sweep grid = a * b\n", "sweep grid = a * b  # the grid\n"),
+    ("a gather's by", "rule mean over grid by b:", "rule mean over grid by a:"),
+    ("a rule added before the others", "rule gen over grid:", "rule first over b:\n    output: \"f.txt\"\n    shell: \"echo {b} > {output}\"\n\nrule gen over grid:"),
+    ("a rule removed", "rule all:\n    input: mean\n    output: \"all.txt\"\n    shell: \"cat {input} > {output}\"\n", ""),
+]
+
+
+def write(root: Path, text: str, files: dict[str, str] | None = None) -> Path:
+    for name, content in (files or FILES).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    (root / "sweepfile").write_text(text)
+    return root / "sweepfile"
+
+
+def assert_same(got: BuildGraph, fresh: BuildGraph) -> None:
+    """The same graph: every job field by field (and the types of its values:
+    1 and 1.0 are equal in Python, not in a command), every rule, sweep, the rest."""
+    assert len(got.jobs) == len(fresh.jobs)
+    for j, f in zip(got.jobs, fresh.jobs):
+        assert j._asdict() == f._asdict()
+        assert repr(j) == repr(f)
+        assert [type(v) for v in j.params.values()] == [type(v) for v in f.params.values()]
+    assert got.rules == fresh.rules
+    assert got.sweeps == fresh.sweeps
+    assert got == fresh
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / ".sweepc").mkdir(parents=True)  # the cache is written only into an existing .sweepc/
+    return root
+
+
+def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The rules of the jobs _Renderer.job() makes from now on (those not taken from the earlier graph)."""
+    made: list[str] = []
+    real = commands._Renderer.job
+
+    def counting(self, jid, seq, inst, matches):  # type: ignore[no-untyped-def]
+        made.append(self.r.name)
+        return real(self, jid, seq, inst, matches)
+
+    monkeypatch.setattr(commands._Renderer, "job", counting)
+    return made
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["forth", "back"])
+@pytest.mark.parametrize(("what", "old", "new"), EDITS, ids=[e[0] for e in EDITS])
+def test_a_compile_after_an_edit_is_the_graph_a_fresh_compile_makes(proj: Path, what: str, old: str, new: str, backwards: bool) -> None:
+    assert old in SWEEPFILE
+    before, after = SWEEPFILE, SWEEPFILE.replace(old, new, 1)
+    if backwards:
+        before, after = after, before
+    sf = write(proj, before)
+    load_graph(sf)  # cached: the earlier graph of the next compile
+    assert (proj / ".sweepc" / project.CACHE_NAME).is_file()
+    write(proj, after)
+    got = load_graph(sf)
+    fresh = load_graph(sf, cache=False)
+    assert got is not fresh
+    assert_same(got, fresh)
+
+
+def test_a_changed_csv_is_the_graph_a_fresh_compile_makes(proj: Path) -> None:
+    sf = write(proj, SWEEPFILE)
+    load_graph(sf)
+    # the same sweepfile, another CSV: new values, a value of another type, one row less
+    write(proj, SWEEPFILE, {**FILES, "rows.csv": "x,y\n1.0,a\n5,b\n"})
+    got = load_graph(sf)
+    assert_same(got, load_graph(sf, cache=False))
+    assert [j.params for j in got.jobs if j.rule == "fromcsv"] == [{"x": 1.0, "y": "a"}, {"x": 5, "y": "b"}]
+
+
+def test_changed_templates_are_the_graph_a_fresh_compile_makes(proj: Path) -> None:
+    sf = write(proj, SWEEPFILE)
+    load_graph(sf)
+    # a template file edited and one added; the sweepfile grows by a value
+    write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"),
+          {**FILES, "tpl/run.sh": "echo {{ a }} {{ b }}\n", "tpl/more.txt": "more\n"})
+    got = load_graph(sf)
+    assert_same(got, load_graph(sf, cache=False))
+    assert [t.dest for t in got.rule("templ").templates] == ["more.txt", "run.sh"]
+
+
+def test_adding_values_renders_the_new_jobs_and_the_changed_gathers_only(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sf = write(proj, SWEEPFILE)
+    load_graph(sf)
+    write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"))
+    made = rendered(monkeypatch)
+    got = load_graph(sf)
+    # new psets (a=4: two of grid, two of some): gen, square, pick, templ get
+    # their 2 new jobs; seqd (pset.seq, pset.hash) and py (python:) are
+    # always rendered; each gather of mean has one input more; `all` reads
+    # the same two mean jobs (same hashes): taken; fromcsv/readcsv unchanged
+    # (readcsv reads a source file: always rendered)
+    assert sorted(made) == sorted(
+        ["gen"] * 2 + ["square"] * 2 + ["pick"] * 2 + ["templ"] * 2 + ["seqd"] * 8 + ["py"] * 6 + ["mean"] * 2 + ["readcsv"] * 3
+    )
+    monkeypatch.undo()
+    assert_same(got, load_graph(sf, cache=False))
+
+
+def test_values_added_first_are_found_by_value(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pset moves one place: the jobs are looked up by their values."""
+    big = SWEEPFILE.replace("param a = [1, 2, 3]", "param a = range(0, 100)")
+    sf = write(proj, big)
+    load_graph(sf)
+    write(proj, big.replace("range(0, 100)", "range(-1, 100)"))
+    made = rendered(monkeypatch)
+    got = load_graph(sf)
+    # per rule: the first 64 psets not where they were (2 new ones among
+    # them) are rendered, then the rest are looked up by their values
+    assert made.count("gen") == made.count("square") == made.count("templ") == 64
+    assert made.count("pick") == 64  # over `some`: 2 new psets, 66 moved
+    monkeypatch.undo()
+    assert_same(got, load_graph(sf, cache=False))
+
+
+def test_an_earlier_graph_of_another_sweepc_is_not_rendered_from(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands rendered by another version of the compiler are no template
+    for this one's: its jobs are all rendered (the graph is the same)."""
+    sf = write(proj, SWEEPFILE)
+    monkeypatch.setattr(project, "_code_id", lambda: "another sweepc")
+    load_graph(sf)
+    monkeypatch.undo()
+    write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"))
+    made = rendered(monkeypatch)
+    got = load_graph(sf)
+    assert len(made) == len(got.jobs)
+    monkeypatch.undo()
+    assert_same(got, load_graph(sf, cache=False))
+
+
+def test_a_damaged_earlier_part_means_rendering_everything(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sf = write(proj, SWEEPFILE)
+    load_graph(sf)
+    cache = proj / ".sweepc" / project.CACHE_NAME
+    data = bytearray(cache.read_bytes())
+    main_end, _ = project._OFFSETS.unpack_from(data, _offsets_at(bytes(data)))
+    data[main_end + 20: main_end + 40] = b"\xff" * 20
+    cache.write_bytes(bytes(data))
+    write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"))
+    made = rendered(monkeypatch)
+    got = load_graph(sf)
+    assert len(made) == len(got.jobs)
+    monkeypatch.undo()
+    assert_same(got, load_graph(sf, cache=False))
+
+
+def _offsets_at(data: bytes) -> int:
+    """Where the cache's (second part, length) offsets are: after the format line and the pickled header."""
+    import io
+    import pickle
+
+    f = io.BytesIO(data)
+    f.readline()
+    pickle.load(f)
+    return f.tell()

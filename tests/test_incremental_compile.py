@@ -22,6 +22,8 @@ param b = [10, 20]
 sweep grid = a * b
 sweep some = grid where a != 2
 sweep rows = csv("rows.csv")
+param c = [7]
+sweep bc = b * c
 
 rule gen over grid:
     output: "out.txt"
@@ -61,6 +63,15 @@ rule py over some:
     python: "model.py:func"
     output: "note.txt"
 
+rule up over bc:
+    output: "u.txt"
+    shell: "echo {b} {c} > {output}"
+
+rule down over b:
+    input: up
+    output: "d.txt"
+    shell: "cat {input} > {output}"
+
 rule mean over grid by b:
     input: square
     output: "mean.txt"
@@ -84,6 +95,8 @@ EDITS = [
     ("values added", "param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"),
     ("values added first", "param a = [1, 2, 3]", "param a = [0, 1, 2, 3]"),
     ("values removed", "param a = [1, 2, 3]", "param a = [1, 3]"),
+    ("a value replaced", "param a = [1, 2, 3]", "param a = [1, 2, 4]"),
+    ("the pset of a job's one input job", "param c = [7]", "param c = [8]"),
     ("values reordered", "param b = [10, 20]", "param b = [20, 10]"),
     ("a value of another type (same hash, another command)", "param a = [1, 2, 3]", "param a = [1.0, 2, 3]"),
     ("a value of another type (bool)", "param a = [1, 2, 3]", "param a = [true, 2, 3]"),

@@ -9,8 +9,8 @@ in a rule; every independent mistake is reported at once):
     join.join         rules checked, ordered, joined to their upstream jobs
     templates.collect each rule's templates: field checked against the files
     commands.render   every job, its hash, folder, inputs and command (or
-                      its hash and command from an earlier graph's job made
-                      of the same texts)
+                      its hash and command from `earlier`, the jobs of an
+                      earlier graph, when made of the same texts)
 """
 
 from __future__ import annotations
@@ -28,11 +28,7 @@ from sweepc.lang.templates import attach, collect
 
 
 def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None) -> BuildGraph:
-    """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake.
-
-    earlier: the jobs of an earlier graph of the project (project.py): jobs
-    made of the same texts take their hash and command from there (the same
-    graph, made faster; see commands.py)."""
+    """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake."""
     path = sweepfile or Path(module.filename)
     root = root or path.resolve().parent
     names = resolve(module, root, sweepfile or root / path.name)

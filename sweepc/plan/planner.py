@@ -453,20 +453,22 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str]) 
     for i in selected:
         job = jobs[i]
         if reuse is not None:
-            if job.rule != rule:
-                rule = job.rule
+            # (one unpacking: a field read by name costs as much as a comparison)
+            _, j_rule, j_hash, seq, _, deps, sources, command, restart, _, _ = job
+            if j_rule != rule:
+                rule = j_rule
                 first, end = reuse.span.get(rule, (-1, -1)) if rule not in reuse.templated else (-1, -1)
             if first >= 0:
                 # the earlier job of this rule and pset hash: where it was, else looked up
-                o: int | None = first + job.seq
-                if first + job.seq >= end or e_hash[first + job.seq] != job.hash:
-                    o = reuse.find(rule, job.hash)
-                if o is not None and job.command == e_cmd[o] and job.restart == e_restart[o] and job.sources == e_src[o]:
-                    deps, before = job.deps, e_deps[o]
+                o: int | None = first + seq
+                if first + seq >= end or e_hash[first + seq] != j_hash:
+                    o = reuse.find(rule, j_hash)
+                if o is not None and command == e_cmd[o] and restart == e_restart[o] and sources == e_src[o]:
+                    before = e_deps[o]
                     if len(deps) == len(before) and (
                         len(deps) == 0 or (fps[deps[0]] == e_fps[before[0]] if len(deps) == 1
                                            else [fps[d] for d in deps] == [e_fps[b] for b in before])
-                    ) and all(digests[p] == e_digests.get(p) for p in job.sources):
+                    ) and (not sources or all(digests[p] == e_digests.get(p) for p in sources)):
                         fps[i] = e_fps[o]
                         continue
         cmd_hash = sha256((version + job.command + "\0" + (job.restart or "")).encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -130,7 +130,12 @@ class _Joiner:
             if inp.rule is None:
                 columns.append(((),) * len(r.instances))
                 continue
-            m = _Matcher(rules[inp.rule], first[inp.rule], r.keys)
+            up = rules[inp.rule]
+            ids = _one_to_one(r, up, first[inp.rule])
+            if ids is not None:
+                columns.append(ids)
+                continue
+            m = _Matcher(up, first[inp.rule], r.keys)
             ids = [m.match(inst) for inst in r.instances]
             if not all(ids) and inp.rule not in reported:
                 reported.add(inp.rule)
@@ -578,6 +583,21 @@ def _top_level_names(tree: ast.Module) -> dict[str, bool]:
                     if isinstance(n, ast.Name):
                         out.setdefault(n.id, False)
     return out
+
+
+def _one_to_one(r: Rule, up: Rule, first: int) -> list[tuple[int, ...]] | None:
+    """What _Matcher gives, in the two common cases made without it, else None:
+    both rules over the very same psets, each with every key (each pset's
+    job takes the upstream job of the same pset object), or no key shared
+    (each takes every upstream job, in order)."""
+    if not up.instances:
+        return None
+    if not set(r.keys) & set(up.keys):
+        every = tuple(range(first, first + len(up.instances)))
+        return [every] * len(r.instances)
+    if up.instances is r.instances and set(map(len, r.instances)) == {len(r.keys)}:
+        return [(first + i,) for i in range(len(r.instances))]
+    return None
 
 
 class _Matcher:

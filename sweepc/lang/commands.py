@@ -486,8 +486,9 @@ class _Again:
         params, hashes, commands, e_deps = e.params, e.hash, e.command, e.deps
         first, end, name, plain, res = self.first, self.end, self.name, self.plain, self.resources
         new = tuple.__new__
+        base = len(jobs)  # each turn appends one job: the job id is base + seq
+        no_inputs = not rd.r.inputs
         for seq, (inst, matches) in enumerate(zip(instances, all_matches)):
-            jid = len(jobs)
             o = first + seq
             if o < end:
                 op = params[o]
@@ -498,21 +499,23 @@ class _Again:
                             same = False
                             break
                 if same:
-                    if plain:
-                        deps = tuple([d for ids in matches for d in ids]) if matches else ()
+                    if no_inputs:
+                        deps: tuple[int, ...] = ()
+                    elif plain:
+                        deps = tuple([d for ids in matches for d in ids])
                     else:
                         deps = matches[0]
                         before = e_deps[o]
                         if not (len(deps) == 1 == len(before) and jobs[deps[0]].hash == hashes[before[0]]):
-                            jobs.append(self.job(jid, seq, inst, matches) or make(jid, seq, inst, matches))
+                            jobs.append(self.job(base + seq, seq, inst, matches) or make(base + seq, seq, inst, matches))
                             continue
                     h = hashes[o]
                     if id(inst) not in memo:
                         memo[id(inst)] = h
                         keep.append(inst)
-                    jobs.append(new(Job, (jid, name, h, seq, inst, deps, (), commands[o], None, res, _NO_SOFT)))
+                    jobs.append(new(Job, (base + seq, name, h, seq, inst, deps, (), commands[o], None, res, _NO_SOFT)))
                     continue
-            jobs.append(self.job(jid, seq, inst, matches) or make(jid, seq, inst, matches))
+            jobs.append(self.job(base + seq, seq, inst, matches) or make(base + seq, seq, inst, matches))
 
     def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job | None:
         """The job _Renderer.job() would make, or None when it must be rendered."""

@@ -63,7 +63,7 @@ def keys_of(psets: Psets) -> tuple[str, ...]:
 def _keys_of(psets: Psets) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for p in psets:
-        if len(p) != len(seen) or any(k not in seen for k in p):
+        if len(p) != len(seen) or not p.keys() <= seen.keys():  # (a set comparison: no Python loop per pset)
             for k in p:
                 seen.setdefault(k, None)
     return tuple(seen)

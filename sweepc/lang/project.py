@@ -14,6 +14,10 @@ format version) means compiling as before. With -D overrides the
 cache is neither read nor written. Written atomically (a temp file
 renamed over the old one), and only into an existing `.sweepc/`: commands that
 never built (check, psets, build -n) leave the project as they found it.
+On a key miss the old cache's second part (its jobs as a few columns, with
+their psets and each rule's render_key) is read before compiling
+(_take_earlier): the compiler takes the jobs that did not change from it
+(commands.py), then the planner their fingerprints (earlier_jobs()).
 A big graph (FORK_WRITE_MIN_JOBS) is written by a child process forked for
 it when this one has no other thread (_write_soon): the command plans and
 runs while it writes; wait_writes() before a cache is read and at the end of

@@ -7,6 +7,8 @@ afresh, and every reason to rerun still holds. Real builds of a tmp project."""
 from __future__ import annotations
 
 import hashlib
+import io
+import pickle
 import types
 
 import pytest
@@ -135,7 +137,13 @@ def test_adding_psets_with_a_command_changed_too_reruns_its_rule(built):
 def test_a_damaged_earlier_cache_means_hashing_everything_with_the_same_answer(built, monkeypatch):
     cache = built.root / ".sweepc" / "graph.cache"
     data = cache.read_bytes()
-    cache.write_bytes(data[:-40] + b"\x00" * 40)  # its second part (the columns for reuse) damaged, length kept
+    # the part read after an edit (the columns for reuse, after the format
+    # line, the pickled header and the offsets) damaged, length kept
+    f = io.BytesIO(data)
+    f.readline()
+    pickle.load(f)
+    at = f.tell() + project._OFFSETS.size
+    cache.write_bytes(data[:at + 20] + b"\x00" * 40 + data[at + 60:])
     built.edit("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]")
     made = hashed(monkeypatch)
     assert built.sweepc("build", "-n").out.splitlines()[-1] == "6 of 18 jobs to run (gen 2, square 2, mean 2), 12 up to date"

@@ -253,8 +253,9 @@ def test_a_damaged_earlier_part_means_rendering_everything(proj: Path, monkeypat
     load_graph(sf)
     cache = proj / ".sweepc" / project.CACHE_NAME
     data = bytearray(cache.read_bytes())
-    main_end, _ = project._OFFSETS.unpack_from(data, _offsets_at(bytes(data)))
-    data[main_end + 20: main_end + 40] = b"\xff" * 20
+    # the part read before compiling starts after the offsets
+    at = _offsets_at(bytes(data)) + project._OFFSETS.size
+    data[at + 20: at + 40] = b"\xff" * 20
     cache.write_bytes(bytes(data))
     write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"))
     made = rendered(monkeypatch)

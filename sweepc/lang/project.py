@@ -14,8 +14,8 @@ format version) means compiling as before. With -D overrides the
 cache is neither read nor written. Written atomically (a temp file
 renamed over the old one), and only into an existing `.sweepc/`: commands that
 never built (check, psets, build -n) leave the project as they found it.
-On a key miss the old cache's second part (its jobs as a few columns, with
-their psets and each rule's render_key) is read before compiling
+On a key miss the old cache's first part (its jobs as a few columns, with
+their psets, and each rule's render_key) is read before compiling
 (_take_earlier): the compiler takes the jobs that did not change from it
 (commands.py), then the planner their fingerprints (earlier_jobs()).
 A big graph (FORK_WRITE_MIN_JOBS) is written by a child process forked for
@@ -47,7 +47,7 @@ from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
 __all__ = ["EarlierJobs", "earlier_jobs", "graph_key", "load_graph"]
 
 CACHE_FORMAT = b"sweepc-graph-cache 3\n"
-_OFFSETS = struct.Struct("<QQ")  # where the second part starts, the length of the file
+_OFFSETS = struct.Struct("<QQ")  # where the third part starts, the length of the file
 CACHE_NAME = "graph.cache"
 ABSENT = "-"  # the digest of a file that does not exist
 STATE_DIR = ".sweepc"  # = plan.store.STATE_DIR (a later stage, which we cannot import)
@@ -306,16 +306,21 @@ def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]
         header = pickle.load(f)
         if not isinstance(header, tuple) or len(header) != 2:
             return None
-        main_end, total = _OFFSETS.unpack(f.read(_OFFSETS.size))
+        rest_at, total = _OFFSETS.unpack(f.read(_OFFSETS.size))
         if os.fstat(f.fileno()).st_size != total:
             return None  # truncated (or grown): not what was written
         if header[0] != key or any((_digest(Path(p)) or ABSENT) != digest for p, digest in header[1]):
-            _earlier[:] = [(_graph_key(str(header[0]), header[1]), f, main_end)]
+            _earlier[:] = [(_graph_key(str(header[0]), header[1]), f, f.tell())]
             keep = True
             return None
-        shell, columns = pickle.load(f)
-        if not isinstance(shell, BuildGraph):
+        shell, first, _, _ = pickle.load(f)
+        if f.tell() != rest_at:
             return None
+        rest = pickle.load(f)
+        if not isinstance(shell, BuildGraph) or len(first) != len(_EARLIER_FIELDS) or len(rest) != len(_REST_FIELDS):
+            return None
+        by_name = {**dict(zip(_EARLIER_FIELDS, first)), **dict(zip(_REST_FIELDS, rest))}
+        columns = [by_name[name] for name in Job._fields]
         # Job(*row) would run Python code per job: _make is tuple.__new__
         return dataclasses.replace(shell, jobs=tuple(map(Job._make, zip(*columns)))), header[1]
     except Exception:  # missing, truncated, unreadable, from another version: compile
@@ -326,16 +331,17 @@ def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]
 
 
 _EARLIER_FIELDS = EarlierJobs._fields[:-1]  # its columns: Job fields (render_keys is not one)
+_REST_FIELDS = tuple(name for name in Job._fields if name not in _EARLIER_FIELDS)  # the other Job fields
 # The cache load_graph() found under another key this process: (its key, the
-# file, still open (a writer renames a new cache over it), where its second part starts)
+# file, still open (a writer renames a new cache over it), where its first part starts)
 _earlier: list[tuple[str, Any, int]] = []
-# Its second part, read by load_graph() before compiling: (its key, the columns)
+# Its first part, read by load_graph() before compiling: (its key, the columns)
 _loaded: list[tuple[str, EarlierJobs]] = []
 
 
 def _take_earlier() -> tuple[str, EarlierJobs] | None:
     """The jobs of the graph cached under another key (see _read_cache), read
-    from the second part of the old cache file (a few columns, not the whole
+    from the first part of the old cache file (a few columns, not the whole
     graph), or None."""
     _loaded.clear()
     if not _earlier:
@@ -343,7 +349,7 @@ def _take_earlier() -> tuple[str, EarlierJobs] | None:
     key, f, offset = _earlier.pop()
     try:
         f.seek(offset)
-        columns, render_keys, code = pickle.load(f)
+        _, columns, render_keys, code = pickle.load(f)
         if not isinstance(columns, tuple) or len(columns) != len(_EARLIER_FIELDS) or not isinstance(render_keys, dict):
             return None
         if any(not isinstance(c, tuple) or len(c) != len(columns[0]) for c in columns):
@@ -372,11 +378,13 @@ def earlier_jobs(key: str) -> EarlierJobs | None:
 def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
     """False when there is no .sweepc/ to write into (or it cannot be written).
 
-    The file: the format line; (key, files read); where the second part
-    starts and the file's length; (the graph without its jobs, the jobs as
-    columns); then the columns EarlierJobs names again and each rule's
-    render_key and the compiler's identity, for the compiler and planner of
-    a command that compiles a changed sweepfile (they are read alone)."""
+    The file: the format line; (key, files read); where the third part
+    starts and the file's length; (the graph without its jobs, the columns
+    EarlierJobs names, each rule's render_key, the compiler's identity):
+    all that the compiler and planner of a command that compiles a changed
+    sweepfile read of it (_take_earlier); then the other columns of the jobs.
+    (Nothing is written twice: at 100k psets a second copy of the columns
+    cost 0.1 s of every write.)"""
     if not path.parent.is_dir():
         return False
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -396,13 +404,15 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
             for name in ("hash", "params", "deps", "soft", "sources"):
                 k = Job._fields.index(name)
                 columns[k] = _shared(columns[k])
-            pickle.dump((dataclasses.replace(g, jobs=()), columns), f, protocol=pickle.HIGHEST_PROTOCOL)
-            main_end = f.tell()
-            pickle.dump((tuple(columns[Job._fields.index(name)] for name in _EARLIER_FIELDS), {r.name: r.render_key for r in g.rules},
-                         _code_id()), f, protocol=pickle.HIGHEST_PROTOCOL)
+            # (the graph's sweeps hold the psets and hashes the columns hold: one
+            # pickle, so that they are stored and loaded as one object each)
+            pickle.dump((dataclasses.replace(g, jobs=()), tuple(columns[Job._fields.index(name)] for name in _EARLIER_FIELDS),
+                         {r.name: r.render_key for r in g.rules}, _code_id()), f, protocol=pickle.HIGHEST_PROTOCOL)
+            rest_at = f.tell()
+            pickle.dump(tuple(columns[Job._fields.index(name)] for name in _REST_FIELDS), f, protocol=pickle.HIGHEST_PROTOCOL)
             total = f.tell()
             f.seek(at)
-            f.write(_OFFSETS.pack(main_end, total))
+            f.write(_OFFSETS.pack(rest_at, total))
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -415,9 +425,17 @@ def _write_cache(path: Path, key: str, files: list[tuple[str, str]], g: BuildGra
 
 def _shared(values: tuple[Any, ...]) -> tuple[Any, ...]:
     seen: dict[Any, Any] = {}
+    # an object met before is what it became then (rules over one sweep share
+    # its psets: each dict's key is made once, not once per rule)
+    known: dict[int, Any] = {}
     out = []
     for v in values:
-        # params are dicts of scalars; 1 and 1.0 and True are told apart by type
-        key = tuple((k, type(x), x) for k, x in v.items()) if isinstance(v, dict) else v
-        out.append(seen.setdefault(key, v))
+        if not isinstance(v, dict):
+            out.append(seen.setdefault(v, v))
+            continue
+        got = known.get(id(v))  # (values holds every v: no id is reused meanwhile)
+        if got is None:
+            # params are dicts of scalars; 1 and 1.0 and True are told apart by type
+            got = known[id(v)] = seen.setdefault(tuple([(k, type(x), x) for k, x in v.items()]), v)
+        out.append(got)
     return tuple(out)

@@ -53,7 +53,8 @@ def shell_quote(v: Scalar) -> str:
     """shell_str(v), quoted for bash. Memoised: sweeps repeat values a lot."""
     if type(v) is int:
         return str(v)  # digits and a '-': nothing a shell would read as special
-    key = (type(v), v)
+    # (a float by its text: 0.0 == -0.0, but they are two texts)
+    key = (type(v), repr(v) if type(v) is float else v)
     q = _quoted.get(key)
     if q is None:
         q = shlex.quote(shell_str(v))

@@ -274,3 +274,48 @@ def _offsets_at(data: bytes) -> int:
     f.readline()
     pickle.load(f)
     return f.tell()
+
+
+ZERO = """
+param a = [0.0, 2.5]
+
+rule g over a:
+    output: "o.txt"
+    shell: "echo {a} > {output}"
+
+rule h over a:
+    input: g
+    output: "p.txt"
+    shell: "cat {input} > {output}; echo {a} >> {output}"
+"""
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["forth", "back"])
+def test_a_zero_that_changed_sign_is_rendered_again(proj: Path, backwards: bool) -> None:
+    """0.0 and -0.0 are equal (and one pset hash) but two command texts."""
+    before, after = ZERO, ZERO.replace("[0.0,", "[-0.0,")
+    if backwards:
+        before, after = after, before
+    sf = write(proj, before, {})
+    load_graph(sf)
+    write(proj, after, {})
+    got = load_graph(sf)
+    assert_same(got, load_graph(sf, cache=False))
+    assert got.jobs[0].command == ("echo 0.0 > o.txt" if backwards else "echo -0.0 > o.txt")
+    assert got.jobs[2].command.endswith("echo 0.0 >> p.txt" if backwards else "echo -0.0 >> p.txt")
+
+
+def test_the_cache_keeps_zeros_of_both_signs(proj: Path) -> None:
+    """Fix: the cache stored equal psets once, and 0.0 and -0.0 were equal:
+    a graph read back from it had one of them with the other's sign."""
+    text = ('sweep one = csv("one.csv")\nsweep two = csv("two.csv")\n\n'
+            'rule g over one:\n    output: "o.txt"\n    shell: "echo {x} > {output}"\n\n'
+            'rule h over two:\n    output: "o.txt"\n    shell: "echo {x} > {output}"\n')
+    sf = write(proj, text, {"one.csv": "x\n0.0\n", "two.csv": "x\n-0.0\n"})
+    compiled = load_graph(sf)
+    project.wait_writes()
+    cached = load_graph(sf)
+    assert cached is not compiled
+    assert_same(cached, compiled)
+    assert [repr(j.params["x"]) for j in cached.jobs] == ["0.0", "-0.0"]
+    assert [j.command for j in cached.jobs] == ["echo 0.0 > o.txt", "echo -0.0 > o.txt"]

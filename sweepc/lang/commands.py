@@ -462,9 +462,12 @@ class _Again:
 
     def same(self, o: int, inst: Pset) -> bool:
         """Whether the earlier job o's pset has inst's values, of the same types
-        (1, 1.0 and true are equal in Python, not in a command)."""
+        (1, 1.0 and true are equal in Python, not in a command; so are 0.0 and
+        -0.0, which are one pset hash but two command texts)."""
         op = self.e.params[o]
-        return op == inst and [*map(type, op.values())] == [*map(type, map(inst.__getitem__, op))]
+        return op == inst and all(
+            type(v) is type(inst[k]) and (type(v) is not float or v != 0.0 or str(v) == str(inst[k])) for k, v in op.items()
+        )
 
     def find(self, inst: Pset) -> int | None:
         """The earlier job of these values when it is not at the same place (a value removed or inserted)."""
@@ -493,9 +496,10 @@ class _Again:
             if o < end:
                 op = params[o]
                 same = op == inst
-                if same:  # the same values; of the same types? (same() written out)
+                if same:  # the same values; of the same types, zeros of the same sign? (same() written out)
                     for k, v in op.items():
-                        if type(v) is not type(inst[k]):
+                        w = inst[k]
+                        if type(v) is not type(w) or (type(v) is float and v == 0.0 and str(v) != str(w)):
                             same = False
                             break
                 if same:

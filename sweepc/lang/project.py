@@ -435,7 +435,8 @@ def _shared(values: tuple[Any, ...]) -> tuple[Any, ...]:
             continue
         got = known.get(id(v))  # (values holds every v: no id is reused meanwhile)
         if got is None:
-            # params are dicts of scalars; 1 and 1.0 and True are told apart by type
-            got = known[id(v)] = seen.setdefault(tuple([(k, type(x), x) for k, x in v.items()]), v)
+            # params are dicts of scalars; 1 and 1.0 and True are told apart by
+            # type, 0.0 and -0.0 by their text
+            got = known[id(v)] = seen.setdefault(tuple([(k, type(x), repr(x) if type(x) is float else x) for k, x in v.items()]), v)
         out.append(got)
     return tuple(out)

@@ -197,6 +197,7 @@ class _Runner:
         run = plan.run
         check_fit(g, run, self.cpus, self.mem_mb)
         t0 = time.monotonic()
+        self.store.cache_for(len(run))
         self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
         procs = self.pool.procs
         if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():

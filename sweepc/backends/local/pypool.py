@@ -140,6 +140,10 @@ class _Worker:
         self.assigned = 0
 
 
+def _queued(w: _Worker) -> int:
+    return len(w.queue)
+
+
 def _task_line(task: PyTask) -> str:
     """The task as the worker reads it (pyworker.py), one JSON line without
     its newline: {"k", "m", "f", "r", "d", "h", "p"} and, when they are not
@@ -343,12 +347,13 @@ class PythonPool:
         if not pending or self._stopping:
             return
         depth = self._depth()
+        live = [w for w in self._workers if w.stdin is not None]  # (kept up to date below: not made again a task)
         while pending:
-            live = [w for w in self._workers if w.stdin is not None]
-            w = min(live, key=lambda x: len(x.queue)) if live else None
+            w = min(live, key=_queued) if live else None
             if w is None or (w.queue and len(live) < self._max_workers):
                 try:
                     w = self._spawn()
+                    live.append(w)
                 except OSError as e:
                     if w is None:  # no worker at all: the tasks cannot run
                         now = time.time()
@@ -360,6 +365,8 @@ class PythonPool:
             if len(w.queue) >= depth:
                 return
             self._give(w, pending.popleft())  # one at a time: the workers' queues stay even
+            if w.stdin is None:  # retired (max_jobs)
+                live.remove(w)
 
     def _give(self, w: _Worker, task: PyTask) -> None:
         w.queue.append(task)

@@ -67,9 +67,12 @@ QUEUE_DEPTH = 1024
 # round trip to sweepc after a task does not leave the worker idle, and
 # sweepc takes in many replies (one store commit) at a time: about
 # QUEUE_SECONDS of work (by the tasks' recent times), at most MAX_QUEUE.
-# Queued tasks have not started; a worker that ends hands them back.
+# Queued tasks have not started; a worker that ends hands them back. (A
+# trivial task takes ~0.1 ms: ~30 queued, which halves the wake-ups and
+# pipe writes a task against 16 at most; after a failure without -k, the
+# other workers still run at most ~QUEUE_SECONDS of work.)
 QUEUE_SECONDS = 0.01
-MAX_QUEUE = 16
+MAX_QUEUE = 64
 TASK_OVERHEAD_S = 0.0003  # a task's cost beyond its function's time (its folder, the round trip)
 # wait() takes in replies for up to GATHER_S (at most GATHER_MAX) while at
 # least GATHER_MIN_PENDING tasks are pending, and more than it has taken in:

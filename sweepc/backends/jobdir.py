@@ -473,7 +473,10 @@ def sweep_name(rule: RuleSpec) -> str | None:
 
 
 def _type_name(v: object) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+    return _TYPE_NAMES.get(type(v)) or type(v).__name__
+
+
+_TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
 def pset_json_text(g: BuildGraph, job: Job) -> str:

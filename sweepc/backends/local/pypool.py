@@ -168,13 +168,16 @@ def _task_line(task: PyTask) -> str:
         line += ',"i":true'
     pr = task.prep
     if pr is not None:
-        outs = json.dumps(list(pr.outputs)) if pr.outputs else "[]"
+        outs = _OUTS.get(pr.outputs)
+        if outs is None:
+            outs = _OUTS[pr.outputs] = json.dumps(list(pr.outputs))
         line += f',"prep":{{"w":{_ESC(pr.workdir)},"r":{_ESC(pr.reldir)},"o":{outs},"j":{_ESC(pr.pset_json)}}}'
     return line + "}"
 
 
 _ESC = json.encoder.encode_basestring  # a str as JSON (ensure_ascii=False; the C function when there is one)
 _HEADS: dict[tuple[str, str, str], str] = {}  # (module, function, rule) -> its part of a task line
+_OUTS: dict[tuple[str, ...], str] = {}  # a rule's outputs -> as JSON
 
 
 class PythonPool:

@@ -311,7 +311,9 @@ class _Runner:
                         ex = exits.popleft()
                         i = ex.key
                         fed += 1
-                        if fed >= FEED_EVERY and feeds:  # the workers get pending tasks while the ends are recorded
+                        # the workers get pending tasks while the ends are recorded (none
+                        # after a failure that stops the build: those are dropped, not run)
+                        if fed >= FEED_EVERY and feeds and not stopping:
                             fed = 0
                             self.pool.feed()
                         attempt = running.pop(i)

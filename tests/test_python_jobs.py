@@ -720,6 +720,25 @@ def test_a_failure_stops_the_build_before_the_pending_jobs(local_project):
     assert s.split(", ")[2].endswith("not started (use -k to keep going after a failure)")
 
 
+def test_a_failure_amid_many_trivial_jobs_runs_only_what_the_workers_held(local_project):
+    # trivial jobs: 2048 in flight, the workers fed while sweepc records ends;
+    # after the failure only what the two workers had queued (~10 ms, at most
+    # 64 each) still runs, never the jobs waiting in the pool
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 6000)"))
+    write_module(p, '''
+        def run(pset):
+            if pset["a"] == 3000:
+                raise ValueError("midway")
+            return {"y": pset["a"]}
+    ''')
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 1, r
+    s = summary(r.out)
+    done, failed, not_started = (int(x.split()[0]) for x in s.split(", ")[:3])
+    assert failed == 1 and done + failed + not_started == 6000, s
+    assert 2900 <= done <= 3000 + 2 * 64 + 64, s  # (+64: replies taken in with the failure's)
+
+
 def test_the_worker_knows_sweepcs_file_names():
     # pyworker.py is standard library only: its copies of the names must agree
     from sweepc.backends.local import pyworker

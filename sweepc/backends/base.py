@@ -169,7 +169,11 @@ class Backend(Protocol):
 
 
 def params_json(job: Job) -> str:
-    return json.dumps(dict(job.params), separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT(dict(job.params))
+
+
+# json.dumps(v, separators=(",", ":"), ensure_ascii=False), without making an encoder a call
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:

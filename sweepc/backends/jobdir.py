@@ -427,7 +427,7 @@ def check_end(g: BuildGraph, rule: str, d: Path | str, known: Mapping[str, str] 
     read = read_results(d, spec.results, spec.keys, known)
     if read.problem is not None:
         return read.problem, None
-    return None, json.dumps(read.values, ensure_ascii=False, separators=(",", ":"))
+    return None, _COMPACT(read.values)
 
 
 def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
@@ -473,7 +473,10 @@ def sweep_name(rule: RuleSpec) -> str | None:
 
 
 def _type_name(v: object) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+    return _TYPE_NAMES.get(type(v)) or type(v).__name__
+
+
+_TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
 def pset_json_text(g: BuildGraph, job: Job) -> str:
@@ -496,7 +499,16 @@ def pset_json_text(g: BuildGraph, job: Job) -> str:
     )
 
 
+def params_json_text(params: Mapping[str, object]) -> str:
+    """json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")), a value at a time (_encode)."""
+    if not params:
+        return "{}"
+    enc = _encode
+    return "{" + ",".join([f"{enc(k)}:{enc(v)}" for k, v in params.items()]) + "}"
+
+
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 _ESCAPE = json.encoder.encode_basestring  # what _ENCODE does to a str (the C function when there is one)
 _INF = float("inf")
 

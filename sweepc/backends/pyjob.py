@@ -56,8 +56,10 @@ def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
 
     The module's folder goes first on sys.path, so it imports its siblings
     as it would when run from there."""
-    path = os.path.abspath(path)
-    mod = _modules.get(path)
+    mod = _modules.get(path)  # (keyed by absolute paths: a worker's are, and need no abspath a call)
+    if mod is None:
+        path = os.path.abspath(path)
+        mod = _modules.get(path)
     if mod is None:
         name = os.path.splitext(os.path.basename(path))[0]
         folder = os.path.dirname(path)

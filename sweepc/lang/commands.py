@@ -111,6 +111,10 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
     return Rendered(graph, ())
 
 
+# json.dumps(v, ensure_ascii=False, separators=(",", ":")), without making an encoder a call
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 class _Hashes:
     """pset_hash, once per pset object: rules over one sweep share psets."""
 
@@ -138,6 +142,7 @@ class _Renderer:
     def __init__(self, p: Problems, hashes: _Hashes, r: Rule, rules: Mapping[str, Rule], jobs: list[Job], root_rel: str, workdir: str) -> None:
         self.p, self.hashes, self.r, self.jobs, self.root_rel, self.workdir = p, hashes, r, jobs, root_rel, workdir
         self.failed = False
+        self.python_around: tuple[str, str] | None = None  # python_command's text before and after the pset
         self.output_text = {o.name: shell_path(o.path) for o in r.outputs}
         self.all_outputs = " ".join(shell_path(o.path) for o in r.outputs)
         self.upstream_outputs = {inp.rule: [o.path for o in rules[inp.rule].outputs] for inp in r.inputs if inp.rule}
@@ -254,12 +259,15 @@ class _Renderer:
         """A python: job as a shell command: what a backend without a Python
         worker pool runs (one interpreter per pset), and what --dry-run shows.
         Its text is the job's command hash: module path, function, pset."""
-        assert self.r.python is not None
-        path, func = self.r.python
-        params = json.dumps(dict(inst), ensure_ascii=False, separators=(",", ":"))
-        return " ".join(
-            shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func, params, self.r.name, h)
-        )
+        around = self.python_around
+        if around is None:  # what comes before and after the pset, quoted once for the rule
+            assert self.r.python is not None
+            path, func = self.r.python
+            around = self.python_around = (
+                " ".join(shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func)) + " ",
+                " " + shlex.quote(self.r.name) + " ",
+            )
+        return around[0] + shlex.quote(_COMPACT(dict(inst))) + around[1] + shlex.quote(h)
 
     def too_long(self, command: str, inst: Pset) -> None:
         if len(command.encode()) <= MAX_COMMAND:

@@ -60,6 +60,9 @@ WAIT_SECONDS = 0.5
 # Shell jobs queued in the spawner beyond those running: enough that a slot
 # never waits for sweepc; few, so that a failure leaves little to drop.
 QUEUE_AHEAD = 2
+# While it starts python: jobs or records their ends, sweepc hands pending
+# tasks to the Python workers every FEED_EVERY of them (pypool.feed).
+FEED_EVERY = 32
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -194,6 +197,7 @@ class _Runner:
         run = plan.run
         check_fit(g, run, self.cpus, self.mem_mb)
         t0 = time.monotonic()
+        self.store.cache_for(len(run))
         self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
         procs = self.pool.procs
         if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():
@@ -220,6 +224,8 @@ class _Runner:
         blocked: set[int] = set()  # downstream of a failure
         stopping = False
         running: dict[int, int] = {}  # job id -> attempt
+        feeds = bool(self.python_rules)
+        fed = 0  # python: jobs started, or ends handled, since the pool's workers were last fed
         hold = StopsHeld()
         with hold:
             try:
@@ -266,6 +272,10 @@ class _Runner:
                         if self.queue:
                             queued.add(i)  # the rest when the spawner starts it
                             continue
+                        fed += 1
+                        if fed >= FEED_EVERY and feeds:  # python: tasks go to the workers while more are started
+                            fed = 0
+                            self.pool.feed()
                         started_at[i] = time.time()
                         limit = g.jobs[i].resources.time_s
                         if self.limits is not None and limit and g.jobs[i].rule not in self.python_rules:
@@ -300,6 +310,12 @@ class _Runner:
                     while exits:
                         ex = exits.popleft()
                         i = ex.key
+                        fed += 1
+                        # the workers get pending tasks while the ends are recorded (none
+                        # after a failure that stops the build: those are dropped, not run)
+                        if fed >= FEED_EVERY and feeds and not stopping:
+                            fed = 0
+                            self.pool.feed()
                         attempt = running.pop(i)
                         res = g.jobs[i].resources
                         if not self.queue:
@@ -497,7 +513,6 @@ class _Runner:
     # -- one job
     def start(self, i: int, attempt: int) -> str | None:
         job = self.g.jobs[i]
-        d = self.wd / job.reldir
         only: set[int] | None = None
         if i in self.plan.dynamic:
             kept = self.done_inputs(job)
@@ -523,6 +538,7 @@ class _Runner:
         problem = self.prepare(job, only)
         if problem is not None:
             return problem
+        d = self.wd / job.reldir
         fresh = self.queue and self.made
         command = job.command
         if attempt > 1 and job.restart is not None:

@@ -50,7 +50,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-from sweepc.backends.jobdir import WRITE_FLAGS
+from sweepc.backends.jobdir import WRITE_FLAGS, params_json_text
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
@@ -60,18 +60,24 @@ __all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_problems
 DEFAULT_MAX_JOBS = 10000
 # The scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus: it
 # starts up to QUEUE_DEPTH a cpu, which wait in the pool (pending) until a
-# worker takes them.
-QUEUE_DEPTH = 256
+# worker takes them; enough that the workers are fed (feed()) from pending
+# while sweepc records a batch of ends.
+QUEUE_DEPTH = 1024
 # Tasks a worker holds: one running, the rest queued behind it, so that the
 # round trip to sweepc after a task does not leave the worker idle, and
 # sweepc takes in many replies (one store commit) at a time: about
 # QUEUE_SECONDS of work (by the tasks' recent times), at most MAX_QUEUE.
-# Queued tasks have not started; a worker that ends hands them back.
+# Queued tasks have not started; a worker that ends hands them back. (A
+# trivial task takes ~0.1 ms: ~30 queued, which halves the wake-ups and
+# pipe writes a task against 16 at most; after a failure without -k, the
+# other workers still run at most ~QUEUE_SECONDS of work.)
 QUEUE_SECONDS = 0.01
-MAX_QUEUE = 16
+MAX_QUEUE = 64
 TASK_OVERHEAD_S = 0.0003  # a task's cost beyond its function's time (its folder, the round trip)
 # wait() takes in replies for up to GATHER_S (at most GATHER_MAX) while at
-# least GATHER_MIN_PENDING tasks are pending: one store commit for many ends.
+# least GATHER_MIN_PENDING tasks are pending, and more than it has taken in:
+# one store commit for many ends, and tasks left pending to feed() the
+# workers while sweepc records those ends.
 GATHER_S = 0.05
 GATHER_MAX = 2000
 GATHER_MIN_PENDING = 16
@@ -137,24 +143,41 @@ class _Worker:
         self.assigned = 0
 
 
+def _queued(w: _Worker) -> int:
+    return len(w.queue)
+
+
 def _task_line(task: PyTask) -> str:
-    """The task as the worker reads it (pyworker.py), one JSON line without its newline."""
-    msg: dict[str, object] = {
-        "k": task.key, "m": task.module, "f": task.func, "d": task.cwd, "p": task.params,
-        "r": task.rule, "h": task.pset_hash,
-    }
+    """The task as the worker reads it (pyworker.py), one JSON line without
+    its newline: {"k", "m", "f", "r", "d", "h", "p"} and, when they are not
+    their defaults, "n", "a", "e", "i", "prep". Made a piece at a time (the
+    module, function and rule once per rule), not by one json.dumps of a
+    dict: sweepc's main process makes one a pset. Sent as UTF-8 with
+    surrogatepass, which json.loads of bytes reads back."""
+    head = _HEADS.get((task.module, task.func, task.rule))
+    if head is None:
+        head = _HEADS[(task.module, task.func, task.rule)] = f',"m":{_ESC(task.module)},"f":{_ESC(task.func)},"r":{_ESC(task.rule)}'
+    line = f'{{"k":{int(task.key)}{head},"d":{_ESC(task.cwd)},"h":{_ESC(task.pset_hash)},"p":{params_json_text(task.params)}'
     if task.attempt != 1:
-        msg["n"] = task.attempt
+        line += f',"n":{int(task.attempt)}'
     if task.append_log:
-        msg["a"] = True
+        line += ',"a":true'
     if task.env:
-        msg["e"] = dict(task.env)
+        line += ',"e":' + json.dumps(dict(task.env))
     if task.inputs:
-        msg["i"] = True
-    if task.prep is not None:
-        pr = task.prep
-        msg["prep"] = {"w": pr.workdir, "r": pr.reldir, "o": pr.outputs, "j": pr.pset_json}
-    return json.dumps(msg)
+        line += ',"i":true'
+    pr = task.prep
+    if pr is not None:
+        outs = _OUTS.get(pr.outputs)
+        if outs is None:
+            outs = _OUTS[pr.outputs] = json.dumps(list(pr.outputs))
+        line += f',"prep":{{"w":{_ESC(pr.workdir)},"r":{_ESC(pr.reldir)},"o":{outs},"j":{_ESC(pr.pset_json)}}}'
+    return line + "}"
+
+
+_ESC = json.encoder.encode_basestring  # a str as JSON (ensure_ascii=False; the C function when there is one)
+_HEADS: dict[tuple[str, str, str], str] = {}  # (module, function, rule) -> its part of a task line
+_OUTS: dict[tuple[str, ...], str] = {}  # a rule's outputs -> as JSON
 
 
 class PythonPool:
@@ -225,11 +248,14 @@ class PythonPool:
         """After the first replies: take in more for up to GATHER_S while the
         workers have work (pending tasks keep them fed), so that sweepc
         records many ends in one store commit. Stops at once at a failure,
-        and when the pending tasks run low (sweepc starts more)."""
+        and when the pending tasks run low (sweepc starts more): as many
+        stay pending as there are ends to record, for feed() to hand on
+        while sweepc records them (the workers never wait for sweepc)."""
         end = time.monotonic() + GATHER_S
         fin = self._finished
+        pending = self._pending
         seen = 0  # the ends before it were looked at (each once: no rescan per reply)
-        while fin and len(fin) < GATHER_MAX and len(self._pending) >= GATHER_MIN_PENDING:
+        while fin and len(fin) < GATHER_MAX and len(pending) >= GATHER_MIN_PENDING and len(fin) < len(pending):
             for n in range(seen, len(fin)):
                 if fin[n].exit_code != 0:
                     return
@@ -244,6 +270,14 @@ class PythonPool:
                 return
             for key, _ in ready:
                 self._read(key.data)
+
+    def feed(self) -> None:
+        """Top up the workers' queues from the pending tasks, without waiting:
+        sweepc calls it while it records a batch of ends or starts many
+        tasks, so that the workers do not run dry meanwhile."""
+        if self._pending:
+            self._fill()
+            self._send()
 
     def drop_pending(self) -> list[int]:
         """Take back the tasks no worker has been given (they are not
@@ -319,12 +353,13 @@ class PythonPool:
         if not pending or self._stopping:
             return
         depth = self._depth()
+        live = [w for w in self._workers if w.stdin is not None]  # (kept up to date below: not made again a task)
         while pending:
-            live = [w for w in self._workers if w.stdin is not None]
-            w = min(live, key=lambda x: len(x.queue)) if live else None
+            w = min(live, key=_queued) if live else None
             if w is None or (w.queue and len(live) < self._max_workers):
                 try:
                     w = self._spawn()
+                    live.append(w)
                 except OSError as e:
                     if w is None:  # no worker at all: the tasks cannot run
                         now = time.time()
@@ -336,6 +371,8 @@ class PythonPool:
             if len(w.queue) >= depth:
                 return
             self._give(w, pending.popleft())  # one at a time: the workers' queues stay even
+            if w.stdin is None:  # retired (max_jobs)
+                live.remove(w)
 
     def _give(self, w: _Worker, task: PyTask) -> None:
         w.queue.append(task)
@@ -358,7 +395,7 @@ class PythonPool:
     def _send(self, only: _Worker | None = None) -> None:
         for w in (only,) if only is not None else self._workers:
             if w.out and w.stdin is not None:
-                data, w.out = ("\n".join(w.out) + "\n").encode(), []
+                data, w.out = ("\n".join(w.out) + "\n").encode("utf-8", "surrogatepass"), []
                 try:
                     w.stdin.write(data)
                     w.stdin.flush()
@@ -557,6 +594,11 @@ class Pools:
         """The `python:` tasks that began running since the last call (a shell
         job starts when it is started)."""
         return self.py.started() if self.py is not None else []
+
+    def feed(self) -> None:
+        """PythonPool.feed: hand pending `python:` tasks to the workers now."""
+        if self.py is not None:
+            self.py.feed()
 
     def drop_pending(self) -> list[int]:
         """The `python:` tasks no worker has begun, taken back (PythonPool.drop_pending)."""

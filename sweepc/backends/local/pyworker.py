@@ -213,6 +213,7 @@ def main(argv: list[str]) -> int:
         except (AttributeError, ValueError):
             pass
     dumps = json.dumps
+    environ = os.environ
 
     def reply(msg: dict[str, Any]) -> None:
         data = (dumps(msg) + "\n").encode()
@@ -247,11 +248,12 @@ def main(argv: list[str]) -> int:
         os.lseek(spool, 0, os.SEEK_SET)
         try:
             os.fchdir(dfd)
-            os.environ.update({
-                "SWEEPC_JOB_DIR": job_dir, "SWEEPC_PSET_JSON": job_dir + "/" + PSET_JSON_NAME, "SWEEPC_RULE": task["r"],
-                "SWEEPC_PSET_HASH": task["h"], "SWEEPC_ATTEMPT": str(task.get("n", 1)),
-            })
-            os.environ.update(task.get("e") or {})
+            environ["SWEEPC_JOB_DIR"] = job_dir
+            environ["SWEEPC_PSET_JSON"] = job_dir + "/" + PSET_JSON_NAME
+            environ["SWEEPC_PSET_HASH"] = task["h"]
+            for k, v in (("SWEEPC_RULE", task["r"]), ("SWEEPC_ATTEMPT", str(task.get("n", 1))), *(task.get("e") or {}).items()):
+                if environ.get(k) != v:  # (mostly the same as the task before's: a putenv saved)
+                    environ[k] = v
             can_reset = peak.reset()
             c0 = _cpu()
             t0 = time.time()

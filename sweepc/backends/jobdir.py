@@ -142,7 +142,8 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
     appeared meanwhile takes the careful way). `above`: the folders above
     job folders, kept open across calls (one walk per rule and shard, not
     per job)."""
-    d = g.job_dir(job)
+    # (the folder's path only where it is needed: pathlib interns each part of
+    # a path it parses, which kept every job's hash for good, ~20 MB at 100k psets)
     if above is not None:
         fd, made = above.job(job.reldir)
     else:
@@ -150,13 +151,13 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
     try:
         write_marker(fd, job.reldir)
         if clear_outputs and not made:
-            remove_outputs(g, job, d, dir_fd=fd)
+            remove_outputs(g, job, g.job_dir(job), dir_fd=fd)
             # the new log replaces a link in its place; the link's target is not touched
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.lstat(LOG_NAME, dir_fd=fd).st_mode):
                     os.unlink(LOG_NAME, dir_fd=fd)
-        if input_list and not (made and _write_new(fd, INPUT_LIST_NAME, input_list_text(g, job, d, only).encode())):
-            write_input_list(g, job, d, dir_fd=fd, only=only)
+        if input_list and not (made and _write_new(fd, INPUT_LIST_NAME, input_list_text(g, job, g.job_dir(job), only).encode())):
+            write_input_list(g, job, g.job_dir(job), dir_fd=fd, only=only)
         for dest, data, mode in templates.rendered(g, job):
             _write_below(fd, dest.split("/"), data, mode)
         pset_json = pset_json_text(g, job).encode("utf-8")
@@ -191,7 +192,7 @@ def open_job_dir_made(wd: Path, reldir: str) -> tuple[int, bool]:
         os.close(parent)
 
 
-def _open_below(parent: int, name: str, path: Path) -> tuple[int, bool]:
+def _open_below(parent: int, name: str, path: Path | str) -> tuple[int, bool]:
     """(fd, made now) of folder `name` below `parent`, made when missing, never through a link."""
     made = False
     try:
@@ -205,7 +206,7 @@ def _open_below(parent: int, name: str, path: Path) -> tuple[int, bool]:
                 pass
             return os.open(name, _DIR_FLAGS, dir_fd=parent), made
     except OSError as e:
-        raise _refusal(parent, name, path, e) from None
+        raise _refusal(parent, name, Path(path), e) from None
 
 
 class JobDirs:
@@ -233,12 +234,12 @@ class JobDirs:
                 self.close()
             parent = self.fds[head] = open_job_dir(self.wd, head)
         try:
-            return _open_below(parent, name, self.wd / reldir)
+            return _open_below(parent, name, f"{self.wd}/{reldir}")
         except FileNotFoundError:  # the folder above went away meanwhile (removed by hand): walk again
             self.fds.pop(head, None)
             os.close(parent)
             parent = self.fds[head] = open_job_dir(self.wd, head)
-            return _open_below(parent, name, self.wd / reldir)
+            return _open_below(parent, name, f"{self.wd}/{reldir}")
 
     def close(self) -> None:
         for fd in self.fds.values():

@@ -50,7 +50,7 @@ SCHEMA_VERSION = 3
 # older schemas this sweepc upgrades in place: version -> SQL that makes it the next one
 _UPGRADES = {2: "ALTER TABLE jobs ADD COLUMN cpu_s REAL;"}
 STATE_DIR = ".sweepc"
-CACHE_MAX_MB = 128  # SQLite's page cache for a big build at most (Store.cache_for)
+CACHE_MAX_MB = 16  # SQLite's page cache for a big build at most (Store.cache_for; issue 11's memory budget)
 DB_NAME = "state.db"
 
 _SCHEMA = """

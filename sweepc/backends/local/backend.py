@@ -35,8 +35,9 @@ import errno
 import os
 import shutil
 import time
+from array import array
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,61 @@ def execute(
         runner.pool.close()
 
 
+class _Flags(Collection[int]):
+    """A set of job ids as a byte per job (a set of 200k ints is ~10 MB)."""
+
+    def __init__(self, n: int) -> None:
+        self.bits = bytearray(n)
+        self.n = 0
+
+    def add(self, i: int) -> None:
+        if not self.bits[i]:
+            self.bits[i] = 1
+            self.n += 1
+
+    def __contains__(self, i: object) -> bool:
+        return isinstance(i, int) and 0 <= i < len(self.bits) and self.bits[i] == 1
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for i, b in enumerate(self.bits) if b)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Dependents:
+    """For each job of the build, the jobs of the build that need it, and how
+    many jobs of the build each one waits for: flat arrays by job id (CSR),
+    not a dict of lists and a dict of counts (at 100k psets, ~40 MB of the
+    local backend's memory)."""
+
+    def __init__(self, jobs: Sequence[Job], run: Sequence[int], in_run: set[int]) -> None:
+        n = len(jobs)
+        self.waiting = [0] * n
+        count = array("q", bytes(8 * (n + 1)))
+        for i in run:
+            deps = jobs[i].deps
+            for d in (deps if len(deps) < 2 else set(deps)):
+                if d in in_run:
+                    self.waiting[i] += 1
+                    count[d + 1] += 1
+        for k in range(n):  # count[k] becomes where job k's dependents start
+            count[k + 1] += count[k]
+        self.start = count
+        self.ids = array("q", bytes(8 * count[n]))
+        fill = array("q", count)
+        for i in run:
+            deps = jobs[i].deps
+            for d in (deps if len(deps) < 2 else set(deps)):
+                if d in in_run:
+                    self.ids[fill[d]] = i
+                    fill[d] += 1
+
+    def get(self, d: int, default: Sequence[int] = ()) -> Sequence[int]:
+        a, b = self.start[d], self.start[d + 1]
+        return self.ids[a:b] if b > a else default
+
+
 class _Runner:
     def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None,
                  time_limits: bool = True) -> None:
@@ -160,7 +216,7 @@ class _Runner:
         self.python_rules = {r.name for r in self.g.rules if r.python is not None}
         self.pending: list[Outcome] = []
         self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
-        self.done_ids: set[int] = set()  # jobs of this build that ended done
+        self.done_ids = _Flags(len(self.g.jobs))  # jobs of this build that ended done
         self.in_run = set(plan.run)
         # the fingerprints jobs really have: those of plan.dynamic are made when they start
         self.fps: list[str] = list(plan.fingerprints)
@@ -207,13 +263,8 @@ class _Runner:
             self.journal = journal_path(g.root)
             procs.journal(str(self.journal))
         queued: set[int] = set()  # handed to the spawner's queue, not started yet
-        in_plan = set(run)
-        waiting = {i: sum(1 for d in set(g.jobs[i].deps) if d in in_plan) for i in run}
-        dependents: dict[int, list[int]] = {}
-        for i in run:
-            for d in set(g.jobs[i].deps):
-                if d in in_plan:
-                    dependents.setdefault(d, []).append(i)
+        dependents = _Dependents(g.jobs, run, self.in_run)
+        waiting = dependents.waiting  # by job id: how many jobs of the build it still waits for
         ready = deque(i for i in run if waiting[i] == 0)
         attempts: dict[int, int] = {}
         started_at: dict[int, float] = {}
@@ -476,7 +527,7 @@ class _Runner:
             interrupted=interrupted, uptodate=self.plan.uptodate, elapsed=time.monotonic() - t0,
         )
 
-    def ended_not_done(self, i: int, dependents: Mapping[int, list[int]], waiting: dict[int, int], ready: deque[int], blocked: set[int]) -> set[int]:
+    def ended_not_done(self, i: int, dependents: _Dependents, waiting: list[int], ready: deque[int], blocked: set[int]) -> set[int]:
         """Job i failed: what needs it cannot run (returned, to be counted as
         skipped), and neither can what needs those; a job that takes it
         through `input: done(RULE)` stops waiting for it instead, and runs
@@ -538,7 +589,6 @@ class _Runner:
         problem = self.prepare(job, only)
         if problem is not None:
             return problem
-        d = self.wd / job.reldir
         fresh = self.queue and self.made
         command = job.command
         if attempt > 1 and job.restart is not None:
@@ -570,6 +620,7 @@ class _Runner:
             else:
                 self.pool.start(Spawn(key=i, command=command, cwd=ds, log_path=log, env=env, append_log=attempt > 1))
         except OSError as e:
+            d = self.wd / job.reldir
             if e.errno == errno.ELOOP:  # a job made its own log a link between attempts
                 return f"{d / LOG_NAME} is a symbolic link; sweepc does not write through it: remove the link"
             err = machine_error(_shown(d / LOG_NAME), _shown(self.wd), e)
@@ -581,13 +632,13 @@ class _Runner:
 
     def prepare(self, job: Job, only: set[int] | None = None) -> str | None:
         """Make the job's folder ready (jobdir.prepare_job_folder): None, or why it cannot."""
-        d = self.wd / job.reldir
         try:
             self.made = prepare_job_folder(self.g, job, input_list=self.uses_list[job.rule], only=only, above=self.dirs)
         except JobDirError as e:
             return str(e)
         except OSError as e:
             # a full disk fails every job after this one too: stop the build (MachineError)
+            d = self.wd / job.reldir  # (pathlib only here: it interns every part it parses, each job's hash for good)
             err = machine_error(_shown(d), _shown(self.wd), e)
             if err is not None:
                 raise err from None
@@ -609,7 +660,7 @@ class _Runner:
         if isinstance(ex, PyExit) and ex.results is not None:  # the worker sent what it wrote to the results file
             problem, results = check_end(self.g, job.rule, f"{self.wd_str}/{job.reldir}", {PYTHON_RESULT_NAME: ex.results})
         else:
-            problem, results = check_end(self.g, job.rule, self.wd / job.reldir)
+            problem, results = check_end(self.g, job.rule, f"{self.wd_str}/{job.reldir}")
         if problem is not None:
             return False, problem
         if results is not None:

@@ -250,7 +250,7 @@ def disk(path: Path) -> str:
     table, or many files just deleted, makes creating files several times slower)."""
     st = os.statvfs(path)
     used = 1 - st.f_ffree / st.f_files if st.f_files else 0.0
-    return f"{used:.0%} of its inodes and {1 - st.f_bavail / st.f_blocks:.0%} of its blocks in use"
+    return f"{used:.0%} of its inodes and {1 - st.f_bfree / st.f_blocks:.0%} of its blocks in use"
 
 
 def main() -> int:

@@ -163,8 +163,10 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.lstat(LOG_NAME, dir_fd=fd).st_mode):
                     os.unlink(LOG_NAME, dir_fd=fd)
-        if input_list and not (made and _write_new(fd, INPUT_LIST_NAME, (t.encode() for t in input_list_pieces(g, job, g.job_dir(job), only)))):
-            write_input_list(g, job, g.job_dir(job), dir_fd=fd, only=only)
+        if input_list:
+            d = g.job_dir(job)
+            if not (made and _write_new(fd, INPUT_LIST_NAME, (t.encode() for t in input_list_pieces(g, job, d, only)))):
+                write_input_list(g, job, d, dir_fd=fd, only=only)
         for dest, data, mode in templates.rendered(g, job):
             _write_below(fd, dest.split("/"), data, mode)
         pset_json = pset_json_text(g, job).encode("utf-8")

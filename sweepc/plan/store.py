@@ -462,8 +462,7 @@ class Store:
         try:
             return RecordMap({(r[0], r[1]): r for r in self.conn.execute(q, args)})
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
 
     def has_jobs(self) -> bool:
         """Whether the store has a row of any job."""
@@ -488,8 +487,7 @@ class Store:
         try:
             return self.conn.execute(query).fetchall()
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
 
     def states(self) -> dict[str, dict[str, str]]:
         """rule -> pset hash -> the fingerprint of a `done` job, or "!" + the
@@ -503,8 +501,7 @@ class Store:
                     "SELECT hash, CASE WHEN status = 'done' AND fingerprint IS NOT NULL THEN fingerprint ELSE '!' || status END "
                     "FROM jobs WHERE rule = ?", (rule,)))
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
         return out
 
     def lookup(self) -> RecordMap:
@@ -526,8 +523,7 @@ class Store:
                     conns.append(own)
                     return own.execute(query, args).fetchall()
             except sqlite3.DatabaseError as e:
-                shown = _rel(path)
-                raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+                raise _unreadable(path, e) from None
 
         return RecordMap(None, lambda: {(r[0], r[1]): r for r in fetch(_SELECT, ())}, fetch)
 
@@ -575,8 +571,7 @@ class Store:
                 "WHERE j.rule = ? AND j.status = 'done'", (rule,))
             return {h: (v, end) for h, v, end in rows}
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
 
     def measured_rows(self, rule: str) -> Iterator[tuple[str, str, float | None, float | None, float | None, float | None]]:
         """(hash, status, start, end, max_rss_mb, cpu_s) of each recorded job
@@ -585,8 +580,7 @@ class Store:
         try:
             yield from self.conn.execute("SELECT hash, status, start, end, max_rss_mb, cpu_s FROM jobs WHERE rule = ?", (rule,))
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
 
     def job_rows(self, rule: str) -> Iterator[tuple[Any, ...]]:
         """One row per recorded job of `rule`, as read (nothing held):
@@ -601,8 +595,7 @@ class Store:
                 "CASE WHEN j.status = 'done' THEN r.values_json END FROM jobs j LEFT JOIN results r "
                 "ON r.rule = j.rule AND r.hash = j.hash AND r.run_id = j.run_id WHERE j.rule = ?", (rule,))
         except sqlite3.DatabaseError as e:
-            shown = _rel(self.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self.path, e) from None
 
     def rows_on_demand(self) -> RecordMap:
         """records(), each row read when first asked for (one primary-key
@@ -756,8 +749,7 @@ class _RowsOnDemand(RecordMap):
         except sqlite3.ProgrammingError:  # closed
             row = self._every().raw(key)
         except sqlite3.DatabaseError as e:
-            shown = _rel(self._store.path)
-            raise StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad") from None
+            raise _unreadable(self._store.path, e) from None
         self._got[key] = row
         return row
 
@@ -807,6 +799,12 @@ def new_run_id() -> str:
     import uuid  # (and platform): only for a build that runs something
 
     return str(uuid.uuid4())
+
+
+def _unreadable(path: Path, e: sqlite3.DatabaseError) -> StateError:
+    """The error for a store whose rows cannot be read."""
+    shown = _rel(path)
+    return StateError(f"the state store {shown} cannot be read ({e}).\n  hint: move it away to start over: mv {shown} {shown}.bad")
 
 
 def _rel(path: Path, root: Path | None = None) -> str:

@@ -170,26 +170,26 @@ class _Dependents:
     local backend's memory)."""
 
     def __init__(self, jobs: Sequence[Job], run: Sequence[int], in_run: set[int]) -> None:
+        def needs(i: int) -> Iterator[int]:  # the jobs of the build job i needs, each once
+            deps = jobs[i].deps
+            return (d for d in (deps if len(deps) < 2 else set(deps)) if d in in_run)
+
         n = len(jobs)
         self.waiting = [0] * n
         count = array("q", bytes(8 * (n + 1)))
         for i in run:
-            deps = jobs[i].deps
-            for d in (deps if len(deps) < 2 else set(deps)):
-                if d in in_run:
-                    self.waiting[i] += 1
-                    count[d + 1] += 1
+            for d in needs(i):
+                self.waiting[i] += 1
+                count[d + 1] += 1
         for k in range(n):  # count[k] becomes where job k's dependents start
             count[k + 1] += count[k]
         self.start = count
         self.ids = array("q", bytes(8 * count[n]))
         fill = array("q", count)
         for i in run:
-            deps = jobs[i].deps
-            for d in (deps if len(deps) < 2 else set(deps)):
-                if d in in_run:
-                    self.ids[fill[d]] = i
-                    fill[d] += 1
+            for d in needs(i):
+                self.ids[fill[d]] = i
+                fill[d] += 1
 
     def get(self, d: int, default: Sequence[int] = ()) -> Sequence[int]:
         a, b = self.start[d], self.start[d + 1]

@@ -21,7 +21,7 @@ resubmitted too. The runner never prints: it tells a reporter.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -348,9 +348,10 @@ class _Build:
         self.unsubmitted = [i for i in self.unsubmitted if i not in handed]
         scripts: list[Path] = []
         for arr, d in zip(new, deps):
-            # each line made as its task file is written, in the array's order, and not kept (200k of them held ~90 MB)
-            script = write_array(g, self.settings, self.tpl, self.folder, arr, _Lines(lines, self.pset_line), self.sub,
-                                 self.settings.throttle)
+            # each line made as its task file is written (those of prepared jobs: made
+            # already, handed over once), not kept (200k of them held ~90 MB)
+            script = write_array(g, self.settings, self.tpl, self.folder, arr, lambda i: lines.pop(i, None) or self.pset_line(i),
+                                 self.sub, self.settings.throttle)
             if self.render_only:
                 scripts.append(script)
             else:  # each array goes out as soon as it is written
@@ -775,24 +776,6 @@ class _Build:
 def _key_order(jobs: Sequence[Job], ids: Iterable[int]) -> list[int]:
     """The job ids in the store's key order (rule, hash)."""
     return sorted(ids, key=lambda i: (jobs[i].rule, jobs[i].hash))
-
-
-class _Lines(Mapping[int, PsetLine]):
-    """The task lines write_array() asks for, each once: those made already
-    (handed over and forgotten), else made now by `make`."""
-
-    def __init__(self, made: dict[int, PsetLine], make: Callable[[int], PsetLine]) -> None:
-        self.made, self.make = made, make
-
-    def __getitem__(self, i: int) -> PsetLine:
-        got = self.made.pop(i, None)
-        return self.make(i) if got is None else got
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.made)
-
-    def __len__(self) -> int:
-        return len(self.made)
 
 
 def _hms(s: int) -> str:

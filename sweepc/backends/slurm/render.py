@@ -22,7 +22,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -281,17 +281,18 @@ def write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def write_array(
-    g: BuildGraph, s: SlurmSettings, tpl: jinja2.Template, folder: Path, arr: Array, lines: Mapping[int, PsetLine],
+    g: BuildGraph, s: SlurmSettings, tpl: jinja2.Template, folder: Path, arr: Array, line_of: Callable[[int], PsetLine],
     submission: str, throttle: int | None,
 ) -> Path:
-    """The jobscript and the task files of one array; returns the jobscript."""
+    """The jobscript and the task files of one array; returns the jobscript.
+    line_of(job id): its task line, asked for once per job, in task order."""
     ctx = jobscript_context(g, s, arr, folder, submission, throttle)
     script = folder / f"{arr.name}.sh"
     write_text(script, render_jobscript(tpl, ctx, g.root), 0o755)
     tasks = folder / arr.name
     tasks.mkdir(parents=True, exist_ok=True)
     for t, task in enumerate(arr.tasks):
-        write_text(tasks / f"task-{t}.sh", task_text(g, arr, t, [lines[i] for i in task], submission, ctx["time_s"]))
+        write_text(tasks / f"task-{t}.sh", task_text(g, arr, t, [line_of(i) for i in task], submission, ctx["time_s"]))
     return script
 
 

@@ -7,6 +7,7 @@ disagree about what a value is.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import unicodedata
@@ -70,3 +71,9 @@ def join_key(v: Scalar) -> tuple[bool, Scalar]:
 
 def display(v: Scalar) -> str:
     return repr(v) if isinstance(v, str) else shell_str(v)
+
+
+# json.dumps(v, ensure_ascii=False, separators=(",", ":")) without making a
+# JSONEncoder each call: the stand-in command of a python: job, the store's
+# params column, a results file's values as the store keeps them
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -20,12 +20,12 @@ CLI in `Execution.notes`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from sweepc.values import compact_json
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Outcome, Store
@@ -169,11 +169,7 @@ class Backend(Protocol):
 
 
 def params_json(job: Job) -> str:
-    return _COMPACT(dict(job.params))
-
-
-# json.dumps(v, separators=(",", ":"), ensure_ascii=False), without making an encoder a call
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    return compact_json(dict(job.params))
 
 
 def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:

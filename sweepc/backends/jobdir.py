@@ -35,6 +35,7 @@ from typing import Any
 
 from sweepc.backends import templates
 from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, BuildGraph, Job, RuleSpec
+from sweepc.values import compact_json
 
 PSET_JSON_VERSION = 1
 PSET_JSON_ENV = "SWEEPC_PSET_JSON"  # the environment variable naming it, set for every command
@@ -441,7 +442,7 @@ def check_end(g: BuildGraph, rule: str, d: Path | str, known: Mapping[str, str] 
     read = read_results(d, spec.results, spec.keys, known)
     if read.problem is not None:
         return read.problem, None
-    return None, _COMPACT(read.values)
+    return None, compact_json(read.values)
 
 
 def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
@@ -522,7 +523,6 @@ def params_json_text(params: Mapping[str, object]) -> str:
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 _ESCAPE = json.encoder.encode_basestring  # what _ENCODE does to a str (the C function when there is one)
 _INF = float("inf")
 

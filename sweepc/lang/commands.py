@@ -20,7 +20,6 @@ rendered as before.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from sweepc.lang.placeholders import Placeholder, Template, parse_template
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.resources import format_time, resource_value
 from sweepc.lang.sweeps import Pset, keys_of
-from sweepc.values import Scalar, shell_quote, shell_str
+from sweepc.values import Scalar, compact_json, shell_quote, shell_str
 
 # placeholder roots that are not parameters
 _SPECIAL = frozenset({"input", "output", "pset", "resources", "root"})
@@ -109,10 +108,6 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
         indexes=swept.indexes,
     )
     return Rendered(graph, ())
-
-
-# json.dumps(v, ensure_ascii=False, separators=(",", ":")), without making an encoder a call
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class _Hashes:
@@ -267,7 +262,7 @@ class _Renderer:
                 " ".join(shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func)) + " ",
                 " " + shlex.quote(self.r.name) + " ",
             )
-        return around[0] + shlex.quote(_COMPACT(dict(inst))) + around[1] + shlex.quote(h)
+        return around[0] + shlex.quote(compact_json(dict(inst))) + around[1] + shlex.quote(h)
 
     def too_long(self, command: str, inst: Pset) -> None:
         if len(command.encode()) <= MAX_COMMAND:
@@ -441,15 +436,7 @@ class _Prior:
 
     def __init__(self, e: EarlierJobs) -> None:
         self.e = e
-        self.span: dict[str, tuple[int, int]] = {}
-        rules = e.rule
-        backwards = rules[::-1]
-        for name in e.render_keys:
-            try:
-                first = rules.index(name)
-            except ValueError:
-                continue
-            self.span[name] = (first, len(rules) - backwards.index(name))
+        self.span = e.spans(e.render_keys)
 
     def again(self, rd: _Renderer) -> _Again | None:
         """For a rule whose earlier jobs were made from the same texts, else None."""

@@ -7,7 +7,7 @@ frozen dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -154,6 +154,20 @@ class EarlierJobs(NamedTuple):
     sources: tuple[tuple[str, ...], ...]
     params: tuple[Mapping[str, Scalar], ...]  # () once the compiler is done with it
     render_keys: Mapping[str, str]
+
+    def spans(self, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Where the jobs of each of these rules were (first, end): rule by
+        rule there too; a rule the earlier graph had not is left out."""
+        rules = self.rule
+        backwards = rules[::-1]
+        out: dict[str, tuple[int, int]] = {}
+        for name in names:
+            try:
+                first = rules.index(name)
+            except ValueError:
+                continue
+            out[name] = (first, len(rules) - backwards.index(name))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -505,15 +505,8 @@ class _Reuse:
     def __init__(self, g: BuildGraph, earlier: EarlierJobs, fps: Sequence[str], digests: Mapping[str, str]) -> None:
         self.e, self.fps, self.digests = earlier, fps, digests
         self.templated = {r.name for r in g.rules if r.templates}
-        # where each rule's jobs are in the earlier graph (rule by rule there too)
-        self.span: dict[str, tuple[int, int]] = {}
-        rules = earlier.rule
-        for r in g.rules:
-            try:
-                first = rules.index(r.name)
-            except ValueError:
-                continue
-            self.span[r.name] = (first, len(rules) - rules[::-1].index(r.name))
+        # where each rule's jobs are in the earlier graph
+        self.span = earlier.spans(r.name for r in g.rules)
         self.by_hash: dict[str, dict[str, int]] = {}
         self.scans = 64
 

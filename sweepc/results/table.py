@@ -219,15 +219,22 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
     }
     if indexed:  # csv(..., index=...): the row id
         book = {"_index": [g.index_of(p) for p in params], **book}
-    del ids
+    del ids, run_id, seq, time_us, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses  # (book holds them)
+    return _assemble(params, book, ordered, rule, indexed)
+
+
+def _assemble(params: list[Mapping[str, Any]], book: dict[str, Any], results: dict[str, list[Any]], rule: RuleSpec,
+              indexed: bool) -> pd.DataFrame:
+    """The table of these rows: the parameter columns, then the bookkeeping
+    and results columns (each taken out of its dict as it is converted), as
+    one frame of the columns as they are (no copy made by concat and
+    consolidation)."""
     by_param = pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])
-    del params
+    params.clear()
     columns: dict[str, Any] = {str(c): by_param[c] for c in by_param.columns}
     del by_param
     columns.update(_columns(book))
-    del book, run_id, seq, time_us, host, runtime, exit_code, attempts, rss, cpu, log, error, statuses
-    columns.update(_columns(ordered))
-    # one frame of the columns as they are (no copy made by concat and consolidation)
+    columns.update(_columns(results))
     return _finish(pd.DataFrame(columns, copy=False), rule, indexed)
 
 
@@ -451,14 +458,8 @@ def history(plan: Plan, rule: RuleSpec, runs: Sequence[Run], rows: Iterable[Hist
         "_job_dir": [prefix + jobs[i].reldir for i in ids], "_log": [f"{prefix}{jobs[i].reldir}/{LOG_NAME}" for i in ids],
         "_error": [None] * n,
     }
-    del ids, us, start, timed
-    by_param = pd.DataFrame.from_records([p if type(p) is dict else dict(p) for p in params])
-    del params
-    columns: dict[str, Any] = {str(c): by_param[c] for c in by_param.columns}
-    del by_param
-    columns.update(_columns(book))
-    columns.update(_columns(ordered))
-    return _finish(pd.DataFrame(columns, copy=False), rule, False)
+    del ids, us, start, timed, run_id, host, runtime, exit_code, attempts, rss  # (book holds them)
+    return _assemble(params, book, ordered, rule, False)
 
 
 def _in(order: Sequence[int], col: list[_T]) -> list[_T]:

@@ -76,7 +76,8 @@ TOOLS = ("sweepc", "make")
 
 def run(argv: list[str], cwd: Path) -> tuple[float, float, float]:
     """(wall seconds, peak RSS in MB, CPU seconds: user + system) of one
-    command and the children it waited for; complains if it fails."""
+    command and the children it waited for; stops the benchmark if it fails
+    (a failed command's time is not a time of the step)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     assert proc.stderr is not None
@@ -85,7 +86,7 @@ def run(argv: list[str], cwd: Path) -> tuple[float, float, float]:
     elapsed = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        print(f"  ! {' '.join(argv)} in {cwd} exited {code}: {err.decode(errors='replace')[-800:]}", file=sys.stderr)
+        raise SystemExit(f"bench.py: {' '.join(argv)} in {cwd} exited {code}:\n{err.decode(errors='replace')[-800:]}")
     return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 

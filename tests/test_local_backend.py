@@ -673,3 +673,88 @@ def test_a_build_that_ends_leaves_no_journal_and_a_stale_one_changes_nothing(loc
     r = p.sweepc("build")
     assert r.out == "sweepc: nothing to do (2 jobs up to date)\n"
     assert p.rows() == before and not journal.exists()
+
+
+MANY_QUICK_AND_ONE_HELD = '''
+    param a = range(1, 31)
+    sweep s = a
+
+    rule quick over s:
+        output: "out.txt"
+        shell: "echo {a} >> {root}/quick-runs; echo {a} > {output}"
+
+    rule held:
+        output: "held.txt"
+        shell: "touch {root}/held-started; sleep 60; echo > {output}"
+'''
+
+
+def test_queued_ends_are_committed_together_and_a_build_that_ends_commits_them_all(local_project, monkeypatch):
+    # One commit per end cost sweepc ~0.1 ms and ~10 system calls a job; with
+    # the spawner's journal holding every end, they are committed together.
+    from sweepc.backends.local import backend
+    from sweepc.plan.store import Store
+
+    p = local_project.write(MANY_QUICK_AND_ONE_HELD.replace("sleep 60; ", ""))
+    commits: list[list[str]] = []
+    record = Store.record
+
+    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
+        commits.append([o.status for o in outcomes])
+        record(self, outcomes)
+
+    monkeypatch.setattr(Store, "record", counted)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r.err
+    assert commits == [["done"] * 31], "one commit, at the end of the build"
+    assert set(p.statuses().values()) == {"done"}
+    assert not (p.root / ".sweepc" / "journal").exists()
+
+    # a failure that stops the build: what ended before it is committed with it
+    commits.clear()
+    (p.root / "quick-runs").unlink()
+    p.write(MANY_QUICK_AND_ONE_HELD.replace("sleep 60; ", "exit 4; ").replace(">> {root}", ">>{root}"))
+    r = p.sweepc("build", "-j", "1")
+    assert r.code == 1
+    ran = len((p.root / "quick-runs").read_text().split()) if (p.root / "quick-runs").exists() else 0
+    assert [sorted(c) for c in commits] == [["done"] * ran + ["failed"]]
+    statuses = p.statuses()
+    assert statuses["held"] == "failed"
+    assert sorted(statuses.values()).count("done") == ran
+
+
+def test_a_sigkill_between_commits_loses_no_job_that_ended(local_project):
+    # COMMIT_SECONDS made an hour: nothing reaches the store before the kill,
+    # every end is in the journal; the next build records them all done and
+    # runs only the job that was running.
+    import subprocess
+    import sys
+
+    p = local_project.write(MANY_QUICK_AND_ONE_HELD)
+    code = ("import sweepc.backends.local.backend as b; b.COMMIT_SECONDS = 3600.0; "
+            "from sweepc.cli import main; raise SystemExit(main(['build', '-j', '2']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=p.root, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = p.root / "quick-runs"
+    wait_until(lambda: (p.root / "held-started").exists() and runs.exists() and len(runs.read_text().split()) == 30,
+               what="the 30 quick jobs to end")
+    journal = p.root / ".sweepc" / "journal"
+    from sweepc.backends.local.journal import read
+
+    wait_until(lambda: len(read(journal)) == 30, what="their ends in the journal")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    wait_until(lambda: not p.job_processes(), what="the killed build's jobs to stop")
+    assert set(p.statuses().values()) == {"planned"}, "nothing was committed before the kill"
+
+    (p.root / "held-started").unlink()
+    proc = p.spawn("build", "-j", "2")
+    wait_until(lambda: (p.root / "held-started").exists(), what="held to start again")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.splitlines()[0] == (
+        "sweepc: the last build stopped before it recorded 30 jobs that ended done; recorded now (from .sweepc/journal)")
+    assert sorted(int(x) for x in runs.read_text().split()) == list(range(1, 31)), "a quick job ran again"
+    r = p.sweepc("build", "-n")
+    assert r.out == "run held: last run was interrupted\n1 of 31 jobs to run (held 1), 30 up to date\n"

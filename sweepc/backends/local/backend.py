@@ -386,6 +386,9 @@ class _Runner:
                             fed = 0
                             self.pool.feed()
                         attempt = running.pop(i)
+                        # (kept only while needed: at 200k jobs these two dicts held ~30 MB)
+                        started_at.pop(i, None)
+                        attempts.pop(i, None)  # put back below when it is retried
                         res = g.jobs[i].resources
                         if not self.queue:
                             used_cpus -= self.cpu_cost(g.jobs[i])
@@ -413,6 +416,7 @@ class _Runner:
                         status = "timeout" if timed_out else "failed"
                         if attempt <= retries and not stopping:
                             self.reporter.job_ended(job, self.outcome(i, status, ex, attempt), True)
+                            attempts[i] = attempt
                             ready.appendleft(i)
                             continue
                         failures.append(self.fail(i, ex.exit_code, ex.start, ex.end, ex.max_rss_kb, message, attempt, status, ex.cpu_s))

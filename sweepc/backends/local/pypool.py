@@ -126,7 +126,7 @@ class PyTask:
 @dataclasses.dataclass(frozen=True, slots=True)
 class PyExit(Exit):
     error: str = ""  # why it failed, in a few words (the exception's last line)
-    results: str | None = None  # the text of sweepc-result.json the worker wrote (when it returned)
+    results: dict[str, object] | None = None  # what the worker wrote to sweepc-result.json (when it returned), parsed
 
 
 class _Worker:
@@ -476,8 +476,12 @@ class PythonPool:
     def _take(self, w: _Worker, data: bytes) -> None:
         w.buf += data
         *lines, w.buf = w.buf.split(b"\n")
-        for line in lines:
-            self._reply(w, json.loads(line))
+        if not lines:
+            return
+        # the replies parsed at once, as one JSON list (a json.loads call costs more than a short reply)
+        msgs = [json.loads(lines[0])] if len(lines) == 1 else json.loads(b"[" + b",".join(lines) + b"]")
+        for msg in msgs:
+            self._reply(w, msg)
 
     def _hand_back(self, w: _Worker) -> None:
         """w ends: the tasks queued behind its last one are pending again, first."""
@@ -509,7 +513,7 @@ class PythonPool:
         cpu = msg.get("cpu")
         self._end(PyExit(
             t.key, rc, None, t0, t1, int(msg["rss"]), False, 0, error=str(msg["err"]),  # type: ignore[call-overload]
-            cpu_s=float(cpu) if isinstance(cpu, (int, float)) else None, results=res if isinstance(res, str) else None,
+            cpu_s=float(cpu) if isinstance(cpu, (int, float)) else None, results=res if isinstance(res, dict) else None,
         ))
         if rc != 0:
             # the worker exits after a failure: what was queued behind goes elsewhere

@@ -49,6 +49,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from sweepc.backends.jobdir import WRITE_FLAGS, params_json_text
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
@@ -489,8 +490,16 @@ class PythonPool:
         w.queue.clear()
         w.out = []
 
-    def _reply(self, w: _Worker, msg: dict[str, object]) -> None:
+    def _reply(self, w: _Worker, msg: dict[str, object] | list[Any]) -> None:
         t = w.queue.popleft()
+        if isinstance(msg, list):  # a task that returned: [key, t0, t1, rss, cpu, results] (pyworker.py)
+            key, t0, t1, rss, cpu, res = msg
+            assert t.key == key, (t.key, msg)
+            self._head(w)
+            dt = t1 - t0 + TASK_OVERHEAD_S
+            self._task_s = 0.8 * self._task_s + 0.2 * dt if self._task_s else dt
+            self._end(PyExit(key, 0, None, t0, t1, rss, False, 0, cpu_s=cpu, results=res))
+            return
         assert t.key == msg["k"], (t.key, msg)
         self._head(w)
         why = msg.get("np")

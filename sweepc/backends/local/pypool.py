@@ -49,7 +49,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from sweepc.backends.jobdir import WRITE_FLAGS, params_json_text
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
@@ -93,8 +94,12 @@ _BOOT = (
 )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PyPrep:
+_NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+# PyPrep and PyTask are NamedTuples, not frozen dataclasses: sweepc's main
+# process makes one of each a pset, and a NamedTuple is made in a quarter of
+# the time (0.5 us against 2 for PyTask, 12 fields), as immutable.
+class PyPrep(NamedTuple):
     """What the worker does to make the job folder (pyworker.prepare): the
     work of jobdir.prepare_job_dir for a job without templates."""
 
@@ -104,8 +109,7 @@ class PyPrep:
     pset_json: str  # the text of pset.json
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PyTask:
+class PyTask(NamedTuple):
     key: int
     module: str  # absolute path of the .py file
     func: str
@@ -116,7 +120,7 @@ class PyTask:
     attempt: int = 1  # SWEEPC_ATTEMPT; the worker sets SWEEPC_JOB_DIR, ... from cwd, rule and hash
     append_log: bool = False
     prep: PyPrep | None = None
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # more for the call's os.environ (set last)
+    env: Mapping[str, str] = _NO_ENV  # more for the call's os.environ (set last)
     inputs: bool = False  # the job folder has the input list: the function gets it as _inputs
 
     @property
@@ -510,7 +514,7 @@ class PythonPool:
                 return
             err = self._prepare(t) if self._prepare is not None else str(why)
             if err is None:  # and runs it next (it stays reported started)
-                self._pending.appendleft(dataclasses.replace(t, prep=None))
+                self._pending.appendleft(t._replace(prep=None))
                 return
             now = time.time()
             self._end(PyExit(t.key, -1, None, now, now, 0, False, 0, error=err))

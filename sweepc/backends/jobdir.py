@@ -459,6 +459,8 @@ def values_json(values: Mapping[str, Any]) -> str:
     esc = _ESCAPE
     for k, v in values.items():
         c = v.__class__
+        if k.__class__ is not str:
+            return compact_json(values)
         if c is str:
             parts.append(f"{esc(k)}:{esc(v)}")
         elif c is int or c is float:

@@ -122,7 +122,8 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
     # Not via a temporary file and a rename (150 us more a task here): a task
     # that dies halfway is not recorded done, and its outputs are removed
     # before it runs again.
-    fd = os.open(RESULT_NAME if job_dir == "." else os.path.join(job_dir, RESULT_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    path = RESULT_NAME if job_dir == "." else os.path.join(job_dir, RESULT_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:
         os.write(fd, text.encode())
     finally:

@@ -279,13 +279,11 @@ def main(argv: list[str]) -> int:
             ok = False
             err = pyjob.report_failure(ex)
         t1 = time.time()
+        cpu: float | None = None
         if c0 is not None:
-            cpu: float | None = process_time() - c0
             k = _kids_cpu()
-            cpu += k - kids  # type: ignore[operator]
+            cpu = process_time() - c0 + (k - kids)
             kids = k
-        else:
-            cpu = None
         rss = peak.kb(can_reset)
         try:
             sys.stdout.flush()

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import sweepc
-from sweepc.backends.jobdir import read_results
+from sweepc.backends.jobdir import read_results, values_json
 from sweepc.cli import main
 from sweepc.plan.store import SCHEMA_VERSION
 from sweepc.results.table import error_text, one_table_rules
+from sweepc.values import compact_json
 
 # sim writes its results; the pset (a=2, b=20) writes a list, (a=2, b=10) a key
 # named like a parameter, (a=3, b=20) fails with exit 2. The others write NaN
@@ -114,6 +115,20 @@ def test_read_results_messages(tmp_path: Path) -> None:
     (d / "r.json").write_bytes(b"\xff{")
     assert read_results(d, ["r.json"], []).problem == "results file r.json is not valid JSON (not UTF-8 text)"
     assert read_results(d, ["gone.json"], []).problem == "results file gone.json is missing"
+
+
+def test_results_given_as_text_or_parsed_read_the_same_and_store_as_compact_json(tmp_path: Path) -> None:
+    # a python: job's results come from the worker's reply already parsed (pyworker.py): same values, same problems
+    obj = {"x": 1, "n": {"a": 2, "b": [1, 2.5]}, "s": "é\n\"", "t": True, "f": False, "z": None, "y": math.nan, "i": -math.inf}
+    text = json.dumps(obj)
+    from_text = read_results(tmp_path, ["r.json"], ["a"], {"r.json": text})
+    parsed = read_results(tmp_path, ["r.json"], ["a"], {"r.json": json.loads(text)})
+    assert json.dumps(from_text.values) == json.dumps(parsed.values) and parsed.problem is None
+    clash = read_results(tmp_path, ["r.json"], ["n.a"], {"r.json": obj}).problem
+    assert clash == "results file r.json: key 'n.a' is the name of a parameter"
+    # the store's text: compact_json, made a value at a time for scalars
+    for values in (parsed.values, {}, {"a": 1, "b": 0.1, "c": "x"}, {"a": [1, {"b": 2}]}, {"a": 10**30, "b": -0.0}):
+        assert values_json(values) == compact_json(values), values
 
 
 def test_a_results_file_that_is_not_written_fails_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

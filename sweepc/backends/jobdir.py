@@ -366,9 +366,10 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested keys joined with dots: {"a": {"b": 1}} -> {"a.b": 1}."""
     out: dict[str, Any] = {}
     for k, v in obj.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
+        key = k if not prefix and k.__class__ is str else f"{prefix}{k}"
+        c = v.__class__
+        if c is not int and c is not float and c is not str and isinstance(v, Mapping):  # (an ABC check: not for scalars)
+            out.update(flatten(v, f"{key}."))
         else:
             out[key] = v
     return out
@@ -377,9 +378,11 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _JSON_KIND = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 
-def read_results(d: Path | str, names: Sequence[str], params: Sequence[str], known: Mapping[str, str] | None = None) -> ResultsRead:
+def read_results(d: Path | str, names: Sequence[str], params: Sequence[str],
+                 known: Mapping[str, str | dict[str, Any]] | None = None) -> ResultsRead:
     """Read and check the results files `names` of the job in folder d
-    (`known`: the text of some of them, as the job wrote them, not read again).
+    (`known`: some of them as the job wrote them, not read again: their
+    text, or the JSON object it holds, parsed).
 
     A file must hold a JSON object; after flattening, no key may be a
     parameter name (`params`), a bookkeeping column or a key of an earlier
@@ -393,8 +396,10 @@ def read_results(d: Path | str, names: Sequence[str], params: Sequence[str], kno
     for name in names:
         try:
             text = known.get(name) if known is not None else None
-            if text is not None:
+            if isinstance(text, str):
                 data = json.loads(text)
+            elif text is not None:
+                data = text
             else:
                 with open(os.path.join(d, name), encoding="utf-8") as f:
                     data = json.load(f)
@@ -427,12 +432,14 @@ def _why(e: BaseException) -> str:
     return str(e)
 
 
-def check_end(g: BuildGraph, rule: str, d: Path | str, known: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+def check_end(g: BuildGraph, rule: str, d: Path | str,
+              known: Mapping[str, str | dict[str, Any]] | None = None) -> tuple[str | None, str | None]:
     """After a job exited 0: (problem, results). problem is None when every
     output is there and the results files are sound; results is then the
     flattened values as JSON text (None for a rule without `results:`), for
     the store's history. `known`: files the job says it wrote, with their
-    text (a `python:` job's results file), neither looked for nor read."""
+    text or the JSON object it holds (a `python:` job's results file),
+    neither looked for nor read."""
     spec = g.rule(rule)
     missing = [o.path for o in spec.outputs if (known is None or o.path not in known) and not os.path.exists(os.path.join(d, o.path))]
     if missing:
@@ -442,7 +449,27 @@ def check_end(g: BuildGraph, rule: str, d: Path | str, known: Mapping[str, str] 
     read = read_results(d, spec.results, spec.keys, known)
     if read.problem is not None:
         return read.problem, None
-    return None, compact_json(read.values)
+    return None, values_json(read.values)
+
+
+def values_json(values: Mapping[str, Any]) -> str:
+    """compact_json(values) (the results the store keeps), a value at a time
+    for scalars; the encoder for any other value."""
+    parts = []
+    esc = _ESCAPE
+    for k, v in values.items():
+        c = v.__class__
+        if k.__class__ is not str:
+            return compact_json(values)
+        if c is str:
+            parts.append(f"{esc(k)}:{esc(v)}")
+        elif c is int or c is float:
+            parts.append(f"{esc(k)}:{_encode(v)}")
+        elif v is None or v is True or v is False:
+            parts.append(f"{esc(k)}:{_CONSTANTS[v]}")
+        else:
+            return compact_json(values)
+    return "{" + ",".join(parts) + "}"
 
 
 def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
@@ -483,8 +510,16 @@ _NAMED = re.compile(r"(?:sweep|parameter) '(\w+)'")
 def sweep_name(rule: RuleSpec) -> str | None:
     """The sweep (or parameter) a rule is over, when it is named; None for an
     expression or a rule without `over`."""
-    m = _NAMED.fullmatch(rule.over or "")
-    return m.group(1) if m else None
+    over = rule.over or ""
+    try:
+        return _SWEEP_NAMES[over]
+    except KeyError:
+        m = _NAMED.fullmatch(over)
+        name = _SWEEP_NAMES[over] = m.group(1) if m else None
+        return name
+
+
+_SWEEP_NAMES: dict[str, str | None] = {}  # a rule's `over` -> sweep_name (pset_json_text asks for each job)
 
 
 def _type_name(v: object) -> str:
@@ -525,6 +560,7 @@ def params_json_text(params: Mapping[str, object]) -> str:
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 _ESCAPE = json.encoder.encode_basestring  # what _ENCODE does to a str (the C function when there is one)
 _INF = float("inf")
+_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 
 def _encode(v: object) -> str:

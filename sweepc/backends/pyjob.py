@@ -103,10 +103,14 @@ def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+# json.dumps(v, default=_json_default, allow_nan=True), without making an encoder a call
+_ENCODE = json.JSONEncoder(default=_json_default, allow_nan=True).encode
+
+
 def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
-    """Write the results file; its text."""
+    """Write the results file; its text (one line: JSON, ASCII only)."""
     try:
-        text = json.dumps(result, default=_json_default, allow_nan=True)
+        text = _ENCODE(result)
     except (TypeError, ValueError) as ex:
         bad = []
         for k, v in result.items():
@@ -118,7 +122,8 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
     # Not via a temporary file and a rename (150 us more a task here): a task
     # that dies halfway is not recorded done, and its outputs are removed
     # before it runs again.
-    fd = os.open(os.path.join(job_dir, RESULT_NAME), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    path = RESULT_NAME if job_dir == "." else os.path.join(job_dir, RESULT_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:
         os.write(fd, text.encode())
     finally:

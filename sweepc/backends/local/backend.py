@@ -605,9 +605,10 @@ class _Runner:
         py = self.py_calls.get(job.rule)
         if py is not None and attempt == 1 and py[2] is not None:
             # the worker makes the folder (pyworker.py), and comes back to prepare_py when it cannot
-            prep = PyPrep(self.wd_str, job.reldir, py[2], pset_json_text(self.g, job))
+            rel = job.reldir
+            prep = PyPrep(self.wd_str, rel, py[2], pset_json_text(self.g, job))
             try:
-                self.pool.start(PyTask(i, py[0], py[1], f"{self.wd_str}/{job.reldir}", job.params, job.rule, job.hash, prep=prep))
+                self.pool.start(PyTask(i, py[0], py[1], f"{self.wd_str}/{rel}", job.params, job.rule, job.hash, prep=prep))
             except OSError as e:  # no worker could be started
                 return f"cannot start: {e}"
             return None  # reported started when its worker begins it

@@ -18,12 +18,16 @@ does not run the task: it replies ``{"k": key, "np": why}`` and sweepc
 prepares the folder itself (and reports the error it finds, in its own
 words), then sends the task again without ``prep``.
 
-A reply: ``{"k", "rc", "err", "t0", "t1", "rss", "cpu"}`` (``cpu``: the
-task's CPU seconds, its own and its waited-for children's, from getrusage
-around the call) and, when the function
-returned, ``"res"``: the text of sweepc-result.json as written, so sweepc
-need not read the file back. The worker exits after a failed task (the
-module may be broken) and when stdin closes.
+A reply, when the function returned: ``[k, t0, t1, rss, cpu, res]``
+(``cpu``: the task's CPU seconds, its own from time.process_time() around
+the call plus its children's that it waited for, from
+getrusage(RUSAGE_CHILDREN) after the task against its value after the task
+before; ``res``: the JSON object of sweepc-result.json, its text as written
+put in the reply as it is: one line, as json.dumps makes no newline), so
+sweepc neither reads the file back nor parses a string inside the reply
+(and a list reads faster than an object). When it failed:
+``{"k", "rc", "err", "t0", "t1", "rss", "cpu"}``. The worker exits after a
+failed task (the module may be broken) and when stdin closes.
 """
 
 from __future__ import annotations
@@ -160,9 +164,11 @@ def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
         raise
 
 
-def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
+def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> bool:
     """What the task printed (the spool, fds 1 and 2) becomes the job's log;
-    a task that printed nothing leaves no log (and none of an earlier run)."""
+    a task that printed nothing leaves no log (and none of an earlier run).
+    Whether it printed anything (the spool is emptied before the next task
+    only then: two system calls a task saved)."""
     size = os.fstat(spool).st_size
     if size == 0:
         if not append and not fresh:
@@ -170,7 +176,7 @@ def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
                 os.unlink(LOG_NAME, dir_fd=dfd)
             except FileNotFoundError:
                 pass
-        return
+        return False
     # O_NOFOLLOW: never write through a link a job left in its folder (as sweepc's own writes)
     log = os.open(LOG_NAME, _WRITE_FLAGS | (os.O_APPEND if append else os.O_TRUNC), 0o666, dir_fd=dfd)
     try:
@@ -183,14 +189,13 @@ def _keep_output(spool: int, dfd: int, append: bool, fresh: bool) -> None:
             off += len(data)
     finally:
         os.close(log)
+    return True
 
 
-def _cpu() -> float:
-    """CPU seconds (user + system) of this worker and of the children it
-    waited for: the task's CPU time is the difference around its call."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
+def _kids_cpu() -> float:
+    """CPU seconds (user + system) of the children this worker waited for."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str]) -> int:
@@ -214,6 +219,9 @@ def main(argv: list[str]) -> int:
             pass
     dumps = json.dumps
     environ = os.environ
+    process_time = time.process_time
+    kids = _kids_cpu()  # the children's CPU so far: a task's children are those waited for during it
+    printed = True  # the spool may hold something: emptied before the next task
 
     def reply(msg: dict[str, Any]) -> None:
         data = (dumps(msg) + "\n").encode()
@@ -244,8 +252,9 @@ def main(argv: list[str]) -> int:
         res = None
         can_reset = False
         c0: float | None = None
-        os.ftruncate(spool, 0)
-        os.lseek(spool, 0, os.SEEK_SET)
+        if printed:
+            os.ftruncate(spool, 0)
+            os.lseek(spool, 0, os.SEEK_SET)
         try:
             os.fchdir(dfd)
             environ["SWEEPC_JOB_DIR"] = job_dir
@@ -255,7 +264,7 @@ def main(argv: list[str]) -> int:
                 if environ.get(k) != v:  # (mostly the same as the task before's: a putenv saved)
                     environ[k] = v
             can_reset = peak.reset()
-            c0 = _cpu()
+            c0 = process_time()
             t0 = time.time()
             fn = pyjob.load(task["m"], task["f"])
             params = task["p"]
@@ -270,7 +279,11 @@ def main(argv: list[str]) -> int:
             ok = False
             err = pyjob.report_failure(ex)
         t1 = time.time()
-        cpu = _cpu() - c0 if c0 is not None else None
+        cpu: float | None = None
+        if c0 is not None:
+            k = _kids_cpu()
+            cpu = process_time() - c0 + (k - kids)
+            kids = k
         rss = peak.kb(can_reset)
         try:
             sys.stdout.flush()
@@ -278,8 +291,9 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError):
             pass
         try:
-            _keep_output(spool, dfd, bool(task.get("a")), fresh)
+            printed = _keep_output(spool, dfd, bool(task.get("a")), fresh)
         except OSError as ex:
+            printed = True
             if ok:
                 ok, err = False, f"cannot write the log: {ex}"
         os.close(dfd)
@@ -287,12 +301,15 @@ def main(argv: list[str]) -> int:
             os.fchdir(home)
         except OSError:
             pass
-        msg: dict[str, Any] = {"k": key, "rc": 0 if ok else 1, "err": err, "t0": t0, "t1": t1, "rss": rss}
+        if ok:
+            # the results as they are in the file (a JSON object on one line), not a string holding it
+            data = f"[{key},{t0!r},{t1!r},{rss},{round(cpu or 0.0, 4)!r},{res}]\n".encode()
+            while data:
+                data = data[os.write(result_fd, data):]
+            continue
+        msg: dict[str, Any] = {"k": key, "rc": 1, "err": err, "t0": t0, "t1": t1, "rss": rss}
         if cpu is not None:
             msg["cpu"] = round(cpu, 4)
-        if ok:
-            msg["res"] = res
         reply(msg)
-        if not ok:
-            return 0  # may have left the process broken: the pool starts a fresh worker
+        return 0  # may have left the process broken: the pool starts a fresh worker
     return 0

@@ -270,8 +270,9 @@ def test_a_child_process_writes_the_cache_while_the_command_goes_on(built, monke
 def test_a_build_forks_the_cache_writer_once_it_has_planned(built, monkeypatch):
     """`sweepc build` holds the write of a big graph's cache while it plans
     (the child would take the planner's CPU and copy every page the planner
-    touches) and starts it before its jobs run; `build -n` starts it at once.
-    Either way the next command loads the cache."""
+    touches) and starts it before its jobs run; `build -n`, and a build
+    after an edit that changed no job, start it at once. Either way the
+    next command loads the cache."""
     import sweepc.api as api
 
     monkeypatch.setattr(project, "FORK_WRITE_MIN_JOBS", 1)
@@ -297,6 +298,16 @@ def test_a_build_forks_the_cache_writer_once_it_has_planned(built, monkeypatch):
     assert seen == [(0, 1)]
     assert built.sweepc("build", "-n").out.splitlines()[-1] == "3 of 7 jobs to run (gen 2, total 1), 4 up to date"
     assert compiles == [1]
+    # an edit that changes no job (a comment): nothing for the write to wait
+    # for, most likely nothing to run; not held
+    assert built.sweepc("build").code == 0
+    seen.clear()
+    built.edit("param a = [1, 2, 4]", "param a = [1, 2, 4]  # a comment")
+    assert built.sweepc("build").out == "sweepc: nothing to do (7 jobs up to date)\n"
+    assert seen == [(0, 1)]
+    assert project._held == project._writers == [] and project._holding == [False]
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (7 jobs up to date)\n"
+    assert compiles == [1, 1]
 
 
 def test_with_another_thread_alive_or_a_small_graph_the_cache_is_written_in_process(built, monkeypatch):

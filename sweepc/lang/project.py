@@ -22,7 +22,8 @@ A big graph (FORK_WRITE_MIN_JOBS) is written by a child process forked for
 it when this one has no other thread (_write_soon): the command plans and
 runs while it writes. `sweepc build` holds the write until it has planned
 (hold_writes(), start_writes()): then the child writes while the jobs run,
-not next to the planner. wait_writes() (which starts a held write) at the
+not next to the planner (not after an edit that changed no job: then a
+build most likely runs nothing). wait_writes() (which starts a held write) at the
 end of a CLI command; before a cache is read, the writers started are
 waited for.
 """
@@ -41,6 +42,7 @@ import struct
 import sys
 import threading
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +157,10 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
             _loaded[:] = [(prior[0], prior[1]._replace(params=()))]
     if cache:
         entry = (path, key, files)
-        if not _write_soon(*entry, g):
+        # an edit that changed no job (a comment, say): a build most likely
+        # has nothing to run, nothing for the write to overlap but its
+        # planning; so it is not held (see hold_writes())
+        if not _write_soon(*entry, g, hold=prior is None or not _same_jobs(g, prior[1])):
             _unsaved[:] = [(g, *entry)]
         return _known(g, _graph_key(key, files))
     return g
@@ -203,7 +208,12 @@ def forget(g: BuildGraph) -> None:
     _unsaved[:] = [entry for entry in _unsaved if entry[0] is not g]
 
 
-def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
+def _same_jobs(g: BuildGraph, e: EarlierJobs) -> bool:
+    """Whether g's jobs have the pset hashes and commands of the earlier graph's, in order."""
+    return len(g.jobs) == len(e.hash) and tuple(map(itemgetter(2), g.jobs)) == e.hash and tuple(map(itemgetter(7), g.jobs)) == e.command
+
+
+def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph, hold: bool = True) -> bool:
     """_write_cache(), in a child process forked for it when this one has no
     other thread and the graph is big: at 100k psets writing takes half a second, which the
     command (planning, running jobs) need not wait for; wait_writes() (at the
@@ -212,7 +222,7 @@ def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGrap
     sees the old cache or the new one, each whole under its own key)."""
     if not path.parent.is_dir():
         return False
-    if _holding[0] and len(g.jobs) >= FORK_WRITE_MIN_JOBS:
+    if hold and _holding[0] and len(g.jobs) >= FORK_WRITE_MIN_JOBS:
         if not _held and not _writers:
             atexit.register(wait_writes)
         _held.append((path, key, files, g))

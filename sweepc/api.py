@@ -30,7 +30,7 @@ from sweepc.errors import MachineError, SweepcError, UsageError, did_you_mean, l
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
-from sweepc.lang.project import find_sweepfile, load_graph, remember
+from sweepc.lang.project import find_sweepfile, load_graph, remember, start_writes
 from sweepc.plan.selection import select
 from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_dir
 
@@ -270,6 +270,7 @@ class Study:
             live = backends.get(name).live(g, store)
             (own if name == chosen.name else foreign).update(live)
         p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own})
+        start_writes()  # the graph cache, if its write was held for the planning (cli build: hold_writes())
         elsewhere = [(i, jid) for i, jid in p.queued.items() if (g.jobs[i].rule, g.jobs[i].hash) in foreign]
         if elsewhere:
             i, jid = elsewhere[0]

@@ -148,3 +148,32 @@ def test_a_damaged_earlier_cache_means_hashing_everything_with_the_same_answer(b
     made = hashed(monkeypatch)
     assert built.sweepc("build", "-n").out.splitlines()[-1] == "6 of 18 jobs to run (gen 2, square 2, mean 2), 12 up to date"
     assert len(made) == 3 * 18
+
+
+MANY = SWEEPFILE.replace("param a = [1, 2, 3]", "param a = range(0, 100)")
+
+
+@pytest.mark.parametrize("edit", [
+    None,  # psets added only
+    ("src-20.txt", "twenty, edited\n"),  # half of gen's jobs (b=20), and the square jobs over them
+    ("sweepfile", "param b = [10, 20, 30]"),  # psets added amid the others (a * b: every third)
+])
+def test_many_jobs_take_the_fingerprints_made_afresh(local_project, monkeypatch, edit):
+    """Hundreds of jobs (psets found where they were, then by their hash
+    after 64 misses): the values taken are those made afresh, and only the
+    jobs that changed, or whose input job's fingerprint did, are hashed."""
+    p = local_project.write(MANY, **{"src-10.txt": "ten\n", "src-20.txt": "twenty\n", "src-30.txt": "thirty\n"})
+    assert p.sweepc("build", "-j", "2").code == 0
+    p.edit("param a = range(0, 100)", "param a = range(0, 110)")
+    if edit is not None and edit[0] == "sweepfile":
+        p.edit("param b = [10, 20]", edit[1])
+    elif edit is not None:
+        (p.root / edit[0]).write_text(edit[1])
+    made = hashed(monkeypatch)
+    reused = fingerprints(p)
+    monkeypatch.undo()
+    assert reused == fingerprints(p, cache=False)
+    # 3 sums a job: gen and square over the new psets (and those over src-20.txt), every mean (its inputs grew);
+    # and the digest of the edited source file (src-20.txt) or the new one (src-30.txt)
+    hashed_jobs = {None: 2 * 10 * 2 + 2, "src-20.txt": 2 * 110 + 2 * 10 + 2, "sweepfile": 2 * (110 * 3 - 200) + 3}[edit and edit[0]]
+    assert len(made) == 3 * hashed_jobs + (edit is not None)

@@ -267,6 +267,49 @@ def test_a_child_process_writes_the_cache_while_the_command_goes_on(built, monke
     assert project._writers == []
 
 
+def test_a_build_forks_the_cache_writer_once_it_has_planned(built, monkeypatch):
+    """`sweepc build` holds the write of a big graph's cache while it plans
+    (the child would take the planner's CPU and copy every page the planner
+    touches) and starts it before its jobs run; `build -n`, and a build
+    after an edit that changed no job, start it at once. Either way the
+    next command loads the cache."""
+    import sweepc.api as api
+
+    monkeypatch.setattr(project, "FORK_WRITE_MIN_JOBS", 1)
+    seen: list[tuple[int, int]] = []  # (writes held, writers forked) while planning
+    real = api.make_plan
+
+    def planning(*args, **kw):  # type: ignore[no-untyped-def]
+        seen.append((len(project._held), len(project._writers)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(api, "make_plan", planning)
+    built.edit("param a = [1, 2]", "param a = [1, 2, 3]")
+    r = built.sweepc("build")
+    assert (r.code, r.out.splitlines()[-1][:29]) == (0, "sweepc: 3 done, 4 up to date ")
+    assert seen == [(1, 0)]
+    assert project._held == project._writers == [] and project._holding == [False]
+    compiles = _compiles(monkeypatch)
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (7 jobs up to date)\n"
+    assert compiles == []
+    seen.clear()
+    built.edit("param a = [1, 2, 3]", "param a = [1, 2, 4]")
+    assert built.sweepc("build", "-n").out.splitlines()[-1] == "3 of 7 jobs to run (gen 2, total 1), 4 up to date"
+    assert seen == [(0, 1)]
+    assert built.sweepc("build", "-n").out.splitlines()[-1] == "3 of 7 jobs to run (gen 2, total 1), 4 up to date"
+    assert compiles == [1]
+    # an edit that changes no job (a comment): nothing for the write to wait
+    # for, most likely nothing to run; not held
+    assert built.sweepc("build").code == 0
+    seen.clear()
+    built.edit("param a = [1, 2, 4]", "param a = [1, 2, 4]  # a comment")
+    assert built.sweepc("build").out == "sweepc: nothing to do (7 jobs up to date)\n"
+    assert seen == [(0, 1)]
+    assert project._held == project._writers == [] and project._holding == [False]
+    assert built.sweepc("build", "-n").out == "sweepc: nothing to do (7 jobs up to date)\n"
+    assert compiles == [1, 1]
+
+
 def test_with_another_thread_alive_or_a_small_graph_the_cache_is_written_in_process(built, monkeypatch):
     import threading
 

@@ -141,6 +141,16 @@ def assert_same(got: BuildGraph, fresh: BuildGraph) -> None:
     assert got == fresh
 
 
+@pytest.fixture(autouse=True, params=["bulk", "bulk-from-1"])
+def bulk_min(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each test as it is (_Again.bulk takes 64 psets or more at once), and
+    with bulk taking every run of psets, however short, so that these small
+    sweepfiles go through its checks too."""
+    if request.param == "bulk-from-1":
+        monkeypatch.setattr(commands, "_BULK_MIN", 1)
+    return commands._BULK_MIN
+
+
 @pytest.fixture
 def proj(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
@@ -320,3 +330,45 @@ def test_the_cache_keeps_zeros_of_both_signs(proj: Path) -> None:
     assert_same(cached, compiled)
     assert [repr(j.params["x"]) for j in cached.jobs] == ["0.0", "-0.0"]
     assert [j.command for j in cached.jobs] == ["echo 0.0 > o.txt", "echo -0.0 > o.txt"]
+
+
+MANY = """
+param a = [{values}]
+param b = [1, 2]
+sweep grid = a * b
+
+rule g over grid:
+    output: "o.txt"
+    shell: "echo {{a}} {{b}} > {{output}}"
+
+rule h over grid:
+    input: g
+    output: "p.txt"
+    shell: "cat {{input}} > {{output}}; echo {{a}} >> {{output}}"
+
+rule k over a:
+    input: h
+    output: "k.txt"
+    shell: "cat {{input}} > {{output}}"
+"""
+
+
+@pytest.mark.parametrize(("was", "now"), [("1000", "1000.0"), ("1000", "true"), ("0.0", "-0.0"), ("-0.0", "0.0"),
+                                          ("1000", "1001"), ("1000", '"1000"')])
+def test_one_pset_changed_amid_many_is_rendered_again(proj: Path, monkeypatch: pytest.MonkeyPatch, was: str, now: str) -> None:
+    """Psets taken a column at a time (_Again.bulk) up to the one whose
+    value changed (or changed type, or the sign of its zero), the rest one
+    by one: the graph a fresh compile makes; the changed pset's jobs (and
+    the gather over it) are rendered, every other one taken."""
+    values = [str(v) for v in range(2, 202)]  # (none is 1, true's value)
+    values[150] = was
+    sf = write(proj, MANY.format(values=", ".join(values)), {})
+    load_graph(sf)
+    values[150] = now
+    write(proj, MANY.format(values=", ".join(values)), {})
+    made = rendered(monkeypatch)
+    got = load_graph(sf)
+    assert sorted(made) == ["g", "g", "h", "h", "k"]
+    monkeypatch.undo()
+    assert_same(got, load_graph(sf, cache=False))
+    assert got.jobs[300].params == {"a": eval(now.replace("true", "True")), "b": 1}

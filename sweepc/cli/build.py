@@ -23,6 +23,7 @@ from typing import Any, TextIO, cast
 from sweepc.api import Study
 from sweepc.errors import UsageError, plural
 from sweepc.lang.graph import BuildGraph, Job
+from sweepc.lang.project import hold_writes
 from sweepc.backends import names as backend_names
 from sweepc.backends.base import Backend, Interrupted, Summary
 from sweepc.plan.planner import Plan
@@ -364,6 +365,10 @@ def cmd_build(args: argparse.Namespace) -> int:
                          "use --backend slurm --detach")
     backend.validate(BuildOptions(jobs=args.jobs, keep_going=args.keep_going, wait=args.wait, render_only=args.render_only,
                                   detach=args.detach and not args.dry_run))
+    if not args.dry_run:
+        # a changed sweepfile's graph cache is written once the build has
+        # planned, while its jobs run (not next to the planner)
+        hold_writes()
     study = _study(args)
     out = sys.stdout
     if args.detach and not args.dry_run:

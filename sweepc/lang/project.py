@@ -20,8 +20,12 @@ their psets, and each rule's render_key) is read before compiling
 (commands.py), then the planner their fingerprints (earlier_jobs()).
 A big graph (FORK_WRITE_MIN_JOBS) is written by a child process forked for
 it when this one has no other thread (_write_soon): the command plans and
-runs while it writes; wait_writes() before a cache is read and at the end of
-a CLI command.
+runs while it writes. `sweepc build` holds the write until it has planned
+(hold_writes(), start_writes()): then the child writes while the jobs run,
+not next to the planner (not after an edit that changed no job: then a
+build most likely runs nothing). wait_writes() (which starts a held write) at the
+end of a CLI command; before a cache is read, the writers started are
+waited for.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import struct
 import sys
 import threading
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +65,9 @@ _unsaved: list[tuple[BuildGraph, Path, str, list[tuple[str, str]]]] = []
 _keys: list[tuple[BuildGraph, str]] = []
 # Child processes writing the cache (see _write_soon): their pids.
 _writers: list[int] = []
+# Writes of big graphs waiting for start_writes() (see hold_writes()): _write_soon's arguments
+_held: list[tuple[Path, str, list[tuple[str, str]], BuildGraph]] = []
+_holding: list[bool] = [False]
 # A smaller graph is written in-process: ~2.5 us a job, less than a fork costs
 # to begin with and to copy on write after (and no second child next to the
 # job spawner while the build starts)
@@ -113,7 +121,7 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
     path = root / STATE_DIR / CACHE_NAME
     key = _key(text, root / sweepfile.name)
     if cache:
-        wait_writes()  # a cache this process is still writing
+        _wait_forked()  # a cache this process is still writing (one held is not there yet: compiling is then right, only slower)
         hit = _read_cache(path, key)
         if hit is not None:
             g, files = hit
@@ -149,7 +157,10 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
             _loaded[:] = [(prior[0], prior[1]._replace(params=()))]
     if cache:
         entry = (path, key, files)
-        if not _write_soon(*entry, g):
+        # an edit that changed no job (a comment, say): a build most likely
+        # has nothing to run, nothing for the write to overlap but its
+        # planning; so it is not held (see hold_writes())
+        if not _write_soon(*entry, g, hold=prior is None or not _same_jobs(g, prior[1])):
             _unsaved[:] = [(g, *entry)]
         return _known(g, _graph_key(key, files))
     return g
@@ -197,7 +208,12 @@ def forget(g: BuildGraph) -> None:
     _unsaved[:] = [entry for entry in _unsaved if entry[0] is not g]
 
 
-def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph) -> bool:
+def _same_jobs(g: BuildGraph, e: EarlierJobs) -> bool:
+    """Whether g's jobs have the pset hashes and commands of the earlier graph's, in order."""
+    return len(g.jobs) == len(e.hash) and tuple(map(itemgetter(2), g.jobs)) == e.hash and tuple(map(itemgetter(7), g.jobs)) == e.command
+
+
+def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGraph, hold: bool = True) -> bool:
     """_write_cache(), in a child process forked for it when this one has no
     other thread and the graph is big: at 100k psets writing takes half a second, which the
     command (planning, running jobs) need not wait for; wait_writes() (at the
@@ -206,6 +222,11 @@ def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGrap
     sees the old cache or the new one, each whole under its own key)."""
     if not path.parent.is_dir():
         return False
+    if hold and _holding[0] and len(g.jobs) >= FORK_WRITE_MIN_JOBS:
+        if not _held and not _writers:
+            atexit.register(wait_writes)
+        _held.append((path, key, files, g))
+        return True
     if (len(g.jobs) < FORK_WRITE_MIN_JOBS or not hasattr(os, "fork") or threading.active_count() != 1
             or os.environ.get("SWEEPC_CACHE_FORK") == "0"):
         return _write_cache(path, key, files, g)
@@ -227,14 +248,36 @@ def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGrap
             code = 0
         finally:
             os._exit(code)
-    if not _writers:
+    if not _writers and not _held:
         atexit.register(wait_writes)
     _writers.append(pid)
     return True
 
 
+def hold_writes() -> None:
+    """From now on a big graph's cache is written once start_writes() is
+    called (or wait_writes()), not as soon as it is compiled: a build plans
+    first, without a child writing next to it (on 2 cores it took the
+    planner's CPU, and every page the planner touched was copied for it),
+    and the cache is written while the jobs run."""
+    _holding[0] = True
+
+
+def start_writes() -> None:
+    """Start the held cache writes (see hold_writes()); writes are not held from now on."""
+    _holding[0] = False
+    while _held:
+        _write_soon(*_held.pop(0))
+
+
 def wait_writes() -> None:
-    """Wait for the cache writers this process forked (see _write_soon)."""
+    """Start any held cache write, then wait for the cache writers this
+    process forked (see _write_soon)."""
+    start_writes()
+    _wait_forked()
+
+
+def _wait_forked() -> None:
     while _writers:
         pid = _writers.pop()
         with contextlib.suppress(OSError):  # ChildProcessError: reaped already

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import io
 import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sweepc import __version__
 from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
@@ -58,6 +61,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. With no argv (the command line's
+    own, `sweepc ...`) the process ends here (exit_now())."""
+    code = _main(argv)
+    if argv is None and threading.active_count() == 1:  # (threads: the interpreter's own exit joins them)
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process once its one command is done, as sys.exit would,
+    without freeing every object one at a time first: the graph, the
+    planner's columns and the store's rows of a 100k-pset study took ~0.2 s
+    to tear down, on every command. What sys.exit does that matters is done
+    here: the atexit functions, then stdout and stderr flushed (a closed
+    pipe is the reader's choice: nothing more is said)."""
+    atexit._run_exitfuncs()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except BrokenPipeError:
+            pass
+        except (OSError, ValueError) as e:  # e.g. stdout on a full disk
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"sweepc: cannot write the output ({getattr(e, 'strerror', None) or e})\n")
+                sys.stderr.flush()
+            code = code or EXIT_MACHINE
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # the command line as typed, for the runs table (also under python -m sweepc)
     args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]

@@ -378,3 +378,17 @@ def test_a_command_line_process_ends_once_its_cache_writer_has_written(built):
                                  project._key((built.root / "sweepfile").read_text(), built.root / "sweepfile"))
     assert cached is not None, "the cache was not written before the process ended"
     assert cached[0] == load_graph(built.root / "sweepfile", cache=False)
+
+
+def test_under_a_profiler_the_command_line_process_exits_as_usual(built, tmp_path):
+    # exit_now's os._exit would end `python -m cProfile -m sweepc` before it
+    # writes its figures (benchmarks/bench.py --profile does just that)
+    import pstats
+    import subprocess
+    import sys
+
+    out = tmp_path / "noop.prof"
+    r = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "sweepc", "build"],
+                       cwd=built.root, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "sweepc: nothing to do (5 jobs up to date)\n", "")
+    assert any(fn[2] == "_plan" for fn in pstats.Stats(str(out)).stats)  # type: ignore[attr-defined]

@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. With no argv (the command line's
     own, `sweepc ...`) the process ends here (exit_now())."""
     code = _main(argv)
-    if argv is None and threading.active_count() == 1:  # (threads: the interpreter's own exit joins them)
+    # (threads: the interpreter's own exit joins them; a profiler or tracer,
+    # as `python -m cProfile -m sweepc`, writes its figures after main returns)
+    if argv is None and threading.active_count() == 1 and sys.getprofile() is None and sys.gettrace() is None:
         exit_now(code)
     return code
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import traceback
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,8 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from sweepc.errors import Diagnostic, Span, SweepfileError, did_you_mean
 from sweepc.lang.graph import BuildGraph, Job, RuleSpec, TemplateFile
-from sweepc.lang.resources import format_time
-from sweepc.lang.templates import environment
 
 if TYPE_CHECKING:
     import jinja2
@@ -52,6 +49,8 @@ class PsetView(dict[str, Any]):
 def context(g: BuildGraph, job: Job) -> dict[str, Any]:
     """What a template of `job` can use. The context names win over a
     parameter of the same name (which stays reachable as pset['name'])."""
+    from sweepc.lang.resources import format_time  # (here: with the parser's modules it imports, ~10 ms of every command)
+
     res = job.resources
     resources = {
         "cpus": res.cpus, "mem": res.mem_mb, "time": format_time(res.time_s) if res.time_s is not None else None,
@@ -93,6 +92,8 @@ def _compiled(g: BuildGraph, rule: str) -> _Compiled:
         hit = _CACHE[id(g)] = (weakref.ref(g), {})
     c = hit[1].get(rule)
     if c is None:
+        from sweepc.lang.templates import environment  # (only for templates: see context())
+
         c = hit[1][rule] = _Compiled(g, g.rule(rule), environment())
     return c
 
@@ -147,6 +148,8 @@ def rendered(g: BuildGraph, job: Job) -> list[tuple[str, bytes | Path, int]]:
 
 
 def _diagnostic(e: Exception, tf: TemplateFile, text: str, job: Job, ctx: Mapping[str, Any]) -> Diagnostic:
+    import traceback
+
     line = 0
     for frame in traceback.extract_tb(e.__traceback__):
         if frame.filename == tf.source and frame.lineno:

@@ -452,24 +452,14 @@ def check_end(g: BuildGraph, rule: str, d: Path | str,
     return None, values_json(read.values)
 
 
-def values_json(values: Mapping[str, Any]) -> str:
-    """compact_json(values) (the results the store keeps), a value at a time
-    for scalars; the encoder for any other value."""
-    parts = []
-    esc = _ESCAPE
-    for k, v in values.items():
-        c = v.__class__
-        if k.__class__ is not str:
-            return compact_json(values)
-        if c is str:
-            parts.append(f"{esc(k)}:{esc(v)}")
-        elif c is int or c is float:
-            parts.append(f"{esc(k)}:{_encode(v)}")
-        elif v is None or v is True or v is False:
-            parts.append(f"{esc(k)}:{_CONSTANTS[v]}")
-        else:
-            return compact_json(values)
-    return "{" + ",".join(parts) + "}"
+def values_json(values: Mapping[str, object]) -> str:
+    """compact_json(dict(values)), made a value at a time (_encode): a
+    pset's parameters (a python: task's line), the values of a job's results
+    files as the store keeps them."""
+    if not values:
+        return "{}"
+    enc = _encode
+    return "{" + ",".join([f"{enc(k)}:{enc(v)}" for k, v in values.items()]) + "}"
 
 
 def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
@@ -549,22 +539,12 @@ def pset_json_text(g: BuildGraph, job: Job) -> str:
     )
 
 
-def params_json_text(params: Mapping[str, object]) -> str:
-    """json.dumps(dict(params), ensure_ascii=False, separators=(",", ":")), a value at a time (_encode)."""
-    if not params:
-        return "{}"
-    enc = _encode
-    return "{" + ",".join([f"{enc(k)}:{enc(v)}" for k, v in params.items()]) + "}"
-
-
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
-_ESCAPE = json.encoder.encode_basestring  # what _ENCODE does to a str (the C function when there is one)
+_ESCAPE = json.encoder.encode_basestring  # what compact_json does to a str (the C function when there is one)
 _INF = float("inf")
-_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 
 def _encode(v: object) -> str:
-    """_ENCODE(v), a few times faster for the scalars of a pset."""
+    """compact_json(v), a few times faster for the scalars of a pset."""
     c = v.__class__
     if c is str:
         return _ESCAPE(v)  # type: ignore[arg-type]
@@ -579,7 +559,7 @@ def _encode(v: object) -> str:
         if f == -_INF:
             return "-Infinity"
         return float.__repr__(f)
-    return _ENCODE(v)
+    return compact_json(v)
 
 
 def remove_temp_outputs(g: BuildGraph, job: Job, names: tuple[str, ...], dry_run: bool = False) -> list[Path]:

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def exit_now(code: int) -> NoReturn:
     """End the process once its one command is done, as sys.exit would,
     without freeing every object one at a time first: the graph, the
-    planner's columns and the store's rows of a 100k-pset study took ~0.2 s
+    planner's columns and the store's rows of a 100k-pset study took ~0.3 s
     to tear down, on every command. What sys.exit does that matters is done
     here: the atexit functions, then stdout and stderr flushed (a closed
     pipe is the reader's choice: nothing more is said)."""

@@ -68,6 +68,7 @@ _writers: list[int] = []
 # Writes of big graphs waiting for start_writes() (see hold_writes()): _write_soon's arguments
 _held: list[tuple[Path, str, list[tuple[str, str]], BuildGraph]] = []
 _holding: list[bool] = [False]
+_exit_hook: list[bool] = []  # [True] once wait_writes() is registered with atexit
 # A smaller graph is written in-process: ~2.5 us a job, less than a fork costs
 # to begin with and to copy on write after (and no second child next to the
 # job spawner while the build starts)
@@ -223,8 +224,7 @@ def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGrap
     if not path.parent.is_dir():
         return False
     if hold and _holding[0] and len(g.jobs) >= FORK_WRITE_MIN_JOBS:
-        if not _held and not _writers:
-            atexit.register(wait_writes)
+        _wait_at_exit()
         _held.append((path, key, files, g))
         return True
     if (len(g.jobs) < FORK_WRITE_MIN_JOBS or not hasattr(os, "fork") or threading.active_count() != 1
@@ -248,10 +248,16 @@ def _write_soon(path: Path, key: str, files: list[tuple[str, str]], g: BuildGrap
             code = 0
         finally:
             os._exit(code)
-    if not _writers and not _held:
-        atexit.register(wait_writes)
+    _wait_at_exit()
     _writers.append(pid)
     return True
+
+
+def _wait_at_exit() -> None:
+    """wait_writes() at the process's exit too (registered once)."""
+    if not _exit_hook:
+        atexit.register(wait_writes)
+        _exit_hook.append(True)
 
 
 def hold_writes() -> None:

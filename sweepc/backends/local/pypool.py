@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from sweepc.backends.jobdir import WRITE_FLAGS, params_json_text
+from sweepc.backends.jobdir import WRITE_FLAGS, values_json
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
@@ -162,7 +162,7 @@ def _task_line(task: PyTask) -> str:
     head = _HEADS.get((task.module, task.func, task.rule))
     if head is None:
         head = _HEADS[(task.module, task.func, task.rule)] = f',"m":{_ESC(task.module)},"f":{_ESC(task.func)},"r":{_ESC(task.rule)}'
-    line = f'{{"k":{int(task.key)}{head},"d":{_ESC(task.cwd)},"h":{_ESC(task.pset_hash)},"p":{params_json_text(task.params)}'
+    line = f'{{"k":{int(task.key)}{head},"d":{_ESC(task.cwd)},"h":{_ESC(task.pset_hash)},"p":{values_json(task.params)}'
     if task.attempt != 1:
         line += f',"n":{int(task.attempt)}'
     if task.append_log:

@@ -15,13 +15,56 @@ The rule (version 1), pinned by golden values in tests/test_hashing.py:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from sweepc.values import Scalar
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+# SHA-256 two ways, one digest. hashlib's (OpenSSL) is 2-5x faster on texts
+# over ~100 bytes, but loading OpenSSL's libcrypto costs 5-9 ms at start-up,
+# which a build with nothing to do (two short texts hashed: the graph cache's
+# key) does not need: hashlib is imported at the first hash of a pset or a
+# file, and short one-off texts use the interpreter's own module.
+
+
+def bulk_sha256() -> Callable[..., _Hash]:
+    """hashlib.sha256, imported now: for many hashes, or long texts."""
+    import hashlib
+
+    return hashlib.sha256
+
+
+def short_sha256(data: bytes = b"") -> _Hash:
+    """A SHA-256 object of a short text (or to update a few times), without
+    loading OpenSSL when the interpreter has its own SHA-256 module."""
+    return _short(data)
+
+
+def _pick_short() -> Callable[..., _Hash]:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # Python 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found]  # Python 3.12+
+        except ImportError:
+            return bulk_sha256()
+    return sha256  # type: ignore[no-any-return]
+
+
+def _first_sha256(data: bytes) -> _Hash:
+    global _sha256
+    _sha256 = bulk_sha256()
+    return _sha256(data)
+
+
+_short = _pick_short()
+_sha256: Callable[[bytes], _Hash] = _first_sha256  # hashlib.sha256 from the first call on
 
 HASH_VERSION = 1
 HASH_LEN = 16
@@ -70,12 +113,12 @@ def pset_hash(pset: Mapping[str, Scalar]) -> str:
         frags.append(kf + vf)
     frags.sort()
     text = "[" + ",".join(frags) + "]"
-    return hashlib.sha256(_PREFIX + text.encode("utf-8")).hexdigest()[:HASH_LEN]
+    return _sha256(_PREFIX + text.encode("utf-8")).hexdigest()[:HASH_LEN]
 
 
 def pset_hash_reference(pset: Mapping[str, Scalar]) -> str:
     """The definition pset_hash() must agree with (kept for the tests)."""
-    digest = hashlib.sha256(_PREFIX + canonical_text(pset).encode("utf-8")).hexdigest()
+    digest = _sha256(_PREFIX + canonical_text(pset).encode("utf-8")).hexdigest()
     return digest[:HASH_LEN]
 
 
@@ -85,4 +128,4 @@ _value_frags: dict[tuple[type, Scalar], str] = {}
 
 def text_hash(*parts: str) -> str:
     """A digest of some texts, used for fingerprints (not for pset identity)."""
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return _sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-import types
 
 import pytest
 
@@ -56,7 +55,7 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         made.append(1)
         return real(*args)
 
-    monkeypatch.setattr(planner, "hashlib", types.SimpleNamespace(sha256=counting))
+    monkeypatch.setattr(planner, "bulk_sha256", lambda: counting)
     return made
 
 

@@ -113,3 +113,21 @@ def test_integral_floats_are_their_integers(n: int) -> None:
 def test_other_floats_by_shortest_text(f: float) -> None:
     assert canonical_text({"x": f}) == f'[["x",["n","{f!r}"]]]'
     assert float(repr(f)) == f
+
+
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 64, 1000, 1 << 20])
+def test_the_short_and_bulk_sha256_give_one_digest(size: int) -> None:
+    # the graph cache's key is hashed without loading OpenSSL (start-up),
+    # the psets and fingerprints with it: the same SHA-256 either way
+    import hashlib
+
+    from sweepc.hashing import bulk_sha256, short_sha256
+
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    want = hashlib.sha256(data).hexdigest()
+    assert short_sha256(data).hexdigest() == want
+    assert bulk_sha256()(data).hexdigest() == want
+    h = short_sha256()
+    h.update(data[: size // 2])
+    h.update(data[size // 2 :])
+    assert h.hexdigest() == want

@@ -34,7 +34,6 @@ import atexit
 import contextlib
 import dataclasses
 import gc
-import hashlib
 import os
 import pickle
 import signal
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from sweepc.errors import SweepfileError, UsageError
+from sweepc.hashing import bulk_sha256, short_sha256
 from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
 
 __all__ = ["EarlierJobs", "earlier_jobs", "graph_key", "load_graph"]
@@ -176,7 +176,7 @@ def _graph_key(key: str, files: Sequence[tuple[str, str]]) -> str:
     """The cache key and the digests of the files the compiler read: what
     tells one graph from another (the cache's key alone does not: the same
     sweepfile over another CSV is another graph)."""
-    return hashlib.sha256("\0".join([key, *(f"{p}\0{d}" for p, d in files)]).encode("utf-8", "surrogateescape")).hexdigest()
+    return short_sha256("\0".join([key, *(f"{p}\0{d}" for p, d in files)]).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def graph_key(g: BuildGraph) -> str | None:
@@ -291,7 +291,7 @@ def _wait_forked() -> None:
 
 
 def _key(text: str, sweepfile: Path) -> str:
-    h = hashlib.sha256()
+    h = short_sha256()
     for part in (CACHE_FORMAT.decode(), sys.version, str(sweepfile), *_code_identity()):
         h.update(part.encode("utf-8", "surrogatepass") + b"\0")
     h.update(text.encode("utf-8", "surrogatepass"))
@@ -300,7 +300,7 @@ def _key(text: str, sweepfile: Path) -> str:
 
 def _code_id() -> str:
     """The compiler's identity (_code_identity()) and the Python version, as one digest."""
-    return hashlib.sha256("\0".join([sys.version, *_code_identity()]).encode("utf-8", "surrogateescape")).hexdigest()
+    return short_sha256("\0".join([sys.version, *_code_identity()]).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _code_identity() -> list[str]:
@@ -319,7 +319,7 @@ def _code_identity() -> list[str]:
 
 
 def _digest(path: Path) -> str | None:
-    h = hashlib.sha256()
+    h = bulk_sha256()()
     if os.path.isdir(path):
         # a template folder (templates:): what is in it decides the graph
         for top, dirs, names in os.walk(path):

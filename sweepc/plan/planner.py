@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import os
 import pickle
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, overload
 
 from sweepc.errors import Diagnostic, SweepfileError
 from sweepc.lang.graph import BuildGraph, Job
-from sweepc.hashing import text_hash
+from sweepc.hashing import bulk_sha256, text_hash
 from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, RecordMap, Store, live_build, state_dir
 
 if TYPE_CHECKING:
@@ -442,7 +441,7 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str]) 
     fps = [""] * len(jobs)
     tparts = _SourceParts(g, digests)
     # text_hash() written out: 600k of them at 100k psets (the same sums)
-    sha256 = hashlib.sha256
+    sha256 = bulk_sha256()
     version = FINGERPRINT_VERSION + "\0"
     # _Reuse inlined (a method call per job costs what hashing it does)
     rule = None
@@ -791,7 +790,7 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
 
 
 def _file_digest(path: os.PathLike[str] | str) -> str:
-    h = hashlib.sha256()
+    h = bulk_sha256()()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -156,6 +156,11 @@ class _Renderer:
         if all(how is None for _, how in r.resources.values()):
             self.constant_resources = self.resources({})
         self.source_templates = {inp.path: parse_template(inp.path) for inp in r.inputs if inp.path is not None}
+        # a source input path with no placeholder is the same for every job
+        # (a python: rule's module): written out once
+        self.constant_sources = {
+            path: os.path.normpath(_fill(t, {})) for path, t in self.source_templates.items() if not t.placeholders
+        }
         self.reported: set[str] = set()
         # the command templates with what is the same for every job written out once
         self.shell_parts = self.folded(r.shell)
@@ -315,6 +320,14 @@ class _Renderer:
                 paths = [f"../../../{jobs[i].reldir}/{o}" for i in ids for o in outs]
             else:
                 assert inp.path is not None
+                rel_c = self.constant_sources.get(inp.path)
+                if rel_c is not None:
+                    sources.append(rel_c)
+                    paths = [f"{self.root_rel}/{rel_c}"]
+                    if inp.name is not None:
+                        inputs_by_name.setdefault(inp.name, []).extend(paths)
+                    all_inputs.extend(paths)
+                    continue
                 t = self.source_templates[inp.path]
                 missing = [ph.root for ph in t.placeholders if ph.root not in inst or ph.attr is not None]
                 if missing:
@@ -332,14 +345,18 @@ class _Renderer:
                 inputs_by_name.setdefault(inp.name, []).extend(paths)
             all_inputs.extend(paths)
         res = self.resources(inst)
-        ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
+        ctx: _Ctx | None = None
         if r.python is not None:
             command = self.python_command(inst, h)
         elif self.params_only:
             command = "".join([part if isinstance(part, str) else shell_quote(inst[part.root]) for part in self.shell_parts])
         else:
+            ctx = _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
             command = ctx.render(self.shell_parts)
-        restart = ctx.render(self.restart_parts) if self.restart_parts is not None else None
+        restart = None
+        if self.restart_parts is not None:
+            ctx = ctx or _Ctx(inst, h, seq, reldir, all_inputs, inputs_by_name, res, self)
+            restart = ctx.render(self.restart_parts)
         if len(command) * 4 > MAX_COMMAND:
             self.too_long(command, inst)
         if soft:  # a job named by done() and also by a plain input is a plain (hard) input

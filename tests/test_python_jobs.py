@@ -677,6 +677,147 @@ def test_kill_9_mid_build_reruns_no_job_that_had_ended(local_project):
     assert {v for k, v in statuses.items() if v != "done"} == {"planned"}
 
 
+COUNTED_MODULE = '''
+import os, time
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+def run(pset):
+    a = pset["a"]
+    if a == int(os.environ.get("FAIL_AT", "-1")):
+        raise ValueError("stop here")
+    time.sleep(0.01)
+    with open(os.path.join(ROOT, "ran.txt"), "a") as f:
+        f.write(f"{a}\\n")
+    return {"y": a}
+'''
+
+
+def counted_commits(monkeypatch) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """The statuses of each Store.record call (one commit each), in order."""
+    from sweepc.plan.store import Store
+
+    commits: list[list[str]] = []
+    record = Store.record
+
+    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
+        commits.append([o.status for o in outcomes])
+        record(self, outcomes)
+
+    monkeypatch.setattr(Store, "record", counted)
+    return commits
+
+
+def test_python_ends_are_journalled_and_committed_together(local_project, monkeypatch):
+    # A commit per wait was nearly a commit per job; sweepc journals the ends
+    # of python: jobs itself now (no spawner queue to do it) and commits them
+    # together, like queued shell jobs: here, with COMMIT_SECONDS an hour, once.
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    assert commits == [["done"] * 60], "one commit, at the end of the build"
+    assert set(p.statuses().values()) == {"done"}
+    assert not (p.root / ".sweepc" / "journal").exists()
+    assert sweepc.load(p.root / "sweepfile").results()["y"].tolist() == list(range(60))
+
+
+def test_a_python_failure_that_stops_the_build_is_committed_with_what_ended_before_it(local_project, monkeypatch):
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    monkeypatch.setenv("FAIL_AT", "40")
+    r = p.sweepc("build", "-j", "1")
+    assert r.code == 1, r
+    ran = len((p.root / "ran.txt").read_text().split())
+    assert ran >= 40
+    # (one worker, in order: the 40 before it; what its queue held after it may still run, and is committed after)
+    assert sorted(commits[0]) == ["done"] * 40 + ["failed"], commits
+    assert all(set(c) == {"done"} for c in commits[1:]) and sum(map(len, commits)) == ran + 1, commits
+    statuses = p.statuses()
+    assert statuses["work[a=40]"] == "failed"
+    assert list(statuses.values()).count("done") == ran
+    assert not (p.root / ".sweepc" / "journal").exists()
+
+
+MIXED_HELD = '''
+param a = range(0, 40)
+sweep s = a
+
+rule work over s:
+    python: "model.py:run"
+
+rule echo over s:
+    output: "out.txt"
+    shell: "echo {a} >> {root}/echo-runs; echo {a} > {output}"
+'''
+
+
+def test_a_sigkill_between_commits_loses_no_python_job_that_ended(local_project):
+    # COMMIT_SECONDS made an hour: nothing reaches the store before the kill.
+    # sweepc journalled every end it took in (python: jobs, and the shell jobs
+    # it started one by one beside them); the next build records them all
+    # done, results and all, and runs only the 10 slow jobs that had not ended.
+    import shutil
+    import subprocess
+    import sys
+
+    from sweepc.backends.local.journal import read
+
+    p = local_project.write(MIXED_HELD)
+    write_module(p, KILL_MODULE)
+    code = ("import sweepc.backends.local.backend as b; b.COMMIT_SECONDS = 3600.0; "
+            "from sweepc.cli import main; raise SystemExit(main(['build', '-j', '2']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=p.root, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = p.root / ".sweepc" / "journal"
+    # (one slow job or two: a worker may hold the second queued behind the first)
+    wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running")
+    wait_until(lambda: len(read(journal)) == 70, what="the ends of 30 python and 40 shell jobs in the journal")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    wait_until(lambda: p.job_processes() == [], what="the workers of the killed build to stop")
+    assert set(p.statuses().values()) == {"planned"}, "nothing was committed before the kill"
+    assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30))
+    shutil.copy(journal, p.root / "journal.copy")
+
+    for f in p.root.glob("started-*"):
+        f.unlink()
+    proc = p.spawn("build", "-j", "2")
+    wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running again")
+    statuses = p.statuses()
+    assert sorted(k for k, v in statuses.items() if v == "done") == sorted(
+        [f"work[a={a}]" for a in range(30)] + [f"echo[a={a}]" for a in range(40)])
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out.splitlines()[0] == (
+        "sweepc: the last build stopped before it recorded 70 jobs that ended done; recorded now (from .sweepc/journal)")
+    assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30)), "a job that had ended ran again"
+    assert sorted(map(int, (p.root / "echo-runs").read_text().split())) == list(range(40)), "a shell job ran again"
+    assert not journal.exists()
+    # the replayed jobs' results, as a normal run records them
+    df = sweepc.load(p.root / "sweepfile").results("work")
+    done = df[df["_status"] == "done"]
+    assert done["a"].tolist() == list(range(30)) and done["y"].tolist() == list(range(30))
+    assert (done["_cpu_s"] >= 0).all() and (done["_max_rss_mb"] > 5).all() and (done["_attempts"] == 1).all()
+    assert (done["_runtime_s"] >= 0).all()
+    r = p.sweepc("build", "-n")
+    assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+
+    # replaying the same journal again changes nothing
+    before = p.rows()
+    shutil.copy(p.root / "journal.copy", journal)
+    r = p.sweepc("build", "-n")
+    assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+    assert p.rows() == before and not journal.exists()
+
+
 def test_a_job_that_printed_nothing_has_no_log(local_project):
     # the output goes to the worker's spool and becomes sweepc.log only when
     # there is some; a log of an earlier run does not outlive the job's new run

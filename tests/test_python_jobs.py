@@ -818,6 +818,71 @@ def test_a_sigkill_between_commits_loses_no_python_job_that_ended(local_project)
     assert p.rows() == before and not journal.exists()
 
 
+def test_a_journal_entry_without_cpu_time_is_replayed_with_the_results_from_the_folder(local_project):
+    # the journal's format, extended: cpu_s may be None (not measured); the
+    # results of a python: job come from its folder's sweepc-result.json
+    import sqlite3
+
+    from sweepc.backends.local.journal import entry, journal_path, make_tag
+
+    p = local_project.write(GRID)
+    write_module(p, "def run(pset):\n    return {'y': pset['a'] * 3, 'name': f\"n{pset['a']}\"}\n")
+    assert p.sweepc("build", "-j", "2").code == 0
+    want = sweepc.load(p.root / "sweepfile").results("work")
+    rows = p.rows()
+    # as a build killed after the job ended leaves it: its row `planned`, its end in the journal
+    row = rows["work[a=2]"]
+    con = sqlite3.connect(p.root / ".sweepc" / "state.db")
+    with con:
+        con.execute("UPDATE jobs SET status='planned', cpu_s=NULL WHERE rule=? AND hash=?", (row["rule"], row["hash"]))
+    con.close()
+    job = p.job("work[a=2]")
+    tag = make_tag("work", row["hash"], job.reldir, row["run_id"], 1, row["fingerprint"], row["cmd_hash"],
+                   row["inputs_hash"], "elsewhere")
+    journal_path(p.root).write_bytes(entry(tag, 0, 100.0, 101.5, 20480, None, False))
+    r = p.sweepc("build")
+    assert r.out.splitlines() == [
+        "sweepc: the last build stopped before it recorded 1 job that ended done; recorded now (from .sweepc/journal)",
+        "sweepc: nothing to do (4 jobs up to date)"]
+    got = sweepc.load(p.root / "sweepfile").results("work")
+    assert got["y"].tolist() == want["y"].tolist() == [3, 6, 9, 12]
+    assert got["name"].tolist() == want["name"].tolist()
+    two = got[got["a"] == 2].iloc[0]
+    assert (two["_exec_host"], two["_runtime_s"], two["_max_rss_mb"]) == ("elsewhere", 1.5, 20.0)
+    assert two["_cpu_s"] is None or two["_cpu_s"] != two["_cpu_s"]  # (None or NaN: not measured)
+
+
+def test_a_journal_that_cannot_be_written_commits_each_wait_at_once(local_project, monkeypatch):
+    # a full disk under the journal: sweepc stops journalling and commits the
+    # ends it takes in at once, as it did before it had a journal
+    import errno
+
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    write = os.write
+    failed: list[int] = []
+
+    def full(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/.sweepc/journal"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    r = p.sweepc("build", "-j", "1")
+    monkeypatch.setattr(os, "write", write)
+    assert r.code == 0, r
+    assert len(failed) == 1, "no write after the one that failed"
+    assert len(commits) > 2 and all(set(c) == {"done"} for c in commits), commits
+    assert sum(map(len, commits)) == 60
+    assert set(p.statuses().values()) == {"done"}
+    assert not (p.root / ".sweepc" / "journal").exists()
+
+
 def test_a_job_that_printed_nothing_has_no_log(local_project):
     # the output goes to the worker's spool and becomes sweepc.log only when
     # there is some; a log of an earlier run does not outlive the job's new run

@@ -243,6 +243,7 @@ class _Runner:
         self.journal: Path | None = None  # .sweepc/journal, while the ends are journalled
         self.journal_fd = -1  # when sweepc writes it itself (the spawner has no queue; see run())
         self.journal_buf: list[bytes] = []  # entries of ends taken in, written before they wait for a commit
+        self.batched = False  # whether ends may wait for a commit (a journal holds them: flush_soon)
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
         self.dirs = JobDirs(self.wd)  # rule and shard folders, open for the build
         self.made = False  # whether the last prepare() made the job folder
@@ -273,7 +274,7 @@ class _Runner:
         COMMIT_SECONDS have passed since the last commit or COMMIT_EVERY ends
         wait (see COMMIT_SECONDS); the ends sweepc journals itself are
         written first (one write), and committed at once if they cannot be."""
-        if self.journal is None or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= COMMIT_SECONDS:
+        if not self.batched or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= COMMIT_SECONDS:
             self.flush()
         elif self.journal_buf and not self.write_journal():
             self.flush()
@@ -296,6 +297,10 @@ class _Runner:
             while data:
                 data = data[os.write(self.journal_fd, data):]
         except OSError:
+            # (a torn entry would hide those written after it): no more
+            # entries, and from here on each wait's ends are committed at once
+            self.close_journal()
+            self.batched = False
             return False
         return True
 
@@ -307,8 +312,9 @@ class _Runner:
             # what a killed build left there was replayed before this build planned
             self.journal_fd = os.open(path, WRITE_FLAGS | os.O_TRUNC | os.O_APPEND, 0o666)
         except OSError:
-            return  # no journal: each wait's ends are committed at once, as before there was one
+            return  # no journal: each wait's ends are committed at once (batched stays False)
         self.journal = path
+        self.batched = True
 
     def close_journal(self) -> None:
         if self.journal_fd >= 0:
@@ -331,6 +337,7 @@ class _Runner:
             procs.base_env(self.base_env)
             self.journal = journal_path(g.root)  # written by the spawner
             procs.journal(str(self.journal))
+            self.batched = True
         else:  # python: jobs (and shell jobs started one by one): sweepc journals their ends
             self.open_journal()
         queued: set[int] = set()  # handed to the spawner's queue, not started yet

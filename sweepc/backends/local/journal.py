@@ -55,7 +55,7 @@ def journal_path(root: Path) -> Path:
 
 def make_tag(rule: str, hash_: str, reldir: str, run_id: str, attempt: int, fingerprint: str,
              cmd_hash: str, inputs_hash: str, host: str) -> tuple[Any, ...]:
-    """What the spawner journals with a job's end (it is opaque there)."""
+    """What is journalled with a job's end (by the spawner, to which it is opaque, or by sweepc)."""
     return (rule, hash_, reldir, run_id, attempt, fingerprint, cmd_hash, inputs_hash, host)
 
 

@@ -770,52 +770,61 @@ def test_a_sigkill_between_commits_loses_no_python_job_that_ended(local_project)
 
     from sweepc.backends.local.journal import read
 
-    p = local_project.write(MIXED_HELD)
-    write_module(p, KILL_MODULE)
-    code = ("import sweepc.backends.local.backend as b; b.COMMIT_SECONDS = 3600.0; "
-            "from sweepc.cli import main; raise SystemExit(main(['build', '-j', '2']))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=p.root, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    journal = p.root / ".sweepc" / "journal"
-    # (one slow job or two: a worker may hold the second queued behind the first)
-    wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running")
-    wait_until(lambda: len(read(journal)) == 70, what="the ends of 30 python and 40 shell jobs in the journal")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
-    wait_until(lambda: p.job_processes() == [], what="the workers of the killed build to stop")
-    assert set(p.statuses().values()) == {"planned"}, "nothing was committed before the kill"
-    assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30))
-    shutil.copy(journal, p.root / "journal.copy")
+    procs: list[subprocess.Popen[str]] = []  # (stopped if the test fails midway: a build left running spins)
+    try:
+        p = local_project.write(MIXED_HELD)
+        write_module(p, KILL_MODULE)
+        code = ("import sweepc.backends.local.backend as b; b.COMMIT_SECONDS = 3600.0; "
+                "from sweepc.cli import main; raise SystemExit(main(['build', '-j', '2']))")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=p.root, text=True, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        journal = p.root / ".sweepc" / "journal"
+        # (one slow job or two: a worker may hold the second queued behind the first)
+        wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running")
+        wait_until(lambda: len(read(journal)) == 70, what="the ends of 30 python and 40 shell jobs in the journal")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        wait_until(lambda: p.job_processes() == [], what="the workers of the killed build to stop")
+        assert set(p.statuses().values()) == {"planned"}, "nothing was committed before the kill"
+        assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30))
+        shutil.copy(journal, p.root / "journal.copy")
 
-    for f in p.root.glob("started-*"):
-        f.unlink()
-    proc = p.spawn("build", "-j", "2")
-    wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running again")
-    statuses = p.statuses()
-    assert sorted(k for k, v in statuses.items() if v == "done") == sorted(
-        [f"work[a={a}]" for a in range(30)] + [f"echo[a={a}]" for a in range(40)])
-    os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert out.splitlines()[0] == (
-        "sweepc: the last build stopped before it recorded 70 jobs that ended done; recorded now (from .sweepc/journal)")
-    assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30)), "a job that had ended ran again"
-    assert sorted(map(int, (p.root / "echo-runs").read_text().split())) == list(range(40)), "a shell job ran again"
-    assert not journal.exists()
-    # the replayed jobs' results, as a normal run records them
-    df = sweepc.load(p.root / "sweepfile").results("work")
-    done = df[df["_status"] == "done"]
-    assert done["a"].tolist() == list(range(30)) and done["y"].tolist() == list(range(30))
-    assert (done["_cpu_s"] >= 0).all() and (done["_max_rss_mb"] > 5).all() and (done["_attempts"] == 1).all()
-    assert (done["_runtime_s"] >= 0).all()
-    r = p.sweepc("build", "-n")
-    assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+        for f in p.root.glob("started-*"):
+            f.unlink()
+        proc = p.spawn("build", "-j", "2")
+        procs.append(proc)
+        wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running again")
+        statuses = p.statuses()
+        assert sorted(k for k, v in statuses.items() if v == "done") == sorted(
+            [f"work[a={a}]" for a in range(30)] + [f"echo[a={a}]" for a in range(40)])
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert out.splitlines()[0] == (
+            "sweepc: the last build stopped before it recorded 70 jobs that ended done; recorded now (from .sweepc/journal)")
+        assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30)), "a job that had ended ran again"
+        assert sorted(map(int, (p.root / "echo-runs").read_text().split())) == list(range(40)), "a shell job ran again"
+        assert not journal.exists()
+        # the replayed jobs' results, as a normal run records them
+        df = sweepc.load(p.root / "sweepfile").results("work")
+        done = df[df["_status"] == "done"]
+        assert done["a"].tolist() == list(range(30)) and done["y"].tolist() == list(range(30))
+        assert (done["_cpu_s"] >= 0).all() and (done["_max_rss_mb"] > 5).all() and (done["_attempts"] == 1).all()
+        assert (done["_runtime_s"] >= 0).all()
+        r = p.sweepc("build", "-n")
+        assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
 
-    # replaying the same journal again changes nothing
-    before = p.rows()
-    shutil.copy(p.root / "journal.copy", journal)
-    r = p.sweepc("build", "-n")
-    assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
-    assert p.rows() == before and not journal.exists()
+        # replaying the same journal again changes nothing
+        before = p.rows()
+        shutil.copy(p.root / "journal.copy", journal)
+        r = p.sweepc("build", "-n")
+        assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+        assert p.rows() == before and not journal.exists()
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                os.killpg(q.pid, signal.SIGKILL)
+                q.communicate(timeout=10)
 
 
 def test_a_journal_entry_without_cpu_time_is_replayed_with_the_results_from_the_folder(local_project):

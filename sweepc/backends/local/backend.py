@@ -279,12 +279,14 @@ class _Runner:
         elif self.journal_buf and not self.write_journal():
             self.flush()
 
-    def journal_end(self, i: int, ex: Exit, attempt: int) -> None:
-        """Job i ended done: its entry for the journal sweepc writes (the
-        format the spawner writes: journal.py), written by flush_soon()."""
-        job = self.g.jobs[i]
-        ins, fp = self.dyn_fp.get(i) or (self.plan.inputs_hashes[i], self.plan.fingerprints[i])
-        tag = make_tag(job.rule, job.hash, job.reldir, self.run_id, attempt, fp, self.plan.cmd_hashes[i], ins, self.host)
+    def journal_end(self, i: int, o: Outcome, ex: Exit) -> None:
+        """Job i ended done (o): its entry for the journal sweepc writes (the
+        format the spawner writes: journal.py), written by flush_soon(). (Its
+        hashes are taken from o: the plan's cmd_hashes and inputs_hashes
+        are computed at each look-up.)"""
+        fp, cmd, ins, host = o.fingerprint, o.cmd_hash, o.inputs_hash, o.host
+        assert fp is not None and cmd is not None and ins is not None and host is not None  # (a done outcome's)
+        tag = make_tag(o.rule, o.hash, self.g.jobs[i].reldir, o.run_id, o.attempts, fp, cmd, ins, host)
         self.journal_buf.append(entry(tag, 0, ex.start, ex.end, ex.max_rss_kb, ex.cpu_s, False))
 
     def write_journal(self) -> bool:
@@ -467,7 +469,7 @@ class _Runner:
                             outcome = self.outcome(i, "done", ex, attempt)
                             self.pending.append(outcome)
                             if self.journal_fd >= 0:
-                                self.journal_end(i, ex, attempt)
+                                self.journal_end(i, outcome, ex)
                             self.reporter.job_ended(job, outcome, False)
                             for k in dependents.get(i, ()):
                                 waiting[k] -= 1

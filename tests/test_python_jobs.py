@@ -677,6 +677,221 @@ def test_kill_9_mid_build_reruns_no_job_that_had_ended(local_project):
     assert {v for k, v in statuses.items() if v != "done"} == {"planned"}
 
 
+COUNTED_MODULE = '''
+import os, time
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+def run(pset):
+    a = pset["a"]
+    if a == int(os.environ.get("FAIL_AT", "-1")):
+        raise ValueError("stop here")
+    time.sleep(0.01)
+    with open(os.path.join(ROOT, "ran.txt"), "a") as f:
+        f.write(f"{a}\\n")
+    return {"y": a}
+'''
+
+
+def counted_commits(monkeypatch) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """The statuses of each Store.record call (one commit each), in order."""
+    from sweepc.plan.store import Store
+
+    commits: list[list[str]] = []
+    record = Store.record
+
+    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
+        commits.append([o.status for o in outcomes])
+        record(self, outcomes)
+
+    monkeypatch.setattr(Store, "record", counted)
+    return commits
+
+
+def test_python_ends_are_journalled_and_committed_together(local_project, monkeypatch):
+    # A commit per wait was nearly a commit per job; sweepc journals the ends
+    # of python: jobs itself now (no spawner queue to do it) and commits them
+    # together, like queued shell jobs: here, with COMMIT_SECONDS an hour, once.
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    assert commits == [["done"] * 60], "one commit, at the end of the build"
+    assert set(p.statuses().values()) == {"done"}
+    assert not (p.root / ".sweepc" / "journal").exists()
+    assert sweepc.load(p.root / "sweepfile").results()["y"].tolist() == list(range(60))
+
+
+def test_a_python_failure_that_stops_the_build_is_committed_with_what_ended_before_it(local_project, monkeypatch):
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    monkeypatch.setenv("FAIL_AT", "40")
+    r = p.sweepc("build", "-j", "1")
+    assert r.code == 1, r
+    ran = len((p.root / "ran.txt").read_text().split())
+    assert ran >= 40
+    # (one worker, in order: the 40 before it; what its queue held after it may still run, and is committed after)
+    assert sorted(commits[0]) == ["done"] * 40 + ["failed"], commits
+    assert all(set(c) == {"done"} for c in commits[1:]) and sum(map(len, commits)) == ran + 1, commits
+    statuses = p.statuses()
+    assert statuses["work[a=40]"] == "failed"
+    assert list(statuses.values()).count("done") == ran
+    assert not (p.root / ".sweepc" / "journal").exists()
+
+
+MIXED_HELD = '''
+param a = range(0, 40)
+sweep s = a
+
+rule work over s:
+    python: "model.py:run"
+
+rule echo over s:
+    output: "out.txt"
+    shell: "echo {a} >> {root}/echo-runs; echo {a} > {output}"
+'''
+
+
+def test_a_sigkill_between_commits_loses_no_python_job_that_ended(local_project):
+    # COMMIT_SECONDS made an hour: nothing reaches the store before the kill.
+    # sweepc journalled every end it took in (python: jobs, and the shell jobs
+    # it started one by one beside them); the next build records them all
+    # done, results and all, and runs only the 10 slow jobs that had not ended.
+    import shutil
+    import subprocess
+    import sys
+
+    from sweepc.backends.local.journal import read
+
+    procs: list[subprocess.Popen[str]] = []  # (stopped if the test fails midway: a build left running spins)
+    try:
+        p = local_project.write(MIXED_HELD)
+        write_module(p, KILL_MODULE)
+        code = ("import sweepc.backends.local.backend as b; b.COMMIT_SECONDS = 3600.0; "
+                "from sweepc.cli import main; raise SystemExit(main(['build', '-j', '2']))")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=p.root, text=True, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        journal = p.root / ".sweepc" / "journal"
+        # (one slow job or two: a worker may hold the second queued behind the first)
+        wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running")
+        wait_until(lambda: len(read(journal)) == 70, what="the ends of 30 python and 40 shell jobs in the journal")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        wait_until(lambda: p.job_processes() == [], what="the workers of the killed build to stop")
+        assert set(p.statuses().values()) == {"planned"}, "nothing was committed before the kill"
+        assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30))
+        shutil.copy(journal, p.root / "journal.copy")
+
+        for f in p.root.glob("started-*"):
+            f.unlink()
+        proc = p.spawn("build", "-j", "2")
+        procs.append(proc)
+        wait_until(lambda: len(list(p.root.glob("started-*"))) >= 1, what="a slow job running again")
+        statuses = p.statuses()
+        assert sorted(k for k, v in statuses.items() if v == "done") == sorted(
+            [f"work[a={a}]" for a in range(30)] + [f"echo[a={a}]" for a in range(40)])
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert out.splitlines()[0] == (
+            "sweepc: the last build stopped before it recorded 70 jobs that ended done; recorded now (from .sweepc/journal)")
+        assert sorted(map(int, (p.root / "ran.txt").read_text().split())) == list(range(30)), "a job that had ended ran again"
+        assert sorted(map(int, (p.root / "echo-runs").read_text().split())) == list(range(40)), "a shell job ran again"
+        assert not journal.exists()
+        # the replayed jobs' results, as a normal run records them
+        df = sweepc.load(p.root / "sweepfile").results("work")
+        done = df[df["_status"] == "done"]
+        assert done["a"].tolist() == list(range(30)) and done["y"].tolist() == list(range(30))
+        assert (done["_cpu_s"] >= 0).all() and (done["_max_rss_mb"] > 5).all() and (done["_attempts"] == 1).all()
+        assert (done["_runtime_s"] >= 0).all()
+        r = p.sweepc("build", "-n")
+        assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+
+        # replaying the same journal again changes nothing
+        before = p.rows()
+        shutil.copy(p.root / "journal.copy", journal)
+        r = p.sweepc("build", "-n")
+        assert r.out.splitlines()[-1] == "10 of 80 jobs to run (work 10), 70 up to date", r.out
+        assert p.rows() == before and not journal.exists()
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                os.killpg(q.pid, signal.SIGKILL)
+                q.communicate(timeout=10)
+
+
+def test_a_journal_entry_without_cpu_time_is_replayed_with_the_results_from_the_folder(local_project):
+    # the journal's format, extended: cpu_s may be None (not measured); the
+    # results of a python: job come from its folder's sweepc-result.json
+    import sqlite3
+
+    from sweepc.backends.local.journal import entry, journal_path, make_tag
+
+    p = local_project.write(GRID)
+    write_module(p, "def run(pset):\n    return {'y': pset['a'] * 3, 'name': f\"n{pset['a']}\"}\n")
+    assert p.sweepc("build", "-j", "2").code == 0
+    want = sweepc.load(p.root / "sweepfile").results("work")
+    rows = p.rows()
+    # as a build killed after the job ended leaves it: its row `planned`, its end in the journal
+    row = rows["work[a=2]"]
+    con = sqlite3.connect(p.root / ".sweepc" / "state.db")
+    with con:
+        con.execute("UPDATE jobs SET status='planned', cpu_s=NULL WHERE rule=? AND hash=?", (row["rule"], row["hash"]))
+    con.close()
+    job = p.job("work[a=2]")
+    tag = make_tag("work", row["hash"], job.reldir, row["run_id"], 1, row["fingerprint"], row["cmd_hash"],
+                   row["inputs_hash"], "elsewhere")
+    journal_path(p.root).write_bytes(entry(tag, 0, 100.0, 101.5, 20480, None, False))
+    r = p.sweepc("build")
+    assert r.out.splitlines() == [
+        "sweepc: the last build stopped before it recorded 1 job that ended done; recorded now (from .sweepc/journal)",
+        "sweepc: nothing to do (4 jobs up to date)"]
+    got = sweepc.load(p.root / "sweepfile").results("work")
+    assert got["y"].tolist() == want["y"].tolist() == [3, 6, 9, 12]
+    assert got["name"].tolist() == want["name"].tolist()
+    two = got[got["a"] == 2].iloc[0]
+    assert (two["_exec_host"], two["_runtime_s"], two["_max_rss_mb"]) == ("elsewhere", 1.5, 20.0)
+    assert two["_cpu_s"] is None or two["_cpu_s"] != two["_cpu_s"]  # (None or NaN: not measured)
+
+
+def test_a_journal_that_cannot_be_written_commits_each_wait_at_once(local_project, monkeypatch):
+    # a full disk under the journal: sweepc stops journalling and commits the
+    # ends it takes in at once, as it did before it had a journal
+    import errno
+
+    from sweepc.backends.local import backend
+
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
+    write_module(p, COUNTED_MODULE)
+    commits = counted_commits(monkeypatch)
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
+    write = os.write
+    failed: list[int] = []
+
+    def full(fd: int, data) -> int:  # type: ignore[no-untyped-def]
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/.sweepc/journal"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    r = p.sweepc("build", "-j", "1")
+    monkeypatch.setattr(os, "write", write)
+    assert r.code == 0, r
+    assert len(failed) == 1, "no write after the one that failed"
+    assert len(commits) > 2 and all(set(c) == {"done"} for c in commits), commits
+    assert sum(map(len, commits)) == 60
+    assert set(p.statuses().values()) == {"done"}
+    assert not (p.root / ".sweepc" / "journal").exists()
+
+
 def test_a_job_that_printed_nothing_has_no_log(local_project):
     # the output goes to the worker's spool and becomes sweepc.log only when
     # there is some; a log of an earlier run does not outlive the job's new run

@@ -4,11 +4,15 @@ Jobs start as soon as their inputs are done and their cpus/mem fit in what is
 left of -j and of the machine's memory. The runner never prints: it tells a
 Reporter. Before anything runs every job of the plan is marked `planned`, so
 a build killed at any moment leaves no job looking up to date unless its end
-was recorded. The ends of queued jobs are journalled by the spawner before
-the next one starts (below) and committed to the store (SQLite WAL) together,
-about once a second; the ends of python: jobs are committed as sweepc sees
-them. So a build killed at any moment, even by SIGKILL, reruns only the jobs
-that were running then.
+was recorded. Every end that counts is journalled (journal.py) before it is
+only in sweepc's memory, and the ends are committed to the store (SQLite WAL)
+together, about once a second. The journal has one writer a build: the
+spawner, for queued shell jobs, before the next one starts (below); sweepc's
+main process, for every other job (python: jobs, and shell jobs when the
+spawner has no queue: whenever the plan has python: jobs, see run()), one
+write a batch of ends, before it commits them later. So a build killed at
+any moment, even by SIGKILL, reruns only the jobs that were running then
+(and the ends a python: worker had sent that sweepc had not read yet).
 
 Shell jobs are handed to the spawner ahead of time (up to QUEUE_AHEAD more
 than run): it starts the next the moment a slot frees, within the build's
@@ -50,7 +54,7 @@ from sweepc.backends.jobdir import (
 from sweepc.plan.planner import Plan, dynamic_fingerprint
 from sweepc.backends.hold import StopsHeld
 from sweepc.backends.local.limits import TimeLimits, format_limit
-from sweepc.backends.local.journal import journal_path, make_tag
+from sweepc.backends.local.journal import entry, journal_path, make_tag
 from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
 from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PyTask
 from sweepc.backends import soft
@@ -64,12 +68,15 @@ QUEUE_AHEAD = 2
 # While it starts python: jobs or records their ends, sweepc hands pending
 # tasks to the Python workers every FEED_EVERY of them (pypool.feed).
 FEED_EVERY = 32
-# Queued shell jobs: the spawner journals each end before the next job starts
-# (journal.py), so an end survives the death of sweepc before it is in the
-# store, and the store's commits are gathered: every COMMIT_SECONDS, or
+# Every end is journalled (journal.py: by the spawner for queued shell jobs,
+# before the next job starts; by sweepc for the others, python: jobs, with
+# one write a wait), so an end survives the death of sweepc before it is in
+# the store, and the store's commits are gathered: every COMMIT_SECONDS, or
 # COMMIT_EVERY ends, whichever comes first (and at once on a stop, a kill or
 # the build's end). A commit per end cost ~0.1 ms of sweepc's time and ~10
-# system calls, per job. python: jobs (no journal) commit each wait's ends.
+# system calls, per job; a python: build of 100k psets that committed each
+# wait's ends (~200 commits) spent 5.8-6.9 s in Store.record, 3.3-4.6 s with
+# ~23 (its rows are on random pages of the WITHOUT ROWID table).
 COMMIT_SECONDS = 1.0
 COMMIT_EVERY = 4096
 
@@ -144,6 +151,7 @@ def execute(
         return runner.run()
     finally:
         runner.dirs.close()
+        runner.close_journal()
         # Stopped here, not by the pool's finalizer at interpreter exit, where a
         # late Ctrl-C would land outside every handler and kill sweepc by SIGINT.
         runner.pool.close()
@@ -233,7 +241,10 @@ class _Runner:
         self.stop_on_failure = not keep_going
         self.queue = False  # shell jobs go through the spawner's queue (set in run())
         self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
-        self.journal: Path | None = None
+        self.journal: Path | None = None  # .sweepc/journal, while the ends are journalled
+        self.journal_fd = -1  # when sweepc writes it itself (the spawner has no queue; see run())
+        self.journal_buf: list[bytes] = []  # entries of ends taken in, written before they wait for a commit
+        self.batched = False  # whether ends may wait for a commit (a journal holds them: flush_soon)
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
         self.dirs = JobDirs(self.wd)  # rule and shard folders, open for the build
         self.made = False  # whether the last prepare() made the job folder
@@ -253,17 +264,66 @@ class _Runner:
         """Commit the outcomes seen so far. A WAL commit (synchronous=NORMAL:
         no fsync) survives the death of this process; only a crash of the
         machine can lose the last ones."""
+        self.journal_buf.clear()  # (in the store now, or about to be)
         if self.pending:
             self.store.record(self.pending)
             self.pending = []
             self.committed = time.monotonic()
 
     def flush_soon(self) -> None:
-        """flush(), or, while the spawner journals the ends (queued jobs),
-        not before COMMIT_SECONDS have passed since the last commit or
-        COMMIT_EVERY ends wait (see COMMIT_SECONDS)."""
-        if self.journal is None or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= COMMIT_SECONDS:
+        """flush(), or, while the ends are journalled, not before
+        COMMIT_SECONDS have passed since the last commit or COMMIT_EVERY ends
+        wait (see COMMIT_SECONDS); the ends sweepc journals itself are
+        written first (one write), and committed at once if they cannot be."""
+        if not self.batched or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= COMMIT_SECONDS:
             self.flush()
+        elif self.journal_buf and not self.write_journal():
+            self.flush()
+
+    def journal_end(self, i: int, o: Outcome, ex: Exit) -> None:
+        """Job i ended done (o): its entry for the journal sweepc writes (the
+        format the spawner writes: journal.py), written by flush_soon(). (Its
+        hashes are taken from o: the plan's cmd_hashes and inputs_hashes
+        are computed at each look-up.)"""
+        fp, cmd, ins, host = o.fingerprint, o.cmd_hash, o.inputs_hash, o.host
+        assert fp is not None and cmd is not None and ins is not None and host is not None  # (a done outcome's)
+        tag = make_tag(o.rule, o.hash, self.g.jobs[i].reldir, o.run_id, o.attempts, fp, cmd, ins, host)
+        self.journal_buf.append(entry(tag, 0, ex.start, ex.end, ex.max_rss_kb, ex.cpu_s, False))
+
+    def write_journal(self) -> bool:
+        """Append the entries taken in since the last write or commit, in one
+        write(2) (O_APPEND). False when they could not be (a full disk): the
+        caller commits them instead."""
+        data = b"".join(self.journal_buf)
+        self.journal_buf.clear()
+        try:
+            while data:
+                data = data[os.write(self.journal_fd, data):]
+        except OSError:
+            # (a torn entry would hide those written after it): no more
+            # entries, and from here on each wait's ends are committed at once
+            self.close_journal()
+            self.batched = False
+            return False
+        return True
+
+    def open_journal(self) -> None:
+        """sweepc writes the journal itself: the spawner has no queue (see run())."""
+        path = journal_path(self.g.root)
+        try:
+            # created or truncated, never through a link, as the spawner's (ProcessPool.journal);
+            # what a killed build left there was replayed before this build planned
+            self.journal_fd = os.open(path, WRITE_FLAGS | os.O_TRUNC | os.O_APPEND, 0o666)
+        except OSError:
+            return  # no journal: each wait's ends are committed at once (batched stays False)
+        self.journal = path
+        self.batched = True
+
+    def close_journal(self) -> None:
+        if self.journal_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.journal_fd)
+            self.journal_fd = -1
 
     def run(self) -> Summary:
         g, plan = self.g, self.plan
@@ -278,8 +338,11 @@ class _Runner:
             self.queue = True
             procs.limit(self.cpus, self.mem_mb)
             procs.base_env(self.base_env)
-            self.journal = journal_path(g.root)
+            self.journal = journal_path(g.root)  # written by the spawner
             procs.journal(str(self.journal))
+            self.batched = True
+        else:  # python: jobs (and shell jobs started one by one): sweepc journals their ends
+            self.open_journal()
         queued: set[int] = set()  # handed to the spawner's queue, not started yet
         dependents = _Dependents(g.jobs, run, self.in_run)
         waiting = dependents.waiting  # by job id: how many jobs of the build it still waits for
@@ -406,6 +469,8 @@ class _Runner:
                             self.done_ids.add(i)
                             outcome = self.outcome(i, "done", ex, attempt)
                             self.pending.append(outcome)
+                            if self.journal_fd >= 0:
+                                self.journal_end(i, outcome, ex)
                             self.reporter.job_ended(job, outcome, False)
                             for k in dependents.get(i, ()):
                                 waiting[k] -= 1
@@ -501,6 +566,7 @@ class _Runner:
 
     def journal_recorded(self) -> None:
         """Every end is in the store now: the journal has nothing left to tell."""
+        self.close_journal()
         if self.journal is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.journal)

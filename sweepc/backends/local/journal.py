@@ -1,14 +1,31 @@
-"""The spawner's journal: job ends that must survive the death of sweepc.
+"""The journal: job ends that must survive the death of sweepc.
 
-With a queue in the spawner (spawner.py), the next job starts the moment one
-ends, before sweepc has seen that end, let alone committed it to the store.
-So that a job that finished is never run again because sweepc was killed
-(SIGKILL, the out-of-memory killer) just then, the spawner appends the end
-of every queued job to this file (``.sweepc/journal``) as it reaps it; the
-next build replays it into the store before it plans (``replay()``, called
-by ``Study.build`` under the build lock, and by ``build -n``, `status` and
-the like when no build is running). A normal build removes the file once
-every end is in the store.
+sweepc commits job ends to the store together, about once a second
+(local/backend.py, COMMIT_SECONDS), and with a queue in the spawner
+(spawner.py) the next job starts the moment one ends, before sweepc has seen
+that end. So that a job that finished is never run again because sweepc was
+killed (SIGKILL, the out-of-memory killer) before its end reached the store,
+its end is first appended to this file (``.sweepc/journal``). It has one
+writer a build, never two at once:
+
+* the spawner, when it queues the build's shell jobs (a plan without
+  python: jobs): the end of every queued job, as it reaps it, before it
+  starts the next;
+* else sweepc's main process (local/backend.py, _Runner.journal_end and
+  write_journal): the ends that came out done (python: jobs, and shell jobs
+  started one by one), one write(2) for each wait's batch of them, before
+  they wait in its memory for the next commit. An end a python: worker had
+  sent and sweepc had not read yet when it died is lost: that job reruns.
+
+The next build replays it into the store before it plans (``replay()``,
+called by ``Study.build`` under the build lock, and by ``build -n``,
+`status` and the like when no build is running). A normal build removes the
+file once every end is in the store.
+
+An entry is (tag, wait_status, start, end, max_rss_kb, cpu_s, interrupted),
+marshal-ed behind its 4-byte little-endian length (``entry()``; the spawner
+writes the same bytes itself, standard library only); tag is ``make_tag()``'s.
+cpu_s is None when it was not measured.
 
 An entry counts only for a job that exited 0 and was not interrupted, whose
 store row is still the `planned` row of the run that started it (so nothing
@@ -38,8 +55,15 @@ def journal_path(root: Path) -> Path:
 
 def make_tag(rule: str, hash_: str, reldir: str, run_id: str, attempt: int, fingerprint: str,
              cmd_hash: str, inputs_hash: str, host: str) -> tuple[Any, ...]:
-    """What the spawner journals with a job's end (it is opaque there)."""
+    """What is journalled with a job's end (by the spawner, to which it is opaque, or by sweepc)."""
     return (rule, hash_, reldir, run_id, attempt, fingerprint, cmd_hash, inputs_hash, host)
+
+
+def entry(tag: tuple[Any, ...], status: int, start: float, end: float, rss_kb: int, cpu_s: float | None,
+          interrupted: bool) -> bytes:
+    """One entry as it is written to the journal (see the module doc)."""
+    data = marshal.dumps((tag, status, start, end, rss_kb, cpu_s, interrupted))
+    return len(data).to_bytes(4, "little") + data
 
 
 def read(path: Path) -> list[tuple[Any, ...]]:
@@ -92,7 +116,8 @@ def replay(graph: BuildGraph, store: Store) -> int:
         outcomes[(rule, hash_)] = Outcome(
             rule=rule, hash=hash_, status="done", fingerprint=fingerprint, cmd_hash=cmd_hash, inputs_hash=inputs_hash,
             exit_code=0, start=start, end=end, host=host, max_rss_mb=round(rss_kb / 1024, 1), attempts=attempt,
-            backend="local", backend_job_id=None, run_id=run_id, results=results, cpu_s=round(cpu_s, 3),
+            backend="local", backend_job_id=None, run_id=run_id, results=results,
+            cpu_s=round(cpu_s, 3) if cpu_s is not None else None,
         )
     store.record(list(outcomes.values()))
     with contextlib.suppress(FileNotFoundError):

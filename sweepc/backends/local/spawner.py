@@ -67,9 +67,11 @@ marshal-ed behind its 4-byte little-endian length, to the journal with one
 write(2), before it reports the end or starts the next job. `tag` is
 sweepc's, opaque here. sweepc records every end in its store as usual; the
 journal is for when sweepc is killed (SIGKILL) after a job ended and before
-that end reached the store: the next build replays it (see local/backend.py
-replay_journal). Like the store's commits (WAL, synchronous=NORMAL) it is not
-fsync-ed: it survives the death of any process, not of the machine.
+that end reached the store: the next build replays it (local/journal.py,
+replay; sweepc's main process writes the same records itself for the jobs
+it does not queue here, never while this queue is in use). Like the store's
+commits (WAL, synchronous=NORMAL) it is not fsync-ed: it survives the death
+of any process, not of the machine.
 
 A serial numbers one start of one pool; the key is the caller's, echoed.
 sweepc registers a job before sending its START. If a signal handler raises

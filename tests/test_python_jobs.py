@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -975,3 +977,25 @@ def test_the_function_may_not_return_any_column_sweepc_fills():
         with pytest.raises(pyjob.JobError) as e:
             pyjob.check_result({key: 1}, {"a": 1})
         assert str(e.value) == f"the function returned key '{key}', which is a column sweepc fills itself; rename the result"
+
+
+def test_a_build_whose_project_folder_is_removed_ends_without_a_traceback(local_project):
+    # The workers that fail after it is gone cannot be replaced (a new
+    # worker's working folder is the project): the tasks left end as failed
+    # to start, and the build ends. It used to wait for them for ever at
+    # 50% CPU (their ends were never handed on), and its summary then failed
+    # on os.getcwd().
+    p = local_project.write('param a = range(0, 40)\n\nrule f over a:\n    python: "model.py:run"\n')
+    write_module(p, "import time\n\ndef run(pset):\n    time.sleep(0.3)\n    return {'b': pset['a']}\n")
+    proc = p.spawn("build", "-j", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: len(list((p.root / "calc" / "f").glob("*/*/sweepc-result.json"))) >= 2, what="two jobs to end")
+        shutil.rmtree(p.root)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert (proc.returncode, err) == (1, "")
+    last = out.splitlines()[-1]
+    assert " failed" in last and last.startswith("sweepc: ") and "Traceback" not in out, out

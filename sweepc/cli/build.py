@@ -115,7 +115,7 @@ def _study(args: argparse.Namespace) -> Study:
 def _rel(g: BuildGraph, p: Path) -> str:
     try:
         return os.path.relpath(p)
-    except ValueError:
+    except (ValueError, OSError):  # (OSError: the working folder was removed meanwhile)
         return str(p)
 
 

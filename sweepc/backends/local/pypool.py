@@ -214,6 +214,13 @@ class PythonPool:
         """Tasks not answered yet: running, queued to a worker, or pending."""
         return len(self._pending) + sum(len(w.queue) for w in self._workers)
 
+    @property
+    def ended(self) -> bool:
+        """Whether Exits wait to be taken: those of tasks that ended while
+        they were handed on (started(), feed(): no worker could be
+        started) are not counted in `running` any more."""
+        return bool(self._finished)
+
     def pids(self) -> dict[int, int]:
         return {w.queue[0].key: w.proc.pid for w in self._workers if w.queue}
 
@@ -628,6 +635,9 @@ class Pools:
         """Block until a job ended or `timeout` s passed; put the Exits at
         the end of `into` (never lost to a signal: ProcessPool.wait_into)."""
         py = self.py
+        if py is not None and py.ended:  # (tasks that ended as they were handed on: no worker could start)
+            py.wait_into(into, 0)
+            return
         if py is None or not py.running:
             self.procs.wait_into(into, timeout)
             return

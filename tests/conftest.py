@@ -249,6 +249,22 @@ def local_project(tmp_path: _Path, capsys: pytest.CaptureFixture[str], monkeypat
     p.kill_jobs()
 
 
+@pytest.fixture
+def store_commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The statuses of each Store.record call (one commit each), in order, from now on."""
+    from sweepc.plan.store import Store
+
+    commits: list[list[str]] = []
+    record = Store.record
+
+    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
+        commits.append([o.status for o in outcomes])
+        record(self, outcomes)
+
+    monkeypatch.setattr(Store, "record", counted)
+    return commits
+
+
 # ============================================================================
 # end of the local-build section
 # ============================================================================

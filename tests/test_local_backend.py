@@ -689,21 +689,12 @@ MANY_QUICK_AND_ONE_HELD = '''
 '''
 
 
-def test_queued_ends_are_committed_together_and_a_build_that_ends_commits_them_all(local_project, monkeypatch):
+def test_queued_ends_are_committed_together_and_a_build_that_ends_commits_them_all(local_project, monkeypatch, store_commits):
     # One commit per end cost sweepc ~0.1 ms and ~10 system calls a job; with
     # the spawner's journal holding every end, they are committed together.
     from sweepc.backends.local import backend
-    from sweepc.plan.store import Store
-
     p = local_project.write(MANY_QUICK_AND_ONE_HELD.replace("sleep 60; ", ""))
-    commits: list[list[str]] = []
-    record = Store.record
-
-    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
-        commits.append([o.status for o in outcomes])
-        record(self, outcomes)
-
-    monkeypatch.setattr(Store, "record", counted)
+    commits = store_commits
     monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
     r = p.sweepc("build", "-j", "2")
     assert r.code == 0, r.err

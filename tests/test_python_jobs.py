@@ -694,22 +694,7 @@ def run(pset):
 '''
 
 
-def counted_commits(monkeypatch) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    """The statuses of each Store.record call (one commit each), in order."""
-    from sweepc.plan.store import Store
-
-    commits: list[list[str]] = []
-    record = Store.record
-
-    def counted(self: Store, outcomes):  # type: ignore[no-untyped-def]
-        commits.append([o.status for o in outcomes])
-        record(self, outcomes)
-
-    monkeypatch.setattr(Store, "record", counted)
-    return commits
-
-
-def test_python_ends_are_journalled_and_committed_together(local_project, monkeypatch):
+def test_python_ends_are_journalled_and_committed_together(local_project, monkeypatch, store_commits):
     # A commit per wait was nearly a commit per job; sweepc journals the ends
     # of python: jobs itself now (no spawner queue to do it) and commits them
     # together, like queued shell jobs: here, with COMMIT_SECONDS an hour, once.
@@ -717,7 +702,7 @@ def test_python_ends_are_journalled_and_committed_together(local_project, monkey
 
     p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
     write_module(p, COUNTED_MODULE)
-    commits = counted_commits(monkeypatch)
+    commits = store_commits
     monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
     r = p.sweepc("build", "-j", "2")
     assert r.code == 0, r
@@ -727,12 +712,12 @@ def test_python_ends_are_journalled_and_committed_together(local_project, monkey
     assert sweepc.load(p.root / "sweepfile").results()["y"].tolist() == list(range(60))
 
 
-def test_a_python_failure_that_stops_the_build_is_committed_with_what_ended_before_it(local_project, monkeypatch):
+def test_a_python_failure_that_stops_the_build_is_committed_with_what_ended_before_it(local_project, monkeypatch, store_commits):
     from sweepc.backends.local import backend
 
     p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
     write_module(p, COUNTED_MODULE)
-    commits = counted_commits(monkeypatch)
+    commits = store_commits
     monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
     monkeypatch.setenv("FAIL_AT", "40")
     r = p.sweepc("build", "-j", "1")
@@ -863,7 +848,7 @@ def test_a_journal_entry_without_cpu_time_is_replayed_with_the_results_from_the_
     assert two["_cpu_s"] is None or two["_cpu_s"] != two["_cpu_s"]  # (None or NaN: not measured)
 
 
-def test_a_journal_that_cannot_be_written_commits_each_wait_at_once(local_project, monkeypatch):
+def test_a_journal_that_cannot_be_written_commits_each_wait_at_once(local_project, monkeypatch, store_commits):
     # a full disk under the journal: sweepc stops journalling and commits the
     # ends it takes in at once, as it did before it had a journal
     import errno
@@ -872,7 +857,7 @@ def test_a_journal_that_cannot_be_written_commits_each_wait_at_once(local_projec
 
     p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 60)"))
     write_module(p, COUNTED_MODULE)
-    commits = counted_commits(monkeypatch)
+    commits = store_commits
     monkeypatch.setattr(backend, "COMMIT_SECONDS", 3600.0)
     write = os.write
     failed: list[int] = []

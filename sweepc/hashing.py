@@ -40,12 +40,6 @@ def bulk_sha256() -> Callable[..., _Hash]:
     return hashlib.sha256
 
 
-def short_sha256(data: bytes = b"") -> _Hash:
-    """A SHA-256 object of a short text (or to update a few times), without
-    loading OpenSSL when the interpreter has its own SHA-256 module."""
-    return _short(data)
-
-
 def _pick_short() -> Callable[..., _Hash]:
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # Python 3.11
@@ -63,7 +57,9 @@ def _first_sha256(data: bytes) -> _Hash:
     return _sha256(data)
 
 
-_short = _pick_short()
+# short_sha256(data=b""): a SHA-256 object of a short text (or to update a
+# few times), without loading OpenSSL when the interpreter has its own module
+short_sha256: Callable[..., _Hash] = _pick_short()
 _sha256: Callable[[bytes], _Hash] = _first_sha256  # hashlib.sha256 from the first call on
 
 HASH_VERSION = 1

@@ -635,10 +635,8 @@ class Pools:
         """Block until a job ended or `timeout` s passed; put the Exits at
         the end of `into` (never lost to a signal: ProcessPool.wait_into)."""
         py = self.py
-        if py is not None and py.ended:  # (tasks that ended as they were handed on: no worker could start)
-            py.wait_into(into, 0)
-            return
-        if py is None or not py.running:
+        # (py.ended: tasks that ended as they were handed on, no worker could start)
+        if py is None or not (py.running or py.ended):
             self.procs.wait_into(into, timeout)
             return
         if not self.procs.running:

@@ -676,7 +676,11 @@ def test_interrupted_wait_never_loses_an_exit(pool: ProcessPool, tmp_path: Path)
     if not via_spawner_or_single_threaded(pool, tmp_path):
         pytest.skip("other threads exist (numpy's OpenBLAS?): signals cannot be deferred")
 
+    armed = [False]  # a SIGALRM another thread took may run its handler later, outside wait(): then it does nothing
+
     def raise_inside_the_pool(signum: int, frame: FrameType | None) -> None:
+        if not armed[0]:
+            return
         while frame is not None and frame.f_code.co_filename != __file__:
             if f"{os.sep}sweepc{os.sep}" in frame.f_code.co_filename:
                 raise Interrupt
@@ -694,11 +698,13 @@ def test_interrupted_wait_never_loses_an_exit(pool: ProcessPool, tmp_path: Path)
                 assert time.monotonic() < deadline, f"trial {trial}: wait() hangs"
                 try:
                     try:
+                        armed[0] = True
                         signal.setitimer(signal.ITIMER_REAL, random.uniform(0.00002, 0.001))
                         if random.random() < 0.3:
                             pool.pids()
                         got += pool.wait(1)
                     finally:
+                        armed[0] = False
                         signal.setitimer(signal.ITIMER_REAL, 0)
                 except Interrupt:
                     interrupted += 1

@@ -412,3 +412,23 @@ def test_a_build_with_nothing_to_do_loads_neither_openssl_nor_the_heavy_librarie
     assert "sweepc.plan.planner" in loaded  # (it did plan)
     assert loaded.isdisjoint({"_hashlib", "hashlib", "pandas", "jinja2", "networkx", "sweepc.lang.templates",
                               "sweepc.lang.parser", "sweepc.lang.compiler"}), sorted(loaded & {"_hashlib", "hashlib", "pandas", "jinja2"})
+
+
+def test_a_build_that_runs_jobs_loads_neither_psutil_nor_uuid(local_project):
+    """Start-up (issue 11): psutil is needed only when a job's time limit
+    passes (backends/local/limits.py), and a run id is made without the uuid
+    module (which imports platform): ~15 ms of every build that runs something."""
+    import subprocess
+    import sys
+
+    p = local_project.write('param a = range(0, 3)\n\nrule gen over a:\n    output: "out.txt"\n    resources: time = "00:10:00"\n'
+                            '    shell: "echo {a} > {output}"\n')
+    code = ("import atexit, sys; sys.argv = ['sweepc', 'build']; "
+            "atexit.register(lambda: open('modules', 'w').write('\\n'.join(sorted(sys.modules)))); "
+            "from sweepc.cli.app import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], cwd=p.root, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, ""), r.stdout
+    assert r.stdout.endswith("sweepc: 3 done, 0 up to date in " + r.stdout.rsplit(" in ", 1)[1]), r.stdout
+    loaded = set((p.root / "modules").read_text().split("\n"))
+    assert "sweepc.backends.local.limits" in loaded  # (the jobs had a time limit)
+    assert loaded.isdisjoint({"psutil", "uuid", "platform"}), sorted(loaded & {"psutil", "uuid", "platform"})

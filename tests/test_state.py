@@ -356,3 +356,17 @@ def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
         assert (rec.status, rec.fingerprint, rec.max_rss_mb, rec.cpu_s) == ("done", "fp", 12.5, None)
     finally:
         s.close()
+
+
+def test_run_ids_are_version_4_uuids_made_without_the_uuid_module():
+    """new_run_id() makes what str(uuid.uuid4()) makes (uuid itself is not
+    imported by a build: it imports platform)."""
+    import uuid
+
+    from sweepc.plan.store import new_run_id
+
+    ids = [new_run_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for i in ids:
+        u = uuid.UUID(i)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, i)

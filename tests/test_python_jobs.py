@@ -712,6 +712,39 @@ def test_python_ends_are_journalled_and_committed_together(local_project, monkey
     assert sweepc.load(p.root / "sweepfile").results()["y"].tolist() == list(range(60))
 
 
+def test_the_time_between_commits_grows_with_what_a_commit_costs(local_project, monkeypatch):
+    # A commit of a 100k-pset build's ends writes about a page a row (random
+    # pages): the next commit waits long enough that committing takes at most
+    # COMMIT_SHARE of the time (commit_gap), never less than COMMIT_SECONDS.
+    from sweepc.backends.local import backend
+    from sweepc.plan.store import Store
+
+    assert [backend.commit_gap(t) for t in (0.0, 0.05, 0.2, 0.45, 9.0)] == [1.0, 1.0, 2.0, 4.5, 5.0]
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(0, 120)"))
+    write_module(p, "import time\n\ndef run(pset):\n    time.sleep(0.05)\n    return {'y': pset['a']}\n")  # ~3 s at -j 2
+    monkeypatch.setattr(backend, "COMMIT_SECONDS", 0.2)
+    monkeypatch.setattr(backend, "COMMIT_MAX_SECONDS", 60.0)
+    calls: list[tuple[float, int]] = []  # (when a commit began, its rows)
+    record = Store.record
+
+    def slow(self: Store, outcomes):  # type: ignore[no-untyped-def]
+        calls.append((time.monotonic(), len(outcomes)))
+        time.sleep(0.3)  # a commit of 0.3 s: the next one 3 s later at the soonest
+        record(self, outcomes)
+
+    monkeypatch.setattr(Store, "record", slow)
+    t0 = time.monotonic()
+    r = p.sweepc("build", "-j", "2")
+    took = time.monotonic() - t0
+    assert r.code == 0, r
+    assert sum(n for _, n in calls) == 120 and set(p.statuses().values()) == {"done"}
+    # (the last commit is the build's end: at once)
+    gaps = [b - (a + 0.3) for (a, _), (b, _) in zip(calls[:-1], calls[1:-1])]
+    assert all(g >= 2.9 for g in gaps), (gaps, calls)
+    assert len(calls) >= 2 or took < 0.5, calls  # a commit before the end: 0.2 s after the run began
+    assert len(calls) <= 2 + took / 3.0, (took, calls)
+
+
 def test_a_python_failure_that_stops_the_build_is_committed_with_what_ended_before_it(local_project, monkeypatch, store_commits):
     from sweepc.backends.local import backend
 

@@ -76,9 +76,21 @@ FEED_EVERY = 32
 # the build's end). A commit per end cost ~0.1 ms of sweepc's time and ~10
 # system calls, per job; a python: build of 100k psets that committed each
 # wait's ends (~200 commits) spent 5.8-6.9 s in Store.record, 3.3-4.6 s with
-# ~23 (its rows are on random pages of the WITHOUT ROWID table).
+# ~23 (its rows are on random pages of the WITHOUT ROWID table, so a commit
+# writes about a page a row, fewer the more rows it holds). So the time
+# between commits grows with what they cost: at least COMMIT_SECONDS, and
+# long enough that committing takes at most COMMIT_SHARE of it, up to
+# COMMIT_MAX_SECONDS (what `sweepc status` in another shell may lag).
 COMMIT_SECONDS = 1.0
-COMMIT_EVERY = 4096
+COMMIT_SHARE = 0.1
+COMMIT_MAX_SECONDS = 5.0
+COMMIT_EVERY = 16384
+
+
+def commit_gap(took: float) -> float:
+    """The time to leave after a commit that took `took` seconds before the
+    next (see COMMIT_SECONDS)."""
+    return max(COMMIT_SECONDS, min(COMMIT_MAX_SECONDS, took / COMMIT_SHARE))
 
 
 def reap_orphans(root: Path, build_pid: int, grace: float = 2.0) -> int:
@@ -245,6 +257,7 @@ class _Runner:
         self.journal_fd = -1  # when sweepc writes it itself (the spawner has no queue; see run())
         self.journal_buf: list[bytes] = []  # entries of ends taken in, written before they wait for a commit
         self.batched = False  # whether ends may wait for a commit (a journal holds them: flush_soon)
+        self.commit_gap = COMMIT_SECONDS  # from one commit to the next (commit_gap())
         self.unhandled: deque[Exit] = deque()  # exits taken from the pool, not handled yet
         self.dirs = JobDirs(self.wd)  # rule and shard folders, open for the build
         self.made = False  # whether the last prepare() made the job folder
@@ -266,16 +279,18 @@ class _Runner:
         machine can lose the last ones."""
         self.journal_buf.clear()  # (in the store now, or about to be)
         if self.pending:
+            t0 = time.monotonic()
             self.store.record(self.pending)
             self.pending = []
             self.committed = time.monotonic()
+            self.commit_gap = commit_gap(self.committed - t0)
 
     def flush_soon(self) -> None:
         """flush(), or, while the ends are journalled, not before
-        COMMIT_SECONDS have passed since the last commit or COMMIT_EVERY ends
+        commit_gap() has passed since the last commit or COMMIT_EVERY ends
         wait (see COMMIT_SECONDS); the ends sweepc journals itself are
         written first (one write), and committed at once if they cannot be."""
-        if not self.batched or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= COMMIT_SECONDS:
+        if not self.batched or len(self.pending) >= COMMIT_EVERY or time.monotonic() - self.committed >= self.commit_gap:
             self.flush()
         elif self.journal_buf and not self.write_journal():
             self.flush()

@@ -236,6 +236,23 @@ def _outcome(rule: str, h: str, status: str, fp: str | None, code: int | None) -
     return Outcome(rule, h, status, fp, fp and "c", fp and "i", code, 1.0, 2.0, "host", 1.5, 1, "local", None, "run")
 
 
+def test_a_commit_records_its_outcomes_in_key_order_and_a_jobs_later_outcome_last(tmp_path):
+    """Store.record sorts a commit's outcomes by (rule, hash) (the B-tree's
+    pages in order); a job that ended twice in one commit (a failed attempt,
+    then its retry) keeps the later end, whichever way round."""
+    s = Store.open(tmp_path)
+    try:
+        keys = [("r", f"h{k}") for k in range(9, -1, -1)] + [("a", "z"), ("q", "h5")]
+        s.mark_planned([(r, h, "{}") for r, h in keys], "run0")
+        s.record([_outcome("r", "h3", "failed", None, 1), *(_outcome(r, h, "done", "fp", 0) for r, h in keys),
+                  _outcome("r", "h7", "failed", None, 2)])
+        recs = s.records()
+        assert {k: (v.status, v.exit_code) for k, v in recs.items()} == {
+            **{k: ("done", 0) for k in keys}, ("r", "h7"): ("failed", 2)}
+    finally:
+        s.close()
+
+
 def test_store_rows_keep_the_last_good_fingerprint_through_planned_and_failed(tmp_path):
     s = Store.open(tmp_path)
     try:

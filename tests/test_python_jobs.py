@@ -1008,7 +1008,8 @@ def test_a_build_whose_project_folder_is_removed_ends_without_a_traceback(local_
     proc = p.spawn("build", "-j", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: len(list((p.root / "calc" / "f").glob("*/*/sweepc-result.json"))) >= 2, what="two jobs to end")
-        shutil.rmtree(p.root)
+        # (the workers go on making job folders while it is removed: again until it is gone)
+        wait_until(lambda: shutil.rmtree(p.root, ignore_errors=True) or not p.root.exists(), what="the project to be removed")
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

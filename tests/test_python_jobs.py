@@ -1018,3 +1018,21 @@ def test_a_build_whose_project_folder_is_removed_ends_without_a_traceback(local_
     assert (proc.returncode, err) == (1, "")
     last = out.splitlines()[-1]
     assert " failed" in last and last.startswith("sweepc: ") and "Traceback" not in out, out
+
+
+def test_a_python_function_gets_each_value_of_its_pset_as_it_is(local_project):
+    p = local_project.write(
+        'param s = ["é \\"q\\" \\\\ x", "☃"]\nparam x = [0.1, -2.5e300]\nparam b = [true]\nparam n = [1180591620717411303424]\n'
+        'sweep g = s * x * b * n\n\nrule work over g:\n    python: "model.py:run"\n')
+    write_module(p, """
+    import json
+    def run(pset):
+        return {"seen": json.dumps({k: pset[k] for k in ("s", "x", "b", "n")}, sort_keys=True)}
+    """)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    t = sweepc.load(p.root / "sweepfile").results()
+    seen = sorted(t["seen"].tolist())
+    want = sorted(json.dumps({"s": s, "x": x, "b": True, "n": 2**70}, sort_keys=True)
+                  for s in ('é "q" \\ x', "☃") for x in (0.1, -2.5e300))
+    assert seen == want

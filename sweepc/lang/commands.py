@@ -320,25 +320,19 @@ class _Renderer:
                 paths = [f"../../../{jobs[i].reldir}/{o}" for i in ids for o in outs]
             else:
                 assert inp.path is not None
-                rel_c = self.constant_sources.get(inp.path)
-                if rel_c is not None:
-                    sources.append(rel_c)
-                    paths = [f"{self.root_rel}/{rel_c}"]
-                    if inp.name is not None:
-                        inputs_by_name.setdefault(inp.name, []).extend(paths)
-                    all_inputs.extend(paths)
-                    continue
-                t = self.source_templates[inp.path]
-                missing = [ph.root for ph in t.placeholders if ph.root not in inst or ph.attr is not None]
-                if missing:
-                    self.fail_once(
-                        "src:" + inp.path,
-                        f"unknown parameter '{missing[0]}' in input path",
-                        inp.span,
-                        did_you_mean(missing[0], r.keys) or f"the rule's psets have: {listing(r.keys)}",
-                    )
-                    continue
-                rel = os.path.normpath(_fill(t, inst))
+                rel = self.constant_sources.get(inp.path)
+                if rel is None:
+                    t = self.source_templates[inp.path]
+                    missing = [ph.root for ph in t.placeholders if ph.root not in inst or ph.attr is not None]
+                    if missing:
+                        self.fail_once(
+                            "src:" + inp.path,
+                            f"unknown parameter '{missing[0]}' in input path",
+                            inp.span,
+                            did_you_mean(missing[0], r.keys) or f"the rule's psets have: {listing(r.keys)}",
+                        )
+                        continue
+                    rel = os.path.normpath(_fill(t, inst))
                 sources.append(rel)
                 paths = [f"{self.root_rel}/{rel}"]
             if inp.name is not None:

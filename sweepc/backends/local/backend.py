@@ -6,7 +6,7 @@ Reporter. Before anything runs every job of the plan is marked `planned`, so
 a build killed at any moment leaves no job looking up to date unless its end
 was recorded. Every end that counts is journalled (journal.py) before it is
 only in sweepc's memory, and the ends are committed to the store (SQLite WAL)
-together, about once a second. The journal has one writer a build: the
+together, about once a second (less often when commits are slow: commit_gap). The journal has one writer a build: the
 spawner, for queued shell jobs, before the next one starts (below); sweepc's
 main process, for every other job (python: jobs, and shell jobs when the
 spawner has no queue: whenever the plan has python: jobs, see run()), one

@@ -1,7 +1,7 @@
 """The journal: job ends that must survive the death of sweepc.
 
-sweepc commits job ends to the store together, about once a second
-(local/backend.py, COMMIT_SECONDS), and with a queue in the spawner
+sweepc commits job ends to the store together, about once a second or less
+often (local/backend.py, COMMIT_SECONDS, commit_gap), and with a queue in the spawner
 (spawner.py) the next job starts the moment one ends, before sweepc has seen
 that end. So that a job that finished is never run again because sweepc was
 killed (SIGKILL, the out-of-memory killer) before its end reached the store,

@@ -32,6 +32,7 @@ from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
 from sweepc.lang.project import find_sweepfile, load_graph, remember, start_writes
 from sweepc.plan.selection import select
+from sweepc.plan import noop
 from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_dir
 
 if TYPE_CHECKING:
@@ -285,7 +286,10 @@ class Study:
         janitor = TempJanitor(p)
         if not options.render_only:
             janitor.sweep()  # temp outputs whose readers finished since (a SLURM build that did not wait)
+        whole = not (targets or where or psets or force)  # every job planned: a no-op certificate can say so
         if not p.run:
+            if whole:
+                noop.certify(g, p, store)
             return BuildResult(p, None, None, None)
         # a build refused for its resources never starts, so it is no run
         warnings = tuple(chosen.check(g, p, options))
@@ -322,6 +326,8 @@ class Study:
             except MachineError:
                 if ended:  # else the first error (the disk filled up during the build) is the one to tell
                     raise
+        if whole and not chosen.batch and ex.status == "ok" and summary is not None and summary.ok and summary.done == len(p.run):
+            noop.certify(g, p, store)  # every job it ran ended done, the others were up to date
         return BuildResult(p, summary, run_id, seq, ex.status, ex.notes, warnings)
 
     def detach(self, argv: Sequence[str]) -> tuple[Conductor | None, int | None, str]:

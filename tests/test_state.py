@@ -360,6 +360,8 @@ def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     Store.open(tmp_path).close()  # a current store, made a schema-2 one below
     con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
     con.executescript(
+        "DROP TRIGGER jobs_insert; DROP TRIGGER jobs_update; DROP TRIGGER jobs_delete;"
+        "DELETE FROM meta WHERE key IN ('generation', 'store_id');"
         "ALTER TABLE jobs DROP COLUMN cpu_s;"
         "UPDATE meta SET value='2' WHERE key='schema_version';"
         "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts) VALUES ('gen', 'ab12', 'done', 'fp', 12.5, 1);"
@@ -368,11 +370,52 @@ def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     con.close()
     s = Store.open(tmp_path)
     try:
-        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
         rec = s.records()[("gen", "ab12")]
         assert (rec.status, rec.fingerprint, rec.max_rss_mb, rec.cpu_s) == ("done", "fp", 12.5, None)
+        # schema 4: the store has an id and counts the changes of its job rows
+        store_id, generation = s.generation()
+        assert len(store_id) == 32 and generation == 0
+        s.set_status([("gen", "ab12")], "failed")
+        assert s.generation() == (store_id, 1)
     finally:
         s.close()
+
+
+def test_every_change_of_a_job_row_counts_whoever_makes_it(tmp_path):
+    """The generation a no-op certificate names (plan/noop.py) moves on with
+    each row sweepc inserts, changes or deletes, and with a change made by
+    hand (sqlite3) too; a write by another connection leaves a store's
+    `seen` unknown, its own writes keep it known."""
+    import sqlite3
+
+    from sweepc.plan.store import Store
+
+    s = Store.open(tmp_path)
+    try:
+        store_id, g0 = s.generation()
+        s.states()
+        assert s.seen == g0
+        s.mark_planned([("gen", "aa", "{}"), ("gen", "bb", "{}")], "run1")
+        assert s.generation() == (store_id, g0 + 2) and s.seen == g0 + 2
+        s.begin_run(["sweepc", "build"], "local", None, None)  # no job row: no change
+        assert s.generation()[1] == g0 + 2 and s.seen == g0 + 2
+        s.delete([("gen", "aa")])
+        assert s.seen == g0 + 3
+        con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
+        con.execute("UPDATE jobs SET status='done' WHERE hash='bb'")
+        con.commit()
+        con.close()
+        assert s.generation()[1] == g0 + 4
+        s.set_status([("gen", "bb")], "failed")
+        assert s.generation()[1] == g0 + 5 and s.seen is None  # someone else wrote in between
+        s.states()
+        assert s.seen == g0 + 5
+    finally:
+        s.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    assert Store.open(other).generation()[0] != store_id
 
 
 def test_run_ids_are_version_4_uuids_made_without_the_uuid_module():

@@ -49,7 +49,7 @@ from sweepc.errors import SweepfileError, UsageError
 from sweepc.hashing import bulk_sha256, short_sha256
 from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
 
-__all__ = ["EarlierJobs", "earlier_jobs", "graph_key", "load_graph"]
+__all__ = ["EarlierJobs", "earlier_jobs", "files_unchanged", "graph_key", "key_parts", "load_graph", "sweepfile_key"]
 
 CACHE_FORMAT = b"sweepc-graph-cache 3\n"
 _OFFSETS = struct.Struct("<QQ")  # where the third part starts, the length of the file
@@ -61,8 +61,9 @@ STATE_DIR = ".sweepc"  # = plan.store.STATE_DIR (a later stage, which we cannot 
 # yet): (graph, cache path, key, files read). remember() writes it once the build
 # has made the folder.
 _unsaved: list[tuple[BuildGraph, Path, str, list[tuple[str, str]]]] = []
-# The last graphs load_graph() returned, with their keys.
-_keys: list[tuple[BuildGraph, str]] = []
+# The last graphs load_graph() returned, with their keys: (graph, graph_key(),
+# the cache key, the files the compiler read with their digests).
+_keys: list[tuple[BuildGraph, str, str, list[tuple[str, str]]]] = []
 # Child processes writing the cache (see _write_soon): their pids.
 _writers: list[int] = []
 # Writes of big graphs waiting for start_writes() (see hold_writes()): _write_soon's arguments
@@ -127,7 +128,7 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
         if hit is not None:
             g, files = hit
             # the path as this command named it (relative or not), as compile() keeps it
-            return _known(g if g.sweepfile == sweepfile else dataclasses.replace(g, sweepfile=sweepfile), _graph_key(key, files))
+            return _known(g if g.sweepfile == sweepfile else dataclasses.replace(g, sweepfile=sweepfile), key, files)
     # imported here: a cache hit needs neither lark nor networkx
     from sweepc.lang import sweeps
     from sweepc.lang.compiler import compile as compile_module
@@ -163,12 +164,12 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
         # planning; so it is not held (see hold_writes())
         if not _write_soon(*entry, g, hold=prior is None or not _same_jobs(g, prior[1])):
             _unsaved[:] = [(g, *entry)]
-        return _known(g, _graph_key(key, files))
+        return _known(g, key, files)
     return g
 
 
-def _known(g: BuildGraph, key: str) -> BuildGraph:
-    _keys[:] = [*_keys[-3:], (g, key)]
+def _known(g: BuildGraph, key: str, files: list[tuple[str, str]]) -> BuildGraph:
+    _keys[:] = [*_keys[-3:], (g, _graph_key(key, files), key, files)]
     return g
 
 
@@ -186,10 +187,37 @@ def graph_key(g: BuildGraph) -> str | None:
     (Fix: it was the cache key alone, so fingerprints made for the jobs of
     one CSV were taken for those of another with as many rows, and a gather
     over it could count as up to date after the CSV changed back.)"""
-    for known, key in _keys:
+    for known, key, _, _ in _keys:
         if known is g:
             return key
     return None
+
+
+def key_parts(g: BuildGraph) -> tuple[str, list[tuple[str, str]]] | None:
+    """For a graph this process loaded without overrides (None for any
+    other): its cache key (sweepfile_key()) and the files the compiler read,
+    with their digests (files_unchanged())."""
+    for known, _, key, files in _keys:
+        if known is g:
+            return key, files
+    return None
+
+
+def sweepfile_key(sweepfile: Path) -> str | None:
+    """The cache key of the sweepfile as it is now (its text and full path,
+    the compiler's identity), or None when it cannot be read. With the
+    files it reads unchanged (files_unchanged()), the same key means the
+    same graph."""
+    try:
+        text = sweepfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _key(text, sweepfile.resolve().parent / sweepfile.name)
+
+
+def files_unchanged(files: Sequence[tuple[str, str]]) -> bool:
+    """Whether each file the compiler read has the digest it had then (a missing one, still missing)."""
+    return all((_digest(Path(p)) or ABSENT) == digest for p, digest in files)
 
 
 def remember(g: BuildGraph) -> None:
@@ -205,7 +233,7 @@ def forget(g: BuildGraph) -> None:
     """Let go of a graph this process loaded (graph_key() no longer knows
     it), so that it is freed once nothing else holds it: `sweepc results`
     writes a 100k-row table without the 100k-job graph it was made from."""
-    _keys[:] = [(known, key) for known, key in _keys if known is not g]
+    _keys[:] = [entry for entry in _keys if entry[0] is not g]
     _unsaved[:] = [entry for entry in _unsaved if entry[0] is not g]
 
 

@@ -69,6 +69,9 @@ class Plan:
     fingerprints: Sequence[str]
     records: Mapping[tuple[str, str], Record] = field(repr=False)
     source_updates: tuple[tuple[str, int, int, str], ...] = ()
+    # (path, size, mtime_ns) of each source input as the planner saw it (its digest
+    # is the one of that size and mtime): what a no-op certificate checks (plan/noop.py)
+    source_stats: tuple[tuple[str, int, int], ...] = ()
     new_store: bool = False  # the store started from nothing (none, or an empty file)
     # Jobs whose fingerprint is known only when others have ended: those with
     # `input: done(RULE)` (which of its jobs end done), and every job
@@ -149,7 +152,7 @@ def _plan(
     explain: bool,
     live: Mapping[tuple[str, str], str] | None,
 ) -> Plan:
-    digests, updates = _source_digests(g, store, selected)
+    digests, updates, seen = _source_digests(g, store, selected)
     live = live or {}
     jobs = g.jobs
     wd = str(g.workdir_path)
@@ -271,6 +274,7 @@ def _plan(
         new_store=store.new,
         records=recs,
         source_updates=tuple(updates),
+        source_stats=tuple(seen),
         dynamic=dynamic,
     )
 
@@ -744,8 +748,10 @@ def _forced(g: BuildGraph, selected: Sequence[int], rules: Collection[str]) -> s
     return forced
 
 
-def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tuple[dict[str, str], list[tuple[str, int, int, str]]]:
-    """Content digests of source inputs; size+mtime fast path, hash to confirm."""
+def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]
+                    ) -> tuple[dict[str, str], list[tuple[str, int, int, str]], list[tuple[str, int, int]]]:
+    """Content digests of source inputs; size+mtime fast path, hash to confirm.
+    Also the rows to store for the files hashed now, and each file's size and mtime."""
     paths: dict[str, int] = {}
     for i in selected:
         for p in g.jobs[i].sources:
@@ -761,10 +767,11 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
                     templates.setdefault(tf.source, r.name)
                     paths.setdefault(tf.source, rules_selected[r.name])
     if not paths:
-        return {}, []
+        return {}, [], []
     known = store.sources()
     digests: dict[str, str] = {}
     updates: list[tuple[str, int, int, str]] = []
+    seen: list[tuple[str, int, int]] = []
     missing: list[Diagnostic] = []
     for p, first in paths.items():
         full = g.root / p
@@ -777,6 +784,7 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
             else:
                 missing.append(_missing(g, g.jobs[first], p))
             continue
+        seen.append((p, st.st_size, st.st_mtime_ns))
         old = known.get(p)
         if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
             digests[p] = old[2]
@@ -786,7 +794,7 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]) -> tup
         updates.append((p, st.st_size, st.st_mtime_ns, digest))
     if missing:
         raise SweepfileError(missing, g.source)
-    return digests, updates
+    return digests, updates, seen
 
 
 def _file_digest(path: os.PathLike[str] | str) -> str:

@@ -47,9 +47,18 @@ from sweepc.errors import StateError, SweepcError, machine_error
 
 # 2: the results table (every run's results, for `sweepc results --history`)
 # 3: jobs.cpu_s (user + system CPU seconds)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # older schemas this sweepc upgrades in place: version -> SQL that makes it the next one
-_UPGRADES = {2: "ALTER TABLE jobs ADD COLUMN cpu_s REAL;"}
+# (4: the store's id and generation, which a no-op certificate names: plan/noop.py)
+_UPGRADES = {
+    2: "ALTER TABLE jobs ADD COLUMN cpu_s REAL;",
+    3: "INSERT OR IGNORE INTO meta VALUES ('generation', '0');"
+       "INSERT OR IGNORE INTO meta VALUES ('store_id', lower(hex(randomblob(16))));"
+       # every change of a job row counts, whoever makes it (sweepc, or sqlite3 by hand)
+       + "".join(f"CREATE TRIGGER IF NOT EXISTS jobs_{ev.lower()} AFTER {ev} ON jobs BEGIN "
+                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'; END;"
+                 for ev in ("INSERT", "UPDATE", "DELETE")),
+}
 STATE_DIR = ".sweepc"
 CACHE_MAX_MB = 16  # SQLite's page cache for a big build at most (Store.cache_for; issue 11's memory budget)
 DB_NAME = "state.db"
@@ -324,6 +333,12 @@ class Store:
         # True when there was no store (or an empty file) and this one starts
         # from nothing: outputs already in the workdir are then unknown to it
         self.new = False
+        # The store's generation as this connection last knew it whole: read
+        # by states() (before the rows), moved on by each of its own writes;
+        # None once someone else may have written in between. Each change of
+        # a job row counts it up (a trigger), so a no-op certificate
+        # (plan/noop.py) names the rows a plan saw.
+        self.seen: int | None = None
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -415,7 +430,7 @@ class Store:
         else:
             # executescript commits on its own, so the script carries its own transaction
             c.executescript(
-                "BEGIN IMMEDIATE;" + _SCHEMA
+                "BEGIN IMMEDIATE;" + _SCHEMA + _UPGRADES[3]
                 + f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
             )
             self.new = True
@@ -434,8 +449,13 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise self._write_error(e) from None
+        seen = None
         try:
+            # whether anybody else changed a job row since this connection last knew the store
+            known = self.seen is not None and self._generation() == self.seen
             yield self.conn
+            if known:
+                seen = self._generation()
         except BaseException as e:
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
                 self.conn.execute("ROLLBACK")
@@ -449,6 +469,7 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
                 raise self._write_error(e) from None
+            self.seen = seen
 
     def _write_error(self, e: sqlite3.Error) -> SweepcError:
         return _cannot_write(self.path, e)
@@ -496,6 +517,9 @@ class Store:
         date, in a third of the memory and time of records()."""
         out: dict[str, dict[str, str]] = {}
         try:
+            # first: a write between the two reads makes the rows newer than the
+            # generation (a certificate of it is then void), never older
+            self.seen = self._generation()
             rules = [r[0] for r in self.conn.execute("SELECT DISTINCT rule FROM jobs")]
             for rule in rules:
                 out[rule] = dict(self.conn.execute(
@@ -504,6 +528,16 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise _unreadable(self.path, e) from None
         return out
+
+    def generation(self) -> tuple[str, int]:
+        """The store's id (random, made with it) and its generation now (how
+        many job rows were inserted, changed or deleted in its life)."""
+        got = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('store_id', 'generation')").fetchall())
+        return str(got.get("store_id", "")), int(got.get("generation", -1))
+
+    def _generation(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row is not None else -1
 
     def lookup(self) -> RecordMap:
         """records(), each row read when first asked for (by primary key; all

@@ -1,0 +1,189 @@
+"""The no-op certificate: `sweepc build` with nothing to do, without the graph.
+
+A build that leaves every job of the project up to date writes
+`.sweepc/uptodate` (certify()): its plan had nothing to run, or every job it
+ran ended done. The certificate names what that verdict rests on:
+
+* the graph: the sweepfile's cache key (its text and path, the compiler's
+  identity: lang/project.py) and the digest of every file the compiler read;
+* the planner's identity (size and mtime of plan/*.py);
+* the store: its id, schema version and generation. Each change of a job
+  row counts the generation up (a trigger: whoever writes, sweepc or
+  sqlite3 by hand), and the planner read the generation before the rows it
+  planned from (Store.states), so the same generation means the same rows;
+* each source input's size and mtime as the planner saw them;
+* every job's non-temp outputs (by rule, output names and pset hashes).
+
+The next plain `sweepc build` (no targets, selection, --force, -D, -n;
+the local backend) calls check() before it loads anything: the same key,
+the same files, the same planner, the same store generation, the same
+source stats, no journal to replay, the build lock free and left by a
+clean release, and every output there (one access() each, as the planner
+does) mean the planner would find nothing to run. Anything else, or any
+doubt (a damaged file, another format), and the build takes its usual
+path. A certificate is never removed: a later write to the store voids it.
+
+Not certified: graphs with temp() outputs, `done()` inputs, samples made
+by a rule or pending sweeps (their plan depends on more than the above),
+and builds of a selection, or with jobs queued in a scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sweepc.errors import SweepcError
+from sweepc.lang.graph import BuildGraph
+from sweepc.lang.project import files_unchanged, key_parts, sweepfile_key
+from sweepc.plan.planner import Plan
+from sweepc.plan.store import DB_NAME, SCHEMA_VERSION, BuildLock, Store, state_dir
+
+__all__ = ["CERT_NAME", "certify", "check"]
+
+CERT_NAME = "uptodate"
+FORMAT = b"sweepc-uptodate 1\n"
+_JOURNAL = "journal"  # = backends.local.journal.JOURNAL_NAME (a later stage)
+
+
+def certify(g: BuildGraph, p: Plan, store: Store) -> bool:
+    """Write the certificate of a build that leaves every job up to date: p
+    is its plan of every job, and either p.run is empty or every job in it
+    ended done. False (and nothing written) when the graph or plan is not
+    one check() can vouch for, or the store was written by someone else
+    since it was planned."""
+    if (len(p.selected) != len(g.jobs) or p.queued or p.dynamic or g.sample_rules or g.pending
+            or any(o.temp for r in g.rules for o in r.outputs)):
+        return False
+    parts = key_parts(g)
+    if parts is None or store.seen is None:
+        return False
+    try:
+        store_id, generation = store.generation()
+    except sqlite3.Error:
+        return False
+    if generation != store.seen:
+        return False
+    key, files = parts
+    hashes: dict[str, list[str]] = {r.name: [] for r in g.rules}
+    for job in g.jobs:
+        hashes[job.rule].append(job.hash)
+    head = {
+        "store": store_id, "generation": generation, "key": key, "files": files, "code": _code_id(),
+        "workdir": str(g.workdir_path), "sources": p.source_stats, "jobs": len(g.jobs),
+    }
+    body = [[r.name, [o.path for o in r.outputs], " ".join(hashes[r.name])] for r in g.rules if r.outputs]
+    d = state_dir(g.root)
+    path = d / CERT_NAME
+    tmp = d / f"{CERT_NAME}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(FORMAT)
+            f.write(json.dumps(head).encode("utf-8", "surrogatepass") + b"\n")
+            f.write(json.dumps(body).encode("utf-8", "surrogatepass") + b"\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True
+
+
+def check(sweepfile: Path, argv: Sequence[str]) -> int | None:
+    """The number of jobs, all up to date, when the certificate vouches
+    that a build of every job of this sweepfile would run nothing; None
+    when it cannot (then plan as usual)."""
+    root = sweepfile.resolve().parent
+    d = state_dir(root)
+    try:
+        f = open(d / CERT_NAME, "rb")
+    except OSError:
+        return None
+    try:
+        with f:
+            if f.readline() != FORMAT:
+                return None
+            head = json.loads(f.readline())
+            if not _current(head, sweepfile, root, d):
+                return None
+            with BuildLock(root) as lock:
+                try:
+                    lock.acquire(argv)
+                except SweepcError:
+                    return None  # another build runs (the usual path says so), or the lock cannot be written
+                if lock.dead_holder is not None or not _same_store(d / DB_NAME, head):
+                    return None  # (a dead build: the usual path stops what it left running)
+                return _outputs_there(json.loads(f.read()), head)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None  # damaged, or not what this sweepc writes
+
+
+def _current(head: dict[str, Any], sweepfile: Path, root: Path, d: Path) -> bool:
+    """Whether the graph, the planner and the source inputs are those certified, and no journal waits."""
+    if head["code"] != _code_id() or head["key"] != sweepfile_key(sweepfile):
+        return False
+    with contextlib.suppress(OSError):
+        if os.stat(d / _JOURNAL).st_size:
+            return False  # ends of a killed build to record
+    for p, size, mtime_ns in head["sources"]:
+        try:
+            st = os.stat(root / p)
+        except OSError:
+            return False
+        if st.st_size != size or st.st_mtime_ns != mtime_ns:
+            return False  # (touched, maybe edited: the planner tells which)
+    return files_unchanged([(str(p), str(digest)) for p, digest in head["files"]])
+
+
+def _same_store(path: Path, head: dict[str, Any]) -> bool:
+    try:
+        conn = sqlite3.connect(path, timeout=30.0)
+    except sqlite3.Error:
+        return False
+    try:
+        got = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('store_id', 'generation', 'schema_version')").fetchall())
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return (got.get("store_id") == head["store"] and str(got.get("generation")) == str(head["generation"])
+            and str(got.get("schema_version")) == str(SCHEMA_VERSION))
+
+
+def _outputs_there(body: list[Any], head: dict[str, Any]) -> int | None:
+    """head's job count when every certified output exists (as the planner looks: from the workdir, by its
+    relative path rule/hh/hash/name), else None."""
+    try:
+        wd = os.open(head["workdir"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    access, F_OK = os.access, os.F_OK
+    try:
+        for rule, outs, hashes in body:
+            for h in hashes.split():
+                base = f"{rule}/{h[:2]}/{h}/"
+                for name in outs:
+                    if not access(base + name, F_OK, dir_fd=wd):
+                        return None
+    finally:
+        os.close(wd)
+    n = head["jobs"]
+    return n if isinstance(n, int) else None
+
+
+def _code_id() -> str:
+    """Size and mtime of every file of the plan stage: another planner may judge otherwise."""
+    here = Path(__file__).resolve().parent
+    out = []
+    for f in sorted(here.glob("*.py")):
+        try:
+            st = os.stat(f)
+            out.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            out.append(f"{f.name}:-")
+    return " ".join(out)

@@ -395,22 +395,31 @@ def test_under_a_profiler_the_command_line_process_exits_as_usual(built, tmp_pat
     assert any(fn[2] == "check" and fn[0].endswith("noop.py") for fn in pstats.Stats(str(out)).stats)  # type: ignore[attr-defined]
 
 
-def test_a_build_with_nothing_to_do_loads_neither_openssl_nor_the_heavy_libraries(local_project):
+@pytest.mark.parametrize("certified", [True, False], ids=["certificate", "planner"])
+def test_a_build_with_nothing_to_do_loads_neither_openssl_nor_the_heavy_libraries(local_project, certified):
     """Start-up (issue 11): a no-op imports only what it uses. hashlib's
     OpenSSL (libcrypto: 5-9 ms to load) is not needed to hash the graph
-    cache's key; pandas, jinja2 and the template machinery are not needed at all."""
+    cache's key; pandas, jinja2 and the template machinery are not needed at
+    all. Answered by the no-op certificate (plan/noop.py), it imports neither
+    the planner nor the API nor a backend either."""
     import subprocess
     import sys
 
     p = local_project.write('param a = range(0, 3)\n\nrule gen over a:\n    output: "out.txt"\n    shell: "echo {a} > {output}"\n')
     assert p.sweepc("build").code == 0
+    if not certified:
+        (p.root / ".sweepc" / "uptodate").unlink()
     code = ("import atexit, sys; sys.argv = ['sweepc', 'build']; "
             "atexit.register(lambda: open('modules', 'w').write('\\n'.join(sorted(sys.modules)))); "
             "from sweepc.cli.app import main; main()")
     r = subprocess.run([sys.executable, "-c", code], cwd=p.root, capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (0, "sweepc: nothing to do (3 jobs up to date)\n", "")
     loaded = set((p.root / "modules").read_text().split("\n"))
-    assert "sweepc.plan.planner" in loaded  # (it did plan)
+    planned = {"sweepc.plan.planner", "sweepc.api", "sweepc.backends.local"}
+    if certified:
+        assert loaded.isdisjoint(planned), sorted(loaded & planned)
+    else:
+        assert planned <= loaded  # (it did plan)
     assert loaded.isdisjoint({"_hashlib", "hashlib", "pandas", "jinja2", "networkx", "sweepc.lang.templates",
                               "sweepc.lang.parser", "sweepc.lang.compiler"}), sorted(loaded & {"_hashlib", "hashlib", "pandas", "jinja2"})
 

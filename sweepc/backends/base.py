@@ -23,12 +23,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sweepc.values import compact_json
-from sweepc.lang.graph import BuildGraph, Job
-from sweepc.plan.planner import Plan
-from sweepc.plan.store import Outcome, Store
+
+if TYPE_CHECKING:  # (annotations only: the registry imports this module for `sweepc build`'s options)
+    from sweepc.lang.graph import BuildGraph, Job
+    from sweepc.plan.planner import Plan
+    from sweepc.plan.store import Outcome, Store
 
 # (rule, pset hash) -> the id under which a scheduler still has the job
 LiveJobs = dict[tuple[str, str], str]

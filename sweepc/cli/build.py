@@ -18,16 +18,19 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from sweepc.api import Study
 from sweepc.errors import UsageError, plural
-from sweepc.lang.graph import BuildGraph, Job
 from sweepc.lang.project import hold_writes
 from sweepc.backends import names as backend_names
-from sweepc.backends.base import Backend, Interrupted, Summary
-from sweepc.plan.planner import Plan
-from sweepc.plan.store import DB_NAME, Outcome, Store, state_dir
+from sweepc.plan.store import DB_NAME, Store, state_dir
+
+if TYPE_CHECKING:  # (a no-op build answered by its certificate imports none of these: plan/noop.py)
+    from sweepc.api import Study
+    from sweepc.backends.base import Backend, Summary
+    from sweepc.lang.graph import BuildGraph, Job
+    from sweepc.plan.planner import Plan
+    from sweepc.plan.store import Outcome
 
 from sweepc.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, arrow_frees, study_of, sweepfile_of, text_tables
 
@@ -356,6 +359,13 @@ def _detach(study: Study, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if _plain(args):
+        from sweepc.plan import noop
+
+        n = noop.check(sweepfile_of(args), getattr(args, "command_line", None) or ["sweepc", "build"])
+        if n is not None:  # every job up to date, by the certificate of the last build (plan/noop.py)
+            sys.stdout.write(f"sweepc: nothing to do ({plural(n, 'job')} up to date)\n")
+            return EXIT_OK
     from sweepc import backends
     from sweepc.backends.base import BuildOptions
 
@@ -365,13 +375,6 @@ def cmd_build(args: argparse.Namespace) -> int:
                          "use --backend slurm --detach")
     backend.validate(BuildOptions(jobs=args.jobs, keep_going=args.keep_going, wait=args.wait, render_only=args.render_only,
                                   detach=args.detach and not args.dry_run))
-    if _plain(args):
-        from sweepc.plan import noop
-
-        n = noop.check(sweepfile_of(args), getattr(args, "command_line", None) or ["sweepc", "build"])
-        if n is not None:  # every job up to date, by the certificate of the last build (plan/noop.py)
-            sys.stdout.write(f"sweepc: nothing to do ({plural(n, 'job')} up to date)\n")
-            return EXIT_OK
     if not args.dry_run:
         # a changed sweepfile's graph cache is written once the build has
         # planned, while its jobs run (not next to the planner)
@@ -458,6 +461,8 @@ def _stream_name(f: TextIO) -> str:
 
 
 def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO) -> int:
+    from sweepc.backends.base import Interrupted
+
     reporter = _Reporter(out)
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait

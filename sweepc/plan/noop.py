@@ -36,13 +36,15 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweepc.errors import SweepcError
-from sweepc.lang.graph import BuildGraph
 from sweepc.lang.project import files_unchanged, key_parts, sweepfile_key
-from sweepc.plan.planner import Plan
 from sweepc.plan.store import DB_NAME, SCHEMA_VERSION, BuildLock, Store, state_dir
+
+if TYPE_CHECKING:  # (check() runs before anything else of a build is imported)
+    from sweepc.lang.graph import BuildGraph
+    from sweepc.plan.planner import Plan
 
 __all__ = ["CERT_NAME", "certify", "check"]
 

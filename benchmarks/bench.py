@@ -153,7 +153,8 @@ def pretend_built(tool: str, d: Path, n: int) -> None:
     """--no-full: make the project look fully built without running its 2N+1
     jobs. make: every target file, written in rule order (older inputs).
     sweepc: the state store rows, job folders, markers, outputs and logs a
-    build leaves (through sweepc's own store API). Only for the no-op and +10
+    build leaves, and its no-op certificate (through sweepc's own store API
+    and plan/noop.py). Only for the no-op and +10
     steps at sizes where a full run takes too long; the table says so."""
     if tool == "make":
         (d / "gen").mkdir(exist_ok=True)
@@ -190,6 +191,9 @@ for i in p.run:
     outs.append(Outcome(j.rule, j.hash, "done", p.fingerprints[i], p.cmd_hashes[i], p.inputs_hashes[i], 0, now, now,
                         "bench", 1.0, 1, "local", None, "pretend"))
 store.record(outs)
+# and the no-op certificate a build that ends with every job done writes (plan/noop.py)
+from sweepc.plan.noop import certify
+assert certify(g, plan(g, store, range(len(g.jobs))), store)
 store.close()
 """
     subprocess.run([sys.executable, "-c", code], cwd=d, env=ENV, check=True)

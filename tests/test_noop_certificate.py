@@ -255,13 +255,14 @@ def test_a_lock_left_by_a_dead_build_takes_the_usual_path(built):
     assert p.sweepc("build").out == f"sweepc: nothing to do ({JOBS} jobs up to date)\n" and spy.last() == JOBS
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "other-format"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "cut-at-a-line", "garbage", "other-format"])
 def test_a_damaged_certificate_is_ignored(built, damage):
     p, spy = built
     f = p.root / ".sweepc" / noop.CERT_NAME
     data = f.read_bytes()
-    f.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"\x00\xff" * 50,
-                   "other-format": data.replace(b"sweepc-uptodate 1", b"sweepc-uptodate 9")}[damage])
+    # (cut-at-a-line: the last output path gone; every path left is there)
+    f.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "cut-at-a-line": data[: data.rindex(b"\n")],
+                   "garbage": b"\x00\xff" * 50, "other-format": data.replace(b"sweepc-uptodate 2", b"sweepc-uptodate 9")}[damage])
     r = p.sweepc("build")
     assert (r.code, r.out) == (0, f"sweepc: nothing to do ({JOBS} jobs up to date)\n")
     assert spy.answers == [None]

@@ -15,8 +15,10 @@ line in _REGISTRY (see docs/architecture.md).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from sweepc.backends.base import Backend
+if TYPE_CHECKING:  # (typing's Protocol classes take ~5 ms to make: `sweepc build` asks names() first)
+    from sweepc.backends.base import Backend
 
 # name -> "module:Class"; imported only when used, so `sweepc status` never
 # pays for a backend it does not touch.

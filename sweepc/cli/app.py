@@ -17,7 +17,6 @@ from sweepc import __version__
 from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
 from sweepc.cli import common as cli_common
 from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of, text_tables
-from sweepc.lang.project import wait_writes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,7 +129,9 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"sweepc: {err}", file=sys.stderr)
         return EXIT_MACHINE
     finally:
-        wait_writes()  # the compiled-graph cache, written while the command ran
+        project = sys.modules.get("sweepc.lang.project")  # (never imported: nothing to wait for)
+        if project is not None:
+            project.wait_writes()  # the compiled-graph cache, written while the command ran
 
 
 def _drop_stdout() -> None:

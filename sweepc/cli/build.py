@@ -21,7 +21,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from sweepc.errors import UsageError, plural
-from sweepc.lang.project import hold_writes
 from sweepc.backends import names as backend_names
 from sweepc.plan.store import DB_NAME, Store, state_dir
 
@@ -378,6 +377,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.dry_run:
         # a changed sweepfile's graph cache is written once the build has
         # planned, while its jobs run (not next to the planner)
+        from sweepc.lang.project import hold_writes
+
         hold_writes()
     study = _study(args)
     out = sys.stdout

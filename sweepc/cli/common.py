@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweepc.lang.graph import BuildGraph
-from sweepc.lang.project import find_sweepfile, load_graph
+from sweepc.lang.identity import find_sweepfile
 
 if TYPE_CHECKING:
     from sweepc.api import Study
+    from sweepc.lang.graph import BuildGraph
 
 # 3: sweepc could not write its own files (a full disk, read-only): errors.MachineError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MACHINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -24,6 +24,8 @@ def sweepfile_of(args: argparse.Namespace) -> Path:
 def graph_of(args: argparse.Namespace) -> BuildGraph:
     # One command per process: what exists now (the graph above all) lives to
     # the end, so the cyclic collector need never scan it again.
+    from sweepc.lang.project import load_graph  # (not before: a no-op answered by its certificate needs no graph)
+
     return load_graph(sweepfile_of(args), args.define, freeze=True)
 
 

@@ -46,15 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from sweepc.errors import SweepfileError, UsageError
-from sweepc.hashing import bulk_sha256, short_sha256
+from sweepc.hashing import short_sha256
 from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
+from sweepc.lang.identity import ABSENT, CACHE_FORMAT, cache_key as _key, code_identity as _code_identity
+from sweepc.lang.identity import digest as _digest, files_unchanged, find_sweepfile, graph_key_of as _graph_key, sweepfile_key
 
-__all__ = ["EarlierJobs", "earlier_jobs", "files_unchanged", "graph_key", "key_parts", "load_graph", "sweepfile_key"]
+__all__ = ["EarlierJobs", "earlier_jobs", "files_unchanged", "find_sweepfile", "graph_key", "key_parts", "load_graph", "sweepfile_key"]
 
-CACHE_FORMAT = b"sweepc-graph-cache 3\n"
 _OFFSETS = struct.Struct("<QQ")  # where the third part starts, the length of the file
 CACHE_NAME = "graph.cache"
-ABSENT = "-"  # the digest of a file that does not exist
 STATE_DIR = ".sweepc"  # = plan.store.STATE_DIR (a later stage, which we cannot import)
 
 # The graph compiled by this process whose cache was not written (no .sweepc/
@@ -76,20 +76,6 @@ _exit_hook: list[bool] = []  # [True] once wait_writes() is registered with atex
 FORK_WRITE_MIN_JOBS = 20_000
 
 
-def find_sweepfile(path: str | Path | None = None, directory: str | Path | None = None) -> Path:
-    """The sweepfile named by path (a file or a folder holding one), relative to directory."""
-    base = Path(directory) if directory is not None else Path.cwd()
-    if directory is not None and not base.is_dir():
-        raise UsageError(f"no such folder: {directory}")
-    target = base / (path if path is not None else "sweepfile")
-    if target.is_dir():
-        target = target / "sweepfile"
-    if not target.is_file():
-        raise UsageError(
-            f"no sweepfile at {target}",
-            "run sweepc in the folder that holds the sweepfile, or name it with -f FILE or -C DIR",
-        )
-    return target
 
 
 def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = True, freeze: bool = False) -> BuildGraph:
@@ -173,11 +159,6 @@ def _known(g: BuildGraph, key: str, files: list[tuple[str, str]]) -> BuildGraph:
     return g
 
 
-def _graph_key(key: str, files: Sequence[tuple[str, str]]) -> str:
-    """The cache key and the digests of the files the compiler read: what
-    tells one graph from another (the cache's key alone does not: the same
-    sweepfile over another CSV is another graph)."""
-    return short_sha256("\0".join([key, *(f"{p}\0{d}" for p, d in files)]).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def graph_key(g: BuildGraph) -> str | None:
@@ -203,21 +184,6 @@ def key_parts(g: BuildGraph) -> tuple[str, list[tuple[str, str]]] | None:
     return None
 
 
-def sweepfile_key(sweepfile: Path) -> str | None:
-    """The cache key of the sweepfile as it is now (its text and full path,
-    the compiler's identity), or None when it cannot be read. With the
-    files it reads unchanged (files_unchanged()), the same key means the
-    same graph."""
-    try:
-        text = sweepfile.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return _key(text, sweepfile.resolve().parent / sweepfile.name)
-
-
-def files_unchanged(files: Sequence[tuple[str, str]]) -> bool:
-    """Whether each file the compiler read has the digest it had then (a missing one, still missing)."""
-    return all((_digest(Path(p)) or ABSENT) == digest for p, digest in files)
 
 
 def remember(g: BuildGraph) -> None:
@@ -318,12 +284,6 @@ def _wait_forked() -> None:
             os.waitpid(pid, 0)
 
 
-def _key(text: str, sweepfile: Path) -> str:
-    h = short_sha256()
-    for part in (CACHE_FORMAT.decode(), sys.version, str(sweepfile), *_code_identity()):
-        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
-    h.update(text.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
 
 
 def _code_id() -> str:
@@ -331,37 +291,6 @@ def _code_id() -> str:
     return short_sha256("\0".join([sys.version, *_code_identity()]).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _code_identity() -> list[str]:
-    """Size and mtime of every file that decides what a sweepfile compiles to."""
-    pkg = Path(__file__).resolve().parent.parent
-    files = [*sorted((pkg / "lang").glob("*.py")), pkg / "hashing.py", pkg / "values.py", pkg / "errors.py",
-             pkg / "lang" / "grammar" / "sweepfile.lark", pkg.parent / "grammar" / "sweepfile.lark"]
-    out = []
-    for f in files:
-        try:
-            st = os.stat(f)
-            out.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-        except OSError:
-            out.append(f"{f}:-")
-    return out
-
-
-def _digest(path: Path) -> str | None:
-    h = bulk_sha256()()
-    if os.path.isdir(path):
-        # a template folder (templates:): what is in it decides the graph
-        for top, dirs, names in os.walk(path):
-            dirs.sort()
-            for n in sorted(names):
-                h.update(os.path.relpath(os.path.join(top, n), path).encode("utf-8", "surrogateescape") + b"\0")
-        return "dir:" + h.hexdigest()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
 
 
 def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]] | None:

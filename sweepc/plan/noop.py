@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweepc.errors import SweepcError
-from sweepc.lang.project import files_unchanged, key_parts, sweepfile_key
+from sweepc.lang.identity import files_unchanged, sweepfile_key
 from sweepc.plan.store import DB_NAME, SCHEMA_VERSION, BuildLock, Store, state_dir
 
 if TYPE_CHECKING:  # (check() runs before anything else of a build is imported)
@@ -62,6 +62,8 @@ def certify(g: BuildGraph, p: Plan, store: Store) -> bool:
     if (len(p.selected) != len(g.jobs) or p.queued or p.dynamic or g.sample_rules or g.pending
             or any(o.temp for r in g.rules for o in r.outputs)):
         return False
+    from sweepc.lang.project import key_parts
+
     parts = key_parts(g)
     if parts is None or store.seen is None:
         return False

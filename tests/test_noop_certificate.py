@@ -122,25 +122,24 @@ def _remove_output(p) -> None:  # type: ignore[no-untyped-def]
     (p.graph.job_dir(job) / "square.txt").unlink()
 
 
-def _fail_a_row_by_hand(p) -> None:  # type: ignore[no-untyped-def]
+def _by_hand(p, statement: str) -> None:  # type: ignore[no-untyped-def]
+    """A change of the store made with sqlite3, not by sweepc."""
     con = _db(p.root)
-    con.execute("UPDATE jobs SET status='failed' WHERE rule='gen' AND hash=(SELECT MIN(hash) FROM jobs WHERE rule='gen')")
+    con.execute(statement)
     con.commit()
     con.close()
+
+
+def _fail_a_row_by_hand(p) -> None:  # type: ignore[no-untyped-def]
+    _by_hand(p, "UPDATE jobs SET status='failed' WHERE rule='gen' AND hash=(SELECT MIN(hash) FROM jobs WHERE rule='gen')")
 
 
 def _forget_a_row_by_hand(p) -> None:  # type: ignore[no-untyped-def]
-    con = _db(p.root)
-    con.execute("DELETE FROM jobs WHERE rule='mean'")
-    con.commit()
-    con.close()
+    _by_hand(p, "DELETE FROM jobs WHERE rule='mean'")
 
 
 def _change_a_fingerprint_by_hand(p) -> None:  # type: ignore[no-untyped-def]
-    con = _db(p.root)
-    con.execute("UPDATE jobs SET fingerprint='0000' WHERE rule='square' AND hash=(SELECT MAX(hash) FROM jobs WHERE rule='square')")
-    con.commit()
-    con.close()
+    _by_hand(p, "UPDATE jobs SET fingerprint='0000' WHERE rule='square' AND hash=(SELECT MAX(hash) FROM jobs WHERE rule='square')")
 
 
 def _clean_outputs(p) -> None:  # type: ignore[no-untyped-def]
@@ -158,10 +157,7 @@ def _add_a_row(p) -> None:  # type: ignore[no-untyped-def]
 
 def _newer_store(p) -> None:  # type: ignore[no-untyped-def]
     # a store another sweepc made from scratch: same rows, but not the store certified
-    con = _db(p.root)
-    con.execute("UPDATE meta SET value='0123456789abcdef0123456789abcdef' WHERE key='store_id'")
-    con.commit()
-    con.close()
+    _by_hand(p, "UPDATE meta SET value='0123456789abcdef0123456789abcdef' WHERE key='store_id'")
 
 
 CHANGES: dict[str, Callable[..., None]] = {

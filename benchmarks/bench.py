@@ -22,7 +22,16 @@ so drifting background load hits both alike), on a fresh project:
 
     plan      sweepc build -n          | make -n           (nothing built yet)
     full      sweepc build -j J        | make -j J         (everything)
-    no-op     sweepc build             | make              (nothing to do)
+    no-op     sweepc build             | make              (nothing to do: sweepc answers
+                                                            from the no-op certificate
+                                                            the full run left)
+    no-op, planner                                         (the same, with sweepc's
+              sweepc build             | make               certificate removed first:
+                                                            it loads the graph and plans,
+                                                            as after an edit that changed
+                                                            no job, such as a comment;
+                                                            both tools run it on inodes
+                                                            the no-op step just warmed)
     +10       the study grows by 10 psets (20 new jobs + the gather reruns):
               sweepc build -j J        | make -j J
 
@@ -67,7 +76,7 @@ rule mean:
     shell: "xargs cat < {{input.list}} | wc -l > {{output}}"
 """
 
-STEPS = ("plan", "full", "no-op", "+10")
+STEPS = ("plan", "full", "no-op", "no-op, planner", "+10")
 # Bytecode is written and used, as for an installed package (pip compiles it):
 # with PYTHONDONTWRITEBYTECODE set, every start would compile sweepc's source.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -142,8 +151,8 @@ def remove_rounds(base: Path, n: int, keep_last: int) -> None:
 
 def command(tool: str, step: str, jobs: int) -> list[str]:
     if tool == "sweepc":
-        return sweepc_argv() + {"plan": ["build", "-n"], "no-op": ["build"]}.get(step, ["build", "-j", str(jobs)])
-    return ["make", "-s"] + {"plan": ["-n"], "no-op": []}.get(step, ["-j", str(jobs)])
+        return sweepc_argv() + {"plan": ["build", "-n"], "no-op": ["build"], "no-op, planner": ["build"]}.get(step, ["build", "-j", str(jobs)])
+    return ["make", "-s"] + {"plan": ["-n"], "no-op": [], "no-op, planner": []}.get(step, ["-j", str(jobs)])
 
 
 # -- one size ---------------------------------------------------------------------
@@ -211,6 +220,8 @@ def bench_size(n: int, base: Path, rounds: int, jobs: int, full: bool = True) ->
                 if step == "full" and not full:
                     pretend_built(tool, dirs[tool], n)
                     continue
+                if step == "no-op, planner" and tool == "sweepc":
+                    (dirs[tool] / ".sweepc" / "uptodate").unlink()  # (the no-op before wrote it: a build must have)
                 got[(tool, step)].append(run(command(tool, step, jobs), dirs[tool]))
         print(f"  N={n:,} round {r + 1}/{rounds} done, load {load()}", file=sys.stderr, flush=True)
     remove_rounds(base, n, rounds - 1)

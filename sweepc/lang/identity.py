@@ -15,8 +15,8 @@ from pathlib import Path
 from sweepc.errors import UsageError
 from sweepc.hashing import bulk_sha256, short_sha256
 
-__all__ = ["ABSENT", "CACHE_FORMAT", "cache_key", "code_identity", "digest", "files_unchanged", "find_sweepfile",
-           "graph_key_of", "sweepfile_key"]
+__all__ = ["ABSENT", "CACHE_FORMAT", "cache_key", "code_identity", "digest", "file_stamps", "files_unchanged",
+           "find_sweepfile", "graph_key_of", "sweepfile_key"]
 
 CACHE_FORMAT = b"sweepc-graph-cache 3\n"
 ABSENT = "-"  # the digest of a file that does not exist
@@ -73,8 +73,12 @@ def cache_key(text: str, sweepfile: Path) -> str:
 def code_identity() -> list[str]:
     """Size and mtime of every file that decides what a sweepfile compiles to."""
     pkg = Path(__file__).resolve().parent.parent
-    files = [*sorted((pkg / "lang").glob("*.py")), pkg / "hashing.py", pkg / "values.py", pkg / "errors.py",
-             pkg / "lang" / "grammar" / "sweepfile.lark", pkg.parent / "grammar" / "sweepfile.lark"]
+    return file_stamps([*sorted((pkg / "lang").glob("*.py")), pkg / "hashing.py", pkg / "values.py", pkg / "errors.py",
+                        pkg / "lang" / "grammar" / "sweepfile.lark", pkg.parent / "grammar" / "sweepfile.lark"])
+
+
+def file_stamps(files: Sequence[Path]) -> list[str]:
+    """"path:size:mtime_ns" of each file ("path:-" when it is missing): code that, changed, decides otherwise."""
     out = []
     for f in files:
         try:

@@ -76,8 +76,6 @@ _exit_hook: list[bool] = []  # [True] once wait_writes() is registered with atex
 FORK_WRITE_MIN_JOBS = 20_000
 
 
-
-
 def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = True, freeze: bool = False) -> BuildGraph:
     """Read, parse and compile a sweepfile, with -D overrides (NAME=VALUE)
     applied; or load it from the cache (never with overrides).
@@ -315,7 +313,7 @@ def _read_cache(path: Path, key: str) -> tuple[BuildGraph, list[tuple[str, str]]
         rest_at, total = _OFFSETS.unpack(f.read(_OFFSETS.size))
         if os.fstat(f.fileno()).st_size != total:
             return None  # truncated (or grown): not what was written
-        if header[0] != key or any((_digest(Path(p)) or ABSENT) != digest for p, digest in header[1]):
+        if header[0] != key or not files_unchanged(header[1]):
             _earlier[:] = [(_graph_key(str(header[0]), header[1]), f, f.tell())]
             keep = True
             return None

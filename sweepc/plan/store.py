@@ -532,8 +532,8 @@ class Store:
     def generation(self) -> tuple[str, int]:
         """The store's id (random, made with it) and its generation now (how
         many job rows were inserted, changed or deleted in its life)."""
-        got = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('store_id', 'generation')").fetchall())
-        return str(got.get("store_id", "")), int(got.get("generation", -1))
+        store_id, generation, _ = _identity(self.conn)
+        return store_id, generation
 
     def _generation(self) -> int:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
@@ -807,6 +807,28 @@ class _RowsOnDemand(RecordMap):
 
     def __len__(self) -> int:
         return len(self._every())
+
+
+def _identity(conn: sqlite3.Connection) -> tuple[str, int, str]:
+    """The store's id, generation and schema version (meta)."""
+    got = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('store_id', 'generation', 'schema_version')").fetchall())
+    return str(got.get("store_id", "")), int(got.get("generation", -1)), str(got.get("schema_version", ""))
+
+
+def identity(path: Path) -> tuple[str, int, str] | None:
+    """_identity() of the store file at path, read without opening a Store
+    (no schema check, nothing made): a no-op certificate's check. None when
+    it cannot be read."""
+    try:
+        conn = sqlite3.connect(path, timeout=30.0)
+    except sqlite3.Error:
+        return None
+    try:
+        return _identity(conn)
+    except (sqlite3.Error, ValueError):
+        return None
+    finally:
+        conn.close()
 
 
 def _reader(path: Path) -> sqlite3.Connection | None:

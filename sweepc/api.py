@@ -291,6 +291,12 @@ class Study:
             if whole:
                 noop.certify(g, p, store)
             return BuildResult(p, None, None, None)
+        # sweepc's own state folder and the outputs are not the code that ran
+        exclude = (state_dir(self.root), g.workdir_path)
+        # git is asked while the backend checks (a python: module's import check
+        # starts an interpreter): the two waits overlap. Not with --git-commit,
+        # whose commit comes first; not for --render-only, which is no run.
+        git = GitState(self.root, exclude) if not (git_commit or options.render_only) else None
         # a build refused for its resources never starts, so it is no run
         warnings = tuple(chosen.check(g, p, options))
         # before anything runs: a template that fails for one pset stops the build
@@ -302,8 +308,7 @@ class Study:
         lock.set_run_id(run_id)  # lets `status` meanwhile name the jobs this build runs
         if git_commit:
             commit_project_files(self.root, self.named_files(), run_id)
-        # sweepc's own state folder and the outputs are not the code that ran
-        commit, dirty = git_state(self.root, exclude=(state_dir(self.root), g.workdir_path))
+        commit, dirty = git.result() if git is not None else git_state(self.root, exclude=exclude)
         run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
         summary: Summary | None = None
         status = "interrupted"
@@ -624,6 +629,29 @@ def git_state(root: Path, exclude: Sequence[Path] = ()) -> tuple[str | None, boo
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+class GitState:
+    """git_state(), asked in a thread of its own from the moment this is
+    made; result() waits for it. git runs as a child process, so the thread
+    only waits: meanwhile the build does its checks."""
+
+    def __init__(self, root: Path, exclude: Sequence[Path] = ()) -> None:
+        import threading
+
+        self._state: tuple[str | None, bool | None] = (None, None)
+        self._thread = threading.Thread(target=self._ask, args=(root, tuple(exclude)), name="sweepc-git", daemon=True)
+        self._thread.start()
+
+    def _ask(self, root: Path, exclude: tuple[Path, ...]) -> None:
+        try:
+            self._state = git_state(root, exclude)
+        except Exception:  # noqa: BLE001 - no git facts is what git_state says on any failure too
+            self._state = (None, None)
+
+    def result(self) -> tuple[str | None, bool | None]:
+        self._thread.join()
+        return self._state
 
 
 def write_report(data: ReportData, output: str | Path = "report.html") -> Path:

@@ -216,6 +216,50 @@ def test_each_run_records_the_commit_and_whether_the_tree_was_dirty(tmp_path: Pa
     assert [r["_run_seq"] for r in runs_json(capsys)] == [0, 1, 2, 3]
 
 
+def test_git_is_asked_while_the_backend_checks_and_its_failure_is_no_facts(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # git_state runs in a thread from before the backend's check (which, for a
+    # python: rule, starts an interpreter to import the module) until the run
+    # is recorded: the two waits overlap. The check below returns only once
+    # git has been asked, so a git asked after the check would never come.
+    import threading
+
+    from sweepc import api
+    from sweepc.backends.local import LocalBackend
+
+    asked = threading.Event()
+    seen: list[tuple[Path, tuple[Path, ...]]] = []
+
+    def slow_git(root: Path, exclude: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
+        seen.append((root, tuple(exclude)))
+        asked.set()
+        return "c0ffee", True
+
+    real_check = LocalBackend.check
+
+    def check(self: LocalBackend, *a: object, **k: object) -> list[str]:
+        assert asked.wait(10), "git was not asked while the backend checked"
+        return real_check(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "git_state", slow_git)
+    monkeypatch.setattr(LocalBackend, "check", check)
+    root = project(tmp_path / "p")
+    study = sweepc.load(root)
+    assert study.build().summary.ok
+    assert sweepc.load(root).runs()[["git_commit", "git_dirty"]].values.tolist() == [["c0ffee", True]]
+    assert seen == [(root, (root / ".sweepc", root / "calc"))]
+
+    # whatever git_state raises, the run is recorded without git facts, as outside a repository
+    def broken_git(root: Path, exclude: tuple[Path, ...] = ()) -> tuple[str | None, bool | None]:
+        asked.set()
+        raise RuntimeError("no git today")
+
+    monkeypatch.setattr(api, "git_state", broken_git)
+    assert study.build(force=["square"]).summary.ok
+    rows = sweepc.load(root).runs()[["git_commit", "git_dirty"]].values.tolist()
+    assert [[None if pd.isna(v) else v for v in row] for row in rows] == [["c0ffee", True], [None, None]]
+
+
 def test_git_commit_commits_the_named_files_with_the_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     repo = git_repo(tmp_path / "repo")

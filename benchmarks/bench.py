@@ -34,6 +34,9 @@ so drifting background load hits both alike), on a fresh project:
                                                             the no-op step just warmed)
     +10       the study grows by 10 psets (20 new jobs + the gather reruns):
               sweepc build -j J        | make -j J
+              (under the table: how long sweepc's 21 jobs ran, first start
+              to last end, from its store, and the rest of the build next
+              to the no-op: issue 11's target is +10 <= no-op + the jobs)
 
 Each command runs as its own process, as a user runs it; time is wall-clock,
 memory the peak RSS of that process (os.wait4; for sweepc that is the main

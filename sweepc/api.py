@@ -297,19 +297,24 @@ class Study:
         # starts an interpreter): the two waits overlap. Not with --git-commit,
         # whose commit comes first; not for --render-only, which is no run.
         git = GitState(self.root, exclude) if not (git_commit or options.render_only) else None
-        # a build refused for its resources never starts, so it is no run
-        warnings = tuple(chosen.check(g, p, options))
-        # before anything runs: a template that fails for one pset stops the build
-        templates.check(g, p.run)
         run_id = new_run_id()
-        if options.render_only:  # submits nothing, so it is no run either
-            ex = chosen.execute(p, store, run_id, reporter, options)
-            return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
-        lock.set_run_id(run_id)  # lets `status` meanwhile name the jobs this build runs
-        if git_commit:
-            commit_project_files(self.root, self.named_files(), run_id)
-        commit, dirty = git.result() if git is not None else git_state(self.root, exclude=exclude)
-        run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
+        # a build refused for its resources never starts, so it is no run
+        # (check() may start what the run will use: the local backend's Python workers)
+        warnings = tuple(chosen.check(g, p, replace(options, run_id=run_id)))
+        try:
+            # before anything runs: a template that fails for one pset stops the build
+            templates.check(g, p.run)
+            if options.render_only:  # submits nothing, so it is no run either
+                ex = chosen.execute(p, store, run_id, reporter, options)
+                return BuildResult(p, ex.summary, None, None, ex.status, ex.notes, warnings)
+            lock.set_run_id(run_id)  # lets `status` meanwhile name the jobs this build runs
+            if git_commit:
+                commit_project_files(self.root, self.named_files(), run_id)
+            commit, dirty = git.result() if git is not None else git_state(self.root, exclude=exclude)
+            run_id, seq = store.begin_run(argv, chosen.name, commit, dirty, run_id=run_id)
+        except BaseException:
+            chosen.release()  # no run: what check() started for it goes
+            raise
         summary: Summary | None = None
         status = "interrupted"
         ended = False

@@ -73,6 +73,9 @@ class FakeBackend:
                     uptodate=plan.uptodate, elapsed=0.0)
         return Execution(s, "ok", ("fake: a note after the summary",))
 
+    def release(self) -> None:
+        self.calls.append("release")
+
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         self.calls.append("cancel")
         return Cancelled((), 0, 0)
@@ -93,7 +96,7 @@ def test_every_registered_backend_implements_the_interface() -> None:
     for name in backends.names():
         b = backends.get(name)
         assert b.name == name
-        for method in ("validate", "live", "refresh", "check", "execute", "cancel"):
+        for method in ("validate", "live", "refresh", "check", "release", "execute", "cancel"):
             assert callable(getattr(b, method)), f"{name} lacks {method}"
         assert isinstance(b.batch, bool)
     _typed: Backend = backends.get("local")  # mypy checks the protocol

@@ -145,6 +145,75 @@ def test_a_module_that_fails_to_import_stops_the_build_before_any_job(local_proj
     assert not (p.root / "calc").exists()  # no job started
 
 
+def test_the_import_check_names_every_module_that_fails_and_runs_nothing(local_project):
+    # the first worker checks the modules in turn; one that fails ends it, and a
+    # fresh worker checks the rest: every failing module is named, then the build stops
+    p = local_project.write(GRID + '''
+rule other over s:
+    python: "other.py:go"
+
+rule third over s:
+    python: "third.py:go"
+''')
+    write_module(p, "def run(pset):\n    return None\n")
+    write_module(p, "import os\nos._exit(3)\n\ndef go(pset):\n    return None\n", "other.py")
+    write_module(p, "def go(pset):\n    return None\nraise ValueError('bad third')\n", "third.py")
+    r = p.sweepc("build")
+    assert r.code == 2, r
+    err = r.err
+    assert "sweepc: python: \"other.py:go\" of rule 'other' cannot be imported:\n" \
+           "    the interpreter exited with code 3 while importing it\n" in err, err
+    assert "python: \"third.py:go\" of rule 'third' cannot be imported:\n    Traceback (most recent call last):" in err, err
+    assert "    ValueError: bad third\n  hint: fix the module; sweepc imports it from the project folder, as its workers do" in err, err
+    assert "model.py" not in err  # it imports
+    assert not (p.root / "calc").exists()  # no job started
+    assert sweepc.load(p.root / "sweepfile").runs().empty  # and no run was recorded
+
+
+def test_every_worker_has_imported_the_module_before_the_first_job_starts(local_project):
+    # a module that takes a while to import (a large library): the workers of
+    # -j 2 import it at once, during the import check, so no job waits for a
+    # second worker to import it after the check
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 9)"))
+    write_module(p, '''
+        import os, time
+        time.sleep(0.3)
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "imports.txt"), "a") as f:
+            f.write(f"{os.getpid()} {time.time()!r}\\n")
+
+        def run(pset):
+            return {"t": time.time(), "pid": os.getpid()}
+    ''')
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    imports = [line.split() for line in (p.root / "imports.txt").read_text().splitlines()]
+    assert len(imports) == 2
+    df = sweepc.load(p.root / "sweepfile").results()
+    assert max(float(t) for _, t in imports) < df["t"].min()
+    assert {int(pid) for pid, _ in imports} >= set(df["pid"])
+
+
+def test_the_checking_workers_go_when_the_build_stops_before_it_runs(local_project):
+    # the import check passed, then a template fails for a pset: the build
+    # stops before any job, and the worker that did the check goes with it
+    p = local_project.write(GRID + '    templates: "tpl/"\n')
+    (p.root / "tpl").mkdir()
+    (p.root / "tpl" / "in.txt").write_text("{{ a }} {{ nope }}\n")
+    write_module(p, WORKER_MODULE)
+    study = sweepc.load(p.root / "sweepfile")
+    with pytest.raises(SweepfileError, match="nope") as info:
+        study.build()
+    # (info holds the traceback, and with it the build's frames and its backend:
+    # the worker is stopped by the build itself, not when those are collected)
+    assert info.value is not None
+    imports = [int(x) for x in (p.root / "imports.txt").read_text().split()]
+    assert len(imports) == min(4, os.cpu_count() or 1)  # the check, by the workers started for the run
+    for pid in imports:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not (p.root / "calc").exists()
+    assert study.runs().empty
+
+
 # ---------------------------------------------------------------- local pool
 
 WORKER_MODULE = '''
@@ -174,9 +243,10 @@ def test_results_logs_and_one_import_per_worker(local_project):
     assert (df["_status"] == "done").all()
     assert (df["_max_rss_mb"] > 5).all() and (df["_runtime_s"] >= 0).all()
     imports = [int(x) for x in (p.root / "imports.txt").read_text().split()]
-    # once per worker (at most 2), not per pset; and once by the check before the build
-    assert len(imports) <= 3
-    assert len(set(imports) - set(df["pid"])) == 1 and imports[0] not in set(df["pid"])
+    # once per worker, not per pset; the import check before the build is the
+    # workers' own imports (both of -j 2 import at once), not one more
+    assert len(imports) == 2
+    assert set(imports) == set(df["pid"]), (imports, set(df["pid"]))
     log = (p.dir("work[a=3]") / "sweepc.log").read_text()
     assert log == "to stdout 3\nto stderr 3\n"
     # nothing to do the second time; the workers ended with the build
@@ -190,7 +260,11 @@ def test_workers_are_recycled_after_n_jobs(local_project, monkeypatch):
     monkeypatch.setenv("SWEEPC_PY_MAX_JOBS", "3")
     assert p.sweepc("build", "-j", "1").code == 0
     imports = (p.root / "imports.txt").read_text().split()
-    assert len(imports) == 1 + 4  # the check before the build; workers for 3 + 3 + 3 + 1 jobs
+    # workers for 3 + 3 + 3 + 1 jobs; the first did the import check before the build
+    assert len(imports) == 4
+    df = sweepc.load(p.root / "sweepfile").results()
+    assert sorted(df["pid"].value_counts().tolist()) == [1, 3, 3, 3]
+    assert set(df["pid"]) == {int(x) for x in imports}
 
 
 FAILING_MODULE = '''

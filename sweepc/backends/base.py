@@ -71,6 +71,9 @@ class BuildOptions:
     dry_run: bool = False  # `check` is asked for a dry run: warn instead of refusing where it can
     time_limits: bool = True  # local, dask: stop a job at its rule's `time` resource (--no-time-limits)
     detach: bool = False  # batch backends: what `wait` does, in a background process (a conductor)
+    # the id the run will have, when check() is asked just before it (not for a
+    # dry run): the local backend starts the Python workers the run will use
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,11 @@ class Backend(Protocol):
         """Refuse (UsageError, SweepfileError) what can never run, before a run
         is recorded; return warnings to show instead where options.dry_run
         allows going on."""
+        ...
+
+    def release(self) -> None:
+        """Let go of what check() started for the run (options.run_id) when
+        the build stops before execute(): execute() takes it over otherwise."""
         ...
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:

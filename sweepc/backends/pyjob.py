@@ -180,7 +180,7 @@ def short_traceback(ex: BaseException, frames: int = 4) -> str:
     tb = traceback.TracebackException.from_exception(ex)
     stack = tb.stack
     # drop importlib's own frames
-    keep = [f for f in stack if "importlib" not in f.filename and not f.filename.endswith("pyjob.py")]
+    keep = [f for f in stack if "importlib" not in f.filename and not f.filename.endswith(("pyjob.py", "pyworker.py"))]
     tb.stack = traceback.StackSummary.from_list(keep[-frames:])
     return "".join(tb.format()).rstrip()
 

@@ -81,6 +81,9 @@ class DaskBackend:
                 session.close()
         return Execution(summary, "ok" if summary.ok else "failed")
 
+    def release(self) -> None:
+        pass  # check() starts nothing (the cluster is started by execute())
+
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         return Cancelled((), 0, 0)  # nothing of a dask build outlives it
 

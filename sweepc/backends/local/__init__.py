@@ -8,7 +8,7 @@ cpus and memory. In: a Plan. Out: outcomes in the store, a Summary.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
 from sweepc.errors import UsageError
@@ -16,10 +16,21 @@ from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import Store
 
+if TYPE_CHECKING:
+    from sweepc.backends.local.pypool import PythonPool
+
+IMPORT_HINT = "fix the module; sweepc imports it from the project folder, as its workers do"
+
 
 class LocalBackend:
     name: ClassVar[str] = "local"
     batch: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        # the Python workers check() started for the run (they did the import
+        # check), handed to execute()
+        self._python: PythonPool | None = None
+        self._python_run: str | None = None  # the run id in its workers' environment
 
     def validate(self, options: BuildOptions) -> None:
         if options.wait or options.render_only:
@@ -45,20 +56,83 @@ class LocalBackend:
             # a study meant for SLURM may not fit here: its dry run still shows the plan
             return [f"{e.message}; a local build would refuse to start ({e.hint})"]
         # a python: module that fails to import fails every job: say so before any starts
-        problems = import_problems(graph, plan.run)
-        if problems and not options.dry_run:
-            raise UsageError("\n".join(problems), "fix the module; sweepc imports it from the project folder, as its workers do")
-        return problems
+        if options.dry_run or options.run_id is None:
+            problems = import_problems(graph, plan.run)
+            if problems and not options.dry_run:
+                raise UsageError("\n".join(problems), IMPORT_HINT)
+            return problems
+        # a build: the run's own Python workers import them, all at once (not a
+        # separate interpreter first and the workers after it: that counts for
+        # a module that imports a large library)
+        self.release()
+        self._python = _checked_pool(graph, plan, options, options.run_id)
+        self._python_run = options.run_id
+        return []
 
     def execute(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, options: BuildOptions) -> Execution:
         from sweepc.backends.local.backend import execute
 
-        summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going,
-                          time_limits=options.time_limits)
+        python, self._python = self._python, None
+        if python is not None and self._python_run != run_id:  # (made with another run's id in its environment)
+            python.close()
+            python = None
+        try:
+            summary = execute(plan, store, run_id, reporter, jobs=options.jobs, keep_going=options.keep_going,
+                              time_limits=options.time_limits, python_pool=python)
+        finally:
+            if python is not None:
+                python.close()  # (closed already when the build's runner took it; twice is nothing)
         return Execution(summary, "ok" if summary.ok else "failed")
+
+    def release(self) -> None:
+        python, self._python = self._python, None
+        if python is not None:
+            python.close()
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         return Cancelled((), 0, 0)  # nothing of a local build outlives it
+
+
+def _checked_pool(graph: BuildGraph, plan: Plan, options: BuildOptions, run_id: str) -> PythonPool | None:
+    """The build's pool of Python workers, as many as will run python: jobs
+    at once, each having imported every module the plan's python: jobs call
+    (pypool.check_imports); None when no python: job runs. UsageError,
+    naming each module that fails (as pypool.import_problems words it),
+    when any does."""
+    import os
+    import sys
+
+    from sweepc.backends.local.backend import job_env
+    from sweepc.backends.local.pypool import PythonPool, import_message
+
+    wanted: dict[tuple[str, str], str] = {}
+    count = 0  # python: jobs to run
+    if any(r.python for r in graph.rules):
+        for i in plan.run:
+            rule = graph.rule(graph.jobs[i].rule)
+            if rule.python is not None:
+                wanted.setdefault(rule.python, rule.name)
+                count += 1
+    if not wanted:
+        return None
+    cpus = options.jobs or os.cpu_count() or 1
+    pool = PythonPool(job_env(graph.root, run_id), cpus, str(graph.root))
+    ok = False
+    try:
+        modules = list(wanted)
+        try:
+            # as many workers as will run python: jobs at once import at once
+            problems = pool.check_imports([(str(graph.root / path), func) for path, func in modules], workers=min(cpus, count))
+        except OSError as e:
+            raise UsageError(f"cannot start a Python worker ({sys.executable}): {e.strerror or e}",
+                             "the interpreter sweepc runs under must be able to start again") from None
+        if problems:
+            raise UsageError("\n".join(import_message(*modules[n], wanted[modules[n]], text) for n, text in problems), IMPORT_HINT)
+        ok = True
+        return pool
+    finally:
+        if not ok:
+            pool.close()
 
 
 __all__ = ["LocalBackend"]

@@ -56,7 +56,7 @@ from sweepc.backends.hold import StopsHeld
 from sweepc.backends.local.limits import TimeLimits, format_limit
 from sweepc.backends.local.journal import entry, journal_path, make_tag
 from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
-from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PyTask
+from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PythonPool, PyTask
 from sweepc.backends import soft
 from sweepc.plan.store import Outcome, Store
 
@@ -148,6 +148,16 @@ def check_fit(g: BuildGraph, run: Sequence[int], cpus: int, mem_mb: int) -> None
             )
 
 
+def job_env(root: Path, run_id: str) -> dict[str, str]:
+    """The environment every job of a local build starts from (its own
+    SWEEPC_JOB_DIR & co. are added per job)."""
+    env = dict(os.environ)
+    env["SWEEPC_ROOT"] = str(root)
+    env["SWEEPC_RUN_ID"] = run_id
+    env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
+    return env
+
+
 def execute(
     plan: Plan,
     store: Store,
@@ -157,8 +167,11 @@ def execute(
     keep_going: bool = False,
     mem_mb: int | None = None,
     time_limits: bool = True,
+    python_pool: PythonPool | None = None,
 ) -> Summary:
-    runner = _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits)
+    """python_pool: the Python workers LocalBackend.check started (one of
+    them did the import check), made with job_env(root, run_id)."""
+    runner = _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits, python_pool)
     try:
         return runner.run()
     finally:
@@ -226,19 +239,16 @@ class _Dependents:
 
 class _Runner:
     def __init__(self, plan: Plan, store: Store, run_id: str, reporter: Reporter, cpus: int, keep_going: bool, mem_mb: int | None,
-                 time_limits: bool = True) -> None:
+                 time_limits: bool = True, python_pool: PythonPool | None = None) -> None:
         self.plan, self.g, self.store, self.run_id, self.reporter = plan, plan.graph, store, run_id, reporter
         self.cpus = cpus
         self.mem_mb = mem_mb if mem_mb is not None else machine_mem_mb()
         self.keep_going = keep_going
         self.host = os.uname().nodename  # gethostname(), without importing socket
         self.limits = TimeLimits() if time_limits else None
-        self.base_env = dict(os.environ)
-        self.base_env["SWEEPC_ROOT"] = str(self.g.root)
-        self.base_env["SWEEPC_RUN_ID"] = run_id
-        self.base_env["SWEEPC_BUILD_PID"] = str(os.getpid())  # lets a later build find our orphans
+        self.base_env = job_env(self.g.root, run_id)
         # shell jobs, and a pool of Python workers for `python:` rules (pypool.py)
-        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root), prepare=self.prepare_py)
+        self.pool = Pools(ProcessPool(), self.base_env, cpus, str(self.g.root), prepare=self.prepare_py, py=python_pool)
         self.wd = self.g.workdir_path
         self.uses_list = {r.name: uses_input_list(r) for r in self.g.rules}
         self.python_rules = {r.name for r in self.g.rules if r.python is not None}

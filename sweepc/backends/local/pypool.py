@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -57,7 +58,7 @@ from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar
 
-__all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_problems"]
+__all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_message", "import_problems"]
 
 DEFAULT_MAX_JOBS = 10000
 # The scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus: it
@@ -231,6 +232,90 @@ class PythonPool:
         if self._closed:
             raise ValueError("start() on a closed PythonPool")
         self._pending.append(task)
+
+    def check_imports(self, modules: Sequence[tuple[str, str]], workers: int = 1) -> list[tuple[int, str]]:
+        """The build's import check, done by this pool's workers before any
+        task (pyworker.py): each (module path, function) imported and found.
+        [(index into modules, traceback's last frames)] for those that fail.
+
+        The first worker's answer counts. `workers` (at most max_workers)
+        start and import at once, so that each is ready for tasks when the
+        check ends: a module that imports a large library is imported once
+        a worker, in parallel, not once more for the check and then again by
+        workers started after it. A worker exits after a failure; the next
+        modules are then checked by a fresh one (every failing module is
+        named), and the build will not run."""
+        problems: list[tuple[int, str]] = []
+        first = 0
+        others = [self._spawn() for _ in range(max(0, min(workers, self._max_workers) - 1))]
+        while first < len(modules):
+            w = self._spawn()
+            line = (json.dumps({"check": [list(m) for m in modules[first:]]}) + "\n").encode("utf-8", "surrogatepass")
+            for o in others:
+                _send_line(o, line)
+            reply, passed = self._checked(w, line)
+            if reply is not None and reply.get("c") is None:
+                if not problems:
+                    for o in others:  # the same imports, meanwhile: one that failed is not kept
+                        if self._checked(o, None)[0] != {"c": None}:
+                            self._drop(o, kill=True)
+                    # (the first worker, started after the others, takes the tasks first)
+                    self._workers.sort(key=lambda x: x is not w)
+                return problems
+            for o in others:
+                self._drop(o, kill=True)
+            others = []
+            if reply is not None:
+                n = first + int(reply["c"])
+                problems.append((n, str(reply.get("err") or "")))
+            else:  # it died importing the next one (os._exit, a crash): what it printed says why
+                n = first + passed
+                try:
+                    rc = w.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                text = _spool_text(w).strip()
+                problems.append((n, text or f"the interpreter exited with code {rc} while importing it"))
+            self._drop(w, kill=True)
+            first = n + 1
+        return problems
+
+    def _checked(self, w: _Worker, line: bytes | None) -> tuple[dict[str, Any] | None, int]:
+        """Send w the import check (`line`, unless sent already) and wait for
+        its answer: (its last reply, None when it died; how many modules it
+        had imported)."""
+        passed = 0
+        reply: dict[str, Any] | None = None
+        try:
+            if line is not None:
+                _send_line(w, line)
+            while True:
+                reply = self._line(w)
+                if reply is None or "ok" not in reply:
+                    break
+                passed = int(reply["ok"]) + 1
+        except OSError:
+            reply = None  # it died: its EOF says so
+        return reply, passed
+
+    def _line(self, w: _Worker) -> dict[str, Any] | None:
+        """Wait for w's next reply line (the import check's): None at EOF."""
+        while b"\n" not in w.buf:
+            select.select([w.rfd], [], [])
+            try:
+                data = os.read(w.rfd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                return None
+            w.buf += data
+        line, _, w.buf = w.buf.partition(b"\n")
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def set_prepare(self, prepare: Callable[[PyTask], str | None] | None) -> None:
+        """The prepare callback (see __init__), for a pool made before its build's runner."""
+        self._prepare = prepare
 
     def started(self) -> list[int]:
         """The tasks that began running (each once) since the last call."""
@@ -585,6 +670,25 @@ def _save_output(w: _Worker, t: PyTask, then: str) -> None:
         os.close(fd)
 
 
+def _send_line(w: _Worker, line: bytes) -> None:
+    """One line to w's stdin now (OSError when it died)."""
+    if w.stdin is None:
+        raise BrokenPipeError("the worker's stdin is closed")
+    w.stdin.write(line)
+    w.stdin.flush()
+
+
+def _spool_text(w: _Worker) -> str:
+    """What w printed since its spool was last emptied (at most 64 KiB of the end)."""
+    if w.spool < 0:
+        return ""
+    try:
+        size = os.fstat(w.spool).st_size
+        return os.pread(w.spool, 1 << 16, max(0, size - (1 << 16))).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -600,10 +704,14 @@ class Pools:
     ProcessPool's face. The Python pool is made at its first task."""
 
     def __init__(self, procs: ProcessPool, env: Mapping[str, str], max_workers: int, cwd: str | None = None,
-                 prepare: Callable[[PyTask], str | None] | None = None) -> None:
+                 prepare: Callable[[PyTask], str | None] | None = None, py: PythonPool | None = None) -> None:
+        """py: a PythonPool made before (whose first worker did the build's
+        import check: LocalBackend.check), used instead of a new one."""
         self.procs = procs
         self._env, self._max_workers, self._cwd, self._prepare = env, max_workers, cwd, prepare
-        self.py: PythonPool | None = None
+        self.py: PythonPool | None = py
+        if py is not None:
+            py.set_prepare(prepare)
 
     @property
     def running(self) -> int:
@@ -686,6 +794,11 @@ def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
             cwd=graph.root, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
-            frames = "\n".join("    " + line for line in proc.stderr.rstrip().splitlines())
-            out.append(f"python: \"{path}:{func}\" of rule '{rule_name}' cannot be imported:\n{frames}")
+            out.append(import_message(path, func, rule_name, proc.stderr))
     return out
+
+
+def import_message(path: str, func: str, rule_name: str, traceback: str) -> str:
+    """What sweepc says of a python: module that cannot be imported (the traceback's last frames indented)."""
+    frames = "\n".join("    " + line for line in traceback.rstrip().splitlines())
+    return f"python: \"{path}:{func}\" of rule '{rule_name}' cannot be imported:\n{frames}"

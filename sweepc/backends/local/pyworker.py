@@ -5,7 +5,12 @@ whose ``load``, ``check_result``, ``write_result`` and ``report_failure`` it
 uses: a worker needs neither sweepc on sys.path nor its package imports.
 
 Tasks arrive on stdin, one JSON object a line (pypool.py writes several at
-a time); one reply a line goes to RESULT_FD. A task's stdout and stderr go
+a time); one reply a line goes to RESULT_FD. The first line may instead be
+the build's import check, ``{"check": [[path, func], ...]}``: the worker
+imports each module and finds its function, replying ``{"ok": n}`` after
+each, then ``{"c": null}``; or ``{"c": n, "err": traceback}`` for the first
+that fails, and then exits. A worker that passed goes on to run the
+build's tasks: a module is not imported once more for the check. A task's stdout and stderr go
 to the spool, a file of sweepc's emptied before each task; when the task
 printed anything, that becomes its sweepc.log (a job that printed nothing
 has no log), and when the worker dies sweepc copies it there itself. A task may carry ``prep``: the
@@ -230,6 +235,20 @@ def main(argv: list[str]) -> int:
 
     for raw in sys.stdin.buffer:
         task = json.loads(raw)
+        mods = task.get("check")
+        if mods is not None:
+            # the build's import check, before any task: import each module and
+            # find its function; at the first that fails, say which and why, and
+            # exit (its half-imported state stays in this process)
+            for n, (path, func) in enumerate(mods):
+                try:
+                    pyjob.load(path, func)
+                except BaseException as ex:  # noqa: BLE001 - the import's failure is the answer
+                    reply({"c": n, "err": pyjob.short_traceback(ex)})
+                    return 0
+                reply({"ok": n})  # (should the next import end this process, sweepc knows which did)
+            reply({"c": None})
+            continue
         key = task["k"]
         job_dir: str = task["d"]
         t0 = time.time()

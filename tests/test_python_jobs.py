@@ -73,6 +73,32 @@ def test_a_python_rule_compiles_to_jobs_whose_module_is_a_source_input(local_pro
     )
 
 
+def test_the_stand_in_command_quotes_every_pset_as_shlex_does(local_project):
+    # the command is the job's command hash: made a value at a time, it must
+    # be the very text of shlex.quote(compact_json(pset)) for every value
+    import shlex
+
+    from sweepc.values import compact_json
+
+    p = local_project.write('''
+param s = ["it's", "a \\"b\\"", "é ü", "$HOME `x` ;|&", ""]
+param f = [-0.5, 1e300, 2.0, -0.0]
+param b = [true, false]
+param n = [0, -7, 12345678901234567890]
+sweep all = s * f * b * n
+
+rule work over all:
+    python: "model.py:run"
+''')
+    write_module(p, "def run(pset):\n    return None\n")
+    g = sweepc.load(p.root / "sweepfile").graph
+    assert len(g.jobs) == 5 * 4 * 2 * 3
+    for job in g.jobs:
+        want = (f"python3 -m sweepc.backends.pyjob ../../../../model.py run {shlex.quote(compact_json(dict(job.params)))} "
+                f"work {shlex.quote(job.hash)}")
+        assert job.command == want, (job.params, job.command)
+
+
 def compile_error(p, sweepfile: str, module: str | None = "def run(pset):\n    return None\n") -> str:
     p.write(sweepfile)
     if module is not None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import sweepc
-from sweepc.backends.jobdir import read_results, values_json
+from sweepc.backends.jobdir import read_results
+from sweepc.values import values_json
 from sweepc.cli import main
 from sweepc.plan.store import SCHEMA_VERSION
 from sweepc.results.table import error_text, one_table_rules

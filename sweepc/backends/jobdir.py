@@ -35,7 +35,8 @@ from typing import Any
 
 from sweepc.backends import templates
 from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, BuildGraph, Job, RuleSpec
-from sweepc.values import compact_json
+from sweepc.values import values_json
+from sweepc.values import encode_scalar as _encode
 
 PSET_JSON_VERSION = 1
 PSET_JSON_ENV = "SWEEPC_PSET_JSON"  # the environment variable naming it, set for every command
@@ -452,16 +453,6 @@ def check_end(g: BuildGraph, rule: str, d: Path | str,
     return None, values_json(read.values)
 
 
-def values_json(values: Mapping[str, object]) -> str:
-    """compact_json(dict(values)), made a value at a time (_encode): a
-    pset's parameters (a python: task's line), the values of a job's results
-    files as the store keeps them."""
-    if not values:
-        return "{}"
-    enc = _encode
-    return "{" + ",".join([f"{enc(k)}:{enc(v)}" for k, v in values.items()]) + "}"
-
-
 def _write_below(fd: int, parts: list[str], data: bytes | Path, mode: int) -> None:
     """Write parts[-1] below folder fd (making the folders on the way, never
     through a link): to a temporary name, then renamed. data: the bytes, or
@@ -537,29 +528,6 @@ def pset_json_text(g: BuildGraph, job: Job) -> str:
         f'{{\n  "sweepc": {PSET_JSON_VERSION},\n  "rule": {enc(job.rule)},\n  "sweep": {enc(sweep_name(rule))},\n'
         f'  "hash": {enc(job.hash)},\n  "seq": {enc(job.seq)},\n  "params": {p},\n  "types": {t}\n}}\n'
     )
-
-
-_ESCAPE = json.encoder.encode_basestring  # what compact_json does to a str (the C function when there is one)
-_INF = float("inf")
-
-
-def _encode(v: object) -> str:
-    """compact_json(v), a few times faster for the scalars of a pset."""
-    c = v.__class__
-    if c is str:
-        return _ESCAPE(v)  # type: ignore[arg-type]
-    if c is int:
-        return int.__repr__(v)
-    if c is float:
-        f: float = v  # type: ignore[assignment]
-        if f != f:
-            return "NaN"
-        if f == _INF:
-            return "Infinity"
-        if f == -_INF:
-            return "-Infinity"
-        return float.__repr__(f)
-    return compact_json(v)
 
 
 def remove_temp_outputs(g: BuildGraph, job: Job, names: tuple[str, ...], dry_run: bool = False) -> list[Path]:

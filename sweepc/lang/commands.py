@@ -43,7 +43,7 @@ from sweepc.lang.placeholders import Placeholder, Template, parse_template
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.resources import format_time, resource_value
 from sweepc.lang.sweeps import Pset, keys_of
-from sweepc.values import Scalar, compact_json, shell_quote, shell_str
+from sweepc.values import Scalar, shell_quote, shell_str, values_json
 
 # placeholder roots that are not parameters
 _SPECIAL = frozenset({"input", "output", "pset", "resources", "root"})
@@ -272,7 +272,9 @@ class _Renderer:
                 " ".join(shlex.quote(a) for a in ("python3", "-m", "sweepc.backends.pyjob", f"{self.root_rel}/{path}", func)) + " ",
                 " " + shlex.quote(self.r.name) + " ",
             )
-        return around[0] + shlex.quote(compact_json(dict(inst))) + around[1] + shlex.quote(h)
+        # shlex.quote's text, written out: the pset's JSON always needs quoting
+        # (it holds "{"); its hash (hex digits) never does
+        return around[0] + "'" + values_json(inst).replace("'", "'\"'\"'") + "'" + around[1] + h
 
     def too_long(self, command: str, inst: Pset) -> None:
         if len(command.encode()) <= MAX_COMMAND:

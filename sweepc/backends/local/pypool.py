@@ -53,7 +53,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from sweepc.backends.jobdir import WRITE_FLAGS, values_json
+from sweepc.backends.jobdir import WRITE_FLAGS
+from sweepc.values import values_json
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
 from sweepc.values import Scalar

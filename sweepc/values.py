@@ -75,8 +75,9 @@ def display(v: Scalar) -> str:
 
 
 # json.dumps(v, ensure_ascii=False, separators=(",", ":")) without making a
-# JSONEncoder each call: the stand-in command of a python: job, the store's
-# params column, a results file's values as the store keeps them
+# JSONEncoder each call (values_json below makes the same text faster for
+# a pset's scalars: the stand-in command of a python: job, the store's
+# params column, a results file's values as the store keeps them)
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 _ESCAPE = json.encoder.encode_basestring  # what compact_json does to a str (the C function when there is one)

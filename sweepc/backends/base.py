@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from sweepc.values import compact_json
+from sweepc.values import values_json
 
 if TYPE_CHECKING:  # (annotations only: the registry imports this module for `sweepc build`'s options)
     from sweepc.lang.graph import BuildGraph, Job
@@ -179,7 +179,7 @@ class Backend(Protocol):
 
 
 def params_json(job: Job) -> str:
-    return compact_json(dict(job.params))
+    return values_json(job.params)  # compact_json(dict(job.params)), a value at a time
 
 
 def tail_lines(path: Path, n: int = 10) -> tuple[str, ...]:

@@ -35,8 +35,7 @@ from typing import Any
 
 from sweepc.backends import templates
 from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, BuildGraph, Job, RuleSpec
-from sweepc.values import values_json
-from sweepc.values import encode_scalar as _encode
+from sweepc.values import encode_scalar as _encode, values_json
 
 PSET_JSON_VERSION = 1
 PSET_JSON_ENV = "SWEEPC_PSET_JSON"  # the environment variable naming it, set for every command

@@ -103,16 +103,9 @@ def _checked_pool(graph: BuildGraph, plan: Plan, options: BuildOptions, run_id: 
     import sys
 
     from sweepc.backends.local.backend import job_env
-    from sweepc.backends.local.pypool import PythonPool, import_message
+    from sweepc.backends.local.pypool import PythonPool, import_message, python_modules
 
-    wanted: dict[tuple[str, str], str] = {}
-    count = 0  # python: jobs to run
-    if any(r.python for r in graph.rules):
-        for i in plan.run:
-            rule = graph.rule(graph.jobs[i].rule)
-            if rule.python is not None:
-                wanted.setdefault(rule.python, rule.name)
-                count += 1
+    wanted, count = python_modules(graph, plan.run)
     if not wanted:
         return None
     cpus = options.jobs or os.cpu_count() or 1

@@ -169,8 +169,8 @@ def execute(
     time_limits: bool = True,
     python_pool: PythonPool | None = None,
 ) -> Summary:
-    """python_pool: the Python workers LocalBackend.check started (one of
-    them did the import check), made with job_env(root, run_id)."""
+    """python_pool: the Python workers LocalBackend.check started (they did
+    the import check), made with job_env(root, run_id)."""
     runner = _Runner(plan, store, run_id, reporter, jobs or os.cpu_count() or 1, keep_going, mem_mb, time_limits, python_pool)
     try:
         return runner.run()

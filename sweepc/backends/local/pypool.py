@@ -54,12 +54,11 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from sweepc.backends.jobdir import WRITE_FLAGS
-from sweepc.values import values_json
 from sweepc.backends.local.procs import Exit, ProcessPool, Spawn
 from sweepc.lang.graph import BuildGraph
-from sweepc.values import Scalar
+from sweepc.values import Scalar, values_json
 
-__all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_message", "import_problems"]
+__all__ = ["Pools", "PyExit", "PyPrep", "PyTask", "PythonPool", "import_message", "import_problems", "python_modules"]
 
 DEFAULT_MAX_JOBS = 10000
 # The scheduling loop counts a python: job as 1/QUEUE_DEPTH of its cpus: it
@@ -260,8 +259,6 @@ class PythonPool:
                     for o in others:  # the same imports, meanwhile: one that failed is not kept
                         if self._checked(o, None)[0] != {"c": None}:
                             self._drop(o, kill=True)
-                    # (the first worker, started after the others, takes the tasks first)
-                    self._workers.sort(key=lambda x: x is not w)
                 return problems
             for o in others:
                 self._drop(o, kill=True)
@@ -706,7 +703,7 @@ class Pools:
 
     def __init__(self, procs: ProcessPool, env: Mapping[str, str], max_workers: int, cwd: str | None = None,
                  prepare: Callable[[PyTask], str | None] | None = None, py: PythonPool | None = None) -> None:
-        """py: a PythonPool made before (whose first worker did the build's
+        """py: a PythonPool made before (whose workers did the build's
         import check: LocalBackend.check), used instead of a new one."""
         self.procs = procs
         self._env, self._max_workers, self._cwd, self._prepare = env, max_workers, cwd, prepare
@@ -777,19 +774,26 @@ class Pools:
         self.procs.close()
 
 
+def python_modules(graph: BuildGraph, jobs: Sequence[int]) -> tuple[dict[tuple[str, str], str], int]:
+    """The (module path, function) pairs these jobs call, each with the
+    first rule calling it; and how many of the jobs are python: jobs."""
+    wanted: dict[tuple[str, str], str] = {}
+    count = 0
+    if any(r.python for r in graph.rules):
+        for i in jobs:
+            rule = graph.rule(graph.jobs[i].rule)
+            if rule.python is not None:
+                wanted.setdefault(rule.python, rule.name)
+                count += 1
+    return wanted, count
+
+
 def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
     """Import each `python:` module these jobs call, once, in a fresh
     interpreter (as a worker would, from the project folder): one message
     per module that fails, with the traceback's last frames."""
-    wanted: dict[tuple[str, str], str] = {}
-    if not any(r.python for r in graph.rules):
-        return []
-    for i in jobs:
-        rule = graph.rule(graph.jobs[i].rule)
-        if rule.python is not None:
-            wanted.setdefault(rule.python, rule.name)
     out: list[str] = []
-    for (path, func), rule_name in wanted.items():
+    for (path, func), rule_name in python_modules(graph, jobs)[0].items():
         proc = subprocess.run(
             [sys.executable, "-c", _BOOT, "sweepc_pyjob", _PYJOB, "--check", str(graph.root / path), func],
             cwd=graph.root, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,

@@ -1,3 +1,3 @@
-from sweepc.cli.app import main
+from sweepc.cli import main
 
 raise SystemExit(main())

@@ -615,3 +615,55 @@ def test_a_dead_spawner_stops_the_build_with_a_message_and_exit_3(local_project:
     assert "Traceback" not in out + err
     rows = {r["rule"]: r for r in json.loads(p.sweepc("status", "--format", "json").out)}
     assert rows["r"]["interrupted"] == 2
+
+
+_STARTUP_CTRL_C = '''
+import os, runpy, signal, sys
+class _CtrlCAt:
+    """Ctrl-C (a real SIGINT) just as {target} is being imported."""
+    def find_spec(self, name, path=None, target=None):
+        if name == {target!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, _CtrlCAt())
+sys.argv = ["sweepc", "check"]
+if {as_module}:
+    runpy.run_module("sweepc", run_name="__main__", alter_sys=True)  # python -m sweepc
+else:
+    from sweepc.cli import main  # what the `sweepc` script pip makes does
+    sys.exit(main())
+'''
+
+
+@pytest.mark.parametrize("as_module", [False, True], ids=["sweepc", "python -m sweepc"])
+@pytest.mark.parametrize("target", ["sweepc.errors", "argparse", "sweepc.cli.app", "sweepc.cli.build", "sweepc.lang.project"])
+def test_ctrl_c_while_sweepc_starts_is_interrupted_not_a_traceback(local_project: Any, target: str, as_module: bool) -> None:
+    """A Ctrl-C while sweepc loads its own modules (before and while the
+    command line is parsed, and as the sweepfile is loaded) ends the command
+    as one at any later moment does."""
+    p = local_project.write(SIMPLE)
+    r = subprocess.run([sys.executable, "-c", _STARTUP_CTRL_C.format(target=target, as_module=as_module)],
+                       cwd=p.root, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (130, "", "sweepc: interrupted\n")
+
+
+def test_ctrl_c_while_the_graph_cache_is_written_after_the_command_is_interrupted(
+        local_project: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command's own work is done, but sweepc still waits for the
+    compiled graph's cache to be written (lang/project.wait_writes) when
+    Ctrl-C comes: the same message and exit 130, no traceback."""
+    from sweepc.cli import main
+    from sweepc.lang import project
+
+    p = local_project.write(SIMPLE)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(project, "wait_writes", interrupted)
+    monkeypatch.chdir(p.root)
+    assert main(["check"]) == 130
+    out, err = capsys.readouterr()
+    assert out.startswith("sweepfile: ok: 1 parameter")
+    assert err == "sweepc: interrupted\n"

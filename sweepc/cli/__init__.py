@@ -2,8 +2,35 @@
 
 The only layer that reads argv or prints. `app` holds the parser and the
 language verbs (check, psets, graph); `build` the verbs that plan, run and
-inspect (build, status, clean, results, runs, cancel)."""
+inspect (build, status, clean, results, runs, cancel).
 
-from sweepc.cli.app import build_parser, main
+Nothing is imported here: main() imports the command line itself, so that
+a Ctrl-C while sweepc loads (say, right after Enter) is `sweepc:
+interrupted` and exit 130, as at any later moment, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command (app.main); its exit code."""
+    try:
+        from sweepc.cli.app import main as run
+    except KeyboardInterrupt:
+        sys.stderr.write("sweepc: interrupted\n")
+        return 130  # = common.EXIT_INTERRUPTED
+    return run(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sweepc.cli.app import build_parser as build
+
+    return build()

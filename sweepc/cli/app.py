@@ -92,15 +92,23 @@ def exit_now(code: int) -> NoReturn:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    # the command line as typed, for the runs table (also under python -m sweepc)
-    args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]
-    if argv is None:  # the process ends with this command: see cli.build._TermAsInterrupt
-        from sweepc.cli import build as cli_build
-
-        cli_build.DEAF_AFTER_STOP = True
-        cli_common.ONE_COMMAND = True
     try:
+        return _command(argv)
+    except KeyboardInterrupt:  # (after the command: while the graph cache was written)
+        print("sweepc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        # the command line as typed, for the runs table (also under python -m sweepc)
+        args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]
+        if argv is None:  # the process ends with this command: see cli.build._TermAsInterrupt
+            from sweepc.cli import build as cli_build
+
+            cli_build.DEAF_AFTER_STOP = True
+            cli_common.ONE_COMMAND = True
         code: int = args.func(args)
         return code
     except SweepfileError as e:

@@ -617,6 +617,25 @@ def test_a_dead_spawner_stops_the_build_with_a_message_and_exit_3(local_project:
     assert rows["r"]["interrupted"] == 2
 
 
+def test_builds_stopped_at_random_leave_nothing_wrong_that_looks_up_to_date(tmp_path: Path) -> None:
+    """scripts/chaos.py, small: a python: rule (failing now and then), a
+    shell rule reading its files and a gather; builds stopped by SIGKILL or
+    SIGINT at random moments (seeded). After each stop, every job the
+    planner would not run has exactly the right files and no process of the
+    build is left; at the end one build finishes the rest, the next has
+    nothing to do, and the results table holds every pset's right values."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "chaos.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--psets", "400", "--stops", "6", "--max-wait", "1.0", "--fail-share", "0.05",
+         "--seed", "5", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == "no problem", r.stdout[-3000:]
+    assert re.search(r"^400 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) ended before their stop\)",
+                     r.stdout, re.M), r.stdout
+
+
 _STARTUP_CTRL_C = '''
 import os, runpy, signal, sys
 class _CtrlCAt:

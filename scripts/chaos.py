@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Stop local builds at random moments, many times, and check that nothing
+wrong ever looks up to date.
+
+    python3 scripts/chaos.py                                  # 10k psets, 30 stops, /tmp
+    python3 scripts/chaos.py --psets 20000 --stops 50 --dir /dev/shm/chaos --seed 7
+
+Not a benchmark and not a test (tests/test_safety.py runs it small): the
+brief's guarantee, tried from outside. The project: a `python:` rule that
+writes a file and returns a nested dict (retries: 1), a shell rule that
+reads both its files, one per pset, and a gather over the shell rule. While a file
+FAIL is in the project, a `python:` pset fails now and then (`--fail-share`).
+
+Each round starts `sweepc build -j 2` (sometimes with -k), waits a random
+time (up to --max-wait s), then sends SIGKILL (or, in a share
+--sigint-share of the rounds, SIGINT, and waits for the build to stop: a
+build that takes more than 30 s to stop after Ctrl-C is a failure). After
+every round:
+
+* every job the planner would not run (sweepc.load(dir).plan(), which takes
+  in what a killed build journalled, as the next build does) has the right
+  files, byte for byte: nothing that is wrong looks up to date;
+* no process of the build is left (Python workers, the spawner, job shells).
+
+Then FAIL is removed, one more build must end well, the one after must
+have nothing to do, every job must be right, and the results table must
+hold every pset's right values. Exit status 0 when all of that holds; the
+problems are printed otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = """\
+import os, random, time
+
+def run(pset):
+    a = pset["a"]
+    if random.random() < 0.3:
+        time.sleep(0.002)
+    if os.path.exists(FAIL) and random.random() < FAIL_SHARE:
+        raise RuntimeError(f"failed on purpose for a={a}")
+    with open("w.txt", "w") as f:
+        f.write(str(a * 3))
+    return {"b": a * 2, "c": {"d": a + 1}}
+"""
+
+SWEEPFILE = """\
+param a = range(0, {n})
+sweep s = a
+
+rule f over s:
+    python: "model.py:run"
+    output: "w.txt"
+    retries: 1
+
+rule g over s:
+    input: f
+    output: "g.txt"
+    shell: "cat {{input}} > {{output}}; echo {{a}} >> {{output}}"
+
+rule total:
+    input: g
+    output: "total.txt"
+    shell: "xargs cat < {{input.list}} | wc -l > {{output}}"
+"""
+
+
+def result_of(a: int) -> dict[str, object]:
+    return {"b": a * 2, "c": {"d": a + 1}}
+
+
+def expected(rule: str, a: int | None, n: int) -> dict[str, str]:
+    """The files a job of `rule` must hold when it is done."""
+    if rule == "f":
+        assert a is not None
+        return {"w.txt": str(a * 3), "sweepc-result.json": json.dumps(result_of(a))}
+    if rule == "g":
+        assert a is not None
+        return {"g.txt": f"{a * 3}{json.dumps(result_of(a))}{a}\n"}
+    return {"total.txt": f"{n}\n"}
+
+
+def wrong_files(project: Path, n: int) -> list[str]:
+    """Jobs the planner takes as up to date whose files are not right."""
+    import sweepc
+
+    study = sweepc.load(project)
+    plan = study.plan()
+    g = plan.graph
+    will_run = set(plan.run)
+    problems = []
+    for i, job in enumerate(g.jobs):
+        if i in will_run:
+            continue
+        a = job.params.get("a")
+        folder = g.job_dir(job)
+        for name, want in expected(job.rule, a if isinstance(a, int) else None, n).items():
+            try:
+                got = (folder / name).read_text()
+            except OSError as e:
+                problems.append(f"{job.label}: up to date, but {name}: {e.strerror}")
+                continue
+            if got != want:
+                problems.append(f"{job.label}: up to date, but {name} holds {got!r}, not {want!r}")
+    return problems
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below pid now (its children, theirs, ...)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            kids.setdefault(ppid, []).append(int(name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            if k not in out:
+                out.add(k)
+                todo.append(k)
+    return out
+
+
+def alive(pids: set[int], project: Path) -> list[str]:
+    """Which of pids still run (not zombies), and any other process working
+    in the project or started by a build of it (SWEEPC_ROOT)."""
+    left = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ours = int(name) in pids
+            if not ours:
+                ours = os.readlink(f"/proc/{name}/cwd").startswith(str(project)) or (
+                    f"SWEEPC_ROOT={project}\0".encode() in Path(f"/proc/{name}/environ").read_bytes())
+        except OSError:
+            continue
+        if ours and state != "Z":
+            left.append(f"pid {name} ({cmd[:100]})")
+    return left
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--psets", type=int, default=10000)
+    ap.add_argument("--stops", type=int, default=30, help="builds stopped (default 30)")
+    ap.add_argument("--max-wait", type=float, default=2.0, help="longest wait before a stop, s (default 2)")
+    ap.add_argument("--sigint-share", type=float, default=0.3, help="share of the stops that are SIGINT (default 0.3)")
+    ap.add_argument("--fail-share", type=float, default=0.01, help="chance that a python: pset fails while FAIL is there")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dir", default=None, help="make the project in this folder (default: a new temporary one)")
+    args = ap.parse_args()
+
+    rng = random.Random(args.seed)
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sweepc-chaos-"))
+    project = (base / "project").resolve()
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    (project / "model.py").write_text(MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("FAIL)", f"{str(project / 'FAIL')!r})"))
+    (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets))
+    (project / "FAIL").write_text("")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    problems: list[str] = []
+    ended = kills = sigints = 0
+
+    errors = project.parent / "build.stderr"
+
+    def build(extra: list[str]) -> subprocess.Popen[bytes]:
+        with open(errors, "wb") as err:
+            return subprocess.Popen([sys.executable, "-m", "sweepc", "build", "-j", "2", *extra], cwd=project, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+
+    t0 = time.monotonic()
+    for k in range(args.stops):
+        p = build(["-k"] if rng.random() < 0.3 else [])
+        tree: set[int] = set()
+        try:
+            p.wait(rng.uniform(0.05, args.max_wait))
+            ended += 1
+        except subprocess.TimeoutExpired:
+            tree = descendants(p.pid)
+            if rng.random() < args.sigint_share:
+                sigints += 1
+                p.send_signal(signal.SIGINT)
+                try:
+                    rc = p.wait(30)
+                except subprocess.TimeoutExpired:
+                    problems.append(f"stop {k}: the build did not stop within 30 s of SIGINT")
+                    p.kill()
+                    p.wait()
+                else:
+                    said = errors.read_text(errors="replace")
+                    if rc not in (0, 1, 130) or "Traceback" in said:
+                        problems.append(f"stop {k}: exit status {rc} after SIGINT; it said:\n{said[-2000:]}")
+            else:
+                kills += 1
+                p.kill()
+                p.wait()
+        # the build's processes die with it (the workers by a signal, the jobs
+        # when the spawner sees the build gone): give them a few seconds
+        deadline = time.monotonic() + 5.0
+        while (left := alive(tree, project)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left:
+            problems.append(f"stop {k}: left running: {', '.join(left[:5])}")
+            for item in left:
+                with contextlib.suppress(OSError):
+                    os.kill(int(item.split()[1]), signal.SIGKILL)
+        bad = wrong_files(project, args.psets)
+        problems += [f"stop {k}: {b}" for b in bad[:10]]
+        print(f"stop {k + 1}/{args.stops}: {len(bad)} wrong", flush=True)
+
+    (project / "FAIL").unlink()
+    last = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", "2"], cwd=project, env=env, capture_output=True, text=True)
+    if last.returncode != 0:
+        problems.append(f"the final build: exit status {last.returncode}: {last.stderr.strip()[-300:]}")
+    again = subprocess.run([sys.executable, "-m", "sweepc", "build"], cwd=project, env=env, capture_output=True, text=True)
+    if "nothing to do" not in again.stdout:
+        problems.append(f"the build after the final one did something: {again.stdout.strip()[-300:]}")
+    import sweepc
+
+    problems += wrong_files(project, args.psets)[:10]
+    if sweepc.load(project).plan().run:
+        problems.append("jobs still to run after the final build")
+    table = sweepc.load(project).results("f")
+    want_b, want_d = table["a"] * 2, table["a"] + 1
+    if len(table) != args.psets or not ((table["b"] == want_b) & (table["c.d"] == want_d)).all():
+        problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
+
+    print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, "
+          f"{ended} ended before their stop) in {time.monotonic() - t0:.0f} s; project {project}")
+    for p_ in problems:
+        print("PROBLEM:", p_)
+    print("no problem" if not problems else f"{len(problems)} problems")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,10 +12,12 @@ reads both its files, one per pset, and a gather over the shell rule. While a fi
 FAIL is in the project, a `python:` pset fails now and then (`--fail-share`).
 
 Each round starts `sweepc build -j 2` (sometimes with -k), waits a random
-time (up to --max-wait s), then sends SIGKILL (or, in a share
---sigint-share of the rounds, SIGINT, and waits for the build to stop: a
-build that takes more than 30 s to stop after Ctrl-C is a failure). After
-every round:
+time (up to --max-wait s), then sends SIGKILL, or in a share of the rounds
+SIGINT (--sigint-share) or SIGTERM (--sigterm-share) and waits for the
+build to stop: a build that takes more than 30 s to stop, ends otherwise
+than with 0, 1 or 130 (or, for SIGTERM, with the signal itself: the
+default action, before sweepc has a handler) or prints a traceback is a
+failure. After every round:
 
 * every job the planner would not run (sweepc.load(dir).plan(), which takes
   in what a killed build journalled, as the next build does) has the right
@@ -166,6 +168,7 @@ def main() -> int:
     ap.add_argument("--stops", type=int, default=30, help="builds stopped (default 30)")
     ap.add_argument("--max-wait", type=float, default=2.0, help="longest wait before a stop, s (default 2)")
     ap.add_argument("--sigint-share", type=float, default=0.3, help="share of the stops that are SIGINT (default 0.3)")
+    ap.add_argument("--sigterm-share", type=float, default=0.15, help="share of the stops that are SIGTERM (default 0.15)")
     ap.add_argument("--fail-share", type=float, default=0.01, help="chance that a python: pset fails while FAIL is there")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="make the project in this folder (default: a new temporary one)")
@@ -182,7 +185,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     problems: list[str] = []
-    ended = kills = sigints = 0
+    ended = kills = sigints = sigterms = 0
 
     errors = project.parent / "build.stderr"
 
@@ -200,19 +203,24 @@ def main() -> int:
             ended += 1
         except subprocess.TimeoutExpired:
             tree = descendants(p.pid)
-            if rng.random() < args.sigint_share:
-                sigints += 1
-                p.send_signal(signal.SIGINT)
+            pick = rng.random()
+            if pick < args.sigint_share + args.sigterm_share:
+                sig = signal.SIGINT if pick < args.sigint_share else signal.SIGTERM
+                if sig == signal.SIGINT:
+                    sigints += 1
+                else:
+                    sigterms += 1
+                p.send_signal(sig)
                 try:
                     rc = p.wait(30)
                 except subprocess.TimeoutExpired:
-                    problems.append(f"stop {k}: the build did not stop within 30 s of SIGINT")
+                    problems.append(f"stop {k}: the build did not stop within 30 s of {sig.name}")
                     p.kill()
                     p.wait()
                 else:
                     said = errors.read_text(errors="replace")
-                    if rc not in (0, 1, 130) or "Traceback" in said:
-                        problems.append(f"stop {k}: exit status {rc} after SIGINT; it said:\n{said[-2000:]}")
+                    if rc not in (0, 1, 130, -signal.SIGTERM if sig == signal.SIGTERM else 130) or "Traceback" in said:
+                        problems.append(f"stop {k}: exit status {rc} after {sig.name}; it said:\n{said[-2000:]}")
             else:
                 kills += 1
                 p.kill()
@@ -248,7 +256,7 @@ def main() -> int:
     if len(table) != args.psets or not ((table["b"] == want_b) & (table["c.d"] == want_d)).all():
         problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
 
-    print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, "
+    print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "
           f"{ended} ended before their stop) in {time.monotonic() - t0:.0f} s; project {project}")
     for p_ in problems:
         print("PROBLEM:", p_)

@@ -632,7 +632,7 @@ def test_builds_stopped_at_random_leave_nothing_wrong_that_looks_up_to_date(tmp_
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1] == "no problem", r.stdout[-3000:]
-    assert re.search(r"^400 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) ended before their stop\)",
+    assert re.search(r"^400 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) SIGTERM, (\d+) ended before their stop\)",
                      r.stdout, re.M), r.stdout
 
 

@@ -11,7 +11,7 @@ writes a file and returns a nested dict (retries: 1), a shell rule that
 reads both its files, one per pset, and a gather over the shell rule. While a file
 FAIL is in the project, a `python:` pset fails now and then (`--fail-share`).
 
-Each round starts `sweepc build -j 2` (sometimes with -k), waits a random
+Each round starts `sweepc build -j 2 --backend BACKEND` (sometimes with -k), waits a random
 time (up to --max-wait s), then sends SIGKILL, or in a share of the rounds
 SIGINT (--sigint-share) or SIGTERM (--sigterm-share) and waits for the
 build to stop: a build that takes more than 30 s to stop, ends otherwise
@@ -170,6 +170,9 @@ def main() -> int:
     ap.add_argument("--sigint-share", type=float, default=0.3, help="share of the stops that are SIGINT (default 0.3)")
     ap.add_argument("--sigterm-share", type=float, default=0.15, help="share of the stops that are SIGTERM (default 0.15)")
     ap.add_argument("--fail-share", type=float, default=0.01, help="chance that a python: pset fails while FAIL is there")
+    ap.add_argument("--backend", default="local", help="the builds' --backend (default local; dask: a LocalCluster)")
+    ap.add_argument("--leftover-wait", type=float, default=5.0,
+                    help="how long the build's processes may take to end after a stop, s (default 5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="make the project in this folder (default: a new temporary one)")
     args = ap.parse_args()
@@ -191,7 +194,8 @@ def main() -> int:
 
     def build(extra: list[str]) -> subprocess.Popen[bytes]:
         with open(errors, "wb") as err:
-            return subprocess.Popen([sys.executable, "-m", "sweepc", "build", "-j", "2", *extra], cwd=project, env=env,
+            return subprocess.Popen([sys.executable, "-m", "sweepc", "build", "-j", "2", "--backend", args.backend, *extra],
+                                    cwd=project, env=env,
                                     stdout=subprocess.DEVNULL, stderr=err)
 
     t0 = time.monotonic()
@@ -227,7 +231,7 @@ def main() -> int:
                 p.wait()
         # the build's processes die with it (the workers by a signal, the jobs
         # when the spawner sees the build gone): give them a few seconds
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + args.leftover_wait
         while (left := alive(tree, project)) and time.monotonic() < deadline:
             time.sleep(0.1)
         if left:
@@ -240,7 +244,7 @@ def main() -> int:
         print(f"stop {k + 1}/{args.stops}: {len(bad)} wrong", flush=True)
 
     (project / "FAIL").unlink()
-    last = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", "2"], cwd=project, env=env, capture_output=True, text=True)
+    last = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", "2", "--backend", args.backend], cwd=project, env=env, capture_output=True, text=True)
     if last.returncode != 0:
         problems.append(f"the final build: exit status {last.returncode}: {last.stderr.strip()[-300:]}")
     again = subprocess.run([sys.executable, "-m", "sweepc", "build"], cwd=project, env=env, capture_output=True, text=True)

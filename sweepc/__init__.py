@@ -29,4 +29,4 @@ def __getattr__(name: str) -> object:
         from . import api
 
         return getattr(api, name)
-    raise AttributeError(name)
+    raise AttributeError(f"module 'sweepc' has no attribute {name!r}")

@@ -502,6 +502,34 @@ def test_other_sources_it_imports_can_be_inputs(local_project):
     assert set(sweepc.load(p.root / "sweepfile").results()["y"]) == {2}
 
 
+
+def test_an_edit_that_a_stale_pyc_would_hide_still_runs_the_new_code(local_project):
+    """Python takes a .pyc as up to date when the source's mtime (in whole
+    seconds) and size are the ones it was made from. An edit within the same
+    second that keeps the size, or a checkout or copy that sets such an
+    mtime, leaves a .pyc of the old text that a plain import runs. sweepc
+    reruns the jobs (the text changed) and they must run the new text: the
+    module, a sibling it imports and a module of a package next to it."""
+    import importlib.util
+    import py_compile
+
+    p = local_project.write(GRID + '    input: "helper.py", "pkg/sub.py"\n')
+    write_module(p, "from helper import K\nfrom pkg.sub import M\nN = 1\n\ndef run(pset):\n    return {'y': K + M + N}\n")
+    (p.root / "pkg").mkdir()
+    (p.root / "pkg" / "__init__.py").write_text("")
+    files = [p.root / "model.py", write_module(p, "K = 10\n", "helper.py"), write_module(p, "M = 100\n", "pkg/sub.py")]
+    then = int(time.time()) - 100
+    for f in files:  # as they were at the first build, compiled by an import then (PYTHONDONTWRITEBYTECODE or not)
+        os.utime(f, (then + 0.1, then + 0.1))
+        py_compile.compile(str(f), cfile=importlib.util.cache_from_source(str(f)), doraise=True)
+    assert p.sweepc("build").code == 0
+    assert set(sweepc.load(p.root / "sweepfile").results()["y"]) == {111}
+    for f, (old, new) in zip(files, [("N = 1", "N = 2"), ("K = 10", "K = 20"), ("M = 100", "M = 200")]):
+        f.write_text(f.read_text().replace(old, new))  # the same size, the same second
+        os.utime(f, (then + 0.7, then + 0.7))
+    assert p.sweepc("build").code == 0
+    assert set(sweepc.load(p.root / "sweepfile").results()["y"]) == {222}
+
 SLOW_MODULE = '''
 import os, subprocess, time
 def run(pset):

@@ -25,6 +25,7 @@ the log, and its last line (``ValueError: ...``) is the log's last line.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -51,11 +52,60 @@ class JobError(Exception):
 _modules: dict[str, ModuleType] = {}
 
 
+class _FreshSource(importlib.machinery.SourceFileLoader):
+    """Compiles the module from its text at every import, never from a
+    cached .pyc. Python takes a .pyc as up to date when the source's mtime
+    (in whole seconds) and size are those it was made from: an edit within
+    the same second that keeps the size (K = 3 -> K = 5), or a checkout or
+    copy that sets an older mtime, then runs the old code. sweepc reruns the
+    jobs of an edited module (its text is in their fingerprint); they must
+    run the text that made them rerun."""
+
+    def get_code(self, fullname: str) -> Any:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+_FRESH_ROOTS: list[str] = []  # folders whose .py files load through _FreshSource
+_LOADERS = (
+    (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+    (_FreshSource, importlib.machinery.SOURCE_SUFFIXES),
+    (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+)
+
+
+def _fresh_finder(entry: str) -> importlib.machinery.FileFinder:
+    """sys.path_hooks: the finder of a folder below a module sweepc loaded
+    (its siblings and their packages: the user's code, which a python: rule
+    lists as source inputs), except installed packages, which keep their
+    .pyc (compiling a large library at every worker start would cost seconds)."""
+    path = os.path.abspath(entry or ".")
+    installed = any(part in ("site-packages", "dist-packages") for part in path.split(os.sep))
+    if not installed and any(path == r or path.startswith(r + os.sep) for r in _FRESH_ROOTS):
+        return importlib.machinery.FileFinder(path, *_LOADERS)
+    raise ImportError(f"not one of sweepc's source folders: {path}")
+
+
+def _fresh_imports_below(folder: str) -> None:
+    """Imports from `folder` (and below) compile each module from its text."""
+    if folder in _FRESH_ROOTS:
+        return
+    _FRESH_ROOTS.append(folder)
+    if _fresh_finder not in sys.path_hooks:
+        sys.path_hooks.insert(0, _fresh_finder)
+    for entry in list(sys.path_importer_cache):  # finders made before: made again through the hook
+        path = os.path.abspath(entry or ".")
+        if path == folder or path.startswith(folder + os.sep):
+            del sys.path_importer_cache[entry]
+
+
 def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
     """The function `func` of the module at `path`, imported once per process.
 
     The module's folder goes first on sys.path, so it imports its siblings
-    as it would when run from there."""
+    as it would when run from there. The module, and the modules it imports
+    from its folder, are compiled from their text, never from a .pyc that
+    may be stale (_FreshSource)."""
     mod = _modules.get(path)  # (keyed by absolute paths: a worker's are, and need no abspath a call)
     if mod is None:
         path = os.path.abspath(path)
@@ -63,9 +113,10 @@ def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
     if mod is None:
         name = os.path.splitext(os.path.basename(path))[0]
         folder = os.path.dirname(path)
+        _fresh_imports_below(folder)
         if folder not in sys.path:
             sys.path.insert(0, folder)
-        spec = importlib.util.spec_from_file_location(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=_FreshSource(name, path))
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {path}")
         mod = importlib.util.module_from_spec(spec)

@@ -559,8 +559,9 @@ def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> 
     a, b = first.summary, second.summary
     if a is None:
         return replace(second, notes=(*second.notes, *notes))
-    if b is None:
-        return replace(first, plan=second.plan, notes=(*first.notes, *second.notes, *notes))
+    if b is None:  # nothing over the samples had to run: every job but those the first stage built is up to date
+        return replace(first, plan=second.plan, summary=replace(a, uptodate=max(0, second.plan.uptodate - a.done)),
+                       notes=(*first.notes, *second.notes, *notes))
     summary = Summary(
         total=a.total + b.total, done=a.done + b.done, failed=a.failed + b.failed, skipped=a.skipped + b.skipped,
         not_started=a.not_started + b.not_started, interrupted=a.interrupted + b.interrupted,

@@ -115,6 +115,11 @@ def test_samples_made_by_a_rule_build_in_two_stages(local_project: Any) -> None:
     assert f"run {new}: never built\n" in r.out
     assert sum(1 for line in r.out.splitlines() if line.startswith("run sim[")) == 1
     assert r.out.splitlines()[-1].startswith("sweepc: 3 done, 4 up to date")
+    # the sampler edited, its samples the same: it alone runs, and the line counts the rest up to date
+    (p.root / "make_samples.py").write_text(SAMPLER + "# the same samples\n")
+    r = p.sweepc("build")
+    assert (r.code, r.out.splitlines()[-1].split(" in ")[0]) == (0, "sweepc: 1 done, 6 up to date"), r.out
+    assert p.sweepc("build").out == "sweepc: nothing to do (7 jobs up to date)\n"
 
 
 def test_a_failing_sample_rule_stops_the_build_with_its_log(local_project: Any) -> None:

@@ -69,7 +69,7 @@ def fingerprints(p, cache: bool = True) -> list[str]:
         project._keys.clear()
     store = Store.open(p.root, create=False)
     try:
-        digests, _, _ = planner._source_digests(g, store, range(len(g.jobs)))
+        digests, _, _, _ = planner._source_digests(g, store, range(len(g.jobs)))
     finally:
         store.close()
     return list(planner._hashes(g, range(len(g.jobs)), digests)[0])

@@ -443,6 +443,30 @@ def test_api_plan_and_build_agree_with_the_cli(built):
     assert again.summary is None and again.plan.uptodate == 11
 
 
+
+@pytest.mark.parametrize("through", ["build", "build -n"])
+def test_an_edit_in_the_same_second_that_keeps_the_size_reruns_where_mtimes_have_whole_seconds(proj, through):
+    """A file system that keeps mtimes to the second (Lustre, ext3, some NFS
+    servers) gives an edit made in the second of the last look the same
+    mtime; one that keeps the size looks unchanged by size and mtime. Such a
+    file (a whole-second mtime, less than 2 s old when looked at) is hashed
+    again the next time, by the planner and instead of the no-op certificate."""
+    src = proj.root / "src.txt"
+    second = int(time.time())  # what such a file system gives both writes
+    os.utime(src, (second, second))
+    assert summary_of(proj.sweepc("build", "-j", "2").out) == "11 done, 0 up to date"
+    src.write_text("HELLO\n")  # the same size
+    os.utime(src, (second, second))
+    if through == "build -n":
+        assert dry(proj).startswith("".join(f"run {g}: input changed: src.txt\n" for g in GENS))
+    assert summary_of(proj.sweepc("build", "-j", "2").out) == "11 done, 0 up to date"
+    assert proj.out("total").read_text() == "sq1 10\nsq1 20\nsq2 10\nsq2 20\n"
+    assert proj.out("gen[a=1,b=10]").read_text() == "1 10\n"
+    # two seconds later the file is looked at as any other: a touch reruns nothing
+    os.utime(src, (second - 10, second - 10))
+    assert proj.sweepc("build").out == "sweepc: nothing to do (11 jobs up to date)\n"
+    assert proj.sweepc("build").out == "sweepc: nothing to do (11 jobs up to date)\n"
+
 def test_thirty_random_edits_each_rebuild_exactly_right(tmp_path: Path) -> None:
     """scripts/edits.py, short: a project with a shell rule reading a source
     file, a template, a python: rule, a gather, a rule over CSV rows and one

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import os
 import pickle
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,16 @@ if TYPE_CHECKING:
 
 # Part of every command hash: changing how fingerprints are made means changing this.
 FINGERPRINT_VERSION = "sweepc-fp-1"
+# A source file is "racy" (git's word) when its mtime is a whole second, less
+# than RACY_NS before the moment it is looked at: a file system that keeps
+# mtimes to the second (Lustre, ext3, some NFS servers; FAT to 2 s) gives
+# an edit made within the same second the same mtime, and one that keeps
+# the size would pass for unchanged. Its digest is stored with RACY_MTIME,
+# which no file has, so the next look hashes it again; the no-op
+# certificate never vouches for it. (Where mtimes have nanoseconds, an edit
+# moves them: no file written there is racy, but for one in a billion.)
+RACY_NS = 2_000_000_000
+RACY_MTIME = -1
 
 # Reason codes, in the order they are told
 FORCED = "forced"
@@ -152,7 +163,7 @@ def _plan(
     explain: bool,
     live: Mapping[tuple[str, str], str] | None,
 ) -> Plan:
-    digests, updates, seen = _source_digests(g, store, selected)
+    digests, updates, seen, changed = _source_digests(g, store, selected)
     live = live or {}
     jobs = g.jobs
     wd = str(g.workdir_path)
@@ -252,7 +263,7 @@ def _plan(
                         continue
             cmd_hash, inputs_hash = ("", "") if state is None else (cmds[i], ins[i])
             reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, recs, explain, i in forced, wd, outputs[job.rule], will_run,
-                               queued, building)
+                               queued, building, changed)
             if reasons:
                 will_run[i] = reasons
     finally:
@@ -335,9 +346,10 @@ class _Overlay(_ByJob):
 def _reasons(
     g: BuildGraph, job: Job, i: int, fp: str, cmd_hash: str, inputs_hash: str, records: RecordMap, explain: bool,
     forced: bool, wd: str, outputs: tuple[str, ...], will_run: Mapping[int, object], queued: Mapping[int, str],
-    building: list[LiveBuild | None],
+    building: list[LiveBuild | None], changed: Collection[str] = (),
 ) -> tuple[Reason, ...]:
-    """Every reason job i runs (the first one only, unless explain)."""
+    """Every reason job i runs (the first one only, unless explain); changed:
+    the source files whose digest is not the one last recorded."""
     rec = records.raw((job.rule, job.hash))
     if rec is None and not forced and not explain:
         return _NEVER_BUILT
@@ -357,7 +369,7 @@ def _reasons(
             if rec[I_CMD_HASH] != cmd_hash:
                 reasons.append(Reason(COMMAND_CHANGED, "command changed"))
             if rec[I_INPUTS_HASH] != inputs_hash:
-                which = _which_input(g, job, records, Record(*rec))
+                which = _which_input(g, job, records, Record(*rec), changed)
                 # Fix: when no input can be named and an upstream job will run (a changed
                 # source or command further up), a bare "input changed" hid the cause; the
                 # upstream check below names that job instead ("upstream X will run").
@@ -703,8 +715,17 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
     return Reason(UNFINISHED, "the last build stopped before this job finished")
 
 
-def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record) -> str:
-    """Name an input that is newer than the job's last run, when one is."""
+def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, changed: Collection[str] = ()) -> str:
+    """Name an input that is newer than the job's last run, when one is: a
+    source whose digest is not the one last recorded (an edit in the second
+    of the last look, where mtimes have whole seconds, is no newer), else one
+    rebuilt or written since the job ended."""
+    for p in job.sources:
+        if p in changed:
+            return f": {p}"
+    for t in g.rule(job.rule).templates:
+        if t.source in changed:
+            return f": template {t.source}"
     if rec.end is None:
         return ""
     if len(job.deps) > 16:
@@ -749,9 +770,11 @@ def _forced(g: BuildGraph, selected: Sequence[int], rules: Collection[str]) -> s
 
 
 def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]
-                    ) -> tuple[dict[str, str], list[tuple[str, int, int, str]], list[tuple[str, int, int]]]:
+                    ) -> tuple[dict[str, str], list[tuple[str, int, int, str]], list[tuple[str, int, int]], set[str]]:
     """Content digests of source inputs; size+mtime fast path, hash to confirm.
-    Also the rows to store for the files hashed now, and each file's size and mtime."""
+    Also the rows to store for the files hashed now, and each file's size and
+    mtime (RACY_MTIME for a racy one: hashed again next time), and the files
+    whose digest is not the one recorded before."""
     paths: dict[str, int] = {}
     for i in selected:
         for p in g.jobs[i].sources:
@@ -767,11 +790,13 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]
                     templates.setdefault(tf.source, r.name)
                     paths.setdefault(tf.source, rules_selected[r.name])
     if not paths:
-        return {}, [], []
+        return {}, [], [], set()
     known = store.sources()
+    now = time.time_ns()
     digests: dict[str, str] = {}
     updates: list[tuple[str, int, int, str]] = []
     seen: list[tuple[str, int, int]] = []
+    changed: set[str] = set()
     missing: list[Diagnostic] = []
     for p, first in paths.items():
         full = g.root / p
@@ -784,17 +809,22 @@ def _source_digests(g: BuildGraph, store: Store, selected: Sequence[int]
             else:
                 missing.append(_missing(g, g.jobs[first], p))
             continue
-        seen.append((p, st.st_size, st.st_mtime_ns))
+        mtime = st.st_mtime_ns
+        if mtime % 1_000_000_000 == 0 and now - mtime < RACY_NS:
+            mtime = RACY_MTIME
+        seen.append((p, st.st_size, mtime))
         old = known.get(p)
-        if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+        if old is not None and mtime != RACY_MTIME and old[0] == st.st_size and old[1] == mtime:
             digests[p] = old[2]
             continue
         digest = _file_digest(full)
         digests[p] = digest
-        updates.append((p, st.st_size, st.st_mtime_ns, digest))
+        updates.append((p, st.st_size, mtime, digest))
+        if old is not None and old[2] != digest:
+            changed.add(p)
     if missing:
         raise SweepfileError(missing, g.source)
-    return digests, updates, seen
+    return digests, updates, seen, changed
 
 
 def _file_digest(path: os.PathLike[str] | str) -> str:

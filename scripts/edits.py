@@ -28,7 +28,10 @@ then runs `sweepc build -j 2`, which must end well, and checks every job's
 files byte for byte against what the current files (and -D) say they must
 hold; then `sweepc build` (without -D) must have nothing to do, except after
 a -D build, whose jobs the plain build then runs back, and is checked
-again. Every step is printed; exit status 0 when every check held.
+again. With --whole-seconds every file written gets an mtime in whole
+seconds, as on Lustre or ext3, where an edit in the second of the last
+build keeps the mtime. Every step is printed; exit status 0 when every
+check held.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ def main() -> int:
     ap.add_argument("--edits", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="make the project in this folder (default: a new temporary one)")
+    ap.add_argument("--whole-seconds", action="store_true",
+                    help="give every file written its mtime in whole seconds, as Lustre or ext3 do")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -292,6 +297,10 @@ def main() -> int:
             (g.job_dir(job) / name).unlink()
             what = f"delete {job.rule}'s {name}"
         st.write(project)
+        if args.whole_seconds:
+            for f in [project / "sweepfile", project / "data.txt", project / "model.py", project / "deck.j2", project / "rows.csv"]:
+                second = int(f.stat().st_mtime)
+                os.utime(f, (second, second))
         build_and_check(step, what, overrides)
         again = sweepc("build", "-j", "2")
         if overrides:  # the plain build builds what the file says again

@@ -37,13 +37,13 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from outside import command_env, new_project, verdict
 
 MODEL = """\
 import os, random, time
@@ -178,15 +178,11 @@ def main() -> int:
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sweepc-chaos-"))
-    project = (base / "project").resolve()
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir(parents=True)
+    project = new_project(args.dir, "sweepc-chaos-")
     (project / "model.py").write_text(MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("FAIL)", f"{str(project / 'FAIL')!r})"))
     (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets))
     (project / "FAIL").write_text("")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = command_env()
     problems: list[str] = []
     ended = kills = sigints = sigterms = 0
 
@@ -262,10 +258,7 @@ def main() -> int:
 
     print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "
           f"{ended} ended before their stop) in {time.monotonic() - t0:.0f} s; project {project}")
-    for p_ in problems:
-        print("PROBLEM:", p_)
-    print("no problem" if not problems else f"{len(problems)} problems")
-    return 0 if not problems else 1
+    return verdict(problems)
 
 
 if __name__ == "__main__":

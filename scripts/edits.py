@@ -41,13 +41,13 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from outside import command_env, new_project, verdict
 
 SWEEPFILE = """\
 # a project edited at random by scripts/edits.py
@@ -210,13 +210,10 @@ def main() -> int:
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sweepc-edits-"))
-    project = (base / "project").resolve()
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir(parents=True)
+    project = new_project(args.dir, "sweepc-edits-")
     st = State()
     st.write(project)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = command_env()
     problems: list[str] = []
     t0 = time.monotonic()
 
@@ -309,10 +306,7 @@ def main() -> int:
         if "nothing to do" not in again.stdout:
             problems.append(f"step {step} ({what}): the next build did something: {again.stdout.strip()[-300:]}{again.stderr[-300:]}")
     print(f"{args.edits} random edits in {time.monotonic() - t0:.0f} s; project {project}")
-    for p in problems:
-        print("PROBLEM:", p)
-    print("no problem" if not problems else f"{len(problems)} problems")
-    return 0 if not problems else 1
+    return verdict(problems)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from sweepc.plan.planner import plan as make_plan
 from sweepc.lang.project import find_sweepfile, load_graph, remember, start_writes
 from sweepc.plan.selection import select
 from sweepc.plan import noop
-from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, state_dir
+from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, runs_now, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,6 +225,7 @@ class Study:
 
                 reap_orphans(self.root, dead["pid"])
             store = Store.open(self.root)
+            store.end_dead_runs()  # (we hold the lock: a run still `running` died)
             remember(self.graph)  # .sweepc/ exists now: cache the compiled graph
             # a local build killed before it recorded every end its job spawner saw: those first
             replayed = replay_journal(self.graph, store)
@@ -420,7 +421,7 @@ class Study:
         store = LookupStore.open(self.root, create=False)
         try:
             p = make_plan(g, store, select(g, [r.name for r in g.rules]))
-            runs = store.runs()
+            runs = runs_now(self.root, store.runs())
             tables = {r.name: res.table(p, r, runs, rows=store.job_rows(r.name)) for r in g.rules}
         finally:
             store.close()
@@ -477,7 +478,7 @@ class Study:
 
         store = Store.open(self.root, create=False)
         try:
-            runs = store.runs()
+            runs = runs_now(self.root, store.runs())
         finally:
             store.close()
         cols = ["_run_seq", "_run_id", "started_utc", "duration_s", "command", "overrides", "backend", "ran", "failed", "uptodate", "status", "git_commit", "git_dirty"]

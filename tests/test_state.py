@@ -109,6 +109,29 @@ def test_a_lock_left_by_a_killed_build_is_taken_over(local_project):
     assert lock.read_text() == ""
 
 
+
+def test_a_killed_build_is_a_killed_run_not_a_running_one(local_project):
+    """A build killed by SIGKILL cannot record how it ended. `sweepc runs`
+    shows it `running` only while it runs; once its process is gone the run
+    is `killed`, and the next build records it so in the store."""
+    p = local_project.write(SLOW)
+    first = _running_build(p)
+
+    def statuses() -> list[str]:
+        return [r["status"] for r in json.loads(p.sweepc("runs", "--format", "json").out)]
+
+    assert statuses() == ["running"]  # while it runs
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    p.kill_jobs()
+    assert statuses() == ["killed"]  # no build runs it any more
+    with sqlite3.connect(p.root / ".sweepc" / "state.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("running",)]  # (not written by a reader)
+    assert p.sweepc("build", "quick").code == 0
+    assert statuses() == ["killed", "ok"]
+    with sqlite3.connect(p.root / ".sweepc" / "state.db") as db:
+        assert db.execute("SELECT status FROM runs ORDER BY seq").fetchall() == [("killed",), ("ok",)]
+
 @pytest.mark.parametrize(
     "content", ['{"pid": 999999999, "host": "gone", "started": 0, "argv": ["sweepc", "build"]}', "garbage"], ids=["dead-pid", "garbage"]
 )

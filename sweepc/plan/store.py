@@ -32,6 +32,7 @@ upgraded in place when opened (the column starts empty).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import operator
@@ -738,6 +739,15 @@ class Store:
             )
         return run_id, int(seq)
 
+    def end_dead_runs(self) -> int:
+        """Runs still `running` are `killed`: called by a build that holds the
+        lock, so no build of them runs any more (kill -9, the out-of-memory
+        killer, a reboot: they could not record how they ended). How many."""
+        if not self.conn.execute("SELECT EXISTS (SELECT 1 FROM runs WHERE status = 'running')").fetchone()[0]:
+            return 0  # (no write in the usual case)
+        with self.transaction() as c:
+            return int(c.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'").rowcount)
+
     def end_run(self, run_id: str, ran: int, failed: int, uptodate: int, status: str) -> None:
         with self.transaction() as c:
             c.execute(
@@ -970,6 +980,39 @@ class LiveBuild:
 
     def text(self) -> str:
         return f"being built by the running build (pid {self.pid}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
+
+
+def running_run(root: Path) -> tuple[bool, str | None]:
+    """Whether a build of this project may be running now (its lock file says
+    so, and its process lives, or it is on another machine, where that
+    cannot be checked), and its run id when it has one. Takes no lock."""
+    try:
+        with open(state_dir(root) / "build.lock", "rb") as f:
+            info = json.loads(f.read(65536).decode() or "null")
+    except FileNotFoundError:
+        return False, None
+    except (OSError, ValueError):
+        return True, None  # unreadable: say nothing of any run
+    if not isinstance(info, dict):
+        return False, None  # a released lock leaves the file empty
+    run_id = info.get("run_id") if isinstance(info.get("run_id"), str) else None
+    if info.get("host") != os.uname().nodename:
+        return True, run_id
+    live = live_build(root)
+    return (True, live.run_id) if live is not None else (info.get("pid") == os.getpid(), run_id)
+
+
+def runs_now(root: Path, runs: list[Run]) -> list[Run]:
+    """The runs as they are now: one still `running` that no build runs any
+    more died without recording how it ended (kill -9, the out-of-memory
+    killer, a reboot) and is shown `killed`, as the next build records it
+    (Store.end_dead_runs)."""
+    maybe, live_id = running_run(root)
+
+    def dead(r: Run) -> bool:
+        return r.status == "running" and (not maybe or (live_id is not None and r.run_id != live_id))
+
+    return [dataclasses.replace(r, status="killed") if dead(r) else r for r in runs]
 
 
 def live_build(root: Path) -> LiveBuild | None:

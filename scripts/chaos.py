@@ -9,7 +9,8 @@ Not a benchmark and not a test (tests/test_safety.py runs it small): the
 brief's guarantee, tried from outside. The project: a `python:` rule that
 writes a file and returns a nested dict (retries: 1), a shell rule that
 reads both its files, one per pset, and a gather over the shell rule. While a file
-FAIL is in the project, a `python:` pset fails now and then (`--fail-share`).
+FAIL is in the project, a `python:` pset fails now and then (`--fail-share`),
+and kills its worker now and then (`--crash-share`: os._exit or a segfault).
 
 Each round starts `sweepc build -j 2 --backend BACKEND` (sometimes with -k), waits a random
 time (up to --max-wait s), then sends SIGKILL, or in a share of the rounds
@@ -54,6 +55,11 @@ def run(pset):
         time.sleep(0.002)
     if os.path.exists(FAIL) and random.random() < FAIL_SHARE:
         raise RuntimeError(f"failed on purpose for a={a}")
+    if os.path.exists(FAIL) and random.random() < CRASH_SHARE:  # the worker dies: os._exit, or a segfault
+        if random.random() < 0.5:
+            os._exit(3)
+        import ctypes
+        ctypes.string_at(0)
     with open("w.txt", "w") as f:
         f.write(str(a * 3))
     return {"b": a * 2, "c": {"d": a + 1}}
@@ -170,6 +176,8 @@ def main() -> int:
     ap.add_argument("--sigint-share", type=float, default=0.3, help="share of the stops that are SIGINT (default 0.3)")
     ap.add_argument("--sigterm-share", type=float, default=0.15, help="share of the stops that are SIGTERM (default 0.15)")
     ap.add_argument("--fail-share", type=float, default=0.01, help="chance that a python: pset fails while FAIL is there")
+    ap.add_argument("--crash-share", type=float, default=0.002,
+                    help="chance that it kills its worker (os._exit or a segfault) while FAIL is there")
     ap.add_argument("--backend", default="local", help="the builds' --backend (default local; dask: a LocalCluster)")
     ap.add_argument("--leftover-wait", type=float, default=5.0,
                     help="how long the build's processes may take to end after a stop, s (default 5)")
@@ -179,7 +187,7 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     project = new_project(args.dir, "sweepc-chaos-")
-    (project / "model.py").write_text(MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("FAIL)", f"{str(project / 'FAIL')!r})"))
+    (project / "model.py").write_text(MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("CRASH_SHARE", repr(args.crash_share)).replace("FAIL)", f"{str(project / 'FAIL')!r})"))
     (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets))
     (project / "FAIL").write_text("")
     env = command_env()

@@ -686,3 +686,21 @@ def test_ctrl_c_while_the_graph_cache_is_written_after_the_command_is_interrupte
     out, err = capsys.readouterr()
     assert out.startswith("sweepfile: ok: 1 parameter")
     assert err == "sweepc: interrupted\n"
+
+
+def test_ctrl_c_while_sweepc_exits_changes_nothing() -> None:
+    """The command is done when exit_now() runs the atexit functions: a Ctrl-C
+    there is let go (it was a KeyboardInterrupt traceback and death by SIGINT)."""
+    code = textwrap.dedent('''
+        import atexit, os, signal, sys, time
+        from sweepc.cli import app
+        def late_ctrl_c():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            print("after the Ctrl-C")
+        atexit.register(late_ctrl_c)
+        print("done", flush=True)
+        app.exit_now(0)
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "done\nafter the Ctrl-C\n", "")

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import io
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -76,7 +77,12 @@ def exit_now(code: int) -> NoReturn:
     planner's columns and the store's rows of a 100k-pset study took ~0.3 s
     to tear down, on every command. What sys.exit does that matters is done
     here: the atexit functions, then stdout and stderr flushed (a closed
-    pipe is the reader's choice: nothing more is said)."""
+    pipe is the reader's choice: nothing more is said). The command is done:
+    a Ctrl-C or SIGTERM from here on is let go (one during the atexit
+    functions was a KeyboardInterrupt traceback and death by SIGINT)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # (only the main thread may)
+            signal.signal(sig, signal.SIG_IGN)
     atexit._run_exitfuncs()
     for f in (sys.stdout, sys.stderr):
         try:

@@ -987,8 +987,7 @@ def running_run(root: Path) -> tuple[bool, str | None]:
     so, and its process lives, or it is on another machine, where that
     cannot be checked), and its run id when it has one. Takes no lock."""
     try:
-        with open(state_dir(root) / "build.lock", "rb") as f:
-            info = json.loads(f.read(65536).decode() or "null")
+        info = _lock_info(root)
     except FileNotFoundError:
         return False, None
     except (OSError, ValueError):
@@ -996,10 +995,9 @@ def running_run(root: Path) -> tuple[bool, str | None]:
     if not isinstance(info, dict):
         return False, None  # a released lock leaves the file empty
     run_id = info.get("run_id") if isinstance(info.get("run_id"), str) else None
-    if info.get("host") != os.uname().nodename:
+    if info.get("host") != os.uname().nodename or info.get("pid") == os.getpid():
         return True, run_id
-    live = live_build(root)
-    return (True, live.run_id) if live is not None else (info.get("pid") == os.getpid(), run_id)
+    return _holder(info) is not None, run_id
 
 
 def runs_now(root: Path, runs: list[Run]) -> list[Run]:
@@ -1019,15 +1017,23 @@ def live_build(root: Path) -> LiveBuild | None:
     """The other sweepc process on this machine building this project now,
     from the lock file (a released lock leaves it empty; a dead holder's pid
     is gone or belongs to a process started after it). Takes no lock."""
-    import psutil
-
     try:
-        with open(state_dir(root) / "build.lock", "rb") as f:
-            info = json.loads(f.read(65536).decode() or "null")
+        info = _lock_info(root)
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict):
-        return None
+    return _holder(info) if isinstance(info, dict) else None
+
+
+def _lock_info(root: Path) -> object:
+    """What the lock file says (JSON; None when it is empty). OSError, ValueError."""
+    with open(state_dir(root) / "build.lock", "rb") as f:
+        return json.loads(f.read(65536).decode() or "null")
+
+
+def _holder(info: dict[str, Any]) -> LiveBuild | None:
+    """The live build the lock file's info names: another process, on this machine."""
+    import psutil
+
     pid, started, run_id = info.get("pid"), info.get("started"), info.get("run_id")
     if not isinstance(pid, int) or not isinstance(started, (int, float)) or pid == os.getpid():
         return None

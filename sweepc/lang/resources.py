@@ -42,6 +42,11 @@ def resource_value(p: Problems, name: str, v: Scalar, span: Span, pset: Mapping[
 
 
 _MEM = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
+# The largest values taken: beyond them a number is a mistake (or infinity),
+# and SLURM would refuse it. 2**40 MB is a zettabyte; 100 years of run time.
+MAX_MEM_MB = 1 << 40
+MAX_TIME_S = 100 * 365 * 86400
+_MAX_DIGITS = 20  # of one number in a size or time text (Python refuses int() of > 4300)
 
 
 def parse_mem(v: Scalar) -> int | None:
@@ -49,14 +54,15 @@ def parse_mem(v: Scalar) -> int | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return int(math.ceil(v)) if v > 0 else None
-    m = _MEM.match(v)
-    if not m:
+        num: float = v
+    else:
+        m = _MEM.match(v)
+        if not m or len(m.group(1)) > _MAX_DIGITS:
+            return None
+        num = float(m.group(1)) * {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2).upper()]
+    if not 0 < num <= MAX_MEM_MB:  # (nan and infinity too)
         return None
-    num = float(m.group(1))
-    mult = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2).upper()]
-    mb = int(math.ceil(num * mult))
-    return mb if mb > 0 else None
+    return int(math.ceil(num))
 
 
 def parse_time(v: Scalar) -> int | None:
@@ -64,8 +70,10 @@ def parse_time(v: Scalar) -> int | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return int(v * 60) if v > 0 else None
+        return int(v * 60) or None if 0 < v <= MAX_TIME_S / 60 else None  # (nan and infinity: None)
     text = v.strip()
+    if any(len(n) > _MAX_DIGITS for n in re.split(r"[-:]", text)):
+        return None
     days = 0
     if "-" in text:
         d, _, text = text.partition("-")
@@ -77,7 +85,7 @@ def parse_time(v: Scalar) -> int | None:
             return None
         nums = [int(p) for p in parts] + [0] * (3 - len(parts))
         secs = days * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2]
-        return secs or None
+        return secs if 0 < secs <= MAX_TIME_S else None
     parts = text.split(":")
     if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
         return None
@@ -88,7 +96,7 @@ def parse_time(v: Scalar) -> int | None:
         secs = nums[0] * 60 + nums[1]
     else:
         secs = nums[0] * 3600 + nums[1] * 60 + nums[2]
-    return secs or None
+    return secs if 0 < secs <= MAX_TIME_S else None
 
 
 def format_time(secs: int) -> str:

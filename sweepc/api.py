@@ -263,7 +263,8 @@ class Study:
 
     def _stage(self, store: Store, lock: BuildLock, targets: Sequence[str], *, where: str | None, psets: str | None,
                chosen: Backend, options: BuildOptions, force: Sequence[str], explain: bool, reporter: Reporter,
-               argv: list[str], on_plan: Callable[[Plan], None] | None, git_commit: bool) -> BuildResult:
+               argv: list[str], on_plan: Callable[[Plan], None] | None, git_commit: bool,
+               waited: bool = False) -> BuildResult:
         """Plan and run one stage of a build, holding the lock."""
         g = self.graph
         own: LiveJobs = {}
@@ -281,6 +282,15 @@ class Study:
                 f"({g.jobs[i].label} as job {jid}, ...)",
                 "wait for them: sweepc build --backend slurm --wait; or stop them: sweepc cancel",
             )
+        if options.wait and p.queued and not waited:
+            # jobs an earlier build queued that the scheduler still has: a
+            # build that waits waits for them first, then plans again (what
+            # they leave to do: failures with attempts left, what needs them)
+            if not chosen.wait(g, store, p.queued, reporter):
+                return BuildResult(p, None, None, None, "interrupted", (STOPPED_WAITING,))
+            return self._stage(store, lock, targets, where=where, psets=psets, chosen=chosen, options=options, force=force,
+                               explain=explain, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=git_commit,
+                               waited=True)
         if on_plan is not None:
             on_plan(p)
         store.put_sources(p.source_updates)
@@ -553,6 +563,10 @@ def unknown_outputs(p: Plan) -> int:
         if any(os.path.lexists(f"{d}/{o.path}") for o in g.rule(job.rule).outputs):
             n += 1
     return n
+
+
+STOPPED_WAITING = ("sweepc: stopped waiting; the jobs an earlier build queued stay queued "
+                   "(see them with `sweepc status`, stop them with `sweepc cancel`)")
 
 
 def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> BuildResult:

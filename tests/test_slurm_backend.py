@@ -191,6 +191,80 @@ backend slurm:
 """
 
 
+EARLIER = """\
+param a = [1, 2, 3, 4]
+sweep grid = a
+
+rule gen over grid:
+    output: "out.txt"
+    shell: "sleep SECONDS; echo {a} > {output}"
+
+rule total:
+    input: gen
+    output: "total.txt"
+    local: true
+    shell: '''awk '{{ s += $1 }} END {{ print s }}' $(cat {input.list}) > {output}'''
+
+backend slurm:
+    throttle = 2
+"""
+
+
+def test_wait_takes_over_the_jobs_an_earlier_build_queued(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`build --wait` after a build that did not wait (or whose wait was
+    stopped) waits for what that build queued, then does what is left: the
+    command the first build's last line points to. It said `nothing to do`
+    and returned at once before, while the jobs were still queued."""
+    p = make(tmp_path, EARLIER.replace("SECONDS", "2"), monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    gen_id = out.split("submitted gen: job ", 1)[1].split(",", 1)[0]
+    assert "sweepc: 1 job waits for jobs that are not finished" in out
+    assert "wait with `sweepc build --backend slurm --wait`" in out
+
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    # (how many are still queued depends on timing: throttle 2, 2 s each)
+    assert re.match(rf"sweepc: waiting for [1-4] jobs? that an earlier build queued in SLURM \(job {gen_id}\); "
+                    r"Ctrl-C stops waiting, not them\n", out), out
+    assert "sweepc: they have ended\n" in out
+    assert out.endswith("sweepc: 1 done, 4 up to date in " + out.rpartition(" up to date in ")[2]), out
+    assert count(calls, "sbatch") == 1  # nothing submitted twice
+    assert p.outputs("total", "total.txt") == ["10\n"]
+    assert p.outputs("gen", "out.txt") == ["1\n", "2\n", "3\n", "4\n"]
+
+    code, out = p.sweepc("build", "--backend", "slurm", "--wait")
+    assert (code, out) == (0, "sweepc: nothing to do (5 jobs up to date)\n")
+
+
+def test_ctrl_c_stops_waiting_for_an_earlier_build_not_its_jobs(slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    p = make(tmp_path, EARLIER.replace("SECONDS", "20"), monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    gen_id = out.split("submitted gen: job ", 1)[1].split(",", 1)[0]
+    try:
+        w = subprocess.Popen([sys.executable, "-m", "sweepc", "build", "--backend", "slurm", "--wait"], cwd=p.root,
+                             env=slurm_cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert w.stdout is not None
+        first = w.stdout.readline()
+        assert first == (f"sweepc: waiting for 4 jobs that an earlier build queued in SLURM (job {gen_id}); "
+                         "Ctrl-C stops waiting, not them\n")
+        w.send_signal(signal.SIGINT)
+        rest, _ = w.communicate(timeout=60)
+        assert w.returncode == 130, rest
+        assert rest == ("sweepc: stopped waiting; the jobs an earlier build queued stay queued "
+                        "(see them with `sweepc status`, stop them with `sweepc cancel`)\n")
+        status = p.status()
+        assert status["gen"]["pending"] + status["gen"]["running"] == 4  # still SLURM's, untouched
+    finally:
+        code, out = p.sweepc("cancel")
+    assert code == 0 and out.startswith("sweepc: cancelled 1 job array ("), out
+
+
 def test_queued_jobs_are_not_submitted_twice_and_cancel_then_build_resumes(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     p = make(tmp_path, SLOW_GEN, monkeypatch, capsys)
     code, out = p.sweepc("build", "--backend", "slurm", "gen")

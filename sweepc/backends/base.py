@@ -21,6 +21,7 @@ CLI in `Execution.notes`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -175,6 +176,15 @@ class Backend(Protocol):
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         """Stop what this backend has queued or running for this project."""
+        ...
+
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+        """For a build that waits (options.wait): wait until the jobs an
+        earlier build handed to the scheduler (plan.queued: job -> its id
+        there) have ended, taking in their outcomes, so that the build can
+        plan again and finish what they leave. False when Ctrl-C (or
+        SIGTERM) stopped the waiting; the jobs go on. Backends that queue
+        nothing return True at once."""
         ...
 
 

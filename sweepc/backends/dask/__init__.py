@@ -13,6 +13,7 @@ imported only when a dask build runs (`pip install 'sweepc[dask]'`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
@@ -83,6 +84,9 @@ class DaskBackend:
 
     def release(self) -> None:
         pass  # check() starts nothing (the cluster is started by execute())
+
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+        return True  # nothing is queued outside a build: its cluster goes with it
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         return Cancelled((), 0, 0)  # nothing of a dask build outlives it

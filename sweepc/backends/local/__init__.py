@@ -8,6 +8,7 @@ cpus and memory. In: a Plan. Out: outcomes in the store, a Summary.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
@@ -83,6 +84,9 @@ class LocalBackend:
             if python is not None:
                 python.close()  # (closed already when the build's runner took it; twice is nothing)
         return Execution(summary, "ok" if summary.ok else "failed")
+
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+        return True  # nothing is queued outside this process
 
     def release(self) -> None:
         python, self._python = self._python, None

@@ -16,6 +16,7 @@ SlurmBackend (below) is what the core drives; it imports the rest lazily, so
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import ClassVar
 
 from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
@@ -125,6 +126,16 @@ class SlurmBackend:
 
     def release(self) -> None:
         pass  # check() starts nothing
+
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+        from sweepc.backends.slurm.backend import wait_queued
+        from sweepc.backends.slurm.scheduler import SubprocessScheduler
+
+        try:
+            wait_queued(graph, store, SubprocessScheduler(), queued, reporter)
+        except KeyboardInterrupt:
+            return False
+        return True
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         from dataclasses import replace

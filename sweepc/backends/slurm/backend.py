@@ -21,7 +21,7 @@ resubmitted too. The runner never prints: it tells a reporter.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -784,6 +784,42 @@ def _hms(s: int) -> str:
     return format_time(s)
 
 
+
+
+# -- waiting for what an earlier build queued -------------------------------------------
+
+REPORT_S = 30.0  # at most one "still queued" line this often
+
+
+def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mapping[int, str], reporter: Reporter,
+                sleep: Callable[[float], object] = time.sleep) -> None:
+    """Wait until none of the jobs an earlier build queued (plan.queued: job
+    -> ARRAY_TASK) is queued or running in SLURM any more, taking in their
+    records as they come (records.sync: one squeue a poll, with the back-off
+    of poll_until_done). The build then plans again: what they left to do
+    (a failure with attempts left, a task that vanished, what needs them)
+    is in that plan. KeyboardInterrupt stops waiting, not them."""
+    if not queued:
+        return
+    keys = {(g.jobs[i].rule, g.jobs[i].hash) for i in queued}
+    ids = sorted({jid.partition("_")[0] for jid in queued.values()}, key=lambda s: (len(s), s))
+    reporter.note(f"sweepc: waiting for {plural(len(keys), 'job')} that an earlier build queued in SLURM "
+                  f"(job{'s' if len(ids) > 1 else ''} {', '.join(ids)}); Ctrl-C stops waiting, not them")
+    interval = POLL_MIN_S
+    left = len(keys)
+    said = time.monotonic()
+    while True:
+        sleep(interval)
+        interval = min(POLL_MAX_S, interval * 2)
+        live = rec_.sync(g, store, scheduler)
+        now = sum(1 for k in keys if k in live)
+        if now == 0:
+            reporter.note("sweepc: they have ended")
+            return
+        if now != left and time.monotonic() - said >= REPORT_S:
+            reporter.note(f"sweepc: {now} of them still queued or running")
+            said = time.monotonic()
+        left = now
 
 
 # -- cancel ---------------------------------------------------------------------------

@@ -12,7 +12,9 @@ reads both its files, one per pset, and a gather over the shell rule. While a fi
 FAIL is in the project, a `python:` pset fails now and then (`--fail-share`),
 and kills its worker now and then (`--crash-share`: os._exit or a segfault).
 
-Each round starts `sweepc build -j 2 --backend BACKEND` (sometimes with -k), waits a random
+Each round starts `sweepc build -j 2 --backend BACKEND` (sometimes with -k, sometimes with
+--force f or --force g: done jobs run again, and a stop then catches them; with SLURM
+sometimes --wait, and `sweepc cancel` now and then after a stop), waits a random
 time (up to --max-wait s), then sends SIGKILL, or in a share of the rounds
 SIGINT (--sigint-share) or SIGTERM (--sigterm-share) and waits for the
 build to stop: a build that takes more than 30 s to stop, ends otherwise
@@ -23,11 +25,15 @@ failure. After every round:
 * every job the planner would not run (sweepc.load(dir).plan(), which takes
   in what a killed build journalled, as the next build does) has the right
   files, byte for byte: nothing that is wrong looks up to date;
-* no process of the build is left (Python workers, the spawner, job shells).
+* no process of the build is left (Python workers, the spawner, job shells;
+  with SLURM only sweepc's own: the array tasks go on, as they should).
 
-Then FAIL is removed, one more build must end well, the one after must
-have nothing to do, every job must be right, and the results table must
-hold every pset's right values. Exit status 0 when all of that holds; the
+Then FAIL is removed, one more build must end well (with SLURM: --wait,
+which waits for what earlier builds queued), the one after must have
+nothing to do, every job must be right, the results table must hold every
+pset's right values, no pset's function ever ran twice at the same time
+(it takes an flock while it runs), and with SLURM nothing of the project
+is left in SLURM's queue. Exit status 0 when all of that holds; the
 problems are printed otherwise.
 """
 
@@ -47,12 +53,25 @@ from pathlib import Path
 from outside import command_env, new_project, verdict
 
 MODEL = """\
-import os, random, time
+import fcntl, os, random, time
 
 def run(pset):
     a = pset["a"]
+    # two runs of one job at once (a job started twice) write DUPLICATES
+    lock = os.open(os.path.join(LOCKS, str(a)), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with open(DUPLICATES, "a") as f:
+                f.write(f"a={a}\\n")
+        return work(a)
+    finally:
+        os.close(lock)
+
+def work(a):
     if random.random() < 0.3:
-        time.sleep(0.002)
+        time.sleep(SLEEP)
     if os.path.exists(FAIL) and random.random() < FAIL_SHARE:
         raise RuntimeError(f"failed on purpose for a={a}")
     if os.path.exists(FAIL) and random.random() < CRASH_SHARE:  # the worker dies: os._exit, or a segfault
@@ -147,9 +166,9 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
-def alive(pids: set[int], project: Path) -> list[str]:
-    """Which of pids still run (not zombies), and any other process working
-    in the project or started by a build of it (SWEEPC_ROOT)."""
+def alive(pids: set[int], project: Path, only: bool = False) -> list[str]:
+    """Which of pids still run (not zombies), and (unless `only`) any other
+    process working in the project or started by a build of it (SWEEPC_ROOT)."""
     left = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -158,7 +177,7 @@ def alive(pids: set[int], project: Path) -> list[str]:
             state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
             cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             ours = int(name) in pids
-            if not ours:
+            if not ours and not only:
                 ours = os.readlink(f"/proc/{name}/cwd").startswith(str(project)) or (
                     f"SWEEPC_ROOT={project}\0".encode() in Path(f"/proc/{name}/environ").read_bytes())
         except OSError:
@@ -178,7 +197,12 @@ def main() -> int:
     ap.add_argument("--fail-share", type=float, default=0.01, help="chance that a python: pset fails while FAIL is there")
     ap.add_argument("--crash-share", type=float, default=0.002,
                     help="chance that it kills its worker (os._exit or a segfault) while FAIL is there")
-    ap.add_argument("--backend", default="local", help="the builds' --backend (default local; dask: a LocalCluster)")
+    ap.add_argument("--backend", default="local",
+                    help="the builds' --backend (default local; dask: a LocalCluster; slurm: the cluster SLURM_CONF names)")
+    ap.add_argument("--force-share", type=float, default=0.25,
+                    help="share of the builds run with --force f or --force g (a rerun of done jobs, stopped; default 0.25)")
+    ap.add_argument("--cancel-share", type=float, default=0.15,
+                    help="slurm: chance that `sweepc cancel` runs after a stop (default 0.15)")
     ap.add_argument("--leftover-wait", type=float, default=5.0,
                     help="how long the build's processes may take to end after a stop, s (default 5)")
     ap.add_argument("--seed", type=int, default=1)
@@ -187,12 +211,21 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     project = new_project(args.dir, "sweepc-chaos-")
-    (project / "model.py").write_text(MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("CRASH_SHARE", repr(args.crash_share)).replace("FAIL)", f"{str(project / 'FAIL')!r})"))
+    slurm = args.backend == "slurm"
+    locks, duplicates = project.parent / "locks", project.parent / "DUPLICATES"
+    locks.mkdir(exist_ok=True)
+    duplicates.unlink(missing_ok=True)
+    model = (MODEL.replace("FAIL_SHARE", repr(args.fail_share)).replace("CRASH_SHARE", repr(args.crash_share))
+             .replace("FAIL)", f"{str(project / 'FAIL')!r})").replace("LOCKS", repr(str(locks)))
+             .replace("(DUPLICATES", f"({str(duplicates)!r}")
+             # a SLURM task runs long enough for a second copy of it to be seen
+             .replace("SLEEP", "0.05" if slurm else "0.002"))
+    (project / "model.py").write_text(model)
     (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets))
     (project / "FAIL").write_text("")
     env = command_env()
     problems: list[str] = []
-    ended = kills = sigints = sigterms = 0
+    ended = kills = sigints = sigterms = cancels = 0
 
     errors = project.parent / "build.stderr"
 
@@ -204,7 +237,9 @@ def main() -> int:
 
     t0 = time.monotonic()
     for k in range(args.stops):
-        p = build(["-k"] if rng.random() < 0.3 else [])
+        # a SLURM build submits and returns, or (--wait) waits, resubmitting retries
+        p = build((["-k"] if rng.random() < 0.3 else []) + (["--wait"] if slurm and rng.random() < 0.7 else [])
+                  + (["--force", rng.choice("fg")] if rng.random() < args.force_share else []))
         tree: set[int] = set()
         try:
             p.wait(rng.uniform(0.05, args.max_wait))
@@ -236,27 +271,42 @@ def main() -> int:
         # the build's processes die with it (the workers by a signal, the jobs
         # when the spawner sees the build gone): give them a few seconds
         deadline = time.monotonic() + args.leftover_wait
-        while (left := alive(tree, project)) and time.monotonic() < deadline:
+        # (SLURM's tasks are not the build's: they run on after it, as they should)
+        while (left := alive(tree, project, only=slurm)) and time.monotonic() < deadline:
             time.sleep(0.1)
         if left:
             problems.append(f"stop {k}: left running: {', '.join(left[:5])}")
             for item in left:
                 with contextlib.suppress(OSError):
                     os.kill(int(item.split()[1]), signal.SIGKILL)
-        bad = wrong_files(project, args.psets)
+        if slurm and rng.random() < args.cancel_share:
+            cancels += 1
+            c = subprocess.run([sys.executable, "-m", "sweepc", "cancel"], cwd=project, env=env, capture_output=True, text=True)
+            if c.returncode != 0 or "Traceback" in c.stderr:
+                problems.append(f"stop {k}: sweepc cancel: exit status {c.returncode}: {c.stderr.strip()[-500:]}")
+        bad = wrong_files(project, args.psets)  # (SLURM's tasks may still be running and writing)
         problems += [f"stop {k}: {b}" for b in bad[:10]]
         print(f"stop {k + 1}/{args.stops}: {len(bad)} wrong", flush=True)
 
     (project / "FAIL").unlink()
-    last = subprocess.run([sys.executable, "-m", "sweepc", "build", "-j", "2", "--backend", args.backend], cwd=project, env=env, capture_output=True, text=True)
+    final = [sys.executable, "-m", "sweepc", "build", "-j", "2", "--backend", args.backend, *(["--wait"] if slurm else [])]
+    last = subprocess.run(final, cwd=project, env=env, capture_output=True, text=True)
     if last.returncode != 0:
         problems.append(f"the final build: exit status {last.returncode}: {last.stderr.strip()[-300:]}")
-    again = subprocess.run([sys.executable, "-m", "sweepc", "build"], cwd=project, env=env, capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-m", "sweepc", "build", *(["--backend", "slurm"] if slurm else [])],
+                           cwd=project, env=env, capture_output=True, text=True)
     if "nothing to do" not in again.stdout:
         problems.append(f"the build after the final one did something: {again.stdout.strip()[-300:]}")
     import sweepc
 
     problems += wrong_files(project, args.psets)[:10]
+    if duplicates.exists():
+        problems.append(f"jobs ran twice at once: {' '.join(sorted(set(duplicates.read_text().split())))[:300]}")
+    if slurm:  # nothing of the project's left in SLURM's queue (it would write into finished jobs)
+        q = subprocess.run(["squeue", "-h", "-o", "%i %T %Z"], capture_output=True, text=True, check=True).stdout.splitlines()
+        left = [line for line in q if str(project) in line]
+        if left:
+            problems.append(f"left in SLURM's queue after the final build: {'; '.join(left[:5])}")
     if sweepc.load(project).plan().run:
         problems.append("jobs still to run after the final build")
     table = sweepc.load(project).results("f")
@@ -265,7 +315,8 @@ def main() -> int:
         problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
 
     print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "
-          f"{ended} ended before their stop) in {time.monotonic() - t0:.0f} s; project {project}")
+          f"{ended} ended before their stop{f'; {cancels} sweepc cancel' if slurm else ''}) in {time.monotonic() - t0:.0f} s; "
+          f"project {project}")
     return verdict(problems)
 
 

@@ -4,6 +4,7 @@ against what it must be: an edit anywhere reruns what it must.
 
     python3 scripts/edits.py                               # 60 edits, seed 1, in /tmp
     python3 scripts/edits.py --edits 300 --seed 7 --dir /dev/shm/edits
+    python3 scripts/edits.py --edits 30 --backend slurm       # builds with --backend slurm --wait
 
 Not a benchmark and not a test (tests/test_incremental.py runs it short):
 the incremental guarantee tried from outside, across sweepc's caches (the
@@ -205,6 +206,9 @@ def main() -> int:
     ap.add_argument("--edits", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="make the project in this folder (default: a new temporary one)")
+    ap.add_argument("--backend", default="local",
+                    help="the builds' --backend (default local; dask: a LocalCluster; slurm: the cluster SLURM_CONF "
+                         "names, with --wait)")
     ap.add_argument("--whole-seconds", action="store_true",
                     help="give every file written its mtime in whole seconds, as Lustre or ext3 do")
     args = ap.parse_args()
@@ -220,9 +224,11 @@ def main() -> int:
     def sweepc(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "sweepc", *argv], cwd=project, env=env, capture_output=True, text=True)
 
+    on = ["--backend", args.backend, *(["--wait"] if args.backend == "slurm" else [])]
+
     def build_and_check(step: int, what: str, overrides: list[str]) -> None:
         defines = [x for o in overrides for x in ("-D", o)]
-        r = sweepc(*defines, "build", "-j", "2")
+        r = sweepc(*defines, "build", "-j", "2", *on)
         line = (r.stdout.strip().splitlines() or [""])[-1]
         print(f"{step:4d} {what:<28} {line}", flush=True)
         if r.returncode != 0:
@@ -299,10 +305,10 @@ def main() -> int:
                 second = int(f.stat().st_mtime)
                 os.utime(f, (second, second))
         build_and_check(step, what, overrides)
-        again = sweepc("build", "-j", "2")
+        again = sweepc("build", "-j", "2", *on)
         if overrides:  # the plain build builds what the file says again
             build_and_check(step, "(back from -D)", [])
-            again = sweepc("build")
+            again = sweepc("build", *on)
         if "nothing to do" not in again.stdout:
             problems.append(f"step {step} ({what}): the next build did something: {again.stdout.strip()[-300:]}{again.stderr[-300:]}")
     print(f"{args.edits} random edits in {time.monotonic() - t0:.0f} s; project {project}")

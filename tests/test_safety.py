@@ -636,6 +636,28 @@ def test_builds_stopped_at_random_leave_nothing_wrong_that_looks_up_to_date(tmp_
                      r.stdout, re.M), r.stdout
 
 
+
+@pytest.mark.slurm
+def test_slurm_builds_stopped_at_random_leave_nothing_wrong_nor_anything_queued(slurm_cluster: dict[str, str], tmp_path: Path) -> None:
+    """scripts/chaos.py on the real SLURM cluster, small: builds that submit
+    and return or wait (--wait), some of them forced, stopped by SIGKILL,
+    SIGINT or SIGTERM at random moments, `sweepc cancel` now and then. After
+    each stop (the array tasks still running), every job the planner would
+    not run has the right files; at the end one `build --wait` finishes
+    everything, the next has nothing to do, no pset ran twice at once, and
+    nothing of the project is left in SLURM's queue."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "chaos.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--backend", "slurm", "--psets", "60", "--stops", "6", "--max-wait", "4",
+         "--force-share", "0.6", "--fail-share", "0.05", "--seed", "5", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=slurm_cluster,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == "no problem", r.stdout[-3000:]
+    assert re.search(r"^60 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) SIGTERM, "
+                     r"(\d+) ended before their stop; (\d+) sweepc cancel\)", r.stdout, re.M), r.stdout
+
+
 _STARTUP_CTRL_C = '''
 import os, runpy, signal, sys
 class _CtrlCAt:

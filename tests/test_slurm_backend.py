@@ -507,3 +507,40 @@ def test_status_takes_in_the_record_of_a_refused_job_folder(calls: Path, tmp_pat
     assert until(lambda: p.status()["gen"]["done"] == 3, 120), p.status()
     assert until(lambda: p.status()["gen"]["failed"] == 1, 10), p.status()
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend.wait_queued alone (no cluster): one records.sync a poll, the
+    poll interval doubling to 10 s; a line when the count moved and 30 s
+    have passed since the last; the last line once none is live."""
+    from types import SimpleNamespace
+
+    from sweepc.backends.slurm import backend as b
+
+    g = SimpleNamespace(jobs=[SimpleNamespace(rule="gen", hash=f"h{i}") for i in range(3)])
+    live = [{("gen", "h0"): "5_0", ("gen", "h1"): "5_1", ("gen", "h2"): "7_0"},
+            {("gen", "h1"): "5_1", ("gen", "h2"): "7_0"},
+            {("gen", "h1"): "5_1", ("gen", "h2"): "7_0"},
+            {("gen", "h2"): "7_0", ("other", "x"): "9_0"},
+            {("other", "x"): "9_0"}]  # (another build's job: not waited for)
+    polls = iter(live)
+    monkeypatch.setattr(b.rec_, "sync", lambda g, store, scheduler: next(polls))
+    clock = [0.0]
+    monkeypatch.setattr(b.time, "monotonic", lambda: clock[0])
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        clock[0] += 10.0
+
+    notes: list[str] = []
+    reporter = SimpleNamespace(note=notes.append)
+    b.wait_queued(g, None, None, {0: "5_0", 1: "5_1", 2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
+    assert notes == [
+        "sweepc: waiting for 3 jobs that an earlier build queued in SLURM (jobs 5, 7); Ctrl-C stops waiting, not them",
+        # (3 -> 2 after 20 s: no line yet; 2 -> 1 after 40 s)
+        "sweepc: 1 of them still queued or running",
+        "sweepc: they have ended",
+    ]
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert next(polls, None) is None

@@ -310,8 +310,8 @@ def main() -> int:
     if sweepc.load(project).plan().run:
         problems.append("jobs still to run after the final build")
     table = sweepc.load(project).results("f")
-    want_b, want_d = table["a"] * 2, table["a"] + 1
-    if len(table) != args.psets or not ((table["b"] == want_b) & (table["c.d"] == want_d)).all():
+    if len(table) != args.psets or "b" not in table or "c.d" not in table or not (
+            (table["b"] == table["a"] * 2) & (table["c.d"] == table["a"] + 1)).all():
         problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
 
     print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "

@@ -337,8 +337,11 @@ class Study:
             summary = e.summary  # what ran before Ctrl-C counts in the runs table
             ended = True
             raise
-        except MachineError:
-            status = "failed"  # the disk filled up, or the store became read-only
+        except Exception:
+            # an error stopped it (SLURM refused a submission, the disk filled
+            # up, the store became read-only): the run failed; it was not
+            # interrupted (KeyboardInterrupt is not an Exception)
+            status = "failed"
             raise
         finally:
             s = summary

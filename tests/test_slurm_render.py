@@ -472,3 +472,42 @@ def test_status_json_names_a_running_conductor_on_every_row(tmp_path: Path, monk
     (tmp_path / ".sweepc" / "build.lock").write_text("")  # none running: no field
     assert main(["status", "--format", "json"]) == 0
     assert all("conductor" not in r for r in json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("said", ["sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying", ""])
+def test_a_scheduler_command_that_hangs_is_stopped_and_what_it_said_is_the_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: str) -> None:
+    """sbatch retries for as long as the controller refuses new jobs (its
+    MaxJobCount reached: found by scripts/chaos.py on SLURM), saying so on
+    stderr; sweepc stops waiting and says what sbatch said, not only that
+    it did not answer (which still asks whether slurmctld runs when it
+    said nothing)."""
+    from sweepc.backends.slurm import scheduler as sch
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(f"#!/bin/bash\n{'echo ' + repr(said) + ' >&2' if said else ''}\nexec sleep 30\n")
+    (bindir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(sch, "TIMEOUT_S", 1.0)
+    t0 = time.monotonic()
+    with pytest.raises(sch.SchedulerError) as e:
+        sch.SubprocessScheduler().submit(tmp_path / "job.sh", [], tmp_path)
+    assert time.monotonic() - t0 < 10
+    assert str(e.value) == ("sbatch did not answer within 1 s; it said: " + said if said else
+                            "sbatch did not answer within 1 s; is slurmctld running?")
+
+
+def test_a_build_that_an_error_stops_is_a_failed_run_not_an_interrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """sbatch refuses the submission: the build says why (exit 2), and the
+    runs table says `failed`. It said `interrupted`, which is Ctrl-C's."""
+    fake_slurm(tmp_path, monkeypatch)
+    (tmp_path / "fakebin" / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\nexit 1\n")
+    project = make_project(tmp_path, PIPELINE)
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    assert main(["build", "--backend", "slurm"]) == 2
+    assert capsys.readouterr().err == "sweepc: sbatch 01-gen.sh failed: sbatch: error: QOSMaxSubmitJobPerUserLimit\n"
+    assert main(["runs", "--format", "json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["status"] == "failed"

@@ -74,8 +74,14 @@ class SubprocessScheduler:
                 [exe, *args[1:]], cwd=cwd, env=self.env, stdin=subprocess.DEVNULL,
                 capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
             )
-        except subprocess.TimeoutExpired:
-            raise SchedulerError(f"{args[0]} did not answer within {TIMEOUT_S:.0f} s; is slurmctld running?") from None
+        except subprocess.TimeoutExpired as e:
+            # what it said meanwhile names the cause: sbatch retries while the
+            # controller refuses new jobs (MaxJobCount, a full queue), printing
+            # "Slurm temporarily unable to accept job, sleeping and retrying"
+            said = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            last = said.strip().splitlines()[-1:] if said.strip() else []
+            why = f"; it said: {last[0].strip()}" if last else "; is slurmctld running?"
+            raise SchedulerError(f"{args[0]} did not answer within {TIMEOUT_S:.0f} s{why}") from None
 
     def submit(self, script: Path, options: Sequence[str], cwd: Path) -> str:
         done = self._run(["sbatch", "--parsable", *options, str(script)], cwd=cwd)

@@ -286,8 +286,11 @@ class Study:
             # jobs an earlier build queued that the scheduler still has: a
             # build that waits waits for them first, then plans again (what
             # they leave to do: failures with attempts left, what needs them)
-            if not chosen.wait(g, store, p.queued, reporter):
+            how = chosen.wait(g, store, p.queued, reporter)
+            if how == "interrupted":
                 return BuildResult(p, None, None, None, "interrupted", (STOPPED_WAITING,))
+            if how == "cancelled":  # the user stopped this project's jobs: nothing is submitted again
+                return BuildResult(p, None, None, None, "failed", (CANCELLED_WHILE_WAITING,))
             return self._stage(store, lock, targets, where=where, psets=psets, chosen=chosen, options=options, force=force,
                                explain=explain, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=git_commit,
                                waited=True)
@@ -570,6 +573,7 @@ def unknown_outputs(p: Plan) -> int:
 
 STOPPED_WAITING = ("sweepc: stopped waiting; the jobs an earlier build queued stay queued "
                    "(see them with `sweepc status`, stop them with `sweepc cancel`)")
+CANCELLED_WHILE_WAITING = "sweepc: submitted nothing: jobs were cancelled while it waited; build again to run them"
 
 
 def _merged(first: BuildResult, second: BuildResult, notes: tuple[str, ...]) -> BuildResult:

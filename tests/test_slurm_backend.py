@@ -265,6 +265,39 @@ def test_ctrl_c_stops_waiting_for_an_earlier_build_not_its_jobs(slurm_cluster: d
     assert code == 0 and out.startswith("sweepc: cancelled 1 job array ("), out
 
 
+def test_cancel_while_a_build_waits_for_an_earlier_one_stops_it_submitting(slurm_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sweepc cancel` from another terminal while `build --wait` waits for
+    what an earlier build queued: the waiting build submits nothing again
+    (it resubmitted everything cancelled, undoing the cancel), says why and
+    exits 1, as a build --wait whose own jobs are cancelled does."""
+    import subprocess
+    import sys
+
+    p = make(tmp_path, EARLIER.replace("SECONDS", "20"), monkeypatch, capsys)
+    code, out = p.sweepc("build", "--backend", "slurm")
+    assert code == 0, out
+    gen_id = out.split("submitted gen: job ", 1)[1].split(",", 1)[0]
+    w = subprocess.Popen([sys.executable, "-m", "sweepc", "build", "--backend", "slurm", "--wait"], cwd=p.root,
+                         env=slurm_cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert w.stdout is not None
+        first = w.stdout.readline()
+        assert first.startswith("sweepc: waiting for 4 jobs that an earlier build queued in SLURM"), first
+        code, out = p.sweepc("cancel")
+        assert code == 0 and out.startswith(f"sweepc: cancelled 1 job array ({gen_id}); 4 jobs recorded as cancelled"), out
+        rest, _ = w.communicate(timeout=60)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert w.returncode == 1, rest
+    assert rest == ("sweepc: they have ended; 4 jobs of them were cancelled (sweepc cancel)\n"
+                    "sweepc: submitted nothing: jobs were cancelled while it waited; build again to run them\n")
+    status = p.status()
+    assert status["gen"]["cancelled"] == 4 and status["gen"]["pending"] == status["gen"]["running"] == 0
+    assert not [line for line in subprocess.run(["squeue", "-h", "-o", "%Z"], env=slurm_cluster, capture_output=True,
+                                                text=True).stdout.splitlines() if str(p.root) in line]
+
+
 def test_queued_jobs_are_not_submitted_twice_and_cancel_then_build_resumes(calls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     p = make(tmp_path, SLOW_GEN, monkeypatch, capsys)
     code, out = p.sweepc("build", "--backend", "slurm", "gen")
@@ -535,7 +568,11 @@ def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypa
 
     notes: list[str] = []
     reporter = SimpleNamespace(note=notes.append)
-    b.wait_queued(g, None, None, {0: "5_0", 1: "5_1", 2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
+    # the store's cancelled rows: another project's job only, then one of those waited for
+    cancelled = [{("other", "x"): None}, {("other", "x"): None, ("gen", "h2"): None}]
+    store = SimpleNamespace(records=lambda status: cancelled[0] if status == "cancelled" else {})
+    how = b.wait_queued(g, store, None, {0: "5_0", 1: "5_1", 2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
+    assert how == "ended"
     assert notes == [
         "sweepc: waiting for 3 jobs that an earlier build queued in SLURM (jobs 5, 7); Ctrl-C stops waiting, not them",
         # (3 -> 2 after 20 s: no line yet; 2 -> 1 after 40 s)
@@ -544,3 +581,14 @@ def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypa
     ]
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
     assert next(polls, None) is None
+
+    # cancelled meanwhile (sweepc cancel from another terminal): the build must submit nothing more
+    polls = iter([{("gen", "h2"): "7_0"}, {}])
+    cancelled.pop(0)
+    notes.clear()
+    how = b.wait_queued(g, store, None, {2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
+    assert how == "cancelled"
+    assert notes == [
+        "sweepc: waiting for 1 job that an earlier build queued in SLURM (job 7); Ctrl-C stops waiting, not them",
+        "sweepc: they have ended; 1 job of them was cancelled (sweepc cancel)",
+    ]

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from sweepc.values import values_json
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # (annotations only: the registry imports this module for `sw
 
 # (rule, pset hash) -> the id under which a scheduler still has the job
 LiveJobs = dict[tuple[str, str], str]
+# how Backend.wait ended
+WaitEnd = Literal["ended", "interrupted", "cancelled"]
 
 
 class Reporter(Protocol):
@@ -178,13 +180,15 @@ class Backend(Protocol):
         """Stop what this backend has queued or running for this project."""
         ...
 
-    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> WaitEnd:
         """For a build that waits (options.wait): wait until the jobs an
         earlier build handed to the scheduler (plan.queued: job -> its id
         there) have ended, taking in their outcomes, so that the build can
-        plan again and finish what they leave. False when Ctrl-C (or
-        SIGTERM) stopped the waiting; the jobs go on. Backends that queue
-        nothing return True at once."""
+        plan again and finish what they leave ("ended"). "interrupted":
+        Ctrl-C (or SIGTERM) stopped the waiting; the jobs go on.
+        "cancelled": some of them were cancelled meanwhile (`sweepc cancel`
+        from another terminal), so the build must not submit them again.
+        Backends that queue nothing return "ended" at once."""
         ...
 
 

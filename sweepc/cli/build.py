@@ -513,8 +513,8 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
     s = result.summary
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
-    if s is None:
-        return EXIT_OK
+    if s is None:  # nothing ran here (a batch backend's build that submitted nothing more)
+        return EXIT_FAILED if result.status == "failed" else EXIT_OK
     if result.status == "submitted":  # only the local: true jobs that ran have an outcome yet
         return EXIT_FAILED if s.failed else EXIT_OK
     return EXIT_OK if s.ok else EXIT_FAILED

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
+from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter, WaitEnd
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
@@ -85,8 +85,8 @@ class DaskBackend:
     def release(self) -> None:
         pass  # check() starts nothing (the cluster is started by execute())
 
-    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
-        return True  # nothing is queued outside a build: its cluster goes with it
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> WaitEnd:
+        return "ended"  # nothing is queued outside a build: its cluster goes with it
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         return Cancelled((), 0, 0)  # nothing of a dask build outlives it

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
-from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
+from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter, WaitEnd
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
@@ -85,8 +85,8 @@ class LocalBackend:
                 python.close()  # (closed already when the build's runner took it; twice is nothing)
         return Execution(summary, "ok" if summary.ok else "failed")
 
-    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
-        return True  # nothing is queued outside this process
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> WaitEnd:
+        return "ended"  # nothing is queued outside this process
 
     def release(self) -> None:
         python, self._python = self._python, None

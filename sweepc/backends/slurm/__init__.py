@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import ClassVar
 
-from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter
+from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, Reporter, WaitEnd
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
@@ -127,15 +127,14 @@ class SlurmBackend:
     def release(self) -> None:
         pass  # check() starts nothing
 
-    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> bool:
+    def wait(self, graph: BuildGraph, store: Store, queued: Mapping[int, str], reporter: Reporter) -> WaitEnd:
         from sweepc.backends.slurm.backend import wait_queued
         from sweepc.backends.slurm.scheduler import SubprocessScheduler
 
         try:
-            wait_queued(graph, store, SubprocessScheduler(), queued, reporter)
+            return wait_queued(graph, store, SubprocessScheduler(), queued, reporter)
         except KeyboardInterrupt:
-            return False
-        return True
+            return "interrupted"
 
     def cancel(self, graph: BuildGraph, store: Store) -> Cancelled:
         from dataclasses import replace

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from sweepc.errors import UsageError
 from sweepc.lang.graph import LOG_NAME, BuildGraph, Job
@@ -792,15 +793,18 @@ REPORT_S = 30.0  # at most one "still queued" line this often
 
 
 def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mapping[int, str], reporter: Reporter,
-                sleep: Callable[[float], object] = time.sleep) -> None:
+                sleep: Callable[[float], object] = time.sleep) -> Literal["ended", "cancelled"]:
     """Wait until none of the jobs an earlier build queued (plan.queued: job
     -> ARRAY_TASK) is queued or running in SLURM any more, taking in their
     records as they come (records.sync: one squeue a poll, with the back-off
     of poll_until_done). The build then plans again: what they left to do
     (a failure with attempts left, a task that vanished, what needs them)
-    is in that plan. KeyboardInterrupt stops waiting, not them."""
+    is in that plan; unless some were cancelled meanwhile (`sweepc cancel`
+    from another terminal): "cancelled", and the build submits nothing more,
+    as poll_until_done does after a cancel. KeyboardInterrupt stops
+    waiting, not them."""
     if not queued:
-        return
+        return "ended"
     keys = {(g.jobs[i].rule, g.jobs[i].hash) for i in queued}
     ids = sorted({jid.partition("_")[0] for jid in queued.values()}, key=lambda s: (len(s), s))
     reporter.note(f"sweepc: waiting for {plural(len(keys), 'job')} that an earlier build queued in SLURM "
@@ -814,8 +818,13 @@ def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mappi
         live = rec_.sync(g, store, scheduler)
         now = sum(1 for k in keys if k in live)
         if now == 0:
+            cancelled = keys & set(store.records(status="cancelled"))
+            if cancelled:
+                reporter.note(f"sweepc: they have ended; {plural(len(cancelled), 'job')} of them "
+                              f"{'was' if len(cancelled) == 1 else 'were'} cancelled (sweepc cancel)")
+                return "cancelled"
             reporter.note("sweepc: they have ended")
-            return
+            return "ended"
         if now != left and time.monotonic() - said >= REPORT_S:
             reporter.note(f"sweepc: {now} of them still queued or running")
             said = time.monotonic()

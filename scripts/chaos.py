@@ -28,6 +28,10 @@ failure. After every round:
 * no process of the build is left (Python workers, the spawner, job shells;
   with SLURM only sweepc's own: the array tasks go on, as they should).
 
+With SLURM the tasks run 4 psets, 2 at a time (bundle, pack), and after a
+stop a running task is killed now and then (scancel --signal=KILL --full,
+as a node failure would: the runner records nothing more).
+
 Then FAIL is removed, one more build must end well (with SLURM: --wait,
 which waits for what earlier builds queued), the one after must have
 nothing to do, every job must be right, the results table must hold every
@@ -201,6 +205,9 @@ def main() -> int:
                     help="the builds' --backend (default local; dask: a LocalCluster; slurm: the cluster SLURM_CONF names)")
     ap.add_argument("--force-share", type=float, default=0.25,
                     help="share of the builds run with --force f or --force g (a rerun of done jobs, stopped; default 0.25)")
+    ap.add_argument("--task-kill-share", type=float, default=0.3,
+                    help="slurm: chance that a running array task is killed (scancel --signal=KILL, as a node "
+                         "failure would) after a stop (default 0.3)")
     ap.add_argument("--cancel-share", type=float, default=0.15,
                     help="slurm: chance that `sweepc cancel` runs after a stop (default 0.15)")
     ap.add_argument("--leftover-wait", type=float, default=5.0,
@@ -221,11 +228,13 @@ def main() -> int:
              # a SLURM task runs long enough for a second copy of it to be seen
              .replace("SLEEP", "0.05" if slurm else "0.002"))
     (project / "model.py").write_text(model)
-    (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets))
+    # with SLURM: tasks of several psets, two at a time (the runner's bundles and packs)
+    (project / "sweepfile").write_text(SWEEPFILE.format(n=args.psets) + ("\nbackend slurm:\n    bundle = 4\n    pack = 2\n"
+                                                                     if slurm else ""))
     (project / "FAIL").write_text("")
     env = command_env()
     problems: list[str] = []
-    ended = kills = sigints = sigterms = cancels = 0
+    ended = kills = sigints = sigterms = cancels = task_kills = 0
 
     errors = project.parent / "build.stderr"
 
@@ -279,6 +288,13 @@ def main() -> int:
             for item in left:
                 with contextlib.suppress(OSError):
                     os.kill(int(item.split()[1]), signal.SIGKILL)
+        if slurm and rng.random() < args.task_kill_share:
+            tasks = [line.split()[0] for line in subprocess.run(
+                ["squeue", "-h", "-t", "R", "-r", "-o", "%i %Z"], capture_output=True, text=True, check=True).stdout.splitlines()
+                if str(project) in line]
+            if tasks:
+                task_kills += 1
+                subprocess.run(["scancel", "--signal=KILL", "--full", rng.choice(tasks)], capture_output=True, check=False)
         if slurm and rng.random() < args.cancel_share:
             cancels += 1
             c = subprocess.run([sys.executable, "-m", "sweepc", "cancel"], cwd=project, env=env, capture_output=True, text=True)
@@ -315,7 +331,7 @@ def main() -> int:
         problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
 
     print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "
-          f"{ended} ended before their stop{f'; {cancels} sweepc cancel' if slurm else ''}) in {time.monotonic() - t0:.0f} s; "
+          f"{ended} ended before their stop{f'; {cancels} sweepc cancel, {task_kills} array tasks killed' if slurm else ''}) in {time.monotonic() - t0:.0f} s; "
           f"project {project}")
     return verdict(problems)
 

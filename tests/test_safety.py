@@ -655,7 +655,7 @@ def test_slurm_builds_stopped_at_random_leave_nothing_wrong_nor_anything_queued(
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1] == "no problem", r.stdout[-3000:]
     assert re.search(r"^60 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) SIGTERM, "
-                     r"(\d+) ended before their stop; (\d+) sweepc cancel\)", r.stdout, re.M), r.stdout
+                     r"(\d+) ended before their stop; (\d+) sweepc cancel, (\d+) array tasks killed\)", r.stdout, re.M), r.stdout
 
 
 _STARTUP_CTRL_C = '''

@@ -16,6 +16,16 @@ from typing import Union
 
 Scalar = Union[int, float, str, bool]
 
+# Names sweepc gives its own columns (the results table's bookkeeping, the
+# fields a python: function gets besides its parameters, psets()'s _sweep):
+# no parameter may have one, or its values would vanish behind sweepc's.
+# (tests/test_lang_layers.py checks this against backends/jobdir.py and pyjob.py)
+RESERVED_NAMES = frozenset({
+    "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s", "_status",
+    "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error", "_index", "_rule",
+    "_inputs", "_sweep",
+})
+
 
 def clean_float(x: float) -> float:
     """Round away binary noise from computed floats (linspace, logspace).

@@ -44,3 +44,28 @@ def test_compile_is_a_handful_of_lines() -> None:
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert fn.name == "compile"
     assert fn.end_lineno is not None and fn.end_lineno - fn.lineno <= 12
+
+
+def test_reserved_parameter_names_are_every_column_and_field_sweepc_fills() -> None:
+    """values.RESERVED_NAMES (no parameter may have one) is exactly the
+    results table's bookkeeping, _index, the fields a python: function gets
+    besides its parameters, and psets()'s _sweep: a parameter named like
+    one of them vanished from the table behind sweepc's own column."""
+    from sweepc.backends import pyjob
+    from sweepc.backends.jobdir import BOOKKEEPING, RESERVED_KEYS
+    from sweepc.values import RESERVED_NAMES
+
+    assert RESERVED_NAMES == {*BOOKKEEPING, *RESERVED_KEYS, *pyjob.RESERVED_KEYS, *pyjob.BOOKKEEPING_IN, "_sweep"}
+
+
+def test_a_reserved_name_as_an_npy_column_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    from sweepc.lang.sweeps import SweepMathError, read_npy
+
+    np.save(tmp_path / "s.npy", np.arange(4.0).reshape(2, 2))
+    with pytest.raises(SweepMathError) as e:
+        read_npy(tmp_path / "s.npy", "s.npy", 0, None, ["x", "_rule"])
+    assert e.value.message == "column name '_rule' is a column sweepc fills itself, not a parameter name"
+    assert e.value.hint == "name it otherwise (sweepc's own columns start with '_')"

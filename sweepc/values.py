@@ -20,7 +20,7 @@ Scalar = Union[int, float, str, bool]
 # fields a python: function gets besides its parameters, psets()'s _sweep):
 # no parameter may have one, or its values would vanish behind sweepc's.
 # (tests/test_lang_layers.py checks this against backends/jobdir.py and pyjob.py)
-RESERVED_NAMES = frozenset({
+RESERVED_PARAMS = frozenset({
     "_pset_hash", "_pset_seq", "_run_id", "_run_seq", "_time_utc", "_exec_host", "_runtime_s", "_status",
     "_exit_code", "_attempts", "_max_rss_mb", "_cpu_s", "_job_dir", "_log", "_error", "_index", "_rule",
     "_inputs", "_sweep",

@@ -47,15 +47,15 @@ def test_compile_is_a_handful_of_lines() -> None:
 
 
 def test_reserved_parameter_names_are_every_column_and_field_sweepc_fills() -> None:
-    """values.RESERVED_NAMES (no parameter may have one) is exactly the
+    """values.RESERVED_PARAMS (no parameter may have one) is exactly the
     results table's bookkeeping, _index, the fields a python: function gets
     besides its parameters, and psets()'s _sweep: a parameter named like
     one of them vanished from the table behind sweepc's own column."""
     from sweepc.backends import pyjob
     from sweepc.backends.jobdir import BOOKKEEPING, RESERVED_KEYS
-    from sweepc.values import RESERVED_NAMES
+    from sweepc.values import RESERVED_PARAMS
 
-    assert RESERVED_NAMES == {*BOOKKEEPING, *RESERVED_KEYS, *pyjob.RESERVED_KEYS, *pyjob.BOOKKEEPING_IN, "_sweep"}
+    assert RESERVED_PARAMS == {*BOOKKEEPING, *RESERVED_KEYS, *pyjob.RESERVED_KEYS, *pyjob.BOOKKEEPING_IN, "_sweep"}
 
 
 def test_a_reserved_name_as_an_npy_column_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from sweepc.hashing import pset_hash
 from sweepc.lang import syntax as s
 from sweepc.lang.expr import bounded_mul, bounded_pow
 from sweepc.lang.problems import Bail, Problems
-from sweepc.values import RESERVED_NAMES, Scalar, clean_float, clean_str, display
+from sweepc.values import RESERVED_PARAMS, Scalar, clean_float, clean_str, display
 
 SETTINGS = ("workdir", "max_psets")
 # No parameter has more values, and no sweep more psets, unless the sweepfile
@@ -106,7 +106,7 @@ def resolve(module: s.Module, root: Path, sweepfile: Path) -> Names:
             if value is not None:
                 settings[st.name] = value
         elif isinstance(st, s.ParamDef):
-            if st.name in RESERVED_NAMES:
+            if st.name in RESERVED_PARAMS:
                 p.error(f"'{st.name}' is a column sweepc fills itself, not a parameter name", st.name_span,
                         "rename the parameter (sweepc's own columns start with '_')")
             if claim(st.name, st.name_span):  # (known all the same: no error about it as unknown later)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweepc.hashing import pset_hash
-from sweepc.values import RESERVED_NAMES, Scalar, clean_str, display, join_key
+from sweepc.values import RESERVED_PARAMS, Scalar, clean_str, display, join_key
 
 Pset = dict[str, Scalar]
 Psets = tuple[Pset, ...]
@@ -272,7 +272,7 @@ def read_csv_indexed(
                 f"column name '{name}' in {shown_path} is not a parameter name",
                 "parameter names are letters, digits and '_', not starting with a digit; rename the column, or leave it out with columns=[...]",
             )
-        if name in RESERVED_NAMES:
+        if name in RESERVED_PARAMS:
             raise SweepMathError(f"column '{name}' of {shown_path} is a column sweepc fills itself, not a parameter name",
                                  "rename the column, or leave it out with columns=[...] (or make it the index: index=...)")
     data_rows: list[tuple[int, list[str]]] = []
@@ -349,7 +349,7 @@ def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns:
     for name in columns:
         if not _IDENTIFIER.fullmatch(name):
             raise SweepMathError(f"column name '{name}' is not a parameter name", "parameter names are letters, digits and '_', not starting with a digit")
-        if name in RESERVED_NAMES:
+        if name in RESERVED_PARAMS:
             raise SweepMathError(f"column name '{name}' is a column sweepc fills itself, not a parameter name",
                                  "name it otherwise (sweepc's own columns start with '_')")
     if len(set(columns)) != len(columns):

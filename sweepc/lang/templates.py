@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweepc.errors import Diagnostic, Span
+from sweepc.errors import Diagnostic, Span, did_you_mean, listing
 from sweepc.lang import syntax as s
 from sweepc.lang.graph import RESERVED_NAMES, BuildGraph, TemplateFile
 from sweepc.lang.problems import Problems
@@ -205,8 +206,16 @@ def _syntax(env: jinja2.Environment, text: str, src: str, rule: str) -> Diagnost
     import jinja2
 
     try:
-        env.parse(text, name=src, filename=src)
+        # compiled, not only parsed: an unknown filter or test is found when the
+        # code is generated (TemplateAssertionError, a TemplateSyntaxError), and
+        # escaped the check as a traceback while the build prepared its jobs
+        env.compile(text, name=src, filename=src)
     except jinja2.TemplateSyntaxError as e:
         line = e.lineno or 1
-        return Diagnostic(e.message or "syntax error", Span(line, 0, line, 0), f"{SYNTAX_HINT} (template of rule '{rule}')", src, source=text)
+        hint = SYNTAX_HINT
+        unknown = re.match(r"No (filter|test) named '([^']*)'", e.message or "")
+        if unknown:  # (its own hint: the syntax is right)
+            known = env.filters if unknown[1] == "filter" else env.tests
+            hint = did_you_mean(unknown[2], known) or f"jinja2's {unknown[1]}s are: {listing(sorted(known))}"
+        return Diagnostic(e.message or "syntax error", Span(line, 0, line, 0), f"{hint} (template of rule '{rule}')", src, source=text)
     return None

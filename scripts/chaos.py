@@ -30,7 +30,8 @@ failure. After every round:
 
 With SLURM the tasks run 4 psets, 2 at a time (bundle, pack), and after a
 stop a running task is killed now and then (scancel --signal=KILL --full,
-as a node failure would: the runner records nothing more).
+as a node failure would: the runner records nothing more). A share of the
+SLURM builds runs with --detach: the stop then hits its conductor.
 
 Then FAIL is removed, one more build must end well (with SLURM: --wait,
 which waits for what earlier builds queued), the one after must have
@@ -191,6 +192,34 @@ def alive(pids: set[int], project: Path, only: bool = False) -> list[str]:
     return left
 
 
+class _Conductor:
+    """A background conductor (not our child) with Popen's face: wait, send_signal, kill."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _gone(self) -> bool:
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+        except OSError:
+            return True
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while not self._gone():
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"conductor {self.pid}", timeout or 0)
+            time.sleep(0.05)
+        return 0  # (its exit status is not ours to read: what it printed is in conductor.log)
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--psets", type=int, default=10000)
@@ -208,6 +237,8 @@ def main() -> int:
     ap.add_argument("--task-kill-share", type=float, default=0.3,
                     help="slurm: chance that a running array task is killed (scancel --signal=KILL, as a node "
                          "failure would) after a stop (default 0.3)")
+    ap.add_argument("--detach-share", type=float, default=0.2,
+                    help="slurm: share of the builds run with --detach, whose conductor is what the stop hits (default 0.2)")
     ap.add_argument("--cancel-share", type=float, default=0.15,
                     help="slurm: chance that `sweepc cancel` runs after a stop (default 0.15)")
     ap.add_argument("--leftover-wait", type=float, default=5.0,
@@ -234,7 +265,7 @@ def main() -> int:
     (project / "FAIL").write_text("")
     env = command_env()
     problems: list[str] = []
-    ended = kills = sigints = sigterms = cancels = task_kills = 0
+    ended = kills = sigints = sigterms = cancels = task_kills = detached = 0
 
     errors = project.parent / "build.stderr"
 
@@ -246,15 +277,24 @@ def main() -> int:
 
     t0 = time.monotonic()
     for k in range(args.stops):
-        # a SLURM build submits and returns, or (--wait) waits, resubmitting retries
-        p = build((["-k"] if rng.random() < 0.3 else []) + (["--wait"] if slurm and rng.random() < 0.7 else [])
-                  + (["--force", rng.choice("fg")] if rng.random() < args.force_share else []))
+        # a SLURM build submits and returns, or (--wait) waits, resubmitting
+        # retries, or (--detach) leaves that to a conductor in the background
+        detach = slurm and rng.random() < args.detach_share
+        p = build((["-k"] if rng.random() < 0.3 else []) + (["--wait"] if slurm and not detach and rng.random() < 0.7 else [])
+                  + (["--detach"] if detach else []) + (["--force", rng.choice("fg")] if rng.random() < args.force_share else []))
         tree: set[int] = set()
+        if detach:  # the stop is for the conductor: `build --detach` returns once it holds the lock
+            detached += 1
+            p.wait(60)
+            from sweepc.backends.slurm import conductor
+
+            c = conductor.running(project)
+            p = _Conductor(c.pid) if c is not None else p  # (no conductor: it ended first, or did not start)
         try:
             p.wait(rng.uniform(0.05, args.max_wait))
             ended += 1
         except subprocess.TimeoutExpired:
-            tree = descendants(p.pid)
+            tree = descendants(p.pid) | {p.pid}
             pick = rng.random()
             if pick < args.sigint_share + args.sigterm_share:
                 sig = signal.SIGINT if pick < args.sigint_share else signal.SIGTERM
@@ -316,6 +356,9 @@ def main() -> int:
     import sweepc
 
     problems += wrong_files(project, args.psets)[:10]
+    log = project / ".sweepc" / "conductor.log"
+    if log.exists() and "Traceback" in log.read_text(errors="replace"):
+        problems.append(f"a conductor printed a traceback: see {log}")
     if duplicates.exists():
         problems.append(f"jobs ran twice at once: {' '.join(sorted(set(duplicates.read_text().split())))[:300]}")
     if slurm:  # nothing of the project's left in SLURM's queue (it would write into finished jobs)
@@ -331,7 +374,7 @@ def main() -> int:
         problems.append(f"the results table of f is not every pset's right values ({len(table)} rows)")
 
     print(f"{args.psets} psets, {args.stops} builds stopped at random ({kills} SIGKILL, {sigints} SIGINT, {sigterms} SIGTERM, "
-          f"{ended} ended before their stop{f'; {cancels} sweepc cancel, {task_kills} array tasks killed' if slurm else ''}) in {time.monotonic() - t0:.0f} s; "
+          f"{ended} ended before their stop{f'; {detached} with --detach, {cancels} sweepc cancel, {task_kills} array tasks killed' if slurm else ''}) in {time.monotonic() - t0:.0f} s; "
           f"project {project}")
     return verdict(problems)
 

@@ -640,7 +640,8 @@ def test_builds_stopped_at_random_leave_nothing_wrong_that_looks_up_to_date(tmp_
 @pytest.mark.slurm
 def test_slurm_builds_stopped_at_random_leave_nothing_wrong_nor_anything_queued(slurm_cluster: dict[str, str], tmp_path: Path) -> None:
     """scripts/chaos.py on the real SLURM cluster, small: builds that submit
-    and return or wait (--wait), some of them forced, stopped by SIGKILL,
+    and return, wait (--wait) or leave it to a conductor (--detach), some
+    of them forced, stopped by SIGKILL,
     SIGINT or SIGTERM at random moments, `sweepc cancel` now and then. After
     each stop (the array tasks still running), every job the planner would
     not run has the right files; at the end one `build --wait` finishes
@@ -655,7 +656,7 @@ def test_slurm_builds_stopped_at_random_leave_nothing_wrong_nor_anything_queued(
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1] == "no problem", r.stdout[-3000:]
     assert re.search(r"^60 psets, 6 builds stopped at random \((\d+) SIGKILL, (\d+) SIGINT, (\d+) SIGTERM, "
-                     r"(\d+) ended before their stop; (\d+) sweepc cancel, (\d+) array tasks killed\)", r.stdout, re.M), r.stdout
+                     r"(\d+) ended before their stop; (\d+) with --detach, (\d+) sweepc cancel, (\d+) array tasks killed\)", r.stdout, re.M), r.stdout
 
 
 _STARTUP_CTRL_C = '''

@@ -568,9 +568,9 @@ def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypa
 
     notes: list[str] = []
     reporter = SimpleNamespace(note=notes.append)
-    # the store's cancelled rows: another project's job only, then one of those waited for
-    cancelled = [{("other", "x"): None}, {("other", "x"): None, ("gen", "h2"): None}]
-    store = SimpleNamespace(records=lambda status: cancelled[0] if status == "cancelled" else {})
+    # the store's rows by status: first another project's job only
+    rows: dict[str, dict[tuple[str, str], None]] = {"cancelled": {("other", "x"): None}}
+    store = SimpleNamespace(records=lambda status: rows.get(status, {}))
     how = b.wait_queued(g, store, None, {0: "5_0", 1: "5_1", 2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
     assert how == "ended"
     assert notes == [
@@ -582,12 +582,22 @@ def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypa
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
     assert next(polls, None) is None
 
-    # cancelled meanwhile (sweepc cancel from another terminal): the build must submit nothing more
+    # cancelled meanwhile (sweepc cancel from another terminal): the build must
+    # submit nothing more. Gone from the queue while its row still says queued
+    # (the cancel records `cancelled` just after its scancel): a grace first
     polls = iter([{("gen", "h2"): "7_0"}, {}])
-    cancelled.pop(0)
+    rows["queued"] = {("gen", "h2"): None}
+    sleeps.clear()
     notes.clear()
-    how = b.wait_queued(g, store, None, {2: "7_0"}, reporter, sleep=sleep)  # type: ignore[arg-type]
+
+    def sleep_and_cancel(s: float) -> None:
+        sleep(s)
+        if s == b.GRACE_S:
+            rows["cancelled"][("gen", "h2")] = None
+
+    how = b.wait_queued(g, store, None, {2: "7_0"}, reporter, sleep=sleep_and_cancel)  # type: ignore[arg-type]
     assert how == "cancelled"
+    assert sleeps == [0.5, 1.0, b.GRACE_S]
     assert notes == [
         "sweepc: waiting for 1 job that an earlier build queued in SLURM (job 7); Ctrl-C stops waiting, not them",
         "sweepc: they have ended; 1 job of them was cancelled (sweepc cancel)",

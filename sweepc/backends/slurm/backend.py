@@ -818,6 +818,11 @@ def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mappi
         live = rec_.sync(g, store, scheduler)
         now = sum(1 for k in keys if k in live)
         if now == 0:
+            # a job gone from the queue without its record is being settled by
+            # whoever removed it (`sweepc cancel` records `cancelled` just after
+            # its scancel): give that the grace poll_until_done gives a task
+            if any(keys & set(store.records(status=st)) for st in ("queued", "running")):
+                sleep(GRACE_S)
             cancelled = keys & set(store.records(status="cancelled"))
             if cancelled:
                 reporter.note(f"sweepc: they have ended; {plural(len(cancelled), 'job')} of them "

@@ -1165,3 +1165,57 @@ def test_a_python_function_gets_each_value_of_its_pset_as_it_is(local_project):
     want = sorted(json.dumps({"s": s, "x": x, "b": True, "n": 2**70}, sort_keys=True)
                   for s in ('é "q" \\ x', "☃") for x in (0.1, -2.5e300))
     assert seen == want
+
+
+CHDIR_MODULE = '''
+import os
+def run(pset):
+    os.makedirs(ELSEWHERE, exist_ok=True)
+    os.chdir(ELSEWHERE)  # a function that moves: its results still go to its job folder
+    return {"y": pset["a"] * 10}
+'''
+
+
+def test_a_function_that_changes_folder_still_has_its_results_in_its_job_folder(local_project):
+    """os.chdir inside the function sent sweepc-result.json to the folder it
+    moved to (to / for os.chdir("/"), over any file of that name there), and
+    left the job's results missing, so every build ran it again. On every
+    path: the pool's workers (local, dask), the stand-in command (one
+    interpreter per pset), the SLURM runner."""
+    import subprocess
+
+    p = local_project.write(GRID)
+    elsewhere = p.root.parent / "elsewhere"
+    write_module(p, CHDIR_MODULE.replace("ELSEWHERE", repr(str(elsewhere))))
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    assert summary(r.out) == "4 done, 0 up to date"
+    assert not (elsewhere / "sweepc-result.json").exists()
+    assert list(sweepc.load(p.root / "sweepfile").results()["y"]) == [10, 20, 30, 40]
+    assert p.sweepc("build").out.startswith("sweepc: nothing to do (4 jobs up to date)")
+
+    # the stand-in command
+    g = sweepc.load(p.root / "sweepfile").graph
+    d = g.job_dir(g.jobs[1])
+    (d / "sweepc-result.json").unlink()
+    run = subprocess.run(["bash", "-c", g.jobs[1].command], cwd=d, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((d / "sweepc-result.json").read_text()) == {"y": 20}
+    assert not (elsewhere / "sweepc-result.json").exists()
+
+
+def test_a_function_that_changes_folder_on_the_slurm_runner_still_has_its_results_in_its_job_folder(local_project):
+    p = local_project
+    elsewhere = p.root.parent / "elsewhere"
+    folder = render_slurm(p, '''
+        param a = [1, 2]
+
+        rule work over a:
+            python: "model.py:run"
+    ''', CHDIR_MODULE.replace("ELSEWHERE", repr(str(elsewhere))))
+    proc = start_task(folder)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert {a: r["status"] for a, r in records(p).items()} == {1: "done", 2: "done"}
+    assert json.loads((p.dir("work[a=2]") / "sweepc-result.json").read_text()) == {"y": 20}
+    assert not (elsewhere / "sweepc-result.json").exists()

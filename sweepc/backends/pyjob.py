@@ -158,8 +158,11 @@ def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
 _ENCODE = json.JSONEncoder(default=_json_default, allow_nan=True).encode
 
 
-def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
-    """Write the results file; its text (one line: JSON, ASCII only)."""
+def write_result(result: dict[str, Any], job_dir: str = ".", dir_fd: int | None = None) -> str:
+    """Write the results file in the job folder (`job_dir`, or the folder
+    open as `dir_fd`), never in the current folder: the function may have
+    changed that (os.chdir), and the file then went there, outside the
+    project (to / for os.chdir("/")); its text (one line: JSON, ASCII only)."""
     try:
         text = _ENCODE(result)
     except (TypeError, ValueError) as ex:
@@ -173,8 +176,8 @@ def write_result(result: dict[str, Any], job_dir: str = ".") -> str:
     # Not via a temporary file and a rename (150 us more a task here): a task
     # that dies halfway is not recorded done, and its outputs are removed
     # before it runs again.
-    path = RESULT_NAME if job_dir == "." else os.path.join(job_dir, RESULT_NAME)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    path = RESULT_NAME if dir_fd is not None or job_dir == "." else os.path.join(job_dir, RESULT_NAME)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd)
     try:
         os.write(fd, text.encode())
     finally:
@@ -193,15 +196,19 @@ def inputs_here() -> list[str]:
 def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: str, pset_hash: str, job_dir: str,
          inputs: bool = False) -> None:
     """Call fn for one pset in the current folder (the job's) and write its
-    result; with `inputs`, the pset has `_inputs` (inputs_here)."""
+    result there, wherever fn may have gone since; with `inputs`, the pset
+    has `_inputs` (inputs_here)."""
     pset = dict(params)
     pset["_pset_hash"] = pset_hash
     pset["_job_dir"] = job_dir
     pset["_rule"] = rule
     if inputs:
         pset["_inputs"] = inputs_here()
-    result = check_result(fn(pset), params)
-    write_result(result)
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_result(check_result(fn(pset), params), dir_fd=here)
+    finally:
+        os.close(here)
 
 
 def error_line(ex: BaseException) -> str:

@@ -83,6 +83,25 @@ def test_check_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     )
 
 
+def test_a_command_made_too_long_by_its_values_says_so_briefly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two 70,000-character CSV cells make a 136 KiB command (over Linux's
+    128 KiB for one argument). The error quoted the whole pset (136 KiB of
+    it) and told to use {input.list} in a rule without inputs."""
+    (tmp_path / "p.csv").write_text("s,t\n" + "x" * 70_000 + "," + "y" * 70_000 + "\nshort,b\n")
+    (tmp_path / "sweepfile").write_text('sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n'
+                                        '    shell: "echo {s} {t} | wc -c > {output}"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "check")
+    assert (code, out) == (2, "")
+    assert err == (
+        "sweepfile:5:12: the command of rule 'r' is 136 KiB long for pset s='" + "x" * 197 + "...; the limit is 127 KiB\n"
+        '      shell: "echo {s} {t} | wc -c > {output}"\n'
+        "             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  hint: read long values from the job's pset.json ($SWEEPC_PSET_JSON) or write them with a template, "
+        "not into the command\n"
+    )
+
+
 def test_missing_sweepfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     for verb in ("check", "psets", "graph"):

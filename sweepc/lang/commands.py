@@ -283,14 +283,19 @@ class _Renderer:
         # point at what makes it long: the first {input} (or {input.NAME})
         big = next((ph for ph in r.shell.placeholders if ph.root == "input" and ph.attr != "list"), None)
         node = self.r.shell_node
+        pset = alg.describe(inst) if inst else ""
+        if len(pset) > 200:  # (the values that make it long: not all of them again)
+            pset = pset[:200] + "..."
         self.fail_once(
             "long",
             f"the command of rule '{r.name}' is {len(command.encode()) // 1024} KiB long"
-            + (f" for pset {alg.describe(inst)}" if inst else "")
+            + (f" for pset {pset}" if inst else "")
             + "; the limit is 127 KiB",
             self.p.span_in(node, big.text, big.offset) if big is not None else node.span,
-            "use {input.list}, the path of a file that names one input per line, instead of "
-            + (big.text if big is not None else "{input}"),
+            "use {input.list}, the path of a file that names one input per line, instead of " + big.text if big is not None
+            # no {input}: parameter values (or the command's own text) make it long
+            else "read long values from the job's pset.json ($SWEEPC_PSET_JSON) or write them with a template, "
+                 "not into the command",
         )
 
     def job(self, jid: int, seq: int, inst: Pset, matches: tuple[tuple[int, ...], ...]) -> Job:

@@ -102,6 +102,23 @@ def test_a_command_made_too_long_by_its_values_says_so_briefly(tmp_path: Path, m
     )
 
 
+def test_a_csv_cell_over_the_csv_modules_limit_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was "cannot read p.csv: field larger than field limit (131072)"
+    with the hint "is it a UTF-8 CSV file?"."""
+    (tmp_path / "p.csv").write_text("s\n" + "x" * 140_000 + "\n")
+    (tmp_path / "sweepfile").write_text('sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n'
+                                        '    shell: "echo {s} > {output}"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "check")
+    assert (code, out) == (2, "")
+    assert err == (
+        "sweepfile:1:18: a cell of p.csv has more than 131,072 characters\n"
+        '  sweep rows = csv("p.csv")\n'
+        "                   ^^^^^^^\n"
+        "  hint: keep long texts in files of their own, and their paths in the CSV file\n"
+    )
+
+
 def test_missing_sweepfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     for verb in ("check", "psets", "graph"):

@@ -233,7 +233,12 @@ def read_csv_indexed(
         raise SweepMathError(
             f"CSV file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile"
         ) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except csv.Error as e:
+        if "field larger than field limit" in str(e):  # (not a question of encoding)
+            raise SweepMathError(f"a cell of {shown_path} has more than {csv.field_size_limit():,} characters",
+                                 "keep long texts in files of their own, and their paths in the CSV file") from None
+        raise SweepMathError(f"cannot read {shown_path}: {e}", "is it a UTF-8 CSV file?") from None
+    except (OSError, UnicodeDecodeError) as e:
         raise SweepMathError(f"cannot read {shown_path}: {e}", "is it a UTF-8 CSV file?") from None
     from sweepc.errors import did_you_mean, listing
 

@@ -27,6 +27,12 @@ RESERVED_PARAMS = frozenset({
 })
 
 
+def breaks_lines(s: str) -> bool:
+    """Whether s holds a line boundary (\\n, \\r, \\u2028, ...: what str.splitlines
+    splits at): such a path would be two lines of a job's input list."""
+    return len((s + "x").splitlines()) != 1
+
+
 def clean_float(x: float) -> float:
     """Round away binary noise from computed floats (linspace, logspace).
 

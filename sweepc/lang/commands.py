@@ -43,7 +43,7 @@ from sweepc.lang.placeholders import Placeholder, Template, parse_template
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.resources import format_time, resource_value
 from sweepc.lang.sweeps import Pset, keys_of
-from sweepc.values import Scalar, shell_quote, shell_str, values_json
+from sweepc.values import Scalar, breaks_lines, shell_quote, shell_str, values_json
 
 # placeholder roots that are not parameters
 _SPECIAL = frozenset({"input", "output", "pset", "resources", "root"})
@@ -340,6 +340,15 @@ class _Renderer:
                         )
                         continue
                     rel = os.path.normpath(_fill(t, inst))
+                    if breaks_lines(rel):
+                        self.fail_once(
+                            "ctl:" + inp.path,
+                            f"the input path {inp.path!r} makes a path with a line break"
+                            + (f" for pset {alg.describe(inst)}" if inst else ""),
+                            inp.span,
+                            "the job's input list names one path a line; use parameter values without line breaks in paths",
+                        )
+                        continue
                 sources.append(rel)
                 paths = [f"{self.root_rel}/{rel}"]
             if inp.name is not None:

@@ -28,7 +28,7 @@ from sweepc.lang.placeholders import Template, TemplateError, parse_template
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.resources import RESOURCE_NAMES, resource_value
 from sweepc.lang.sweeps import Psets, keys_of
-from sweepc.values import Scalar, join_key
+from sweepc.values import Scalar, breaks_lines, join_key
 
 RULE_FIELDS = ("input", "output", "shell", "python", "restart", "resources", "retries", "results", "local", "templates")
 PSET_ATTRS = ("hash", "dir", "seq")
@@ -285,6 +285,9 @@ class _Joiner:
                 path = v.value.strip()
                 if not path or os.path.isabs(path):
                     self.p.bail("a source input is a path relative to the project folder", v.span, 'for example: input: "data/{a}.csv"')
+                if breaks_lines(path):
+                    self.p.bail("a source input path cannot hold a line break", v.span,
+                                "the job's input list names one path a line; rename the file")
                 try:
                     parse_template(path)
                 except TemplateError as ex:
@@ -385,6 +388,9 @@ class _Joiner:
             )
         if "{" in p or "}" in p:
             self.p.bail(f"an {what} file name cannot use placeholders", v.span, "every job has its own folder already, so one fixed name is enough")
+        if breaks_lines(p):
+            self.p.bail(f"an {what} file name cannot hold a line break", v.span,
+                        "the input list of a job that reads it names one path a line; choose a name without line breaks")
         if norm in RESERVED_NAMES:
             self.p.bail(f"'{norm}' is a file sweepc writes itself", v.span, "choose another name")
         if any(len(part.encode()) > 255 for part in norm.split(os.sep)):

@@ -70,12 +70,20 @@ def test_check_counts_in_the_singular(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run(capsys, "check") == (0, "sweepfile: ok: 1 parameter, 1 sweep, 1 rule, 1 job\n", "")
 
 
-def test_check_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "sweepfile").write_text("param a = [1, 2]\nsweep g = a * bb\n")
+def check_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sweepfile: str,
+                files: dict[str, str] | None = None) -> str:
+    """`sweepc check` of a sweepfile (and files beside it) that must fail: its stderr."""
+    for name, text in (files or {}).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "sweepfile").write_text(sweepfile)
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "check")
-    assert (code, out) == (2, "")
-    assert err == (
+    assert (code, out) == (2, ""), err
+    return err
+
+
+def test_check_error_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_error(tmp_path, monkeypatch, capsys, "param a = [1, 2]\nsweep g = a * bb\n") == (
         "sweepfile:2:15: unknown parameter or sweep 'bb'\n"
         "  sweep g = a * bb\n"
         "                ^^\n"
@@ -87,12 +95,9 @@ def test_a_command_made_too_long_by_its_values_says_so_briefly(tmp_path: Path, m
     """Two 70,000-character CSV cells make a 136 KiB command (over Linux's
     128 KiB for one argument). The error quoted the whole pset (136 KiB of
     it) and told to use {input.list} in a rule without inputs."""
-    (tmp_path / "p.csv").write_text("s,t\n" + "x" * 70_000 + "," + "y" * 70_000 + "\nshort,b\n")
-    (tmp_path / "sweepfile").write_text('sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n'
-                                        '    shell: "echo {s} {t} | wc -c > {output}"\n')
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "check")
-    assert (code, out) == (2, "")
+    err = check_error(tmp_path, monkeypatch, capsys,
+                      'sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n    shell: "echo {s} {t} | wc -c > {output}"\n',
+                      {"p.csv": "s,t\n" + "x" * 70_000 + "," + "y" * 70_000 + "\nshort,b\n"})
     assert err == (
         "sweepfile:5:12: the command of rule 'r' is 136 KiB long for pset s='" + "x" * 197 + "...; the limit is 127 KiB\n"
         '      shell: "echo {s} {t} | wc -c > {output}"\n'
@@ -105,12 +110,9 @@ def test_a_command_made_too_long_by_its_values_says_so_briefly(tmp_path: Path, m
 def test_a_csv_cell_over_the_csv_modules_limit_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """It was "cannot read p.csv: field larger than field limit (131072)"
     with the hint "is it a UTF-8 CSV file?"."""
-    (tmp_path / "p.csv").write_text("s\n" + "x" * 140_000 + "\n")
-    (tmp_path / "sweepfile").write_text('sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n'
-                                        '    shell: "echo {s} > {output}"\n')
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "check")
-    assert (code, out) == (2, "")
+    err = check_error(tmp_path, monkeypatch, capsys,
+                      'sweep rows = csv("p.csv")\n\nrule r over rows:\n    output: "o.txt"\n    shell: "echo {s} > {output}"\n',
+                      {"p.csv": "s\n" + "x" * 140_000 + "\n"})
     assert err == (
         "sweepfile:1:18: a cell of p.csv has more than 131,072 characters\n"
         '  sweep rows = csv("p.csv")\n'

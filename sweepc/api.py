@@ -76,17 +76,21 @@ class Study:
         return self.graph.root
 
     def psets(self, sweep: str | None = None) -> pd.DataFrame:
-        """The expanded psets of one sweep (or of every sweep, with a _sweep column),
-        with _pset_hash and _pset_seq."""
+        """The expanded psets of one sweep or parameter (or, with a _sweep
+        column, of every sweep and of every parameter a rule runs over on
+        its own, `rule r over a`), with _pset_hash and _pset_seq."""
         import pandas as pd
 
         g = self.graph
         if sweep is not None and sweep not in g.sweeps and sweep not in g.params:
             names = list(g.sweeps) + list(g.params)
             raise UsageError(f"unknown sweep '{sweep}'", did_you_mean(sweep, names) or f"sweeps: {listing(g.sweeps)}")
-        if sweep is None and not g.sweeps:
+        # (a sweepfile of `param a` and `rule r over a` has no sweep statement:
+        # its psets are a's, not none)
+        over = [r.keys[0] for r in g.rules if len(r.keys) == 1 and r.over == f"parameter '{r.keys[0]}'"]
+        chosen = [sweep] if sweep is not None else list(dict.fromkeys([*g.sweeps, *over]))
+        if not chosen:
             return pd.DataFrame(columns=["_pset_hash", "_pset_seq"])
-        chosen = [sweep] if sweep is not None else list(g.sweeps)
         frames = []
         for name in chosen:
             if name in g.sweeps:

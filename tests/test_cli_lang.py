@@ -295,6 +295,20 @@ def test_psets_of_every_sweep(design: Path, capsys: pytest.CaptureFixture[str]) 
     assert all(r["x"] is None for r in pairs)
 
 
+def test_psets_without_a_sweep_statement_are_those_of_the_parameters_rules_run_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`param a` and `rule r over a` (the quickstart's shape, psweep's
+    plist): `sweepc psets` said "(no rows)"."""
+    (tmp_path / "sweepfile").write_text(
+        'param a = [1, 2]\nparam b = ["x"]\nsweep g = a * b\n\n'
+        'rule r over a:\n    shell: "echo {a}"\n\nrule s over g:\n    shell: "echo {a} {b}"\n\nrule t over b:\n    shell: "echo {b}"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "psets", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["_sweep"], r["a"], r["b"]) for r in rows] == [("g", 1, "x"), ("g", 2, "x"), ("a", 1, None), ("a", 2, None), ("b", None, "x")]
+    assert [r["_pset_hash"] for r in rows if r["_sweep"] == "a"] == [pset_hash({"a": 1}), pset_hash({"a": 2})]
+
+
 def test_psets_of_a_parameter(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "psets", "lr", "--format", "json")
     assert code == 0

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     c = sub.add_parser("psets", help="the expanded psets with their hashes")
-    c.add_argument("sweep", nargs="?", metavar="SWEEP", help="one sweep or parameter (default: every sweep)")
+    c.add_argument("sweep", nargs="?", metavar="SWEEP", help="one sweep or parameter (default: every sweep, and every parameter a rule runs over)")
     c.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     c.set_defaults(func=cmd_psets)
 

@@ -108,6 +108,8 @@ def test_read_results_messages(tmp_path: Path) -> None:
         '{"_status": "mine"}': "results file r.json: key '_status' is the name of a bookkeeping column",
         '{"_error": "x"}': "results file r.json: key '_error' is the name of a bookkeeping column",
         '{"x": 2}': "results file r.json: key 'x' is in o.json too",
+        # one column, two values: the nested one hid the other, with no word
+        '{"c.d": 1, "c": {"d": 2}}': "results file r.json: key 'c.d' comes twice (a key with a dot and a nested key make the same column)",
         '{"y": NaN, "z": -Infinity}': None,
     }
     for text, want in cases.items():

@@ -364,15 +364,19 @@ class ResultsRead:
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested keys joined with dots: {"a": {"b": 1}} -> {"a.b": 1}."""
-    out: dict[str, Any] = {}
+    return dict(flat_items(obj, prefix))
+
+
+def flat_items(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """flatten()'s pairs, each key as often as it comes: {"a.b": 1, "a":
+    {"b": 2}} gives "a.b" twice (flatten() keeps the last)."""
     for k, v in obj.items():
         key = k if not prefix and k.__class__ is str else f"{prefix}{k}"
         c = v.__class__
         if c is not int and c is not float and c is not str and isinstance(v, Mapping):  # (an ABC check: not for scalars)
-            out.update(flatten(v, f"{key}."))
+            yield from flat_items(v, f"{key}.")
         else:
-            out[key] = v
-    return out
+            yield key, v
 
 
 _JSON_KIND = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
@@ -409,10 +413,12 @@ def read_results(d: Path | str, names: Sequence[str], params: Sequence[str],
             return ResultsRead(values, f"results file {name} is not valid JSON ({_why(e)})", "malformed")
         if not isinstance(data, dict):
             return ResultsRead(values, f"results file {name} holds {_JSON_KIND.get(type(data), 'a JSON value')}, not a JSON object", "malformed")
-        for key, v in flatten(data).items():
+        for key, v in flat_items(data):
             why = (
                 "is the name of a parameter" if key in taken
                 else "is the name of a bookkeeping column" if key in RESERVED_KEYS
+                # {"c.d": 1, "c": {"d": 2}}: one column, two values (the second hid the first)
+                else "comes twice (a key with a dot and a nested key make the same column)" if owner.get(key) == name
                 else f"is in {owner[key]} too" if key in owner
                 else None
             )

@@ -158,11 +158,11 @@ def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
 _ENCODE = json.JSONEncoder(default=_json_default, allow_nan=True).encode
 
 
-def write_result(result: dict[str, Any], job_dir: str = ".", dir_fd: int | None = None) -> str:
-    """Write the results file in the job folder (`job_dir`, or the folder
-    open as `dir_fd`), never in the current folder: the function may have
-    changed that (os.chdir), and the file then went there, outside the
-    project (to / for os.chdir("/")); its text (one line: JSON, ASCII only)."""
+def write_result(result: dict[str, Any], dir_fd: int) -> str:
+    """Write the results file in the job folder, open as `dir_fd`, never in
+    the current folder: the function may have changed that (os.chdir), and
+    the file then went there, outside the project (to / for os.chdir("/"));
+    its text (one line: JSON, ASCII only)."""
     try:
         text = _ENCODE(result)
     except (TypeError, ValueError) as ex:
@@ -176,8 +176,7 @@ def write_result(result: dict[str, Any], job_dir: str = ".", dir_fd: int | None 
     # Not via a temporary file and a rename (150 us more a task here): a task
     # that dies halfway is not recorded done, and its outputs are removed
     # before it runs again.
-    path = RESULT_NAME if dir_fd is not None or job_dir == "." else os.path.join(job_dir, RESULT_NAME)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd)
+    fd = os.open(RESULT_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666, dir_fd=dir_fd)
     try:
         os.write(fd, text.encode())
     finally:
@@ -206,7 +205,7 @@ def call(fn: Callable[[dict[str, Any]], Any], params: Mapping[str, Any], rule: s
         pset["_inputs"] = inputs_here()
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        write_result(check_result(fn(pset), params), dir_fd=here)
+        write_result(check_result(fn(pset), params), here)
     finally:
         os.close(here)
 

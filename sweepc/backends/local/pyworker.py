@@ -293,7 +293,7 @@ def main(argv: list[str]) -> int:
             pset["_rule"] = task["r"]
             if task.get("i"):
                 pset["_inputs"] = pyjob.inputs_here()
-            res = pyjob.write_result(pyjob.check_result(fn(pset), params), dir_fd=dfd)
+            res = pyjob.write_result(pyjob.check_result(fn(pset), params), dfd)
         except BaseException as ex:  # noqa: BLE001 - every failure is the job's
             ok = False
             err = pyjob.report_failure(ex)

@@ -806,7 +806,7 @@ def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mappi
     if not queued:
         return "ended"
     keys = {(g.jobs[i].rule, g.jobs[i].hash) for i in queued}
-    ids = sorted({jid.partition("_")[0] for jid in queued.values()}, key=lambda s: (len(s), s))
+    ids = rec_.array_ids(queued.values())
     reporter.note(f"sweepc: waiting for {plural(len(keys), 'job')} that an earlier build queued in SLURM "
                   f"(job{'s' if len(ids) > 1 else ''} {', '.join(ids)}); Ctrl-C stops waiting, not them")
     interval = POLL_MIN_S

@@ -73,7 +73,13 @@ def rendered_id(array: str, task: int) -> str:
 
 def scheduler_ids(rows: Iterable[Record]) -> list[str]:
     """The SLURM array ids of queued rows (not the placeholders of --render-only ones)."""
-    ids = {(r.backend_job_id or "").partition("_")[0] for r in rows}
+    return array_ids(r.backend_job_id or "" for r in rows)
+
+
+def array_ids(job_ids: Iterable[str]) -> list[str]:
+    """The SLURM array ids of ARRAY_TASK ids, once each, in numeric order
+    (not the placeholders of --render-only jobs)."""
+    ids = {j.partition("_")[0] for j in job_ids}
     return sorted((i for i in ids if i.isdigit()), key=_num)
 
 

@@ -121,6 +121,37 @@ def test_a_csv_cell_over_the_csv_modules_limit_is_named_as_such(tmp_path: Path, 
     )
 
 
+def test_a_sweepfile_that_is_not_utf8_is_an_error_at_the_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Latin-1 'é' was `sweepc: cannot read .../sweepfile: 'utf-8' codec
+    can't decode byte 0xe9 in position 64: invalid continuation byte`: no
+    line, no column."""
+    (tmp_path / "sweepfile").write_bytes(b'param a = [1, 2]\nrule r over a:\n    output: "o"\n    shell: "echo {a} caf\xe9 > {output}"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["check"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "sweepfile:4:25: not UTF-8 text (byte 0xe9)\n"
+        '      shell: "echo {a} caf\ufffd > {output}"\n'
+        "                          ^\n"
+        "  hint: save the file as UTF-8\n"
+    )
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_read_as_python_reads_its_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Windows editor's sweepfile: UTF-8 with a byte order mark, CRLF line
+    ends. The mark was `sweepfile:1:1: unexpected character '\\ufeff'`."""
+    (tmp_path / "sweepfile").write_bytes(
+        b'\xef\xbb\xbfparam a = [1, 2]\r\nrule r over a:\r\n    output: "o"\r\n    shell: "echo {a} > {output}"\r\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["build"]) == 0
+    assert capsys.readouterr().out.startswith("sweepc: 2 done, 0 up to date")
+    assert main(["build"]) == 0
+    assert capsys.readouterr().out == "sweepc: nothing to do (2 jobs up to date)\n"
+    assert sorted(p.read_text() for p in tmp_path.glob("calc/r/*/*/o")) == ["1\n", "2\n"]
+
+
 def test_missing_sweepfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     for verb in ("check", "psets", "graph"):

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweepc.errors import UsageError
+from sweepc.errors import Diagnostic, Span, SweepfileError, UsageError
 from sweepc.hashing import bulk_sha256, short_sha256
 
 __all__ = ["ABSENT", "CACHE_FORMAT", "cache_key", "code_identity", "digest", "file_stamps", "files_unchanged",
-           "find_sweepfile", "graph_key_of", "sweepfile_key"]
+           "find_sweepfile", "graph_key_of", "read_sweepfile", "sweepfile_key"]
 
 CACHE_FORMAT = b"sweepc-graph-cache 3\n"
 ABSENT = "-"  # the digest of a file that does not exist
@@ -45,14 +45,39 @@ def graph_key_of(key: str, files: Sequence[tuple[str, str]]) -> str:
     return short_sha256("\0".join([key, *(f"{p}\0{d}" for p, d in files)]).encode("utf-8", "surrogateescape")).hexdigest()
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def read_sweepfile(sweepfile: Path, shown: str | None = None) -> str:
+    """The sweepfile's text: UTF-8, a leading byte order mark dropped (as
+    Python does for its source files; Windows editors write one). Not UTF-8:
+    a SweepfileError at the first bad byte (`shown`: the name to give).
+    OSError when it cannot be read."""
+    data = sweepfile.read_bytes()
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[start:e.start].decode("utf-8", "replace")) + 1
+        text = data.decode("utf-8", "replace")
+        bad = data[e.start:e.end]
+        span = Span(line, column, line, column + 1)
+        diag = Diagnostic(f"not UTF-8 text (byte {', '.join(f'0x{b:02x}' for b in bad)})",
+                          span, "save the file as UTF-8", shown if shown is not None else str(sweepfile))
+        raise SweepfileError([diag], text) from None
+
+
 def sweepfile_key(sweepfile: Path) -> str | None:
     """The cache key of the sweepfile as it is now (its text and full path,
     the compiler's identity), or None when it cannot be read. With the
     files it reads unchanged (files_unchanged()), the same key means the
     same graph."""
     try:
-        text = sweepfile.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_sweepfile(sweepfile)
+    except (OSError, SweepfileError):
         return None
     return cache_key(text, sweepfile.resolve().parent / sweepfile.name)
 

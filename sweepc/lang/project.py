@@ -49,7 +49,7 @@ from sweepc.errors import SweepfileError, UsageError
 from sweepc.hashing import short_sha256
 from sweepc.lang.graph import BuildGraph, EarlierJobs, Job
 from sweepc.lang.identity import ABSENT, CACHE_FORMAT, cache_key as _key, code_identity as _code_identity
-from sweepc.lang.identity import digest as _digest, files_unchanged, find_sweepfile, graph_key_of as _graph_key, sweepfile_key
+from sweepc.lang.identity import digest as _digest, files_unchanged, find_sweepfile, graph_key_of as _graph_key, read_sweepfile, sweepfile_key
 
 __all__ = ["EarlierJobs", "earlier_jobs", "files_unchanged", "find_sweepfile", "graph_key", "key_parts", "load_graph", "sweepfile_key"]
 
@@ -98,12 +98,12 @@ def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = Tru
 
 
 def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> BuildGraph:
-    try:
-        text = sweepfile.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {sweepfile}: {e}") from None
     root = sweepfile.resolve().parent
     shown = sweepfile.name if sweepfile.parent.resolve() == Path.cwd().resolve() else str(sweepfile)
+    try:
+        text = read_sweepfile(sweepfile, shown)
+    except OSError as e:
+        raise UsageError(f"cannot read {sweepfile}: {e}") from None
     path = root / STATE_DIR / CACHE_NAME
     key = _key(text, root / sweepfile.name)
     if cache:

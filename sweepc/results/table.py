@@ -537,11 +537,21 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
 
 
 def display_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """The terminal's default view: parameters, statuses and results; the
+    """The terminal's default view: parameters, statuses, why jobs failed
+    (`_error`, `RULE._error`: only when some job did) and results; the
     other bookkeeping columns (also a rule's `RULE._run_id`) left out."""
     hidden = set(BOOKKEEPING) - {"_status"}
-    keep = [c for c in df.columns if str(c) not in hidden and str(c).rpartition(".")[2] not in hidden]
-    return df[keep]
+
+    def shown(c: object) -> bool:
+        name = str(c)
+        last = name.rpartition(".")[2]
+        if name not in hidden and last not in hidden:
+            return True
+        return last == "_error" and bool(df[c].notna().any())
+
+    out = df[[c for c in df.columns if shown(c)]]
+    errors = [c for c in out.columns if str(c).rpartition(".")[2] == "_error"]
+    return out.assign(**{str(c): out[c].fillna("") for c in errors}) if errors else out
 
 
 def _workdir(g: BuildGraph, here: Path) -> tuple[str, str]:

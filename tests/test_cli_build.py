@@ -10,6 +10,7 @@ import re
 import select
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -318,3 +319,26 @@ def test_counts_of_one_are_singular(local_project):
     assert p.sweepc("build").out == "sweepc: nothing to do (1 job up to date)\n"
     assert p.sweepc("build", "-n").out == "sweepc: nothing to do (1 job up to date)\n"
     assert p.sweepc("clean").out.splitlines()[-1] == "sweepc: removed 1 job folder and 1 record"
+
+
+def test_a_conductor_is_given_every_option_of_the_build_that_starts_it(tmp_path: Path) -> None:
+    """`build --detach` starts `build --wait --conductor` with the same
+    options; -D, -k, --no-time-limits and --git-commit were left out."""
+    from sweepc.cli import build_parser
+    from sweepc.cli.build import conductor_argv
+
+    argv = ["-D", "a=[5, 6]", "-D", "rows.start=3", "build", "--backend", "slurm", "--detach", "-k", "-j", "3",
+            "--where", "a > 5", "--psets", "0:9", "--force", "sim", "--explain", "--no-time-limits", "--git-commit", "sim", "total"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    child = conductor_argv(args, tmp_path / "sweepfile", "--conductor")
+    assert child == ["-D", "a=[5, 6]", "-D", "rows.start=3", "-f", str(tmp_path / "sweepfile"), "build", "--backend", "slurm",
+                     "--wait", "--conductor", "-j", "3", "-k", "--explain", "--no-time-limits", "--git-commit",
+                     "--where", "a > 5", "--psets", "0:9", "--force", "sim", "--", "sim", "total"]
+    again = parser.parse_args(child)
+    same = ("define", "backend", "jobs", "keep_going", "explain", "no_time_limits", "git_commit", "where", "psets", "force", "targets")
+    assert {k: getattr(again, k) for k in same} == {k: getattr(args, k) for k in same}
+    assert (again.wait, again.conductor, again.detach, again.file) == (True, True, False, str(tmp_path / "sweepfile"))
+    # a bare --detach: the sweepfile's own build
+    child = conductor_argv(parser.parse_args(["build", "--backend", "slurm", "--detach"]), tmp_path / "sweepfile", "--conductor")
+    assert child == ["-f", str(tmp_path / "sweepfile"), "build", "--backend", "slurm", "--wait", "--conductor", "--"]

@@ -251,6 +251,46 @@ def test_detach_starts_a_conductor_that_retries_and_exits_when_done(slurm_cluste
     assert out == "sweepc: nothing to cancel\n"
 
 
+OVERRIDDEN = """\
+param a = [1, 2]
+
+rule sim over a:
+    output: "out.txt"
+    shell: "test {a} != 6 && echo {a} > {output}"
+
+rule total:
+    input: sim
+    output: "total.txt"
+    shell: "cat {input} > {output}"
+"""
+
+
+def test_the_conductor_builds_what_the_command_line_asked_for(slurm_cluster: dict[str, str], cleanup: list[Project], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-D` and `-k` go to the conductor. They were left behind: the
+    conductor of `sweepc -D a=[5,6,7] build --detach -k` built the
+    sweepfile's a = [1, 2], and would have stopped at the first failure."""
+    p = make(tmp_path, OVERRIDDEN, monkeypatch, capsys)
+    cleanup.append(p)
+    code, out = p.sweepc("-D", "a=[5, 6, 7]", "build", "--backend", "slurm", "--detach", "-k", "sim")
+    assert code == 0, out
+    pid = int(re.findall(r"pid (\d+)", out)[0])
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+
+    assert until(gone, 120, 1), (p.root / ".sweepc" / "conductor.log").read_text()
+    log = (p.root / ".sweepc" / "conductor.log").read_text()
+    assert log.startswith("==> ")
+    assert f" sweepc -D a=[5, 6, 7] -f {p.root / 'sweepfile'} build --backend slurm --wait --conductor -k -- sim\n" in log, log
+    assert "sweepc: 2 done, 1 failed, 0 up to date" in log, log
+    assert p.outputs("sim", "out.txt") == ["5\n", "7\n"]  # not the sweepfile's 1 and 2; 7 ran after 6 failed
+    assert p.outputs("total", "total.txt") == []  # only the target
+
+
 def test_cancel_stops_the_conductor_and_its_jobs(slurm_cluster: dict[str, str], cleanup: list[Project], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     p = make(tmp_path, LONG, monkeypatch, capsys)
     cleanup.append(p)

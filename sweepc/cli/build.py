@@ -332,22 +332,34 @@ class _Reporter:
             self.out.flush()
 
 
+def conductor_argv(args: argparse.Namespace, sweepfile: Path, flag: str) -> list[str]:
+    """The command line of the conductor of `sweepc ... build --detach`: the
+    same build, with --wait (and `flag`) for --detach. Every option that
+    decides what is built, or how, goes along: -D overrides, -j, -k, --where,
+    --psets, --force, --explain, --no-time-limits, --git-commit, the targets
+    (-D and -k were left behind: the conductor built the sweepfile's own
+    psets, and stopped at the first failure)."""
+    child = [arg for d in args.define for arg in ("-D", d)]
+    child += ["-f", str(sweepfile), "build", "--backend", args.backend, "--wait", flag]
+    if args.jobs:
+        child += ["-j", str(args.jobs)]
+    for option, on in (("-k", args.keep_going), ("--explain", args.explain), ("--no-time-limits", args.no_time_limits),
+                       ("--git-commit", args.git_commit)):
+        if on:
+            child.append(option)
+    for option, value in (("--where", args.where), ("--psets", args.psets)):
+        if value is not None:
+            child += [option, value]
+    for r in args.force:
+        child += ["--force", r]
+    return child + ["--", *args.targets]
+
+
 def _detach(study: Study, args: argparse.Namespace, out: TextIO) -> int:
     """Start a conductor: this build with --wait, in the background."""
     from sweepc.backends.slurm.conductor import CONDUCTOR_FLAG, log_path
 
-    child = ["-f", str(study.graph.sweepfile.resolve()), "build", "--backend", args.backend, "--wait", CONDUCTOR_FLAG]
-    if args.jobs:
-        child += ["-j", str(args.jobs)]
-    for flag, value in (("--where", args.where), ("--psets", args.psets)):
-        if value is not None:
-            child += [flag, value]
-    for r in args.force:
-        child += ["--force", r]
-    if args.explain:
-        child.append("--explain")
-    child += ["--", *args.targets]
-    c, code, text = study.detach(child)
+    c, code, text = study.detach(conductor_argv(args, study.graph.sweepfile.resolve(), CONDUCTOR_FLAG))
     if c is None:  # it ended before taking the lock: nothing to do, or a mistake
         out.write(text)
         return code if code is not None else EXIT_FAILED

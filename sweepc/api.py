@@ -33,7 +33,7 @@ from sweepc.plan.planner import plan as make_plan
 from sweepc.lang.project import find_sweepfile, load_graph, remember, start_writes
 from sweepc.plan.selection import select
 from sweepc.plan import noop
-from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, runs_now, state_dir
+from sweepc.plan.store import BuildLock, LookupStore, Store, new_run_id, runs_now, state_dir, stop_build
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -379,16 +379,20 @@ class Study:
 
     def cancel(self) -> Cancelled:
         """Stop what every backend has queued or running for this project;
-        what had not finished is recorded as cancelled."""
+        what had not finished is recorded as cancelled. A build that runs
+        jobs while it runs (local, dask; in another terminal) is stopped
+        first, as Ctrl-C stops it: what it was running is recorded interrupted."""
+        stopped = stop_build(self.root, keep=_leaves_jobs_queued)
+        build = stopped.pid if stopped is not None else None
         if not (state_dir(self.root) / "state.db").exists():
-            return Cancelled((), 0, 0)
+            return Cancelled((), 0, 0, build=build)
         store = Store.open(self.root)
         try:
             parts = [backends.get(name).cancel(self.graph, store) for name in backends.names()]
         finally:
             store.close()
         return Cancelled(tuple(a for c in parts for a in c.arrays), sum(c.jobs for c in parts), sum(c.finished for c in parts),
-                         next((c.conductor for c in parts if c.conductor is not None), None))
+                         next((c.conductor for c in parts if c.conductor is not None), None), build)
 
     # -- results and provenance ------------------------------------------------
     def results(self, rule: str | None = None, where: str | None = None,
@@ -707,3 +711,23 @@ def write_plot(data: PlotData, output: str | Path | None = None) -> Path:
     path = Path(output if output is not None else f"{data.y}-vs-{data.x}.png")
     plots.save(fig, str(path))
     return path
+
+
+def _leaves_jobs_queued(argv: Sequence[str]) -> bool:
+    """Whether the lock holder with this command line is anything but a
+    build whose jobs run while it runs: `clean`, or a build on a batch
+    backend (SLURM: `sweepc cancel` cancels its jobs in the queue and stops
+    its conductor; a `--wait` build in a terminal then ends by itself)."""
+    if "build" not in argv:
+        return True
+    name = "local"
+    for k, a in enumerate(argv):
+        if a == "--backend" and k + 1 < len(argv):
+            name = argv[k + 1]
+        elif a.startswith("--backend="):
+            name = a.partition("=")[2]
+    try:
+        return backends.get(name).batch
+    except (KeyError, ValueError, SweepcError):
+        return True  # not a backend sweepc knows: leave it be
+

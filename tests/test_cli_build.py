@@ -342,3 +342,48 @@ def test_a_conductor_is_given_every_option_of_the_build_that_starts_it(tmp_path:
     # a bare --detach: the sweepfile's own build
     child = conductor_argv(parser.parse_args(["build", "--backend", "slurm", "--detach"]), tmp_path / "sweepfile", "--conductor")
     assert child == ["-f", str(tmp_path / "sweepfile"), "build", "--backend", "slurm", "--wait", "--conductor", "--"]
+
+
+def test_cancel_stops_a_local_build_running_in_another_terminal(local_project):
+    """`sweepc cancel` said "nothing to cancel" while a local build ran
+    jobs: it stops it now as Ctrl-C does (its running jobs are recorded
+    interrupted), and leaves `clean` and SLURM builds alone."""
+    p = local_project.write('''
+        param a = range(0, 6)
+
+        rule r over a:
+            output: "o"
+            shell: "touch started-{a}; sleep 30; echo {a} > {output}"
+    ''')
+    build = p.spawn("build", "-j", "2", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(p.root.glob("calc/r/*/*/started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        r = p.sweepc("cancel")
+        assert time.monotonic() - t0 < 10
+        assert (r.code, r.err) == (0, "")
+        assert r.out == (f"sweepc: stopped the build running in this project (pid {build.pid}); "
+                         "the jobs it was running are recorded as interrupted\n")
+        out, _ = build.communicate(timeout=30)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode == 130, out
+    assert out.endswith("sweepc: 0 done, 4 not started, 2 interrupted, 0 up to date in " + out.rsplit(" in ", 1)[1].split("\n")[0]
+                        + "\nsweepc: interrupted; the jobs that were running are recorded as interrupted and will rerun\n"), out
+    st = json.loads(p.sweepc("status", "--format", "json").out)[0]
+    assert (st["interrupted"], st["never built"], st["running"], st["done"]) == (2, 4, 0, 0), st
+    assert p.sweepc("cancel").out == "sweepc: nothing to cancel\n"
+
+
+def test_cancel_leaves_clean_and_batch_builds_to_themselves() -> None:
+    from sweepc.api import _leaves_jobs_queued
+
+    assert _leaves_jobs_queued(["sweepc", "clean"])
+    assert _leaves_jobs_queued(["sweepc", "build", "--backend", "slurm", "--wait"])
+    assert _leaves_jobs_queued(["sweepc", "-f", "/p/sweepfile", "build", "--backend=slurm"])
+    assert not _leaves_jobs_queued(["sweepc", "build", "-j", "2"])
+    assert not _leaves_jobs_queued(["sweepc", "-D", "a=[1]", "build", "--backend", "dask"])

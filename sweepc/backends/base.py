@@ -132,6 +132,7 @@ class Cancelled:
     jobs: int  # psets recorded as cancelled
     finished: int  # psets whose records came in first
     conductor: int | None = None  # pid of the background conductor that was stopped first
+    build: int | None = None  # pid of a build running jobs on this machine (local, dask) that was stopped
 
 
 class Backend(Protocol):

@@ -992,10 +992,13 @@ def cmd_resources(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     c = _study(args).cancel()
+    if c.build is not None:
+        sys.stdout.write(f"sweepc: stopped the build running in this project (pid {c.build}); "
+                         "the jobs it was running are recorded as interrupted\n")
     if c.conductor is not None:
         sys.stdout.write(f"sweepc: stopped the conductor (pid {c.conductor})\n")
     if not c.arrays and not c.jobs:
-        if c.conductor is None:
+        if c.conductor is None and c.build is None:
             sys.stdout.write("sweepc: nothing to cancel\n")
         return EXIT_OK
     ids = ", ".join(c.arrays)

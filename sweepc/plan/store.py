@@ -37,6 +37,7 @@ import fcntl
 import json
 import operator
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sweepc.errors import StateError, SweepcError, machine_error
+from sweepc.errors import StateError, SweepcError, UsageError, machine_error
 
 # 2: the results table (every run's results, for `sweepc results --history`)
 # 3: jobs.cpu_s (user + system CPU seconds)
@@ -977,6 +978,7 @@ class LiveBuild:
     pid: int
     started: float
     run_id: str | None
+    argv: tuple[str, ...] = ()  # its command line
 
     def text(self) -> str:
         return f"being built by the running build (pid {self.pid}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
@@ -1040,11 +1042,42 @@ def _holder(info: dict[str, Any]) -> LiveBuild | None:
     if info.get("host") != os.uname().nodename:
         return None  # another machine's build on a shared file system: cannot be checked from here
     try:
-        if psutil.Process(pid).create_time() > started + 1.0:
+        proc = psutil.Process(pid)
+        if proc.create_time() > started + 1.0:
             return None  # the pid was recycled
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None  # it has exited; its parent has not reaped it yet
     except psutil.Error:
         return None
-    return LiveBuild(pid, float(started), run_id if isinstance(run_id, str) else None)
+    argv = info.get("argv")
+    return LiveBuild(pid, float(started), run_id if isinstance(run_id, str) else None,
+                     tuple(str(a) for a in argv) if isinstance(argv, list) else ())
+
+
+STOP_TIMEOUT_S = 30.0
+
+
+def stop_build(root: Path, keep: Callable[[Sequence[str]], bool]) -> LiveBuild | None:
+    """SIGTERM the build that holds this project's lock on this machine
+    (unless keep(its command line)) and wait until it has let go of the lock:
+    it stops as after Ctrl-C, recording the jobs it was running as
+    interrupted. None when no such build runs."""
+    b = live_build(root)
+    if b is None or keep(b.argv):
+        return None
+    try:
+        os.kill(b.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return b
+    except PermissionError:
+        raise UsageError(f"the build running in this project (pid {b.pid}) is another user's; sweepc cannot stop it") from None
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (now := live_build(root)) is not None and now.pid == b.pid:
+        if time.monotonic() > deadline:
+            raise UsageError(f"the build running in this project (pid {b.pid}) did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM",
+                             f"stop it with: kill -KILL {b.pid}; then run sweepc cancel again")
+        time.sleep(0.05)
+    return b
 
 
 def _read_holder(fd: int) -> str:

@@ -387,3 +387,19 @@ def test_cancel_leaves_clean_and_batch_builds_to_themselves() -> None:
     assert _leaves_jobs_queued(["sweepc", "-f", "/p/sweepfile", "build", "--backend=slurm"])
     assert not _leaves_jobs_queued(["sweepc", "build", "-j", "2"])
     assert not _leaves_jobs_queued(["sweepc", "-D", "a=[1]", "build", "--backend", "dask"])
+
+
+def test_hints_after_a_build_with_overrides_carry_them() -> None:
+    """After `sweepc -D a='[7, 8]' build --backend slurm` the hints said
+    `sweepc status` and `sweepc build --backend slurm --wait`: about the
+    sweepfile's own psets, not the ones just submitted."""
+    from sweepc.cli.build import with_overrides
+
+    note = ("sweepc: follow them with `sweepc status`, wait with `sweepc build --backend slurm --wait`, "
+            "stop them with `sweepc cancel`")
+    assert with_overrides(note, ["a=[7, 8]", "rows.start=3"]) == (
+        "sweepc: follow them with `sweepc -D 'a=[7, 8]' -D rows.start=3 status`, "
+        "wait with `sweepc -D 'a=[7, 8]' -D rows.start=3 build --backend slurm --wait`, "
+        "stop them with `sweepc -D 'a=[7, 8]' -D rows.start=3 cancel`")
+    assert with_overrides(note, []) == note
+    assert with_overrides("sweepc: 2 done", ["a=1"]) == "sweepc: 2 done"

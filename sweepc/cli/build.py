@@ -309,11 +309,23 @@ def nothing_to_do(p: Plan) -> str:
     return f"sweepc: nothing to do ({plural(p.uptodate, 'job')} up to date{queued})\n"
 
 
+def with_overrides(note: str, defines: Sequence[str]) -> str:
+    """A note's `sweepc ...` commands with this command's -D overrides in
+    them: `sweepc status` or `sweepc build --wait` without them would be
+    about the sweepfile's own psets, not those this build submitted."""
+    if not defines or "`sweepc " not in note:
+        return note
+    import shlex
+
+    return note.replace("`sweepc ", "`sweepc " + " ".join(f"-D {shlex.quote(d)}" for d in defines) + " ")
+
+
 class _Reporter:
     """The backend's notes as lines; jobs to the progress display, if any."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, defines: Sequence[str] = ()) -> None:
         self.out = out
+        self.defines = defines
         self.progress: Progress | None = None
 
     def job_started(self, job: Job, attempt: int) -> None:
@@ -325,6 +337,7 @@ class _Reporter:
             self.progress.job_ended(job, outcome, will_retry)
 
     def note(self, text: str) -> None:
+        text = with_overrides(text, self.defines)
         if self.progress is not None:
             self.progress.line(text)
         else:
@@ -476,7 +489,7 @@ def _stream_name(f: TextIO) -> str:
 def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO) -> int:
     from sweepc.backends.base import Interrupted
 
-    reporter = _Reporter(out)
+    reporter = _Reporter(out, args.define)
     # a batch backend that does not wait returns once its jobs are handed out
     shows_progress = not backend.batch or args.wait
 
@@ -521,7 +534,7 @@ def _build(args: argparse.Namespace, study: Study, backend: Backend, out: TextIO
         return EXIT_OK
     if result.summary is not None:
         print_summary(study.graph, result.summary, out)
-    out.writelines(n + "\n" for n in result.notes)
+    out.writelines(with_overrides(n, args.define) + "\n" for n in result.notes)
     s = result.summary
     if result.status == "interrupted":
         return EXIT_INTERRUPTED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -390,3 +391,16 @@ def test_graph_jobs(design: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_module_entry_point(design: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sweepc", "check"], check=False, capture_output=True, text=True, cwd=design)
     assert (done.returncode, done.stdout, done.stderr) == (0, "sweepfile: ok: 5 parameters, 6 sweeps, 4 rules, 22 jobs\n", "")
+
+
+def test_an_output_that_cannot_hold_a_character_gets_an_escape_not_a_traceback(tmp_path: Path) -> None:
+    """With PYTHONIOENCODING=ascii (or an old locale) `sweepc psets` and
+    `sweepc results` of a parameter 'ünï' ended in a UnicodeEncodeError
+    traceback half-way through the table."""
+    (tmp_path / "sweepfile").write_text('param name = ["ünï", "x"]\nrule r over name:\n    output: "o"\n    shell: "echo {name} > {output}"\n',
+                                        encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "sweepc", "psets", "--format", "csv"], check=False, capture_output=True,
+                          cwd=tmp_path, env=env)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.decode("ascii").splitlines()[1].startswith("name,\\xfcn\\xef,")

@@ -23,6 +23,14 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command (app.main); its exit code."""
+    if argv is None:
+        # a terminal or pipe that cannot hold every character (PYTHONIOENCODING=ascii,
+        # an old locale): a parameter or result with an 'é' printed as \xe9, not a
+        # UnicodeEncodeError traceback half-way through a table (stderr does so already)
+        try:
+            sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
     try:
         from sweepc.cli.app import main as run
     except KeyboardInterrupt:

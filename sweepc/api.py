@@ -520,6 +520,34 @@ class Study:
         ]
         return pd.DataFrame.from_records(rows, columns=cols)
 
+    def refuse_output(self, path: str | Path) -> None:
+        """A UsageError when writing a table, report or plot to `path` would
+        destroy the project: the sweepfile, a file it reads (source inputs,
+        python: modules, templates, CSV and npy files) or anything in
+        sweepc's state folder. (`sweepc results -o .sweepc/state.db` made
+        the state store a CSV file; `report -o sweepfile` would make the
+        sweepfile a web page.)"""
+        from sweepc.lang.project import key_parts
+
+        target = Path(path).resolve()
+        g = self.graph
+        state = state_dir(self.root).resolve()
+        what: str | None = None
+        if target == state or state in target.parents:
+            what = "in sweepc's state folder .sweepc/"
+        elif target == g.sweepfile.resolve():
+            what = "the sweepfile"
+        else:
+            read = {src for job in g.jobs for src in job.sources}
+            read.update(tf.source for r in g.rules for tf in r.templates)
+            parts = key_parts(g)
+            if parts is not None:
+                read.update(f for f, _ in parts[1])
+            if any((g.root / f).resolve() == target for f in read):
+                what = "a file the sweepfile reads"
+        if what is not None:
+            raise UsageError(f"will not write to {path}: it is {what}", "name another file with -o FILE")
+
     def named_files(self) -> list[Path]:
         """The sweepfile and every file it names (source inputs, CSV files)."""
         from sweepc.lang import syntax as s

@@ -361,6 +361,12 @@ def test_view_refuses_the_workdir(project: Path, capsys: pytest.CaptureFixture[s
     code, _, err = cli(capsys, "view", "calc/v")
     assert code == 2
     assert err == f"sweepc: refusing to make a view in {project / 'calc' / 'v'}: it would mix with the project's own files\n  hint: choose a new folder, e.g. sweepc view view/\n"
+    # and sweepc's state folder (links were made among the state store's files)
+    for where in (".sweepc", ".sweepc/v"):
+        code, _, err = cli(capsys, "view", where)
+        assert code == 2
+        assert err == f"sweepc: refusing to make a view in {project / where}: it would mix with the project's own files\n  hint: choose a new folder, e.g. sweepc view view/\n"
+    assert not (project / ".sweepc" / "v").exists() and not (project / ".sweepc" / "sim").exists()
 
 
 def test_view_names_escape_unsafe_characters_and_refuse_overlong_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

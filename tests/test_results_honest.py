@@ -347,3 +347,24 @@ def test_terminal_table_shows_parameters_status_and_results(tmp_path: Path, monk
     # --columns still picks exactly
     _, out, _ = run(capsys, "results", "--columns", "a,_run_seq")
     assert out.splitlines()[0].split() == ["a", "_run_seq"]
+
+
+def test_results_report_and_plot_will_not_write_over_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sweepc results -o .sweepc/state.db --format csv` made the state store
+    a CSV file (every later command: "the state store is corrupt"); `-o
+    sweepfile` or `-o` a CSV file the sweepfile reads wrote over them."""
+    root = project(tmp_path, 'sweep rows = csv("p.csv")\nrule r over rows:\n    input: s = "calc.py"\n    output: "o.json"\n'
+                   '    results: "o.json"\n    shell: "python3 {input.s} {a} {output}"\n', monkeypatch)
+    (root / "p.csv").write_text("a\n1\n2\n")
+    (root / "calc.py").write_text("import json, sys\njson.dump({'y': 2 * int(sys.argv[1])}, open(sys.argv[2], 'w'))\n")
+    assert run(capsys, "build")[0] == 0
+    before = {p: p.read_bytes() for p in (root / "sweepfile", root / "p.csv", root / "calc.py", root / ".sweepc" / "state.db")}
+    for target, what in ((".sweepc/state.db", "in sweepc's state folder .sweepc/"), ("sweepfile", "the sweepfile"),
+                         ("p.csv", "a file the sweepfile reads"), ("./calc.py", "a file the sweepfile reads")):
+        for argv in (("results", "--format", "csv", "-o", target), ("report", "-o", target), ("plot", "y", "--x", "a", "-o", target)):
+            code, out, err = run(capsys, *argv)
+            assert (code, out, err) == (2, "", f"sweepc: will not write to {target}: it is {what}\n  hint: name another file with -o FILE\n"), argv
+    assert {p: p.read_bytes() for p in before} == before
+    code, _, err = run(capsys, "results", "--format", "csv", "-o", "table.csv")
+    assert (code, err) == (0, "sweepc: wrote 2 rows to table.csv\n")
+    assert (root / "table.csv").read_text().splitlines()[0].startswith("a,")

@@ -936,6 +936,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from sweepc.results.table import display_columns, write, write_to
 
     study = _study(args)
+    if args.output is not None:
+        study.refuse_output(args.output)
     study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
     if args.format == "table" and not args.columns and not args.all_columns:

@@ -39,6 +39,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sweepc.lang.project import forget
 
     study = _study(args)
+    study.refuse_output(args.output)
     data = study.report_data()
     # the tables are made: the graph is not needed to draw them (at 100k psets ~60 MB)
     forget(study.graph)
@@ -54,6 +55,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from sweepc.lang.project import forget
 
     study = _study(args)
+    if args.output is not None:
+        study.refuse_output(args.output)
     data = study.plot_data(args.y, args.x, by=args.by, rule=args.rule, where=args.where)
     forget(study.graph)  # the table is made: the graph is not needed to draw it
     del study

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph, Job
+from sweepc.plan.store import STATE_DIR
 from sweepc.values import Scalar
 
 MANIFEST = ".sweepc-view.json"
@@ -82,7 +83,8 @@ def _make_view(g: BuildGraph, jobs: Sequence[int], dest: Path) -> ViewResult:
     root = g.root.resolve()
     wd = g.workdir_path.resolve()
     real = dest.resolve()
-    if real == root or real == wd or _inside(real, wd) or _inside(root, real):
+    state = root / STATE_DIR  # (a view in it mixed its links with the state store's files)
+    if real == root or real == wd or _inside(real, wd) or _inside(root, real) or real == state or _inside(real, state):
         raise UsageError(f"refusing to make a view in {dest}: it would mix with the project's own files", "choose a new folder, e.g. sweepc view view/")
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest} exists and is not a folder")

@@ -378,23 +378,24 @@ class _Joiner:
         return tuple(outs), tuple(results)
 
     def job_path(self, v: s.Str, what: str) -> str:
+        a = "an" if what[:1] in "aeiou" else "a"  # an output file, a results file
         p = v.value.strip()
         norm = os.path.normpath(p) if p else ""
         if not p or os.path.isabs(p) or norm.startswith("..") or norm == ".":
             self.p.bail(
-                f"an {what} file must be a path inside the job's own folder",
+                f"{a} {what} file must be a path inside the job's own folder",
                 v.span,
                 "sweepc keeps every job's files in its own folder (<workdir>/<rule>/<hh>/<hash>/); name the file only, e.g. \"out.txt\"",
             )
         if "{" in p or "}" in p:
-            self.p.bail(f"an {what} file name cannot use placeholders", v.span, "every job has its own folder already, so one fixed name is enough")
+            self.p.bail(f"{a} {what} file name cannot use placeholders", v.span, "every job has its own folder already, so one fixed name is enough")
         if breaks_lines(p):
-            self.p.bail(f"an {what} file name cannot hold a line break", v.span,
+            self.p.bail(f"{a} {what} file name cannot hold a line break", v.span,
                         "the input list of a job that reads it names one path a line; choose a name without line breaks")
         if norm in RESERVED_NAMES:
             self.p.bail(f"'{norm}' is a file sweepc writes itself", v.span, "choose another name")
         if any(len(part.encode()) > 255 for part in norm.split(os.sep)):
-            self.p.bail(f"an {what} file name is longer than 255 bytes", v.span, "no file system takes such a name; choose a shorter one")
+            self.p.bail(f"{a} {what} file name is longer than 255 bytes", v.span, "no file system takes such a name; choose a shorter one")
         return norm
 
     def rule_resources(self, f: s.Field | None, keys: Sequence[str]) -> dict[str, tuple[s.Expr, Template | str | None]]:

@@ -403,3 +403,36 @@ def test_hints_after_a_build_with_overrides_carry_them() -> None:
         "stop them with `sweepc -D 'a=[7, 8]' -D rows.start=3 cancel`")
     assert with_overrides(note, []) == note
     assert with_overrides("sweepc: 2 done", ["a=1"]) == "sweepc: 2 done"
+
+
+def test_a_dry_run_prints_each_jobs_folder_and_command(local_project):
+    """build -n -p (make -n, snakemake -np): the command each job would run,
+    in its folder, with its parameter values quoted as the shell gets them."""
+    p = local_project.write('''
+        param a = ["x y", "it's"]
+
+        rule gen over a:
+            output: "out.txt"
+            shell: """
+                echo {a} > {output}
+                wc -c {output}
+            """
+
+        rule f over a:
+            python: "model.py:run"
+    ''', **{"model.py": "def run(pset):\n    return None\n"})
+    d = {j.rule: j.reldir for j in p.graph.jobs if j.params["a"] == "it's"}
+    r = p.sweepc("build", "-n", "-p", "--where", "a == \"it's\"")
+    assert (r.code, r.err) == (0, "")
+    assert r.out == (
+        "run gen[a=it's]: never built\n"
+        f"    cd calc/{d['gen']}\n"
+        "    echo 'it'\"'\"'s' > out.txt\n"
+        "    wc -c out.txt\n"
+        "run f[a=it's]: never built\n"
+        f"    cd calc/{d['f']}\n"
+        "    python: model.py:run(pset)\n"
+        "2 of 2 jobs to run (gen 1, f 1), 0 up to date\n"
+    )
+    r = p.sweepc("build", "-p")
+    assert (r.code, r.out, r.err) == (2, "", "sweepc: --print-commands goes with -n (a dry run)\n  hint: see the commands first: sweepc build -n -p\n")

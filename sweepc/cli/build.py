@@ -40,6 +40,8 @@ def register(sub: Any) -> None:
     c.add_argument("-j", "--jobs", type=_positive, metavar="N", help="run at most N cpus' worth of jobs at once (default: all cores)")
     c.add_argument("-n", "--dry-run", action="store_true", help="say what would run, and why, without running it")
     c.add_argument("--explain", action="store_true", help="give every reason each job runs")
+    c.add_argument("-p", "--print-commands", action="store_true",
+                   help="with -n: under each job, its folder and the command it would run (make -n, snakemake -np)")
     c.add_argument("--backend", choices=backend_names(), default="local", help="where jobs run (default: local)")
     c.add_argument("-k", "--keep-going", action="store_true", help="after a failure, run everything that does not depend on it")
     c.add_argument("--no-time-limits", action="store_true", help="local, dask: let jobs run past their rule's `time` resource")
@@ -124,13 +126,16 @@ def _rel(g: BuildGraph, p: Path) -> str:
 # ---- build --------------------------------------------------------------------
 
 
-def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
+def print_plan(p: Plan, explain: bool, out: TextIO, commands: bool = False) -> None:
     jobs, reasons = p.graph.jobs, p.reasons
     g = p.graph
     lines: list[str] = []
+    wd = _rel(g, g.workdir_path) if commands else ""
     for i in p.run:
         shown = reasons[i] if explain else reasons[i][:1]
         lines.append(f"run {jobs[i].label}: {'; '.join([r.text for r in shown])}\n")
+        if commands:
+            lines.extend(_command_lines(g, jobs[i], wd))
         if len(lines) >= 4096:
             out.writelines(lines)
             lines.clear()
@@ -140,6 +145,19 @@ def print_plan(p: Plan, explain: bool, out: TextIO) -> None:
     counts = p.counts_by_rule()
     parts = [f"{rule} {counts[rule]}" for rule in (r.name for r in g.rules) if rule in counts]
     out.write(f"{len(p.run)} of {plural(len(p.selected), 'job')} to run" + (f" ({', '.join(parts)})" if parts else "") + f", {p.uptodate} up to date\n")
+
+
+def _command_lines(g: BuildGraph, job: Job, wd: str) -> list[str]:
+    """build -n -p: the job's folder (its working directory) and what runs
+    there, indented; as the shell gets it, parameter values quoted."""
+    py = g.rule(job.rule).python
+    if py is not None:
+        body = [f"python: {py[0]}:{py[1]}(pset)"]
+    else:
+        body = job.command.splitlines() or [""]
+    import shlex
+
+    return [f"    cd {shlex.quote(f'{wd}/{job.reldir}')}\n", *(f"    {line}\n" for line in body)]
 
 
 def print_unknown_outputs(p: Plan, out: TextIO) -> None:
@@ -394,6 +412,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from sweepc.backends.base import BuildOptions
 
     backend = backends.get(args.backend)
+    if args.print_commands and not args.dry_run:
+        raise UsageError("--print-commands goes with -n (a dry run)", "see the commands first: sweepc build -n -p")
     if args.detach and not backend.batch:
         raise UsageError(f"--detach is for batch backends; the {args.backend} backend runs jobs while sweepc runs",
                          "use --backend slurm --detach")
@@ -421,7 +441,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         for w in study.check(p, args.backend, BuildOptions(jobs=args.jobs, dry_run=True)):
             out.write(f"sweepc: warning: {w}\n")
         print_unknown_outputs(p, out)
-        print_plan(p, args.explain, out)
+        print_plan(p, args.explain, out, args.print_commands)
         out.writelines(pending)
         return EXIT_OK
     guarded = _GuardedOut(out)

@@ -77,6 +77,15 @@ def until(what: Callable[[], bool], timeout: float, step: float = 1.0) -> bool:
     return what()
 
 
+def gone(pid: int) -> bool:
+    """Whether process pid has exited (a zombie not reaped yet counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+
+
 @pytest.fixture
 def cleanup(slurm_cluster: dict[str, str]) -> object:
     """Projects whose jobs are cancelled (only theirs) when a test ends early."""
@@ -231,14 +240,7 @@ def test_detach_starts_a_conductor_that_retries_and_exits_when_done(slurm_cluste
     code, out = p.sweepc("build", "--backend", "slurm")
     assert code == 2 and "another sweepc build is running in this project" in out, out
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-
-    assert until(gone, 240, 3), (p.root / ".sweepc" / "conductor.log").read_text()
+    assert until(lambda: gone(pid), 240, 3), (p.root / ".sweepc" / "conductor.log").read_text()
     log = (p.root / ".sweepc" / "conductor.log").read_text()
     assert "sim[a=1] reached its time limit, retrying (attempt 2)" in log, log
     assert "sweepc: 2 done, 0 up to date" in log, log
@@ -275,14 +277,7 @@ def test_the_conductor_builds_what_the_command_line_asked_for(slurm_cluster: dic
     assert code == 0, out
     pid = int(re.findall(r"pid (\d+)", out)[0])
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-
-    assert until(gone, 120, 1), (p.root / ".sweepc" / "conductor.log").read_text()
+    assert until(lambda: gone(pid), 120, 1), (p.root / ".sweepc" / "conductor.log").read_text()
     log = (p.root / ".sweepc" / "conductor.log").read_text()
     assert log.startswith("==> ")
     assert f" sweepc -D a=[5, 6, 7] -f {p.root / 'sweepfile'} build --backend slurm --wait --conductor -k -- sim\n" in log, log

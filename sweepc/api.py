@@ -431,6 +431,7 @@ class Study:
 
     def report(self, output: str | Path = "report.html") -> Path:
         """Write the HTML report (docs/results.md) to `output`; needs sweepc[report]."""
+        self.refuse_output(output)
         return write_report(self.report_data(), output)
 
     def report_data(self) -> ReportData:
@@ -458,6 +459,8 @@ class Study:
         """One picture of result y against parameter x (one line per value of
         `by`; by default the other varied parameter with the fewest values,
         "none" for one line); PNG or SVG by the extension of `output`."""
+        if output is not None:
+            self.refuse_output(output)
         return write_plot(self.plot_data(y, x, by, rule, where), output)
 
     def plot_data(self, y: str, x: str, by: str | None = None, rule: str | None = None, where: str | None = None) -> PlotData:

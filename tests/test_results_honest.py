@@ -364,6 +364,11 @@ def test_results_report_and_plot_will_not_write_over_the_project(tmp_path: Path,
         for argv in (("results", "--format", "csv", "-o", target), ("report", "-o", target), ("plot", "y", "--x", "a", "-o", target)):
             code, out, err = run(capsys, *argv)
             assert (code, out, err) == (2, "", f"sweepc: will not write to {target}: it is {what}\n  hint: name another file with -o FILE\n"), argv
+    # the Python API's report() and plot() too
+    study = sweepc.load(root)
+    for call in (lambda: study.report("sweepfile"), lambda: study.plot("y", "a", output="p.csv")):
+        with pytest.raises(sweepc.UsageError, match=r"^will not write to (sweepfile|p\.csv): it is (the sweepfile|a file the sweepfile reads)"):
+            call()
     assert {p: p.read_bytes() for p in before} == before
     code, _, err = run(capsys, "results", "--format", "csv", "-o", "table.csv")
     assert (code, err) == (0, "sweepc: wrote 2 rows to table.csv\n")

@@ -312,6 +312,11 @@ def test_removed_value_leaves_orphans_that_clean_orphans_removes(built):
     assert all(rows[k] == before[k] for k in kept), "records of kept jobs changed"
     assert dry(built) == "run total: command changed\n1 of 6 jobs to run (total 1), 5 up to date\n"
     assert built.sweepc("clean", "orphans").out == "sweepc: nothing to clean\n"
+    # with -D the sweepfile's own psets would be the orphans: refused, nothing removed
+    r = built.sweepc("-D", "a=[7]", "clean", "orphans")
+    assert (r.code, r.out, r.err) == (2, "", "sweepc: clean orphans does not go with -D: it would take the sweepfile's own psets for orphans "
+                                             "and remove them\n  hint: run it without -D: sweepc clean orphans -n shows what it removes\n")
+    assert all(old[k].is_dir() for k in kept) and set(built.rows()) == set(kept)
 
 
 def test_moving_the_project_folder_makes_nothing_stale(built, tmp_path):

@@ -724,6 +724,10 @@ def _made_by_sweepc(rule: str, h: str, d: Path, records: Collection[tuple[str, s
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    if args.what == "orphans" and args.define:
+        # the psets of the overridden study are not the sweepfile's: its own would be the orphans
+        raise UsageError("clean orphans does not go with -D: it would take the sweepfile's own psets for orphans and remove them",
+                         "run it without -D: sweepc clean orphans -n shows what it removes")
     study = _study(args)
     g = study.graph
     root, sd = g.root, state_dir(g.root)

@@ -158,6 +158,11 @@ def _workdir(p: Problems, node: s.Str, root: Path, sweepfile: Path) -> str:
     value = node.value.strip()
     norm = os.path.normpath(value)
     hint = 'for example: workdir = "calc"'
+    if value.startswith("~") or "$" in value:
+        # taken as written, `~` and `$HOME` were folders of those names in the project
+        # (and `rm -rf ~` is what a shell user would then type to remove one)
+        p.bail(f"workdir {value!r} is taken as written: sweepc does not expand '~' or '$' variables",
+               node.span, "write the folder's path itself, inside the project; " + hint)
     if os.path.isabs(norm):
         real_root = os.path.realpath(root)
         rel = os.path.relpath(os.path.realpath(norm), real_root)

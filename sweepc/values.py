@@ -33,6 +33,12 @@ def breaks_lines(s: str) -> bool:
     return len((s + "x").splitlines()) != 1
 
 
+def not_expanded(path: str) -> str:
+    """For the hint of a path that was not found: say that sweepc takes `~`
+    and `$VAR` as written, when the path has them ("" when not)."""
+    return "; '~' and '$' variables are not expanded" if path.startswith("~") or "$" in path else ""
+
+
 def clean_float(x: float) -> float:
     """Round away binary noise from computed floats (linspace, logspace).
 

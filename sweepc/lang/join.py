@@ -28,7 +28,7 @@ from sweepc.lang.placeholders import Template, TemplateError, parse_template
 from sweepc.lang.problems import Bail, Problems
 from sweepc.lang.resources import RESOURCE_NAMES, resource_value
 from sweepc.lang.sweeps import Psets, keys_of
-from sweepc.values import Scalar, breaks_lines, join_key
+from sweepc.values import Scalar, breaks_lines, join_key, not_expanded
 
 RULE_FIELDS = ("input", "output", "shell", "python", "restart", "resources", "retries", "results", "local", "templates")
 PSET_ATTRS = ("hash", "dir", "seq")
@@ -327,7 +327,8 @@ class _Joiner:
         try:
             code = full.read_bytes()
         except OSError:
-            self.p.bail(f"python: module '{norm}' does not exist", node.span, "paths are relative to the project folder (where the sweepfile is)")
+            self.p.bail(f"python: module '{norm}' does not exist", node.span,
+                        "paths are relative to the project folder (where the sweepfile is)" + not_expanded(norm))
         try:
             tree = ast.parse(code, filename=str(full))
         except (SyntaxError, ValueError) as ex:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweepc.hashing import pset_hash
-from sweepc.values import RESERVED_PARAMS, Scalar, clean_str, display, join_key
+from sweepc.values import RESERVED_PARAMS, Scalar, clean_str, display, join_key, not_expanded
 
 Pset = dict[str, Scalar]
 Psets = tuple[Pset, ...]
@@ -231,7 +231,7 @@ def read_csv_indexed(
             body = list(reader)
     except FileNotFoundError:
         raise SweepMathError(
-            f"CSV file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile"
+            f"CSV file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile" + not_expanded(shown_path)
         ) from None
     except csv.Error as e:
         if "field larger than field limit" in str(e):  # (not a question of encoding)
@@ -340,7 +340,8 @@ def read_npy(path: Path, shown_path: str, start: int, rows: int | None, columns:
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise SweepMathError(f"NumPy file '{shown_path}' not found", "paths are relative to the folder that holds the sweepfile") from None
+        raise SweepMathError(f"NumPy file '{shown_path}' not found",
+                             "paths are relative to the folder that holds the sweepfile" + not_expanded(shown_path)) from None
     except (OSError, ValueError) as e:
         raise SweepMathError(f"cannot read {shown_path}: {e}", "npy() reads a .npy file written by numpy.save (no pickled objects)") from None
     if not isinstance(arr, np.ndarray):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, overload
 from sweepc.errors import Diagnostic, SweepfileError
 from sweepc.lang.graph import BuildGraph, Job
 from sweepc.hashing import bulk_sha256, text_hash
+from sweepc.values import not_expanded
 from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, RecordMap, Store, live_build, state_dir
 
 if TYPE_CHECKING:
@@ -843,6 +844,6 @@ def _missing(g: BuildGraph, job: Job, path: str) -> Diagnostic:
     return Diagnostic(
         f"source input '{path}' does not exist",
         span,
-        f"needed by {job.label}; create it, or fix the path (paths are relative to the project folder)",
+        f"needed by {job.label}; create it, or fix the path (paths are relative to the project folder{not_expanded(path)})",
         g.sweepfile.name,
     )

@@ -249,6 +249,11 @@ def _describe(e: UnexpectedInput, source: str) -> tuple[str, Span, str]:
         if ch == "\t" or ch == " ":
             return ("unexpected indentation", Span(line, col, line, col + 1), "only rule and backend blocks are indented")
         shown = f"'{ch}'" if ch.isprintable() else ascii(ch)
+        if (ch.isalpha() or ch.isdigit()) and not ch.isascii():
+            # `param α = ...`: a name as Python would take it
+            return (f"unexpected character {shown}", Span(line, col, line, col + 1),
+                    "names use ASCII letters, digits and _ only (they become shell variables and file names); "
+                    "write non-ASCII text in strings")
         return (f"unexpected character {shown}", Span(line, col, line, col + 1),
                 f"expected {_expected_words(_accepted(e, e.allowed or ()))}")
     if isinstance(e, UnexpectedEOF):

@@ -63,6 +63,10 @@ def test_syntax_error_points_into_the_D_text(local_project: Any) -> None:
     p = local_project.write(SWEEPFILE, **{"p.csv": CSV})
     r = p.sweepc("-D", "a=[1, 2", "check")
     assert (r.code, r.err) == (2, "-D:1:3: '[' was never closed\n  a=[1, 2\n    ^\n  hint: close it with ']' before the end of the statement\n")
+    # a list written as the shell would write it: the hint shows the brackets
+    r = p.sweepc("-D", "a=1,2", "check")
+    assert (r.code, r.err) == (2, "-D:1:4: unexpected ','; expected the end of the line or 'where'\n  a=1,2\n     ^\n"
+                                  "  hint: a list of values needs brackets: -D a='[1,2]'\n")
 
 
 def test_compile_error_points_into_the_D_text(local_project: Any) -> None:

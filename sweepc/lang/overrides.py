@@ -67,7 +67,10 @@ def _parse_value(text: str, name: str, line: int) -> s.Expr:
     try:
         m = parse("\n" * (line - 1) + stand_in + text[text.index("="):], OVERRIDE_FILENAME)
     except SweepfileError as e:
-        diags = [replace(d, span=None if d.span is None else Span(1, d.span.column, 1, d.span.end_column), shown_line=None)
+        diags = [replace(d, span=None if d.span is None else Span(1, d.span.column, 1, d.span.end_column), shown_line=None,
+                         # -D a=1,2: the shell's habit; the sweepfile's list has brackets
+                         hint=(f"a list of values needs brackets: -D {name}='[{text[text.index('=') + 1:]}]'"
+                               if d.message.startswith("unexpected ','") else d.hint))
                  for d in e.diagnostics]
         raise SweepfileError(diags, text) from None
     (st,) = m.statements

@@ -761,4 +761,3 @@ def _leaves_jobs_queued(argv: Sequence[str]) -> bool:
         return backends.get(name).batch
     except (KeyError, ValueError, SweepcError):
         return True  # not a backend sweepc knows: leave it be
-

@@ -698,3 +698,28 @@ def test_python_jobs_run_on_local_cluster_workers_importing_the_module_once_per_
     rows = {row["a"]: row for row in json.loads(p.sweepc("results", "--format", "json").out)}
     assert {a: row["y"] for a, row in rows.items()} == {a: 100 * a for a in range(12)}
     assert build(p).out == "sweepc: nothing to do (12 jobs up to date)\n"
+
+
+def test_a_stop_while_the_local_cluster_starts_is_quiet(local_project):
+    """SIGTERM (`sweepc cancel`) or Ctrl-C while the LocalCluster's first
+    worker process was starting: `sweepc: interrupted`, then distributed's
+    atexit hook printed 'Exception ignored in atexit callback' and a
+    traceback (AssertionError: Status.init). The stop is sent as soon as the
+    build has a child process (the cluster's first), and once more a little later."""
+    p = local_project.write(STUDY)
+    for sig, extra in ((signal.SIGTERM, 0.0), (signal.SIGINT, 0.0), (signal.SIGTERM, 0.15)):
+        proc = p.spawn("build", "--backend", "dask", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            me = psutil.Process(proc.pid)
+            wait_until(lambda: bool(me.children()) or proc.poll() is not None, 60, "the cluster's first process")
+            family = me.children(recursive=True)
+            time.sleep(extra)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode in (0, 130), (sig, proc.returncode, out, err)
+        assert "Traceback" not in out + err and "Exception ignored" not in out + err, (sig, out, err)
+        wait_until(lambda: gone(family), 30, "the half-started cluster to go")

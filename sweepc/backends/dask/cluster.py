@@ -11,6 +11,7 @@ cpus are honoured; without, every task takes one thread.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -105,10 +106,42 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+_CLOSE_AT_EXIT: list[bool] = []  # _own_close_at_exit() done
+
+
+def _own_close_at_exit() -> None:
+    """Put _close_clusters() in the place of distributed's own atexit hook
+    (once). A Ctrl-C or SIGTERM (`sweepc cancel`) while a LocalCluster was
+    starting left it half made, and distributed's hook ended the build's
+    output with 'Exception ignored in atexit callback' and a traceback
+    (AssertionError: Status.init) after `sweepc: interrupted`."""
+    if _CLOSE_AT_EXIT:
+        return
+    from distributed.deploy import spec
+
+    atexit.unregister(spec.close_clusters)
+    atexit.register(_close_clusters)
+    _CLOSE_AT_EXIT.append(True)
+
+
+def _close_clusters() -> None:
+    """distributed.deploy.spec.close_clusters, quiet: a cluster that cannot be
+    closed (its workers not started yet) goes with this process, as its
+    worker processes do (their nannies watch their parent)."""
+    from distributed.core import Status
+    from distributed.deploy.spec import SpecCluster
+
+    for cluster in list(SpecCluster._instances):
+        if getattr(cluster, "shutdown_on_close", False) and getattr(cluster, "status", Status.closed) != Status.closed:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+
+
 def open_session(s: DaskSettings, jobs: int | None) -> Session:
     """Start or reach the cluster. A running scheduler that cannot be reached
     within connect_timeout is a one-line UsageError."""
     _quiet()
+    _own_close_at_exit()
     import dask
     from distributed import Client
 

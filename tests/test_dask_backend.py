@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -704,10 +705,13 @@ def test_a_stop_while_the_local_cluster_starts_is_quiet(local_project):
     """SIGTERM (`sweepc cancel`) or Ctrl-C while the LocalCluster's first
     worker process was starting: `sweepc: interrupted`, then distributed's
     atexit hook printed 'Exception ignored in atexit callback' and a
-    traceback (AssertionError: Status.init). The stop is sent as soon as the
-    build has a child process (the cluster's first), and once more a little later."""
+    traceback (AssertionError: Status.init); or the workers it was still
+    starting printed theirs (FileNotFoundError in SemLock._rebuild: sweepc had
+    gone). The stop is sent as soon as the build has a child process (the
+    cluster's first), and a little later."""
     p = local_project.write(STUDY)
-    for sig, extra in ((signal.SIGTERM, 0.0), (signal.SIGINT, 0.0), (signal.SIGTERM, 0.15)):
+    for sig, extra in ((signal.SIGTERM, 0.0), (signal.SIGINT, 0.0), (signal.SIGTERM, 0.05), (signal.SIGINT, 0.1),
+                       (signal.SIGTERM, 0.2), (signal.SIGINT, 0.3)):
         proc = p.spawn("build", "--backend", "dask", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             me = psutil.Process(proc.pid)
@@ -723,3 +727,35 @@ def test_a_stop_while_the_local_cluster_starts_is_quiet(local_project):
         assert proc.returncode in (0, 130), (sig, proc.returncode, out, err)
         assert "Traceback" not in out + err and "Exception ignored" not in out + err, (sig, out, err)
         wait_until(lambda: gone(family), 30, "the half-started cluster to go")
+
+
+def test_the_clusters_processes_write_their_stderr_to_the_log(tmp_path):
+    """What the processes started while the LocalCluster starts print goes to
+    .sweepc/dask-workers.log; after a start cut short (KeyboardInterrupt) fd 2
+    stays there for what dask still starts, and sweepc's own messages
+    (sys.stderr) still reach the terminal. (The first case of the test above,
+    workers dying with a SemLock traceback after sweepc had gone, is a window
+    of milliseconds; this is the mechanism that keeps it off the terminal.)"""
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from sweepc.backends.dask.cluster import _stderr_of_children\n"
+        "log = Path(sys.argv[1])\n"
+        "child = [sys.executable, '-c', 'import os; os.write(2, b\"child says \" + os.environ[\"N\"].encode() + b\"\\\\n\")']\n"
+        "with _stderr_of_children(log):\n"
+        "    subprocess.run(child, env={'N': '1'}, check=True)\n"
+        "subprocess.run(child, env={'N': '2'}, check=True)\n"
+        "try:\n"
+        "    with _stderr_of_children(log):\n"
+        "        raise KeyboardInterrupt\n"
+        "except KeyboardInterrupt:\n"
+        "    subprocess.run(child, env={'N': '3'}, check=True)\n"
+        "    sys.stderr.write('sweepc: interrupted\\n')\n"
+    )
+    log = tmp_path / "dask-workers.log"
+    done = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "child says 2\nsweepc: interrupted\n"
+    assert log.read_text() == "child says 1\nchild says 3\n"

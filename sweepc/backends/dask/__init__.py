@@ -20,7 +20,9 @@ from sweepc.backends.base import BuildOptions, Cancelled, Execution, LiveJobs, R
 from sweepc.errors import UsageError
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
-from sweepc.plan.store import Store
+from sweepc.plan.store import Store, state_dir
+
+WORKER_LOG = "dask-workers.log"  # in .sweepc/: the standard error of a LocalCluster's processes
 
 
 class DaskBackend:
@@ -71,7 +73,7 @@ class DaskBackend:
 
         s = settings(plan.graph)
         require_dask(s)
-        session = open_session(s, options.jobs)
+        session = open_session(s, options.jobs, state_dir(plan.graph.root) / WORKER_LOG)
         try:
             dash = f", dashboard at {session.dashboard}" if session.dashboard else ", no dashboard (pip install bokeh)"
             reporter.note(f"sweepc: dask: {session.shape.text}{dash}")

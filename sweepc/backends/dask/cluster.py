@@ -15,7 +15,10 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sweepc.backends.dask.settings import DEFAULT_LOCAL_WORKERS, JOBQUEUE_CLASSES, DaskSettings, jobqueue_class, memory_mb
@@ -137,9 +140,46 @@ def _close_clusters() -> None:
                 cluster.close(timeout=10)
 
 
-def open_session(s: DaskSettings, jobs: int | None) -> Session:
+@contextlib.contextmanager
+def _stderr_of_children(log: Path | None) -> Iterator[None]:
+    """Meanwhile fd 2 is `log` (appended to): the standard error of the
+    processes started meanwhile, a LocalCluster's nannies and workers. A
+    Ctrl-C or SIGTERM while they started left them failing to unpickle what
+    sweepc had already let go of, and their tracebacks (FileNotFoundError in
+    SemLock._rebuild) came after `sweepc: interrupted` on the terminal. When
+    the cluster's start is cut short, fd 2 stays on the log (dask's event
+    loop may still start processes) and sys.stderr, sweepc's own messages,
+    goes on to the terminal through a copy of the old fd 2."""
+    fd = -1
+    if log is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    if fd < 0:
+        yield
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)  # (fd 2 stays inheritable: the children take it)
+    os.close(fd)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        sys.stderr = open(saved, "w", encoding=getattr(sys.stderr, "encoding", None) or "utf-8",  # noqa: SIM115
+                          errors="backslashreplace", buffering=1)
+        raise
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def open_session(s: DaskSettings, jobs: int | None, log: Path | None = None) -> Session:
     """Start or reach the cluster. A running scheduler that cannot be reached
-    within connect_timeout is a one-line UsageError."""
+    within connect_timeout is a one-line UsageError. `log`: where the standard
+    error of a LocalCluster's processes goes."""
     _quiet()
     _own_close_at_exit()
     import dask
@@ -161,11 +201,12 @@ def open_session(s: DaskSettings, jobs: int | None) -> Session:
         from distributed import LocalCluster
 
         workers, cores, mem = local_shape(s, jobs)
-        cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=workers, threads_per_worker=cores, processes=True, host="127.0.0.1",
-            dashboard_address=s.dashboard, resources={"cpus": cores, "mem_mb": mem}, memory_limit=0,
-            silence_logs=logging.ERROR,
-        )
+        with _stderr_of_children(log):
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers, threads_per_worker=cores, processes=True, host="127.0.0.1",
+                dashboard_address=s.dashboard, resources={"cpus": cores, "mem_mb": mem}, memory_limit=0,
+                silence_logs=logging.ERROR,
+            )
     else:
         cluster = _jobqueue(s, shape)
     try:

@@ -49,6 +49,13 @@ def test_a_job_past_its_time_limit_is_stopped_and_recorded_timeout(local_project
     ]
     [status] = json.loads(p.sweepc("status", "--format", "json").out)
     assert (status["jobs"], status["failed"], status["timeout"]) == (1, 0, 1)  # its own column, as on SLURM
+    # and the results table says why, as for any failure (its _error was empty)
+    [res] = json.loads(p.sweepc("results", "--format", "json").out)
+    assert (res["_status"], res["_error"]) == ("timeout", "time limit reached (00:00:02)")
+    assert p.sweepc("results").out.splitlines() == [
+        " a _status                        _error",
+        " 1 timeout time limit reached (00:00:02)",
+    ]
 
 
 def test_a_timed_out_job_is_retried_with_its_restart_command(local_project):

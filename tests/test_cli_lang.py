@@ -226,6 +226,17 @@ def test_usage_errors_exit_2(design: Path, capsys: pytest.CaptureFixture[str]) -
     assert info.value.code == 2
     assert "invalid choice: 'xml'" in capsys.readouterr().err
     assert run(capsys, "psets", "gird") == (2, "", "sweepc: unknown sweep 'gird'\n  hint: did you mean 'grid'?\n")
+    # `--psets -10:` (the last ten): argparse takes "-10:" for an option; the hint shows the '=' form
+    with pytest.raises(SystemExit) as info:
+        main(["build", "-n", "--psets", "-10:"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("sweepc: error: argument --psets: expected one argument\n"
+                                            "  hint: a value that starts with '-' goes after '=': --psets=-10:\n")
+    with pytest.raises(SystemExit) as info:
+        main(["build", "-n", "--psets"])  # no value at all: no such hint
+    assert capsys.readouterr().err.endswith("sweepc: error: argument --psets: expected one argument\n")
+    assert main(["build", "-n", "--psets=-2:"]) == 0
+    assert capsys.readouterr().out.endswith(" up to date\n")
 
 
 # ---- psets ----------------------------------------------------------------------

@@ -25,7 +25,22 @@ class _Parser(argparse.ArgumentParser):
         # argparse exits with 2 too; keep its usage line and our wording
         self.print_usage(sys.stderr)
         sys.stderr.write(f"sweepc: error: {message}\n")
+        if message.endswith(": expected one argument"):
+            # `--psets -10:` (the last ten): argparse takes -10: for an option
+            names = message.removeprefix("argument ").partition(":")[0].split("/")
+            argv = self.argv
+            after = [argv[k + 1] for k, a in enumerate(argv[:-1]) if a in names]
+            if after and after[-1].startswith("-"):
+                sys.stderr.write(f"  hint: a value that starts with '-' goes after '=': {names[-1]}={after[-1]}\n")
         raise SystemExit(EXIT_USAGE)
+
+    argv: list[str] = []  # what parse_args() was given (for error())
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    _Parser.argv = list(argv if argv is not None else sys.argv[1:])  # (the subcommands' parsers are _Parsers too)
+    return parser.parse_args(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +122,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _command(argv: Sequence[str] | None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         # the command line as typed, for the runs table (also under python -m sweepc)
         args.command_line = ["sweepc", *(sys.argv[1:] if argv is None else argv)]
         if argv is None:  # the process ends with this command: see cli.build._TermAsInterrupt

@@ -213,3 +213,23 @@ def test_a_report_of_100k_psets_takes_seconds_and_stays_small(built: Path) -> No
     assert len(text) < 1_500_000, len(text)
     assert text.count("<svg") == 4  # timeline, resources, error, iterations
     assert "more failures: sweepc results --format csv lists them all." in text
+
+
+def test_a_job_stopped_at_its_time_limit_is_listed_under_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report said "No job failed." of a study whose job had reached its
+    time limit (status timeout), and its _error was empty."""
+    pytest.importorskip("matplotlib")
+    (tmp_path / "sweepfile").write_text('param a = [1, 2]\n\nrule r over a:\n    output: "o"\n    resources: time = "00:00:01"\n'
+                                        '    shell: "if [ {a} = 2 ]; then sleep 10; fi; echo {a} > {output}"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "build", "-k")
+    assert code == 1 and "FAILED r[a=2]: time limit reached (00:00:01)" in out, out
+    code, _, err = run(capsys, "report", "-o", "r.html")
+    assert (code, err) == (0, "sweepc: wrote r.html\n")
+    html = (tmp_path / "r.html").read_text()
+    failures = html[html.index("<section id='failures'>"):]
+    failures = failures[:failures.index("</section>")]
+    assert "No job failed." not in failures
+    assert re.search(r"<td>r\[a=2\]</td><td>143</td><td><pre>time limit reached \(00:00:01\)</pre></td>", failures), failures
+    assert "r[a=1]" not in failures

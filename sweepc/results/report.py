@@ -26,7 +26,8 @@ from sweepc.results import plots
 MAX_RESULTS = 24  # numeric results plotted; the rest are named
 MAX_PARAMS = 5  # varied parameters plotted against
 MAX_FAILURES = 200  # failures listed; the rest are counted
-STATUS_ORDER = ("done", "stale", "failed", "results missing", "results malformed", "interrupted", "cancelled", "queued", "never built")
+STATUS_ORDER = ("done", "stale", "failed", "timeout", "results missing", "results malformed", "interrupted", "cancelled", "queued", "never built")
+FAILED = ("failed", "timeout")  # the statuses listed under Failures (a timeout is a failure of its own kind)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _failures(data: ReportData) -> str:
     for name, df in data.tables.items():
         if not len(df):
             continue
-        failed = df[df["_status"] == "failed"]
+        failed = df[df["_status"].isin(FAILED)]
         total += len(failed)
         keys = list(g.rule(name).keys)
         for rec in failed.head(MAX_FAILURES - len(rows)).to_dict(orient="records") if len(rows) < MAX_FAILURES else []:
@@ -254,7 +255,7 @@ table { border-collapse: collapse; margin: .5em 0; } th, td { border: 1px solid 
 table.facts th { background: #f6f6f6; font-weight: 600; }
 pre { margin: 0; white-space: pre-wrap; max-width: 50em; font-size: 12px; }
 .note { color: #666; font-size: .92em; } .ok { color: #2a7a2a; }
-.st-failed { color: #b00020; font-weight: 600; } .st-done { color: #2a7a2a; }
+.st-failed, .st-timeout { color: #b00020; font-weight: 600; } .st-done { color: #2a7a2a; }
 figure.plot { margin: .5em 0 1.5em; } figure.plot svg { max-width: 100%; height: auto; }
 """
 

@@ -541,15 +541,21 @@ class Study:
         elif target == g.sweepfile.resolve():
             what = "the sweepfile"
         else:
-            read = {src for job in g.jobs for src in job.sources}
-            read.update(tf.source for r in g.rules for tf in r.templates)
+            read = self._inputs()
             parts = key_parts(g)
-            if parts is not None:
-                read.update(f for f, _ in parts[1])
-            if any((g.root / f).resolve() == target for f in read):
+            if parts is not None:  # the CSV and npy files the compiler read
+                read.update((g.root / f).resolve() for f, _ in parts[1])
+            if target in read:
                 what = "a file the sweepfile reads"
         if what is not None:
             raise UsageError(f"will not write to {path}: it is {what}", "name another file with -o FILE")
+
+    def _inputs(self) -> set[Path]:
+        """The source inputs and templates of every rule, resolved."""
+        g = self.graph
+        names = {src for job in g.jobs for src in job.sources}
+        names.update(tf.source for r in g.rules for tf in r.templates)
+        return {(g.root / n).resolve() for n in names}
 
     def named_files(self) -> list[Path]:
         """The sweepfile and every file it names (source inputs, CSV files)."""
@@ -558,12 +564,7 @@ class Study:
 
         g = self.graph
         files: dict[Path, None] = {g.sweepfile.resolve(): None}
-        for j in g.jobs:
-            for src in j.sources:
-                files[(g.root / src).resolve()] = None
-        for r in g.rules:
-            for tf in r.templates:
-                files[(g.root / tf.source).resolve()] = None
+        files.update(dict.fromkeys(sorted(self._inputs())))
         module = parse(g.source, g.sweepfile.name)
         stack: list[object] = list(module.statements)
         while stack:

@@ -1065,19 +1065,30 @@ def stop_build(root: Path, keep: Callable[[Sequence[str]], bool]) -> LiveBuild |
     b = live_build(root)
     if b is None or keep(b.argv):
         return None
-    try:
-        os.kill(b.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return b
-    except PermissionError:
-        raise UsageError(f"the build running in this project (pid {b.pid}) is another user's; sweepc cannot stop it") from None
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while (now := live_build(root)) is not None and now.pid == b.pid:
-        if time.monotonic() > deadline:
-            raise UsageError(f"the build running in this project (pid {b.pid}) did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM",
-                             f"stop it with: kill -KILL {b.pid}; then run sweepc cancel again")
-        time.sleep(0.05)
+
+    def holds() -> bool:
+        now = live_build(root)
+        return now is not None and now.pid == b.pid
+
+    terminate(b.pid, holds, "the build running in this project")
     return b
+
+
+def terminate(pid: int, alive: Callable[[], bool], what: str) -> None:
+    """SIGTERM process pid and wait while alive() (at most STOP_TIMEOUT_S);
+    `what` names it in the errors (UsageError)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        raise UsageError(f"{what} (pid {pid}) is another user's; sweepc cannot stop it") from None
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while alive():
+        if time.monotonic() > deadline:
+            raise UsageError(f"{what} (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM",
+                             f"stop it with: kill -KILL {pid}; then run sweepc cancel again")
+        time.sleep(0.05)
 
 
 def _read_holder(fd: int) -> str:

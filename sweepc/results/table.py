@@ -30,7 +30,7 @@ import pandas as pd
 from sweepc.backends.jobdir import BOOKKEEPING, check_end, flatten, read_results
 from sweepc.errors import UsageError, did_you_mean, listing
 from sweepc.lang.graph import LOG_NAME, BuildGraph, RuleSpec
-from sweepc.lang.resources import format_time
+from sweepc.backends.local.limits import time_limit_reached
 from sweepc.plan.planner import Plan
 from sweepc.plan.store import HistoryRow, Record, RecordMap, Run
 
@@ -180,8 +180,7 @@ def _table(plan: Plan, rule: RuleSpec, runs: Sequence[Run], cwd: Path | None, ro
         if status == "failed":
             error[k] = error_text(g, rule, Path(f"{wd}/{jobs[i].reldir}"), rec_exit)
         elif status == "timeout":  # (was empty: why a job failed, for this kind of failure too)
-            limit = jobs[i].resources.time_s
-            error[k] = f"time limit reached ({format_time(limit)})" if limit is not None else "time limit reached"
+            error[k] = time_limit_reached(jobs[i].resources.time_s)
         if start is None:  # never ran (planned, queued)
             continue
         r = run_id[k] = texts.setdefault(rec_run, rec_run)

@@ -35,9 +35,9 @@ from sweepc.backends.dask.settings import DaskSettings
 from sweepc.backends.hold import StopsHeld
 from sweepc.backends.dask.tasks import JobResult, JobSpec, PyCall, clear_flag, run_batch, set_flag
 from sweepc.backends.jobdir import PSET_JSON_ENV, WRITE_FLAGS, JobDirError, check_end, prepare_job_dir, uses_input_list
-from sweepc.backends.local.limits import format_limit
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, BuildGraph, Job
+from sweepc.backends.local.limits import time_limit_reached
 from sweepc.plan.planner import Plan, dynamic_fingerprint
 from sweepc.backends import soft
 from sweepc.plan.store import Outcome, Store
@@ -373,7 +373,7 @@ class _Runner:
         n, total = self.runtime.get(self.shape(i), (0, 0.0))
         self.runtime[self.shape(i)] = (n + 1, total + max(0.0, r.end - r.start))
         if r.state == "timeout":  # whatever it did after the SIGTERM, it did not finish in time
-            message = f"time limit reached ({format_limit(job.resources.time_s or 0)})"
+            message = time_limit_reached(job.resources.time_s or 0)
             with contextlib.suppress(OSError):
                 _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
             self.judge_failure(i, attempt, r.exit_code, r.start, r.end, r.max_rss_kb, message, r.host, r.worker, "timeout")

@@ -53,7 +53,7 @@ from sweepc.backends.jobdir import (
 )
 from sweepc.plan.planner import Plan, dynamic_fingerprint
 from sweepc.backends.hold import StopsHeld
-from sweepc.backends.local.limits import TimeLimits, format_limit
+from sweepc.backends.local.limits import TimeLimits, time_limit_reached
 from sweepc.backends.local.journal import entry, journal_path, make_tag
 from sweepc.backends.local.procs import Exit, ProcessPool, Queue, Spawn
 from sweepc.backends.local.pypool import QUEUE_DEPTH, Pools, PyExit, PyPrep, PythonPool, PyTask
@@ -484,7 +484,7 @@ class _Runner:
                         job = g.jobs[i]
                         timed_out = limits is not None and limits.ended(i)
                         if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
-                            ok, message = False, f"time limit reached ({format_limit(res.time_s or 0)})"
+                            ok, message = False, time_limit_reached(res.time_s or 0)
                             with contextlib.suppress(OSError):
                                 _append(self.wd / job.reldir / LOG_NAME, f"\n=== sweepc: {message}, job stopped ===\n")
                         else:

@@ -36,6 +36,12 @@ def format_limit(secs: int) -> str:
     return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
 
 
+def time_limit_reached(secs: int | None) -> str:
+    """Why a job stopped at its `time` resource: the build's line, its log's
+    marker and the results table's `_error` say it alike."""
+    return f"time limit reached ({format_limit(secs)})" if secs is not None else "time limit reached"
+
+
 class TimeLimits:
     """Deadlines of running jobs, by the caller's job key."""
 

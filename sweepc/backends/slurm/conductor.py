@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweepc.errors import UsageError
-from sweepc.plan.store import state_dir
+from sweepc.plan.store import state_dir, terminate
 
 LOG_NAME = "conductor.log"
 CONDUCTOR_FLAG = "--conductor"  # a hidden option of `sweepc build`: marks the process
 START_TIMEOUT_S = 60.0  # loading a 100k-pset sweepfile and taking the lock
-STOP_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -116,16 +114,7 @@ def stop(root: Path) -> Conductor | None:
     c = running(root)
     if c is None:
         return None
-    try:
-        os.kill(c.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return c
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(c.pid):
-        if time.monotonic() > deadline:
-            raise UsageError(f"the conductor (pid {c.pid}) did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM",
-                             f"stop it with: kill -KILL {c.pid}; then run sweepc cancel again")
-        time.sleep(0.05)
+    terminate(c.pid, lambda: _alive(c.pid), "the conductor")
     return c
 
 

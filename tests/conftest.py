@@ -58,6 +58,16 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
+def need(module: str) -> None:
+    """An optional dependency a test needs: skipped without it, a failure when CI=true."""
+    try:
+        __import__(module)
+    except ImportError as e:
+        if _in_ci():
+            pytest.fail(f"CI=true but {module} cannot be imported: {e}", pytrace=False)
+        pytest.skip(f"{module} is not installed")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[dict[str, str]]:
     """A usable SLURM cluster: yields the environment (a full ``os.environ``

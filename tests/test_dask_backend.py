@@ -24,6 +24,7 @@ import pytest
 
 from sweepc.backends.dask import tasks
 from sweepc.backends.dask.tasks import JobSpec, run_batch
+from conftest import need
 
 SUMMARY_RE = re.compile(r"^sweepc: (.*) in \d+\.\ds$")
 DASHBOARD = 'dashboard = "127.0.0.1:0"'
@@ -91,7 +92,7 @@ def test_settings_errors_point_at_the_setting(local_project):
 
 
 def test_an_option_dask_jobqueue_rejects_is_a_sweepfile_error(local_project):
-    pytest.importorskip("dask_jobqueue")
+    need("dask_jobqueue")
     base = 'backend dask:\n    cluster = "slurm"\n    cores = 2\n    memory = "2GB"\n'
     err = compile_errors(local_project, base + '    walltme = "01:00:00"\n')
     assert "sweepfile:9:5: dask_jobqueue's SLURMCluster has no option 'walltme'" in err, err

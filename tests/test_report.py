@@ -22,6 +22,7 @@ import pytest
 
 import sweepc
 from sweepc.cli import main
+from conftest import need
 
 CASE = Path(__file__).parent / "cases" / "report"
 
@@ -37,7 +38,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The solver study of tests/cases/report (48 psets over n, method, seed; one
     fails with a Python traceback), built once."""
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     root = tmp_path_factory.mktemp("report") / "study"
     shutil.copytree(CASE, root)
     r = subprocess.run([sys.executable, "-m", "sweepc", "-C", str(root), "build", "-k", "-j", "2"], capture_output=True, text=True,
@@ -219,7 +220,7 @@ def test_a_job_stopped_at_its_time_limit_is_listed_under_failures(tmp_path: Path
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The report said "No job failed." of a study whose job had reached its
     time limit (status timeout), and its _error was empty."""
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     (tmp_path / "sweepfile").write_text('param a = [1, 2]\n\nrule r over a:\n    output: "o"\n    resources: time = "00:00:01"\n'
                                         '    shell: "if [ {a} = 2 ]; then sleep 10; fi; echo {a} > {output}"\n')
     monkeypatch.chdir(tmp_path)

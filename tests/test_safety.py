@@ -454,6 +454,27 @@ def test_a_read_only_state_folder_is_a_message_and_exit_3(tmp_path: Path) -> Non
     )
 
 
+def test_a_read_only_project_folder_names_the_folder_to_make_writable(tmp_path: Path) -> None:
+    # a project in a folder the user cannot write (another user's, or a read-only
+    # mount): .sweepc/ cannot be made, and the hint names the project's folder,
+    # not the .sweepc/ that is not there
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "sweepfile").write_text(textwrap.dedent(SIMPLE).lstrip())
+    r = _in_a_mount_namespace(textwrap.dedent('''
+        mount --bind . . && mount -o remount,ro,bind . || exit 8
+        cd "$PWD"
+        $SWEEPC build; echo "rc=$?"
+        $SWEEPC build -n >/dev/null; echo "dry=$?"
+        test -e .sweepc || echo "no .sweepc"
+    ''').replace("\n        ", "\n"), proj)
+    assert r.stdout == "rc=3\ndry=0\nno .sweepc\n", (r.stdout, r.stderr)
+    assert r.stderr == (
+        "sweepc: cannot write .sweepc/: it is read-only (Read-only file system).\n"
+        "  hint: make ./ and the files in it writable (check: ls -la ./, lsattr, mount), then try again\n"
+    )
+
+
 def test_a_read_only_store_is_a_message_and_exit_3(local_project: Any) -> None:
     p = local_project.write(SIMPLE)
     assert p.sweepc("build").code == 0

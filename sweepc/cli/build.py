@@ -71,7 +71,7 @@ def register(sub: Any) -> None:
     c.add_argument("--rule", metavar="R", help="only rule R")
     c.set_defaults(func=cmd_resources)
 
-    c = sub.add_parser("cancel", help="cancel what this project has queued or running in SLURM")
+    c = sub.add_parser("cancel", help="stop what runs for this project: a build in another terminal, the conductor, SLURM jobs")
     c.set_defaults(func=cmd_cancel)
 
     c = sub.add_parser("runs", help="every build that ran something, with its git commit")

@@ -862,7 +862,10 @@ def _reader(path: Path) -> sqlite3.Connection | None:
 
 def _cannot_write(path: Path, e: BaseException) -> SweepcError:
     """A failed write of sweepc's own state, as a message naming the file."""
-    err = machine_error(_rel(path), _rel(path.parent) + "/", e)
+    shown, folder = _rel(path), path.parent
+    while not folder.is_dir() and folder.parent != folder:  # (.sweepc/ could not be made: name it and its folder)
+        shown, folder = _rel(folder) + "/", folder.parent
+    err = machine_error(shown, _rel(folder) + "/", e)
     if err is not None:
         return err
     return StateError(f"cannot write {_rel(path)} ({e}).\n  hint: check the disk and the permissions of {_rel(path.parent)}/")

@@ -273,6 +273,47 @@ def test_every_format_written_with_o_reads_back_equal(built: Path, capsys: pytes
     assert pd.read_parquet(built / "r.parquet").dtypes.to_dict() == want.dtypes.to_dict()
 
 
+def test_o_without_format_writes_the_format_its_ending_names(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `results -o r.csv` wrote the terminal's table into r.csv
+    want = sweepc.load(built).results()
+    for name, read in (("r.csv", pd.read_csv), ("R.JSON", _read_json), ("r.parquet", pd.read_parquet), ("r.pq", pd.read_parquet)):
+        code, out, err = cli(capsys, "results", "-o", name)
+        assert (code, out, err) == (0, "", f"sweepc: wrote 4 rows to {name}\n")
+        _same(read(built / name), want)
+    # any other ending: the table, as on the terminal; --format always wins
+    _, table, _ = cli(capsys, "results")
+    assert cli(capsys, "results", "-o", "r.txt")[0] == 0
+    assert (built / "r.txt").read_text() == table
+    assert cli(capsys, "results", "--format", "json", "-o", "r.csv")[0] == 0
+    _same(_read_json(built / "r.csv"), want)
+
+
+def test_the_table_cuts_long_cells_and_csv_keeps_them(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one result of a megabyte made every line of the terminal's table a megabyte wide
+    first = sorted((built / "calc" / "square").glob("*/*"))[0]
+    (first / "square.json").write_text(json.dumps({"sq": 10, "blob": "x" * 1_000_000}))
+    params = json.loads((first / "pset.json").read_text())["params"]
+    where = f"a == {params['a']} and b == {params['b']}"
+    _, out, _ = cli(capsys, "results", "--where", where, "--columns", "a,blob")
+    assert out.splitlines() == [
+        " a" + " " * 97 + "blob",
+        f" {params['a']} " + "x" * 97 + "...",
+    ]
+    _, out, _ = cli(capsys, "results", "--where", where, "--columns", "a,blob", "--format", "csv")
+    assert out.splitlines() == ["a,blob", f"{params['a']}," + "x" * 1_000_000]
+
+
+def test_a_parquet_error_quotes_no_megabyte_value(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # pyarrow's message quotes the value it could not convert, whole
+    for k, d in enumerate(sorted((built / "calc" / "square").glob("*/*"))):
+        (d / "square.json").write_text(json.dumps({"sq": 10, "v": "y" * 1_000_000 if k == 0 else 1.5}))
+    code, out, err = cli(capsys, "results", "-o", "r.parquet")
+    assert (code, out) == (2, "")
+    assert err.startswith("sweepc: cannot write r.parquet as parquet: Could not convert '" + "y" * 60 + "...' with type str")
+    assert len(err) < 400, len(err)
+    assert err.endswith("\n  hint: a column holds values of different types; write --format csv or json, or leave it out with --columns\n")
+
+
 def test_table_format_and_no_rows(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "results", "--columns", "a,b,_status,sq")
     assert code == 0

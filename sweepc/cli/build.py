@@ -63,7 +63,8 @@ def register(sub: Any) -> None:
     c.add_argument("--psets", metavar="START:STOP", help="only this slice of the rule's psets")
     c.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order")
     c.add_argument("--all-columns", action="store_true", help="table format: every column, bookkeeping too (csv, json, parquet always have them)")
-    c.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table", help="output format (default: table; parquet needs -o)")
+    c.add_argument("--format", choices=("table", "csv", "json", "parquet"),
+                   help="output format (default: from -o FILE's ending, .csv .json .parquet; else table; parquet needs -o)")
     c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of the terminal")
     c.set_defaults(func=cmd_results)
 
@@ -951,7 +952,14 @@ def _prune_empty(d: Path, stop: Path) -> None:
 # ---- results and runs -------------------------------------------------------------
 
 
+# the format `results -o FILE` writes when --format is not given, by FILE's ending
+_FORMAT_OF_ENDING = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
 def cmd_results(args: argparse.Namespace) -> int:
+    if args.format is None:  # (-o results.csv wrote the terminal's table into a .csv file)
+        ending = os.path.splitext(args.output or "")[1].lower()
+        args.format = _FORMAT_OF_ENDING.get(ending, "table")
     if args.format == "parquet":
         arrow_frees()
     else:

@@ -600,7 +600,7 @@ def write(df: pd.DataFrame, fmt: str, path: str | None) -> str | None:
         try:
             df.to_parquet(path, index=False)
         except pyarrow.ArrowException as e:
-            why = "; ".join(str(a) for a in e.args) or str(e)
+            why = _shortened("; ".join(str(a) for a in e.args) or str(e))
             raise UsageError(
                 f"cannot write {path} as parquet: {why}",
                 "a column holds values of different types; write --format csv or json, or leave it out with --columns",
@@ -619,6 +619,14 @@ def write(df: pd.DataFrame, fmt: str, path: str | None) -> str | None:
     return None
 
 
+def _shortened(message: str, most: int = 60) -> str:
+    """message with each quoted value longer than `most` characters cut ("..."):
+    pyarrow's errors quote the value that failed, whole, a megabyte or more."""
+    import re
+
+    return re.sub(r"'([^']{%d})[^']+'" % most, lambda m: f"'{m.group(1)}...'", message)
+
+
 def write_to(df: pd.DataFrame, fmt: str, out: TextIO) -> None:
     """write(df, fmt, None), written to `out` piece by piece: the csv and json
     of 100k rows are never one text (40 and 85 MB, and as much again encoded)."""
@@ -627,6 +635,9 @@ def write_to(df: pd.DataFrame, fmt: str, out: TextIO) -> None:
     for piece in _pieces(df, fmt):
         out.write(piece)
 
+
+# the widest cell of the table format, in characters
+CELL_WIDTH = 100
 
 # rows per piece of csv or json
 _ROWS_AT_ONCE = 5000
@@ -648,7 +659,9 @@ def _pieces(df: pd.DataFrame, fmt: str) -> Iterator[str]:
             yield ("," if lo else "") + text[1:-1]
         yield "]\n"
     else:
-        yield "(no rows)\n" if df.empty else df.to_string(index=False) + "\n"
+        # (a cell is cut at CELL_WIDTH characters, "..." at its end: one result of a
+        # megabyte made every line of the table a megabyte wide; csv and json keep it whole)
+        yield "(no rows)\n" if df.empty else df.to_string(index=False, max_colwidth=CELL_WIDTH) + "\n"
 
 
 # what pandas.read_csv reads as a gap by default, quoted or not

@@ -108,6 +108,39 @@ def test_golden(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert got == golden.read_text()
 
 
+@pytest.mark.parametrize(("directive", "option"), [
+    ("--array=0-3", "--array"), ("--array 0-3", "--array"), ("-a 0-3", "--array"), ("-a0-3", "--array"), ("--arr=0-3", "--array"),
+    ("-o /tmp/x", "--output"), ("-o/tmp/x", "--output"), ("--outp=x", "--output"),
+    ("-d afterok:1", "--dependency"), ("--dep=afterok:1", "--dependency"),
+    ("--parsable", "--parsable"), ("--kill-on-invalid-dep=no", "--kill-on-invalid-dep"),
+    ("--chdir=/", "--chdir"), ("-D /", "--chdir"),
+])
+def test_a_directive_may_not_set_sweepcs_own_options_in_any_form(
+    directive: str, option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the short and cut-short forms sbatch reads too went through: "-a 1-3" ran the wrong
+    # task indices, "-D /" a task that cannot find its runner, "-o" moved SLURM's log away
+    fake_slurm(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweepfile").write_text(
+        f'param a = [1]\nrule sim over a:\n    output: "out.txt"\n    shell: "echo {{a}} > {{output}}"\n'
+        f'backend slurm:\n    directives = ["--exclusive", "{directive}"]\n'
+    )
+    capsys.readouterr()
+    assert main(["build", "--backend", "slurm"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"sweepc: sweepfile: backend slurm: directive '{directive}' sets {option}, which sweepc sets itself\n"
+                               "  hint: remove it from directives\n")
+    assert not (tmp_path / "sbatch.log").exists()
+
+
+def test_directives_that_only_look_like_sweepcs_own_are_kept() -> None:
+    from sweepc.backends.slurm.settings import own_option
+
+    for d in ("--account=x", "-A x", "--open-mode=append", "--deadline=now", "--constraint=a", "-C a", "-N 2", "--exclusive"):
+        assert own_option(d) is None, d
+
+
 def test_render_only_submits_nothing_and_records_the_jobs_as_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     render_case(CASES / "throttle_bundle.sweep", tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "sbatch.log").exists()

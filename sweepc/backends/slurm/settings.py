@@ -17,8 +17,27 @@ from sweepc.values import Scalar
 # The name of the project-wide template override, next to the sweepfile.
 PROJECT_TEMPLATE = "sweepc-slurm.sh.j2"
 
-# Options sweepc sets itself: a `directives` entry may not set them again.
-_OWN_OPTIONS = ("--array", "--dependency", "--parsable", "--output", "--kill-on-invalid-dep")
+# Options sweepc sets itself: a `directives` entry may not set them again
+# (--chdir: a task runs in the submission folder, where its runner is).
+_OWN_OPTIONS = ("--array", "--dependency", "--parsable", "--output", "--kill-on-invalid-dep", "--chdir")
+# their one-letter forms, as sbatch reads them
+_SHORT = {"-a": "--array", "-d": "--dependency", "-o": "--output", "-D": "--chdir"}
+
+
+def own_option(directive: str) -> str | None:
+    """The option of sweepc's own that an sbatch directive sets, in whatever
+    form sbatch reads it: "--array=1-3", "--array 1-3", "-a 1-3", "-a1-3", or
+    a long name cut short ("--arr=1-3": getopt takes any prefix that names
+    one option only); else None."""
+    d = directive.strip()
+    if d.startswith("--"):
+        name = d.split("=", 1)[0].split()[0]
+        if len(name) >= 5:  # ("--ar" could be --array or --account: sbatch refuses it itself)
+            for own in _OWN_OPTIONS:
+                if own.startswith(name):
+                    return own
+        return None
+    return _SHORT.get(d[:2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +86,8 @@ def settings(g: BuildGraph) -> SlurmSettings:
                 'for example: directives = ["--constraint=haswell", "--exclusive"]',
             )
         d = d.strip()
-        option = d.split("=", 1)[0].split()[0]
-        if option in _OWN_OPTIONS:
+        option = own_option(d)
+        if option is not None:
             raise UsageError(f"{where}: directive {d!r} sets {option}, which sweepc sets itself", "remove it from directives")
         directives.append(d)
 

@@ -312,16 +312,21 @@ def run(pset):
         return {"_status": 1}
     if a == 8:
         return {"x": object()}
+    if a in (9, 10):  # nested too deeply for the results table: 500 levels, and more than json can write
+        deep = top = {}
+        for _ in range(500 if a == 9 else 100_000):
+            deep["d"] = deep = {}
+        return {"x": top}
     return {"y": a, "pid": os.getpid()}
 '''
 
 
 def test_failures_fail_only_their_job_and_say_why(local_project):
-    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 12)"))
+    p = local_project.write(GRID.replace("[1, 2, 3, 4]", "range(1, 14)"))
     write_module(p, FAILING_MODULE)
     r = p.sweepc("build", "-j", "2", "-k")
     assert r.code == 1, r
-    assert summary(r.out) == "4 done, 7 failed, 0 up to date"
+    assert summary(r.out) == "4 done, 9 failed, 0 up to date"
     whys = {ln.split(": ", 1)[0].removeprefix("FAILED "): ln.split(": ", 1)[1] for ln in r.out.splitlines()
             if ln.startswith("FAILED ") and ": " in ln}
     assert whys == {
@@ -332,6 +337,8 @@ def test_failures_fail_only_their_job_and_say_why(local_project):
         "work[a=6]": "the function returned key 'a', which is a parameter name; rename the result",
         "work[a=7]": "the function returned key '_status', which is a column sweepc fills itself; rename the result",
         "work[a=8]": "the function returned key 'x' with a value that is not JSON: object is not JSON serialisable",
+        "work[a=9]": "the function returned a dict nested more than 100 levels deep",
+        "work[a=10]": "the function returned a dict nested more than 100 levels deep",
     }
     # the log's last line is the short error (what the results' _error shows)
     for label, why in whys.items():
@@ -342,15 +349,15 @@ def test_failures_fail_only_their_job_and_say_why(local_project):
     assert 'model.py", line 6, in run' in tb and "pyjob.py" not in tb
     df = sweepc.load(p.root / "sweepfile").results()
     done = df[df["_status"] == "done"]
-    assert sorted(done["a"]) == [1, 9, 10, 11]
+    assert sorted(done["a"]) == [1, 11, 12, 13]
     # the results' _error: the exception line, or what sweepc says (after what the log had before)
     errors = dict(zip(df["a"], df["_error"]))
     assert errors[2] == "ValueError: a=2 is bad"
-    for a in range(3, 9):
+    for a in range(3, 11):
         assert errors[a].splitlines()[-1] == whys[f"work[a={a}]"], errors[a]
     assert not (p.dir("work[a=5]") / "sweepc-result.json").exists()
     # the failed jobs rerun next time, the others not
-    assert p.sweepc("build", "-n").out.splitlines()[-1] == "7 of 11 jobs to run (work 7), 4 up to date"
+    assert p.sweepc("build", "-n").out.splitlines()[-1] == "9 of 13 jobs to run (work 9), 4 up to date"
 
 
 def test_retries_call_the_function_again(local_project):
@@ -1112,6 +1119,9 @@ def test_the_worker_knows_sweepcs_file_names():
     from sweepc.backends import pyjob
 
     assert (pyjob.RESULT_NAME, pyjob.INPUT_LIST_NAME) == (graph.PYTHON_RESULT_NAME, graph.INPUT_LIST_NAME)
+    from sweepc.backends import jobdir
+
+    assert pyjob.MAX_DEPTH == jobdir.MAX_DEPTH
 
 
 def test_the_function_may_not_return_any_column_sweepc_fills():

@@ -120,6 +120,40 @@ def test_read_results_messages(tmp_path: Path) -> None:
     assert read_results(d, ["gone.json"], []).problem == "results file gone.json is missing"
 
 
+def test_results_nested_too_deeply_are_malformed_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # json's decoder raised RecursionError: a traceback at the job's end, and then
+    # every command that replayed the journal (status, results, build) crashed too
+    def nested(n: int) -> str:
+        return '{"a":' * n + "1" + "}" * n
+
+    d = tmp_path
+    (d / "r.json").write_text(nested(100))
+    assert read_results(d, ["r.json"], []).problem is None
+    for n in (101, 900, 100_000):
+        (d / "r.json").write_text(nested(n))
+        assert read_results(d, ["r.json"], []).problem == "results file r.json is nested more than 100 levels deep", n
+    (d / "r.json").write_text('{"x": ' + "[" * 101 + "]" * 101 + "}")
+    assert read_results(d, ["r.json"], []).problem == "results file r.json is nested more than 100 levels deep"
+    (d / "sweepc-result.json").write_text(nested(500))  # what a python: rule's function returned
+    assert read_results(d, ["sweepc-result.json"], []).problem == "the function returned a dict nested more than 100 levels deep"
+
+    project(tmp_path, (
+        'param k = [1, 2]\n'
+        'rule sim over k:\n'
+        '    output: "r.json"\n'
+        '    results: "r.json"\n'
+        '    shell: """python3 -c "n = 1 if {k} == 1 else 100000; open(\'r.json\', \'w\').write(\'{{\\\\"a\\\\":\' * n + \'1\' + \'}}\' * n)" """\n'
+    ), monkeypatch)
+    code, out, err = run(capsys, "build", "-k")
+    assert code == 1, out + err
+    assert "FAILED sim[k=2]: results file r.json is nested more than 100 levels deep\n" in out + err
+    assert "Traceback" not in out + err
+    code, out, err = run(capsys, "status", "--format", "json")
+    assert code == 0 and [(r["done"], r["failed"]) for r in json.loads(out)] == [(1, 1)]
+    code, out, err = run(capsys, "results", "--format", "json")
+    assert code == 0 and [r["_status"] for r in json.loads(out)] == ["done", "failed"]
+
+
 def test_results_given_as_text_or_parsed_read_the_same_and_store_as_compact_json(tmp_path: Path) -> None:
     # a python: job's results come from the worker's reply already parsed (pyworker.py): same values, same problems
     obj = {"x": 1, "n": {"a": 2, "b": [1, 2.5]}, "s": "é\n\"", "t": True, "f": False, "z": None, "y": math.nan, "i": -math.inf}

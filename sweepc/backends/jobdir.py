@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from sweepc.backends import templates
-from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, BuildGraph, Job, RuleSpec
+from sweepc.backends.pyjob import deeper_than
+from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job, RuleSpec
 from sweepc.values import encode_scalar as _encode, values_json
 
 PSET_JSON_VERSION = 1
@@ -379,6 +380,17 @@ def flat_items(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield key, v
 
 
+# the deepest nesting of objects and lists a results file may have: flattening,
+# the table's formats and pandas recurse, and Python's stack is ~1000 frames
+MAX_DEPTH = 100
+
+
+def _too_deep(name: str) -> str:
+    if name == PYTHON_RESULT_NAME:  # (what a python: rule's function returned)
+        return f"the function returned a dict nested more than {MAX_DEPTH} levels deep"
+    return f"results file {name} is nested more than {MAX_DEPTH} levels deep"
+
+
 _JSON_KIND = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 
@@ -411,8 +423,12 @@ def read_results(d: Path | str, names: Sequence[str], params: Sequence[str],
             return ResultsRead(values, f"results file {name} is missing", "missing")
         except (OSError, ValueError, UnicodeDecodeError) as e:
             return ResultsRead(values, f"results file {name} is not valid JSON ({_why(e)})", "malformed")
+        except RecursionError:  # (json's decoder: a traceback, then every command replaying the journal crashed too)
+            return ResultsRead(values, _too_deep(name), "malformed")
         if not isinstance(data, dict):
             return ResultsRead(values, f"results file {name} holds {_JSON_KIND.get(type(data), 'a JSON value')}, not a JSON object", "malformed")
+        if deeper_than(data, MAX_DEPTH):
+            return ResultsRead(values, _too_deep(name), "malformed")
         for key, v in flat_items(data):
             why = (
                 "is the name of a parameter" if key in taken

@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import Any
 
 RESULT_NAME = "sweepc-result.json"  # = sweepc.lang.graph.PYTHON_RESULT_NAME
+MAX_DEPTH = 100  # = sweepc.backends.jobdir.MAX_DEPTH: the deepest results the table reads
 INPUT_LIST_NAME = "sweepc-inputs.txt"  # = sweepc.lang.graph.INPUT_LIST_NAME
 BOOKKEEPING_IN = ("_pset_hash", "_job_dir", "_rule", "_inputs")
 # Columns of the results table that are sweepc's (sweepc.results.table.BOOKKEEPING)
@@ -151,7 +152,19 @@ def check_result(result: Any, params: Mapping[str, Any]) -> dict[str, Any]:
             raise JobError(f"the function returned key '{k}', which is a parameter name; rename the result")
         if k in RESERVED_KEYS:
             raise JobError(f"the function returned key '{k}', which is a column sweepc fills itself; rename the result")
+    if deeper_than(result, MAX_DEPTH):
+        raise JobError(f"the function returned a dict nested more than {MAX_DEPTH} levels deep")
     return result
+
+
+def deeper_than(data: Any, limit: int) -> bool:
+    """Whether dicts and lists in data nest more than limit levels (no recursion)."""
+    level: list[Any] = [data]
+    for _ in range(limit):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, (dict, list))]
+        if not level:
+            return False
+    return True
 
 
 # json.dumps(v, default=_json_default, allow_nan=True), without making an encoder a call
@@ -165,6 +178,8 @@ def write_result(result: dict[str, Any], dir_fd: int) -> str:
     its text (one line: JSON, ASCII only)."""
     try:
         text = _ENCODE(result)
+    except RecursionError:
+        raise JobError(f"the function returned a dict nested more than {MAX_DEPTH} levels deep") from None
     except (TypeError, ValueError) as ex:
         bad = []
         for k, v in result.items():

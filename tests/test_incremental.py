@@ -319,6 +319,27 @@ def test_removed_value_leaves_orphans_that_clean_orphans_removes(built):
     assert all(old[k].is_dir() for k in kept) and set(built.rows()) == set(kept)
 
 
+def test_clean_all_batch_and_orphans_refuse_options_that_would_pick_some_jobs(built):
+    # `clean all --where 'a == 1' -y` removed every job folder and the whole history:
+    # all, batch and orphans take no selection, and say which command does
+    before = built.rows()
+    cases = {
+        ("all", "--where", "a == 1", "-y"): "sweepc: clean all does not go with --where: it removes the whole workdir and .sweepc/\n"
+                                           "  hint: to remove some jobs' outputs: sweepc clean outputs --where 'a == 1'\n",
+        ("all", "--rule", "square", "--rule", "total", "-n"): "sweepc: clean all does not go with --rule: it removes the whole workdir and .sweepc/\n"
+                                                         "  hint: to remove some jobs' outputs: sweepc clean outputs --rule square --rule total\n",
+        ("batch", "--psets", "0:2"): "sweepc: clean batch does not go with --psets: it removes every SLURM script and log\n"
+                                     "  hint: to remove some jobs' outputs: sweepc clean outputs --psets 0:2\n",
+        ("orphans", "--where", "a > 1", "--psets", "1:"): "sweepc: clean orphans does not go with --where: it removes every pset no longer in the sweepfile\n"
+                                                          "  hint: to remove some jobs' outputs: sweepc clean outputs --where 'a > 1' --psets 1:\n",
+    }
+    for argv, err in cases.items():
+        r = built.sweepc("clean", *argv)
+        assert (r.code, r.out, r.err) == (2, "", err), argv
+    assert built.rows() == before and (built.root / ".sweepc").is_dir()
+    assert all(built.dir(k).is_dir() for k in before)
+
+
 def test_moving_the_project_folder_makes_nothing_stale(built, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     moved = built.moved_to(tmp_path / "elsewhere" / "renamed")

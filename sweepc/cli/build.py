@@ -724,7 +724,24 @@ def _made_by_sweepc(rule: str, h: str, d: Path, records: Collection[tuple[str, s
     return (rule, h) in records or is_marked(d, f"{rule}/{h[:2]}/{h}")
 
 
+# what `clean all|batch|orphans` remove: all of it, whatever --rule, --where or --psets say
+_CLEANS_WHOLE = {
+    "all": "it removes the whole workdir and .sweepc/",
+    "batch": "it removes every SLURM script and log",
+    "orphans": "it removes every pset no longer in the sweepfile",
+}
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
+    narrowed = [(o, v) for o, vs in (("--rule", args.rule or ()), ("--where", (args.where,) if args.where else ()),
+                                     ("--psets", (args.psets,) if args.psets else ())) for v in vs]
+    if narrowed and args.what in _CLEANS_WHOLE:
+        # (clean all --where 'a == 1' -y removed every job folder and the history)
+        import shlex
+
+        option = narrowed[0][0]
+        raise UsageError(f"clean {args.what} does not go with {option}: {_CLEANS_WHOLE[args.what]}",
+                         "to remove some jobs' outputs: sweepc clean outputs " + " ".join(f"{o} {shlex.quote(v)}" for o, v in narrowed))
     if args.what == "orphans" and args.define:
         # the psets of the overridden study are not the sweepfile's: its own would be the orphans
         raise UsageError("clean orphans does not go with -D: it would take the sweepfile's own psets for orphans and remove them",

@@ -526,8 +526,9 @@ class Study:
     def refuse_output(self, path: str | Path) -> None:
         """A UsageError when writing a table, report or plot to `path` would
         destroy the project: the sweepfile, a file it reads (source inputs,
-        python: modules, templates, CSV and npy files) or anything in
-        sweepc's state folder. (`sweepc results -o .sweepc/state.db` made
+        python: modules, templates, CSV and npy files), anything in
+        sweepc's state folder, or in a rule's job folders (a job's results
+        file overwritten by a table). (`sweepc results -o .sweepc/state.db` made
         the state store a CSV file; `report -o sweepfile` would make the
         sweepfile a web page.)"""
         from sweepc.lang.project import key_parts
@@ -540,6 +541,8 @@ class Study:
             what = "in sweepc's state folder .sweepc/"
         elif target == g.sweepfile.resolve():
             what = "the sweepfile"
+        elif (rule := _rule_folder_of(g, target)) is not None:
+            what = f"in the job folders of rule '{rule}' (where its outputs and results files are)"
         else:
             read = self._inputs()
             parts = key_parts(g)
@@ -734,13 +737,27 @@ def write_report(data: ReportData, output: str | Path = "report.html") -> Path:
     return path
 
 
+def _rule_folder_of(g: BuildGraph, target: Path) -> str | None:
+    """The rule whose folder in the workdir holds target (or is it), else None."""
+    wd = g.workdir_path.resolve()
+    if wd not in target.parents:
+        return None
+    first = target.relative_to(wd).parts[0]
+    return first if first in g.rule_index else None
+
+
 def write_plot(data: PlotData, output: str | Path | None = None) -> Path:
     """The picture of Study.plot_data() as a PNG or SVG file (by the
     extension of `output`; default Y-vs-X.png)."""
     from sweepc.results import plots
 
-    fig = data.picture()
     path = Path(output if output is not None else f"{data.y}-vs-{data.x}.png")
+    if path.suffix.lower() not in (".png", ".svg"):
+        # (matplotlib added ".png" itself: -o mask wrote mask.png, past refuse_output, over the
+        # sweepfile's input mask.png, and sweepc said "wrote mask")
+        raise UsageError(f"plot -o {output}: the file must end in .png or .svg (its format)",
+                         f"for example: -o {path.name or 'plot'}.png")
+    fig = data.picture()
     plots.save(fig, str(path))
     return path
 

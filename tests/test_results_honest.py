@@ -403,7 +403,22 @@ def test_results_report_and_plot_will_not_write_over_the_project(tmp_path: Path,
     for call in (lambda: study.report("sweepfile"), lambda: study.plot("y", "a", output="p.csv")):
         with pytest.raises(sweepc.UsageError, match=r"^will not write to (sweepfile|p\.csv): it is (the sweepfile|a file the sweepfile reads)"):
             call()
+    # nor into a job folder (results -o calc/r/hh/hash/o.json made that job's results a table)
+    job = next((root / "calc" / "r").glob("*/*"))
+    before.update({p: p.read_bytes() for p in job.iterdir()})
+    for target in (str((job / "o.json").relative_to(root)), "calc/r", "calc/r/t.png"):
+        for argv in (("results", "-o", target), ("report", "-o", target), ("plot", "y", "--x", "a", "-o", target)):
+            code, out, err = run(capsys, *argv)
+            assert (code, out, err) == (2, "", f"sweepc: will not write to {target}: it is in the job folders of rule 'r' (where its outputs "
+                                               "and results files are)\n  hint: name another file with -o FILE\n"), argv
+    # a plot's name must say its format: matplotlib added ".png" itself, so `-o mask`
+    # wrote over an input mask.png, past the check above, and sweepc said "wrote mask"
+    for target, hint in (("calc", "calc.png"), ("", "plot.png"), ("p", "p.png")):
+        code, out, err = run(capsys, "plot", "y", "--x", "a", "-o", target)
+        assert (code, out, err) == (2, "", f"sweepc: plot -o {target}: the file must end in .png or .svg (its format)\n"
+                                           f"  hint: for example: -o {hint}\n")
     assert {p: p.read_bytes() for p in before} == before
+    assert not (root / "calc.png").exists() and not (root / "p.png").exists()
     code, _, err = run(capsys, "results", "--format", "csv", "-o", "table.csv")
     assert (code, err) == (0, "sweepc: wrote 2 rows to table.csv\n")
     assert (root / "table.csv").read_text().splitlines()[0].startswith("a,")

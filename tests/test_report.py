@@ -234,3 +234,90 @@ def test_a_job_stopped_at_its_time_limit_is_listed_under_failures(tmp_path: Path
     assert "No job failed." not in failures
     assert re.search(r"<td>r\[a=2\]</td><td>143</td><td><pre>time limit reached \(00:00:01\)</pre></td>", failures), failures
     assert "r[a=1]" not in failures
+
+
+# ---- text from the data, drawn as it is -------------------------------------------------
+
+DOLLARS = '''\
+param label = ["$x_$", "$10 to $20", "plain"]
+param n = [1, 2]
+sweep g = label * n
+rule sim over g:
+    output: "r.json"
+    results: "r.json"
+    shell: """
+        if [ {n} = 2 ]; then big=1180591620717411303424; else big=1; fi
+        printf '{{"y": %d, "big": %s, "lst": [1, %d]}}' {n} $big {n} > {output}
+    """
+'''
+
+
+@pytest.fixture(scope="module")
+def dollars(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study whose text parameter holds `$`; its results: y, an int beyond
+    64 bits (big) and a list (lst)."""
+    need("matplotlib")
+    root = tmp_path_factory.mktemp("dollars")
+    (root / "sweepfile").write_text(DOLLARS, encoding="utf-8")
+    assert main(["-C", str(root), "build", "-j", "2"]) == 0
+    return root
+
+
+def test_a_dollar_in_a_value_is_drawn_as_it_is(dollars: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`$x_$` made `sweepc report` a traceback (matplotlib read it as math) and
+    `sweepc plot` a 'cannot write' with a hint about the file; `$10 to $20`
+    was drawn as math."""
+    monkeypatch.chdir(dollars)
+    assert run(capsys, "report", "-o", "r.html") == (0, "", "sweepc: wrote r.html\n")
+    page = (dollars / "r.html").read_text()
+    assert "$x_$" in page and "$10 to $20" in page
+    assert run(capsys, "plot", "y", "--x", "label", "-o", "y.svg") == (0, "", "sweepc: wrote y.svg\n")
+    picture = (dollars / "y.svg").read_text()
+    assert ">$x_$<" in picture and ">$10 to $20<" in picture  # the tick labels, as text
+    assert run(capsys, "plot", "y", "--x", "n", "-o", "y.png") == (0, "", "sweepc: wrote y.png\n")  # a legend of label=$x_$
+
+
+def test_plot_refuses_what_it_cannot_draw(dollars: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of these was a traceback: --by the same as --x (cannot insert n,
+    already exists), a column of lists on an axis (unhashable type: 'list')."""
+    monkeypatch.chdir(dollars)
+    assert run(capsys, "plot", "y", "--x", "n", "--by", "n") == (
+        2, "", "sweepc: --by n is the column on --x too\n  hint: give --by another column, or --by none for one line\n")
+    assert run(capsys, "plot", "y", "--x", "lst") == (
+        2, "", "sweepc: column 'lst' holds lists: it cannot be plotted as --x\n  hint: give --x a column of numbers or text\n")
+    assert run(capsys, "plot", "y", "--x", "n", "--by", "lst") == (
+        2, "", "sweepc: column 'lst' holds lists: it cannot be plotted as --by\n  hint: give --by a column of numbers or text\n")
+    assert run(capsys, "plot", "lst", "--x", "n") == (2, "", "sweepc: column 'lst' does not hold numbers\n  hint: plot a numeric result\n")
+
+
+def test_plot_of_a_where_that_matches_nothing(dollars: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said: no column 'y' to plot as y."""
+    monkeypatch.chdir(dollars)
+    assert run(capsys, "plot", "y", "--x", "n", "--where", "n > 100") == (
+        2, "", "sweepc: no pset matches --where 'n > 100'\n  hint: see the psets with: sweepc psets\n")
+    with pytest.raises(sweepc.UsageError) as e:
+        sweepc.load(dollars).plot("y", "n", where="n > 100")
+    assert (e.value.message, e.value.hint) == ("no pset to plot: none is selected", "a where that no pset matches? see the psets with: sweepc psets")
+
+
+def test_plot_by_a_bookkeeping_column_has_a_legend(dollars: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """--by _status drew no legend and matplotlib warned 'No artists with labels
+    found' (it leaves out labels that start with '_')."""
+    import warnings
+
+    monkeypatch.chdir(dollars)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(capsys, "plot", "y", "--x", "n", "--by", "_status", "-o", "s.svg") == (0, "", "sweepc: wrote s.svg\n")
+    assert ">_status=done<" in (dollars / "s.svg").read_text()
+
+
+def test_an_int_beyond_64_bits_is_plotted_as_a_number(dollars: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column of ints with one beyond 2**63 (pandas keeps it as objects) was
+    refused: does not hold numbers."""
+    from sweepc.results import plots
+
+    monkeypatch.chdir(dollars)
+    assert run(capsys, "plot", "big", "--x", "n", "-o", "b.svg") == (0, "", "sweepc: wrote b.svg\n")
+    df = sweepc.load(dollars).results()
+    assert df["big"].dtype == object and plots.numeric_results(df, ["label", "n"]) == ["y", "big"]

@@ -52,12 +52,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     text_tables()
     from sweepc.api import write_plot
+    from sweepc.errors import UsageError
     from sweepc.lang.project import forget
 
     study = _study(args)
     if args.output is not None:
         study.refuse_output(args.output)
     data = study.plot_data(args.y, args.x, by=args.by, rule=args.rule, where=args.where)
+    if args.where is not None and data.frame.empty:
+        raise UsageError(f"no pset matches --where '{args.where}'", "see the psets with: sweepc psets")
     forget(study.graph)  # the table is made: the graph is not needed to draw it
     del study
     path = write_plot(data, args.output)

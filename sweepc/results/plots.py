@@ -10,9 +10,10 @@ a band. 100k psets give as many points as x has values, not 100k markers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ class PlotData:
     params: tuple[str, ...]
 
     def picture(self) -> Figure:
+        if self.frame.empty:  # (said: no column 'Y' to plot as y)
+            raise UsageError("no pset to plot: none is selected", "a where that no pset matches? see the psets with: sweepc psets")
         ok = self.frame[self.frame["_status"].isin(["done", "stale"])]
         by = self.by
         if by is None:
@@ -64,6 +67,19 @@ def require_matplotlib() -> None:
     matplotlib.rcParams["svg.hashsalt"] = "sweepc"  # the same figure gives the same file
 
 
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Text drawn as it is written, while figures are made and saved: values,
+    column names and labels come from the data, and matplotlib read a `$` in
+    them as the start of math (`$x_$` made a traceback, `$10 to $20` came
+    out as math). Tick labels are made when the figure is saved, so saving
+    needs it too."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
+
+
 def varied(df: pd.DataFrame, params: Sequence[str]) -> list[str]:
     """The parameters that take more than one value in df, in sweepfile order."""
     return [p for p in params if p in df.columns and df[p].nunique(dropna=False) > 1]
@@ -77,9 +93,7 @@ def numeric_results(df: pd.DataFrame, params: Sequence[str]) -> list[str]:
         if name in params or name.startswith("_") or "._" in name:
             continue
         col = df[c]
-        if pd.api.types.is_bool_dtype(col):
-            continue
-        if pd.api.types.is_numeric_dtype(col) and _finite_mask(col).any():
+        if _is_numeric(col) and _finite_mask(col).any():
             out.append(name)
     return out
 
@@ -102,7 +116,13 @@ def check_columns(df: pd.DataFrame, y: str, x: str, by: str | None) -> None:
         if name is not None and name not in df.columns:
             names = [str(c) for c in df.columns]
             raise UsageError(f"no column '{name}' to plot as {what}", did_you_mean(name, names) or f"columns: {listing(names)}")
-    if not pd.api.types.is_numeric_dtype(df[y]) or pd.api.types.is_bool_dtype(df[y]):
+    if by is not None and by == x:  # (was a traceback: cannot insert k, already exists)
+        raise UsageError(f"--by {by} is the column on --x too", "give --by another column, or --by none for one line")
+    for what, name in (("--x", x), ("--by", by)):
+        held = _held(df[name]) if name is not None else None
+        if held is not None:  # (was a traceback: unhashable type: 'list')
+            raise UsageError(f"column '{name}' holds {held}: it cannot be plotted as {what}", f"give {what} a column of numbers or text")
+    if not _is_numeric(df[y]):
         raise UsageError(f"column '{y}' does not hold numbers", "plot a numeric result")
 
 
@@ -133,12 +153,16 @@ def draw(ax: Axes, df: pd.DataFrame, y: str, x: str, by: str | None) -> int:
         cats = pd.unique(df[x].dropna()).tolist()  # in pset order, which is the sweepfile's order
     groups = [(None, agg)] if by is None else list(agg.groupby(by, dropna=False, sort=True))
     n = 0
+    lines, labels = [], []
     for value, part in groups:
         part = part.sort_values(x) if numeric_x else part.assign(_pos=part[x].map({c: k for k, c in enumerate(cats)})).sort_values("_pos")
         xs = part[x].to_numpy(dtype=float) if numeric_x else part["_pos"].to_numpy(dtype=float)
         label = None if by is None else f"{by}={_fmt(value)}"
         many = len(part) > 60
-        (line,) = ax.plot(xs, part["mean"].to_numpy(dtype=float), marker=None if many else "o", markersize=3, linewidth=1.4, label=label)
+        (line,) = ax.plot(xs, part["mean"].to_numpy(dtype=float), marker=None if many else "o", markersize=3, linewidth=1.4)
+        if label is not None:
+            lines.append(line)
+            labels.append(label)
         if (part["count"] > 1).any():
             ax.fill_between(xs, part["min"].to_numpy(dtype=float), part["max"].to_numpy(dtype=float), alpha=0.18, color=line.get_color(), linewidth=0)
         n += len(part)
@@ -148,8 +172,10 @@ def draw(ax: Axes, df: pd.DataFrame, y: str, x: str, by: str | None) -> int:
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(True, alpha=0.3)
-    if by is not None and groups:
-        ax.legend(fontsize="small", title=None, frameon=False)
+    if lines:
+        # handed over, not found by their label: matplotlib leaves out a label
+        # that starts with "_" (--by _status drew no legend, and warned)
+        ax.legend(lines, labels, fontsize="small", title=None, frameon=False)
     ax.set_title(f"{y} against {x}" + (f", by {by}" if by else ""), fontsize="medium")
     return n
 
@@ -159,15 +185,17 @@ def result_figure(df: pd.DataFrame, y: str, x: str, by: str | None, size: tuple[
     from matplotlib.figure import Figure
 
     check_columns(df, y, x, by)
-    fig = Figure(figsize=size, layout="constrained")
-    draw(fig.add_subplot(), df, y, x, by)
+    with literal_text():
+        fig = Figure(figsize=size, layout="constrained")
+        draw(fig.add_subplot(), df, y, x, by)
     return fig
 
 
 def svg(fig: Figure) -> str:
     """The figure as an <svg> element to put inline in HTML."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})  # the same study gives the same page
+    with literal_text():
+        fig.savefig(buf, format="svg", metadata={"Date": None})  # the same study gives the same page
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -175,13 +203,33 @@ def svg(fig: Figure) -> str:
 def save(fig: Figure, path: str) -> None:
     """PNG or SVG (or anything matplotlib writes), by the file's extension."""
     try:
-        fig.savefig(path, dpi=120)
+        with literal_text():
+            fig.savefig(path, dpi=120)
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}", "name a .png or .svg file in a folder that exists") from None
 
 
+def _held(col: pd.Series[Any]) -> str | None:
+    """'lists' or 'dicts' when some value of col is one (a results key holding
+    JSON arrays or objects): no line or group can be made of those."""
+    if col.dtype != object:
+        return None
+    for v in col:
+        if isinstance(v, (list, tuple)):
+            return "lists"
+        if isinstance(v, dict):
+            return "dicts"
+    return None
+
+
 def _is_numeric(col: pd.Series[Any]) -> bool:
-    return bool(pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col))
+    """Numbers, not booleans; also a column of Python ints and floats that
+    pandas keeps as objects (an int beyond 64 bits, 2**70, among them)."""
+    if pd.api.types.is_bool_dtype(col):
+        return False
+    if pd.api.types.is_numeric_dtype(col):
+        return True
+    return col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("integer", "floating", "mixed-integer-float")
 
 
 def _finite_mask(col: pd.Series[Any]) -> pd.Series[bool]:

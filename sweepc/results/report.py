@@ -52,6 +52,11 @@ class ReportData:
 
 def render(data: ReportData) -> str:
     plots.require_matplotlib()
+    with plots.literal_text():  # (a `$` in a value or a name was read as math)
+        return _page(data)
+
+
+def _page(data: ReportData) -> str:
     g = data.graph
     parts = [
         _head(f"sweepc report: {g.root.name}"),

@@ -545,3 +545,40 @@ def test_csv_index_column_is_kept_as_index_but_not_hashed(tmp_path: Path, monkey
     ]
     # a gather over k has no row of the table: no _index column
     assert "_index" not in sweepc.load(root).results("total").columns
+
+
+# ---- the terminal table: a column of mixed types -----------------------------------------
+
+MIXED = '''\
+param f = [1e-300, true, false, 0.1, -0, 1e300]
+rule sim over f:
+    output: "r.json"
+    results: "r.json"
+    shell: """case {f} in 0.1) v='"diverged"';; *) v=1e-9;; esac; printf '{{"r": %s, "s": 2.5}}' "$v" > {output}"""
+'''
+
+
+def test_the_table_shows_the_floats_of_a_column_of_mixed_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """1e-300 was shown as 0.0 and 1e300 as an integer of 300 digits (pandas
+    prints the floats of an object column with fixed decimals), and a result
+    that is 1e-9 in some jobs and "diverged" in others as 0.0; csv kept them."""
+    (tmp_path / "sweepfile").write_text(MIXED, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build", "-j", "2")[0] == 0
+    code, out, _ = cli(capsys, "results")
+    assert (code, out.splitlines()) == (0, [
+        "     f _status        r   s",
+        "1e-300    done    1e-09 2.5",
+        "  True    done    1e-09 2.5",
+        " False    done    1e-09 2.5",
+        "   0.1    done diverged 2.5",
+        "     0    done    1e-09 2.5",
+        "1e+300    done    1e-09 2.5",
+    ])
+    code, out, _ = cli(capsys, "psets")
+    assert (code, [line.split()[:2] for line in out.splitlines()]) == (0, [
+        ["_sweep", "f"], ["f", "1e-300"], ["f", "True"], ["f", "False"], ["f", "0.1"], ["f", "0"], ["f", "1e+300"],
+    ])
+    code, out, _ = cli(capsys, "results", "--format", "csv", "--columns", "f,r")
+    assert out.splitlines() == ["f,r", "1e-300,1e-09", "true,1e-09", "false,1e-09", "0.1,diverged", "0,1e-09", "1e+300,1e-09"]

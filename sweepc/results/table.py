@@ -661,7 +661,37 @@ def _pieces(df: pd.DataFrame, fmt: str) -> Iterator[str]:
     else:
         # (a cell is cut at CELL_WIDTH characters, "..." at its end: one result of a
         # megabyte made every line of the table a megabyte wide; csv and json keep it whole)
-        yield "(no rows)\n" if df.empty else df.to_string(index=False, max_colwidth=CELL_WIDTH) + "\n"
+        yield "(no rows)\n" if df.empty else _floats_shown(df).to_string(index=False, max_colwidth=CELL_WIDTH) + "\n"
+
+
+def _floats_shown(df: pd.DataFrame) -> pd.DataFrame:
+    """df with the floats of its object columns (a parameter or results key of
+    mixed types: 1e-300 and true, 1e-9 and "diverged") as short text that
+    keeps their value: pandas printed such a column's floats with a fixed
+    number of decimals, 1e-300 as 0.0 and 1e300 as an integer of 300 digits."""
+    out = df
+    for k in range(len(df.columns)):
+        col = df.iloc[:, k]
+        if col.dtype != object:
+            continue
+        values = col.tolist()
+        if not any(type(v) is float or isinstance(v, np.floating) for v in values):
+            continue
+        if out is df:
+            out = df.copy(deep=False)
+        out.isetitem(k, pd.Series([_float_text(v) if isinstance(v, (float, np.floating)) else v for v in values],
+                                  index=col.index, dtype=object))
+    return out
+
+
+def _float_text(v: float | np.floating[Any]) -> str:
+    """A float as %g writes it (6 significant digits, an exponent when it is
+    large or small), still looking like a float: 1e-300, 1e+300, 0.1, 3.0, NaN."""
+    x = float(v)
+    if math.isnan(x):
+        return "NaN"
+    text = f"{x:.6g}"
+    return text if any(c in text for c in ".en") else text + ".0"
 
 
 # what pandas.read_csv reads as a gap by default, quoted or not

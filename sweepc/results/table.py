@@ -679,8 +679,7 @@ def _floats_shown(df: pd.DataFrame) -> pd.DataFrame:
             continue
         if out is df:
             out = df.copy(deep=False)
-        out.isetitem(k, pd.Series([_float_text(v) if isinstance(v, (float, np.floating)) else v for v in values],
-                                  index=col.index, dtype=object))
+        out.isetitem(k, [_float_text(v) if isinstance(v, (float, np.floating)) else v for v in values])
     return out
 
 

@@ -582,3 +582,49 @@ def test_the_table_shows_the_floats_of_a_column_of_mixed_types(tmp_path: Path, m
     ])
     code, out, _ = cli(capsys, "results", "--format", "csv", "--columns", "f,r")
     assert out.splitlines() == ["f,r", "1e-300,1e-09", "true,1e-09", "false,1e-09", "0.1,diverged", "0,1e-09", "1e+300,1e-09"]
+
+
+# ---- the history on the terminal, runs while a build runs ----------------------------------
+
+
+def test_the_history_on_the_terminal_shows_the_run_of_each_row(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without _run_seq, the rows of two runs of a job looked like one row twice."""
+    assert cli(capsys, "build", "--force", "square", "--where", "a == 1")[0] == 0
+    code, out, _ = cli(capsys, "results", "--history")
+    assert (code, out.splitlines()) == (0, [
+        " a  b  _run_seq _status  sq  nest.x  nest.y.z tag",
+        " 1 10         0    done  10       1        10   m",
+        " 1 20         0    done  20       1        20   m",
+        " 2 10         0    done  20       2        10   m",
+        " 2 20         0    done  40       2        20   m",
+        " 1 10         1    done  10       1        10   m",
+        " 1 20         1    done  20       1        20   m",
+    ])
+    assert "_run_seq" not in cli(capsys, "results")[1].splitlines()[0]  # the latest run only: not needed
+
+
+def test_runs_counts_are_integers_or_empty_while_a_build_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """While a build ran, its counts were gaps and the column floats: 2.0 and 0.0 for the runs that had ended."""
+    import subprocess
+
+    (tmp_path / "sweepfile").write_text('param a = [1, 2]\nrule r over a:\n    output: "o"\n'
+                                        '    shell: "if [ -e {root}/slow ]; then sleep 30; fi; echo {a} > {output}"\n'
+                                        .replace("{root}", str(tmp_path)), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build")[0] == 0
+    (tmp_path / "slow").touch()
+    build = subprocess.Popen([sys.executable, "-m", "sweepc", "build", "--force", "r"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            out = cli(capsys, "runs", "--format", "csv")[1]
+            if len(out.splitlines()) == 3:
+                break
+            time.sleep(0.05)
+        lines = [line.split(",") for line in out.splitlines()]
+        assert lines[0][7:10] == ["ran", "failed", "uptodate"]
+        assert [line[7:10] for line in lines[1:]] == [["2", "0", "0"], ["", "", ""]]
+    finally:
+        build.terminate()
+        build.wait(timeout=30)

@@ -990,7 +990,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     study.refresh()  # take in the completion records of SLURM jobs first
     df = study.results(args.rule, where=args.where, psets=args.psets, columns=args.columns, history=args.history)
     if args.format == "table" and not args.columns and not args.all_columns:
-        df = display_columns(df)
+        df = display_columns(df, history=args.history)
     # the graph is not needed to write the table: freed first (at 100k psets ~100 MB)
     forget(study.graph)
     del study
@@ -1007,6 +1007,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from sweepc.results.table import write
 
     df = _study(args).runs()
+    # counts are None while a build runs: integers next to the gap, not 2.0 and 0.0
+    df = df.astype({c: "Int64" for c in ("ran", "failed", "uptodate")})
     text = write(df, args.format, None)
     sys.stdout.write(text or "")
     return EXIT_OK

@@ -539,11 +539,13 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
     return out
 
 
-def display_columns(df: pd.DataFrame) -> pd.DataFrame:
+def display_columns(df: pd.DataFrame, history: bool = False) -> pd.DataFrame:
     """The terminal's default view: parameters, statuses, why jobs failed
     (`_error`, `RULE._error`: only when some job did) and results; the
-    other bookkeeping columns (also a rule's `RULE._run_id`) left out."""
-    hidden = set(BOOKKEEPING) - {"_status"}
+    other bookkeeping columns (also a rule's `RULE._run_id`) left out.
+    history: the table of every run, whose rows are told apart by their
+    run: `_run_seq` is shown too (`sweepc runs` tells when each ran)."""
+    hidden = set(BOOKKEEPING) - {"_status"} - ({"_run_seq"} if history else set())
 
     def shown(c: object) -> bool:
         name = str(c)

@@ -1051,8 +1051,12 @@ def cmd_resources(args: argparse.Namespace) -> int:
     for u in usages:
         if u.suggestion:
             out.write(f"{u.rule}: suggested {u.suggestion}\n")
+        elif u.left_out:
+            out.write(f"{u.rule}: no job has run to its end yet\n")
         else:
             out.write(f"{u.rule}: no job has run yet\n")
+        if u.left_out:  # (their runtimes made the suggested time shorter than a whole run)
+            out.write(f"{u.rule}: {plural(u.left_out, 'job')} interrupted or cancelled, left out (stopped before the end)\n")
     return EXIT_OK
 
 

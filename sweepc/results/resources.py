@@ -12,22 +12,27 @@ time or memory limit, and a suggested `resources:` line:
            below 1 day, 1 h above), at least one minute;
     cpus = the p95 of CPU time / runtime, rounded up (at least 1).
 
-Only jobs that ran (start and end recorded) count; a timed-out job's runtime
-is a lower bound, so with one the suggested time is at least twice its limit.
+Only jobs that ran to their end (start and end recorded: done, failed,
+timeout) count; a timed-out job's runtime is a lower bound, so with one the
+suggested time is at least twice its limit. A job stopped by Ctrl-C or
+`sweepc cancel` (interrupted, cancelled) is left out: its runtime and peak
+say only when it was stopped, not what it needs (counted, it made the
+suggested time shorter than a whole run); `left_out` counts them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from sweepc.lang.graph import BuildGraph, Resources
 from sweepc.lang.resources import format_time
 
 MEM_HIT = 0.95  # a peak at or above this share of the requested memory counts as hitting the limit
-RAN = ("done", "failed", "timeout", "interrupted", "cancelled")
+RAN = ("done", "failed", "timeout")
+STOPPED = ("interrupted", "cancelled")  # stopped from outside: what they used says nothing of what they need
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Usage:
     suggest_cpus: int | None
     suggest_mem_mb: int | None
     suggest_time_s: int | None
+    left_out: int = 0  # jobs whose last run was interrupted or cancelled (not in the numbers above)
 
     @property
     def suggestion(self) -> str:
@@ -111,17 +117,26 @@ def usage(g: BuildGraph, rows_of: Callable[[str], Iterable[tuple[Any, ...]]], ru
     for spec in g.rules:
         if rules and spec.name not in rules:
             continue
-        ran = {m.hash: m for m in map(Measured._make, rows_of(spec.name)) if m.status in RAN and m.start is not None and m.end is not None}
+        ran: dict[str, Measured] = {}
+        stopped: set[str] = set()
+        for m in map(Measured._make, rows_of(spec.name)):
+            if m.status in RAN and m.start is not None and m.end is not None:
+                ran[m.hash] = m
+            elif m.status in STOPPED:
+                stopped.add(m.hash)
         res: list[Resources] = []
         rows: list[Measured] = []
+        left_out = 0
         for i in spec.job_ids:  # in job order, as the sums were made before
             job = g.jobs[i]
             res.append(job.resources)
-            m = ran.get(job.hash)
-            if m is not None:
-                rows.append(m)
-        del ran
-        out.append(_usage(spec.name, res, rows))
+            got = ran.get(job.hash)
+            if got is not None:
+                rows.append(got)
+            elif job.hash in stopped:
+                left_out += 1
+        del ran, stopped
+        out.append(replace(_usage(spec.name, res, rows), left_out=left_out))
     return out
 
 

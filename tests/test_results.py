@@ -628,3 +628,9 @@ def test_runs_counts_are_integers_or_empty_while_a_build_runs(tmp_path: Path, mo
     finally:
         build.terminate()
         build.wait(timeout=30)
+
+
+def test_a_where_that_overflows_says_so_in_words(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said: fails for {'a': 1}: (34, 'Numerical result out of range'), Python's errno tuple."""
+    assert cli(capsys, "results", "--where", "10.0 ** 400 > a") == (
+        2, "", "sweepc: --where '10.0 ** 400 > a' fails for {'a': 1, 'b': 10}: number too large\n")

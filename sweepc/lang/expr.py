@@ -56,7 +56,10 @@ def bounded_pow(a: object, b: object) -> object:
     """a ** b, refusing an integer result of more than ~4000 digits before computing it."""
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
         raise OverflowError("the result has more than 4000 digits")
-    r = a**b  # type: ignore[operator]
+    try:
+        r = a**b  # type: ignore[operator]
+    except OverflowError:  # a float's: its words were a tuple, (34, 'Numerical result out of range')
+        raise OverflowError("number too large") from None
     check_int(r)
     return r
 

@@ -26,7 +26,7 @@ from sweepc.backends.local.journal import journal_path
 from sweepc.backends.local.journal import replay as replay_journal
 from sweepc.backends.temps import TempJanitor, TempReporter
 from sweepc.backends.base import Backend, BuildOptions, Cancelled, Interrupted, LiveJobs, QuietReporter, Reporter, Summary
-from sweepc.errors import MachineError, SweepcError, UsageError, did_you_mean, listing
+from sweepc.errors import MachineError, SweepcError, SweepfileError, UsageError, did_you_mean, listing
 from sweepc.lang.graph import BuildGraph
 from sweepc.plan.planner import Plan
 from sweepc.plan.planner import plan as make_plan
@@ -114,12 +114,18 @@ class Study:
 
     # -- planning and building ------------------------------------------------
     def _plan(self, store: Store, targets: Sequence[str], where: str | None, psets: str | None,
-              force: Sequence[str], explain: bool, live: LiveJobs | None = None) -> Plan:
+              force: Sequence[str], explain: bool, live: LiveJobs | None = None, leave_out: frozenset[str] = frozenset()) -> Plan:
         g = self.graph
         for r in force:
             if r not in g.rule_index:
                 raise UsageError(f"unknown rule '{r}' in --force", did_you_mean(r, g.rule_index) or f"rules: {listing(g.rule_index)}")
         selected = select(g, targets, where=where, psets=psets)
+        if leave_out:
+            dropped: set[int] = set()
+            for i, job in enumerate(g.jobs):  # (in topological order)
+                if job.rule in leave_out or any(d in dropped for d in job.deps):
+                    dropped.add(i)
+            selected = [i for i in selected if i not in dropped]
         return make_plan(g, store, selected, forced_rules=force, explain=explain, live=live)
 
     def plan(self, targets: Sequence[str] = (), where: str | None = None, psets: str | None = None,
@@ -247,36 +253,52 @@ class Study:
                     notes = (*first.notes, "sweepc: what runs over the samples is built once they are: "
                              "run the same build again when the jobs above have finished")
                     return replace(first, notes=notes)
-                if first.summary is not None:
-                    self.graph = load_graph(self.graph.sweepfile, self.overrides)
+                # What a sample rule that did not end done left (written, then it
+                # failed) are no samples: nothing runs over them, and -k does not
+                # run that rule a second time in the same build.
+                not_done = self._samplers_not_done(store)
+                if first.summary is not None or not_done or self.graph.unread:
+                    self.graph = load_graph(self.graph.sweepfile, self.overrides, not_done=not_done)
+                for rule, why in self.graph.unread.items():
+                    # the rule ran and ended done, yet what it made does not fit its sweep
+                    raise SweepfileError([why], self.graph.source)
                 failed = first.summary is not None and not first.summary.ok
                 if failed and not keep_going:
                     return replace(first, notes=(*first.notes, *self._pending_notes(), "sweepc: stopped before what runs over "
                                                  "the samples (use -k to build everything that does not need them)"))
-                second = stage(store, lock, targets, where=where, psets=psets)
+                second = stage(store, lock, targets, where=where, psets=psets, leave_out=not_done)
                 return _merged(first, second, self._pending_notes() if failed else ())
             finally:
                 store.close()
 
+    def _samplers_not_done(self, store: Store) -> frozenset[str]:
+        """The sample rules whose one job's row (it runs once) is not done."""
+        from sweepc.hashing import pset_hash
+
+        h = pset_hash({})
+        rows = store.records()
+        return frozenset(r for r in self.graph.sample_rules if (rec := rows.get((r, h))) is None or rec.status != "done")
+
     def _pending_notes(self) -> tuple[str, ...]:
         return tuple(
             f"sweepc: sweep '{name}' reads what rule{'s' if len(rules) > 1 else ''} {', '.join(sorted(rules))} "
-            f"{'make' if len(rules) > 1 else 'makes'}, which is not there: nothing runs over it yet"
+            f"{'make' if len(rules) > 1 else 'makes'}, which did not end done: nothing runs over it yet"
             for name, rules in self.graph.pending.items()
         )
 
     def _stage(self, store: Store, lock: BuildLock, targets: Sequence[str], *, where: str | None, psets: str | None,
                chosen: Backend, options: BuildOptions, force: Sequence[str], explain: bool, reporter: Reporter,
                argv: list[str], on_plan: Callable[[Plan], None] | None, git_commit: bool,
-               waited: bool = False) -> BuildResult:
-        """Plan and run one stage of a build, holding the lock."""
+               waited: bool = False, leave_out: frozenset[str] = frozenset()) -> BuildResult:
+        """Plan and run one stage of a build, holding the lock; not the jobs
+        of the rules in `leave_out`, nor what needs them."""
         g = self.graph
         own: LiveJobs = {}
         foreign: LiveJobs = {}
         for name in backends.names():
             live = backends.get(name).live(g, store)
             (own if name == chosen.name else foreign).update(live)
-        p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own})
+        p = self._plan(store, targets, where, psets, force, explain, live={**foreign, **own}, leave_out=leave_out)
         start_writes()  # the graph cache, if its write was held for the planning (cli build: hold_writes())
         elsewhere = [(i, jid) for i, jid in p.queued.items() if (g.jobs[i].rule, g.jobs[i].hash) in foreign]
         if elsewhere:
@@ -297,14 +319,14 @@ class Study:
                 return BuildResult(p, None, None, None, "failed", (CANCELLED_WHILE_WAITING,))
             return self._stage(store, lock, targets, where=where, psets=psets, chosen=chosen, options=options, force=force,
                                explain=explain, reporter=reporter, argv=argv, on_plan=on_plan, git_commit=git_commit,
-                               waited=True)
+                               waited=True, leave_out=leave_out)
         if on_plan is not None:
             on_plan(p)
         store.put_sources(p.source_updates)
         janitor = TempJanitor(p)
         if not options.render_only:
             janitor.sweep()  # temp outputs whose readers finished since (a SLURM build that did not wait)
-        whole = not (targets or where or psets or force)  # every job planned: a no-op certificate can say so
+        whole = not (targets or where or psets or force or leave_out)  # every job planned: a no-op certificate can say so
         if not p.run:
             if whole:
                 noop.certify(g, p, store)

@@ -128,9 +128,80 @@ def test_a_failing_sample_rule_stops_the_build_with_its_log(local_project: Any) 
     assert r.code == 1
     assert "FAILED make_samples: exit 3\n" in r.out and "  | no samples today\n" in r.out
     assert r.out.endswith(
-        "sweepc: sweep 's' reads what rule make_samples makes, which is not there: nothing runs over it yet\n"
+        "sweepc: sweep 's' reads what rule make_samples makes, which did not end done: nothing runs over it yet\n"
         "sweepc: stopped before what runs over the samples (use -k to build everything that does not need them)\n"
     )
+
+
+CSV_STAGE = """\
+rule make_samples:
+    input: script = "make.py"
+    output: "samples.csv"
+    shell: "python3 {input.script} > {output}"
+
+sweep s = csv(make_samples, columns=["x", "y"])
+
+rule sim over s:
+    output: "out.txt"
+    shell: "echo {x} {y} > {output}"
+"""
+
+GOOD_SAMPLER = 'print("x,y")\nprint("1,2")\nprint("3,4")\n'
+
+
+def test_what_a_failed_sampler_left_locks_nothing(local_project: Any) -> None:
+    # A sampler that failed (or was stopped) after `>` made its file left it empty,
+    # and every later command failed on it -- `build`, `status`, `clean` -- until
+    # the file was removed by hand. That output now counts as not there yet.
+    p = local_project.write(CSV_STAGE, **{"make.py": "raise SystemExit(3)\n"})
+    r = p.sweepc("build")
+    assert r.code == 1 and "FAILED make_samples: exit 3\n" in r.out, r.out
+    left = p.root / p.graph.output_paths(p.job("make_samples"))[0]
+    assert left.read_text() == ""
+    unread = ("sweepc: sweep 's' cannot read its samples: calc/make_samples/c1/c1a637e7efbb2dfb/samples.csv (the output of rule "
+              "'make_samples') is empty; `sweepc build` first runs rule 'make_samples' again if its last run failed or it is out of date\n")
+    r = p.sweepc("check")
+    assert (r.code, r.out) == (0, "sweepfile: ok: 0 parameters, 1 sweep, 2 rules, 1 job\n" + unread)
+    r = p.sweepc("status", "--format", "json")
+    assert r.code == 0 and [(x["rule"], x["failed"], x["jobs"]) for x in json.loads(r.out)] == [("make_samples", 1, 1), ("sim", 0, 0)]
+    assert p.sweepc("clean", "outputs", "-n").code == 0
+    # fixed: the next build runs the sampler again, then what is over its samples
+    (p.root / "make.py").write_text(GOOD_SAMPLER)
+    r = p.sweepc("build")
+    assert (r.code, r.out.splitlines()[-1].split(" in ")[0]) == (0, "sweepc: 3 done, 0 up to date"), r.out
+    assert _sims(p) == ["sim[x=1,y=2]", "sim[x=3,y=4]"]
+    assert p.sweepc("build").out == "sweepc: nothing to do (3 jobs up to date)\n"
+
+
+def test_a_sampler_that_ended_done_but_made_what_its_sweep_cannot_read_is_an_error_of_the_build(local_project: Any) -> None:
+    p = local_project.write(CSV_STAGE, **{"make.py": GOOD_SAMPLER})
+    assert p.sweepc("build").code == 0
+    p.edit('columns=["x", "y"]', 'columns=["x", "y", "w"]')  # the sampler is up to date: running it again makes no w
+    r = p.sweepc("build")
+    assert (r.code, r.out) == (2, "")
+    assert r.err == (
+        "sweepfile:6:37: column 'w' is not in calc/make_samples/c1/c1a637e7efbb2dfb/samples.csv (the output of rule 'make_samples')\n"
+        '  sweep s = csv(make_samples, columns=["x", "y", "w"])\n'
+        "                                      ^^^^^^^^^^^^^^^\n"
+        "  hint: its columns are: x, y\n"
+    )
+    assert p.sweepc("status").code == 0  # and nothing else is locked
+
+
+def test_with_k_a_sampler_that_wrote_its_file_then_failed_runs_once_and_nothing_runs_over_its_file(local_project: Any) -> None:
+    p = local_project.write(CSV_STAGE + 'rule other:\n    output: "o.txt"\n    shell: "echo hi > {output}"\n',
+                            **{"make.py": GOOD_SAMPLER + "raise SystemExit(5)\n"})
+    r = p.sweepc("build", "-k")
+    assert r.code == 1
+    assert r.out.count("FAILED make_samples (exit 5)\n") == 1, r.out
+    assert r.out.splitlines()[-2:] == [
+        r.out.splitlines()[-2],
+        "sweepc: sweep 's' reads what rule make_samples makes, which did not end done: nothing runs over it yet",
+    ]
+    assert r.out.splitlines()[-2].startswith("sweepc: 1 done, 1 failed, 0 up to date"), r.out
+    rows = p.rows()
+    assert rows["make_samples"]["status"] == "failed" and rows["other"]["status"] == "done"
+    assert not any(k.startswith("sim") for k in rows), rows
 
 
 def test_a_sweep_reading_a_rule_is_a_dependency(local_project: Any) -> None:

@@ -311,13 +311,19 @@ class _TermAsInterrupt:
 
 
 def pending_notes(study: Study) -> list[str]:
-    """Sweeps whose samples a rule makes that is not built yet."""
+    """Sweeps whose samples a rule makes that is not built yet (or whose
+    output, there, cannot be read as samples: what a failed run left)."""
     g = study.graph
-    return [
-        f"sweepc: sweep '{name}' reads the output of {', '.join(f'rule {r!r}' for r in sorted(rules))}, which is not built yet: "
-        f"its psets, and the jobs over them, are known once `sweepc build` has made it\n"
-        for name, rules in g.pending.items()
-    ]
+    notes = []
+    for name, rules in g.pending.items():
+        unread = [g.unread[r] for r in sorted(rules) if r in g.unread]
+        if unread:
+            notes.append(f"sweepc: sweep '{name}' cannot read its samples: {unread[0].message}; `sweepc build` first runs "
+                         f"rule '{sorted(r for r in rules if r in g.unread)[0]}' again if its last run failed or it is out of date\n")
+        else:
+            notes.append(f"sweepc: sweep '{name}' reads the output of {', '.join(f'rule {r!r}' for r in sorted(rules))}, which is not built yet: "
+                         f"its psets, and the jobs over them, are known once `sweepc build` has made it\n")
+    return notes
 
 
 def nothing_to_do(p: Plan) -> str:

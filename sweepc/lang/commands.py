@@ -110,6 +110,7 @@ def render(module: s.Module, names: Names, swept: Swept, joined: Joined, root: P
         rule_index={r.name: i for i, r in enumerate(specs)},
         sample_rules=frozenset(r for reads in swept.over_reads.values() for r in reads),
         pending=dict(swept.pending),
+        unread=dict(swept.unread),
         indexes=swept.indexes,
     )
     return Rendered(graph, ())

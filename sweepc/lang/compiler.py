@@ -27,12 +27,15 @@ from sweepc.lang.problems import fail
 from sweepc.lang.templates import attach, collect
 
 
-def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None) -> BuildGraph:
-    """Check and expand a parsed sweepfile; raise SweepfileError listing every mistake."""
+def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None,
+            not_done: frozenset[str] = frozenset()) -> BuildGraph:
+    """Check and expand a parsed sweepfile; raise SweepfileError listing
+    every mistake. (`not_done`: sample rules whose output counts as not
+    there: their last run did not end done.)"""
     path = sweepfile or Path(module.filename)
     root = root or path.resolve().parent
     names = resolve(module, root, sweepfile or root / path.name)
-    swept = evaluate(module, names, root)
+    swept = evaluate(module, names, root, not_done)
     joined = join(module, names, swept, root)
     templates = collect(module, names, joined, root)
     found = names.diagnostics + swept.diagnostics + joined.diagnostics + templates.diagnostics

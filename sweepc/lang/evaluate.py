@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from sweepc.errors import Diagnostic, did_you_mean
+from sweepc.errors import Diagnostic, Span, did_you_mean
 from sweepc.lang import sweeps as alg
 from sweepc.lang import syntax as s
 from sweepc.lang.expr import ExprError, compile_condition
@@ -48,11 +48,15 @@ class Swept:
     over_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)  # sweep -> rules not built yet
     indexes: tuple[alg.IndexColumn, ...] = ()  # of csv(..., index=...) calls, for `_index` columns
+    # rule -> why its output, there, could not be read as samples (its sweeps are pending)
+    unread: Mapping[str, Diagnostic] = field(default_factory=dict)
 
 
-def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
-    """Evaluate every sweep, then every rule's 'over' expression."""
-    ev = _Evaluator(Problems(module), names, root)
+def evaluate(module: s.Module, names: Names, root: Path, not_done: frozenset[str] = frozenset()) -> Swept:
+    """Evaluate every sweep, then every rule's 'over' expression. The
+    outputs of the rules in `not_done` (sample rules whose last run did not
+    end done) count as not there."""
+    ev = _Evaluator(Problems(module), names, root, not_done)
     for name in names.sweep_defs:
         ev.sweep(name)
     over: dict[str, Over | None] = {}
@@ -63,14 +67,16 @@ def evaluate(module: s.Module, names: Names, root: Path) -> Swept:
         finally:
             ev.over_reads[name] = frozenset(ev.collect.pop())
     pending = {k: v & ev.missing for k, v in ev.reads.items() if v & ev.missing}
-    return Swept(ev.sweeps, over, tuple(ev.p.diags), ev.reads, ev.over_reads, pending, tuple(ev.indexes))
+    return Swept(ev.sweeps, over, tuple(ev.p.diags), ev.reads, ev.over_reads, pending, tuple(ev.indexes), dict(ev.unread))
 
 
 class _Evaluator:
-    def __init__(self, p: Problems, names: Names, root: Path) -> None:
+    def __init__(self, p: Problems, names: Names, root: Path, not_done: frozenset[str] = frozenset()) -> None:
         self.p = p
         self.n = names
         self.root = root
+        self.not_done = not_done
+        self.unread: dict[str, Diagnostic] = {}
         self.sweeps: dict[str, Psets | None] = {}
         self.resolving: list[str] = []
         self.reads: dict[str, frozenset[str]] = {}  # sweep -> rules whose output it reads
@@ -344,11 +350,24 @@ class _Evaluator:
                      e.span, f'{kind}({path_arg.value.id}, columns=["x", "y"])')
             path, shown = self.rule_output(path_arg.value, kind)
             alg.FILES_READ.append(path)  # its absence decides the graph too (lang/project.py)
-            if not path.exists():
-                self.missing.add(path_arg.value.id)
-                self.read({path_arg.value.id})
-                return ({c: 0 for c in columns},) if self.shape else ()
-            self.read({path_arg.value.id})
+            rule = path_arg.value.id
+            self.read({rule})
+            if path.exists() and rule not in self.not_done:
+                try:
+                    if kind == "npy":
+                        return alg.read_npy(path, shown, start, rows, columns or [], limit=self.n.max_psets)
+                    psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header, limit=self.n.max_psets)
+                    if idx is not None:
+                        self.indexes.append(idx)
+                    return psets
+                except SweepMathError as ex:
+                    # An output a failed or stopped run left (an empty file), or one
+                    # the sweepfile no longer fits (a column added): the sweep waits
+                    # for the rule to run again, as for an output not there. (It was
+                    # an error of every command, `clean` too, until removed by hand.)
+                    self.unread[rule] = Diagnostic(ex.message, self.table_span(ex, path_arg, opts), ex.hint, self.p.module.filename)
+            self.missing.add(rule)
+            return ({c: 0 for c in columns},) if self.shape else ()
         else:
             shown = path_arg.value.value
             path = self.root / shown
@@ -360,12 +379,16 @@ class _Evaluator:
                 self.indexes.append(idx)
             return psets
         except SweepMathError as ex:
-            span = path_arg.value.span
-            if "index column" in ex.message and "index" in opts:
-                span = opts["index"].value.span
-            elif (ex.message.startswith("column '") or "columns" in ex.message) and "columns" in opts:
-                span = opts["columns"].value.span
-            bail(ex.message, span, ex.hint)
+            bail(ex.message, self.table_span(ex, path_arg, opts), ex.hint)
+
+    @staticmethod
+    def table_span(ex: SweepMathError, path_arg: s.Arg, opts: Mapping[str, s.Arg]) -> Span:
+        """Where in the csv()/npy() call a file's problem points."""
+        if "index column" in ex.message and "index" in opts:
+            return opts["index"].value.span
+        if (ex.message.startswith("column '") or "columns" in ex.message) and "columns" in opts:
+            return opts["columns"].value.span
+        return path_arg.value.span
 
     def rule_output(self, ref: s.Name, kind: str) -> tuple[Path, str]:
         """Where rule `ref` writes its one output (it runs once: no 'over')."""

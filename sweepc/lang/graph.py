@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sweepc.errors import Span
+from sweepc.errors import Diagnostic, Span
 from sweepc.lang.sweeps import IndexColumn
 from sweepc.values import Scalar
 
@@ -195,6 +195,10 @@ class BuildGraph:
     # psets are not known yet because such an output is not there.
     sample_rules: frozenset[str] = frozenset()
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # sample rules whose output is there but cannot be read as samples (an
+    # empty file a failed run left, a column the sweepfile asks for and it
+    # lacks): why, to report when running the rule again has not helped
+    unread: Mapping[str, Diagnostic] = field(default_factory=dict)
     # csv(..., index="NAME") columns: shown as `_index`, never hashed
     indexes: tuple[IndexColumn, ...] = ()
 

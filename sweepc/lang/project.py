@@ -76,9 +76,12 @@ _exit_hook: list[bool] = []  # [True] once wait_writes() is registered with atex
 FORK_WRITE_MIN_JOBS = 20_000
 
 
-def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = True, freeze: bool = False) -> BuildGraph:
+def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = True, freeze: bool = False,
+               not_done: frozenset[str] = frozenset()) -> BuildGraph:
     """Read, parse and compile a sweepfile, with -D overrides (NAME=VALUE)
-    applied; or load it from the cache (never with overrides).
+    applied; or load it from the cache (never with overrides, nor with
+    `not_done`: sample rules whose output counts as not there, their run
+    in this build having failed).
 
     freeze: for a process that keeps the graph to its end (the CLI): move
     everything alive now out of the cyclic collector's reach (gc.freeze())."""
@@ -89,7 +92,7 @@ def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = Tru
     was = gc.isenabled()
     gc.disable()
     try:
-        return _load_graph(sweepfile, overrides, cache and not overrides)
+        return _load_graph(sweepfile, overrides, cache and not overrides and not not_done, not_done)
     finally:
         if freeze:
             gc.freeze()
@@ -97,7 +100,7 @@ def load_graph(sweepfile: Path, overrides: Sequence[str] = (), cache: bool = Tru
             gc.enable()
 
 
-def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> BuildGraph:
+def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool, not_done: frozenset[str] = frozenset()) -> BuildGraph:
     root = sweepfile.resolve().parent
     shown = sweepfile.name if sweepfile.parent.resolve() == Path.cwd().resolve() else str(sweepfile)
     try:
@@ -129,12 +132,12 @@ def _load_graph(sweepfile: Path, overrides: Sequence[str], cache: bool) -> Build
         n_lines = len(module.source.splitlines())
         module = apply_overrides(module, overrides)
         try:
-            return compile_module(module, root, sweepfile)
+            return compile_module(module, root, sweepfile, not_done=not_done)
         except SweepfileError as e:
             raise SweepfileError(from_override(e.diagnostics, module, n_lines), e.source) from None
     del sweeps.FILES_READ[:]
     try:
-        g = compile_module(module, root, sweepfile, prior[1] if prior is not None else None)
+        g = compile_module(module, root, sweepfile, prior[1] if prior is not None else None, not_done)
         # a file that was missing counts too (samples a rule has not made yet)
         files = [(str(p), _digest(p) or ABSENT) for p in dict.fromkeys(sweeps.FILES_READ)]
     finally:

@@ -30,11 +30,13 @@ import pandas as pd
 from sweepc.backends.jobdir import BOOKKEEPING, check_end, flatten, read_results
 from sweepc.errors import UsageError, did_you_mean, listing
 from sweepc.lang.graph import LOG_NAME, BuildGraph, RuleSpec
+from sweepc.values import join_key
 from sweepc.backends.local.limits import time_limit_reached
 from sweepc.plan.planner import Plan
+from sweepc.plan.selection import select
 from sweepc.plan.store import HistoryRow, Record, RecordMap, Run
 
-__all__ = ["BOOKKEEPING", "flatten", "table", "history", "one_table", "display_columns", "write", "write_to"]
+__all__ = ["BOOKKEEPING", "flatten", "table", "history", "one_table", "one_table_jobs", "display_columns", "write", "write_to"]
 
 # _status values
 DONE = "done"
@@ -491,12 +493,33 @@ def one_table_rules(g: BuildGraph) -> tuple[RuleSpec, tuple[RuleSpec, ...]]:
     return main, rules
 
 
+def one_table_jobs(g: BuildGraph, where: str | None = None, psets: str | None = None) -> list[int]:
+    """The jobs to plan for the one table, as select() gives them (with every
+    job they need): the main rule's jobs that `where` and `psets` select, and
+    of each other rule of the table the jobs that fill those rows. `where`
+    and `psets` select psets of the main sweep, not of each rule: a rule over
+    fewer parameters (`prep over a`) lost all its values to a where on b
+    (no job of prep has b), and `--psets 4:6` sliced prep's own psets."""
+    main, rules = one_table_rules(g)
+    if where is None and psets is None:
+        return select(g, [r.name for r in rules])
+    chosen = set(select(g, [main.name], where=where, psets=psets, with_ancestors=False))
+    jobs = g.jobs
+    for r in rules:
+        if r is main:
+            continue
+        keys = r.keys
+        rows = {tuple(join_key(jobs[i].params[k]) for k in keys) for i in chosen if jobs[i].rule == main.name}
+        chosen.update(i for i in r.job_ids if tuple(join_key(jobs[i].params[k]) for k in keys) in rows)
+    return sorted(g.ancestors(chosen))
+
+
 def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: Mapping[str, pd.DataFrame] | None = None,
               read: Callable[[str], Iterable[JobRow]] | None = None) -> pd.DataFrame:
     """One row per selected pset of the main sweep: the main rule's table, then
     for each other rule of the one table its bookkeeping as `RULE._status`,
-    `RULE._run_id`, ... and its results (as `RULE.key` when two rules share a
-    key). The unprefixed bookkeeping columns are the main rule's, so a study
+    `RULE._run_id`, ... and its results (as `RULE.key` when the name is taken
+    otherwise: _one_table_names). The unprefixed bookkeeping columns are the main rule's, so a study
     of one rule gets the same table as `--rule`."""
     g = plan.graph
     main, rules = one_table_rules(g)
@@ -508,23 +531,14 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
     if len(rules) == 1:
         return base
     frames = {r.name: made[r.name] for r in rules}
-    bk = set(BOOKKEEPING)
-    not_results = bk | {"_index"}
-    results_of = {name: [c for c in df.columns if c not in not_results and c not in set(g.rule(name).keys)] for name, df in frames.items()}
-    seen: dict[str, int] = {}
-    for cols in results_of.values():
-        for c in cols:
-            seen[c] = seen.get(c, 0) + 1
-    clash = {c for c, n in seen.items() if n > 1}
-    main_results = results_of[main.name]
-    out = base.rename(columns={c: f"{main.name}.{c}" for c in main_results if c in clash})
+    names = _one_table_names(main, rules, frames)
+    out = base.rename(columns=names[main.name])
     for r in rules:
         if r is main:
             continue
         df = frames[r.name]
-        rename = {c: f"{r.name}.{c}" for c in df.columns if c in bk or c in clash}
         # the main rule's _pset_seq and _index (csv(..., index=)) are the row's
-        df = df.drop(columns=[c for c in ("_pset_seq", "_index") if c in df.columns]).rename(columns=rename)
+        df = df.drop(columns=[c for c in ("_pset_seq", "_index") if c in df.columns]).rename(columns=names[r.name])
         on = list(r.keys)
         if not on:
             continue
@@ -536,6 +550,54 @@ def one_table(plan: Plan, runs: Sequence[Run], cwd: Path | None = None, frames: 
                 except (TypeError, ValueError):
                     out[k], df[k] = out[k].astype(object), df[k].astype(object)
         out = out.merge(df, how="left", on=on)
+    return out
+
+
+def _one_table_names(main: RuleSpec, rules: Sequence[RuleSpec], frames: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, str]]:
+    """rule -> {column of its table: its name in the one table}, for the
+    columns renamed. The main rule's parameters and bookkeeping keep their
+    names; another rule's bookkeeping is `RULE._status`, ...; a results key
+    keeps its name unless another column of the table has it (another rule's
+    key of the same name: both become `RULE.key`; a parameter) or it starts
+    with the name of a rule of the table and a dot, as the columns of that
+    rule do (a nested key `fit.slope` of rule sim next to rule fit:
+    `sim.fit.slope`). pandas' merge suffixed such names `_x` and `_y`."""
+    bk = set(BOOKKEEPING)
+    rule_names = {r.name for r in rules}
+    fixed: dict[str, str] = {}  # a name no rename changes -> whose it is
+    results: list[tuple[str, str]] = []  # (rule, key)
+    for r in rules:
+        for c in map(str, frames[r.name].columns):
+            if c in r.keys or c == "_index" or c in bk:
+                if r is main:
+                    fixed.setdefault(c, f"the column {c}")
+                elif c in bk and c != "_pset_seq":  # (its parameters are the main rule's; _pset_seq, _index dropped)
+                    fixed.setdefault(f"{r.name}.{c}", f"rule {r.name}'s {c}")
+            else:
+                results.append((r.name, c))
+    name = {rk: rk[1] for rk in results}
+    while True:
+        taken: dict[str, int] = {}
+        for n in (*fixed, *name.values()):
+            taken[n] = taken.get(n, 0) + 1
+        clash = [rk for rk, n in name.items() if n == rk[1] and (taken[n] > 1 or n.partition(".")[0] in rule_names)]
+        if not clash:
+            break
+        for rule, key in clash:  # prefixed once: RULE.key is unique among the prefixed
+            name[(rule, key)] = f"{rule}.{key}"
+    seen = dict(fixed)
+    for (rule, key), n in name.items():
+        other = seen.setdefault(n, f"rule {rule}'s results key '{key}'")
+        if other != f"rule {rule}'s results key '{key}'":  # (cannot happen: each rename makes a name of its own)
+            raise UsageError(f"two columns of the one table are named '{n}': {other} and rule {rule}'s results key '{key}'",
+                             f"see each rule's own table: sweepc results --rule {rule}")
+    out: dict[str, dict[str, str]] = {r.name: {} for r in rules}
+    for r in rules:
+        if r is not main:
+            out[r.name].update({c: f"{r.name}.{c}" for c in map(str, frames[r.name].columns) if c in bk})
+    for (rule, key), n in name.items():
+        if n != key:
+            out[rule][key] = n
     return out
 
 

@@ -1110,6 +1110,35 @@ def test_a_failure_amid_many_trivial_jobs_runs_only_what_the_workers_held(local_
     assert 2900 <= done <= 3000 + 3 * pypool.MAX_QUEUE, s  # (+MAX_QUEUE: replies taken in with the failure's)
 
 
+def test_rules_in_two_folders_each_import_their_own_siblings_in_one_worker(local_project):
+    # a/model.py and b/model.py both `import util`: with one worker serving both
+    # rules, rb's jobs got a/util.py (the module found by name in sys.modules),
+    # silently. And a resource.py or json.py in the project folder broke every
+    # python: rule (the worker found it before the standard library's).
+    p = local_project.write(
+        'param x = [1, 2, 3]\nrule ra over x:\n    python: "a/model.py:run"\nrule rb over x:\n    python: "b/model.py:run"\n'
+    )
+    for d in ("a", "b"):
+        (p.root / d).mkdir()
+        write_module(p, f"""
+            import util
+
+            def run(pset):
+                import late  # imported at call time: its folder's too
+                return {{"who": "{d}", "u": util.U, "l": late.L}}
+        """, f"{d}/model.py")
+        (p.root / d / "util.py").write_text(f"U = 'util of {d}'\n")
+        (p.root / d / "late.py").write_text(f"L = 'late of {d}'\n")
+    (p.root / "resource.py").write_text("X = 1\n")
+    (p.root / "json.py").write_text("X = 1\n")
+    for argv in (("build", "-j", "1"), ("build", "-j", "2", "--force", "ra", "--force", "rb")):
+        r = p.sweepc(*argv)
+        assert r.code == 0, r
+        for rule, d in (("ra", "a"), ("rb", "b")):
+            df = sweepc.load(p.root / "sweepfile").results(rule)
+            assert set(zip(df["who"], df["u"], df["l"])) == {(d, f"util of {d}", f"late of {d}")}, (argv, rule, df)
+
+
 def test_the_worker_knows_sweepcs_file_names():
     # pyworker.py is standard library only: its copies of the names must agree
     from sweepc.backends.local import pyworker

@@ -100,23 +100,55 @@ def _fresh_imports_below(folder: str) -> None:
             del sys.path_importer_cache[entry]
 
 
+# The folder whose modules `import` finds now (the last module loaded's), and
+# the modules each folder's code imported from below it. Two python: rules in
+# a/ and b/ whose modules both `import util` ran b's rule with a/util.py when
+# one worker served both: a module in sys.modules is found by name.
+_active: list[str] = [""]
+_owned: dict[str, dict[str, ModuleType]] = {}
+_SHARED = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+
+
+def _enter(folder: str) -> None:
+    """Make the modules of `folder`'s code the ones `import` finds by name:
+    those another folder's code imported from below that folder leave
+    sys.modules (each keeps its own, bound when it was imported), this
+    folder's come back, and the folder goes first on sys.path."""
+    old = _active[0]
+    if old:
+        owned = _owned.setdefault(old, {})
+        below = os.path.join(old, "")
+        for name, mod in list(sys.modules.items()):
+            f = getattr(mod, "__file__", None)
+            if (isinstance(f, str) and f.startswith(below) and not f.startswith(_SHARED) and not name.startswith("sweepc")
+                    and "site-packages" not in f and "dist-packages" not in f):
+                owned[name] = mod  # (installed packages and sweepc's own are everyone's: never imported twice)
+                del sys.modules[name]
+    sys.modules.update(_owned.get(folder, {}))
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    _active[0] = folder
+
+
 def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
     """The function `func` of the module at `path`, imported once per process.
 
     The module's folder goes first on sys.path, so it imports its siblings
-    as it would when run from there. The module, and the modules it imports
-    from its folder, are compiled from their text, never from a .pyc that
-    may be stale (_FreshSource)."""
+    as it would when run from there; when a process runs modules of several
+    folders, each finds its own siblings (_enter). The module, and the
+    modules it imports from its folder, are compiled from their text, never
+    from a .pyc that may be stale (_FreshSource)."""
     mod = _modules.get(path)  # (keyed by absolute paths: a worker's are, and need no abspath a call)
     if mod is None:
         path = os.path.abspath(path)
         mod = _modules.get(path)
+    folder = os.path.dirname(path)
+    if folder != _active[0]:
+        _enter(folder)
     if mod is None:
         name = os.path.splitext(os.path.basename(path))[0]
-        folder = os.path.dirname(path)
         _fresh_imports_below(folder)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path, loader=_FreshSource(name, path))
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {path}")

@@ -506,7 +506,7 @@ class PythonPool:
         r, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, "sweepc_pyworker", _PYWORKER, _PYJOB, str(wfd), str(spool)],
+                [sys.executable, "-P", "-c", _BOOT, "sweepc_pyworker", _PYWORKER, _PYJOB, str(wfd), str(spool)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(wfd, spool), start_new_session=True, env=self._env, cwd=self._cwd,
             )
@@ -795,7 +795,7 @@ def import_problems(graph: BuildGraph, jobs: Sequence[int]) -> list[str]:
     out: list[str] = []
     for (path, func), rule_name in python_modules(graph, jobs)[0].items():
         proc = subprocess.run(
-            [sys.executable, "-c", _BOOT, "sweepc_pyjob", _PYJOB, "--check", str(graph.root / path), func],
+            [sys.executable, "-P", "-c", _BOOT, "sweepc_pyjob", _PYJOB, "--check", str(graph.root / path), func],
             cwd=graph.root, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:

@@ -26,7 +26,9 @@ from sweepc.results import plots
 MAX_RESULTS = 24  # numeric results plotted; the rest are named
 MAX_PARAMS = 5  # varied parameters plotted against
 MAX_FAILURES = 200  # failures listed; the rest are counted
-STATUS_ORDER = ("done", "stale", "failed", "timeout", "results missing", "results malformed", "interrupted", "cancelled", "queued", "never built")
+# the statuses of the results table (Plan.state's, as `sweepc status` orders them, and the two of results files)
+STATUS_ORDER = ("done", "stale", "results missing", "results malformed", "pending", "running", "failed", "timeout", "interrupted",
+                "cancelled", "skipped", "never built")
 FAILED = ("failed", "timeout")  # the statuses listed under Failures (a timeout is a failure of its own kind)
 
 

@@ -439,7 +439,9 @@ class Study:
         # the store stays open while the table is made: the rows come as they are read
         store = LookupStore.open(self.root, create=False)
         try:
-            p = make_plan(g, store, select(g, [r.name for r in rules], where=where, psets=psets))
+            # the one table: --where and --psets select psets of the main sweep, every rule fills those rows
+            ids = res.one_table_jobs(g, where, psets) if rule is None and not history else select(g, [r.name for r in rules], where=where, psets=psets)
+            p = make_plan(g, store, ids)
             runs = store.runs()
             if history:
                 df = res.history(p, spec, runs, store.history(spec.name))

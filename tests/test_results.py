@@ -725,8 +725,6 @@ def test_the_one_table_of_a_where_keeps_the_values_of_a_rule_over_fewer_paramete
     assert _one(fewer, where="a == 2", psets="3:") == every[3:4]  # the slice, then the where
 
 
-@pytest.mark.xfail(strict=True, reason="Study.results() selects each rule of the one table with --where/--psets itself: "
-                                       "it must select with sweepc.results.table.one_table_jobs() (sweepc/api.py)")
 def test_results_where_and_psets_keep_the_values_of_a_rule_over_fewer_parameters(fewer: Path, capsys: pytest.CaptureFixture[str]) -> None:
     every = [(a, b, a * b, "done", a + 100) for a in (1, 2, 3) for b in (10, 20)]
     for args, want in ((("--where", "b > 0"), every), (("--psets", "4:6"), every[4:6]), (("--psets", "1:3"), every[1:3])):

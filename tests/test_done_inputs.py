@@ -108,6 +108,47 @@ def test_a_gather_runs_over_what_ended_done(root: Path, capsys: pytest.CaptureFi
     assert run(capsys, "build")[1].startswith("sweepc: nothing to do")
 
 
+REBUILT = (
+    'param a = [1, 2, 3]\nrule sim over a:\n    output: "o.txt"\n    shell: "echo {a} $(cat {root}/salt) > {output}"\n'
+    'rule g:\n    input: done(sim)\n    output: "g.txt"\n    GATHER\n'
+    'rule h:\n    input: g\n    output: "h.txt"\n    shell: "grep -hvx {{}} {input} > {output}"\n'  # (not python:'s sweepc-result.json)
+)
+GATHERS = {
+    "shell": 'shell: "cat $(cat {input.list}) > {output}"',
+    "python": 'python: "gather.py:run"',
+}
+
+
+def _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root: Path, capsys: pytest.CaptureFixture[str], gather: str,
+                                                          *backend: str, block: str = "") -> None:
+    # sim[a=1]'s output deleted: it runs again with the same fingerprint, and what it
+    # writes may differ (here: a file the command reads and does not name). The
+    # gather was kept "up to date" over the old output (the set of its done inputs
+    # was the same), and the next build said there was nothing to do.
+    (root / "sweepfile").write_text(REBUILT.replace("GATHER", GATHERS[gather]) + block)
+    (root / "gather.py").write_text("def run(p):\n    open('g.txt', 'w').write(''.join(open(f).read() for f in p['_inputs']))\n")
+    (root / "salt").write_text("one\n")
+    code, out = run(capsys, "build", *backend)
+    assert code == 0, out
+    g = sweepc.load(root).graph
+    sim1 = next(j for j in g.jobs if j.label == "sim[a=1]")
+    (g.job_dir(sim1) / "o.txt").unlink()
+    (root / "salt").write_text("two\n")
+    code, out = run(capsys, "build", *backend)
+    assert code == 0, out
+    assert "sweepc: 3 done, 2 up to date" in out, out
+    assert "is up to date: " not in out, out
+    (gd,) = (root / "calc" / "g").glob("*/*")
+    (hd,) = (root / "calc" / "h").glob("*/*")
+    assert (gd / "g.txt").read_text() == (hd / "h.txt").read_text() == "1 two\n2 one\n3 one\n"
+    assert run(capsys, "build", *backend)[1].startswith("sweepc: nothing to do")
+
+
+@pytest.mark.parametrize("gather", GATHERS)
+def test_a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root: Path, capsys: pytest.CaptureFixture[str], gather: str) -> None:
+    _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root, capsys, gather)
+
+
 def test_without_keep_going_the_build_stops_as_before(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "build", "-j", "1")
     assert code == 1
@@ -232,6 +273,54 @@ def test_on_slurm_with_wait(slurm_cluster: dict[str, str], root: Path, capsys: p
     assert (d / "sweepc-inputs.txt").read_text().splitlines() == listed(root, 1, 2, 3)
     assert (d / "sum.txt").read_text() == '{"y": 1}\n{"y": 2}\n{"y": 3}\n'
     assert run(capsys, "build", "--backend", "slurm")[1].startswith("sweepc: nothing to do")
+
+
+def test_on_dask_a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import need
+
+    need("distributed")
+    _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root, capsys, "python", "--backend", "dask",
+                                                          block='backend dask:\n    dashboard = "127.0.0.1:0"\n')
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("gather", GATHERS)
+def test_on_slurm_a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(slurm_cluster: dict[str, str], root: Path,
+                                                                         capsys: pytest.CaptureFixture[str], gather: str) -> None:
+    # with --wait the gather goes out once its inputs ended: sweepc decides whether it may be kept
+    _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root, capsys, gather, "--backend", "slurm", "--wait")
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("gather", GATHERS)
+def test_on_slurm_without_wait_the_runner_reruns_a_gather_whose_input_ran_again(slurm_cluster: dict[str, str], root: Path,
+                                                                                capsys: pytest.CaptureFixture[str], gather: str) -> None:
+    # without --wait the gather goes out with its inputs (afterany): the runner on the
+    # node decides (runner.sh; pyrunner.py for python:), from the inputs' records
+    (root / "sweepfile").write_text(REBUILT.replace("GATHER", GATHERS[gather]))
+    (root / "gather.py").write_text("def run(p):\n    open('g.txt', 'w').write(''.join(open(f).read() for f in p['_inputs']))\n")
+    (root / "salt").write_text("one\n")
+    code, out = run(capsys, "build", "--backend", "slurm", "--wait")
+    assert code == 0, out
+    g = sweepc.load(root).graph
+    (g.job_dir(next(j for j in g.jobs if j.label == "sim[a=1]")) / "o.txt").unlink()
+    (root / "salt").write_text("two\n")
+    code, out = run(capsys, "build", "--backend", "slurm")
+    assert code == 0 and "submitted g: job " in out and "after afterany:" in out, out
+    wait_for_slurm(capsys)
+    (gd,) = (root / "calc" / "g").glob("*/*")
+    (hd,) = (root / "calc" / "h").glob("*/*")
+    assert (gd / "g.txt").read_text() == (hd / "h.txt").read_text() == "1 two\n2 one\n3 one\n"
+    assert json.loads((gd / "sweepc-record.json").read_text())["note"] == ""  # ran, not kept
+    assert run(capsys, "build", "--backend", "slurm")[1].startswith("sweepc: nothing to do")
+
+
+def test_the_runners_know_the_note_of_a_kept_job() -> None:
+    from sweepc.backends.slurm import pyrunner, records
+    from sweepc.backends.slurm.render import runner_text
+
+    assert pyrunner.KEPT_NOTE == records.KEPT_NOTE
+    assert runner_text().count(records.KEPT_NOTE) == 2  # the record it writes, the one it reads
 
 
 def wait_for_slurm(capsys: pytest.CaptureFixture[str], timeout: float = 120) -> list[dict[str, object]]:

@@ -37,15 +37,23 @@ def done_inputs(plan: Plan, job: Job, done_ids: Collection[int], in_run: Collect
 
 
 def kept(plan: Plan, i: int, fps: MutableSequence[str], done_ids: Collection[int], in_run: Collection[int], wd: Path,
-         backend: str) -> Outcome | None:
+         backend: str, kept_ids: Collection[int] = ()) -> Outcome | None:
     """For a job with done() inputs (or downstream of one) that runs only
     because something upstream ran: when its inputs came out as they were
     (the done() inputs that ended done are the ones it was built with: a
-    failed input failed again), its recorded outcome, which stays (and its
-    fingerprint goes into fps); else None."""
+    failed input failed again, and none of its inputs ran again and ended
+    done), its recorded outcome, which stays (and its fingerprint goes into
+    fps); else None. `kept_ids`: the jobs of done_ids kept this way."""
     g = plan.graph
     job = g.jobs[i]
     if i not in plan.dynamic or any(r.code != UPSTREAM for r in plan.reasons.get(i, ())):
+        return None
+    if any(d in done_ids and d not in kept_ids for d in job.deps):
+        # An input ran again and ended done: what it wrote may differ with the
+        # same fingerprint (its output was deleted, the command draws a random
+        # number), so this job reruns, as a job with plain inputs does. (A
+        # done() gather stayed "up to date" over the old output, and the
+        # next build said nothing to do.)
         return None
     rec = plan.records.get((job.rule, job.hash))
     if rec is None or rec.status != "done" or rec.fingerprint is None or rec.run_id is None:

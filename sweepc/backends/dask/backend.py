@@ -132,6 +132,7 @@ class _Runner:
         self.results: dict[int, str] = {}
         self.cpu: dict[int, float | None] = {}  # job id -> CPU seconds of its last attempt
         self.done_ids: set[int] = set()
+        self.kept_ids: set[int] = set()  # of those, the ones kept as they were (soft.kept), not run
         self.in_run = set(plan.run)
         self.fps: list[str] = list(plan.fingerprints)
         self.dyn_fp: dict[int, tuple[str, str]] = {}
@@ -424,13 +425,14 @@ class _Runner:
         )
         self.done += 1
         self.done_ids.add(i)
+        self.kept_ids.add(i)
         self.pending.append(kept)
         self.reporter.job_ended(job, kept, False)
         self.release(i)
         return True
 
     def kept(self, i: int) -> Outcome | None:
-        return soft.kept(self.plan, i, self.fps, self.done_ids, self.in_run, self.wd, "dask")
+        return soft.kept(self.plan, i, self.fps, self.done_ids, self.in_run, self.wd, "dask", self.kept_ids)
 
     def done_inputs(self, job: Job) -> list[int]:
         return soft.done_inputs(self.plan, job, self.done_ids, self.in_run)

@@ -256,6 +256,7 @@ class _Runner:
         self.committed = 0.0  # time.monotonic() of the last commit
         self.results: dict[int, str] = {}  # job id -> its results (JSON) between check() and outcome()
         self.done_ids = _Flags(len(self.g.jobs))  # jobs of this build that ended done
+        self.kept_ids: set[int] = set()  # of those, the ones kept as they were (soft.kept), not run
         self.in_run = set(plan.run)
         # the fingerprints jobs really have: those of plan.dynamic are made when they start
         self.fps: list[str] = list(plan.fingerprints)
@@ -406,6 +407,7 @@ class _Runner:
                             )
                             done += 1
                             self.done_ids.add(i)
+                            self.kept_ids.add(i)
                             self.pending.append(kept)
                             self.reporter.job_ended(g.jobs[i], kept, False)
                             for k in dependents.get(i, ()):
@@ -664,7 +666,7 @@ class _Runner:
         return out
 
     def kept(self, i: int) -> Outcome | None:
-        return soft.kept(self.plan, i, self.fps, self.done_ids, self.in_run, self.wd, "local")
+        return soft.kept(self.plan, i, self.fps, self.done_ids, self.in_run, self.wd, "local", self.kept_ids)
 
     def done_inputs(self, job: Job) -> list[int]:
         return soft.done_inputs(self.plan, job, self.done_ids, self.in_run)

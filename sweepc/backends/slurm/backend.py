@@ -119,6 +119,7 @@ class _Build:
         self.ended_at: dict[tuple[int, int], tuple[float, TaskState]] = {}
         self.unlisted: dict[tuple[int, int], int] = {}
         self.final: dict[int, str] = {}  # done | failed | cancelled | skipped
+        self.kept_ids: set[int] = set()  # of the done ones, those the runner kept as they were (kept())
         self.attempt: dict[int, int] = {}
         self.unexplained: dict[int, int] = {}
         self.started: set[int] = set()
@@ -460,8 +461,11 @@ class _Build:
             rules = ", ".join(f"done({r})" for r in dict.fromkeys(g.jobs[k].rule for k in left))
             self.reporter.note(f"{job.label} runs without {len(left)} of the {len(soft)} jobs of {rules} that did not end done: {names}")
         rec = plan.records.get((job.rule, job.hash))
+        # (not when an input ran in this build and ended done: what it wrote may differ
+        # with the same fingerprint; the runner sees that itself of inputs still to run)
+        rebuilt = any(self.final.get(d) == "done" and d not in self.kept_ids for d in job.deps)
         if (all(r.code == UPSTREAM for r in plan.reasons.get(i, ())) and rec is not None and rec.status == "done"
-                and rec.fingerprint and rec.run_id):
+                and rec.fingerprint and rec.run_id and not rebuilt):
             # it runs only because an input may come out otherwise: kept as it is when they come out the same
             spec.append("keep:" + rec.fingerprint)
             self.keep.add(i)
@@ -718,6 +722,7 @@ class _Build:
             else "its inputs came out as they were"))
         self.fps[i] = rec.fingerprint
         self.final[i] = "done"
+        self.kept_ids.add(i)
         self.end(i, Outcome(
             rule=job.rule, hash=job.hash, status="done", fingerprint=old.fingerprint, cmd_hash=old.cmd_hash,
             inputs_hash=old.inputs_hash, exit_code=old.exit_code, start=old.start, end=old.end, host=old.host,

@@ -62,6 +62,7 @@ else:  # run as a script from the submission folder: its copy of pyjob.py
 
 KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL for a pset past its time
 TERM_GRACE = 1.0  # after SIGTERM to the task: how long its psets get to end and be measured
+KEPT_NOTE = "up to date: its inputs came out as they were"  # = records.KEPT_NOTE: a done record of a job not run
 
 
 class Pset:
@@ -155,6 +156,7 @@ class Runner:
         softs: list[str] = []
         left: set[str] = set()
         keep: str | None = None
+        rebuilt = False  # an input of this submission ran and ended done: not kept (as runner.sh)
         n_soft = 0
         for up in p.up:
             kind = ""
@@ -173,6 +175,8 @@ class Runner:
             elif up.startswith("rf:"):
                 kind, up = "rf", up[3:]
             rel, rec = self.done_record(up)
+            if rec is not None and "@" not in up and rec.get("note") != KEPT_NOTE:
+                rebuilt = True
             if rec is not None and kind:
                 fp = rec.get("fingerprint")
                 if isinstance(fp, str) and fp and all(c in "0123456789abcdef" for c in fp):
@@ -196,8 +200,8 @@ class Runner:
             if os.path.isfile(os.path.join(p.dir, self.inputs_name)):
                 self.filter_inputs(p, left)
         if keep is not None:
-            if p.fp == keep and all(os.path.exists(os.path.join(p.dir, o)) for o in self.outputs):
-                self.record(p, "done", 0, None, now, "up to date: its inputs came out as they were")
+            if p.fp == keep and not rebuilt and all(os.path.exists(os.path.join(p.dir, o)) for o in self.outputs):
+                self.record(p, "done", 0, None, now, KEPT_NOTE)
                 return False
             for o in self.outputs:  # sweepc kept the outputs for this check: gone before it runs
                 _rm_output(p.dir, o)

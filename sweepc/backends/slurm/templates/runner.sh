@@ -302,7 +302,7 @@ _sweepc_one() {
     _sweepc_record "$dir" "$hash" "$fp" "$ch" "$ih" "$attempt" not-run "" "" "$_sweepc_t" "the array task was stopped before this pset started"
     return 0
   fi
-  local kind keep= note= re='"fingerprint": "([0-9a-f]+)"' n_soft=0
+  local kind keep= note= re='"fingerprint": "([0-9a-f]+)"' n_soft=0 rebuilt=
   local -a parts=() softs=()
   local -A left=()
   for up in "$@"; do
@@ -322,6 +322,13 @@ _sweepc_one() {
     case $line in
       *"\"submission\": \"$sub\""*'"status": "done"'*) ;;
       *) line= ;;
+    esac
+    case $line in
+      # an input of this submission that ran and ended done: what it wrote may differ
+      # with the same fingerprint, so this job is not kept as it was (see keep: below)
+      '') ;;
+      *'"note": "up to date: its inputs came out as they were"'*) ;;
+      *) [ "$sub" != "$SWEEPC_SUBMISSION" ] || rebuilt=1 ;;
     esac
     if [ -n "$line" ] && [ -n "$kind" ]; then
       if [[ $line =~ $re ]]; then
@@ -353,7 +360,7 @@ _sweepc_one() {
       note="ran without ${#left[@]} of the $n_soft done() inputs that were not done when it started"
       [ ! -f "$dir/@INPUTS@" ] || _sweepc_filter_inputs "$dir" || _sweepc_rc=1
     fi
-    if [ -n "$keep" ] && [ "$fp" = "$keep" ]; then
+    if [ -n "$keep" ] && [ -z "$rebuilt" ] && [ "$fp" = "$keep" ]; then
       missing=
       for out in "${SWEEPC_OUTPUTS[@]}"; do
         [ -e "$dir/$out" ] || missing=1

@@ -204,6 +204,37 @@ def test_with_k_a_sampler_that_wrote_its_file_then_failed_runs_once_and_nothing_
     assert not any(k.startswith("sim") for k in rows), rows
 
 
+def test_where_and_zip_over_samples_not_made_yet_wait_for_them(local_project: Any) -> None:
+    # a fresh clone (or after `clean all`) could not build: before the sampler had run,
+    # `s0 where x > 1` said "unknown parameter 'x'", zip(s0, k) "zip of unequal lengths"
+    p = local_project.write("""\
+param k = [10, 20, 30, 40]
+rule make_samples:
+    input: script = "make_samples.py"
+    output: "samples.npy"
+    shell: "python3 {input.script} --n 4 --out {output}"
+sweep s0 = npy(make_samples, columns=["x", "y"])
+sweep big = s0 where x > 0.5
+sweep paired = zip(s0, k)
+rule sim over big:
+    output: "out.txt"
+    shell: "echo {x} {y} > {output}"
+rule pair over paired:
+    output: "out.txt"
+    shell: "echo {x} {k} > {output}"
+""", **{"make_samples.py": SAMPLER})
+    r = p.sweepc("check")
+    assert (r.code, r.out.splitlines()[0]) == (0, "sweepfile: ok: 1 parameter, 3 sweeps, 3 rules, 1 job"), r.out + r.err
+    r = p.sweepc("build")
+    assert r.code == 0, r.out + r.err
+    samples = np.load(next((p.root / "calc" / "make_samples").glob("*/*/samples.npy")))
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "sim") == sorted(
+        f"sim[x={x:g},y={y:g}]" for x, y in samples if x > 0.5)
+    assert sorted(j.label for j in p.graph.jobs if j.rule == "pair") == sorted(
+        f"pair[x={x:g},y={y:g},k={k}]" for (x, y), k in zip(samples, (10, 20, 30, 40)))
+    assert p.sweepc("build").out.startswith("sweepc: nothing to do")
+
+
 def test_a_sweep_reading_a_rule_is_a_dependency(local_project: Any) -> None:
     p = local_project.write(TWO_STAGE.replace('input: script = "make_samples.py"', 'input: script = "make_samples.py", sim'),
                             **{"make_samples.py": SAMPLER})

@@ -201,6 +201,10 @@ class _Evaluator:
             bail(f"'{e.op}' does not combine sweeps", e.op_span, "sweeps combine with '*' (every combination), '+' (one after the other), zip(), star() and 'where'")
         bail("expected a sweep", e.span, "a sweep is a parameter, a sweep, A * B, A + B, zip(...), star(...), csv(...) or A where COND")
 
+    def pending_name(self, e: s.Expr) -> bool:
+        """Whether e names a sweep with no psets yet: samples a rule has not made."""
+        return isinstance(e, s.Name) and self.sweeps.get(e.id) == () and bool(self.reads.get(e.id, frozenset()) & self.missing)
+
     def size(self, e: s.Expr) -> int | None:
         """The number of psets of e, when it is known without making them."""
         if isinstance(e, s.Name):
@@ -216,10 +220,14 @@ class _Evaluator:
             return sizes.pop() if len(sizes) == 1 else None
         return None
 
+    def waiting(self) -> bool:
+        """Whether what is being evaluated reads samples a rule has not made yet."""
+        return bool(self.collect and self.collect[-1] & self.missing)
+
     def where(self, e: s.BinOp) -> Psets:
         base = self.expr(e.left)
-        if self.shape:
-            return base
+        if self.shape or (not base and self.waiting()):
+            return base  # (samples not made yet: their parameters, and what the condition keeps, are known later)
         keys = keys_of(base)
         try:
             cond = compile_condition(e.right, keys)
@@ -249,7 +257,7 @@ class _Evaluator:
             if len(e.args) < 2:
                 bail("zip() needs at least two sweeps", e.span, "for example: zip(a, c)")
             labels = [a.value.id if isinstance(a.value, s.Name) else "an argument" for a in e.args]
-            sizes = [self.size(a.value) for a in e.args]
+            sizes = [None if self.pending_name(a.value) else self.size(a.value) for a in e.args]
             for label, n in zip(labels[1:], sizes[1:]):
                 if sizes[0] is not None and n is not None and n != sizes[0]:
                     # say so before making (maybe millions of) psets
@@ -259,6 +267,9 @@ class _Evaluator:
                 if a.name is not None:
                     bail("zip() takes no keyword arguments", a.name_span, "for example: zip(a, c)")
                 parts.append((label, self.expr(a.value)))
+            if self.waiting() and (self.shape or not all(ps for _, ps in parts)):
+                # samples not made yet: no psets (or, in shape mode, one row of every key)
+                return ({k: v for _, ps in parts for k, v in ps[0].items()},) if self.shape and all(ps for _, ps in parts) else ()
             return alg.zip_(parts)
         if e.func == "star":
             return self.star(e)

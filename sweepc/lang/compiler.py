@@ -29,9 +29,7 @@ from sweepc.lang.templates import attach, collect
 
 def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None,
             not_done: frozenset[str] = frozenset()) -> BuildGraph:
-    """Check and expand a parsed sweepfile; raise SweepfileError listing
-    every mistake. (`not_done`: sample rules whose output counts as not
-    there: their last run did not end done.)"""
+    """Check and expand a parsed sweepfile (`not_done`: sample rules whose output counts as not there)."""
     path = sweepfile or Path(module.filename)
     root = root or path.resolve().parent
     names = resolve(module, root, sweepfile or root / path.name)

@@ -27,8 +27,7 @@ from sweepc.lang.problems import fail
 from sweepc.lang.templates import attach, collect
 
 
-def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None,
-            not_done: frozenset[str] = frozenset()) -> BuildGraph:
+def compile(module: s.Module, root: Path | None = None, sweepfile: Path | None = None, earlier: EarlierJobs | None = None, not_done: frozenset[str] = frozenset()) -> BuildGraph:
     """Check and expand a parsed sweepfile (`not_done`: sample rules whose output counts as not there)."""
     path = sweepfile or Path(module.filename)
     root = root or path.resolve().parent

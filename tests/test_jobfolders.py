@@ -390,6 +390,22 @@ def test_view_names_escape_unsafe_characters_and_refuse_overlong_ones(tmp_path: 
     assert (tmp_path / "v" / "r" / "s=a%2Fb" / "o").exists()
 
 
+def test_view_names_tell_a_string_from_the_number_or_bool_it_reads_as(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # 1 and "1", true and "true" are distinct psets: the view linked one of each pair under
+    # the same name, said "3 links" for 6 jobs, and no warning
+    assert [value_text(v) for v in ("1", "true", "1.5", "inf", "-2e3", '"q', "1a")] == ['"1"', '"true"', '"1.5"', '"inf"', '"-2e3"', '""q"', "1a"]
+    (tmp_path / "sweepfile").write_text('param x = [1, "1", true, "true", 1.5, "1.5"]\nrule r over x:\n    output: "o"\n    shell: "echo {x} > o"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "build")[0] == 0
+    code, out, err = cli(capsys, "view", "v")
+    assert (code, err) == (0, "")
+    names = {p.name: (p / "o").read_text() for p in (tmp_path / "v" / "r").iterdir()}
+    assert names == {"x=1": "1\n", "x=%221%22": "1\n", "x=true": "true\n", "x=%22true%22": "true\n", "x=1.5": "1.5\n", "x=%221.5%22": "1.5\n"}
+    assert {os.readlink(tmp_path / "v" / "r" / n) for n in names} == {
+        os.path.relpath(tmp_path / "calc" / "r" / h[:2] / h, tmp_path / "v" / "r") for h in (j.hash for j in sweepc.load(tmp_path).graph.jobs)}
+
+
 # -- on SLURM -----------------------------------------------------------------------
 
 SLURM = '''

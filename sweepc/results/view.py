@@ -8,7 +8,8 @@ project (with DIR inside it) keeps them valid. Only jobs whose folder exists
 are linked.
 
 Names: `name=value`, the value written as in the sweepfile (true/false, ints,
-floats as Python prints them, strings as they are), then every byte that is
+floats as Python prints them, strings as they are, but in double quotes when
+they would read as a number or a bool: "1" is not 1), then every byte that is
 not a letter, a digit or one of `. _ - + , @ =` is escaped as `%XX` (UTF-8,
 upper-case hex, like a URL): `/` is `%2F`, a space `%20`, `%` itself `%25`.
 A name longer than 255 bytes (the file-name limit) is refused.
@@ -54,7 +55,20 @@ def value_text(v: Scalar) -> str:
         return "true"
     if v is False:
         return "false"
+    if isinstance(v, str) and _reads_as_other(v):
+        return '"' + v + '"'  # ("1" and 1, "true" and true are two psets: x=%221%22 and x=1)
     return repr(v) if isinstance(v, float) else str(v)
+
+
+def _reads_as_other(text: str) -> bool:
+    """Whether a string value would be written like a number or a bool."""
+    if text in ("true", "false") or text.startswith('"'):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def link_path(job: Job) -> str:
@@ -96,6 +110,10 @@ def _make_view(g: BuildGraph, jobs: Sequence[int], dest: Path) -> ViewResult:
         if not folder.is_dir():
             continue
         rel = link_path(job)
+        if rel in want:  # (two psets under one name: the view showed one of them, and said nothing)
+            other = next(g.jobs[k].label for k in jobs if k != i and link_path(g.jobs[k]) == rel)
+            raise UsageError(f"{job.label} and {other} would have the same name in the view: {rel}",
+                             "name one of the two values differently in the sweepfile")
         want[rel] = os.path.relpath(folder, real / os.path.dirname(rel))
     dirs = sorted({str(p) for rel in want for p in Path(rel).parents if str(p) != "."})
     # every refusal before the first change

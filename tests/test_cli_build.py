@@ -305,6 +305,22 @@ def test_a_dry_run_and_status_during_a_build_name_the_running_build(local_projec
     assert json.loads(p.sweepc("status", "--format", "json").out)[0]["running"] == 0
 
 
+def test_status_of_one_job_or_output_counts_it_under_its_rule(local_project):
+    # status --rule 'gen[a=2]' was accepted (it takes targets, as build does) and printed
+    # only the header: the rows were those of rules named exactly so
+    p = local_project.write('''
+        param a = [1, 2, 3]
+        rule gen over a:
+            output: "out.txt"
+            shell: "echo {a} > {output}"
+    ''')
+    assert p.sweepc("build", "gen[a=1]").code == 0
+    row = "gen      1     {}      0        0        0       0        0            0          0        0            {}        0\n"
+    assert p.sweepc("status", "--rule", "gen[a=2]").out == f"{STATUS_HEADER}\n" + row.format(0, 1)
+    out = str(p.out("gen[a=1]").relative_to(p.root))
+    assert p.sweepc("status", "--rule", out).out == f"{STATUS_HEADER}\n" + row.format(1, 0)
+
+
 def test_counts_of_one_are_singular(local_project):
     p = local_project.write('''
         param a = [1]

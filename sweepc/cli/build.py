@@ -582,7 +582,10 @@ def status_rows(study: Study, rules: Sequence[str], where: str | None, psets: st
     study.refresh()  # take in the completion records of SLURM jobs first
     p, states, retried = study.status(where=where, targets=rules, psets=psets)
     rows: dict[str, dict[str, Any]] = {}
-    wanted = set(rules)
+    # (status --rule 'sim[a=1]' printed an empty table: the rows of the rules its targets name)
+    from sweepc.plan.selection import target_rules
+
+    wanted = target_rules(g, rules) if rules else set()
     for r in g.rules:
         if not wanted or r.name in wanted:
             rows[r.name] = {"rule": r.name, "jobs": 0, **{s: 0 for s in STATES}, "retried": 0}

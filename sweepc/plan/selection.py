@@ -128,6 +128,12 @@ def _target_jobs(g: BuildGraph, target: str, cwd: Path) -> list[int]:
     raise UsageError(f"'{target}' is not a rule or an output of this project", "outputs live at <workdir>/<rule>/<hh>/<hash>/<file>")
 
 
+def target_rules(g: BuildGraph, targets: Sequence[str], cwd: Path | None = None) -> set[str]:
+    """The rules of the jobs the targets name (a rule, RULE[a=1], an output path)."""
+    here = cwd or Path.cwd()
+    return {g.jobs[i].rule for t in targets for i in _target_jobs(g, t, here)}
+
+
 def select(
     g: BuildGraph,
     targets: Sequence[str] = (),

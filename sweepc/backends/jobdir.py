@@ -169,7 +169,9 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
             d = g.job_dir(job)
             if not (made and _write_new(fd, INPUT_LIST_NAME, (t.encode() for t in input_list_pieces(g, job, d, only)))):
                 write_input_list(g, job, d, dir_fd=fd, only=only)
-        for dest, data, mode in templates.rendered(g, job):
+        files = templates.rendered(g, job)
+        _track_rendered(fd, templates.sources(g, job) if files else {}, made)
+        for dest, data, mode in files:
             _write_below(fd, dest.split("/"), data, mode)
         pset_json = pset_json_text(g, job).encode("utf-8")
         if not (made and _write_new(fd, PSET_JSON_NAME, pset_json)):
@@ -177,6 +179,71 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
     finally:
         os.close(fd)
     return made
+
+
+def _track_rendered(fd: int, now: Mapping[str, str], made: bool) -> None:
+    """Before the templates are written: remove the files rendered by an
+    earlier run from templates that are gone now (templates.RENDERED_LIST_NAME
+    names them), then list the ones about to be written. Only a file sweepc
+    rendered is removed, never through a link."""
+    name = templates.RENDERED_LIST_NAME
+    before = {} if made else _rendered_before(fd)
+    for dest in before:
+        if dest not in now:
+            _remove_rendered(fd, dest.split("/"))
+    if now:
+        data = json.dumps(now, ensure_ascii=False, indent=0).encode("utf-8")
+        if not (made and _write_new(fd, name, data)):
+            _write_below(fd, [name], data, 0o644)
+    elif before:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=fd)
+
+
+def _rendered_before(fd: int) -> dict[str, str]:
+    """What the job folder's list of rendered templates holds ({} when there
+    is none, or it is not what sweepc writes)."""
+    try:
+        f = os.open(templates.RENDERED_LIST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(f, "rb") as r:
+            data = json.loads(r.read(1 << 24))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and _safe_rel(k)}
+
+
+def _safe_rel(path: str) -> bool:
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _remove_rendered(fd: int, parts: list[str]) -> None:
+    """Remove the file parts[-1] below folder fd, reached without following a
+    link; a folder in its place stays. The folders on the way that it leaves
+    empty go too (sweepc made them for it)."""
+    name = parts[0]
+    if len(parts) == 1:
+        try:
+            if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                os.unlink(name, dir_fd=fd)  # a link loses the link only
+        except OSError:
+            pass
+        return
+    try:
+        below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except OSError:
+        return  # gone, a link or a file: nothing of sweepc's below it
+    try:
+        _remove_rendered(below, parts[1:])
+    finally:
+        os.close(below)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=fd)  # only when empty
 
 
 def _write_new(dir_fd: int, name: str, data: bytes | Iterable[bytes]) -> bool:

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
     import jinja2
 
 CONTEXT_NAMES = ("pset", "rule", "resources")
+# In a job folder: the files sweepc rendered there from templates, as JSON
+# {job-folder path: template file}, so that a template removed since (from a
+# templates: folder, or the field itself) is removed from the folder before
+# the job runs again, and nothing else is (jobdir.prepare_job_folder).
+# lang/templates.py refuses a template of this name (its own copy of it).
+RENDERED_LIST_NAME = ".sweepc-templates"
 _UNDEFINED = re.compile(r"'(\w+)' is undefined|has no attribute '(\w+)'")
 
 
@@ -145,6 +151,11 @@ def rendered(g: BuildGraph, job: Job) -> list[tuple[str, bytes | Path, int]]:
     if isinstance(r, Diagnostic):
         raise OSError(f"template {r.filename}: {r.message}")
     return [(tf.dest, Path(src) if text is None else text.encode("utf-8"), mode) for tf, text, mode, src in r]
+
+
+def sources(g: BuildGraph, job: Job) -> dict[str, str]:
+    """The job's template files now: {job-folder path: template file}."""
+    return {tf.dest: tf.source for tf in g.rule(job.rule).templates}
 
 
 def _diagnostic(e: Exception, tf: TemplateFile, text: str, job: Job, ctx: Mapping[str, Any]) -> Diagnostic:

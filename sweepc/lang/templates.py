@@ -36,6 +36,9 @@ FIELD = "templates"
 # fingerprint must then hold too (see RuleSpec.template_uses).
 EXTRA_USES = ("seq", "resources")
 MAX_TEXT = 8 << 20  # a bigger file is copied as it is, not rendered once per job
+# the list of rendered templates in a job folder (backends/templates.py's
+# RENDERED_LIST_NAME; not imported from there: lang comes before backends)
+RENDERED_LIST_NAME = ".sweepc-templates"
 SYNTAX_HINT = "jinja2 writes values as {{ name }} and logic as {% if ... %}...{% endif %}"
 
 
@@ -175,7 +178,7 @@ def _clash(dest: str, src: str, rule: str, by_dest: Mapping[str, TemplateFile], 
             f"template '{src}' writes '{dest}', which is an output of rule '{rule}'",
             "a template is written before the command runs and an output by the command; rename one of them",
         )
-    if dest in RESERVED_NAMES:
+    if dest in RESERVED_NAMES or dest == RENDERED_LIST_NAME:
         return f"template '{src}' writes '{dest}', a file sweepc writes itself", "rename the template"
     parts = dest.split("/")
     for k in range(1, len(parts)):

@@ -129,6 +129,19 @@ def test_where_on_strings_and_bools(tmp_path: Path) -> None:
     assert psets(text, "s", tmp_path) == [{"m": "fast", "f": True}, {"m": "fast", "f": False}, {"m": "slow", "f": False}]
 
 
+def test_where_tells_a_bool_from_a_number_as_the_pset_hash_does(tmp_path: Path) -> None:
+    # true and 1 are two values (two psets): `a == true` also kept a = 1, and `a in [1]` kept true
+    text = ('param a = [0, 1, 2, true, false, "1"]\nsweep t = a where a == true\nsweep one = a where a in [1, 2.0]\n'
+            'sweep not1 = a where a != 1\nsweep nf = a where a not in [false, 0]\nsweep n = a where a == 1.0\n')
+    def values(name: str) -> list[tuple[type, object]]:
+        return [(type(p["a"]), p["a"]) for p in psets(text, name, tmp_path)]
+    assert values("t") == [(bool, True)]
+    assert values("one") == [(int, 1), (int, 2)]
+    assert values("not1") == [(int, 0), (int, 2), (bool, True), (bool, False), (str, "1")]
+    assert values("nf") == [(int, 1), (int, 2), (bool, True), (str, "1")]
+    assert values("n") == [(int, 1)]  # 1 and 1.0 are one value
+
+
 CSV = "param_combo,x,y,flag,mixed,name\n0,1,1.5,true,1,a\n1,2,2,false,x,b\n2,3,3.25,TRUE,2.5,c\n3,4,4,False,4,d\n"
 
 

@@ -88,6 +88,22 @@ def _mul(a: object, b: object) -> object:
 _NUMERIC_ONLY = {"%": "_n_mod", "*": "_n_mul", "**": "_n_pow"}
 
 
+def _eq(a: object, b: object) -> bool:
+    """a == b as the sweepfile means it: a bool is not a number (true is not 1,
+    as the pset hash has it), and 1 is 1.0."""
+    return a == b and (a is True or a is False) == (b is True or b is False)
+
+
+def _in(a: object, items: object) -> bool:
+    if isinstance(items, tuple):
+        return any(_eq(a, x) for x in items)
+    return a in items  # type: ignore[operator]  # (a string in a string; a number in one: Python's TypeError)
+
+
+# comparisons that must tell a bool from a number (Python: True == 1, True in (1,))
+_TYPED = {"==": "_c_eq({0}, {1})", "!=": "(not _c_eq({0}, {1}))", "in": "_c_in({0}, {1})", "notin": "(not _c_in({0}, {1}))"}
+
+
 @dataclass(frozen=True, slots=True)
 class ExprError(Exception):
     message: str
@@ -108,6 +124,7 @@ def compile_condition(expr: s.Expr, known: Collection[str]) -> Compiled:
     code = _gen(expr, known, names)
     env: dict[str, object] = {
         "__builtins__": {}, "_n_mod": _mod, "_n_mul": _mul, "_n_pow": _pow, "_inf": math.inf, "_nan": math.nan,
+        "_c_eq": _eq, "_c_in": _in,
         **{f"_f_{k}": v for k, v in FUNCTIONS.items()},
     }
     try:
@@ -146,6 +163,8 @@ def _gen(e: s.Expr, known: Collection[str], names: set[str]) -> str:
         if e.op in _NUMERIC_ONLY:
             # Python would format (str % x) or repeat (str * n); here they are mistakes
             return f"{_NUMERIC_ONLY[e.op]}({left}, {right})"
+        if e.op in _TYPED:
+            return _TYPED[e.op].format(left, right)
         return f"({left} {_BINOPS[e.op]} {right})"
     if isinstance(e, s.Call):
         if e.func not in FUNCTIONS:

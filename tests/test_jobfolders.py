@@ -146,7 +146,7 @@ def test_a_template_that_fails_for_one_pset_stops_the_build_before_anything_runs
     assert err == (
         "templates/input.deck.j2:2: 'titel' is undefined\n"
         "  {% if a == 2 %}{{ titel }}{% endif %}\n"
-        "  hint: it failed for pset a=2, b=88, title='my run' of rule 'sim'; did you mean 'title'?\n"
+        "  hint: it failed for pset a=2, b=88, title=\"my run\" of rule 'sim'; did you mean 'title'?\n"
     )
     assert not (project / "calc").exists()  # nothing ran, not even 'plain'
     assert cli(capsys, "build", "-n") == (2, "", err)  # a dry run says so too
@@ -155,7 +155,7 @@ def test_a_template_that_fails_for_one_pset_stops_the_build_before_anything_runs
     code, out, err = cli(capsys, "build")
     assert code == 2
     assert err.splitlines()[0] == "templates/input.deck.j2:2: ZeroDivisionError: division by zero"
-    assert err.splitlines()[2] == "  hint: it failed for pset a=1, b=88, title='my run' of rule 'sim'"
+    assert err.splitlines()[2] == "  hint: it failed for pset a=1, b=88, title=\"my run\" of rule 'sim'"
 
 
 def test_an_empty_template_folder_is_an_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

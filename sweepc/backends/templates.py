@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweepc.errors import Diagnostic, Span, SweepfileError, did_you_mean
 from sweepc.lang.graph import BuildGraph, Job, RuleSpec, TemplateFile
+from sweepc.values import shell_str
 
 if TYPE_CHECKING:
     import jinja2
@@ -178,4 +179,12 @@ def _diagnostic(e: Exception, tf: TemplateFile, text: str, job: Job, ctx: Mappin
 
 
 def _describe(job: Job) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in job.params.items())
+    """The pset as the sweepfile writes its values: a=1, flag=true, title="my run"
+    (a bool and a float as the job's label has them, a string quoted)."""
+    return ", ".join(f"{k}={_as_written(v)}" for k, v in job.params.items())
+
+
+def _as_written(v: Any) -> str:
+    import json
+
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else shell_str(v)

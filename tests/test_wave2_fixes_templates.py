@@ -95,3 +95,50 @@ def test_a_template_named_like_the_list_of_rendered_templates_is_refused(project
     code, out, err = cli(capsys, "check")
     assert code == 2
     assert err.splitlines()[0] == "sweepfile:5:16: template 'templates/calc/.sweepc-templates' writes '.sweepc-templates', a file sweepc writes itself"
+
+
+MIXED = '''
+param n = [1]
+param title = "my run"
+param flag = [true]
+param x = [0.5]
+
+rule sim over n * title * flag * x:
+    templates: "templates/in.j2"
+    output: "out.txt"
+    shell: "cat in > {output}"
+'''
+
+
+def test_a_template_error_names_the_pset_as_the_sweepfile_writes_it(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "sweepfile").write_text(MIXED)
+    (project / "templates" / "in.j2").write_text("x\n{{ 1 / 0 }}\n")
+    code, out, err = cli(capsys, "build")
+    assert code == 2 and out == ""
+    assert err == (
+        "templates/in.j2:2: ZeroDivisionError: division by zero\n"
+        "  {{ 1 / 0 }}\n"
+        "  hint: it failed for pset n=1, title=\"my run\", flag=true, x=0.5 of rule 'sim'\n"
+    )
+
+
+@pytest.mark.parametrize(("line", "tag"), [
+    ('{% include "other.j2" %}', "include"),
+    ('{% extends "base.j2" %}', "extends"),
+    ('{% import "macros.j2" as m %}', "import"),
+    ('{% from "macros.j2" import box %}', "import"),
+])
+def test_a_template_that_reads_another_template_is_refused_when_compiled(
+        project: Path, capsys: pytest.CaptureFixture[str], line: str, tag: str) -> None:
+    (project / "sweepfile").write_text(MIXED)
+    (project / "templates" / "in.j2").write_text(f"x\n{line}\n")
+    (project / "templates" / "other.j2").write_text("y\n")
+    for command in ("check", "build"):
+        code, out, err = cli(capsys, command)
+        assert code == 2 and out == ""
+        assert err == (
+            f"templates/in.j2:2: {{% {tag} %}} is not supported: a template cannot read another template\n"
+            f"  {line}\n"
+            "  hint: each template is rendered on its own: write what it needs from the other file into this one (template of rule 'sim')\n"
+        )
+    assert not (project / "calc").exists()

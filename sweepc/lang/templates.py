@@ -212,7 +212,8 @@ def _syntax(env: jinja2.Environment, text: str, src: str, rule: str) -> Diagnost
         # compiled, not only parsed: an unknown filter or test is found when the
         # code is generated (TemplateAssertionError, a TemplateSyntaxError), and
         # escaped the check as a traceback while the build prepared its jobs
-        env.compile(text, name=src, filename=src)
+        tree = env.parse(text, name=src, filename=src)
+        env.compile(tree, name=src, filename=src)
     except jinja2.TemplateSyntaxError as e:
         line = e.lineno or 1
         hint = SYNTAX_HINT
@@ -221,4 +222,20 @@ def _syntax(env: jinja2.Environment, text: str, src: str, rule: str) -> Diagnost
             known = env.filters if unknown[1] == "filter" else env.tests
             hint = did_you_mean(unknown[2], known) or f"jinja2's {unknown[1]}s are: {listing(sorted(known))}"
         return Diagnostic(e.message or "syntax error", Span(line, 0, line, 0), f"{hint} (template of rule '{rule}')", src, source=text)
+    return _other_file(tree, text, src, rule)
+
+
+def _other_file(tree: jinja2.nodes.Template, text: str, src: str, rule: str) -> Diagnostic | None:
+    """A template that reads another template ({% include %}, {% import %},
+    {% extends %}): not supported, each template is rendered on its own
+    (it failed when rendered, "no loader for this environment specified")."""
+    from jinja2 import nodes
+
+    for node in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+        tag = {nodes.Include: "include", nodes.Extends: "extends"}.get(type(node), "import")
+        line = node.lineno or 1
+        return Diagnostic(
+            f"{{% {tag} %}} is not supported: a template cannot read another template", Span(line, 0, line, 0),
+            f"each template is rendered on its own: write what it needs from the other file into this one (template of rule '{rule}')", src, source=text,
+        )
     return None

@@ -255,3 +255,11 @@ def test_sample_rule_mistakes(local_project: Any) -> None:
             'sweep s = npy(gg, columns=["x"])\nrule r over s:\n    output: "o"\n    shell: "echo {x} > {output}"\n')
     r = p.sweepc("check")
     assert r.code == 2 and r.err.startswith("sweepfile:4:15: unknown rule 'gg'\n"), r.err
+    p.write('rule g:\n    output: temp("s.npy")\n    shell: "true"\n'
+            'sweep s = npy(g, columns=["x"])\nrule r over s:\n    output: "o"\n    shell: "echo {x} > {output}"\n')
+    r = p.sweepc("check")
+    assert (r.code, r.err) == (2, "sweepfile:2:13: npy() reads the output of rule 'g', which is temp(): sweepc removes those once read, "
+                                  "and the samples are read again at every build\n"
+                                  '      output: temp("s.npy")\n'
+                                  "              ^^^^^^^^^^^^^\n"
+                                  "  hint: make it a plain output of rule 'g'\n")

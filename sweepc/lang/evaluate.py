@@ -414,6 +414,11 @@ class _Evaluator:
             self.p.bail(f"rule '{ref.id}' runs over a sweep, so it has no one output for {kind}() to read", ref.span,
                         f"a rule that makes samples runs once: remove 'over' from rule '{ref.id}'")
         outputs = [it for f in rd.fields if f.name == "output" for it in f.items]
+        if len(outputs) == 1 and isinstance(outputs[0].value, s.Call) and outputs[0].value.func == "temp":
+            # (it said "reads the one output of rule 'mk', which has 1")
+            self.p.bail(f"{kind}() reads the output of rule '{ref.id}', which is temp(): sweepc removes those once read, "
+                        "and the samples are read again at every build", outputs[0].value.span,
+                        f"make it a plain output of rule '{ref.id}'")
         if len(outputs) != 1 or not isinstance(outputs[0].value, s.Str):
             self.p.bail(f"{kind}() reads the one output of rule '{ref.id}', which has {len(outputs)}", ref.span,
                         f"give rule '{ref.id}' exactly one output: the file {kind}() reads")

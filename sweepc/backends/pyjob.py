@@ -156,10 +156,17 @@ def load(path: str, func: str) -> Callable[[dict[str, Any]], Any]:
         sys.modules.setdefault(name, mod)  # pickle (multiprocessing inside the function) finds it
         spec.loader.exec_module(mod)
         _modules[path] = mod
-    fn = getattr(mod, func, None)
-    if fn is None or not callable(fn):
+    if not hasattr(mod, func):
         raise AttributeError(f"{os.path.basename(path)} has no function '{func}'")
+    fn = getattr(mod, func)
+    if not callable(fn):  # run = 3: not "has no function 'run'", which it has, by name
+        what = "None" if fn is None else _a(type(fn).__name__)
+        raise TypeError(f"{func} in {os.path.basename(path)} is {what}, not a function")
     return fn  # type: ignore[no-any-return]
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiouAEIOU" else "a ") + noun
 
 
 def _json_default(v: Any) -> Any:

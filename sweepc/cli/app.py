@@ -11,13 +11,18 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sweepc import __version__
 from sweepc.errors import MachineError, SweepcError, SweepfileError, machine_error
 from sweepc.cli import common as cli_common
 from sweepc.cli.common import EXIT_INTERRUPTED, EXIT_MACHINE, EXIT_OK, EXIT_USAGE, graph_of, text_tables
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sweepc.lang.graph import BuildGraph
 
 
 class _Parser(argparse.ArgumentParser):
@@ -198,8 +203,56 @@ def cmd_psets(args: argparse.Namespace) -> int:
     study = Study(graph_of(args))
     sys.stderr.writelines(pending_notes(study))
     df = study.psets(args.sweep)
-    sys.stdout.write(write(df, args.format, None) or "")
+    if args.format == "table":
+        sys.stdout.write(write(df, args.format, None) or "")
+        return EXIT_OK
+    # csv and json: each value as the sweepfile has it, not as its column's
+    # dtype (a = [1, 2.5] gave 1.0); json writes inf and nan as Python's
+    # json does (Infinity, NaN), as pset.json does, not as null
+    rows = _psets_as_hashed(study.graph, df, args.sweep)
+    if args.format == "json":
+        from sweepc.values import encode_scalar
+
+        sys.stdout.writelines(_json_rows(rows, encode_scalar))
+    else:
+        import pandas as pd
+
+        sys.stdout.write(write(pd.DataFrame(rows, columns=list(df.columns), dtype=object), "csv", None) or "")
     return EXIT_OK
+
+
+def _psets_as_hashed(g: BuildGraph, df: pd.DataFrame, sweep: str | None) -> list[dict[str, Any]]:
+    """The rows of study.psets() with every parameter's value taken from the
+    graph (found by the row's sweep and _pset_seq): an int stays an int next
+    to floats, a gap (a parameter of another sweep) is None."""
+    cols = [str(c) for c in df.columns]
+    names = df["_sweep"].tolist() if "_sweep" in df.columns else [sweep] * len(df)
+    seqs = [int(k) for k in df["_pset_seq"].tolist()]
+    others = {c: [_plain(v) for v in df[c].tolist()] for c in cols if c.startswith("_")}
+    rows: list[dict[str, Any]] = []
+    for i, (name, seq) in enumerate(zip(names, seqs)):
+        pset = g.sweeps[name].psets[seq] if name in g.sweeps else {name: g.params[name][seq]}
+        rows.append({c: others[c][i] if c in others else pset.get(c) for c in cols})
+    return rows
+
+
+def _plain(v: Any) -> Any:
+    """A cell of a bookkeeping column as a Python value: numpy's scalars as
+    Python's, pandas' gaps as None."""
+    import pandas as pd
+
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    item = getattr(v, "item", None)
+    return item() if callable(item) and not isinstance(v, str) else v
+
+
+def _json_rows(rows: list[dict[str, Any]], enc: Callable[[object], str]) -> Iterator[str]:
+    """The rows as one JSON list (compact, as results --format json writes it)."""
+    yield "["
+    for i, row in enumerate(rows):
+        yield ("," if i else "") + "{" + ",".join(f"{enc(k)}:{enc(v)}" for k, v in row.items()) + "}"
+    yield "]\n"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 
 from sweepc.lang.graph import BuildGraph
@@ -46,20 +48,35 @@ def render_graph(g: BuildGraph, jobs: bool, fmt: str) -> str:
         lines.append("digraph sweepc {")
         lines.append("  rankdir=LR;")
         for n, data in dg.nodes(data=True):
-            lines.append(f'  "{n}" [label="{_esc(data["label"])}"];')
+            lines.append(f'  "{n}" [label="{dot_text(data["label"])}"];')
         for u, v, data in dg.edges(data=True):
-            label = f' [label="{_esc(data["label"])}"]' if "label" in data else ""
+            label = f' [label="{dot_text(data["label"])}"]' if "label" in data else ""
             lines.append(f'  "{u}" -> "{v}"{label};')
         lines.append("}")
     else:
         lines.append("flowchart LR")
         for n, data in dg.nodes(data=True):
-            lines.append(f'  {n}["{_esc(data["label"])}"]')
+            lines.append(f'  {n}["{mermaid_text(data["label"])}"]')
         for u, v, data in dg.edges(data=True):
-            label = f'|"{_esc(data["label"])}"|' if "label" in data else ""
+            label = f'|"{mermaid_text(data["label"])}"|' if "label" in data else ""
             lines.append(f"  {u} -->{label} {v}")
     return "\n".join(lines) + "\n"
 
 
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', "'")
+# what str.splitlines() breaks a line at: a value with one is drawn over two lines
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# mermaid's entity codes (#quot;, #NN;): '#' starts one, so it is one itself; < > &
+# would be HTML in its labels
+_MERMAID = {"#": "#35;", '"': "#quot;", "<": "#60;", ">": "#62;", "&": "#38;"}
+_MERMAID_CHARS = re.compile('[#"<>&]')
+
+
+def dot_text(text: str) -> str:
+    """text inside a quoted dot label: a backslash and a quote escaped, a line break as \\n."""
+    return _LINE_BREAK.sub(r"\\n", text.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def mermaid_text(text: str) -> str:
+    """text inside a quoted mermaid label: entity codes for what would end or
+    change the label, a line break as <br>."""
+    return _LINE_BREAK.sub("<br>", _MERMAID_CHARS.sub(lambda m: _MERMAID[m.group()], text))

@@ -866,15 +866,21 @@ def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
         store.close()
     mine = [d for r, h, d in found if _made_by_sweepc(r, h, d, recs)]
     foreign = sorted(other + [d for r, h, d in found if d not in set(mine)])
-    # the workdir itself goes only when nothing but sweepc's job folders is in it
-    whole_wd = bool(mine) and not foreign and wd != Path(os.path.normpath(root))
+    # the workdir itself goes only when nothing but sweepc's job folders is in it,
+    # and never when it is a link (to scratch space, say): the link and its folder stay
+    try:
+        link = f" (a link to {os.readlink(wd)}; the link and its folder are kept)" if wd.is_symlink() else ""
+    except OSError:
+        link = " (a link; the link and its folder are kept)"
+    whole_wd = bool(mine) and not foreign and wd != Path(os.path.normpath(root)) and not link
     has_sd = os.path.lexists(sd)
     if not mine and not has_sd:
         out.write("sweepc: nothing to clean\n")
         return EXIT_OK
     if has_sd and not _real_dir(sd):
         raise UsageError(f"refusing to remove {_rel(g, sd)}: it is a symbolic link or not a folder", "remove it yourself")
-    what = [f"{_rel(g, wd)}/" if whole_wd else f"{plural(len(mine), 'job folder')} in {_rel(g, wd)}/"] if mine else []
+    folders = f"{plural(len(mine), 'job folder')} in {_rel(g, wd)}/{link}"
+    what = [f"{_rel(g, wd)}/" if whole_wd else folders] if mine else []
     what += [f"{_rel(g, sd)}/"] if has_sd else []
     keep = ""
     if foreign and mine:
@@ -909,7 +915,8 @@ def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
             with contextlib.suppress(OSError):
                 wd.rmdir()
         if mine:
-            out.write(f"removed {what[0]}\n")
+            # (the workdir may still be there: something appeared in it meanwhile)
+            out.write(f"removed {what[0] if not os.path.lexists(wd) else folders}\n")
         if has_sd:
             try:
                 shutil.rmtree(sd)

@@ -321,3 +321,18 @@ def test_an_int_beyond_64_bits_is_plotted_as_a_number(dollars: Path, capsys: pyt
     assert run(capsys, "plot", "big", "--x", "n", "-o", "b.svg") == (0, "", "sweepc: wrote b.svg\n")
     df = sweepc.load(dollars).results()
     assert df["big"].dtype == object and plots.numeric_results(df, ["label", "n"]) == ["y", "big"]
+
+
+def test_a_plot_over_numbers_and_bools_keeps_true_apart_from_1() -> None:
+    # pandas groups True with 1 (True == 1): over f = [0, 1, true, false] a plot and the
+    # report drew the psets of 0 and of false as one point, with twice the count
+    from sweepc.results import plots
+
+    df = pd.DataFrame({"f": pd.Series([0, 1, True, False, 0, 1, True, False], dtype=object),
+                       "n": [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]})
+    agg = plots.aggregate(plots.bools_apart(df, ["f"]), "n", "f", None)
+    assert sorted(zip(agg["f"].astype(str), agg["mean"], agg["count"])) == [
+        ("0", 1.0, 2), ("1", 2.0, 2), ("false", 4.0, 2), ("true", 3.0, 2)]
+    # a column of bools only is left as it is
+    only = pd.DataFrame({"f": [True, False], "n": [1.0, 2.0]})
+    assert plots.bools_apart(only, ["f"]) is only

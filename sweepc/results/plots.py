@@ -144,8 +144,23 @@ def aggregate(df: pd.DataFrame, y: str, x: str, by: str | None) -> pd.DataFrame:
     return g
 
 
+def bools_apart(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """df with the bools of these columns written true/false where the column
+    holds numbers too: pandas groups True with 1 (True == 1), and a plot over
+    a = [0, 1, true, false] drew the 0 psets and the false ones as one point."""
+    out = df
+    for c in columns:
+        col = df[c]
+        if col.dtype == object:
+            is_bool = col.map(lambda v: v is True or v is False)
+            if is_bool.any() and not is_bool[col.notna()].all():
+                out = out.assign(**{c: col.where(~is_bool, col.map({True: "true", False: "false"}))})
+    return out
+
+
 def draw(ax: Axes, df: pd.DataFrame, y: str, x: str, by: str | None) -> int:
     """y against x on ax (one line per value of `by`); returns the points drawn."""
+    df = bools_apart(df, [x] if by is None else [x, by])
     agg = aggregate(df, y, x, by)
     numeric_x = _is_numeric(df[x])
     cats: list[Any] = []

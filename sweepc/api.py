@@ -545,7 +545,8 @@ class Study:
             }
             for r in runs
         ]
-        return pd.DataFrame.from_records(rows, columns=cols)
+        # counts are None while a build runs: integers next to the gap, not 2.0 and 0.0
+        return pd.DataFrame.from_records(rows, columns=cols).astype({c: "Int64" for c in ("ran", "failed", "uptodate")})
 
     def refuse_output(self, path: str | Path) -> None:
         """A UsageError when writing a table, report or plot to `path` would

@@ -625,6 +625,10 @@ def test_runs_counts_are_integers_or_empty_while_a_build_runs(tmp_path: Path, mo
         lines = [line.split(",") for line in out.splitlines()]
         assert lines[0][7:10] == ["ran", "failed", "uptodate"]
         assert [line[7:10] for line in lines[1:]] == [["2", "0", "0"], ["", "", ""]]
+        # the Python API's too
+        runs = sweepc.load(tmp_path).runs()
+        assert [str(t) for t in runs[["ran", "failed", "uptodate"]].dtypes] == ["Int64"] * 3
+        assert runs["ran"].tolist()[0] == 2 and runs["ran"].isna().tolist() == [False, True]
     finally:
         build.terminate()
         build.wait(timeout=30)

@@ -1022,9 +1022,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     text_tables()  # before anything imports pandas
     from sweepc.results.table import write
 
-    df = _study(args).runs()
-    # counts are None while a build runs: integers next to the gap, not 2.0 and 0.0
-    df = df.astype({c: "Int64" for c in ("ran", "failed", "uptodate")})
+    df = _study(args).runs()  # (its counts are integers, or gaps while a build runs)
     text = write(df, args.format, None)
     sys.stdout.write(text or "")
     return EXIT_OK

@@ -336,3 +336,17 @@ def test_a_plot_over_numbers_and_bools_keeps_true_apart_from_1() -> None:
     # a column of bools only is left as it is
     only = pd.DataFrame({"f": [True, False], "n": [1.0, 2.0]})
     assert plots.bools_apart(only, ["f"]) is only
+
+
+def test_the_reports_runtime_leaves_out_jobs_stopped_by_ctrl_c() -> None:
+    # a job interrupted after 0.5 s made the runtime distribution look shorter than the
+    # runs are; `sweepc resources` leaves such jobs out, and so does the report
+    import types
+
+    from sweepc.results import report
+
+    need("matplotlib")
+    df = pd.DataFrame({"_status": ["done", "done", "interrupted", "cancelled"], "_runtime_s": [10.0, 30.0, 0.5, 0.25],
+                       "_max_rss_mb": [100.0, 300.0, 5.0, 7.0]})
+    html = report._resources(types.SimpleNamespace(tables={"sim": df}))  # type: ignore[arg-type]
+    assert "runtime (s): median 20, max 30" in html and "peak memory (MB): median 200, max 300" in html

@@ -162,6 +162,8 @@ def _resources(data: ReportData) -> str:
     out = ["<section id='resources'><h2>Runtime and peak memory</h2>"]
     shown = 0
     for name, df in data.tables.items():
+        # (a job stopped by Ctrl-C or cancel ran a part of its time: left out, as `sweepc resources` does)
+        df = df[~df["_status"].isin(["interrupted", "cancelled"])] if len(df) else df
         rt = pd.to_numeric(df["_runtime_s"], errors="coerce").dropna() if len(df) else pd.Series(dtype=float)
         mem = pd.to_numeric(df["_max_rss_mb"], errors="coerce").dropna() if len(df) else pd.Series(dtype=float)
         if rt.empty and mem.empty:

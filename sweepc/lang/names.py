@@ -8,6 +8,7 @@ values (constants, range/linspace/logspace), checking them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -78,6 +79,22 @@ def too_many_psets(p: Problems, size: int, limit: int, span: Span) -> None:
     )
 
 
+# the messages of too_many_psets() and TooMany, read back by overrides.py (an
+# error that a -D override caused is shown at the -D): (size, limit)
+_TOO_MANY_PSETS = re.compile(r"this sweep has ([\d,]+) psets; the limit is ([\d,]+)")
+_TOO_MANY_VALUES = re.compile(r".* ([\d,]+) values; the limit is ([\d,]+)")
+
+
+def too_many(message: str) -> tuple[str, int, int] | None:
+    """("psets" or "values", size, limit) of a diagnostic's message about the
+    max_psets limit; None for any other message."""
+    for kind, pattern in (("psets", _TOO_MANY_PSETS), ("values", _TOO_MANY_VALUES)):
+        m = pattern.fullmatch(message)
+        if m:
+            return kind, int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+    return None
+
+
 def resolve(module: s.Module, root: Path, sweepfile: Path) -> Names:
     """Collect the names, check settings and backends, evaluate the parameters."""
     p = Problems(module)
@@ -134,6 +151,21 @@ def constant(p: Problems, e: s.Expr, params: Container[str], limit: int = DEFAUL
     except TooMany as ex:
         ex.report(p)
         raise Bail from None
+
+
+def value_count(e: s.Expr) -> int | None:
+    """How many values a parameter's expression makes, found without making
+    a range() or the like (None: it has a mistake)."""
+    try:
+        v = _Constants(Problems(s.Module("", "", ())), (), 0).const(e)
+    except TooMany as ex:
+        if isinstance(e, s.BinOp) and e.op == "+":  # range(5) + [9]: both sides
+            a, b = value_count(e.left), value_count(e.right)
+            return a + b if a is not None and b is not None else None
+        return ex.size
+    except Bail:
+        return None
+    return len(v) if isinstance(v, list) else 1
 
 
 def _setting(p: Problems, st: s.Setting, root: Path, sweepfile: Path) -> str | int:

@@ -873,6 +873,7 @@ def _clean_all(args: argparse.Namespace, g: BuildGraph, out: TextIO) -> int:
     except OSError:
         link = " (a link; the link and its folder are kept)"
     whole_wd = bool(mine) and not foreign and wd != Path(os.path.normpath(root)) and not link
+    link = link if not foreign else ""  # (what is kept in it is said below: the workdir stays for that)
     has_sd = os.path.lexists(sd)
     if not mine and not has_sd:
         out.write("sweepc: nothing to clean\n")

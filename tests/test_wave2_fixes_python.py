@@ -46,3 +46,17 @@ def test_a_name_that_is_not_a_function_is_said_to_be_no_function(project: Path, 
         "  hint: fix the module; sweepc imports it from the project folder, as its workers do\n"
     )
     assert not (project / "calc").exists()
+
+
+@pytest.mark.parametrize(("field", "message", "hint"), [
+    (":run", "python: \":run\" names no module", 'write the file before the colon: python: "model.py:run"'),
+    ("m.py:run:x", "python: 'run:x' is not a function name", 'the function is one Python name after the colon: python: "m.py:run"'),
+])
+def test_a_python_field_with_a_colon_too_many_or_no_module_says_so(project: Path, capsys: pytest.CaptureFixture[str], field: str, message: str, hint: str) -> None:
+    (project / "m.py").write_text("def run(pset):\n    return None\n")
+    (project / "sweepfile").write_text(SWEEPFILE.replace("m.py:run", field))
+    code, out, err = cli(capsys, "check")
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"sweepfile:5:13: {message}"
+    assert lines[-1] == f"  hint: {hint}"

@@ -312,10 +312,16 @@ class _Joiner:
         node = f.items[0].value
         text = node.value.strip()
         path, sep, func = text.rpartition(":")
-        if not sep or not path:
+        if sep and not path:  # python: ":run"
+            self.p.bail(f"python: \"{text}\" names no module", node.span, f'write the file before the colon: python: "model.py{text}"')
+        if not sep:
             self.p.bail(f"python: \"{text}\" names no function", node.span, f'add the function to call: python: "{text or "model.py"}:run"')
+        module_end = text.find(".py:")
+        if ":" in path and not path.endswith(".py") and module_end > 0:  # python: "m.py:run:x"
+            path, func = text[:module_end + 3], text[module_end + 4:]
         if not func.isidentifier():
-            self.p.bail(f"python: '{func}' is not a function name", node.span, example)
+            self.p.bail(f"python: '{func}' is not a function name", node.span,
+                        f'the function is one Python name after the colon: python: "{path}:{func.split(":")[0] or "run"}"' if ":" in func else example)
         norm = os.path.normpath(path)
         if os.path.isabs(path) or norm.startswith(".."):
             self.p.bail("a python: module is a path relative to the project folder", node.span, example)

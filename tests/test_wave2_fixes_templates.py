@@ -14,6 +14,7 @@ import pytest
 import sweepc
 from sweepc.backends import templates as backend_templates
 from sweepc.cli import main
+from sweepc.lang import graph
 from sweepc.lang import templates as lang_templates
 
 SWEEPFILE = '''
@@ -59,6 +60,9 @@ def test_a_template_removed_from_its_folder_leaves_the_job_folders_before_they_r
     extra.unlink()
     (project / "templates" / "calc" / "sub" / "deep.inp").unlink()
     (project / "templates" / "calc" / "sub").rmdir()
+    # --explain names a removed template (it said only "input changed")
+    code, out, _ = cli(capsys, "build", "-n", "--explain")
+    assert out.splitlines()[0].endswith(": input changed: template templates/calc/extra.inp was removed"), out
     assert cli(capsys, "build")[0] == 0
     # the code reading *.inp sees only the templates there are now; a file of the command's own stays
     assert (d / "out.txt").read_text() == "main.inp\nnotes.inp\n"
@@ -90,7 +94,7 @@ def test_removing_a_rendered_template_never_goes_through_a_link(project: Path, t
 
 
 def test_a_template_named_like_the_list_of_rendered_templates_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert lang_templates.RENDERED_LIST_NAME == backend_templates.RENDERED_LIST_NAME
+    assert lang_templates.RENDERED_LIST_NAME == backend_templates.RENDERED_LIST_NAME == graph.RENDERED_LIST_NAME in graph.RESERVED_NAMES
     (project / "templates" / "calc" / ".sweepc-templates").write_text("x\n")
     code, out, err = cli(capsys, "check")
     assert code == 2

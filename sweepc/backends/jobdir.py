@@ -35,7 +35,7 @@ from typing import Any
 
 from sweepc.backends import templates
 from sweepc.backends.pyjob import deeper_than
-from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job, RuleSpec
+from sweepc.lang.graph import INPUT_LIST_NAME, LOG_NAME, MARKER_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, RENDERED_LIST_NAME, BuildGraph, Job, RuleSpec
 from sweepc.values import encode_scalar as _encode, values_json
 
 PSET_JSON_VERSION = 1
@@ -183,10 +183,10 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
 
 def _track_rendered(fd: int, now: Mapping[str, str], made: bool) -> None:
     """Before the templates are written: remove the files rendered by an
-    earlier run from templates that are gone now (templates.RENDERED_LIST_NAME
+    earlier run from templates that are gone now (RENDERED_LIST_NAME
     names them), then list the ones about to be written. Only a file sweepc
     rendered is removed, never through a link."""
-    name = templates.RENDERED_LIST_NAME
+    name = RENDERED_LIST_NAME
     before = {} if made else _rendered_before(fd)
     for dest in before:
         if dest not in now:
@@ -204,7 +204,7 @@ def _rendered_before(fd: int) -> dict[str, str]:
     """What the job folder's list of rendered templates holds ({} when there
     is none, or it is not what sweepc writes)."""
     try:
-        f = os.open(templates.RENDERED_LIST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        f = os.open(RENDERED_LIST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     except OSError:
         return {}
     try:

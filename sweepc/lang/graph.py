@@ -26,7 +26,11 @@ PYTHON_RESULT_NAME = "sweepc-result.json"
 PSET_JSON_NAME = "pset.json"
 # SLURM: where (in the submission folder) the runner records a pset whose job folder it refused
 REFUSED_DIR = "refused"
-RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME, PSET_JSON_NAME})
+# {job-folder path: template file} of the files sweepc rendered into the job
+# folder (backends/jobdir.py), so that one whose template is gone is removed
+# before the job runs again, and the planner can say so
+RENDERED_LIST_NAME = ".sweepc-templates"
+RESERVED_NAMES = frozenset({LOG_NAME, INPUT_LIST_NAME, RECORD_NAME, MARKER_NAME, PYTHON_RESULT_NAME, PSET_JSON_NAME, RENDERED_LIST_NAME})
 
 
 class Resources(NamedTuple):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sweepc.errors import Diagnostic, Span, did_you_mean, listing
 from sweepc.lang import syntax as s
-from sweepc.lang.graph import RESERVED_NAMES, BuildGraph, TemplateFile
+from sweepc.lang.graph import RENDERED_LIST_NAME, RESERVED_NAMES, BuildGraph, TemplateFile
 from sweepc.lang.problems import Problems
 from sweepc.lang.sweeps import FILES_READ
 
@@ -36,9 +36,6 @@ FIELD = "templates"
 # fingerprint must then hold too (see RuleSpec.template_uses).
 EXTRA_USES = ("seq", "resources")
 MAX_TEXT = 8 << 20  # a bigger file is copied as it is, not rendered once per job
-# the list of rendered templates in a job folder (backends/templates.py's
-# RENDERED_LIST_NAME; not imported from there: lang comes before backends)
-RENDERED_LIST_NAME = ".sweepc-templates"
 SYNTAX_HINT = "jinja2 writes values as {{ name }} and logic as {% if ... %}...{% endif %}"
 
 

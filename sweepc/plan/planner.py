@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import pickle
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 from sweepc.errors import Diagnostic, SweepfileError
-from sweepc.lang.graph import BuildGraph, Job
+from sweepc.lang.graph import RENDERED_LIST_NAME, BuildGraph, Job
 from sweepc.hashing import bulk_sha256, text_hash
 from sweepc.values import not_expanded
 from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, RecordMap, Store, live_build, state_dir
@@ -716,6 +717,21 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
     return Reason(UNFINISHED, "the last build stopped before this job finished")
 
 
+def _templates_gone(g: BuildGraph, job: Job) -> str | None:
+    """A template the job's folder has a file of (its list of rendered
+    templates, RENDERED_LIST_NAME) that the rule no longer has; else None."""
+    try:
+        with open(g.job_dir(job) / RENDERED_LIST_NAME, "rb") as f:
+            listed = json.loads(f.read(1 << 24))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(listed, dict):
+        return None
+    now = {t.source for t in g.rule(job.rule).templates}
+    gone = sorted(v for v in listed.values() if isinstance(v, str) and v not in now)
+    return gone[0] if gone else None
+
+
 def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, changed: Collection[str] = ()) -> str:
     """Name an input that is newer than the job's last run, when one is: a
     source whose digest is not the one last recorded (an edit in the second
@@ -727,6 +743,9 @@ def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, chang
     for t in g.rule(job.rule).templates:
         if t.source in changed:
             return f": template {t.source}"
+    gone = _templates_gone(g, job)
+    if gone:
+        return f": template {gone} was removed"
     if rec.end is None:
         return ""
     if len(job.deps) > 16:

@@ -27,17 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweepc.errors import Diagnostic, Span, SweepfileError, did_you_mean
-from sweepc.lang.graph import RENDERED_LIST_NAME, BuildGraph, Job, RuleSpec, TemplateFile
+from sweepc.lang.graph import BuildGraph, Job, RuleSpec, TemplateFile
 from sweepc.values import shell_str
 
 if TYPE_CHECKING:
     import jinja2
 
 CONTEXT_NAMES = ("pset", "rule", "resources")
-# In a job folder: the files sweepc rendered there from templates, as JSON
-# (RENDERED_LIST_NAME, from lang/graph.py: {job-folder path: template file}, so that
-# a template removed since, from a templates: folder or the field itself, is removed
-# from the folder before the job runs again, and nothing else is: jobdir.prepare_job_folder)
 _UNDEFINED = re.compile(r"'(\w+)' is undefined|has no attribute '(\w+)'")
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import sweepc
-from sweepc.backends import templates as backend_templates
 from sweepc.cli import main
 from sweepc.lang import graph
 from sweepc.lang import templates as lang_templates

@@ -235,6 +235,24 @@ rule pair over paired:
     assert p.sweepc("build").out.startswith("sweepc: nothing to do")
 
 
+def test_the_hints_about_a_sampler_and_parameters_do_not_send_the_user_in_circles(local_project: Any) -> None:
+    # {seed} in a sampler said it "runs once, over no parameters"; adding 'over seed' then
+    # said "remove 'over'": a sampler runs once, so its values go into its command
+    text = ('param seed = [7]\nrule make_samples:\n    output: "s.npy"\n    shell: "mk --seed {seed} {output}"\n'
+            'sweep s = npy(make_samples, columns=["x"])\nrule r over s:\n    shell: "echo {x}"\n')
+    p = local_project.write(text)
+    r = p.sweepc("check")
+    assert (r.code, r.err.splitlines()[-1]) == (2, "  hint: rule 'make_samples' makes samples, so it runs once, over no parameters: "
+                                                   "write the value into its command (seed has one value: 7)")
+    p.write(text.replace("rule make_samples:", "rule make_samples over seed:"))
+    r = p.sweepc("check")
+    assert (r.code, r.err.splitlines()[-1]) == (2, "  hint: a rule that makes samples runs once: remove 'over' from rule 'make_samples', "
+                                                   "and write the values it needs into its command")
+    p.write('param a = [1, 2]\nrule r:\n    shell: "echo {a}"\n')  # any other rule: 'over' is the way
+    r = p.sweepc("check")
+    assert (r.code, r.err.splitlines()[-1]) == (2, "  hint: rule 'r' runs once, over no parameters: add 'over a' to run it once per value")
+
+
 def test_a_sweep_reading_a_rule_is_a_dependency(local_project: Any) -> None:
     p = local_project.write(TWO_STAGE.replace('input: script = "make_samples.py"', 'input: script = "make_samples.py", sim'),
                             **{"make_samples.py": SAMPLER})

@@ -412,7 +412,7 @@ class _Evaluator:
             self.p.bail(f"unknown rule '{ref.id}'", ref.span, did_you_mean(ref.id, self.n.rule_defs) or EXAMPLES[kind])
         if rd.over is not None:
             self.p.bail(f"rule '{ref.id}' runs over a sweep, so it has no one output for {kind}() to read", ref.span,
-                        f"a rule that makes samples runs once: remove 'over' from rule '{ref.id}'")
+                        f"a rule that makes samples runs once: remove 'over' from rule '{ref.id}', and write the values it needs into its command")
         outputs = [it for f in rd.fields if f.name == "output" for it in f.items]
         if len(outputs) == 1 and isinstance(outputs[0].value, s.Call) and outputs[0].value.func == "temp":
             # (it said "reads the one output of rule 'mk', which has 1")

@@ -444,6 +444,16 @@ class _Joiner:
             self.p.bail(f"bad value for resource '{it.name}'", v.span, 'a number, a string such as "4G" or "01:00:00", or a parameter name')
         return True
 
+    def runs_once_hint(self, rule: str, param: str) -> str:
+        """What to do about {param} in a rule without 'over' (one that makes
+        samples cannot take an 'over': its hint must not send the user there)."""
+        makes_samples = any(rule in rules for rules in self.swept.reads.values())
+        values = self.n.values.get(param)
+        if makes_samples:
+            one = f" ({param} has one value: {values[0]!r})" if values is not None and len(values) == 1 else ""
+            return f"rule '{rule}' makes samples, so it runs once, over no parameters: write the value into its command{one}"
+        return f"rule '{rule}' runs once, over no parameters: add 'over {param}' to run it once per value"
+
     def template(self, node: s.Str, rule: str, keys: Sequence[str], inputs: Sequence[InputSpec], outputs: Sequence[OutputSpec]) -> Template:
         try:
             t = parse_template(node.value)
@@ -490,11 +500,8 @@ class _Joiner:
                 if attr is not None:
                     self.p.error(f"a parameter has no attributes: {ph.text}", span, "write {" + root + "}")
             elif root in self.n.param_defs:
-                self.p.error(
-                    f"parameter '{root}' is not in the psets of rule '{rule}'",
-                    span,
-                    f"the rule's psets have: {listing(keys)}" if keys else f"rule '{rule}' runs once, over no parameters",
-                )
+                self.p.error(f"parameter '{root}' is not in the psets of rule '{rule}'", span,
+                             f"the rule's psets have: {listing(keys)}" if keys else self.runs_once_hint(rule, root))
             elif ph.offset > 0 and node.value[ph.offset - 1] == "$":
                 # the shell's own ${VAR}: the user wanted literal braces
                 self.p.error(f"unknown placeholder {ph.text}", span, f"for the shell's own ${ph.text} write ${{{ph.text}}}")

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sweepc", description="A compiler for parameter sweeps.")
     p.add_argument("--version", action="version", version=f"sweepc {__version__}")
     p.add_argument("-f", "--file", metavar="FILE", help="the sweepfile (default: ./sweepfile)")
-    p.add_argument("-C", "--directory", metavar="DIR", help="run as if started in DIR")
+    p.add_argument("-C", "--directory", metavar="DIR", help="the project in DIR (paths given and printed stay relative to here)")
     p.add_argument("-D", "--define", action="append", default=[], metavar="NAME=VALUE",
                    help="override a parameter (-D a='[1, 2]') or a csv()/npy() keyword (-D rows.start=3); repeatable")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,17 @@ GATHERS = {
 }
 
 
+def _in_a_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """run(), as its own process: a dask LocalCluster leaves threads in the process that
+    ran it, and tests after it (the graph cache's forked writer) see a threaded process."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sweepc", *args], capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout + r.stderr
+
+
 def _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root: Path, capsys: pytest.CaptureFixture[str], gather: str,
-                                                          *backend: str, block: str = "") -> None:
+                                                          *backend: str, block: str = "", run: Any = run) -> None:
     # sim[a=1]'s output deleted: it runs again with the same fingerprint, and what it
     # writes may differ (here: a file the command reads and does not name). The
     # gather was kept "up to date" over the old output (the set of its done inputs
@@ -280,7 +290,7 @@ def test_on_dask_a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root: Pa
 
     need("distributed")
     _a_gather_reruns_when_one_of_its_done_inputs_is_rebuilt(root, capsys, "python", "--backend", "dask",
-                                                          block='backend dask:\n    dashboard = "127.0.0.1:0"\n')
+                                                          block='backend dask:\n    dashboard = "127.0.0.1:0"\n', run=_in_a_process)
 
 
 @pytest.mark.slurm

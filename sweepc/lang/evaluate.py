@@ -355,6 +355,15 @@ class _Evaluator:
         if columns is None and (kind == "npy" or not header):
             why = "a .npy file has no header" if kind == "npy" else "header=false"
             bail(f"{kind}() needs columns=[...] to name the columns ({why})", e.span, EXAMPLES[kind] if kind == "npy" else 'csv("h.csv", header=false, columns=["p", "q"])')
+
+        def read() -> Psets:
+            if kind == "npy":
+                return alg.read_npy(path, shown, start, rows, columns or [], limit=self.n.max_psets)
+            psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header, limit=self.n.max_psets)
+            if idx is not None:
+                self.indexes.append(idx)
+            return psets
+
         if isinstance(path_arg.value, s.Name):
             if columns is None:
                 bail(f"{kind}() of a rule's output needs columns=[...]: the parameters are known before the file is",
@@ -365,12 +374,7 @@ class _Evaluator:
             self.read({rule})
             if path.exists() and rule not in self.not_done:
                 try:
-                    if kind == "npy":
-                        return alg.read_npy(path, shown, start, rows, columns or [], limit=self.n.max_psets)
-                    psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header, limit=self.n.max_psets)
-                    if idx is not None:
-                        self.indexes.append(idx)
-                    return psets
+                    return read()
                 except SweepMathError as ex:
                     # An output a failed or stopped run left (an empty file), or one
                     # the sweepfile no longer fits (a column added): the sweep waits
@@ -383,12 +387,7 @@ class _Evaluator:
             shown = path_arg.value.value
             path = self.root / shown
         try:
-            if kind == "npy":
-                return alg.read_npy(path, shown, start, rows, columns or [], limit=self.n.max_psets)
-            psets, idx = alg.read_csv_indexed(path, shown, index, start, rows, columns, header, limit=self.n.max_psets)
-            if idx is not None:
-                self.indexes.append(idx)
-            return psets
+            return read()
         except SweepMathError as ex:
             bail(ex.message, self.table_span(ex, path_arg, opts), ex.hint)
 

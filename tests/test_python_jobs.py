@@ -1139,6 +1139,29 @@ def test_rules_in_two_folders_each_import_their_own_siblings_in_one_worker(local
             assert set(zip(df["who"], df["u"], df["l"])) == {(d, f"util of {d}", f"late of {d}")}, (argv, rule, df)
 
 
+def test_a_module_in_a_package_of_the_project_imports_the_package(local_project):
+    # pkg/model.py doing `from pkg import util` imported through the project folder, first
+    # on sys.path; it is last now (after the standard library, which a json.py of the
+    # project's hid from the worker), and the package still imports
+    p = local_project.write('param x = [1, 2]\nrule r over x:\n    python: "pkg/model.py:run"\n')
+    (p.root / "pkg").mkdir()
+    (p.root / "pkg" / "__init__.py").write_text("")
+    (p.root / "pkg" / "util.py").write_text("K = 10\n")
+    write_module(p, """
+        import json
+
+        from pkg import util
+
+        def run(pset):
+            return {"y": pset["x"] * util.K, "dumps": json.dumps([1])}
+    """, "pkg/model.py")
+    (p.root / "json.py").write_text("X = 1\n")
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r
+    df = sweepc.load(p.root / "sweepfile").results("r")
+    assert sorted(zip(df["x"], df["y"], df["dumps"])) == [(1, 10, "[1]"), (2, 20, "[1]")]
+
+
 def test_the_worker_knows_sweepcs_file_names():
     # pyworker.py is standard library only: its copies of the names must agree
     from sweepc.backends.local import pyworker

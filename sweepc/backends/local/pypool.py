@@ -91,8 +91,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _PYJOB = os.path.join(os.path.dirname(_HERE), "pyjob.py")
 _PYWORKER = os.path.join(_HERE, "pyworker.py")
 # Loads pyjob.py (or pyworker.py) by its path: the worker needs neither sweepc on sys.path nor its package imports.
+# Started with -P, so the project folder (its cwd) is not first on sys.path, where a json.py
+# of the user's hid the standard library from the worker itself; it comes last, so that a
+# package of the project still imports (pkg/model.py: from pkg import util).
 _BOOT = (
-    "import importlib.util as u,sys;"
+    "import importlib.util as u,sys,os;sys.path.append(os.getcwd());"
     "s=u.spec_from_file_location(sys.argv[1],sys.argv[2]);m=u.module_from_spec(s);"
     "sys.modules[s.name]=m;s.loader.exec_module(m);sys.exit(m.main(sys.argv[3:]))"
 )

@@ -259,9 +259,8 @@ class Study:
                 not_done = self._samplers_not_done(store)
                 if first.summary is not None or not_done or self.graph.unread:
                     self.graph = load_graph(self.graph.sweepfile, self.overrides, not_done=not_done)
-                for rule, why in self.graph.unread.items():
-                    # the rule ran and ended done, yet what it made does not fit its sweep
-                    raise SweepfileError([why], self.graph.source)
+                if self.graph.unread:  # the rule ran and ended done, yet what it made does not fit its sweep
+                    raise SweepfileError(list(self.graph.unread.values()), self.graph.source)
                 failed = first.summary is not None and not first.summary.ok
                 if failed and not keep_going:
                     return replace(first, notes=(*first.notes, *self._pending_notes(), "sweepc: stopped before what runs over "
@@ -275,9 +274,9 @@ class Study:
         """The sample rules whose one job's row (it runs once) is not done."""
         from sweepc.hashing import pset_hash
 
-        h = pset_hash({})
-        rows = store.records()
-        return frozenset(r for r in self.graph.sample_rules if (rec := rows.get((r, h))) is None or rec.status != "done")
+        h = pset_hash({})  # (each rule's rows only: not the 200k of a big study)
+        return frozenset(r for r in self.graph.sample_rules
+                         if (rec := store.records(rule=r).get((r, h))) is None or rec.status != "done")
 
     def _pending_notes(self) -> tuple[str, ...]:
         return tuple(

@@ -717,19 +717,23 @@ def _status_reason(rec: Record, building: LiveBuild | None = None) -> Reason | N
     return Reason(UNFINISHED, "the last build stopped before this job finished")
 
 
-def _templates_gone(g: BuildGraph, job: Job) -> str | None:
-    """A template the job's folder has a file of (its list of rendered
-    templates, RENDERED_LIST_NAME) that the rule no longer has; else None."""
+def _template_gone_reason(g: BuildGraph, job: Job) -> str:
+    """": template X was removed" for a template the job's folder has a file of
+    (its list of rendered templates, RENDERED_LIST_NAME) that the rule no
+    longer has; else "". Read last, and only for a rule with templates: a
+    file per job, where many jobs' inputs changed."""
+    if not g.rule(job.rule).templates:
+        return ""
     try:
         with open(g.job_dir(job) / RENDERED_LIST_NAME, "rb") as f:
             listed = json.loads(f.read(1 << 24))
     except (OSError, ValueError):
-        return None
+        return ""
     if not isinstance(listed, dict):
-        return None
+        return ""
     now = {t.source for t in g.rule(job.rule).templates}
     gone = sorted(v for v in listed.values() if isinstance(v, str) and v not in now)
-    return gone[0] if gone else None
+    return f": template {gone[0]} was removed" if gone else ""
 
 
 def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, changed: Collection[str] = ()) -> str:
@@ -743,11 +747,8 @@ def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, chang
     for t in g.rule(job.rule).templates:
         if t.source in changed:
             return f": template {t.source}"
-    gone = _templates_gone(g, job)
-    if gone:
-        return f": template {gone} was removed"
     if rec.end is None:
-        return ""
+        return _template_gone_reason(g, job)
     if len(job.deps) > 16:
         # a gather: one query for the inputs that ended after it, not a row per input
         newer = records.ended_after(rec.end, g.rule(job.rule).upstream)
@@ -774,7 +775,7 @@ def _which_input(g: BuildGraph, job: Job, records: RecordMap, rec: Record, chang
                 return f": template {t.source}"
         except OSError:
             pass
-    return ""
+    return _template_gone_reason(g, job)
 
 
 def _forced(g: BuildGraph, selected: Sequence[int], rules: Collection[str]) -> set[int]:

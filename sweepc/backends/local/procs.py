@@ -141,7 +141,7 @@ _DEFERRED_SIGNALS = frozenset(
 @dataclasses.dataclass(frozen=True, slots=True)
 class Spawn:
     key: int  # the caller's job id, echoed back in Exit
-    command: str  # shell text, run as: bash -e -o pipefail -c COMMAND
+    command: str  # shell text, run as: bash -e -o pipefail -c COMMAND (or as bash would, without it: direct.py)
     cwd: str  # the job's directory (exists already)
     log_path: str  # stdout AND stderr of the job go here (created/truncated)
     env: Mapping[str, str]  # the FULL environment for the child

@@ -96,6 +96,11 @@ spawner ignores (unless sweepc itself had it ignored, as under nohup) plus
 SIGPIPE and SIGXFSZ, which Python ignores; like subprocess's
 restore_signals.
 
+A command without shell syntax (one program, literal words, plain
+redirections) is started without bash, exactly as bash would start it
+(direct.py): bash's start-up is about 1 ms of CPU, more than a small job.
+SWEEPC_SHELL_ALWAYS=1 in sweepc's environment turns that off.
+
 The tree-killing helpers (stop_trees and friends) are shared with
 ProcessPool's in-process fallback; they read /proc directly instead of
 importing psutil, which would cost the spawner ~4 MB.
@@ -107,6 +112,11 @@ import os
 import select
 import sys
 import time
+
+try:
+    from . import direct
+except ImportError:  # run by ProcessPool as the top-level module `spawner`, its folder on sys.path
+    import direct  # type: ignore[no-redef,import-not-found]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no stub for _signal; `signal` would import enum (0.7 MB)
@@ -350,6 +360,9 @@ class _Spawner:
         self.sock = sock
         self.sock_fd = sock.fileno()
         self.bash = bash
+        # commands bash need not start (direct.py); SWEEPC_SHELL_ALWAYS=1 in
+        # sweepc's environment turns that off
+        self.direct = os.environ.get("SWEEPC_SHELL_ALWAYS", "") in ("", "0")
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.jobs: dict[int, _Job] = {}  # by pidfd
         self.out: list[tuple[object, ...]] = []  # records not sent yet
@@ -515,19 +528,24 @@ class _Spawner:
         try:
             os.fchdir(dirfd)
             try:
-                pid = os.posix_spawn(
-                    self.bash,
-                    [*SHELL_ARGS, command],
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                    ],
-                    setsid=True,
-                    setsigmask=(),
-                    setsigdef=self.sigdef,
-                )
+                actions = [
+                    (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ]
+                pid = None
+                if self.direct and type(command) is str:
+                    pid = direct.start(command, env, actions, setsid=True, setsigmask=(), setsigdef=self.sigdef)
+                if pid is None:
+                    pid = os.posix_spawn(
+                        self.bash,
+                        [*SHELL_ARGS, command],
+                        env,
+                        file_actions=actions,
+                        setsid=True,
+                        setsigmask=(),
+                        setsigdef=self.sigdef,
+                    )
             finally:
                 os.chdir("/")
         except OSError as err:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,10 @@ def test_environments_bash_acts_on_go_to_bash(tmp_path: Path, extra: dict[str, s
     assert _start(tmp_path, "cat /dev/null", env) is None
 
 
+def test_a_nul_character_goes_to_bash(tmp_path: Path) -> None:
+    assert _start(tmp_path, "cat 'a\x00b'", _clean_env()) is None  # (posix_spawn would raise ValueError)
+
+
 def test_path_unset_goes_to_bash(tmp_path: Path) -> None:
     env = _clean_env()
     del env["PATH"]
@@ -350,3 +356,58 @@ def test_a_program_killed_by_a_signal_is_reported_so(local_project: Any, monkeyp
     assert r.code == 1 and "FAILED die[a=1]: exit 137\n" in r.out
     assert "Killed" in (p.dir("die[a=1]") / "sweepc.log").read_text()
     assert p.rows()["die[a=1]"]["exit_code"] == 137
+
+
+def test_builds_of_direct_jobs_killed_at_random_leave_nothing_wrong_that_looks_up_to_date(tmp_path: Path) -> None:
+    """Shell rules only (so the spawner queues them), both started without
+    bash; SIGKILL at random moments; every job the planner would not run
+    must hold the right bytes, and the last build must finish and leave
+    nothing to do."""
+    import random
+
+    import sweepc
+
+    rng = random.Random(20261201)
+    root = tmp_path / "p"
+    root.mkdir()
+    blob = "".join(f"line {k} {'x' * 100}\n" for k in range(1000))  # ~100 kB
+    (root / "src.txt").write_text(blob)
+    (root / "sweepfile").write_text(textwrap.dedent("""\
+        param a = range(0, 1000)
+        rule copy over a:
+            input: "src.txt"
+            output: "c.txt"
+            shell: "cp {input} {output}"
+        rule again over a:
+            input: copy
+            output: "d.txt"
+            shell: "cat {input} {input} > {output}"
+    """))
+    want = {"copy": blob, "again": blob + blob}
+    stopped = 0
+    for _ in range(6):
+        proc = subprocess.Popen(["sweepc", "build", "-j", "2", *(["--force", "copy"] if rng.random() < 0.3 else [])],
+                                cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(rng.uniform(0.2, 2.0))
+        if proc.poll() is None:
+            stopped += 1
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err
+        s = sweepc.load(root / "sweepfile")
+        plan = s.plan()
+        planned = set(plan.run)
+        g = s.graph
+        for i, job in enumerate(g.jobs):
+            if i in planned:
+                continue
+            out = g.output_paths(job)[0]
+            assert out.read_text() == want[job.rule], f"{job.label} looks up to date with wrong content"
+    assert stopped >= 3  # (most rounds caught a build running)
+    r = subprocess.run(["sweepc", "build", "-j", "2"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["sweepc", "build"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "nothing to do" in r.stdout, r.stdout + r.stderr
+    g = sweepc.load(root / "sweepfile").graph
+    for job in g.jobs:
+        assert g.output_paths(job)[0].read_text() == want[job.rule]

@@ -50,6 +50,9 @@ and every module it loads raises every job's memory floor (spawner.py).
 
 import os
 import stat
+import sys
+
+_UTF8 = sys.getfilesystemencoding().lower().replace("-", "") == "utf8"
 
 # bash 5.2: `compgen -b` and `compgen -k`. A quoted builtin is still the
 # builtin ('echo' runs bash's echo), so the word is compared unquoted.
@@ -174,6 +177,8 @@ def start(text: str, env: dict[str, str], actions: list[tuple[int, int, int]], *
     `spawn` (posix_spawn's keywords); its pid, or None when bash is to run
     it (nothing of the job was done, except opening its redirections'
     files, which bash opens again in the same order: the same end)."""
+    if "\x00" in text or not (_UTF8 or text.isascii()):
+        return None  # (in a multibyte locale other than UTF-8, bash's bytes may not be these characters)
     parsed = parse(text)
     if parsed is None:
         return None
@@ -181,30 +186,26 @@ def start(text: str, env: dict[str, str], actions: list[tuple[int, int, int]], *
     program = _find(words[0], env.get("PATH"))
     if program is None:
         return None
-    child = _environment(env, program)
-    if child is None:
-        return None
     opened: list[int] = []
     try:
+        child = _environment(env, program)
+        if child is None:
+            return None
         mine = list(actions)
         for fd, op, target in redirects:
             if op == "&":
                 mine.append((os.POSIX_SPAWN_DUP2, int(target), fd))
                 continue
-            try:
-                f = os.open(target, _OPEN[op] | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, 0o666)
-            except OSError:
-                return None
+            f = os.open(target, _OPEN[op] | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, 0o666)
             opened.append(f)
             mode = os.fstat(f).st_mode
             if not (stat.S_ISREG(mode) or (stat.S_ISCHR(mode) and not os.isatty(f))):
                 return None
             os.set_blocking(f, True)  # (O_NONBLOCK only so that opening a FIFO could not hang us)
             mine.append((os.POSIX_SPAWN_DUP2, f, fd))
-        try:
-            return os.posix_spawn(program, words, child, file_actions=mine, **spawn)  # type: ignore[arg-type]
-        except OSError:  # ENOEXEC (bash runs it as a script), a missing interpreter, E2BIG, ...
-            return None
+        return os.posix_spawn(program, words, child, file_actions=mine, **spawn)  # type: ignore[arg-type]
+    except OSError:  # ENOEXEC (bash runs it as a script), a missing interpreter, E2BIG, a folder gone, ...
+        return None
     finally:
         for f in opened:
             os.close(f)

@@ -9,9 +9,12 @@ are pinned here.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -517,3 +520,45 @@ def test_job_dirs_keep_the_folders_above_open_and_walk_again_when_one_goes(tmp_p
     finally:
         dirs.close()
     assert dirs.fds == {}
+
+
+def test_the_folders_of_outputs_in_subfolders_are_made_before_the_command_runs(local_project: Any, tmp_path: Path) -> None:
+    p = local_project.write("""
+        param a = [1, 2]
+        rule draw over a:
+            output: "plots/a.txt", deep = "x/y/z.txt", "top.txt"
+            shell: "echo {a} > plots/a.txt && echo {a} > x/y/z.txt && echo {a} > top.txt"
+        rule fit over a:
+            python: "model.py:run"
+            output: "sub/w.txt"
+    """, **{"model.py": "def run(pset):\n    open('sub/w.txt', 'w').write(str(pset['a']))\n    return {'w': pset['a']}\n"})
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r.out + r.err
+    assert (p.dir("draw[a=2]") / "x" / "y" / "z.txt").read_text() == "2\n"
+    assert (p.dir("fit[a=1]") / "sub" / "w.txt").read_text() == "1"
+    # a link in the way is never followed: an earlier run's output folder
+    # that is a link loses the link, and the folders are made anew
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    d = p.dir("draw[a=1]")
+    shutil.rmtree(d / "x")
+    (d / "x").symlink_to(elsewhere)
+    p.edit("echo {a} > top.txt", "echo {a} > top.txt && echo again > /dev/null")
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r.out + r.err
+    assert not (d / "x").is_symlink() and (d / "x" / "y" / "z.txt").read_text() == "1\n"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_where_an_output_folder_would_be_fails_only_that_job(local_project: Any) -> None:
+    from sweepc.backends.jobdir import _make_output_folders
+
+    d = local_project.root / "job"
+    d.mkdir(parents=True)
+    (d / "plots").write_text("a file")
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _make_output_folders(fd, [SimpleNamespace(path="plots/a.png"), SimpleNamespace(path="ok/b.png")])
+    finally:
+        os.close(fd)
+    assert (d / "plots").read_text() == "a file" and (d / "ok").is_dir()

@@ -165,6 +165,7 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
             with contextlib.suppress(OSError):
                 if stat.S_ISLNK(os.lstat(LOG_NAME, dir_fd=fd).st_mode):
                     os.unlink(LOG_NAME, dir_fd=fd)
+        _make_output_folders(fd, g.rule(job.rule).outputs)
         if input_list:
             d = g.job_dir(job)
             if not (made and _write_new(fd, INPUT_LIST_NAME, (t.encode() for t in input_list_pieces(g, job, d, only)))):
@@ -179,6 +180,35 @@ def prepare_job_folder(g: BuildGraph, job: Job, input_list: bool, clear_outputs:
     finally:
         os.close(fd)
     return made
+
+
+def _make_output_folders(fd: int, outputs: Iterable[Any]) -> None:
+    """Make the folders of the outputs in subfolders ("plots/a.png": plots/),
+    as Snakemake does, reached one step at a time without following a link.
+    Where a link or a file is in the way, that output's folders are left as
+    they are: its command then fails to write it, and the job fails, as it
+    would have without this."""
+    for o in outputs:
+        parts = o.path.split("/")[:-1]
+        if not parts:
+            continue
+        at = fd
+        try:
+            for name in parts:
+                try:
+                    below = os.open(name, _DIR_FLAGS, dir_fd=at)
+                except FileNotFoundError:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o777, dir_fd=at)
+                    below = os.open(name, _DIR_FLAGS, dir_fd=at)
+                if at != fd:
+                    os.close(at)
+                at = below
+        except OSError:
+            pass  # (a link: ELOOP/ENOTDIR; a file: ENOTDIR)
+        finally:
+            if at != fd:
+                os.close(at)
 
 
 def _track_rendered(fd: int, now: Mapping[str, str], made: bool) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sweepc.backends.local import direct
 
@@ -42,7 +44,9 @@ def _fill(d: Path) -> None:
     n.chmod(0o755)
 
 
-def _snapshot(d: Path) -> dict[str, Any]:
+def _snapshot(d: Path, env_order: bool = False) -> dict[str, Any]:
+    """Every file under d with its text and mode. env_order: sort the lines
+    of every file (`env` prints the variables in bash's order or ours)."""
     out: dict[str, Any] = {}
     for p in sorted(d.rglob("*")):
         rel = str(p.relative_to(d))
@@ -50,7 +54,7 @@ def _snapshot(d: Path) -> dict[str, Any]:
             out[rel] = "<dir>"
         else:
             text = p.read_text(errors="replace")
-            if p.name == "env.txt":  # bash passes the variables in another order
+            if p.name == "env.txt" or env_order:  # bash passes the variables in another order
                 text = "".join(sorted(text.splitlines(keepends=True)))
             out[rel] = (text.replace(str(d), "<D>"), stat.S_IMODE(p.stat().st_mode))
     return out
@@ -75,7 +79,7 @@ def _run(d: Path, command: str, env: dict[str, str], how: str) -> tuple[int, dic
         os.close(log)
         os.close(null)
     _, status = os.waitpid(pid, 0)
-    return status, _snapshot(d)
+    return status, _snapshot(d, env_order=command.lstrip(" \t").startswith("env"))
 
 
 def _both(tmp_path: Path, command: str, env: dict[str, str] | None = None) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
@@ -411,3 +415,37 @@ def test_builds_of_direct_jobs_killed_at_random_leave_nothing_wrong_that_looks_u
     g = sweepc.load(root / "sweepfile").graph
     for job in g.jobs:
         assert g.output_paths(job)[0].read_text() == want[job.rule]
+
+
+# -- random commands, both ways
+
+_PROGRAMS = ["cat", "env", "wc", "ls", "/usr/bin/printf", "./script.sh", "sub/../script.sh", "./noshebang",
+             "printf", "echo", "nosuchprog", "'cat'", "c'a't", "A=1"]
+_PLAIN = ["in.txt", "'in x.txt'", "out.txt", "sub", "-l", "--a=1", "a=b", "x", "''", '""', "'it'\"'\"'s'",
+          "'$HOME'", "'*'", '"a b"', '"{x}(y)"', "'[%s]\\n'", "%s", "é", "-", "--", "@x", "%y", "+z", ":w", ",v"]
+_SPECIAL_PIECES = ['"$HOME"', "*", "~", "{a,b}", "#c", "!", ";", "&&", "|", "&", "\\x", "`x`", "$x", "(x)", "[x]",
+                   "?", "x]", "^x", '"a\\"b"']
+_REDIRECTS = ["> out.txt", ">out.txt", ">> in.txt", "< in.txt", "2> err.txt", "2>&1", ">&2", "1>o2.txt",
+              "0<in.txt", "> sub", "< sub", "> nodir/x", "3> x", "<> x", "> ''", ">|x", "&> x", "<<x", "2>>err.txt"]
+
+
+@settings(max_examples=int(os.environ.get("SWEEPC_DIRECT_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.tuples(st.sampled_from(_PROGRAMS), st.lists(st.sampled_from(_PLAIN * 6 + _SPECIAL_PIECES), max_size=4)).map(
+           lambda t: [t[0], *t[1]]),
+       redirects=st.lists(st.sampled_from(_REDIRECTS), max_size=3),
+       glue=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=8, max_size=8))
+def test_random_commands_end_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory, words: list[str],
+                                                redirects: list[str], glue: list[str]) -> None:
+    parts = words + [r for r in redirects if r]
+    text = "".join(p + glue[k % len(glue)] for k, p in enumerate(parts)).strip(" \t") or "x"
+    env = _clean_env()
+    base = tmp_path_factory.mktemp("cmd")
+    probe = base / "probe"
+    probe.mkdir()
+    _fill(probe)
+    if _start(probe, text, env) is None:
+        return  # bash runs it, as always (what direct.start left behind is in probe/, not compared)
+    (sa, fa), (sb, fb) = _both(base, text, env)
+    assert os.waitstatus_to_exitcode(sb) == os.waitstatus_to_exitcode(sa), text
+    assert fb == fa, text

@@ -35,7 +35,8 @@ everything this module is unsure of:
 
 What the program sees is what bash would give it: the same argv (argv[0]
 as written), the same open files in the same order, and the environment
-bash would export: ``SHLVL`` one higher, ``PWD`` the job's folder (bash's
+bash would export: ``SHLVL`` one higher (the same when bash would exec the
+program in its own place: a command without redirections), ``PWD`` the job's folder (bash's
 getcwd), ``OLDPWD`` dropped unless it names a folder, ``_`` the program's
 path. The difference: the job's process is the program itself, not a bash
 waiting for it. So a program killed by a signal is reported as killed by
@@ -188,7 +189,7 @@ def start(text: str, env: dict[str, str], actions: list[tuple[int, int, int]], *
         return None
     opened: list[int] = []
     try:
-        child = _environment(env, program)
+        child = _environment(env, program, bool(redirects))
         if child is None:
             return None
         mine = list(actions)
@@ -245,18 +246,22 @@ def _runnable(path: str) -> bool | None:
 _LOCALES: dict[str, bool] = {}
 
 
-def _environment(env: dict[str, str], program: str) -> dict[str, str] | None:
+def _environment(env: dict[str, str], program: str, forks: bool) -> dict[str, str] | None:
     """The environment bash would give `program` (run from the current
-    directory), or None when bash would do more with `env` than this knows."""
+    directory), or None when bash would do more with `env` than this knows.
+    forks: bash would fork for the program (a command with redirections),
+    not exec it in its own place."""
     for name in env:
         if name[:4] == "BASH" or name in _BASH_VARIABLES:
             return None
     child = dict(env)
     level = env.get("SHLVL")
+    # bash counts SHLVL up by one when it starts (absent: from 0); when it
+    # execs the command in its own place it counts it down again first
     if level is None:
-        child["SHLVL"] = "1"
+        child["SHLVL"] = "1" if forks else "0"
     elif level.isdigit() and level.isascii() and len(level) <= 3 and int(level) < 998:
-        child["SHLVL"] = str(int(level) + 1)
+        child["SHLVL"] = str(int(level) + 1) if forks else str(int(level))
     else:
         return None  # bash's rules for odd or high levels (it warns at 1000)
     here = os.getcwd()

@@ -434,12 +434,13 @@ _REDIRECTS = ["> out.txt", ">out.txt", ">> in.txt", "< in.txt", "2> err.txt", "2
 @given(words=st.tuples(st.sampled_from(_PROGRAMS), st.lists(st.sampled_from(_PLAIN * 6 + _SPECIAL_PIECES), max_size=4)).map(
            lambda t: [t[0], *t[1]]),
        redirects=st.lists(st.sampled_from(_REDIRECTS), max_size=3),
-       glue=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=8, max_size=8))
+       glue=st.lists(st.sampled_from([" ", "  ", "\t", ""]), min_size=8, max_size=8),
+       extra=st.sampled_from([{}, {"SHLVL": "3"}, {"OLDPWD": "/", "SHLVL": "0"}, {"OLDPWD": "nope", "PWD": "/"}]))
 def test_random_commands_end_the_same_both_ways(tmp_path_factory: pytest.TempPathFactory, words: list[str],
-                                                redirects: list[str], glue: list[str]) -> None:
+                                                redirects: list[str], glue: list[str], extra: dict[str, str]) -> None:
     parts = words + [r for r in redirects if r]
     text = "".join(p + glue[k % len(glue)] for k, p in enumerate(parts)).strip(" \t") or "x"
-    env = _clean_env()
+    env = _clean_env(**extra)
     base = tmp_path_factory.mktemp("cmd")
     probe = base / "probe"
     probe.mkdir()

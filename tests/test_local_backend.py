@@ -13,6 +13,7 @@ import re
 import signal
 import sqlite3
 import time
+from typing import Any
 
 import psutil
 import pytest
@@ -749,3 +750,38 @@ def test_a_sigkill_between_commits_loses_no_job_that_ended(local_project):
     assert sorted(int(x) for x in runs.read_text().split()) == list(range(1, 31)), "a quick job ran again"
     r = p.sweepc("build", "-n")
     assert r.out == "run held: last run was interrupted\n1 of 31 jobs to run (held 1), 30 up to date\n"
+
+
+def test_the_progress_never_counts_more_jobs_running_than_slots(local_project: Any) -> None:
+    """The spawner starts a queued job as one ends, and reports both at once;
+    sweepc took in the start first, so the progress line said "3 running"
+    under -j 2 whenever it was printed at that moment."""
+    import sweepc
+
+    p = local_project.write('''
+        param a = range(0, 300)
+        sweep s = a
+
+        rule quick over s:
+            output: "out.txt"
+            shell: "cp /dev/null {output}"
+    ''')
+
+    class Counting:
+        def __init__(self) -> None:
+            self.running = self.most = self.started = 0
+
+        def job_started(self, job: Any, attempt: int) -> None:
+            self.running += 1
+            self.started += 1
+            self.most = max(self.most, self.running)
+
+        def job_ended(self, job: Any, outcome: Any, will_retry: bool) -> None:
+            self.running -= 1
+
+        def note(self, text: str) -> None:
+            pass
+
+    r = Counting()
+    sweepc.load(p.root).build(jobs=2, reporter=r)
+    assert (r.started, r.running, r.most) == (300, 0, 2)

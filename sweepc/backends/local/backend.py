@@ -268,6 +268,9 @@ class _Runner:
         self.fresh: set[int] = set()  # queued jobs whose folder this build made (removed if dropped)
         self.journal: Path | None = None  # .sweepc/journal, while the ends are journalled
         self.journal_fd = -1  # when sweepc writes it itself (the spawner has no queue; see run())
+        self.started_later: list[int] = []  # queued jobs the spawner started, not taken in yet (take_started)
+        self.shown_jobs = 0  # queued jobs taken in as started and not ended, and their cpus
+        self.shown_cpus = 0.0
         self.journal_buf: list[bytes] = []  # entries of ends taken in, written before they wait for a commit
         self.batched = False  # whether ends may wait for a commit (a journal holds them: flush_soon)
         self.commit_gap = COMMIT_SECONDS  # from one commit to the next (commit_gap())
@@ -464,7 +467,7 @@ class _Runner:
                         limit = g.jobs[k].resources.time_s
                         if limits is not None and limit:
                             limits.add(k, limit)
-                    if self.queue:
+                    if self.queue:  # (the others as their ends are taken in, below)
                         self.take_started(queued, running, started_at)
                     if limits is not None:
                         limits.enforce(self.pool.pids())
@@ -477,6 +480,8 @@ class _Runner:
                         if fed >= FEED_EVERY and feeds and not stopping:
                             fed = 0
                             self.pool.feed()
+                        if self.queue and i in self.started_later:  # its start first
+                            self.take_started(queued, running, started_at, first=(i,))
                         attempt = running.pop(i)
                         # (kept only while needed: at 200k jobs these two dicts held ~30 MB)
                         started_at.pop(i, None)
@@ -485,6 +490,9 @@ class _Runner:
                         if not self.queue:
                             used_cpus -= self.cpu_cost(g.jobs[i])
                             used_mem -= res.mem_mb or 0
+                        else:  # (taken in as started: take_started)
+                            self.shown_jobs -= 1
+                            self.shown_cpus -= self.cpu_cost(g.jobs[i])
                         job = g.jobs[i]
                         timed_out = limits is not None and limits.ended(i)
                         if timed_out:  # whatever it did after the SIGTERM, it did not finish in time
@@ -523,6 +531,7 @@ class _Runner:
                     else:
                         self.flush_soon()
                     if self.queue:  # after the commit: what removing their folders frees is not what it needs
+                        self.take_started(queued, running, started_at)
                         self.take_dropped(queued, running)
                 hold.open()  # a stop signal held since the last wait is acted on
                 if self.limits is not None:
@@ -538,7 +547,7 @@ class _Runner:
                 # Record them interrupted (they rerun) and stop; never hang, never
                 # a traceback.
                 now = time.time()
-                queued -= set(self.pool.procs.take_started())  # started, though not reported yet
+                queued -= {*self.started_later, *self.pool.procs.take_started()}  # started, though not reported yet
                 ran = {i: attempt for i, attempt in running.items() if i not in queued}  # the rest never started
                 for i, attempt in ran.items():
                     ex = Exit(key=i, exit_code=137, signal=9, start=started_at.get(i, now), end=now, max_rss_kb=0, interrupted=True)
@@ -566,17 +575,42 @@ class _Runner:
         return self.summary(run, done, failures, blocked, (), t0)
 
     # -- the spawner's queue
-    def take_started(self, queued: set[int], running: Mapping[int, int], started_at: dict[int, float]) -> None:
-        """Queued jobs the spawner has started: now they run (time limit, progress)."""
-        for i in self.pool.procs.take_started():
-            queued.discard(i)
-            self.fresh.discard(i)  # a job ran in it: never removed
-            started_at[i] = time.time()
-            job = self.g.jobs[i]
-            limit = job.resources.time_s
-            if self.limits is not None and limit:
-                self.limits.add(i, limit)
-            self.reporter.job_started(job, running[i])
+    def take_started(self, queued: set[int], running: Mapping[int, int], started_at: dict[int, float],
+                     first: Collection[int] = (), every: bool = False) -> None:
+        """Queued jobs the spawner has started: now they run (time limit,
+        progress). The spawner starts the next job as one ends and reports
+        both at once, and its start may be taken in before that end (its
+        end waited in ProcessPool's inbox): so a start is taken in when the
+        jobs taken in as running leave it room in the build's cpus, as they
+        left it in the spawner's; `first` (a job whose end is about to be
+        handled) and `every` (the build stops) are taken in regardless.
+        Taken in at once, under -j 2 the progress said "3 running"."""
+        waiting = self.started_later
+        waiting.extend(self.pool.procs.take_started())
+        if not waiting:
+            return
+        self.started_later = []
+        k = 0
+        try:
+            while k < len(waiting):
+                i = waiting[k]
+                k += 1
+                job = self.g.jobs[i]
+                cost = self.cpu_cost(job)
+                if not (every or i in first or not self.shown_jobs or self.shown_cpus + cost <= self.cpus + 1e-9):
+                    self.started_later.append(i)
+                    continue
+                self.shown_jobs += 1
+                self.shown_cpus += cost
+                queued.discard(i)
+                self.fresh.discard(i)  # a job ran in it: never removed
+                started_at[i] = time.time()
+                limit = job.resources.time_s
+                if self.limits is not None and limit:
+                    self.limits.add(i, limit)
+                self.reporter.job_started(job, running[i])
+        finally:  # (a reporter that raises: the rest are taken in later, none twice)
+            self.started_later.extend(waiting[k:])
 
     def take_dropped(self, queued: set[int], running: dict[int, int]) -> None:
         """Queued jobs the spawner dropped (a failure, or a kill): they never
@@ -612,7 +646,7 @@ class _Runner:
         killed = [*unhandled, *(ex for ex in self.pool.kill_all() if not any(ex is u for u in unhandled))]
         self.unhandled = deque()
         if self.queue and queued is not None and started_at is not None:
-            self.take_started(queued, running, started_at)
+            self.take_started(queued, running, started_at, every=True)
             self.take_dropped(queued, running)
         if self.limits is not None:
             self.limits.close()

@@ -450,3 +450,25 @@ def test_random_commands_end_the_same_both_ways(tmp_path_factory: pytest.TempPat
     (sa, fa), (sb, fb) = _both(base, text, env)
     assert os.waitstatus_to_exitcode(sb) == os.waitstatus_to_exitcode(sa), text
     assert fb == fa, text
+
+
+def test_prepare_needs_no_folder_and_a_path_with_a_slash_is_looked_for_at_launch(tmp_path: Path) -> None:
+    """The spawner prepares a queued job when it arrives (its cwd is /), and
+    launches it later in the job's folder."""
+    env = _clean_env()
+    cat = shutil.which("cat", path=env["PATH"])
+    assert direct.prepare("cat x > y", env["PATH"]) == (["cat", "x"], [(1, ">", "y")], cat)
+    assert direct.prepare("./script.sh a", env["PATH"]) == (["./script.sh", "a"], [], None)
+    assert direct.prepare("nosuchprog-here a", env["PATH"]) is None
+    assert direct.launch(None, env, []) is None
+    _fill(tmp_path)
+    prepared = direct.prepare("./script.sh a > out.txt", env["PATH"])
+    assert _start(tmp_path / "sub", "./script.sh a", env) is None  # not in that folder: bash says so
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        pid = direct.launch(prepared, env, [])
+    finally:
+        os.chdir(here)
+    assert pid is not None and os.waitpid(pid, 0)[1] == 0
+    assert (tmp_path / "out.txt").read_text() == "script a\n"

@@ -38,7 +38,10 @@ as written), the same open files in the same order, and the environment
 bash would export: ``SHLVL`` one higher (the same when bash would exec the
 program in its own place: a command without redirections), ``PWD`` the job's folder (bash's
 getcwd), ``OLDPWD`` dropped unless it names a folder, ``_`` the program's
-path. The difference: the job's process is the program itself, not a bash
+path. One difference of timing: the spawner looks a queued job's program up
+when the job reaches it, not the moment it starts (again if it waited more
+than a second): a program put on PATH in between is not seen. The other
+difference: the job's process is the program itself, not a bash
 waiting for it. So a program killed by a signal is reported as killed by
 that signal. Under bash, a command with a redirection (for which bash forks)
 exited 128 + N instead, with bash's line about it in the log; one without
@@ -172,21 +175,49 @@ def _word(text: str, i: int) -> tuple[str | None, int, bool]:
     return "".join(parts), i, eq
 
 
-def start(text: str, env: dict[str, str], actions: list[tuple[int, int, int]], **spawn: object) -> int | None:
-    """Start `text` without bash, in the current directory, with `actions`
-    (the job's stdin, stdout and stderr) before its own redirections, and
-    `spawn` (posix_spawn's keywords); its pid, or None when bash is to run
-    it (nothing of the job was done, except opening its redirections'
-    files, which bash opens again in the same order: the same end)."""
+# What prepare() found: the words, the redirections, and the program (None:
+# a path with a "/", looked for in the job's folder when it starts).
+Prepared = tuple[list[str], list[Redirect], "str | None"]
+
+
+def prepare(text: str, path: str | None) -> Prepared | None:
+    """Parse `text` and look its program up on `path` (the job's PATH): what
+    launch() needs, or None when bash is to run it. Needs no folder: the
+    spawner prepares a queued job when it arrives, not on the way from one
+    job's end to the next one's start (a long PATH costs ~30 us to search)."""
     if "\x00" in text or not (_UTF8 or text.isascii()):
         return None  # (in a multibyte locale other than UTF-8, bash's bytes may not be these characters)
     parsed = parse(text)
     if parsed is None:
         return None
     words, redirects = parsed
-    program = _find(words[0], env.get("PATH"))
+    if "/" in words[0]:
+        return words, redirects, None
+    program = _find(words[0], path)
     if program is None:
         return None
+    return words, redirects, program
+
+
+def start(text: str, env: dict[str, str], actions: list[tuple[int, int, int]], **spawn: object) -> int | None:
+    """Start `text` without bash, in the current directory: launch(prepare())."""
+    return launch(prepare(text, env.get("PATH")), env, actions, **spawn)
+
+
+def launch(prepared: Prepared | None, env: dict[str, str], actions: list[tuple[int, int, int]], **spawn: object) -> int | None:
+    """Start what prepare() found, in the current directory (the job's
+    folder), with `actions` (the job's stdin, stdout and stderr) before its
+    own redirections, and `spawn` (posix_spawn's keywords); its pid, or None
+    when bash is to run it (nothing of the job was done, except opening its
+    redirections' files, which bash opens again in the same order: the same
+    end)."""
+    if prepared is None:
+        return None
+    words, redirects, program = prepared
+    if program is None:
+        if _runnable(words[0]) is not True:
+            return None
+        program = words[0]
     opened: list[int] = []
     try:
         child = _environment(env, program, bool(redirects))

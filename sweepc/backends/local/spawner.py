@@ -132,6 +132,10 @@ START, KILL, BIG, SYNC, LIMIT, JOURNAL, DROP, BASE_ENV = 0, 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, ENDED, KILLED, SYNCED, DROPPED = 0, 1, 2, 3, 4, 5
 # Largest datagram either side sends; larger START commands go by memfd.
 MAX_MESSAGE = 60 * 1024
+# A queued job's command is parsed and its program found when it arrives
+# (direct.prepare); if it waited longer than this to start, again then.
+PREPARED_FOR = 1.0
+_ASK = object()  # spawn(): prepare the command now
 # When sweepc goes away, jobs get this long between SIGTERM and SIGKILL.
 ORPHAN_GRACE = 2.0
 # How long stop_trees waits for SIGKILLed processes. Only a process stuck in
@@ -342,7 +346,8 @@ class _Job:
 
 
 class _Queued:
-    __slots__ = ("append", "command", "cpus", "dirfd", "env", "key", "log_fd", "mem", "merge", "outputs", "serial", "stop", "tag")
+    __slots__ = ("append", "command", "cpus", "dirfd", "env", "key", "log_fd", "mem", "merge", "outputs", "serial", "stop", "tag",
+                 "direct", "arrived")
 
     def __init__(self, serial: int, key: int, command: "str | bytes", env: dict[str, str],
                  dirfd: int, log_fd: int, queue: tuple[object, ...]) -> None:
@@ -353,6 +358,8 @@ class _Queued:
         self.cpus, self.mem, self.stop, self.outputs, self.tag = float(cpus), mem, bool(stop), outputs, tag
         self.append = bool(append)
         self.merge = bool(merge)
+        self.direct: object = None  # direct.prepare()'s answer, made when it arrived (_Spawner.handle)
+        self.arrived = 0.0
 
 
 class _Spawner:
@@ -461,7 +468,9 @@ class _Spawner:
             else:
                 assert isinstance(queue, tuple)
                 # the fds stay open (taken off the list the caller closes) until it starts
-                self.queue.append(_Queued(serial, key, text, env, fds[0], fds[1], queue))
+                q = _Queued(serial, key, text, env, fds[0], fds[1], queue)
+                self.prepare(q)
+                self.queue.append(q)
                 del fds[:2]
         elif kind == KILL:
             grace = command[1]
@@ -487,6 +496,15 @@ class _Spawner:
             self.base_env = env
         else:
             raise ValueError(f"unknown command {kind!r}")
+
+    def prepare(self, q: _Queued) -> None:
+        """Parse a queued job's command and find its program now, while jobs
+        run, not between one job's end and the next one's start (direct.py)."""
+        if self.direct and type(q.command) is str:
+            env = q.env
+            path = env.get("PATH") if "PATH" in env or not q.merge else self.base_env.get("PATH")
+            q.direct = direct.prepare(q.command, path)
+            q.arrived = time.monotonic()
 
     def flush(self) -> None:
         while self.out and not self.gone:
@@ -522,6 +540,7 @@ class _Spawner:
         env: dict[str, str],
         dirfd: int,
         log_fd: int,
+        prepared: object = _ASK,
     ) -> _Job | None:
         floor_kb = hwm_kb()
         start = time.time()
@@ -535,7 +554,9 @@ class _Spawner:
                 ]
                 pid = None
                 if self.direct and type(command) is str:
-                    pid = direct.start(command, env, actions, setsid=True, setsigmask=(), setsigdef=self.sigdef)
+                    if prepared is _ASK:
+                        prepared = direct.prepare(command, env.get("PATH"))
+                    pid = direct.launch(prepared, env, actions, setsid=True, setsigmask=(), setsigdef=self.sigdef)  # type: ignore[arg-type]
                 if pid is None:
                     pid = os.posix_spawn(
                         self.bash,
@@ -579,7 +600,9 @@ class _Spawner:
                     except OSError:
                         pass
                 env = {**self.base_env, **q.env} if q.merge else q.env
-                job = self.spawn(q.serial, q.key, q.command, env, q.dirfd, q.log_fd)
+                if q.arrived and time.monotonic() - q.arrived > PREPARED_FOR:
+                    self.prepare(q)  # (it waited: PATH may hold another program by now)
+                job = self.spawn(q.serial, q.key, q.command, env, q.dirfd, q.log_fd, q.direct if q.arrived else _ASK)
             finally:
                 os.close(q.log_fd)
             if job is None:  # could not start: ended with 127 (failed() wrote why)

@@ -49,6 +49,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,13 @@ def wrong_files(project: Path, n: int) -> list[str]:
             if got != want:
                 problems.append(f"{job.label}: up to date, but {name} holds {got!r}, not {want!r}")
     return problems
+
+
+def sweepc_traceback(text: str) -> bool:
+    """Whether sweepc itself printed a traceback in `text`. A failed python:
+    job's traceback, quoted from its log under its FAILED line ("  | "), is
+    the job's, not sweepc's: only one at the start of a line counts."""
+    return re.search(r"^Traceback \(most recent call last\):", text, re.MULTILINE) is not None
 
 
 def descendants(pid: int) -> set[int]:
@@ -311,7 +319,7 @@ def main() -> int:
                     p.wait()
                 else:
                     said = errors.read_text(errors="replace")
-                    if rc not in (0, 1, 130, -signal.SIGTERM if sig == signal.SIGTERM else 130) or "Traceback" in said:
+                    if rc not in (0, 1, 130, -signal.SIGTERM if sig == signal.SIGTERM else 130) or sweepc_traceback(said):
                         problems.append(f"stop {k}: exit status {rc} after {sig.name}; it said:\n{said[-2000:]}")
             else:
                 kills += 1
@@ -338,7 +346,7 @@ def main() -> int:
         if slurm and rng.random() < args.cancel_share:
             cancels += 1
             c = subprocess.run([sys.executable, "-m", "sweepc", "cancel"], cwd=project, env=env, capture_output=True, text=True)
-            if c.returncode != 0 or "Traceback" in c.stderr:
+            if c.returncode != 0 or sweepc_traceback(c.stderr):
                 problems.append(f"stop {k}: sweepc cancel: exit status {c.returncode}: {c.stderr.strip()[-500:]}")
         bad = wrong_files(project, args.psets)  # (SLURM's tasks may still be running and writing)
         problems += [f"stop {k}: {b}" for b in bad[:10]]
@@ -357,7 +365,7 @@ def main() -> int:
 
     problems += wrong_files(project, args.psets)[:10]
     log = project / ".sweepc" / "conductor.log"
-    if log.exists() and "Traceback" in log.read_text(errors="replace"):
+    if log.exists() and sweepc_traceback(log.read_text(errors="replace")):
         problems.append(f"a conductor printed a traceback: see {log}")
     if duplicates.exists():
         problems.append(f"jobs ran twice at once: {' '.join(sorted(set(duplicates.read_text().split())))[:300]}")

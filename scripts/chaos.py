@@ -356,7 +356,8 @@ def main() -> int:
     final = [sys.executable, "-m", "sweepc", "build", "-j", "2", "--backend", args.backend, *(["--wait"] if slurm else [])]
     last = subprocess.run(final, cwd=project, env=env, capture_output=True, text=True)
     if last.returncode != 0:
-        problems.append(f"the final build: exit status {last.returncode}: {last.stderr.strip()[-300:]}")
+        problems.append(f"the final build: exit status {last.returncode}: {last.stderr.strip()[-300:]}; "
+                        f"its output ended: {last.stdout.strip()[-600:]}")
     again = subprocess.run([sys.executable, "-m", "sweepc", "build", *(["--backend", "slurm"] if slurm else [])],
                            cwd=project, env=env, capture_output=True, text=True)
     if "nothing to do" not in again.stdout:

@@ -88,6 +88,7 @@ FILES = {
     "src/a.txt": "A\n", "src/b.txt": "B\n", "src/c.txt": "C\n", "src/d.txt": "D\n",
     "tpl/run.sh": "echo {{ a }}\n",
     "model.py": "def func(pset):\n    return {}\n\n\ndef other(pset):\n    return {}\n",
+    "sub/model.py": "def func(pset):\n    return {}\n",
 }
 
 # (what, the text it replaces, the text it becomes): each applied both ways
@@ -113,6 +114,14 @@ EDITS = [
     ("a constant resource", "resources: cpus = 2", "resources: cpus = 3"),
     ("a resource per pset", "resources: cpus = 2", "resources: cpus = a"),
     ("a python: function", "python: \"model.py:func\"", "python: \"model.py:other\""),
+    ("a python: module moved", "python: \"model.py:func\"", "python: \"sub/model.py:func\""),
+    ("a python: rule's inputs", "python: \"model.py:func\"\n    output: \"note.txt\"",
+     "python: \"model.py:func\"\n    input: gen, \"src/a.txt\"\n    output: \"note.txt\""),
+    ("a python: rule's resources", "python: \"model.py:func\"\n    output: \"note.txt\"",
+     "python: \"model.py:func\"\n    output: \"note.txt\"\n    resources: mem = \"2G\""),
+    ("the rule of a python: function renamed", "rule py over some:", "rule pyf over some:"),
+    # the same psets, their keys in another order: one pset hash, another stand-in command (its JSON)
+    ("the parameters' order (a python: job's JSON)", "sweep grid = a * b\n", "sweep grid = b * a\n"),
     ("a comment only", "sweep grid = a * b\n", "sweep grid = a * b  # the grid\n"),
     ("a gather's by", "rule mean over grid by b:", "rule mean over grid by a:"),
     ("a rule added before the others", "rule gen over grid:", "rule first over b:\n    output: \"f.txt\"\n    shell: \"echo {b} > {output}\"\n\nrule gen over grid:"),
@@ -215,13 +224,13 @@ def test_adding_values_renders_the_new_jobs_and_the_changed_gathers_only(proj: P
     write(proj, SWEEPFILE.replace("param a = [1, 2, 3]", "param a = [1, 2, 3, 4]"))
     made = rendered(monkeypatch)
     got = load_graph(sf)
-    # new psets (a=4: two of grid, two of some): gen, square, pick, templ get
-    # their 2 new jobs; seqd (pset.seq, pset.hash) and py (python:) are
+    # new psets (a=4: two of grid, two of some): gen, square, pick, templ, py
+    # (python:) get their 2 new jobs; seqd (pset.seq, pset.hash) is
     # always rendered; each gather of mean has one input more; `all` reads
     # the same two mean jobs (same hashes): taken; fromcsv/readcsv unchanged
     # (readcsv reads a source file: always rendered)
     assert sorted(made) == sorted(
-        ["gen"] * 2 + ["square"] * 2 + ["pick"] * 2 + ["templ"] * 2 + ["seqd"] * 8 + ["py"] * 6 + ["mean"] * 2 + ["readcsv"] * 3
+        ["gen"] * 2 + ["square"] * 2 + ["pick"] * 2 + ["templ"] * 2 + ["seqd"] * 8 + ["py"] * 2 + ["mean"] * 2 + ["readcsv"] * 3
     )
     monkeypatch.undo()
     assert_same(got, load_graph(sf, cache=False))
@@ -372,3 +381,31 @@ def test_one_pset_changed_amid_many_is_rendered_again(proj: Path, monkeypatch: p
     monkeypatch.undo()
     assert_same(got, load_graph(sf, cache=False))
     assert got.jobs[300].params == {"a": eval(now.replace("true", "True")), "b": 1}
+
+
+MIXED = """
+param a = [1, 2, 3]
+param b = [10]
+sweep grid = (a * b where a == 1) + (SECOND where a >= 2)
+
+rule py over grid:
+    python: "model.py:func"
+"""
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["forth", "back"])
+def test_a_pset_whose_keys_changed_order_gets_its_python_command_again(proj: Path, backwards: bool) -> None:
+    """The rule's keys stay (a, b), the psets of a >= 2 change order: equal
+    dicts, one pset hash, but a python: job's stand-in command holds the pset
+    as JSON in its order, so it is rendered again, not taken."""
+    before, after = MIXED.replace("SECOND", "a * b"), MIXED.replace("SECOND", "b * a")
+    if backwards:
+        before, after = after, before
+    sf = write(proj, before)
+    load_graph(sf)
+    write(proj, after)
+    got = load_graph(sf)
+    assert_same(got, load_graph(sf, cache=False))
+    moved = ["b", "a"] if not backwards else ["a", "b"]  # the order of a >= 2 now
+    assert [list(j.params) for j in got.jobs] == [["a", "b"], moved, moved]
+    assert ('{"b":10,"a":2}' if not backwards else '{"a":2,"b":10}') in got.jobs[1].command

@@ -9,11 +9,13 @@ per rule.
 
 Given the jobs of the project's earlier graph (graph.EarlierJobs: a sweepfile
 edited since its graph was cached), a job of a rule on the fast paths (a
-command of parameters, and {input} of ONE upstream rule) whose render_key is
+command of parameters, {input} of ONE upstream rule, or a python: rule whose
+inputs are upstream rules and files of fixed paths) whose render_key is
 the rule's key then takes its pset hash and command from the earlier job
-whose pset has the same values (of the same types) and, with {input}, whose
-upstream jobs had the same hashes in the same order: exactly what rendering
-it would give, without pset_hash() and the command text being made again
+whose pset has the same values (of the same types; for python:, whose
+stand-in command holds the pset as JSON, in the same order too) and, with
+{input}, whose upstream jobs had the same hashes in the same order: exactly
+what rendering it would give, without pset_hash() and the command text being made again
 (adding 10 psets to a 100k study renders 21 jobs). Anything else is
 rendered as before. The psets at their old places are checked and taken a
 column at a time (_Again.bulk), those after the first that is not one by one.
@@ -181,6 +183,17 @@ class _Renderer:
             and all(inp.rule is not None and not inp.only_done for inp in r.inputs)
         )
         self.plain_resources = self.constant_resources or Resources()
+        # A python: rule whose jobs are made from the pset alone too: its
+        # stand-in command is the pset (as JSON, in its order) and hash, its
+        # sources (the module, other files) the same paths for every job
+        self.python_plain = (
+            r.python is not None and r.restart is None and self.constant_resources is not None
+            and all((inp.rule is not None and not inp.only_done) or (inp.path is not None and inp.path in self.constant_sources)
+                    for inp in r.inputs)
+        )
+        self.python_sources: tuple[str, ...] = tuple(
+            self.constant_sources[inp.path] for inp in r.inputs if inp.rule is None and inp.path is not None
+        ) if self.python_plain else ()
         # The same, but with {input} or {input.NAME} in the command (the usual
         # rule that reads its upstream jobs' outputs): job() renders it without
         # a _Ctx (the same text, ctx.render's)
@@ -198,7 +211,14 @@ class _Renderer:
         # can stand for (_Prior): the command with its constants written out
         # (outputs, {root}, resources), the pset's keys, its one input.
         self.render_key = ""
-        if self.plain or (self.with_inputs and len(r.inputs) == 1):
+        if self.python_plain:
+            assert r.python is not None
+            self.render_key = repr((
+                "python", r.name, self.root_rel, r.python, r.keys,
+                tuple((inp.name, inp.rule, inp.path) for inp in r.inputs),
+                self.python_sources, tuple(self.plain_resources),
+            ))
+        elif self.plain or (self.with_inputs and len(r.inputs) == 1):
             self.render_key = repr((
                 "plain" if self.plain else "inputs",
                 tuple(part if isinstance(part, str) else (part.root, part.attr) for part in self.shell_parts),
@@ -310,6 +330,12 @@ class _Renderer:
             return Job(jid, r.name, h, seq, inst, tuple(deps), (), command, None, self.plain_resources)
         if self.with_inputs:
             return self.job_with_inputs(jid, seq, inst, matches, h)
+        if self.python_plain:  # what the general case below makes of it, in short
+            command = self.python_command(inst, h)
+            if len(command) * 4 > MAX_COMMAND:
+                self.too_long(command, inst)
+            return Job(jid, r.name, h, seq, inst, tuple([d for ids in matches for d in ids]), self.python_sources, command, None,
+                       self.plain_resources)
         reldir = f"{r.name}/{h[:2]}/{h}"
         deps = []
         soft: list[int] = []
@@ -497,7 +523,10 @@ class _Again:
 
     def __init__(self, e: EarlierJobs, rd: _Renderer, first: int, end: int) -> None:
         self.e, self.rd, self.first, self.end = e, rd, first, end
-        self.name, self.plain, self.resources = rd.r.name, rd.plain, rd.plain_resources
+        # a python: rule's jobs are made of the pset alone, as a plain rule's
+        self.python = rd.python_plain
+        self.name, self.plain, self.resources = rd.r.name, rd.plain or rd.python_plain, rd.plain_resources
+        self.sources = rd.python_sources  # () but for a python: rule
         self.by_values: dict[tuple[tuple[str, type, Scalar], ...], int] | None = None
         self.misses = 64  # looked for by values only after this many psets were not where they were
 
@@ -508,7 +537,7 @@ class _Again:
         op = self.e.params[o]
         return op == inst and all(
             type(v) is type(inst[k]) and (type(v) is not float or v != 0.0 or str(v) == str(inst[k])) for k, v in op.items()
-        )
+        ) and (not self.python or list(op) == list(inst))
 
     def find(self, inst: Pset) -> int | None:
         """The earlier job of these values when it is not at the same place (a value removed or inserted)."""
@@ -529,6 +558,7 @@ class _Again:
         jobs, make, memo, keep = rd.jobs, rd.job, rd.hashes.hashes, rd.hashes.keep
         params, hashes, commands, e_deps = e.params, e.hash, e.command, e.deps
         first, end, name, plain, res = self.first, self.end, self.name, self.plain, self.resources
+        sources, python = self.sources, self.python
         new = tuple.__new__
         base = len(jobs)  # each turn appends one job: the job id is base + seq
         no_inputs = not rd.r.inputs
@@ -544,6 +574,8 @@ class _Again:
                         if type(v) is not type(w) or (type(v) is float and v == 0.0 and str(v) != str(w)):
                             same = False
                             break
+                    if python and same and list(op) != list(inst):
+                        same = False  # the stand-in command's JSON has the pset's order
                 if same:
                     if no_inputs:
                         deps: tuple[int, ...] = ()
@@ -559,7 +591,7 @@ class _Again:
                     if id(inst) not in memo:
                         memo[id(inst)] = h
                         keep.append(inst)
-                    jobs.append(new(Job, (base + seq, name, h, seq, inst, deps, (), commands[o], None, res, _NO_SOFT)))
+                    jobs.append(new(Job, (base + seq, name, h, seq, inst, deps, sources, commands[o], None, res, _NO_SOFT)))
                     continue
             jobs.append(self.job(base + seq, seq, inst, matches) or make(base + seq, seq, inst, matches))
 
@@ -572,7 +604,9 @@ class _Again:
         e, rd = self.e, self.rd
         first = self.first
         n = min(len(instances), self.end - first)
-        if n < _BULK_MIN or (rd.r.inputs and len(rd.r.inputs) != 1):
+        # the columns of upstream rules (a python: rule's sources are columns of no job)
+        ups = [c for c, inp in enumerate(rd.r.inputs) if inp.rule is not None]
+        if n < _BULK_MIN or len(ups) > 1:
             return 0
         olds, news = e.params[first:first + n], tuple(instances[:n])
         # the same values (dict ==: 1, 1.0 and true are equal here) ...
@@ -593,14 +627,16 @@ class _Again:
                     # ... zeros of the same sign (0.0 and -0.0: one pset hash, two texts)
                     one = repeat(1.0, k)
                     k = _agree(map(eq, map(copysign, one, was), map(copysign, one, now)), k)
+            if self.python:  # ... and, in a python: rule's stand-in command, in the same order
+                k = _agree(map(eq, map(tuple, olds[:k]), map(tuple, news[:k])), k)
         except (KeyError, TypeError):  # a key some pset has not; a value copysign() takes not
             return 0
         matches = all_matches[:k]
-        if not rd.r.inputs:
+        if not ups:
             deps: Iterable[tuple[int, ...]] = repeat((), k)
         else:
             # the one input's job ids: what job() makes deps of (a plain command is made of the pset alone)
-            ids = list(map(itemgetter(0), matches))
+            ids = list(map(itemgetter(ups[0]), matches))
             deps = ids
             if not self.plain:
                 # {input}: one upstream job each, now and then, of the same hash
@@ -619,7 +655,7 @@ class _Again:
         rd.hashes.keep.extend(news)
         base = len(rd.jobs)
         rd.jobs.extend(map(partial(tuple.__new__, Job), zip(
-            range(base, base + k), repeat(self.name, k), h, range(k), news, deps, repeat((), k), e.command[first:first + k],
+            range(base, base + k), repeat(self.name, k), h, range(k), news, deps, repeat(self.sources, k), e.command[first:first + k],
             repeat(None, k), repeat(self.resources, k), repeat(_NO_SOFT, k))))
         return k
 
@@ -647,4 +683,4 @@ class _Again:
                 return None
         h = e.hash[o]
         self.rd.hashes.put(inst, h)
-        return Job(jid, self.name, h, seq, inst, deps, (), e.command[o], None, self.resources)
+        return Job(jid, self.name, h, seq, inst, deps, self.sources, e.command[o], None, self.resources)

@@ -1281,3 +1281,44 @@ def test_a_function_that_changes_folder_on_the_slurm_runner_still_has_its_result
     assert {a: r["status"] for a, r in records(p).items()} == {1: "done", 2: "done"}
     assert json.loads((p.dir("work[a=2]") / "sweepc-result.json").read_text()) == {"y": 20}
     assert not (elsewhere / "sweepc-result.json").exists()
+
+
+def test_the_progress_never_counts_more_python_jobs_running_than_workers(local_project):
+    """A worker begins its next task as it ends one, and sweepc hears of both
+    at once; reporting the start first made the progress say "3 running"
+    under -j 2 whenever a line was printed at that moment."""
+    p = local_project.write('''
+        param a = range(0, 400)
+        sweep s = a
+
+        rule f over s:
+            python: "model.py:run"
+    ''')
+    write_module(p, "def run(pset):\n    return {'b': pset['a'] * 2}\n")
+
+    class Counting:
+        def __init__(self) -> None:
+            self.running = self.most = self.started = self.ended = 0
+            self.unstarted_ends = 0
+            self.live: set[int] = set()
+
+        def job_started(self, job, attempt):
+            self.live.add(job.id)
+            self.running += 1
+            self.started += 1
+            self.most = max(self.most, self.running)
+
+        def job_ended(self, job, outcome, will_retry):
+            if job.id not in self.live:
+                self.unstarted_ends += 1
+            self.live.discard(job.id)
+            self.running -= 1
+            self.ended += 1
+
+        def note(self, text):
+            pass
+
+    r = Counting()
+    sweepc.load(p.root / "sweepfile").build(jobs=2, reporter=r)
+    assert (r.started, r.ended, r.running, r.most, r.unstarted_ends) == (400, 400, 0, 2, 0)
+    assert list(sweepc.load(p.root / "sweepfile").results()["b"]) == [a * 2 for a in range(400)]

@@ -269,6 +269,7 @@ class _Runner:
         self.journal: Path | None = None  # .sweepc/journal, while the ends are journalled
         self.journal_fd = -1  # when sweepc writes it itself (the spawner has no queue; see run())
         self.started_later: list[int] = []  # queued jobs the spawner started, not taken in yet (take_started)
+        self.py_later: dict[int, None] = {}  # python: jobs their workers began, not reported yet (take_py_started)
         self.shown_jobs = 0  # queued jobs taken in as started and not ended, and their cpus
         self.shown_cpus = 0.0
         self.journal_buf: list[bytes] = []  # entries of ends taken in, written before they wait for a commit
@@ -365,7 +366,14 @@ class _Runner:
         self.store.mark_planned(((g.jobs[i].rule, g.jobs[i].hash, params_json(g.jobs[i])) for i in run), self.run_id)
         self.committed = time.monotonic()
         procs = self.pool.procs
-        if not any(g.jobs[i].rule in self.python_rules for i in run) and procs.queueing():
+        has_python = any(g.jobs[i].rule in self.python_rules for i in run)
+        if has_python:
+            # the workers make job folders below the workdir, not the workdir itself:
+            # without it the first tasks came back for sweepc to prepare, run
+            # later, reported started meanwhile ("4 running" under -j 2)
+            with contextlib.suppress(OSError):  # (then sweepc prepares them, and says why it cannot)
+                os.makedirs(self.wd_str, exist_ok=True)
+        if not has_python and procs.queueing():
             self.queue = True
             procs.limit(self.cpus, self.mem_mb)
             procs.base_env(self.base_env)
@@ -463,10 +471,7 @@ class _Runner:
                     self.pool.wait_into(exits, limits.wait_timeout(WAIT_SECONDS) if limits else WAIT_SECONDS)
                     hold.on = True
                     for k in self.pool.started():  # python: jobs begin when their worker is done with those before
-                        self.reporter.job_started(g.jobs[k], running[k])
-                        limit = g.jobs[k].resources.time_s
-                        if limits is not None and limit:
-                            limits.add(k, limit)
+                        self.py_later[k] = None  # reported after the ends that came with them (take_py_started)
                     if self.queue:  # (the others as their ends are taken in, below)
                         self.take_started(queued, running, started_at)
                     if limits is not None:
@@ -482,6 +487,8 @@ class _Runner:
                             self.pool.feed()
                         if self.queue and i in self.started_later:  # its start first
                             self.take_started(queued, running, started_at, first=(i,))
+                        if i in self.py_later:
+                            self.take_py_started(running, only=i)
                         attempt = running.pop(i)
                         # (kept only while needed: at 200k jobs these two dicts held ~30 MB)
                         started_at.pop(i, None)
@@ -526,6 +533,8 @@ class _Runner:
                             stopping = True
                             self.drop_queue()  # the spawner has, unless it exited 0 without its results
                         blocked |= self.ended_not_done(i, dependents, waiting, ready, blocked)
+                    if self.py_later:
+                        self.take_py_started(running)
                     if stopping:
                         self.flush()
                     else:
@@ -575,6 +584,23 @@ class _Runner:
         return self.summary(run, done, failures, blocked, (), t0)
 
     # -- the spawner's queue
+    def take_py_started(self, running: Mapping[int, int], only: int | None = None) -> None:
+        """python: jobs their workers began (PythonPool.started()), reported
+        as started: `only` (its end is about to be handled), else all. A
+        worker begins the next task as it ends one and both come in at once:
+        reported before that end, under -j 2 the progress said "3 running".
+        One the reporter raises on (Ctrl-C) leaves the rest for later."""
+        later = self.py_later
+        for k in [only] if only is not None else list(later):
+            if k not in later:
+                continue
+            del later[k]
+            job = self.g.jobs[k]
+            self.reporter.job_started(job, running[k])
+            limit = job.resources.time_s
+            if self.limits is not None and limit:
+                self.limits.add(k, limit)
+
     def take_started(self, queued: set[int], running: Mapping[int, int], started_at: dict[int, float],
                      first: Collection[int] = (), every: bool = False) -> None:
         """Queued jobs the spawner has started: now they run (time limit,
@@ -645,6 +671,7 @@ class _Runner:
         # (kill_all's list may repeat some of them: ProcessPool.wait_into)
         killed = [*unhandled, *(ex for ex in self.pool.kill_all() if not any(ex is u for u in unhandled))]
         self.unhandled = deque()
+        self.take_py_started(running)
         if self.queue and queued is not None and started_at is not None:
             self.take_started(queued, running, started_at, every=True)
             self.take_dropped(queued, running)

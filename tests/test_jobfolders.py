@@ -562,3 +562,28 @@ def test_a_file_where_an_output_folder_would_be_fails_only_that_job(local_projec
     finally:
         os.close(fd)
     assert (d / "plots").read_text() == "a file" and (d / "ok").is_dir()
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"a": 1},
+    {"x": 2.5, "y": float("nan"), "z": float("inf"), "w": -float("inf"), "n": -0.0, "big": 10**30, "e": 1e-300, "f": 1.0},
+    {"s": 'it\'s "q" \\ $HOME `x`\n\ttab \u00e9\u4e2d\U0001f600 \x00\x1f', "t": True, "f": False, "\u00e9": "k"},
+])
+def test_a_pool_worker_writes_the_pset_json_sweepc_would(params: dict[str, object]) -> None:
+    """A python: job's worker makes its pset.json (pyworker.pset_json) from
+    the task line sweepc sends (the pset as JSON, read back) and the rule's
+    beginning of it (jobdir.pset_json_head): byte for byte pset_json_text()'s."""
+    from types import SimpleNamespace
+
+    from sweepc.backends.jobdir import pset_json_head, pset_json_text
+    from sweepc.backends.local import pyworker
+    from sweepc.values import values_json
+
+    for over, sweep in (("sweep 'grid'", "grid"), (None, None)):
+        rule = SimpleNamespace(over=over)
+        g = SimpleNamespace(rule=lambda name: rule)
+        job = SimpleNamespace(rule="r\u00e9", hash="ab12", seq=7, params=params)
+        sent = json.loads(values_json(params))  # the pset as the worker reads it from its task line
+        text = pyworker.pset_json(pset_json_head("r\u00e9", sweep), "ab12", 7, sent)
+        assert text == pset_json_text(g, job)  # type: ignore[arg-type]

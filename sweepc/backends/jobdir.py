@@ -628,6 +628,13 @@ def _type_name(v: object) -> str:
 _TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
+def pset_json_head(rule: str, sweep: str | None) -> str:
+    """What begins the pset.json of each job of a rule (pset_json_text()):
+    the format's version, the rule and its sweep (sweep_name()). A pool
+    worker makes the rest of a python: job's (pyworker.pset_json, the same text)."""
+    return f'{{\n  "sweepc": {PSET_JSON_VERSION},\n  "rule": {_encode(rule)},\n  "sweep": {_encode(sweep)},\n'
+
+
 def pset_json_text(g: BuildGraph, job: Job) -> str:
     """The job's parameters with their types, its pset hash, rule and sweep, as JSON."""
     rule = g.rule(job.rule)
@@ -642,10 +649,7 @@ def pset_json_text(g: BuildGraph, job: Job) -> str:
         t = "{\n" + ",\n".join(f"    {enc(k)}: \"{_type_name(v)}\"" for k, v in params.items()) + "\n  }"
     else:
         p = t = "{}"
-    return (
-        f'{{\n  "sweepc": {PSET_JSON_VERSION},\n  "rule": {enc(job.rule)},\n  "sweep": {enc(sweep_name(rule))},\n'
-        f'  "hash": {enc(job.hash)},\n  "seq": {enc(job.seq)},\n  "params": {p},\n  "types": {t}\n}}\n'
-    )
+    return pset_json_head(job.rule, sweep_name(rule)) + f'  "hash": {enc(job.hash)},\n  "seq": {enc(job.seq)},\n  "params": {p},\n  "types": {t}\n}}\n'
 
 
 def remove_temp_outputs(g: BuildGraph, job: Job, names: tuple[str, ...], dry_run: bool = False) -> list[Path]:

@@ -49,7 +49,7 @@ from sweepc.backends.base import Failure, Interrupted, Reporter, Summary, params
 from sweepc.errors import MachineError, UsageError, machine_error
 from sweepc.lang.graph import LOG_NAME, PSET_JSON_NAME, PYTHON_RESULT_NAME, BuildGraph, Job
 from sweepc.backends.jobdir import (
-    PSET_JSON_ENV, WRITE_FLAGS, JobDirError, JobDirs, check_end, prepare_job_folder, pset_json_text, uses_input_list,
+    PSET_JSON_ENV, WRITE_FLAGS, JobDirError, JobDirs, check_end, prepare_job_folder, pset_json_head, sweep_name, uses_input_list,
 )
 from sweepc.plan.planner import Plan, dynamic_fingerprint
 from sweepc.backends.hold import StopsHeld
@@ -288,6 +288,7 @@ class _Runner:
                 simple = not r.templates and not self.uses_list[r.name] and all("/" not in o for o in outs)
                 self.py_calls[r.name] = (str(self.g.root / r.python[0]), r.python[1], outs if simple else None)
         self.rule_facts = {r.name: (r.retries, tuple(o.path for o in r.outputs)) for r in self.g.rules}
+        self.pset_heads = {name: pset_json_head(name, sweep_name(self.g.rule(name))) for name in self.py_calls}
 
     # -- bookkeeping
     def flush(self) -> None:
@@ -762,7 +763,7 @@ class _Runner:
         if py is not None and attempt == 1 and py[2] is not None:
             # the worker makes the folder (pyworker.py), and comes back to prepare_py when it cannot
             rel = job.reldir
-            prep = PyPrep(self.wd_str, rel, py[2], pset_json_text(self.g, job))
+            prep = PyPrep(self.wd_str, rel, py[2], self.pset_heads[job.rule], job.seq)
             try:
                 self.pool.start(PyTask(i, py[0], py[1], f"{self.wd_str}/{rel}", job.params, job.rule, job.hash, prep=prep))
             except OSError as e:  # no worker could be started

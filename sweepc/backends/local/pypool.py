@@ -113,7 +113,10 @@ class PyPrep(NamedTuple):
     workdir: str
     reldir: str  # <rule>/<hh>/<hash>
     outputs: tuple[str, ...]  # removed when the folder was there already (single names)
-    pset_json: str  # the text of pset.json
+    # pset.json: the worker writes jobdir.pset_json_text()'s text, made of this
+    # beginning (jobdir.pset_json_head(), one a rule), the job's seq, hash and pset
+    head: str
+    seq: int
 
 
 class PyTask(NamedTuple):
@@ -183,13 +186,17 @@ def _task_line(task: PyTask) -> str:
         outs = _OUTS.get(pr.outputs)
         if outs is None:
             outs = _OUTS[pr.outputs] = json.dumps(list(pr.outputs))
-        line += f',"prep":{{"w":{_ESC(pr.workdir)},"r":{_ESC(pr.reldir)},"o":{outs},"j":{_ESC(pr.pset_json)}}}'
+        head = _JSON_HEADS.get(pr.head)
+        if head is None:
+            head = _JSON_HEADS[pr.head] = _ESC(pr.head)
+        line += f',"prep":{{"w":{_ESC(pr.workdir)},"r":{_ESC(pr.reldir)},"o":{outs},"jh":{head},"s":{int(pr.seq)}}}'
     return line + "}"
 
 
 _ESC = json.encoder.encode_basestring  # a str as JSON (ensure_ascii=False; the C function when there is one)
 _HEADS: dict[tuple[str, str, str], str] = {}  # (module, function, rule) -> its part of a task line
 _OUTS: dict[tuple[str, ...], str] = {}  # a rule's outputs -> as JSON
+_JSON_HEADS: dict[str, str] = {}  # the beginning of a rule's pset.json -> as a JSON string
 
 
 class PythonPool:

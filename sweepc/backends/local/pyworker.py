@@ -16,7 +16,9 @@ printed anything, that becomes its sweepc.log (a job that printed nothing
 has no log), and when the worker dies sweepc copies it there itself. A task may carry ``prep``: the
 worker then makes the job folder itself (one step at a time from the
 workdir, never through a link, the folders above it kept open), writes the
-marker and pset.json sweepc sent, and removes the outputs of an earlier run
+marker and pset.json (its text made here from the beginning sweepc sent,
+``jh``, the job's seq ``s``, hash and pset: work off sweepc's process, which
+hands out every task), and removes the outputs of an earlier run
 (jobdir.prepare_job_dir's work, for a job without templates or nested
 outputs; sweepc does the rest). When anything of that fails, the worker
 does not run the task: it replies ``{"k": key, "np": why}`` and sweepc
@@ -54,6 +56,42 @@ MARKER_NAME = ".sweepc-job"  # = sweepc.lang.graph.MARKER_NAME (tests/test_pytho
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_OPEN_DIRS = 512  # folders above job folders kept open (rule and shard folders)
+_ESC = json.encoder.encode_basestring  # a str as JSON, ensure_ascii=False (the C function when there is one)
+_INF = float("inf")
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}  # = sweepc.backends.jobdir._TYPE_NAMES
+
+
+def _enc(v: object) -> str:
+    """A pset's scalar as JSON: sweepc.values.encode_scalar (NaN and the
+    infinities as Python's json writes and reads them)."""
+    c = v.__class__
+    if c is str:
+        return _ESC(v)  # type: ignore[arg-type]
+    if c is int:
+        return int.__repr__(v)
+    if c is float:
+        f: float = v  # type: ignore[assignment]
+        if f != f:
+            return "NaN"
+        if f == _INF:
+            return "Infinity"
+        if f == -_INF:
+            return "-Infinity"
+        return float.__repr__(f)
+    return json.dumps(v)
+
+
+def pset_json(head: str, h: str, seq: int, params: dict[str, Any]) -> str:
+    """The text of a job's pset.json, as sweepc.backends.jobdir.pset_json_text()
+    makes it (tests/test_jobfolders.py compares the two), from its beginning
+    (jobdir.pset_json_head()) and the job's hash, seq and pset as the task
+    line brought it (JSON keeps each value's type: 1.0 stays a float)."""
+    if params:
+        p = "{\n" + ",\n".join([f"    {_enc(k)}: {_enc(v)}" for k, v in params.items()]) + "\n  }"
+        t = "{\n" + ",\n".join([f"    {_enc(k)}: \"{_TYPE_NAMES.get(type(v)) or type(v).__name__}\"" for k, v in params.items()]) + "\n  }"
+    else:
+        p = t = "{}"
+    return head + f'  "hash": {_enc(h)},\n  "seq": {int(seq)},\n  "params": {p},\n  "types": {t}\n}}\n'
 
 
 def _load_pyjob(path: str) -> ModuleType:
@@ -139,9 +177,9 @@ def _remove(fd: int, name: str) -> None:
         os.unlink(name, dir_fd=fd)
 
 
-def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
-    """Make and fill the job folder: its fd, and whether it was made now.
-    OSError when anything fails."""
+def prepare(dirs: _Dirs, prep: dict[str, Any], text: bytes) -> tuple[int, bool]:
+    """Make and fill the job folder (`text`: its pset.json): its fd, and
+    whether it was made now. OSError when anything fails."""
     rel: str = prep["r"]  # <rule>/<hh>/<hash>
     head, _, name = rel.rpartition("/")
     parent = dirs.below(prep["w"], head)
@@ -149,7 +187,7 @@ def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
     try:
         if made:  # a new, empty folder: nothing to remove, no link to step around
             _write_new(fd, MARKER_NAME, (rel + "\n").encode())
-            _write_new(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
+            _write_new(fd, PSET_JSON_NAME, text)
             return fd, True
         try:
             _write_new(fd, MARKER_NAME, (rel + "\n").encode())
@@ -162,7 +200,7 @@ def prepare(dirs: _Dirs, prep: dict[str, Any]) -> tuple[int, bool]:
                 os.unlink(LOG_NAME, dir_fd=fd)  # the new log replaces a link; its target is not touched
         except FileNotFoundError:
             pass
-        _replace(fd, PSET_JSON_NAME, prep["j"].encode("utf-8"))
+        _replace(fd, PSET_JSON_NAME, text)
         return fd, False
     except BaseException:
         os.close(fd)
@@ -256,8 +294,9 @@ def main(argv: list[str]) -> int:
         fresh = False
         if prep is not None:
             try:
-                dfd, fresh = prepare(dirs, prep)
-            except OSError as ex:
+                text = pset_json(prep["jh"], task["h"], prep["s"], task["p"]).encode("utf-8")
+                dfd, fresh = prepare(dirs, prep, text)
+            except (OSError, ValueError) as ex:  # (a str sweepc cannot write either: it says so, in its words)
                 reply({"k": key, "np": str(ex)})
                 continue
         else:

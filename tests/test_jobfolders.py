@@ -213,12 +213,16 @@ def test_pset_json_keeps_float_and_bool_types(tmp_path: Path, monkeypatch: pytes
 
 
 
-@pytest.mark.parametrize("params", [
+# psets of every kind of value: floats of every kind, big ints, quotes, escapes, NUL, non-ASCII keys
+PSETS = [
     {},
     {"a": 1},
-    {"x": 2.5, "y": float("nan"), "z": float("inf"), "w": -float("inf"), "n": -0.0, "big": 10**30, "e": 1e-300},
+    {"x": 2.5, "y": float("nan"), "z": float("inf"), "w": -float("inf"), "n": -0.0, "big": 10**30, "e": 1e-300, "f": 1.0},
     {"s": 'it\'s "q" \\ $HOME `x`\n\ttab \u00e9\u4e2d\U0001f600 \x00\x1f', "t": True, "f": False, "\u00e9": "k"},
-])
+]
+
+
+@pytest.mark.parametrize("params", PSETS)
 def test_pset_json_text_is_byte_for_byte_what_json_dumps_with_indent_writes(params: dict[str, object]) -> None:
     """pset_json_text() writes the indented JSON by hand (json's indent is slow);
     the runner on a SLURM node writes this same text for the folders it makes."""
@@ -564,12 +568,7 @@ def test_a_file_where_an_output_folder_would_be_fails_only_that_job(local_projec
     assert (d / "plots").read_text() == "a file" and (d / "ok").is_dir()
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"a": 1},
-    {"x": 2.5, "y": float("nan"), "z": float("inf"), "w": -float("inf"), "n": -0.0, "big": 10**30, "e": 1e-300, "f": 1.0},
-    {"s": 'it\'s "q" \\ $HOME `x`\n\ttab \u00e9\u4e2d\U0001f600 \x00\x1f', "t": True, "f": False, "\u00e9": "k"},
-])
+@pytest.mark.parametrize("params", PSETS)
 def test_a_pool_worker_writes_the_pset_json_sweepc_would(params: dict[str, object]) -> None:
     """A python: job's worker makes its pset.json (pyworker.pset_json) from
     the task line sweepc sends (the pset as JSON, read back) and the rule's

@@ -29,8 +29,11 @@ failure. After every round:
   with SLURM only sweepc's own: the array tasks go on, as they should).
 
 With SLURM the tasks run 4 psets, 2 at a time (bundle, pack), and after a
-stop a running task is killed now and then (scancel --signal=KILL --full,
-as a node failure would: the runner records nothing more). A share of the
+stop a running task is killed now and then (SIGKILL to every process of its
+batch step, found with `scontrol listpids`, as a crash or the OOM killer
+would: the runner records nothing more, and SLURM says FAILED. Not
+`scancel --signal=KILL`: SLURM then says CANCELLED, which sweepc takes for
+a cancel, as it should, and submits nothing more for a build that waits). A share of the
 SLURM builds runs with --detach: the stop then hits its conductor.
 
 Then FAIL is removed, one more build must end well (with SLURM: --wait,
@@ -243,8 +246,8 @@ def main() -> int:
     ap.add_argument("--force-share", type=float, default=0.25,
                     help="share of the builds run with --force f or --force g (a rerun of done jobs, stopped; default 0.25)")
     ap.add_argument("--task-kill-share", type=float, default=0.3,
-                    help="slurm: chance that a running array task is killed (scancel --signal=KILL, as a node "
-                         "failure would) after a stop (default 0.3)")
+                    help="slurm: chance that a running array task is killed (SIGKILL to its processes, as a "
+                         "crash would) after a stop (default 0.3)")
     ap.add_argument("--detach-share", type=float, default=0.2,
                     help="slurm: share of the builds run with --detach, whose conductor is what the stop hits (default 0.2)")
     ap.add_argument("--cancel-share", type=float, default=0.15,
@@ -337,12 +340,19 @@ def main() -> int:
                 with contextlib.suppress(OSError):
                     os.kill(int(item.split()[1]), signal.SIGKILL)
         if slurm and rng.random() < args.task_kill_share:
+            # %A: the job id of the array task itself, which scontrol listpids takes
             tasks = [line.split()[0] for line in subprocess.run(
-                ["squeue", "-h", "-t", "R", "-r", "-o", "%i %Z"], capture_output=True, text=True, check=True).stdout.splitlines()
+                ["squeue", "-h", "-t", "R", "-r", "-o", "%A %Z"], capture_output=True, text=True, check=True).stdout.splitlines()
                 if str(project) in line]
             if tasks:
-                task_kills += 1
-                subprocess.run(["scancel", "--signal=KILL", "--full", rng.choice(tasks)], capture_output=True, check=False)
+                pids = [int(line.split()[0]) for line in subprocess.run(
+                    ["scontrol", "listpids", rng.choice(tasks)], capture_output=True, text=True, check=False).stdout.splitlines()
+                    if line.split() and line.split()[0].isdigit()]
+                if pids:
+                    task_kills += 1
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         if slurm and rng.random() < args.cancel_share:
             cancels += 1
             c = subprocess.run([sys.executable, "-m", "sweepc", "cancel"], cwd=project, env=env, capture_output=True, text=True)

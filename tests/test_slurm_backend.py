@@ -290,7 +290,7 @@ def test_cancel_while_a_build_waits_for_an_earlier_one_stops_it_submitting(slurm
         if w.poll() is None:
             w.kill()
     assert w.returncode == 1, rest
-    assert rest == ("sweepc: they have ended; 4 jobs of them were cancelled (sweepc cancel)\n"
+    assert rest == ("sweepc: they have ended; 4 jobs of them were cancelled (sweepc cancel or scancel)\n"
                     "sweepc: submitted nothing: jobs were cancelled while it waited; build again to run them\n")
     status = p.status()
     assert status["gen"]["cancelled"] == 4 and status["gen"]["pending"] == status["gen"]["running"] == 0
@@ -609,5 +609,5 @@ def test_wait_for_an_earlier_build_says_how_many_are_left_and_backs_off(monkeypa
     assert sleeps == [0.5, 1.0, b.GRACE_S]
     assert notes == [
         "sweepc: waiting for 1 job that an earlier build queued in SLURM (job 7); Ctrl-C stops waiting, not them",
-        "sweepc: they have ended; 1 job of them was cancelled (sweepc cancel)",
+        "sweepc: they have ended; 1 job of them was cancelled (sweepc cancel or scancel)",
     ]

@@ -805,7 +805,8 @@ def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mappi
     of poll_until_done). The build then plans again: what they left to do
     (a failure with attempts left, a task that vanished, what needs them)
     is in that plan; unless some were cancelled meanwhile (`sweepc cancel`
-    from another terminal): "cancelled", and the build submits nothing more,
+    from another terminal, or an scancel that a build following the tasks
+    saw as CANCELLED): "cancelled", and the build submits nothing more,
     as poll_until_done does after a cancel. KeyboardInterrupt stops
     waiting, not them."""
     if not queued:
@@ -831,7 +832,7 @@ def wait_queued(g: BuildGraph, store: Store, scheduler: Scheduler, queued: Mappi
             cancelled = keys & set(store.records(status="cancelled"))
             if cancelled:
                 reporter.note(f"sweepc: they have ended; {plural(len(cancelled), 'job')} of them "
-                              f"{'was' if len(cancelled) == 1 else 'were'} cancelled (sweepc cancel)")
+                              f"{'was' if len(cancelled) == 1 else 'were'} cancelled (sweepc cancel or scancel)")
                 return "cancelled"
             reporter.note("sweepc: they have ended")
             return "ended"

@@ -10,9 +10,10 @@ imported beyond the standard library. Loading it and parsing a 1k-pset
 sweepfile took 29 ms, against 45 ms for importing lark, building the same
 parser from lark's cache and parsing (with the `regex` module installed),
 on every command that parses a sweepfile; lark is needed only here (the
-`test` extra pins the version this file was made with). Made with the options sweepc parses with
-(lang/parser.py): LALR, the contextual lexer, propagate_positions,
-maybe_placeholders off; the indenter is given when the parser is loaded.
+`test` extra pins the version this file was made with). It is made with
+the options sweepc parses with (lang/parser.py): LALR, the contextual
+lexer, propagate_positions, maybe_placeholders off; the indenter is given
+when the parser is loaded.
 
 Three changes to lark's text: the parser's states are numbered in the
 order a walk from the start meets them (lark's numbers change from run to

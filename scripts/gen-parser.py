@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import sys
 from collections import deque
 from pathlib import Path
@@ -105,11 +106,11 @@ def main(argv: list[str]) -> int:
     text = generate()
     if "--check" in argv:
         if not OUT.is_file() or OUT.read_text(encoding="utf-8") != text:
-            print(f"gen-parser: {OUT.relative_to(ROOT)} is not what the grammar makes: run python3 scripts/gen-parser.py", file=sys.stderr)
+            print(f"gen-parser: {os.path.relpath(OUT, ROOT)} is not what the grammar makes: run python3 scripts/gen-parser.py", file=sys.stderr)
             return 1
         return 0
     OUT.write_text(text, encoding="utf-8")
-    print(f"gen-parser: wrote {OUT.relative_to(ROOT)} ({len(text.splitlines())} lines)")
+    print(f"gen-parser: wrote {os.path.relpath(OUT, ROOT)} ({len(text.splitlines())} lines)")
     return 0
 
 

@@ -30,6 +30,7 @@ from sweepc.errors import Diagnostic, SweepfileError
 from sweepc.lang.graph import RENDERED_LIST_NAME, BuildGraph, Job
 from sweepc.hashing import bulk_sha256, text_hash
 from sweepc.values import not_expanded
+from sweepc.plan.exists import missing
 from sweepc.plan.store import I_CMD_HASH, I_FINGERPRINT, I_INPUTS_HASH, I_STATUS, LiveBuild, Record, RecordMap, Store, live_build, state_dir
 
 if TYPE_CHECKING:
@@ -205,69 +206,88 @@ def _plan(
         wd_fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         wd_fd = -1  # no workdir: no output exists, every job takes the slow path
-    access, F_OK = os.access, os.F_OK
 
-    will_run: dict[int, tuple[Reason, ...]] = {}
-    queued: dict[int, str] = {}
-    building: list[LiveBuild | None] = []  # read once, at the first `planned` row
-    rule: str | None = None
-    rule_states: dict[str, str] = {}
-    outs: tuple[str, ...] = ()
+    # Optimistic first: a job done with this very fingerprint is taken as up
+    # to date when nothing it needs will run, its outputs looked for all at
+    # once after the loop (exists.missing(): in threads). They are nearly
+    # always there; when some are not, the loop runs again knowing which
+    # jobs lack one (those run, and so does what needs them), as a loop that
+    # looked at each job's outputs in turn decides.
     try:
-        for i in selected:
-            job = jobs[i]
-            if job.rule != rule:
-                rule = job.rule
-                rule_states = states.get(rule, {})
-                outs = outputs[rule]
-            if i in dyn:
-                assert isinstance(fps, list) and isinstance(ins, _Overlay)
-                dynamic[i] = tuple(tparts.of(job))
-                soft = job.soft
-                parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
-                inputs_hash = text_hash(*parts, *dynamic[i])
-                if soft:
-                    # up to date means: built with the done() inputs that are done now
-                    inputs_hash = soft_inputs_hash(inputs_hash, [
-                        fps[d] for d in job.deps
-                        if d in soft and d not in will_run and d not in queued and _is_done(states, jobs[d])
-                    ])
-                fps[i] = text_hash(cmds[i], job.hash, inputs_hash)
-                ins.over[i] = inputs_hash
-            if live and (job.rule, job.hash) in live:
-                queued[i] = live[(job.rule, job.hash)]
-                continue
-            state = rule_states.get(job.hash)
-            if state is None:  # never built: no hash needed, no row to read
-                if not explain and i not in forced:
-                    will_run[i] = _NEVER_BUILT
-                    recs.pin_absent((job.rule, job.hash))
+        gone: set[int] | None = None
+        while True:
+            will_run: dict[int, tuple[Reason, ...]] = {}
+            queued: dict[int, str] = {}
+            building: list[LiveBuild | None] = []  # read once, at the first `planned` row
+            looked: list[str] = []  # the outputs of the jobs taken as up to date (first loop)
+            owners: list[int] = []  # the job of each
+            rule: str | None = None
+            rule_states: dict[str, str] = {}
+            outs: tuple[str, ...] = ()
+            for i in selected:
+                job = jobs[i]
+                if job.rule != rule:
+                    rule = job.rule
+                    rule_states = states.get(rule, {})
+                    outs = outputs[rule]
+                if i in dyn:
+                    assert isinstance(fps, list) and isinstance(ins, _Overlay)
+                    dynamic[i] = tuple(tparts.of(job))
+                    soft = job.soft
+                    parts = [fps[d] for d in job.deps if d not in soft] if soft else [fps[d] for d in job.deps]
+                    inputs_hash = text_hash(*parts, *dynamic[i])
+                    if soft:
+                        # up to date means: built with the done() inputs that are done now
+                        inputs_hash = soft_inputs_hash(inputs_hash, [
+                            fps[d] for d in job.deps
+                            if d in soft and d not in will_run and d not in queued and _is_done(states, jobs[d])
+                        ])
+                    fps[i] = text_hash(cmds[i], job.hash, inputs_hash)
+                    ins.over[i] = inputs_hash
+                if live and (job.rule, job.hash) in live:
+                    queued[i] = live[(job.rule, job.hash)]
                     continue
-                fp = ""
-            else:
-                fp = fps[i]
-            if not explain and state == fp and wd_fd >= 0 and i not in forced:
-                # done with this very fingerprint: up to date if its outputs are
-                # there and nothing it needs will run
-                h = job.hash
-                base = f"{rule}/{h[:2]}/{h}/"
-                for name in outs:
-                    if not access(base + name, F_OK, dir_fd=wd_fd):
-                        break
+                state = rule_states.get(job.hash)
+                if state is None:  # never built: no hash needed, no row to read
+                    if not explain and i not in forced:
+                        will_run[i] = _NEVER_BUILT
+                        recs.pin_absent((job.rule, job.hash))
+                        continue
+                    fp = ""
                 else:
-                    if not (will_run or queued):
-                        continue
-                    deps = job.deps
-                    if len(deps) == 1:  # (most jobs: no generator made)
-                        if deps[0] not in will_run and deps[0] not in queued:
+                    fp = fps[i]
+                if not explain and state == fp and wd_fd >= 0 and i not in forced:
+                    # done with this very fingerprint: up to date if nothing it
+                    # needs will run and its outputs are there
+                    if will_run or queued:
+                        deps = job.deps
+                        if len(deps) == 1:  # (most jobs: no generator made)
+                            waits = deps[0] in will_run or deps[0] in queued
+                        else:
+                            waits = any(d in will_run or d in queued for d in deps)
+                    else:
+                        waits = False
+                    if not waits:
+                        if gone is None:
+                            h = job.hash
+                            base = f"{rule}/{h[:2]}/{h}/"
+                            for name in outs:
+                                looked.append(base + name)
+                                owners.append(i)
                             continue
-                    elif not any(d in will_run or d in queued for d in deps):
-                        continue
-            cmd_hash, inputs_hash = ("", "") if state is None else (cmds[i], ins[i])
-            reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, recs, explain, i in forced, wd, outputs[job.rule], will_run,
-                               queued, building, changed)
-            if reasons:
-                will_run[i] = reasons
+                        if i not in gone:
+                            continue
+                cmd_hash, inputs_hash = ("", "") if state is None else (cmds[i], ins[i])
+                reasons = _reasons(g, job, i, fp, cmd_hash, inputs_hash, recs, explain, i in forced, wd, outputs[job.rule], will_run,
+                                   queued, building, changed)
+                if reasons:
+                    will_run[i] = reasons
+            if not looked:
+                break
+            lacking = missing(looked, wd_fd)
+            if not lacking:
+                break
+            gone = {owners[k] for k in lacking}
     finally:
         if wd_fd >= 0:
             os.close(wd_fd)

@@ -6,12 +6,14 @@ names the one rebuilt with one query. Real builds of a tmp project."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 
 import sweepc
 from sweepc.plan import store as store_mod
+from sweepc.plan import planner
 from sweepc.plan.planner import plan
 from sweepc.plan.store import Store
 
@@ -54,16 +56,39 @@ def traced_plan(p, explain: bool = False):
         store.close()
 
 
+def row_reads(sent: list[str]) -> list[str]:
+    """The jobs whose whole row the planner read, as rule/hash."""
+    q = ("SELECT rule, hash, status, fingerprint, cmd_hash, inputs_hash, exit_code, start, end, host, max_rss_mb, "
+         "attempts, backend, backend_job_id, run_id, params, cpu_s FROM jobs WHERE rule='")
+    return [s[len(q):].replace("' AND hash='", "/").rstrip("'") for s in sent if s.startswith(q)]
+
+
+STATES_READ = "SELECT DISTINCT rule FROM jobs"  # Store.states(): every row's state
+
+
 def test_adding_psets_reads_only_the_rows_of_jobs_that_run(built):
+    (built.root / ".sweepc" / "uptodate").unlink()  # (no certificate: see the next test)
     built.edit("range(0, 20)", "range(0, 22)")
     p, sent = traced_plan(built)
     assert [built.graph.jobs[i].label for i in p.run] == ["gen[i=20]", "gen[i=21]", "square[i=20]", "square[i=21]", "mean"]
-    rows = [q for q in sent if "FROM jobs" in q and "fingerprint, cmd_hash" in q]
     # the new jobs have no row (Store.states() said so); the gather's is read alone
-    assert rows == ["SELECT rule, hash, status, fingerprint, cmd_hash, inputs_hash, exit_code, start, end, host, max_rss_mb, "
-                    "attempts, backend, backend_job_id, run_id, params, cpu_s FROM jobs WHERE rule='mean' AND hash='"
-                    + built.job("mean").hash + "'"]
+    assert STATES_READ in sent
+    assert row_reads(sent) == [f"mean/{built.job('mean').hash}"]
     assert p.reasons[p.run[-1]][0].text == "upstream square[i=20] will run"
+
+
+def test_with_the_certificate_of_the_graph_before_no_state_is_read(built):
+    """The build that made `built` left a no-op certificate of its graph at the
+    store's generation of now: the planner of the grown graph knows the rows
+    of the 41 jobs it had without reading them, and reads the rows of the new
+    ones alone (they have none), and the gather's."""
+    built.edit("range(0, 20)", "range(0, 22)")
+    p, sent = traced_plan(built)
+    assert [built.graph.jobs[i].label for i in p.run] == ["gen[i=20]", "gen[i=21]", "square[i=20]", "square[i=21]", "mean"]
+    assert STATES_READ not in sent
+    new = [built.job(label) for label in ("gen[i=20]", "gen[i=21]", "square[i=20]", "square[i=21]")]
+    assert row_reads(sent) == [f"{j.rule}/{j.hash}" for j in new] + [f"mean/{built.job('mean').hash}"]
+    assert [p.reasons[i][0].text for i in p.run] == ["never built"] * 4 + ["upstream square[i=20] will run"]
 
 
 def test_the_plans_rows_are_as_they_were_before_the_build(built):
@@ -109,3 +134,99 @@ def test_past_the_fetch_limit_every_row_is_read_at_once_with_the_same_answers(bu
     assert at_once.run == one_by_one.run and len(at_once.run) == 21
     assert at_once.reasons == one_by_one.reasons
     assert dict(at_once.records) == dict(one_by_one.records) and len(at_once.records) == 41
+
+
+def plan_of(p) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """The whole project's plan (job -> its reasons, every one) and the statements it sent."""
+    got, sent = traced_plan(p)
+    g = got.graph
+    return {g.jobs[i].label: tuple(r.text for r in got.reasons[i]) for i in got.run}, sent
+
+
+def by_hand(p, sql: str) -> None:
+    conn = sqlite3.connect(p.root / ".sweepc" / "state.db")
+    with conn:
+        conn.execute(sql)
+    conn.close()
+
+
+@pytest.mark.parametrize("change", [
+    "grow", "shrink", "shrink then grow", "command", "output gone", "failed by hand", "row gone by hand", "many new",
+])
+def test_rows_known_from_the_certificate_plan_as_rows_read(built, change, monkeypatch):
+    """Whatever changed since the certificate was written, the plan made
+    with the rows it vouches for is the plan made from the rows themselves
+    (the certificate removed), reason for reason."""
+    trusted = True
+    if change == "grow":
+        built.edit("range(0, 20)", "range(0, 23)")
+    elif change == "shrink":
+        built.edit("range(0, 20)", "range(0, 15)")
+    elif change == "shrink then grow":
+        # i = 15..19 leave the graph (their rows and folders stay), come back
+        built.edit("range(0, 20)", "range(0, 15)")
+        assert built.sweepc("build").code == 0
+        built.edit("range(0, 15)", "range(0, 22)")
+    elif change == "command":
+        built.edit('shell: "cat {input} > {output}"', 'shell: "cat {input} >{output}"')
+        built.edit("range(0, 20)", "range(0, 21)")
+    elif change == "output gone":
+        (built.graph.job_dir(built.job("square[i=4]")) / "sq.txt").unlink()
+        built.edit("range(0, 20)", "range(0, 21)")
+    elif change in ("failed by hand", "row gone by hand"):
+        h = built.job("gen[i=6]").hash
+        built.edit("range(0, 20)", "range(0, 21)")
+        by_hand(built, f"UPDATE jobs SET status='failed', exit_code=3 WHERE hash='{h}' AND rule='gen'" if change == "failed by hand"
+                else f"DELETE FROM jobs WHERE hash='{h}' AND rule='gen'")
+        trusted = False  # (a write to the store voids the certificate)
+    elif change == "many new":
+        monkeypatch.setattr(planner, "TRUSTED_LOOKUPS", 3)
+        built.edit("range(0, 20)", "range(0, 25)")
+        trusted = False  # (past 3 rows to read one by one, they are read at once)
+    got, sent = plan_of(built)
+    assert (STATES_READ not in sent) == trusted
+    (built.root / ".sweepc" / "uptodate").unlink()
+    want, sent = plan_of(built)
+    assert STATES_READ in sent
+    assert got == want
+    assert got  # (every change makes something run)
+
+
+def test_the_certificate_vouches_only_for_its_graph_fingerprints_store_and_planner(built, monkeypatch):
+    from sweepc.lang.project import graph_key
+    from sweepc.plan import noop
+
+    g = sweepc.load(built.root / "sweepfile").graph
+    store = Store.open(built.root)
+    try:
+        p = plan(g, store, range(len(g.jobs)))
+        key, fps = graph_key(g), noop.fingerprints_digest(p.fingerprints)
+        assert key is not None and fps is not None
+        generation = store.generation()[1]
+        assert noop.vouched(built.root, store, key, fps) == generation
+        assert noop.vouched(built.root, store, "another graph", fps) is None
+        assert noop.vouched(built.root, store, key, noop.fingerprints_digest(["0" * 32] * len(g.jobs))) is None
+        with monkeypatch.context() as m:
+            m.setattr(noop, "_code_id", lambda: "another planner")
+            assert noop.vouched(built.root, store, key, fps) is None
+        by_hand(built, "UPDATE jobs SET attempts = attempts WHERE rule = 'mean'")  # (a write that changes nothing still counts)
+        assert store.generation()[1] == generation + 1
+        assert noop.vouched(built.root, store, key, fps) is None
+    finally:
+        store.close()
+    assert noop.fingerprints_digest(["not hex"]) is None
+
+
+def test_a_certificate_that_names_no_fingerprints_vouches_for_nothing(built):
+    """As one an earlier sweepc wrote: the planner then reads the rows."""
+    import json
+
+    path = built.root / ".sweepc" / "uptodate"
+    fmt, head, rest = path.read_bytes().split(b"\n", 2)
+    old = json.loads(head)
+    del old["fps"], old["graph"]
+    path.write_bytes(fmt + b"\n" + json.dumps(old).encode() + b"\n" + rest)
+    built.edit("range(0, 20)", "range(0, 21)")
+    got, sent = plan_of(built)
+    assert STATES_READ in sent
+    assert list(got) == ["gen[i=20]", "square[i=20]", "mean"]

@@ -34,9 +34,9 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sweepc.errors import SweepcError
 from sweepc.lang.identity import file_stamps, files_unchanged, sweepfile_key
@@ -45,16 +45,30 @@ from sweepc.plan.store import DB_NAME, SCHEMA_VERSION, BuildLock, Store, identit
 
 if TYPE_CHECKING:  # (check() runs before anything else of a build is imported)
     from sweepc.lang.graph import BuildGraph
-    from sweepc.plan.planner import Plan
 
-__all__ = ["CERT_NAME", "certify", "check"]
+
+class PlanFacts(Protocol):
+    """What certify() reads of a planner.Plan (which imports this module)."""
+
+    @property
+    def selected(self) -> Sequence[int]: ...
+    @property
+    def queued(self) -> Mapping[int, str]: ...
+    @property
+    def dynamic(self) -> Mapping[int, tuple[str, ...]]: ...
+    @property
+    def source_stats(self) -> Sequence[tuple[str, int, int]]: ...
+    @property
+    def fingerprints(self) -> Sequence[str]: ...
+
+__all__ = ["CERT_NAME", "certify", "check", "fingerprints_digest", "packed_digest", "vouched"]
 
 CERT_NAME = "uptodate"
 FORMAT = b"sweepc-uptodate 2\n"
 _JOURNAL = "journal"  # = backends.local.journal.JOURNAL_NAME (a later stage)
 
 
-def certify(g: BuildGraph, p: Plan, store: Store) -> bool:
+def certify(g: BuildGraph, p: PlanFacts, store: Store) -> bool:
     """Write the certificate of a build that leaves every job up to date: p
     is its plan of every job, and either p.run is empty or every job in it
     ended done. False (and nothing written) when the graph or plan is not
@@ -79,6 +93,10 @@ def certify(g: BuildGraph, p: Plan, store: Store) -> bool:
         "store": store_id, "generation": generation, "key": key, "files": files, "code": _code_id(),
         "workdir": str(g.workdir_path), "sources": p.source_stats, "jobs": len(g.jobs),
     }
+    from sweepc.lang.project import graph_key
+
+    # (for vouched(): the graph and the fingerprints every job's row has)
+    head["graph"], head["fps"] = graph_key(g), fingerprints_digest(p.fingerprints)
     d = state_dir(g.root)
     path = d / CERT_NAME
     if _says(path, head):
@@ -144,6 +162,49 @@ def check(sweepfile: Path, argv: Sequence[str]) -> int | None:
                 return _outputs_there(f.read(), head)
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None  # damaged, or not what this sweepc writes
+
+
+def fingerprints_digest(fps: Sequence[str]) -> str | None:
+    """One digest of the fingerprints, in job order (None when one is not a
+    fingerprint): the certificate names its graph's with it, and the planner
+    knows the fingerprints cache's again by it (packed_digest())."""
+    try:
+        packed = bytes.fromhex("".join(fps))
+    except ValueError:
+        return None
+    return packed_digest(packed) if len(packed) == 16 * len(fps) else None
+
+
+def packed_digest(packed: bytes) -> str:
+    """fingerprints_digest() of fingerprints packed as 16 bytes each, as the planner's cache holds them."""
+    try:  # (BLAKE2 as CPython builds it in: a command that plans need not load OpenSSL, as hashlib does)
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - a Python built without it
+        from hashlib import blake2b
+    return blake2b(packed, digest_size=16).hexdigest()
+
+
+def vouched(root: Path, store: Store, graph: str, fps: str) -> int | None:
+    """The store's generation now, when the certificate of the project at
+    root was written at that generation, by this planner, for the graph
+    `graph` (lang.project.graph_key()) whose fingerprints digest to `fps`
+    (fingerprints_digest()): then the row of every job of that graph
+    says done with its fingerprint, as when it was written, whatever else
+    has changed since (the sweepfile, sources, outputs). None otherwise.
+    The planner then knows those rows without reading them (Store.states())."""
+    try:
+        with open(state_dir(root) / CERT_NAME, "rb") as f:
+            if f.readline() != FORMAT:
+                return None
+            head = json.loads(f.readline())
+        if head["graph"] != graph or head["fps"] != fps or head["code"] != _code_id():
+            return None
+        store_id, generation = store.generation()
+    except (OSError, ValueError, TypeError, KeyError, sqlite3.Error):
+        return None
+    if (store_id, generation) != (head["store"], head["generation"]) or type(generation) is not int:
+        return None
+    return generation
 
 
 def _current(head: dict[str, Any], sweepfile: Path, root: Path, d: Path) -> bool:

@@ -230,3 +230,48 @@ def test_a_certificate_that_names_no_fingerprints_vouches_for_nothing(built):
     got, sent = plan_of(built)
     assert STATES_READ in sent
     assert list(got) == ["gen[i=20]", "square[i=20]", "mean"]
+
+
+SOURCED = """
+param i = range(0, 6)
+
+rule gen over i:
+    input: "data.txt"
+    output: "out.txt"
+    shell: "cat {input} > {output}; echo {i} >> {output}"
+
+rule square over i:
+    input: gen
+    output: "sq.txt"
+    shell: "cat {input} > {output}"
+
+rule mean:
+    input: square, "data.txt"
+    output: "mean.txt"
+    shell: "cat {input.list} > {output}"
+"""
+
+
+def test_hashes_kept_from_a_first_plan_are_the_sums(local_project):
+    """Nothing built yet: every job runs and is asked for its command and
+    inputs hashes, which the planner keeps from making the fingerprints
+    (_Packed) instead of making them again; they are the sums made anew."""
+    p = local_project.write(SOURCED)
+    (p.root / "data.txt").write_text("data\n")
+    g = sweepc.load(p.root / "sweepfile").graph
+    store = Store.open(p.root)
+    try:
+        got = plan(g, store, range(len(g.jobs)))
+        assert len(got.run) == len(g.jobs) == 13
+        assert isinstance(got.cmd_hashes[0], str)
+        assert any(isinstance(part, planner._LaterPart) for part in (got.cmd_hashes, got.inputs_hashes))
+        kept = [(got.cmd_hashes[i], got.inputs_hashes[i], got.fingerprints[i]) for i in range(len(g.jobs))]
+        digests = {"data.txt": planner._file_digest(p.root / "data.txt")}
+        anew = planner._Derived(g, got.fingerprints, digests, cmd=True), planner._Derived(g, got.fingerprints, digests, cmd=False)
+        assert kept == [(anew[0].at(i), anew[1].at(i), got.fingerprints[i]) for i in range(len(g.jobs))]
+    finally:
+        store.close()
+    # and a build records them
+    assert p.sweepc("build").code == 0
+    rows = p.rows()
+    assert sorted((r["cmd_hash"], r["inputs_hash"], r["fingerprint"]) for r in rows.values()) == sorted(kept)

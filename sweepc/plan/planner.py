@@ -194,7 +194,7 @@ def _plan(
     else:
         # nothing was ever built: every job is "never built" and no hash is
         # compared; they are made when a backend first asks (not for -n)
-        later = _Later(lambda: _hashes(g, selected, digests))
+        later = _Later(lambda: _hashes(g, selected, digests, keep=True))
         fps, cmds, ins = later.part(0), later.part(1), later.part(2)
     # The fast path needs one string per job (Store.states()); the whole rows
     # are read only once some job is not up to date, or for --explain. (Read
@@ -494,8 +494,8 @@ def dynamic_fingerprint(p: Plan, i: int, fps: Sequence[str], ended_done: Collect
 _FP_CACHE = "fingerprints.cache"
 
 
-def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], read: list[_Earlier] | None = None
-            ) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
+def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], read: list[_Earlier] | None = None,
+            keep: bool = False) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
     """(fingerprints, command hashes, inputs hashes) by job id, for the
     selected jobs at least.
 
@@ -506,7 +506,11 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], 
     inputs hashes are made only for the jobs someone asks about.
 
     read: when given, the cached fingerprints read (of this graph or of the
-    earlier one whose jobs reuse them) are appended to it, as an _Earlier."""
+    earlier one whose jobs reuse them) are appended to it, as an _Earlier.
+    keep: every job will run (nothing was built yet), and each is asked for
+    both hashes at its start and at its end: those made here are kept,
+    packed (16 bytes each, _Packed), instead of made again (at 100k psets
+    800k sums less, for 6.4 MB)."""
     from sweepc.lang.project import earlier_jobs, graph_key
 
     key = graph_key(g)
@@ -542,6 +546,8 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], 
     if reuse is not None:
         e_hash, e_cmd, e_restart, e_deps, e_src = reuse.e.hash, reuse.e.command, reuse.e.restart, reuse.e.deps, reuse.e.sources
         e_fps, e_digests = reuse.fps, reuse.digests
+    if keep:
+        cmd_packed, ins_packed, made = bytearray(16 * len(jobs)), bytearray(16 * len(jobs)), bytearray(len(jobs))
     for i in selected:
         job = jobs[i]
         if reuse is not None:
@@ -563,7 +569,9 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], 
                     ) and (not sources or all(digests[p] == e_digests.get(p) for p in sources)):
                         fps[i] = e_fps[o]
                         continue
-        cmd_hash = sha256((version + job.command + "\0" + (job.restart or "")).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        # (digest()[:16].hex() is hexdigest()[:32], at its cost: the bytes are what keep packs)
+        cmd_bytes = sha256((version + job.command + "\0" + (job.restart or "")).encode("utf-8", "surrogatepass")).digest()[:16]
+        cmd_hash = cmd_bytes.hex()
         deps = job.deps
         if job.sources or job.rule in tparts.rules:
             parts = [fps[d] for d in deps]
@@ -573,10 +581,19 @@ def _hashes(g: BuildGraph, selected: Sequence[int], digests: Mapping[str, str], 
             joined = fps[deps[0]]
         else:
             joined = "\0".join([fps[d] for d in deps])
-        inputs_hash = sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        ins_bytes = sha256(joined.encode("utf-8", "surrogatepass")).digest()[:16]
+        inputs_hash = ins_bytes.hex()
         fps[i] = sha256((cmd_hash + "\0" + job.hash + "\0" + inputs_hash).encode()).hexdigest()[:32]
+        if keep:
+            at = 16 * i
+            cmd_packed[at:at + 16] = cmd_bytes
+            ins_packed[at:at + 16] = ins_bytes
+            made[i] = 1
     if key is not None and len(selected) == len(jobs) and path.parent.is_dir():
         _write_fingerprints(path, key, digests, fps)
+    if keep:
+        return (fps, _Packed(cmd_packed, made, _Derived(g, fps, digests, cmd=True)),
+                _Packed(ins_packed, made, _Derived(g, fps, digests, cmd=False)))
     # the command and inputs hashes are made again for the few jobs someone asks
     # about (those not up to date): 400k strings less to hold at 100k psets
     return fps, _Derived(g, fps, digests, cmd=True), _Derived(g, fps, digests, cmd=False)
@@ -697,6 +714,22 @@ class _Derived(_ByJob):
 
     def __len__(self) -> int:
         return len(self.g.jobs)
+
+
+class _Packed(_ByJob):
+    """Hashes by job id, kept as _hashes() made them (16 bytes each), for
+    the jobs it made them for (made[i]); the others' made when asked for."""
+
+    def __init__(self, packed: bytearray, made: bytearray, rest: _Derived) -> None:
+        self.packed, self.made, self.rest = packed, made, rest
+
+    def at(self, i: int) -> str:
+        if self.made[i]:
+            return self.packed[16 * i:16 * i + 16].hex()
+        return self.rest.at(i)
+
+    def __len__(self) -> int:
+        return len(self.made)
 
 
 def _read_fingerprints(path: Path) -> tuple[str, dict[str, str], list[str], str] | None:

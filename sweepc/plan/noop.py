@@ -61,6 +61,7 @@ class PlanFacts(Protocol):
     @property
     def fingerprints(self) -> Sequence[str]: ...
 
+
 __all__ = ["CERT_NAME", "certify", "check", "fingerprints_digest", "packed_digest", "vouched"]
 
 CERT_NAME = "uptodate"

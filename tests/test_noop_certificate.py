@@ -304,3 +304,43 @@ def test_a_no_op_by_the_planner_certifies_too(local_project, monkeypatch):
     assert cert.exists() and spy.answers == [None]
     assert p.sweepc("build").out == f"sweepc: nothing to do ({JOBS} jobs up to date)\n"
     assert spy.answers == [None, JOBS]
+
+
+def _certified_paths(root: Path) -> list[str]:
+    with open(root / ".sweepc" / noop.CERT_NAME, "rb") as f:
+        f.readline()
+        f.readline()
+        return f.read().decode().split("\n")
+
+
+@pytest.mark.parametrize("how", ["grown", "an output gone", "a command changed"])
+def test_the_certificate_lists_every_output_once_whichever_way_it_got_them(built, how, monkeypatch):
+    """The paths come from the planner (the up-to-date jobs' outputs it
+    looked for) and from the jobs that ran, or, when the planner did not
+    keep them (its second loop, after an output was found gone), from the
+    graph: the same list either way."""
+    p, spy = built
+    calls: list[int | None] = []
+    real = noop._output_paths
+
+    def spying(g, plan, outputs):  # type: ignore[no-untyped-def]
+        calls.append(None if plan.uptodate_outputs is None else len(plan.uptodate_outputs))
+        return real(g, plan, outputs)
+
+    monkeypatch.setattr(noop, "_output_paths", spying)
+    if how == "grown":
+        (p.root / "rows.csv").write_text(FILES["rows.csv"] + "4,40\n")
+    elif how == "an output gone":
+        (p.graph.job_dir(p.job("gen[a=2,b=20]")) / "out.txt").unlink()
+    else:
+        _edit_command(p)
+    r = p.sweepc("build", "-j", "2")
+    assert r.code == 0, r.err
+    # the planner's: gen and square of the 3 rows before (grown), gen's (a command changed)
+    assert calls == [{"grown": 6, "an output gone": None, "a command changed": 3}[how]]
+    g = p.graph
+    want = sorted(f"{j.rule}/{j.hash[:2]}/{j.hash}/{o.path}" for j in g.jobs for o in g.rule(j.rule).outputs)
+    got = _certified_paths(p.root)
+    assert sorted(got) == want and len(set(got)) == len(got)
+    assert p.sweepc("build").out == f"sweepc: nothing to do ({len(g.jobs)} jobs up to date)\n"
+    assert spy.last() == len(g.jobs)

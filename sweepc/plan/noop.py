@@ -60,6 +60,10 @@ class PlanFacts(Protocol):
     def source_stats(self) -> Sequence[tuple[str, int, int]]: ...
     @property
     def fingerprints(self) -> Sequence[str]: ...
+    @property
+    def run(self) -> Sequence[int]: ...
+    @property
+    def uptodate_outputs(self) -> Sequence[str] | None: ...
 
 
 __all__ = ["CERT_NAME", "certify", "check", "fingerprints_digest", "packed_digest", "vouched"]
@@ -106,7 +110,7 @@ def certify(g: BuildGraph, p: PlanFacts, store: Store) -> bool:
     if "\n" in "".join(o for outs in outputs.values() for o in outs):
         return False  # (a newline in an output's name: not one path a line)
     # every output as the planner looks for it: rule/hh/hash/name, from the workdir
-    data = os.fsencode("\n".join([f"{job.rule}/{job.hash[:2]}/{job.hash}/{name}" for job in g.jobs for name in outputs[job.rule]]))
+    data = os.fsencode("\n".join(_output_paths(g, p, outputs)))
     head["bytes"] = len(data)  # of the paths: a file cut short at a line's end is no shorter list
     tmp = d / f"{CERT_NAME}.{os.getpid()}.tmp"
     try:
@@ -120,6 +124,20 @@ def certify(g: BuildGraph, p: PlanFacts, store: Store) -> bool:
             os.unlink(tmp)
         return False
     return True
+
+
+def _output_paths(g: BuildGraph, p: PlanFacts, outputs: Mapping[str, Sequence[str]]) -> Sequence[str]:
+    """Every job's outputs, one path each (in no set order): those the planner
+    looked for (the jobs it found up to date) and those of the jobs that ran,
+    when together they are all (at 100k psets 0.1 s less than making 200k
+    paths again); else made from the graph."""
+    jobs = g.jobs
+    seen = p.uptodate_outputs
+    if seen is not None:
+        ran = [f"{job.rule}/{job.hash[:2]}/{job.hash}/{name}" for job in (jobs[i] for i in p.run) for name in outputs[job.rule]]
+        if len(seen) + len(ran) == sum(len(r.job_ids) * len(outputs[r.name]) for r in g.rules):
+            return [*seen, *ran]
+    return [f"{job.rule}/{job.hash[:2]}/{job.hash}/{name}" for job in jobs for name in outputs[job.rule]]
 
 
 def _says(path: Path, head: dict[str, Any]) -> bool:

@@ -93,6 +93,10 @@ class Plan:
     # downstream of one. Job id -> the digests of its source inputs, so that
     # a backend can make its fingerprint again then (dynamic_fingerprint).
     dynamic: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    # The outputs of the jobs found up to date, as rule/hh/hash/name from the
+    # workdir, each looked for (plan/exists.py): what the no-op certificate
+    # lists of them (noop.certify). None when the planner did not keep them.
+    uptodate_outputs: Sequence[str] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"<Plan: {len(self.run)} of {len(self.selected)} jobs to run, {self.uptodate} up to date>"
@@ -308,6 +312,8 @@ def _plan(
     finally:
         if wd_fd >= 0:
             os.close(wd_fd)
+    # (after a second loop they were not collected: the certificate makes them)
+    seen_outputs = looked if gone is None else None
     _rebuild_temps(g, selected, will_run, queued, wd)
     run = tuple(i for i in selected if i in will_run)
     for i in run:  # the rows as they are now: the build changes them (mark_planned)
@@ -326,6 +332,7 @@ def _plan(
         source_updates=tuple(updates),
         source_stats=tuple(seen),
         dynamic=dynamic,
+        uptodate_outputs=seen_outputs,
     )
 
 

@@ -75,6 +75,24 @@ def test_threads_take_contiguous_parts_of_the_list(folder, monkeypatch):
     assert len(started) == 1  # 40 paths // 15 = 2 parts: this thread and one more
 
 
+def test_a_thread_that_cannot_start_leaves_its_part_to_this_one(folder, monkeypatch):
+    monkeypatch.setattr(exists, "MIN_PER_THREAD", 1)
+    monkeypatch.setattr(exists, "_cpus", lambda: 4)
+    real = threading.Thread.start
+    tries: list[int] = []
+
+    def start(self):
+        tries.append(1)
+        if len(tries) == 2:
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    before = threading.active_count()
+    assert exists.missing([f"f{k}" for k in range(40)], folder) == EXPECTED_MISSING
+    assert len(tries) == 3 and threading.active_count() == before
+
+
 # -- the planner: outputs looked for after its loop ----------------------------
 
 SWEEPFILE = """

@@ -40,16 +40,22 @@ def missing(paths: Sequence[str | bytes], dir_fd: int, first_only: bool = False)
     outs: list[list[int]] = [[] for _ in parts]
     workers = [threading.Thread(target=_scan, args=(paths, lo, hi, dir_fd, out, first_only, stop), name="sweepc-exists", daemon=True)
                for (lo, hi), out in zip(parts[1:], outs[1:])]
-    for t in workers:
-        t.start()
+    own = [0]  # the parts this thread looks at
+    for k, t in enumerate(workers, 1):
+        try:
+            t.start()
+        except RuntimeError:  # (no thread to be had: this one takes its part too)
+            own.append(k)
     try:
-        _scan(paths, parts[0][0], parts[0][1], dir_fd, outs[0], first_only, stop)
+        for k in own:
+            _scan(paths, parts[k][0], parts[k][1], dir_fd, outs[k], first_only, stop)
     except BaseException:  # (Ctrl-C: the others stop at their next block)
         stop.append(True)
         raise
     finally:
         for t in workers:
-            t.join()
+            if t.ident is not None:  # (started)
+                t.join()
     found = [k for out in outs for k in out]
     return found[:1] if first_only else found
 

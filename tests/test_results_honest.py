@@ -257,7 +257,7 @@ def test_history_keeps_every_runs_results(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_store_of_schema_1_is_refused_with_the_older_sweepc_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     root = project(tmp_path, HISTORY, monkeypatch)
     assert run(capsys, "build")[0] == 0
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     con = sqlite3.connect(root / ".sweepc" / "state.db")
     con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     con.commit()
@@ -265,7 +265,7 @@ def test_a_store_of_schema_1_is_refused_with_the_older_sweepc_message(tmp_path: 
     code, out, err = run(capsys, "results")
     assert (code, out) == (2, "")
     assert err == (
-        "sweepc: the state store .sweepc/state.db was written by an older sweepc (schema 1; this sweepc reads schema 4).\n"
+        "sweepc: the state store .sweepc/state.db was written by an older sweepc (schema 1; this sweepc reads schema 5).\n"
         "  hint: move the store away to start over (every job will then rebuild): mv .sweepc/state.db .sweepc/state.db.v1\n"
     )
 

@@ -375,7 +375,8 @@ def test_an_interrupted_build_records_what_it_ran(local_project):
 
 
 def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
-    # schema 3 added jobs.cpu_s; a schema-2 store (no such column) is upgraded when opened
+    # schema 3 added jobs.cpu_s, 4 the store's id and generation, 5 jobs.values_json
+    # and an unkeyed results history: a schema-2 store is upgraded when opened
     import sqlite3
 
     from sweepc.plan.store import Store
@@ -385,55 +386,85 @@ def test_a_schema_2_store_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     con.executescript(
         "DROP TRIGGER jobs_insert; DROP TRIGGER jobs_update; DROP TRIGGER jobs_delete;"
         "DELETE FROM meta WHERE key IN ('generation', 'store_id');"
-        "ALTER TABLE jobs DROP COLUMN cpu_s;"
+        "ALTER TABLE jobs DROP COLUMN cpu_s; ALTER TABLE jobs DROP COLUMN values_json; DROP TABLE results;"
+        "CREATE TABLE results (rule TEXT NOT NULL, hash TEXT NOT NULL, run_id TEXT NOT NULL, start REAL, end REAL, "
+        "host TEXT, exit_code INTEGER, max_rss_mb REAL, attempts INTEGER, backend TEXT, backend_job_id TEXT, "
+        "values_json TEXT NOT NULL, PRIMARY KEY (rule, hash, run_id)) WITHOUT ROWID;"
         "UPDATE meta SET value='2' WHERE key='schema_version';"
-        "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts) VALUES ('gen', 'ab12', 'done', 'fp', 12.5, 1);"
+        "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts, run_id) VALUES ('gen', 'ab12', 'done', 'fp', 12.5, 1, 'r2');"
+        "INSERT INTO jobs (rule, hash, status, fingerprint, max_rss_mb, attempts, run_id) VALUES ('gen', 'cd34', 'failed', 'fp', 1.0, 1, 'r2');"
+        "INSERT INTO results VALUES ('gen', 'ab12', 'r1', 1.0, 2.0, 'h', 0, 12.5, 1, 'local', NULL, '{\"x\": 1}');"
+        "INSERT INTO results VALUES ('gen', 'ab12', 'r2', 3.0, 4.0, 'h', 0, 12.5, 1, 'local', NULL, '{\"x\": 2}');"
+        "INSERT INTO results VALUES ('gen', 'cd34', 'r1', 1.0, 2.0, 'h', 0, 12.5, 1, 'local', NULL, '{\"x\": 3}');"
     )
     con.commit()
     con.close()
     s = Store.open(tmp_path)
     try:
-        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+        assert s.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "5"
         rec = s.records()[("gen", "ab12")]
         assert (rec.status, rec.fingerprint, rec.max_rss_mb, rec.cpu_s) == ("done", "fp", 12.5, None)
+        # schema 5: the values of a job's latest run are in its row (none for a
+        # job whose latest run failed), every run's in the history
+        assert s.latest_results("gen") == {"ab12": ('{"x": 2}', None)}
+        assert [(h.hash, h.run_id, h.values_json) for h in s.history("gen")] == [
+            ("ab12", "r1", '{"x": 1}'), ("cd34", "r1", '{"x": 3}'), ("ab12", "r2", '{"x": 2}')]
         # schema 4: the store has an id and counts the changes of its job rows
         store_id, generation = s.generation()
-        assert len(store_id) == 32 and generation == 0
+        assert len(store_id) == 32 and generation == 1  # (the upgrade's change of the done row counted)
         s.set_status([("gen", "ab12")], "failed")
-        assert s.generation() == (store_id, 1)
+        assert s.generation() == (store_id, 2)
     finally:
         s.close()
 
 
 def test_every_change_of_a_job_row_counts_whoever_makes_it(tmp_path):
     """The generation a no-op certificate names (plan/noop.py) moves on with
-    each row sweepc inserts, changes or deletes, and with a change made by
-    hand (sqlite3) too; a write by another connection leaves a store's
-    `seen` unknown, its own writes keep it known."""
+    each write of sweepc that inserts, changes or deletes job rows (once per
+    write, however many rows), and with each row changed by hand (sqlite3),
+    before and after sweepc's writes (which drop the counting triggers only
+    for their own transaction); a write by another connection leaves a
+    store's `seen` unknown, its own writes keep it known."""
     import sqlite3
 
-    from sweepc.plan.store import Store
+    from sweepc.plan.store import Outcome, Store
+
+    def triggers() -> list[str]:
+        return sorted(r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+
+    def by_hand(sql: str) -> None:
+        con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
+        con.execute(sql)
+        con.commit()
+        con.close()
 
     s = Store.open(tmp_path)
     try:
         store_id, g0 = s.generation()
         s.states()
         assert s.seen == g0
-        s.mark_planned([("gen", "aa", "{}"), ("gen", "bb", "{}")], "run1")
-        assert s.generation() == (store_id, g0 + 2) and s.seen == g0 + 2
+        s.mark_planned([("gen", "aa", "{}"), ("gen", "bb", "{}"), ("gen", "cc", "{}")], "run1")
+        assert s.generation() == (store_id, g0 + 1) and s.seen == g0 + 1
         s.begin_run(["sweepc", "build"], "local", None, None)  # no job row: no change
+        assert s.generation()[1] == g0 + 1 and s.seen == g0 + 1
+        s.record([Outcome("gen", h, "done", "fp", "c", "i", 0, 1.0, 2.0, "h", 1.0, 1, "local", None, "run1", "{}")
+                  for h in ("aa", "bb")])
+        assert s.generation()[1] == g0 + 2 and s.seen == g0 + 2
+        s.mark_planned([], "run1")  # nothing written: no change
+        s.record([])
         assert s.generation()[1] == g0 + 2 and s.seen == g0 + 2
         s.delete([("gen", "aa")])
         assert s.seen == g0 + 3
-        con = sqlite3.connect(tmp_path / ".sweepc" / "state.db")
-        con.execute("UPDATE jobs SET status='done' WHERE hash='bb'")
-        con.commit()
-        con.close()
-        assert s.generation()[1] == g0 + 4
+        assert triggers() == ["jobs_delete", "jobs_insert", "jobs_update"]  # (made again with each write)
+        by_hand("UPDATE jobs SET status='done' WHERE hash IN ('bb', 'cc')")
+        assert s.generation()[1] == g0 + 5  # a trigger counts each row changed by hand
         s.set_status([("gen", "bb")], "failed")
-        assert s.generation()[1] == g0 + 5 and s.seen is None  # someone else wrote in between
+        assert s.generation()[1] == g0 + 6 and s.seen is None  # someone else wrote in between
         s.states()
-        assert s.seen == g0 + 5
+        assert s.seen == g0 + 6
+        by_hand("DELETE FROM jobs WHERE hash = 'cc'")
+        by_hand("INSERT INTO jobs (rule, hash, status) VALUES ('gen', 'dd', 'done')")
+        assert s.generation()[1] == g0 + 8
     finally:
         s.close()
     other = tmp_path / "other"
@@ -453,3 +484,30 @@ def test_run_ids_are_version_4_uuids_made_without_the_uuid_module():
     for i in ids:
         u = uuid.UUID(i)
         assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, i)
+
+
+def test_the_results_history_keeps_the_last_end_of_a_job_in_a_run_and_the_row_the_latest_values(tmp_path):
+    """Schema 5: record() appends each done end with results to the history
+    (one row per job per run: a second end of the same job in the same run
+    replaces the first as history() reads it) and keeps the values of the
+    job's latest run in its row, none when that run failed or wrote none."""
+    from sweepc.plan.store import Outcome, Store
+
+    def end(h: str, run: str, status: str, values: str | None, start: float) -> Outcome:
+        return Outcome("gen", h, status, "fp", "c", "i", 0 if status == "done" else 1, start, start + 1, "h", 1.0, 1,
+                       "local", None, run, values)
+
+    s = Store.open(tmp_path)
+    try:
+        s.mark_planned([("gen", "aa", "{}"), ("gen", "bb", "{}"), ("gen", "cc", "{}")], "r1")
+        s.record([end("aa", "r1", "done", '{"y": 1}', 1.0), end("bb", "r1", "done", '{"y": 2}', 2.0),
+                  end("cc", "r1", "done", '{"y": 3}', 3.0)])
+        s.record([end("aa", "r1", "done", '{"y": 10}', 4.0)])  # the same job and run again
+        s.mark_planned([("gen", "bb", "{}"), ("gen", "cc", "{}")], "r2")
+        s.record([end("bb", "r2", "failed", None, 5.0), end("cc", "r2", "done", None, 6.0)])
+        assert [(h.hash, h.run_id, h.values_json) for h in s.history("gen")] == [
+            ("bb", "r1", '{"y": 2}'), ("cc", "r1", '{"y": 3}'), ("aa", "r1", '{"y": 10}')]
+        assert s.latest_results("gen") == {"aa": ('{"y": 10}', 5.0)}
+        assert {r[0]: r[-1] for r in s.job_rows("gen")} == {"aa": '{"y": 10}', "bb": None, "cc": None}
+    finally:
+        s.close()

@@ -289,7 +289,7 @@ def adopt(g: BuildGraph, store: Store, rows: dict[tuple[str, str], Record]) -> N
             found.append((row.rule, row.hash, f"{jid}_{task}"))
             rows[key] = row._replace(backend_job_id=f"{jid}_{task}")
     if found:
-        with store.transaction() as c:
+        with store.transaction(jobs=True) as c:
             c.executemany("UPDATE jobs SET backend_job_id=? WHERE rule=? AND hash=?", ((j, r, h) for r, h, j in found))
 
 
